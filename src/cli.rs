@@ -1,0 +1,713 @@
+//! The command line: subcommands, how each reaches the engine (through the daemon's
+//! socket when it runs, directly under the state lock when it does not), and output as
+//! tables or `--json`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::clock::{SystemClock, system_now};
+use crate::config::{self, Config, ConfigError};
+use crate::control::client::{self, ClientError};
+use crate::control::{GcRequest, LsRequest, PathRequest, PathsRequest, ReloadResponse};
+use crate::engine::{Engine, EngineError, Explanation, GcReport, PinResult, Status};
+use crate::exit;
+use crate::policy::{Plan, Verdict};
+use crate::registry::{Entry, Filter};
+use crate::scan::ScanStats;
+use crate::statedir::{StateError, StateLock};
+use crate::store::Outcome;
+use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
+
+/// A command's failure: what to print and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    /// sysexits code.
+    pub code: u8,
+    /// One or more lines.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code`.
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        Failure::new(e.exit_code(), e.to_string())
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::new(exit::CONFIG, e.to_string())
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Remote { body } => Failure::new(body.exit, body.error),
+            e => Failure::new(exit::UNAVAILABLE, e.to_string()),
+        }
+    }
+}
+
+/// mediaretain: keeps streaming and recording boxes from filling their disks.
+#[derive(Debug, Parser)]
+#[command(name = "mediaretain", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "MEDIARETAIN_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the daemon (systemd ExecStart).
+    Run,
+    /// Validate the config: exit 0, or 78 with FILE:LINE:COL: message lines.
+    CheckConfig,
+    /// Show what would be deleted and why; changes nothing.
+    Plan {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Plan for another time: RFC 3339 ("2026-11-22T08:00:00Z") or "+2h".
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Run one lifecycle pass now (through the daemon if it runs).
+    Gc {
+        /// Plan and check only; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Volumes, watermarks, classes and activity.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List registry entries.
+    Ls {
+        /// Only this class.
+        #[arg(long)]
+        class: Option<String>,
+        /// Only retained (pinned) files.
+        #[arg(long)]
+        retained: bool,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a file is kept or when it goes; for a deleted file, when and why it went.
+    Explain {
+        /// An absolute path inside a store root, or STORE:KEY.
+        path: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin files: never deleted automatically until unretained.
+    Retain {
+        /// Absolute paths inside store roots, or STORE:KEY.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Remove pins.
+    Unretain {
+        /// Absolute paths inside store roots, or STORE:KEY.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Reconcile the registry with the stores now.
+    Scan {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon to reload its config (like SIGHUP), reporting errors.
+    Reload,
+}
+
+/// Where commands go.
+enum Backend {
+    Daemon(PathBuf),
+    Local(Arc<Engine>, #[allow(dead_code)] StateLock),
+}
+
+impl Backend {
+    async fn open(cfg: Config, needs_daemon: bool) -> Result<Backend, Failure> {
+        let socket = cfg.daemon.socket.clone();
+        match client::connect(&socket).await {
+            Ok(_) => return Ok(Backend::Daemon(socket)),
+            Err(e) if needs_daemon => {
+                return Err(Failure::new(
+                    exit::UNAVAILABLE,
+                    format!("the daemon is not running ({e})"),
+                ));
+            }
+            Err(_) => {}
+        }
+        let lock = StateLock::acquire(&cfg.daemon.state_dir).map_err(|e| match e {
+            StateError::Busy { pid, .. } => Failure::new(
+                exit::UNAVAILABLE,
+                format!("mediaretain (pid {pid}) holds the state directory but its socket {} does not answer; is it still starting?", socket.display()),
+            ),
+            e => Failure::new(exit::CANTCREAT, e.to_string()),
+        })?;
+        let engine = Arc::new(Engine::open(cfg, Arc::new(SystemClock), false)?);
+        // No daemon keeps the registry current: reconcile first, so answers match the disk.
+        let e = engine.clone();
+        tokio::task::spawn_blocking(move || e.scan_all())
+            .await
+            .expect("scan task")?;
+        Ok(Backend::Local(engine, lock))
+    }
+
+    async fn ask<T, B>(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&B>,
+        local: impl FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, Failure>
+    where
+        T: DeserializeOwned + Send + 'static,
+        B: Serialize,
+    {
+        match self {
+            Backend::Daemon(socket) => {
+                let stream = client::connect(socket).await?;
+                Ok(client::call(stream, socket, method, uri, body).await?)
+            }
+            Backend::Local(engine, _) => {
+                let e = engine.clone();
+                Ok(tokio::task::spawn_blocking(move || local(&e))
+                    .await
+                    .expect("engine task")?)
+            }
+        }
+    }
+}
+
+const NONE: Option<&()> = None;
+
+/// Prints `v` as JSON, or the human rendering.
+fn show<T: Serialize>(json: bool, v: &T, human: impl FnOnce() -> String) -> Result<(), Failure> {
+    if json {
+        return print_json(v);
+    }
+    print!("{}", human());
+    Ok(())
+}
+
+fn print_json(v: &impl Serialize) -> Result<(), Failure> {
+    let s =
+        serde_json::to_string_pretty(v).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+    println!("{s}");
+    Ok(())
+}
+
+/// Parses `--at`: RFC 3339, "+DURATION", or "now".
+pub fn parse_at(s: &str, now: Nanos) -> Result<Nanos, Failure> {
+    let bad = |m: String| Failure::new(exit::USAGE, format!("--at {s:?}: {m}"));
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Some(d) = s.strip_prefix('+') {
+        let d: crate::units::Dur = d.parse().map_err(bad)?;
+        return Ok(now.saturating_add(d.as_nanos_i64()));
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        bad(format!(
+            "{e}; use RFC 3339 like 2026-11-22T08:00:00Z or +2h"
+        ))
+    })?;
+    Ok(crate::clock::to_nanos(t))
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let path = cli.config.clone();
+    match cli.cmd {
+        Cmd::Run => crate::daemon::run(&path).await,
+        Cmd::CheckConfig => {
+            let cfg = Config::load(&path)?;
+            println!(
+                "{}: ok ({} stores, {} classes; state_dir {}, socket {})",
+                path.display(),
+                cfg.stores.len(),
+                cfg.classes.len(),
+                cfg.daemon.state_dir.display(),
+                cfg.daemon.socket.display()
+            );
+            Ok(())
+        }
+        cmd => {
+            let cfg = Config::load(&path)?;
+            let needs_daemon = matches!(cmd, Cmd::Reload);
+            let b = Backend::open(cfg, needs_daemon).await?;
+            dispatch(&b, cmd).await
+        }
+    }
+}
+
+async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
+    match cmd {
+        Cmd::Run | Cmd::CheckConfig => unreachable!("handled by run()"),
+        Cmd::Status { json } => {
+            let s: Status = b
+                .ask(Method::GET, "/v1/status", NONE, |e| e.status())
+                .await?;
+            show(json, &s, || render_status(&s, system_now()))
+        }
+        Cmd::Plan { json, at } => {
+            let at = at.map(|a| parse_at(&a, system_now())).transpose()?;
+            let uri = match at {
+                Some(t) => format!("/v1/plan?at={t}"),
+                None => "/v1/plan".into(),
+            };
+            let p: Plan = b
+                .ask(Method::GET, &uri, NONE, move |e| {
+                    e.plan(at.unwrap_or_else(|| e.now()))
+                })
+                .await?;
+            show(json, &p, || render_plan(&p))
+        }
+        Cmd::Gc { dry_run, json } => {
+            let r: GcReport = b
+                .ask(
+                    Method::POST,
+                    "/v1/gc",
+                    Some(&GcRequest { dry_run }),
+                    move |e| e.gc(dry_run, "cli"),
+                )
+                .await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                print!("{}", render_gc(&r));
+            }
+            if r.failed > 0 {
+                return Err(Failure::new(
+                    exit::IOERR,
+                    format!(
+                        "{} of {} files could not be deleted",
+                        r.failed,
+                        r.results.len()
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Cmd::Ls {
+            class,
+            retained,
+            limit,
+            json,
+        } => {
+            let req = LsRequest {
+                class: class.clone(),
+                retained,
+                limit,
+            };
+            let es: Vec<Entry> = b
+                .ask(Method::POST, "/v1/ls", Some(&req), move |e| {
+                    e.ls(&Filter {
+                        class,
+                        retained,
+                        limit,
+                    })
+                })
+                .await?;
+            show(json, &es, || render_ls(&es))
+        }
+        Cmd::Explain { path, json } => {
+            let req = PathRequest { path: path.clone() };
+            let x: Explanation = b
+                .ask(Method::POST, "/v1/explain", Some(&req), move |e| {
+                    e.explain(&path)
+                })
+                .await?;
+            show(json, &x, || render_explain(&x, system_now()))
+        }
+        Cmd::Retain { paths } | Cmd::Unretain { paths } if paths.is_empty() => {
+            Err(Failure::new(exit::USAGE, "no paths given"))
+        }
+        cmd @ (Cmd::Retain { .. } | Cmd::Unretain { .. }) => {
+            let (pin, paths) = match cmd {
+                Cmd::Retain { paths } => (true, paths),
+                Cmd::Unretain { paths } => (false, paths),
+                _ => unreachable!(),
+            };
+            let uri = if pin { "/v1/retain" } else { "/v1/unretain" };
+            let req = PathsRequest {
+                paths: paths.clone(),
+            };
+            let rs: Vec<PinResult> = b
+                .ask(Method::POST, uri, Some(&req), move |e| {
+                    e.retain(&paths, pin, "cli")
+                })
+                .await?;
+            let mut bad = 0;
+            for r in &rs {
+                match (&r.error, &r.store, &r.path) {
+                    (Some(err), _, _) => {
+                        bad += 1;
+                        eprintln!("{}: {err}", r.arg);
+                    }
+                    (None, Some(s), Some(p)) => {
+                        let what = match (pin, r.changed) {
+                            (true, true) => "retained",
+                            (true, false) => "already retained",
+                            (false, true) => "unretained",
+                            (false, false) => "was not retained",
+                        };
+                        println!("{what}: {s}:{}", p.display());
+                    }
+                    _ => {}
+                }
+            }
+            if bad > 0 {
+                return Err(Failure::new(
+                    exit::DATAERR,
+                    format!("{bad} of {} paths refused", rs.len()),
+                ));
+            }
+            Ok(())
+        }
+        Cmd::Scan { json } => {
+            let st: Vec<ScanStats> = b
+                .ask(Method::POST, "/v1/scan", NONE, |e| e.scan_all())
+                .await?;
+            if json {
+                return print_json(&st);
+            }
+            for s in &st {
+                println!(
+                    "{}: {} files ({}) in {} directories, {} forgotten, {} unreadable, {} ms",
+                    s.store,
+                    s.files,
+                    ByteSize(s.bytes),
+                    s.dirs,
+                    s.forgotten,
+                    s.unreadable,
+                    s.millis
+                );
+            }
+            Ok(())
+        }
+        Cmd::Reload => {
+            let r: ReloadResponse = b
+                .ask(Method::POST, "/v1/reload", NONE, |_| {
+                    Err(EngineError::Reload("no daemon runs".into()))
+                })
+                .await?;
+            println!("reloaded; {} entries changed class", r.reclassified);
+            Ok(())
+        }
+    }
+}
+
+fn loc(store: &str, path: &Path) -> String {
+    format!("{store}:{}", path.display())
+}
+
+fn render_plan(p: &Plan) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "plan at {}", fmt_time(p.at));
+    for a in &p.actions {
+        let _ = writeln!(
+            o,
+            "delete  {:<48} {:>10}  {:<14} {:<9} {}",
+            loc(&a.entry.store, &a.entry.path),
+            ByteSize(a.entry.size).to_string(),
+            a.class_name,
+            a.rule.to_string(),
+            a.reason
+        );
+    }
+    let _ = writeln!(
+        o,
+        "{:<16} {:<10} {:>8} {:>12} {:>8} {:>12} {:>9}",
+        "CLASS", "STORE", "FILES", "BYTES", "DELETE", "FREES", "RETAINED"
+    );
+    for c in &p.classes {
+        let _ = writeln!(
+            o,
+            "{:<16} {:<10} {:>8} {:>12} {:>8} {:>12} {:>9}",
+            c.class,
+            c.store,
+            c.files,
+            ByteSize(c.bytes).to_string(),
+            c.delete_files,
+            ByteSize(c.delete_bytes).to_string(),
+            c.retained
+        );
+    }
+    let _ = writeln!(
+        o,
+        "total: {} files to delete ({})",
+        p.actions.len(),
+        ByteSize(p.delete_bytes())
+    );
+    if let Some(t) = p.next_due {
+        let _ = writeln!(o, "next file becomes due at {}", fmt_time(t));
+    }
+    o
+}
+
+fn render_gc(r: &GcReport) -> String {
+    let mut o = String::new();
+    for f in &r.results {
+        let word = if r.dry_run {
+            "would delete"
+        } else {
+            f.result.word()
+        };
+        let detail = match (&f.result, r.dry_run) {
+            (_, true) => f.reason.clone(),
+            (Outcome::Refused(d) | Outcome::Failed(d), _) => d.clone(),
+            _ => f.reason.clone(),
+        };
+        let _ = writeln!(
+            o,
+            "{word:<12} {:<48} {:>10}  {:<14} {}",
+            loc(&f.store, &f.path),
+            ByteSize(f.bytes).to_string(),
+            f.class,
+            detail
+        );
+    }
+    if let Some(g) = &r.guard {
+        let _ = writeln!(o, "STOPPED: {g}");
+    }
+    if r.dry_run {
+        let _ = writeln!(
+            o,
+            "dry run: {} files ({}) would be deleted; nothing was changed",
+            r.results.len(),
+            ByteSize(r.results.iter().map(|f| f.bytes).sum())
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "{} deleted ({}), {} refused, {} failed, {} already gone; {} empty directories removed; {} ms",
+            r.deleted_files,
+            ByteSize(r.deleted_bytes),
+            r.refused,
+            r.failed,
+            r.vanished,
+            r.pruned_dirs,
+            r.millis
+        );
+    }
+    o
+}
+
+fn render_ls(es: &[Entry]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:<56} {:>10}  {:<20}  {:<16} RETAINED",
+        "PATH", "SIZE", "MODIFIED", "CLASS"
+    );
+    for e in es {
+        let _ = writeln!(
+            o,
+            "{:<56} {:>10}  {:<20}  {:<16} {}",
+            loc(&e.store, &e.path),
+            ByteSize(e.size).to_string(),
+            fmt_time(e.mtime),
+            e.class.as_deref().unwrap_or("-"),
+            if e.retained { "yes" } else { "" }
+        );
+    }
+    o
+}
+
+fn render_explain(x: &Explanation, now: Nanos) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{}", loc(&x.store, &x.path));
+    let _ = writeln!(o, "  {}", x.summary);
+    if let Some(e) = &x.entry {
+        let _ = writeln!(
+            o,
+            "  size {}, modified {} ({} ago), first seen {}{}",
+            ByteSize(e.size),
+            fmt_time(e.mtime),
+            fmt_span(now - e.mtime),
+            fmt_time(e.first_seen),
+            if e.retained { ", RETAINED" } else { "" }
+        );
+    }
+    if let Some(c) = &x.class {
+        let mut rules = Vec::new();
+        if let Some(t) = c.ttl {
+            rules.push(format!("ttl {t}"));
+        }
+        if let Some(k) = c.keep_for {
+            rules.push(format!("keep_for {k}"));
+        }
+        if let Some(m) = c.max_count {
+            rules.push(format!("max_count {m}"));
+        }
+        if let Some(m) = c.max_total {
+            rules.push(format!("max_total {m}"));
+        }
+        let _ = writeln!(
+            o,
+            "  class {} ({}; matched by {:?}): {}; age from {:?}",
+            c.name,
+            c.lifecycle,
+            c.pattern,
+            if rules.is_empty() {
+                "no rules".into()
+            } else {
+                rules.join(", ")
+            },
+            c.age_from
+        );
+    }
+    if let Some(Verdict::Delete { rule, .. }) = &x.verdict {
+        let _ = writeln!(o, "  verdict: delete by {rule}");
+    }
+    for h in &x.history {
+        let _ = writeln!(
+            o,
+            "  {}  {} {} ({}{}): {}",
+            fmt_time(h.at),
+            h.action,
+            h.outcome,
+            h.trigger,
+            h.rule
+                .as_ref()
+                .map(|r| format!(", {r}"))
+                .unwrap_or_default(),
+            h.reason
+        );
+    }
+    o
+}
+
+fn bar(pct: f64, low: f64, high: f64) -> String {
+    const W: usize = 40;
+    let pos = |p: f64| ((p / 100.0) * W as f64).round().clamp(0.0, W as f64) as usize;
+    let (u, l, h) = (pos(pct), pos(low), pos(high));
+    (0..W)
+        .map(|i| match i {
+            _ if i == h => '|',
+            _ if i == l => ':',
+            _ if i < u => '#',
+            _ => '.',
+        })
+        .collect()
+}
+
+fn render_status(s: &Status, now: Nanos) -> String {
+    let mut o = String::new();
+    let a = &s.activity;
+    let who = if a.daemon {
+        format!("daemon pid {}, up {}", a.pid, fmt_span(now - a.started_at))
+    } else {
+        "no daemon running (one-shot)".into()
+    };
+    let _ = writeln!(
+        o,
+        "mediaretain: {who}; config {}; state {}",
+        s.config.display(),
+        s.state_dir.display()
+    );
+    if let Some(t) = a.last_scan_at {
+        let files: u64 = a.last_scan.iter().map(|x| x.files).sum();
+        let _ = writeln!(o, "last scan:  {} ({files} files)", fmt_time(t));
+    }
+    if let Some(p) = &a.last_pass {
+        let _ = writeln!(
+            o,
+            "last pass:  {} ({}): {} deleted ({}), {} refused, {} failed",
+            fmt_time(p.at),
+            p.trigger,
+            p.deleted_files,
+            ByteSize(p.deleted_bytes),
+            p.refused,
+            p.failed
+        );
+        if let Some(g) = &p.guard {
+            let _ = writeln!(o, "GUARD:      {g}");
+        }
+    }
+    if let Some(t) = a.next_pass_at {
+        let _ = writeln!(o, "next pass:  {}", fmt_time(t));
+    }
+    if let Some((t, err)) = &a.last_reload {
+        match err {
+            None => {
+                let _ = writeln!(o, "reload:     {} ok", fmt_time(*t));
+            }
+            Some(e) => {
+                let _ = writeln!(
+                    o,
+                    "reload:     {} REFUSED, running config kept: {e}",
+                    fmt_time(*t)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nVOLUME       USED                                              FREE        (':' low, '|' high)"
+    );
+    for v in &s.volumes {
+        let _ = writeln!(
+            o,
+            "{:<12} [{}] {:>5.1}%  {:>10}  low {} high {}",
+            v.store,
+            bar(v.used_pct, v.low.0, v.high.0),
+            v.used_pct,
+            ByteSize(v.avail).to_string(),
+            v.low,
+            v.high
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n{:<12} {:<16} {:>9} {:>12} {:>9}",
+        "STORE", "CLASS", "FILES", "BYTES", "RETAINED"
+    );
+    for c in &s.classes {
+        let _ = writeln!(
+            o,
+            "{:<12} {:<16} {:>9} {:>12} {:>9}",
+            c.store,
+            c.class.as_deref().unwrap_or("(no class)"),
+            c.files,
+            ByteSize(c.bytes).to_string(),
+            c.retained
+        );
+    }
+    o
+}

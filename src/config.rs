@@ -1,0 +1,654 @@
+//! Configuration: the TOML model, loading, and validation with `FILE:LINE:COL` diagnostics.
+//!
+//! Parsing happens in two layers: `raw` mirrors the file (with source spans, unknown keys
+//! refused), and [`Config`] is the validated model the rest of the daemon uses. Relative
+//! paths are resolved against the directory of the config file.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobBuilder};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::units::{ByteSize, Dur, Percent};
+
+/// The default config path when neither `--config` nor `$MEDIARETAIN_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/mediaretain/config.toml";
+
+/// One problem in a config file, located by line and column (both 1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{}: cannot read config: {source}", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but has one or more problems.
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file it was loaded from (absolute when possible).
+    pub path: PathBuf,
+    /// Daemon settings.
+    pub daemon: Daemon,
+    /// Stores, in file order.
+    pub stores: Vec<Store>,
+    /// Classes, in file order (first match wins within a store).
+    pub classes: Vec<Class>,
+    /// Disk-pressure watermarks.
+    pub watchdog: Watchdog,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Daemon {
+    /// Registry, lock and staging live here.
+    pub state_dir: PathBuf,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// Full reconciliation of every store this often.
+    pub scan_interval: Dur,
+    /// A lifecycle pass at least this often (passes also run when files arrive or expire).
+    pub gc_interval: Dur,
+    /// Blast-radius guard: at most this many files in one pass.
+    pub max_delete_files: u64,
+    /// Blast-radius guard: at most this many bytes in one pass.
+    pub max_delete_bytes: ByteSize,
+    /// Audit records older than this are pruned.
+    pub audit_retention: Dur,
+}
+
+/// `[[store]]`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Store {
+    /// Unique name, used in `STORE:KEY` paths and in classes.
+    pub name: String,
+    /// The backend.
+    pub kind: StoreKind,
+    /// Root directory of a local store.
+    pub root: PathBuf,
+    /// Remove empty directories untouched for this long (never the root); None: never.
+    pub prune_empty_dirs: Option<Dur>,
+    /// Follow changes with inotify (else only periodic scans).
+    pub watch: bool,
+}
+
+/// The backend of a store.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A directory on a local filesystem.
+    Local,
+}
+
+/// `[[class]]`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Class {
+    /// Unique name.
+    pub name: String,
+    /// The store whose files it matches.
+    pub store: String,
+    /// Globs relative to the store root.
+    pub patterns: Vec<String>,
+    /// Globs that take a file back out of this class.
+    pub exclude: Vec<String>,
+    /// What kind of data this is.
+    pub lifecycle: Lifecycle,
+    /// `temporary`: expires this long after its age reference.
+    pub ttl: Option<Dur>,
+    /// `segment`/`recording`: kept this long after its age reference.
+    pub keep_for: Option<Dur>,
+    /// Keep at most this many files (oldest go first).
+    pub max_count: Option<u64>,
+    /// Keep at most this many bytes (oldest go first).
+    pub max_total: Option<ByteSize>,
+    /// What the age of a file is counted from.
+    pub age_from: AgeFrom,
+}
+
+/// The lifecycle of a class.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// Scratch files; expire after `ttl`.
+    Temporary,
+    /// Short-lived media pieces (HLS/DASH).
+    Segment,
+    /// Finished media.
+    Recording,
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lifecycle::Temporary => "temporary",
+            Lifecycle::Segment => "segment",
+            Lifecycle::Recording => "recording",
+        })
+    }
+}
+
+/// The age reference of a class.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgeFrom {
+    /// The file's modification time.
+    #[default]
+    Mtime,
+    /// When mediaretain first saw the file (for files that arrive with old mtimes).
+    FirstSeen,
+}
+
+/// `[watchdog]`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Watchdog {
+    /// Start freeing at this usage.
+    pub high: Percent,
+    /// Free until this usage.
+    pub low: Percent,
+    /// Also act when the disk is forecast to fill within this time.
+    pub horizon: Dur,
+    /// Sampling interval.
+    pub interval: Dur,
+}
+
+impl Config {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(path, text, true)
+    }
+
+    /// Like [`Config::parse`]; with `fs_checks` false, store roots and the state directory
+    /// are not looked at (for checking example configs on another machine).
+    pub fn parse_with(path: &Path, text: &str, fs_checks: bool) -> Result<Config, ConfigError> {
+        let locate = Locator { file: path, text };
+        let raw: raw::File = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ConfigError::Invalid(vec![locate.at(span, e.message().trim().to_string())])
+        })?;
+        let base = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .or_else(|| path.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        let mut v = Validator {
+            locate,
+            base,
+            fs_checks,
+            diags: Vec::new(),
+        };
+        let cfg = v.validate(raw, path);
+        if v.diags.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid(v.diags))
+        }
+    }
+
+    /// The store called `name`.
+    pub fn store(&self, name: &str) -> Option<&Store> {
+        self.stores.iter().find(|s| s.name == name)
+    }
+
+    /// The class called `name`.
+    pub fn class(&self, name: &str) -> Option<&Class> {
+        self.classes.iter().find(|c| c.name == name)
+    }
+}
+
+/// Builds a glob the way every class pattern is interpreted: `*` stays within one
+/// directory, `**` crosses directories, `{a,b}` alternates.
+pub fn glob(pattern: &str) -> Result<Glob, globset::Error> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+}
+
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn at(&self, span: Range<usize>, message: String) -> Diagnostic {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let col = self.text[line_start..start].chars().count() + 1;
+        Diagnostic {
+            file: self.file.to_path_buf(),
+            line,
+            col,
+            message,
+        }
+    }
+}
+
+struct Validator<'a> {
+    locate: Locator<'a>,
+    base: PathBuf,
+    fs_checks: bool,
+    diags: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        let d = self.locate.at(span, msg.into());
+        self.diags.push(d);
+    }
+
+    /// Makes `p` absolute against the config's directory, folding `.` and `..`.
+    fn resolve(&self, p: &Path) -> PathBuf {
+        let mut out = PathBuf::new();
+        for c in self.base.join(p).components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn validate(&mut self, raw: raw::File, path: &Path) -> Config {
+        let dspan = raw.daemon.span();
+        let d = raw.daemon.into_inner();
+        let (guard, guard_span) = match d.max_delete_per_pass {
+            Some(g) => (*g.get_ref(), g.span()),
+            None => (raw::Guard::default(), dspan.clone()),
+        };
+        let state_dir = self.resolve(d.state_dir.get_ref());
+        if let Some(md) = std::fs::metadata(&state_dir)
+            .ok()
+            .filter(|_| self.fs_checks)
+        {
+            if !md.is_dir() {
+                self.err(
+                    d.state_dir.span(),
+                    format!("state_dir {} is not a directory", state_dir.display()),
+                );
+            } else if rustix::fs::access(&state_dir, rustix::fs::Access::WRITE_OK).is_err() {
+                self.err(
+                    d.state_dir.span(),
+                    format!("state_dir {} is not writable", state_dir.display()),
+                );
+            }
+        }
+        let socket = d
+            .socket
+            .as_deref()
+            .map(|s| self.resolve(s))
+            .unwrap_or_else(|| state_dir.join("control.sock"));
+        if guard.files == 0 {
+            self.err(guard_span, "max_delete_per_pass.files must be at least 1");
+        }
+        let daemon = Daemon {
+            state_dir,
+            socket,
+            scan_interval: d.scan_interval,
+            gc_interval: d.gc_interval,
+            max_delete_files: guard.files,
+            max_delete_bytes: guard.bytes,
+            audit_retention: d.audit_retention,
+        };
+        for (name, v, min) in [
+            ("scan_interval", d.scan_interval, 1),
+            ("gc_interval", d.gc_interval, 1),
+        ] {
+            if v.0.as_secs() < min {
+                self.err(
+                    dspan.clone(),
+                    format!("daemon.{name} must be at least {min}s"),
+                );
+            }
+        }
+
+        let mut stores = Vec::new();
+        let mut names = HashSet::new();
+        for s in raw.store {
+            let name = s.name.get_ref().clone();
+            if name.is_empty() || name.contains([':', '/']) || name.trim() != name {
+                self.err(s.name.span(), format!("store name {name:?} must be non-empty, without ':', '/' or surrounding spaces"));
+            } else if !names.insert(name.clone()) {
+                self.err(s.name.span(), format!("duplicate store name {name:?}"));
+            }
+            let root = self.resolve(s.root.get_ref());
+            if let Some(problem) = self.fs_checks.then(|| root_problem(&root)).flatten() {
+                self.err(
+                    s.root.span(),
+                    format!("store {name:?}: root {} {problem}", root.display()),
+                );
+            }
+            let root = root.canonicalize().unwrap_or(root);
+            stores.push(Store {
+                name,
+                kind: s.kind,
+                root,
+                prune_empty_dirs: s.prune_empty_dirs.then_some(s.prune_grace),
+                watch: s.watch,
+            });
+        }
+
+        let mut classes = Vec::new();
+        let mut class_names = HashSet::new();
+        for sc in raw.class {
+            let span = sc.span();
+            let c = sc.into_inner();
+            let name = c.name.get_ref().clone();
+            if name.is_empty() {
+                self.err(c.name.span(), "class name must not be empty");
+            } else if !class_names.insert(name.clone()) {
+                self.err(c.name.span(), format!("duplicate class name {name:?}"));
+            }
+            if !stores.iter().any(|s| &s.name == c.store.get_ref()) {
+                let known: Vec<_> = stores.iter().map(|s| s.name.as_str()).collect();
+                self.err(
+                    c.store.span(),
+                    format!(
+                        "class {name:?}: unknown store {:?} (stores: {})",
+                        c.store.get_ref(),
+                        known.join(", ")
+                    ),
+                );
+            }
+            if c.patterns.get_ref().is_empty() {
+                self.err(
+                    c.patterns.span(),
+                    format!("class {name:?}: match must list at least one glob"),
+                );
+            }
+            for p in c.patterns.get_ref().iter().chain(c.exclude.get_ref()) {
+                if let Err(e) = glob(p) {
+                    let sp = if c.patterns.get_ref().contains(p) {
+                        c.patterns.span()
+                    } else {
+                        c.exclude.span()
+                    };
+                    self.err(sp, format!("class {name:?}: bad glob {p:?}: {}", e.kind()));
+                } else if p.starts_with('/') {
+                    self.err(
+                        c.patterns.span(),
+                        format!("class {name:?}: glob {p:?} must be relative to the store root"),
+                    );
+                }
+            }
+            match c.lifecycle {
+                Lifecycle::Temporary => {
+                    if c.ttl.is_none() {
+                        self.err(
+                            span.clone(),
+                            format!("class {name:?}: lifecycle \"temporary\" needs ttl"),
+                        );
+                    }
+                    if c.keep_for.is_some() {
+                        self.err(span.clone(), format!("class {name:?}: keep_for is for segment and recording classes; a temporary class uses ttl"));
+                    }
+                }
+                Lifecycle::Segment | Lifecycle::Recording => {
+                    if c.ttl.is_some() {
+                        self.err(span.clone(), format!("class {name:?}: ttl is for temporary classes; a {} class uses keep_for", c.lifecycle));
+                    }
+                    if c.lifecycle == Lifecycle::Segment && c.keep_for.is_none() {
+                        self.err(
+                            span.clone(),
+                            format!("class {name:?}: lifecycle \"segment\" needs keep_for"),
+                        );
+                    }
+                }
+            }
+            if c.max_count == Some(0) {
+                self.err(
+                    span.clone(),
+                    format!("class {name:?}: max_count must be at least 1"),
+                );
+            }
+            classes.push(Class {
+                name,
+                store: c.store.into_inner(),
+                patterns: c.patterns.into_inner(),
+                exclude: c.exclude.into_inner(),
+                lifecycle: c.lifecycle,
+                ttl: c.ttl,
+                keep_for: c.keep_for,
+                max_count: c.max_count,
+                max_total: c.max_total,
+                age_from: c.age_from,
+            });
+        }
+
+        let (wspan, w) = match raw.watchdog {
+            Some(w) => (w.span(), w.into_inner()),
+            None => (0..0, raw::Watchdog::default()),
+        };
+        if w.low >= w.high {
+            self.err(
+                wspan.clone(),
+                format!("watchdog: low ({}) must be below high ({})", w.low, w.high),
+            );
+        }
+        if w.interval.0.is_zero() {
+            self.err(wspan, "watchdog: interval must be above 0s");
+        }
+        let watchdog = Watchdog {
+            high: w.high,
+            low: w.low,
+            horizon: w.horizon,
+            interval: w.interval,
+        };
+
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        Config {
+            path,
+            daemon,
+            stores,
+            classes,
+            watchdog,
+        }
+    }
+}
+
+/// Why `root` cannot serve as a store root, if it cannot.
+fn root_problem(root: &Path) -> Option<String> {
+    match std::fs::metadata(root) {
+        Err(e) => Some(format!("is not accessible: {e}")),
+        Ok(md) if !md.is_dir() => Some("is not a directory".into()),
+        Ok(_) => std::fs::read_dir(root)
+            .err()
+            .map(|e| format!("is not readable: {e}")),
+    }
+}
+
+mod raw {
+    //! The file as written.
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        pub daemon: Spanned<DaemonTable>,
+        #[serde(default)]
+        pub store: Vec<StoreTable>,
+        #[serde(default)]
+        pub class: Vec<Spanned<ClassTable>>,
+        pub watchdog: Option<Spanned<Watchdog>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DaemonTable {
+        pub state_dir: Spanned<PathBuf>,
+        pub socket: Option<PathBuf>,
+        #[serde(default = "d_scan")]
+        pub scan_interval: Dur,
+        #[serde(default = "d_gc")]
+        pub gc_interval: Dur,
+        #[serde(default)]
+        pub max_delete_per_pass: Option<Spanned<Guard>>,
+        #[serde(default = "d_audit")]
+        pub audit_retention: Dur,
+    }
+
+    #[derive(Deserialize, Clone, Copy)]
+    #[serde(deny_unknown_fields)]
+    pub struct Guard {
+        #[serde(default = "d_files")]
+        pub files: u64,
+        #[serde(default = "d_bytes")]
+        pub bytes: ByteSize,
+    }
+
+    impl Default for Guard {
+        fn default() -> Self {
+            Guard {
+                files: d_files(),
+                bytes: d_bytes(),
+            }
+        }
+    }
+
+    fn d_grace() -> Dur {
+        "15m".parse().unwrap()
+    }
+
+    fn d_scan() -> Dur {
+        "10m".parse().unwrap()
+    }
+    fn d_gc() -> Dur {
+        "1m".parse().unwrap()
+    }
+    fn d_audit() -> Dur {
+        "90d".parse().unwrap()
+    }
+    fn d_files() -> u64 {
+        10_000
+    }
+    fn d_bytes() -> ByteSize {
+        ByteSize(1 << 40)
+    }
+    fn yes() -> bool {
+        true
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct StoreTable {
+        pub name: Spanned<String>,
+        pub kind: StoreKind,
+        pub root: Spanned<PathBuf>,
+        #[serde(default)]
+        pub prune_empty_dirs: bool,
+        #[serde(default = "d_grace")]
+        pub prune_grace: Dur,
+        #[serde(default = "yes")]
+        pub watch: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ClassTable {
+        pub name: Spanned<String>,
+        pub store: Spanned<String>,
+        #[serde(rename = "match")]
+        pub patterns: Spanned<Vec<String>>,
+        #[serde(default = "empty")]
+        pub exclude: Spanned<Vec<String>>,
+        pub lifecycle: Lifecycle,
+        pub ttl: Option<Dur>,
+        pub keep_for: Option<Dur>,
+        pub max_count: Option<u64>,
+        pub max_total: Option<ByteSize>,
+        #[serde(default)]
+        pub age_from: AgeFrom,
+    }
+
+    fn empty() -> Spanned<Vec<String>> {
+        Spanned::new(0..0, Vec::new())
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Watchdog {
+        #[serde(default = "d_high")]
+        pub high: Percent,
+        #[serde(default = "d_low")]
+        pub low: Percent,
+        #[serde(default = "d_horizon")]
+        pub horizon: Dur,
+        #[serde(default = "d_interval")]
+        pub interval: Dur,
+    }
+
+    impl Default for Watchdog {
+        fn default() -> Self {
+            Watchdog {
+                high: d_high(),
+                low: d_low(),
+                horizon: d_horizon(),
+                interval: d_interval(),
+            }
+        }
+    }
+
+    fn d_high() -> Percent {
+        Percent(90.0)
+    }
+    fn d_low() -> Percent {
+        Percent(80.0)
+    }
+    fn d_horizon() -> Dur {
+        "15m".parse().unwrap()
+    }
+    fn d_interval() -> Dur {
+        "1s".parse().unwrap()
+    }
+}

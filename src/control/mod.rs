@@ -1,0 +1,73 @@
+//! The control socket: HTTP+JSON over a Unix socket (mode 0660), so the CLI — and a shell
+//! hook via `curl --unix-socket` — talk to the running daemon.
+//!
+//! | method | path           | body                                  | answer            |
+//! |--------|----------------|---------------------------------------|-------------------|
+//! | GET    | /v1/status     |                                       | `Status`          |
+//! | GET    | /v1/plan       | (query `at=NANOS`, optional)          | `Plan`            |
+//! | POST   | /v1/gc         | `{"dry_run": false}`                  | `GcReport`        |
+//! | POST   | /v1/ls         | `{"class": null, "retained": false}`  | `[Entry]`         |
+//! | POST   | /v1/explain    | `{"path": "media:tmp/x"}`             | `Explanation`     |
+//! | POST   | /v1/retain     | `{"paths": ["/abs/path"]}`            | `[PinResult]`     |
+//! | POST   | /v1/unretain   | `{"paths": ["media:rec/a.mp4"]}`      | `[PinResult]`     |
+//! | POST   | /v1/scan       |                                       | `[ScanStats]`     |
+//! | POST   | /v1/reload     |                                       | `{"reclassified": N}` |
+//!
+//! Errors answer 4xx/5xx with `{"error": "...", "exit": CODE}`.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+/// Body of `/v1/ls`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LsRequest {
+    /// Only this class.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// Only retained entries.
+    #[serde(default)]
+    pub retained: bool,
+    /// At most this many.
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+/// Body of `/v1/gc`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GcRequest {
+    /// Plan and check only.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Body of `/v1/explain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PathRequest {
+    /// An absolute path inside a store root, or STORE:KEY.
+    pub path: String,
+}
+
+/// Body of `/v1/retain` and `/v1/unretain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PathsRequest {
+    /// Absolute paths inside store roots, or STORE:KEY.
+    pub paths: Vec<String>,
+}
+
+/// Answer of `/v1/reload`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    /// Entries whose class changed.
+    pub reclassified: usize,
+}
+
+/// An error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+    /// The exit code the CLI should use.
+    pub exit: u8,
+}

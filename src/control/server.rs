@@ -1,0 +1,197 @@
+//! The daemon side of the control socket.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::engine::{Engine, EngineError};
+use crate::registry::Filter;
+
+/// A reload request to the daemon loop, answered with the reload's outcome.
+pub type ReloadReply = oneshot::Sender<Result<usize, String>>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Ctl {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// Reloads go through the daemon loop (it owns the watchers).
+    pub reload: mpsc::Sender<ReloadReply>,
+}
+
+struct ApiError(StatusCode, ErrorBody);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = match e {
+            EngineError::BadPath(_) | EngineError::Config(_) | EngineError::Reload(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(
+            status,
+            ErrorBody {
+                error: e.to_string(),
+                exit: e.exit_code(),
+            },
+        )
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+async fn blocking<T: Send + 'static>(
+    ctl: &Ctl,
+    f: impl FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
+) -> ApiResult<T> {
+    let engine = ctl.engine.clone();
+    match tokio::task::spawn_blocking(move || f(&engine)).await {
+        Ok(r) => r.map(Json).map_err(ApiError::from),
+        Err(e) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorBody {
+                error: format!("internal error: {e}"),
+                exit: crate::exit::SOFTWARE,
+            },
+        )),
+    }
+}
+
+#[derive(Deserialize, Serialize, Default)]
+struct PlanQuery {
+    at: Option<i64>,
+}
+
+async fn status(State(c): State<Ctl>) -> ApiResult<crate::engine::Status> {
+    blocking(&c, |e| e.status()).await
+}
+
+async fn plan(State(c): State<Ctl>, Query(q): Query<PlanQuery>) -> ApiResult<crate::policy::Plan> {
+    blocking(&c, move |e| e.plan(q.at.unwrap_or_else(|| e.now()))).await
+}
+
+async fn gc(State(c): State<Ctl>, Json(r): Json<GcRequest>) -> ApiResult<crate::engine::GcReport> {
+    blocking(&c, move |e| e.gc(r.dry_run, "api")).await
+}
+
+async fn ls(
+    State(c): State<Ctl>,
+    Json(r): Json<LsRequest>,
+) -> ApiResult<Vec<crate::registry::Entry>> {
+    blocking(&c, move |e| {
+        e.ls(&Filter {
+            class: r.class,
+            retained: r.retained,
+            limit: r.limit,
+        })
+    })
+    .await
+}
+
+async fn explain(
+    State(c): State<Ctl>,
+    Json(r): Json<PathRequest>,
+) -> ApiResult<crate::engine::Explanation> {
+    blocking(&c, move |e| e.explain(&r.path)).await
+}
+
+async fn retain(
+    State(c): State<Ctl>,
+    Json(r): Json<PathsRequest>,
+) -> ApiResult<Vec<crate::engine::PinResult>> {
+    blocking(&c, move |e| e.retain(&r.paths, true, "api")).await
+}
+
+async fn unretain(
+    State(c): State<Ctl>,
+    Json(r): Json<PathsRequest>,
+) -> ApiResult<Vec<crate::engine::PinResult>> {
+    blocking(&c, move |e| e.retain(&r.paths, false, "api")).await
+}
+
+async fn scan(State(c): State<Ctl>) -> ApiResult<Vec<crate::scan::ScanStats>> {
+    blocking(&c, |e| e.scan_all()).await
+}
+
+async fn reload(State(c): State<Ctl>) -> ApiResult<ReloadResponse> {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorBody {
+                error: "the daemon is shutting down".into(),
+                exit: crate::exit::UNAVAILABLE,
+            },
+        )
+    };
+    c.reload.send(tx).await.map_err(|_| unavailable())?;
+    match rx.await.map_err(|_| unavailable())? {
+        Ok(n) => Ok(Json(ReloadResponse { reclassified: n })),
+        Err(msg) => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorBody {
+                error: msg,
+                exit: crate::exit::CONFIG,
+            },
+        )),
+    }
+}
+
+/// The routes.
+pub fn router(ctl: Ctl) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/plan", get(plan))
+        .route("/v1/gc", post(gc))
+        .route("/v1/ls", post(ls))
+        .route("/v1/explain", post(explain))
+        .route("/v1/retain", post(retain))
+        .route("/v1/unretain", post(unretain))
+        .route("/v1/scan", post(scan))
+        .route("/v1/reload", post(reload))
+        .with_state(ctl)
+}
+
+/// Binds the socket at `path` (replacing a stale one — the caller holds the state lock, so
+/// no live daemon owns it) with mode 0660.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(l)
+}
+
+/// Serves until `cancel`.
+pub async fn serve(listener: UnixListener, ctl: Ctl, cancel: CancellationToken) {
+    let app = router(ctl);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "control socket failed");
+    }
+}

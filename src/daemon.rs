@@ -1,0 +1,310 @@
+//! `mediaretain run`: the long-running service.
+//!
+//! One task loop owns the schedule: the initial scan (then READY=1), inotify changes in
+//! batches, periodic rescans, lifecycle passes (when files arrive, when the next file
+//! becomes due, and at least every `gc_interval`), SIGHUP reloads and SIGTERM shutdown.
+//! The control socket is served beside it. Watchers are swapped on reload by dropping the
+//! old set before starting the new one, so two sets never run at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::cli::Failure;
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::control::server::{self, Ctl, ReloadReply};
+use crate::engine::{Engine, EngineError};
+use crate::exit;
+use crate::statedir::StateLock;
+use crate::units::{ByteSize, Nanos};
+use crate::watch::{self, Change, Signals, Watch};
+
+/// How long SIGTERM waits for in-flight work.
+const DRAIN: Duration = Duration::from_secs(10);
+/// Changes are collected this long before a pass runs, so a burst costs one pass.
+const SETTLE: Duration = Duration::from_secs(1);
+/// At most this many changes are applied in one registry transaction.
+const BATCH: usize = 4096;
+
+fn notify(states: &[NotifyState]) {
+    // Outside systemd NOTIFY_SOCKET is unset and this is a no-op.
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(error = %e, "sd_notify failed");
+    }
+}
+
+fn start_watch(
+    engine: &Engine,
+    tx: &mpsc::Sender<Change>,
+    signals: &Arc<Signals>,
+) -> Option<Watch> {
+    let rt = engine.runtime();
+    let roots: Vec<(String, PathBuf)> = rt
+        .config
+        .stores
+        .iter()
+        .filter(|s| s.watch)
+        .map(|s| (s.name.clone(), s.root.clone()))
+        .collect();
+    if roots.is_empty() {
+        return None;
+    }
+    match Watch::start(&roots, tx.clone(), signals.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            // E.g. the inotify watch limit: fall back to periodic scans, loudly.
+            warn!(error = %e, "cannot watch the stores; relying on scan_interval (raise fs.inotify.max_user_watches?)");
+            None
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    engine: &Arc<Engine>,
+    f: impl FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, EngineError> {
+    let e = engine.clone();
+    tokio::task::spawn_blocking(move || f(&e))
+        .await
+        .expect("engine task panicked")
+}
+
+fn summary_line(engine: &Engine) -> String {
+    match engine.status() {
+        Ok(s) => {
+            let files: u64 = s.classes.iter().map(|c| c.files).sum();
+            let bytes: u64 = s.classes.iter().map(|c| c.bytes).sum();
+            let last = s
+                .activity
+                .last_pass
+                .map(|p| {
+                    format!(
+                        "; last pass deleted {} ({})",
+                        p.deleted_files,
+                        ByteSize(p.deleted_bytes)
+                    )
+                })
+                .unwrap_or_default();
+            format!("{files} files ({}) tracked{last}", ByteSize(bytes))
+        }
+        Err(e) => format!("status unavailable: {e}"),
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(config_path: &Path) -> Result<(), Failure> {
+    let config =
+        Config::load(config_path).map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
+    let lock = StateLock::acquire(&config.daemon.state_dir).map_err(|e| match e {
+        crate::statedir::StateError::Busy { .. } => Failure::new(exit::UNAVAILABLE, e.to_string()),
+        _ => Failure::new(exit::CANTCREAT, e.to_string()),
+    })?;
+    let socket = config.daemon.socket.clone();
+    let engine =
+        Arc::new(Engine::open(config, Arc::new(SystemClock), true).map_err(Failure::from)?);
+    let listener = server::bind(&socket).map_err(|e| {
+        Failure::new(
+            exit::CANTCREAT,
+            format!("control socket {}: {e}", socket.display()),
+        )
+    })?;
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
+    tracker.spawn(server::serve(
+        listener,
+        Ctl {
+            engine: engine.clone(),
+            reload: reload_tx,
+        },
+        cancel.clone(),
+    ));
+
+    let io = |e: std::io::Error| Failure::new(exit::SOFTWARE, format!("signal handler: {e}"));
+    let mut hup = signal(SignalKind::hangup()).map_err(io)?;
+    let mut term = signal(SignalKind::terminate()).map_err(io)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io)?;
+
+    // Watch first, then scan: nothing created during the scan is missed.
+    let signals = Arc::new(Signals::default());
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Change>(watch::CHANNEL);
+    let mut watcher = start_watch(&engine, &ev_tx, &signals);
+    notify(&[NotifyState::Status("initial scan")]);
+    info!(config = %config_path.display(), lock = %lock.path().display(), socket = %socket.display(), "starting");
+    let scanned = tokio::select! {
+        r = blocking(&engine, |e| e.scan_all()) => r,
+        _ = term.recv() => return shutdown(cancel, tracker, &socket).await,
+        _ = int.recv() => return shutdown(cancel, tracker, &socket).await,
+    };
+    match scanned {
+        Ok(stats) => {
+            for s in &stats {
+                info!(store = %s.store, files = s.files, bytes = s.bytes, millis = s.millis, "indexed {} files ({})", s.files, ByteSize(s.bytes));
+            }
+        }
+        Err(e) => error!(error = %e, "initial scan failed; retrying at the next scan"),
+    }
+    let status = summary_line(&engine);
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    info!("ready: {status}");
+
+    let wd = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut wd_tick = tokio::time::interval(wd.unwrap_or(Duration::from_secs(3600)));
+    let mut next_scan = Instant::now() + engine.runtime().config.daemon.scan_interval.0;
+    let mut next_pass = Instant::now();
+    let mut batch: Vec<Change> = Vec::with_capacity(BATCH);
+
+    loop {
+        engine.set_next_pass(Some(
+            engine.now() + (next_pass - Instant::now()).as_nanos() as Nanos,
+        ));
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                reload(&engine, config_path, &mut watcher, &ev_tx, &signals, None).await;
+                next_pass = Instant::now();
+            }
+            Some(reply) = reload_rx.recv() => {
+                reload(&engine, config_path, &mut watcher, &ev_tx, &signals, Some(reply)).await;
+                next_pass = Instant::now();
+            }
+            n = ev_rx.recv_many(&mut batch, BATCH) => {
+                if n == 0 { continue; }
+                let changes = std::mem::take(&mut batch);
+                if let Err(e) = blocking(&engine, move |e| e.apply_changes(&changes)).await {
+                    error!(error = %e, "recording changes failed; rescanning");
+                    next_scan = Instant::now();
+                }
+                next_pass = next_pass.min(Instant::now() + SETTLE);
+            }
+            _ = signals.wake.notified() => {
+                if signals.overflow.swap(false, Ordering::SeqCst) {
+                    warn!("change events were lost (queue overflow); rescanning");
+                    next_scan = Instant::now();
+                }
+            }
+            _ = sleep_until(next_scan) => {
+                if let Err(e) = blocking(&engine, |e| e.scan_all()).await {
+                    error!(error = %e, "scan failed");
+                }
+                next_scan = Instant::now() + engine.runtime().config.daemon.scan_interval.0;
+                next_pass = Instant::now();
+            }
+            _ = sleep_until(next_pass) => {
+                next_pass = run_pass(&engine).await;
+            }
+            _ = wd_tick.tick(), if wd.is_some() => notify(&[NotifyState::Watchdog]),
+        }
+    }
+    drop(watcher);
+    shutdown(cancel, tracker, &socket).await
+}
+
+/// One scheduled pass; returns when the next one is due.
+async fn run_pass(engine: &Arc<Engine>) -> Instant {
+    let interval = engine.runtime().config.daemon.gc_interval.0;
+    let mut next = Instant::now() + interval;
+    match blocking(engine, |e| e.gc(false, "schedule")).await {
+        Ok(report) => {
+            if report.guard.is_some() {
+                // The guard stopped the pass: carry on after a pause, not in a tight loop.
+                return next;
+            }
+            let status = summary_line(engine);
+            notify(&[NotifyState::Status(&status)]);
+        }
+        Err(e) => error!(error = %e, "lifecycle pass failed; retrying"),
+    }
+    // Wake exactly when the next file becomes due, if that is sooner.
+    if let Ok(plan) = blocking(engine, |e| e.plan(e.now())).await {
+        if let Some(due) = plan.next_due {
+            let wait = Duration::from_nanos(due.saturating_sub(engine.now()).max(0) as u64);
+            next = next.min(Instant::now() + wait);
+        }
+        if !plan.actions.is_empty() {
+            // Something stayed (refused, or appeared meanwhile): look again soon, not at once.
+            next = next.min(Instant::now() + SETTLE);
+        }
+    }
+    next
+}
+
+async fn reload(
+    engine: &Arc<Engine>,
+    path: &Path,
+    watcher: &mut Option<Watch>,
+    tx: &mpsc::Sender<Change>,
+    signals: &Arc<Signals>,
+    reply: Option<ReloadReply>,
+) {
+    notify(&[
+        NotifyState::Reloading,
+        NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Reloading),
+    ]);
+    info!(action = "reload", config = %path.display(), "reloading");
+    let at = engine.now();
+    let result = match Config::load(path) {
+        Err(e) => {
+            let msg = e.to_string();
+            engine.note_reload(at, Some(msg.clone()));
+            Err(msg)
+        }
+        Ok(cfg) => match blocking(engine, move |e| e.reload(cfg)).await {
+            Ok(n) => {
+                // Old watchers stop before new ones start; the rescan covers the gap.
+                *watcher = None;
+                *watcher = start_watch(engine, tx, signals);
+                signals.overflow.store(true, Ordering::SeqCst);
+                signals.wake.notify_one();
+                engine.note_reload(at, None);
+                info!(
+                    action = "reload",
+                    reclassified = n,
+                    "reloaded; {n} entries changed class"
+                );
+                Ok(n)
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let status = match &result {
+        Ok(_) => summary_line(engine),
+        Err(e) => format!(
+            "reload failed, running config kept: {}",
+            e.lines().next().unwrap_or("")
+        ),
+    };
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    if let Some(r) = reply {
+        let _ = r.send(result);
+    }
+}
+
+async fn shutdown(
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    socket: &Path,
+) -> Result<(), Failure> {
+    notify(&[NotifyState::Stopping]);
+    info!("stopping");
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+        warn!("in-flight requests did not finish within {DRAIN:?}; stopping anyway");
+    }
+    let _ = std::fs::remove_file(socket);
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,920 @@
+//! The operations behind every command — scan, plan, gc, explain, ls, retain, status,
+//! reload — over one registry and one running config. The daemon serves them on its
+//! control socket; without a daemon the CLI calls them directly (holding the state lock),
+//! so both paths print the same thing.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::classify::Classifier;
+use crate::clock::Clock;
+use crate::config::{AgeFrom, Config, ConfigError, Lifecycle};
+use crate::policy::{self, ClassPlanner, Plan, Rule, Verdict};
+use crate::registry::{AuditRecord, ClassTotals, Entry, Filter, Registry, RegistryError};
+use crate::scan::{self, ScanStats};
+use crate::store::local::{Expect, LocalStore, Pruned};
+use crate::store::{Outcome, StoreError, is_confined};
+use crate::units::{ByteSize, Dur, Nanos, Percent, fmt_span, fmt_time};
+
+/// Failures of an operation; each maps to a sysexits code.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A path argument is not inside any store.
+    #[error("{0}")]
+    BadPath(String),
+    /// A reload was refused; the running config stays.
+    #[error("reload refused, the running config stays: {0}")]
+    Reload(String),
+    /// The new config is invalid; the running config stays.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+}
+
+impl EngineError {
+    /// The sysexits code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            EngineError::BadPath(_) => crate::exit::DATAERR,
+            EngineError::Config(_) | EngineError::Reload(_) => crate::exit::CONFIG,
+            EngineError::Registry(_) | EngineError::Store(_) => crate::exit::IOERR,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, EngineError>;
+
+/// A config with its compiled classifier and opened stores.
+pub struct Runtime {
+    /// The validated config.
+    pub config: Config,
+    /// Path → class.
+    pub classifier: Classifier,
+    /// Opened local stores, in config order.
+    pub stores: Vec<LocalStore>,
+}
+
+impl Runtime {
+    /// Opens every store of `config`.
+    pub fn new(config: Config) -> Result<Runtime> {
+        let stores = config
+            .stores
+            .iter()
+            .map(|s| LocalStore::open(&s.name, &s.root))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Runtime {
+            classifier: Classifier::new(&config),
+            config,
+            stores,
+        })
+    }
+
+    fn store(&self, name: &str) -> Option<&LocalStore> {
+        self.stores.iter().find(|s| s.name() == name)
+    }
+
+    /// Resolves a CLI/API path argument: an absolute path inside a store root, or
+    /// `STORE:KEY`. Anything else — or anything with `..` — is refused.
+    pub fn resolve(&self, arg: &str) -> Result<(String, PathBuf)> {
+        let refuse = |why: &str| {
+            EngineError::BadPath(format!(
+                "{arg:?} {why}; give an absolute path inside a store root or STORE:KEY (stores: {})",
+                self.stores
+                    .iter()
+                    .map(|s| format!("{}={}", s.name(), s.root().display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        };
+        let p = Path::new(arg);
+        if p.is_absolute() {
+            if p.components().any(|c| matches!(c, Component::ParentDir)) {
+                return Err(refuse("contains '..'"));
+            }
+            let hit = self
+                .stores
+                .iter()
+                .filter_map(|s| p.strip_prefix(s.root()).ok().map(|rel| (s, rel)))
+                .max_by_key(|(s, _)| s.root().as_os_str().len());
+            return match hit {
+                Some((s, rel)) if is_confined(rel) => Ok((s.name().to_string(), rel.to_path_buf())),
+                _ => Err(refuse("is not inside any store root")),
+            };
+        }
+        if let Some((store, key)) = arg.split_once(':') {
+            if self.store(store).is_none() {
+                return Err(refuse(&format!("names unknown store {store:?}")));
+            }
+            if !is_confined(Path::new(key)) {
+                return Err(refuse("has a key that is not a plain relative path"));
+            }
+            return Ok((store.to_string(), PathBuf::from(key)));
+        }
+        Err(refuse("is neither absolute nor STORE:KEY"))
+    }
+}
+
+/// One file's result in a pass.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileResult {
+    /// Store name.
+    pub store: String,
+    /// Relative path.
+    pub path: PathBuf,
+    /// Class.
+    pub class: String,
+    /// The rule that selected it.
+    pub rule: Rule,
+    /// Its size.
+    pub bytes: u64,
+    /// What happened.
+    pub result: Outcome,
+    /// Why it was selected.
+    pub reason: String,
+}
+
+/// The report of one lifecycle pass.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct GcReport {
+    /// Planned at.
+    pub at: Nanos,
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// What started it.
+    pub trigger: String,
+    /// Files the plan selected.
+    pub planned_files: u64,
+    /// Bytes the plan selected.
+    pub planned_bytes: u64,
+    /// Deleted and verified gone.
+    pub deleted_files: u64,
+    /// Bytes of those.
+    pub deleted_bytes: u64,
+    /// Refused with a reason.
+    pub refused: u64,
+    /// Attempted and failed.
+    pub failed: u64,
+    /// Gone before we acted.
+    pub vanished: u64,
+    /// Set when the blast-radius guard stopped the pass.
+    pub guard: Option<String>,
+    /// Empty directories removed.
+    pub pruned_dirs: u64,
+    /// Wall time.
+    pub millis: u64,
+    /// Per file (empty in summaries).
+    pub results: Vec<FileResult>,
+}
+
+/// What `explain` says about one path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Explanation {
+    /// Store name.
+    pub store: String,
+    /// Relative path.
+    pub path: PathBuf,
+    /// Is a regular file there now?
+    pub on_disk: bool,
+    /// The registry entry, if any.
+    pub entry: Option<Entry>,
+    /// The matching class and the glob that matched.
+    pub class: Option<ClassInfo>,
+    /// The policy's verdict now (for classified entries).
+    pub verdict: Option<Verdict>,
+    /// Latest audit records, newest first.
+    pub history: Vec<AuditRecord>,
+    /// The answer in one sentence.
+    pub summary: String,
+}
+
+/// A class as explained.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClassInfo {
+    /// Name.
+    pub name: String,
+    /// The glob that matched.
+    pub pattern: String,
+    /// Lifecycle.
+    pub lifecycle: Lifecycle,
+    /// ttl.
+    pub ttl: Option<Dur>,
+    /// keep_for.
+    pub keep_for: Option<Dur>,
+    /// max_count.
+    pub max_count: Option<u64>,
+    /// max_total.
+    pub max_total: Option<ByteSize>,
+    /// Age reference.
+    pub age_from: AgeFrom,
+}
+
+/// The result of retain/unretain for one path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PinResult {
+    /// The argument as given.
+    pub arg: String,
+    /// Resolved store.
+    pub store: Option<String>,
+    /// Resolved path.
+    pub path: Option<PathBuf>,
+    /// Whether the pin state changed.
+    pub changed: bool,
+    /// Set when the path was refused.
+    pub error: Option<String>,
+}
+
+/// One volume (a store's filesystem) in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Volume {
+    /// Store name.
+    pub store: String,
+    /// Its root.
+    pub root: PathBuf,
+    /// Total bytes of the filesystem.
+    pub total: u64,
+    /// Bytes in use.
+    pub used: u64,
+    /// Bytes available to unprivileged writers.
+    pub avail: u64,
+    /// Used percentage.
+    pub used_pct: f64,
+    /// Free inodes.
+    pub inodes_free: u64,
+    /// Watermarks.
+    pub high: Percent,
+    /// Watermarks.
+    pub low: Percent,
+}
+
+/// What the daemon (or a one-shot command) has been doing.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct Activity {
+    /// Running as a daemon.
+    pub daemon: bool,
+    /// Its pid.
+    pub pid: u32,
+    /// Since.
+    pub started_at: Nanos,
+    /// The last full scan finished at.
+    pub last_scan_at: Option<Nanos>,
+    /// What it found.
+    pub last_scan: Vec<ScanStats>,
+    /// The last lifecycle pass (without per-file results).
+    pub last_pass: Option<GcReport>,
+    /// The next scheduled pass.
+    pub next_pass_at: Option<Nanos>,
+    /// The last reload: (at, error if it was refused).
+    pub last_reload: Option<(Nanos, Option<String>)>,
+}
+
+/// `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// The config file.
+    pub config: PathBuf,
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// Activity.
+    pub activity: Activity,
+    /// Per store and class.
+    pub classes: Vec<ClassTotals>,
+    /// Per store volume.
+    pub volumes: Vec<Volume>,
+}
+
+/// The engine: registry + running config + activity.
+pub struct Engine {
+    runtime: RwLock<Arc<Runtime>>,
+    registry: Mutex<Registry>,
+    pass: Mutex<()>,
+    clock: Arc<dyn Clock>,
+    activity: Mutex<Activity>,
+    /// Directories that may be empty: (store, dir), tried at the end of each pass.
+    prune_candidates: Mutex<std::collections::BTreeSet<(String, PathBuf)>>,
+}
+
+/// At most this many pruning candidates are remembered (the rest wait for a scan).
+const MAX_PRUNE_CANDIDATES: usize = 100_000;
+
+const CHUNK: usize = 512;
+
+impl Engine {
+    /// Opens the registry of `config` (the caller holds the state lock).
+    pub fn open(config: Config, clock: Arc<dyn Clock>, daemon: bool) -> Result<Engine> {
+        let registry = Registry::open(&config.daemon.state_dir)?;
+        let runtime = Runtime::new(config)?;
+        let activity = Activity {
+            daemon,
+            pid: std::process::id(),
+            started_at: clock.now(),
+            ..Default::default()
+        };
+        Ok(Engine {
+            runtime: RwLock::new(Arc::new(runtime)),
+            registry: Mutex::new(registry),
+            pass: Mutex::new(()),
+            clock,
+            activity: Mutex::new(activity),
+            prune_candidates: Mutex::new(Default::default()),
+        })
+    }
+
+    /// The running config.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.read().expect("runtime lock").clone()
+    }
+
+    /// The registry (for the watch applier).
+    pub fn registry(&self) -> &Mutex<Registry> {
+        &self.registry
+    }
+
+    /// Now, by the engine's clock.
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
+    fn reg(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().expect("registry lock")
+    }
+
+    /// Full reconciliation of every store.
+    pub fn scan_all(&self) -> Result<Vec<ScanStats>> {
+        let rt = self.runtime();
+        let now = self.now();
+        let mut out = Vec::new();
+        for s in &rt.stores {
+            out.push(scan::scan_store(
+                s.name(),
+                s.root(),
+                &self.registry,
+                &rt.classifier,
+                now,
+            )?);
+        }
+        let names: Vec<&str> = rt.stores.iter().map(|s| s.name()).collect();
+        self.reg().forget_stores_except(&names)?;
+        let mut a = self.activity.lock().expect("activity lock");
+        a.last_scan_at = Some(self.now());
+        a.last_scan = out.clone();
+        Ok(out)
+    }
+
+    /// The plan at `at`.
+    pub fn plan(&self, at: Nanos) -> Result<Plan> {
+        let rt = self.runtime();
+        let reg = self.reg();
+        Ok(policy::plan(&rt.config, at, |class, sink| {
+            reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
+        })?)
+    }
+
+    /// One lifecycle pass now: plan, then for each selected file re-check, delete, verify
+    /// and audit. At most the blast-radius guard's worth of files and bytes.
+    pub fn gc(&self, dry_run: bool, trigger: &str) -> Result<GcReport> {
+        let _pass = self.pass.lock().expect("pass lock");
+        let started = Instant::now();
+        let rt = self.runtime();
+        let now = self.now();
+        let plan = self.plan(now)?;
+        let mut report = GcReport {
+            at: now,
+            dry_run,
+            trigger: trigger.into(),
+            planned_files: plan.actions.len() as u64,
+            planned_bytes: plan.delete_bytes(),
+            ..Default::default()
+        };
+        let d = &rt.config.daemon;
+        let (mut take, mut bytes) = (0usize, 0u64);
+        for a in &plan.actions {
+            if take as u64 >= d.max_delete_files || bytes + a.entry.size > d.max_delete_bytes.0 {
+                break;
+            }
+            take += 1;
+            bytes += a.entry.size;
+        }
+        if take < plan.actions.len() {
+            let msg = format!(
+                "blast-radius guard: the plan selects {} files ({}), more than max_delete_per_pass allows ({} files, {}); this pass stops after {} files — check the config, or raise the limit if this is expected",
+                plan.actions.len(),
+                ByteSize(report.planned_bytes),
+                d.max_delete_files,
+                d.max_delete_bytes,
+                take
+            );
+            warn!(
+                action = "guard",
+                planned = plan.actions.len(),
+                limit = d.max_delete_files,
+                "{msg}"
+            );
+            report.guard = Some(msg);
+        }
+        let actions = &plan.actions[..take];
+        if dry_run {
+            report.results = actions
+                .iter()
+                .map(|a| file_result(a, Outcome::Refused("dry run".into())))
+                .collect();
+            report.millis = started.elapsed().as_millis() as u64;
+            return Ok(report);
+        }
+        for store in &rt.stores {
+            let mut del = store.deleter();
+            let mine: Vec<&policy::Action> = actions
+                .iter()
+                .filter(|a| a.entry.store == store.name())
+                .collect();
+            for chunk in mine.chunks(CHUNK) {
+                let mut gone = Vec::new();
+                let mut records = Vec::new();
+                for a in chunk {
+                    // Re-check right before acting: a pin set since the plan wins.
+                    let outcome = if self.reg().is_retained(a.entry.id)? {
+                        Outcome::Refused("retained (pinned after the plan was made)".into())
+                    } else {
+                        del.delete(
+                            &a.entry.path,
+                            Expect {
+                                size: a.entry.size,
+                                mtime: a.entry.mtime,
+                            },
+                        )
+                    };
+                    log_outcome(a, &outcome, trigger);
+                    match &outcome {
+                        Outcome::Deleted => {
+                            report.deleted_files += 1;
+                            report.deleted_bytes += a.entry.size;
+                            gone.push(a.entry.id);
+                        }
+                        Outcome::Vanished => {
+                            report.vanished += 1;
+                            gone.push(a.entry.id);
+                        }
+                        Outcome::Refused(_) => report.refused += 1,
+                        Outcome::Failed(_) => report.failed += 1,
+                    }
+                    records.push(AuditRecord {
+                        at: self.now(),
+                        store: a.entry.store.clone(),
+                        path: a.entry.path.clone(),
+                        action: "delete".into(),
+                        outcome: outcome.word().into(),
+                        class: Some(a.class_name.clone()),
+                        rule: Some(a.rule.to_string()),
+                        reason: match outcome.detail() {
+                            Some(d) => format!("{}; {d}", a.reason),
+                            None => a.reason.clone(),
+                        },
+                        trigger: trigger.into(),
+                        bytes: Some(a.entry.size),
+                    });
+                    report.results.push(file_result(a, outcome));
+                }
+                self.reg().record(&gone, &records)?;
+            }
+            self.add_prune_candidates(&rt, store.name(), del.finish());
+        }
+        report.pruned_dirs = self.prune(&rt, now);
+        let retention = rt.config.daemon.audit_retention.as_nanos_i64();
+        self.reg().prune_audit(now.saturating_sub(retention))?;
+        report.millis = started.elapsed().as_millis() as u64;
+        if report.planned_files > 0 {
+            info!(
+                action = "pass",
+                trigger,
+                deleted = report.deleted_files,
+                bytes = report.deleted_bytes,
+                refused = report.refused,
+                failed = report.failed,
+                vanished = report.vanished,
+                millis = report.millis,
+                "lifecycle pass: {} deleted ({}), {} refused, {} failed, {} vanished",
+                report.deleted_files,
+                ByteSize(report.deleted_bytes),
+                report.refused,
+                report.failed,
+                report.vanished
+            );
+        }
+        let mut summary = report.clone();
+        summary.results.clear();
+        self.activity.lock().expect("activity lock").last_pass = Some(summary);
+        Ok(report)
+    }
+
+    fn add_prune_candidates(&self, rt: &Runtime, store: &str, dirs: Vec<PathBuf>) {
+        if rt
+            .config
+            .store(store)
+            .is_some_and(|s| s.prune_empty_dirs.is_some())
+        {
+            let mut c = self.prune_candidates.lock().expect("prune lock");
+            for d in dirs
+                .into_iter()
+                .take(MAX_PRUNE_CANDIDATES.saturating_sub(c.len()))
+            {
+                c.insert((store.to_string(), d));
+            }
+        }
+    }
+
+    /// Removes candidate directories that are empty and past their store's grace period.
+    fn prune(&self, rt: &Runtime, now: Nanos) -> u64 {
+        let mut removed = 0;
+        let mut cands = self.prune_candidates.lock().expect("prune lock");
+        cands.retain(|(store, dir)| {
+            let (Some(local), Some(grace)) = (rt.store(store), rt.config.store(store).and_then(|s| s.prune_empty_dirs))
+            else {
+                return false;
+            };
+            match local.prune(dir, now.saturating_sub(grace.as_nanos_i64())) {
+                Pruned::TooYoung => true,
+                Pruned::Done => false,
+                Pruned::Removed(dirs) => {
+                    for d in &dirs {
+                        info!(action = "rmdir", store = %store, path = %d.display(), "removed empty directory");
+                    }
+                    removed += dirs.len() as u64;
+                    false
+                }
+            }
+        });
+        removed
+    }
+
+    /// Why `arg` is kept or when it goes; for a deleted path, when and why it went.
+    pub fn explain(&self, arg: &str) -> Result<Explanation> {
+        let rt = self.runtime();
+        let (store, path) = rt.resolve(arg)?;
+        let now = self.now();
+        let local = rt.store(&store).expect("resolved store exists");
+        let on_disk = local.stat(&path)?;
+        let mut entry = self.reg().get(&store, &path)?;
+        if let (None, Some(meta)) = (&entry, &on_disk) {
+            // On disk but not yet seen (a scan or event is on its way): record it now.
+            let class_of = |p: &Path| rt.classifier.classify(&store, p).map(str::to_string);
+            self.reg()
+                .upsert(&store, std::slice::from_ref(meta), now, &class_of)?;
+            entry = self.reg().get(&store, &path)?;
+        }
+        let history = self.reg().history(&store, &path, 10)?;
+        let m = rt.classifier.explain(&store, &path);
+        let class = m
+            .as_ref()
+            .and_then(|m| rt.config.class(m.class))
+            .map(|c| ClassInfo {
+                name: c.name.clone(),
+                pattern: m
+                    .as_ref()
+                    .map(|m| m.pattern.to_string())
+                    .unwrap_or_default(),
+                lifecycle: c.lifecycle,
+                ttl: c.ttl,
+                keep_for: c.keep_for,
+                max_count: c.max_count,
+                max_total: c.max_total,
+                age_from: c.age_from,
+            });
+        let verdict = match (&entry, m.as_ref().and_then(|m| rt.config.class(m.class))) {
+            (Some(e), Some(c)) => {
+                let mut planner = ClassPlanner::new(c, now);
+                let mut found = None;
+                self.reg()
+                    .for_each_in_class(&store, &c.name, c.age_from, |x| {
+                        if found.is_none() {
+                            let v = planner.decide(&x);
+                            if x.id == e.id {
+                                found = Some(v);
+                            }
+                        }
+                    })?;
+                found
+            }
+            _ => None,
+        };
+        let summary = summarize(
+            &store,
+            &entry,
+            &class,
+            &verdict,
+            &history,
+            on_disk.is_some(),
+            now,
+        );
+        Ok(Explanation {
+            store,
+            path,
+            on_disk: on_disk.is_some(),
+            entry,
+            class,
+            verdict,
+            history,
+            summary,
+        })
+    }
+
+    /// Entries for `ls`.
+    pub fn ls(&self, filter: &Filter) -> Result<Vec<Entry>> {
+        Ok(self.reg().list(filter)?)
+    }
+
+    /// Pins (or unpins) each path; every argument gets its own result.
+    pub fn retain(&self, args: &[String], retained: bool, trigger: &str) -> Result<Vec<PinResult>> {
+        let rt = self.runtime();
+        let now = self.now();
+        let mut out = Vec::new();
+        for arg in args {
+            let (store, path) = match rt.resolve(arg) {
+                Ok(x) => x,
+                Err(e) => {
+                    out.push(PinResult {
+                        arg: arg.clone(),
+                        store: None,
+                        path: None,
+                        changed: false,
+                        error: Some(e.to_string()),
+                    });
+                    continue;
+                }
+            };
+            let local = rt.store(&store).expect("resolved store exists");
+            let known = self.reg().get(&store, &path)?.is_some();
+            if retained && !known && local.stat(&path)?.is_none() {
+                out.push(PinResult {
+                    arg: arg.clone(),
+                    store: Some(store),
+                    path: Some(path),
+                    changed: false,
+                    error: Some("no such file in the store".into()),
+                });
+                continue;
+            }
+            let changed = self.reg().set_retained(&store, &path, retained, now)?;
+            let action = if retained { "retain" } else { "unretain" };
+            if changed {
+                info!(action, store = %store, path = %path.display(), trigger, "{action}");
+                let rec = AuditRecord {
+                    at: now,
+                    store: store.clone(),
+                    path: path.clone(),
+                    action: action.into(),
+                    outcome: "done".into(),
+                    class: rt.classifier.classify(&store, &path).map(str::to_string),
+                    rule: None,
+                    reason: if retained {
+                        "pinned by an operator".into()
+                    } else {
+                        "pin removed by an operator".into()
+                    },
+                    trigger: trigger.into(),
+                    bytes: None,
+                };
+                self.reg().record(&[], &[rec])?;
+            }
+            out.push(PinResult {
+                arg: arg.clone(),
+                store: Some(store),
+                path: Some(path),
+                changed,
+                error: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies watched changes: each path is looked at again (no-follow) and recorded or
+    /// forgotten; a new directory is walked. One transaction per store.
+    pub fn apply_changes(&self, changes: &[crate::watch::Change]) -> Result<usize> {
+        let rt = self.runtime();
+        let now = self.now();
+        let mut by_store: std::collections::BTreeMap<&str, std::collections::BTreeSet<&Path>> =
+            Default::default();
+        for (s, p) in changes {
+            by_store.entry(s).or_default().insert(p);
+        }
+        let mut n = 0;
+        for (store, paths) in by_store {
+            let Some(local) = rt.store(store) else {
+                continue;
+            };
+            let class_of = |p: &Path| rt.classifier.classify(store, p).map(str::to_string);
+            let (mut seen, mut gone) = (Vec::new(), Vec::new());
+            for rel in paths {
+                match local.stat(rel)? {
+                    Some(meta) => seen.push(meta),
+                    None if std::fs::symlink_metadata(local.root().join(rel))
+                        .is_ok_and(|m| m.is_dir()) =>
+                    {
+                        scan::walk(local.root(), rel, |b| seen.extend(b), &mut Vec::new());
+                    }
+                    None => gone.push(rel.to_path_buf()),
+                }
+            }
+            n += seen.len() + gone.len();
+            let mut reg = self.reg();
+            reg.upsert(store, &seen, now, &class_of)?;
+            reg.forget(store, &gone)?;
+            for g in &gone {
+                reg.forget_under(store, g)?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Volumes, classes and activity.
+    pub fn status(&self) -> Result<Status> {
+        let rt = self.runtime();
+        let w = &rt.config.watchdog;
+        let volumes = rt
+            .stores
+            .iter()
+            .filter_map(|s| {
+                let v = rustix::fs::statvfs(s.root()).ok()?;
+                let total = v.f_blocks * v.f_frsize;
+                let free = v.f_bfree * v.f_frsize;
+                let avail = v.f_bavail * v.f_frsize;
+                let used = total.saturating_sub(free);
+                // As df: used / (used + available to unprivileged users).
+                let denom = used + avail;
+                let used_pct = if denom == 0 {
+                    0.0
+                } else {
+                    used as f64 * 100.0 / denom as f64
+                };
+                Some(Volume {
+                    store: s.name().into(),
+                    root: s.root().into(),
+                    total,
+                    used,
+                    avail,
+                    used_pct,
+                    inodes_free: v.f_favail,
+                    high: w.high,
+                    low: w.low,
+                })
+            })
+            .collect();
+        Ok(Status {
+            config: rt.config.path.clone(),
+            state_dir: rt.config.daemon.state_dir.clone(),
+            activity: self.activity.lock().expect("activity lock").clone(),
+            classes: self.reg().totals()?,
+            volumes,
+        })
+    }
+
+    /// Records when the next pass is due (for `status`).
+    pub fn set_next_pass(&self, at: Option<Nanos>) {
+        self.activity.lock().expect("activity lock").next_pass_at = at;
+    }
+
+    /// Swaps in `config` after validating what cannot change at runtime; re-classifies
+    /// every entry. On error the running config stays.
+    pub fn reload(&self, config: Config) -> Result<usize> {
+        let now = self.now();
+        let outcome = (|| {
+            let cur = self.runtime();
+            if config.daemon.state_dir != cur.config.daemon.state_dir {
+                return Err(EngineError::Reload(
+                    "state_dir cannot change while running; restart the service".into(),
+                ));
+            }
+            if config.daemon.socket != cur.config.daemon.socket {
+                return Err(EngineError::Reload(
+                    "socket cannot change while running; restart the service".into(),
+                ));
+            }
+            let rt = Arc::new(Runtime::new(config)?);
+            let _pass = self.pass.lock().expect("pass lock");
+            *self.runtime.write().expect("runtime lock") = rt.clone();
+            let changed = self
+                .reg()
+                .reclassify(&|s, p| rt.classifier.classify(s, p).map(str::to_string))?;
+            Ok(changed)
+        })();
+        self.note_reload(now, outcome.as_ref().err().map(|e| e.to_string()));
+        outcome
+    }
+
+    /// Records the outcome of a reload attempt (for `status`).
+    pub fn note_reload(&self, at: Nanos, error: Option<String>) {
+        if let Some(e) = &error {
+            error!(action = "reload", reason = %e, "reload refused; the running config stays");
+        }
+        self.activity.lock().expect("activity lock").last_reload = Some((at, error));
+    }
+}
+
+fn file_result(a: &policy::Action, result: Outcome) -> FileResult {
+    FileResult {
+        store: a.entry.store.clone(),
+        path: a.entry.path.clone(),
+        class: a.class_name.clone(),
+        rule: a.rule,
+        bytes: a.entry.size,
+        result,
+        reason: a.reason.clone(),
+    }
+}
+
+fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str) {
+    let path = format!("{}:{}", a.entry.store, a.entry.path.display());
+    match o {
+        Outcome::Deleted => info!(
+            action = "delete", path = %path, class = %a.class_name, rule = %a.rule,
+            reason = %a.reason, bytes = a.entry.size, trigger, "deleted {path}: {}", a.reason
+        ),
+        Outcome::Vanished => info!(
+            action = "vanished", path = %path, class = %a.class_name, trigger,
+            "{path} was already gone"
+        ),
+        Outcome::Refused(why) => warn!(
+            action = "refuse", path = %path, class = %a.class_name, reason = %why, trigger,
+            "refused to delete {path}: {why}"
+        ),
+        Outcome::Failed(err) => error!(
+            action = "fail", path = %path, class = %a.class_name, reason = %err, trigger,
+            "failed to delete {path}: {err}"
+        ),
+    }
+}
+
+fn summarize(
+    store: &str,
+    entry: &Option<Entry>,
+    class: &Option<ClassInfo>,
+    verdict: &Option<Verdict>,
+    history: &[AuditRecord],
+    on_disk: bool,
+    now: Nanos,
+) -> String {
+    let deleted = history
+        .iter()
+        .find(|h| h.action == "delete" && h.outcome == "deleted");
+    if !on_disk {
+        return match deleted {
+            Some(h) => format!(
+                "deleted at {} by class {}, rule {} (trigger: {}): {}",
+                fmt_time(h.at),
+                h.class.as_deref().unwrap_or("?"),
+                h.rule.as_deref().unwrap_or("?"),
+                h.trigger,
+                h.reason
+            ),
+            None if entry.is_some() => {
+                "in the registry but no longer on disk; the next scan forgets it".into()
+            }
+            None => "not on disk, and mediaretain never deleted it".into(),
+        };
+    }
+    let Some(class) = class else {
+        return format!("matches no class of store {store:?}: mediaretain never touches it");
+    };
+    match verdict {
+        Some(Verdict::Delete { rule, reason }) => {
+            format!(
+                "eligible now (class {}, {rule}): {reason}; the next pass deletes it",
+                class.name
+            )
+        }
+        Some(Verdict::Keep {
+            reason,
+            eligible_at: Some(t),
+        }) => format!(
+            "kept (class {}): {reason}; becomes eligible at {} (in {})",
+            class.name,
+            fmt_time(*t),
+            fmt_span(t - now)
+        ),
+        Some(Verdict::Keep {
+            reason,
+            eligible_at: None,
+        }) => {
+            let retained = entry.as_ref().is_some_and(|e| e.retained);
+            if retained {
+                format!(
+                    "kept (class {}): {reason}; never deleted automatically until unretained",
+                    class.name
+                )
+            } else {
+                format!(
+                    "kept (class {}): {reason}; no time rule applies, it goes only when newer files push it past a budget",
+                    class.name
+                )
+            }
+        }
+        None => format!("class {}; not yet in the registry", class.name),
+    }
+}

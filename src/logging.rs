@@ -1,0 +1,50 @@
+//! Logging: journald with structured fields when stderr is connected to the journal (as
+//! under systemd), readable stderr otherwise. `RUST_LOG` filters, e.g.
+//! `RUST_LOG=mediaretain=debug`.
+//!
+//! Journal fields carry the `MEDIARETAIN_` prefix, so
+//! `journalctl -u mediaretain MEDIARETAIN_ACTION=delete` lists every deletion.
+
+use std::os::unix::fs::MetadataExt;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+/// True when stderr is the journal stream systemd gave us (`$JOURNAL_STREAM` = dev:inode).
+pub fn stderr_is_journal() -> bool {
+    let Ok(v) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.split_once(':') else {
+        return false;
+    };
+    let Ok(md) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(md.dev()) && ino.parse() == Ok(md.ino())
+}
+
+/// Installs the global subscriber; `default` is the filter when `RUST_LOG` is unset.
+pub fn init(default: &str) {
+    // notify logs routine inotify housekeeping at info; keep it out of the operator's way.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},notify=warn")));
+    let journal = stderr_is_journal()
+        .then(tracing_journald::layer)
+        .and_then(Result::ok);
+    if let Some(layer) = journal {
+        let layer = layer
+            .with_field_prefix(Some("MEDIARETAIN".into()))
+            .with_syslog_identifier("mediaretain".into());
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init();
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,48 @@
+//! The `mediaretain` binary: parse the command line, set up logging, dispatch, and map
+//! failures to sysexits codes. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mediaretain::cli::{self, Cli, Cmd};
+use mediaretain::{exit, logging};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    logging::init(if matches!(cli.cmd, Cmd::Run) {
+        "info"
+    } else {
+        "warn"
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mediaretain: cannot start the runtime: {e}");
+            return ExitCode::from(exit::SOFTWARE);
+        }
+    };
+    match rt.block_on(cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            for line in f.message.lines() {
+                eprintln!("mediaretain: {line}");
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The lifecycle policy: a pure function of entries, config and `now`.
+//!
+//! The same [`plan`] is printed by `mediaretain plan`, executed by the daemon and explained
+//! by `explain`, so what an operator reads is what happens. Entries of one class are fed
+//! newest first; a [`ClassPlanner`] folds over them keeping only running counters, so
+//! planning a class of a million files needs no more memory than the actions it emits.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Class, Config, Lifecycle};
+use crate::registry::Entry;
+use crate::units::{ByteSize, Dur, Nanos, fmt_span, fmt_time};
+
+/// The rule that makes an entry go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// A temporary file past its ttl.
+    Ttl,
+    /// A segment or recording past keep_for.
+    KeepFor,
+    /// Beyond the class's max_count (oldest first).
+    MaxCount,
+    /// Beyond the class's max_total (oldest first).
+    MaxTotal,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rule::Ttl => "ttl",
+            Rule::KeepFor => "keep_for",
+            Rule::MaxCount => "max_count",
+            Rule::MaxTotal => "max_total",
+        })
+    }
+}
+
+/// What the policy decides for one entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// It goes, by `rule`.
+    Delete {
+        /// The rule.
+        rule: Rule,
+        /// Why, in words.
+        reason: String,
+    },
+    /// It stays.
+    Keep {
+        /// Why, in words.
+        reason: String,
+        /// When a time rule will make it eligible (None: no time rule applies).
+        eligible_at: Option<Nanos>,
+    },
+}
+
+/// Decides entries of one class, fed newest first.
+#[derive(Debug)]
+pub struct ClassPlanner<'a> {
+    class: &'a Class,
+    now: Nanos,
+    kept_files: u64,
+    kept_bytes: u64,
+    over: Option<Rule>,
+}
+
+impl<'a> ClassPlanner<'a> {
+    /// A planner for `class` at time `now`.
+    pub fn new(class: &'a Class, now: Nanos) -> Self {
+        ClassPlanner {
+            class,
+            now,
+            kept_files: 0,
+            kept_bytes: 0,
+            over: None,
+        }
+    }
+
+    fn time_limit(&self) -> Option<(Rule, Dur)> {
+        match self.class.lifecycle {
+            Lifecycle::Temporary => self.class.ttl.map(|t| (Rule::Ttl, t)),
+            Lifecycle::Segment | Lifecycle::Recording => {
+                self.class.keep_for.map(|k| (Rule::KeepFor, k))
+            }
+        }
+    }
+
+    /// The verdict for `e`; must be called in newest-first order.
+    pub fn decide(&mut self, e: &Entry) -> Verdict {
+        let c = self.class;
+        let age_ref = e.age_ref(c.age_from);
+        let age = self.now.saturating_sub(age_ref);
+        let age_word = match c.age_from {
+            crate::config::AgeFrom::Mtime => "modified",
+            crate::config::AgeFrom::FirstSeen => "first seen",
+        };
+        if e.retained {
+            self.kept_files += 1;
+            self.kept_bytes += e.size;
+            return Verdict::Keep {
+                reason: "retained: pinned by an operator".into(),
+                eligible_at: None,
+            };
+        }
+        let limit = self.time_limit();
+        if let Some((rule, lim)) = limit.filter(|(_, lim)| age >= lim.as_nanos_i64()) {
+            return Verdict::Delete {
+                rule,
+                reason: format!("{age_word} {} ago, past its {rule} of {lim}", fmt_span(age)),
+            };
+        }
+        if self.over.is_none() {
+            if c.max_count.is_some_and(|m| self.kept_files + 1 > m) {
+                self.over = Some(Rule::MaxCount);
+            } else if c.max_total.is_some_and(|m| self.kept_bytes + e.size > m.0) {
+                self.over = Some(Rule::MaxTotal);
+            }
+        }
+        if let Some(rule) = self.over {
+            let reason = match rule {
+                Rule::MaxCount => format!(
+                    "beyond max_count {}: {} newer files are kept",
+                    c.max_count.unwrap_or(0),
+                    self.kept_files
+                ),
+                _ => format!(
+                    "beyond max_total {}: {} of newer files are kept",
+                    c.max_total.unwrap_or_default(),
+                    ByteSize(self.kept_bytes)
+                ),
+            };
+            return Verdict::Delete { rule, reason };
+        }
+        self.kept_files += 1;
+        self.kept_bytes += e.size;
+        let mut reason = match limit {
+            Some((rule, lim)) => format!(
+                "{} {} ago, within its {rule} of {lim}",
+                age_word,
+                fmt_span(age)
+            ),
+            None => format!("{} class without keep_for", c.lifecycle),
+        };
+        if let Some(m) = c.max_count {
+            reason.push_str(&format!("; newest {} of max_count {m}", self.kept_files));
+        }
+        if let Some(m) = c.max_total {
+            reason.push_str(&format!(
+                "; {} of max_total {m} used up to here",
+                ByteSize(self.kept_bytes)
+            ));
+        }
+        Verdict::Keep {
+            reason,
+            eligible_at: limit.map(|(_, l)| age_ref.saturating_add(l.as_nanos_i64())),
+        }
+    }
+}
+
+/// One planned deletion.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Action {
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: Entry,
+    /// Its class.
+    pub class_name: String,
+    /// The rule that fired.
+    pub rule: Rule,
+    /// Why.
+    pub reason: String,
+    /// The time its age counts from.
+    pub age_ref: Nanos,
+}
+
+/// Per-class summary of a plan.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct ClassSummary {
+    /// Class name.
+    pub class: String,
+    /// Store name.
+    pub store: String,
+    /// Files in the class.
+    pub files: u64,
+    /// Bytes in the class.
+    pub bytes: u64,
+    /// Files the plan deletes.
+    pub delete_files: u64,
+    /// Bytes the plan deletes.
+    pub delete_bytes: u64,
+    /// Retained files.
+    pub retained: u64,
+}
+
+/// What would happen at `at`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct Plan {
+    /// The time the plan is for.
+    pub at: Nanos,
+    /// Deletions, oldest first.
+    pub actions: Vec<Action>,
+    /// Per class.
+    pub classes: Vec<ClassSummary>,
+    /// The earliest time a kept entry becomes eligible by a time rule.
+    pub next_due: Option<Nanos>,
+}
+
+impl Plan {
+    /// Total bytes the plan deletes.
+    pub fn delete_bytes(&self) -> u64 {
+        self.actions.iter().map(|a| a.entry.size).sum()
+    }
+}
+
+/// Plans every class of `cfg` at `now`. `entries_of(class, sink)` must feed the entries of
+/// `class` to `sink` newest first by the class's age reference.
+pub fn plan<E>(
+    cfg: &Config,
+    now: Nanos,
+    mut entries_of: impl FnMut(&Class, &mut dyn FnMut(Entry)) -> Result<(), E>,
+) -> Result<Plan, E> {
+    let mut p = Plan {
+        at: now,
+        ..Plan::default()
+    };
+    for class in &cfg.classes {
+        let mut planner = ClassPlanner::new(class, now);
+        let mut sum = ClassSummary {
+            class: class.name.clone(),
+            store: class.store.clone(),
+            ..Default::default()
+        };
+        let mut next_due = p.next_due;
+        entries_of(class, &mut |e: Entry| {
+            sum.files += 1;
+            sum.bytes += e.size;
+            sum.retained += e.retained as u64;
+            match planner.decide(&e) {
+                Verdict::Delete { rule, reason } => {
+                    sum.delete_files += 1;
+                    sum.delete_bytes += e.size;
+                    let age_ref = e.age_ref(class.age_from);
+                    p.actions.push(Action {
+                        entry: e,
+                        class_name: class.name.clone(),
+                        rule,
+                        reason,
+                        age_ref,
+                    });
+                }
+                Verdict::Keep {
+                    eligible_at: Some(t),
+                    ..
+                } => {
+                    next_due = Some(next_due.map_or(t, |n: Nanos| n.min(t)));
+                }
+                Verdict::Keep { .. } => {}
+            }
+        })?;
+        p.next_due = next_due;
+        p.classes.push(sum);
+    }
+    p.actions.sort_by(|a, b| {
+        (a.age_ref, &a.entry.store, &a.entry.path).cmp(&(b.age_ref, &b.entry.store, &b.entry.path))
+    });
+    Ok(p)
+}
+
+/// One line for humans: "delete media:tmp/x (12 MiB, class tmp, ttl): reason".
+pub fn describe(a: &Action) -> String {
+    format!(
+        "{}:{} ({}, class {}, {}): {}; age counted from {}",
+        a.entry.store,
+        a.entry.path.display(),
+        ByteSize(a.entry.size),
+        a.class_name,
+        a.rule,
+        a.reason,
+        fmt_time(a.age_ref)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::AgeFrom;
+
+    const S: i64 = 1_000_000_000;
+
+    fn class(lifecycle: Lifecycle) -> Class {
+        Class {
+            name: "c".into(),
+            store: "m".into(),
+            patterns: vec!["**".into()],
+            exclude: vec![],
+            lifecycle,
+            ttl: None,
+            keep_for: None,
+            max_count: None,
+            max_total: None,
+            age_from: AgeFrom::Mtime,
+        }
+    }
+
+    fn entry(path: &str, size: u64, mtime: Nanos) -> Entry {
+        Entry {
+            id: 0,
+            store: "m".into(),
+            path: path.into(),
+            size,
+            mtime,
+            first_seen: 0,
+            class: Some("c".into()),
+            retained: false,
+            tags: vec![],
+        }
+    }
+
+    fn run(c: &Class, now: Nanos, mut es: Vec<Entry>) -> Vec<(String, bool)> {
+        es.sort_by_key(|e| std::cmp::Reverse(e.age_ref(c.age_from)));
+        let mut p = ClassPlanner::new(c, now);
+        es.iter()
+            .map(|e| {
+                (
+                    e.path.display().to_string(),
+                    matches!(p.decide(e), Verdict::Delete { .. }),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ttl_expires_exactly_at_the_limit() {
+        let clock = ManualClock::new(1_000 * S);
+        let mut c = class(Lifecycle::Temporary);
+        c.ttl = Some("30m".parse().unwrap());
+        let e = entry("t", 1, clock.now() - 1800 * S + 1);
+        let mut p = ClassPlanner::new(&c, clock.now());
+        let Verdict::Keep { eligible_at, .. } = p.decide(&e) else {
+            panic!("kept before ttl")
+        };
+        assert_eq!(eligible_at, Some(clock.now() + 1));
+        clock.advance(1);
+        let mut p = ClassPlanner::new(&c, clock.now());
+        assert!(matches!(
+            p.decide(&e),
+            Verdict::Delete {
+                rule: Rule::Ttl,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn retained_is_never_deleted_but_counts_toward_budgets() {
+        let mut c = class(Lifecycle::Recording);
+        c.keep_for = Some("1h".parse().unwrap());
+        c.max_count = Some(2);
+        let mut old = entry("old-pinned", 1, 0);
+        old.retained = true;
+        let mut newest = entry("newest-pinned", 1, 100_000 * S);
+        newest.retained = true;
+        let es = vec![
+            old,
+            newest,
+            entry("a", 1, 99_990 * S),
+            entry("b", 1, 99_980 * S),
+        ];
+        let r = run(&c, 100_000 * S, es);
+        assert_eq!(
+            r,
+            vec![
+                ("newest-pinned".into(), false),
+                ("a".into(), false),
+                ("b".into(), true),
+                ("old-pinned".into(), false)
+            ]
+        );
+    }
+
+    #[test]
+    fn budgets_delete_strictly_oldest_first() {
+        let mut c = class(Lifecycle::Recording);
+        c.max_total = Some(crate::units::ByteSize(100));
+        // newest 60 fits, next 50 does not: it and everything older go, even the small one.
+        let es = vec![entry("n", 60, 30), entry("m", 50, 20), entry("o", 10, 10)];
+        assert_eq!(
+            run(&c, 40, es),
+            vec![("n".into(), false), ("m".into(), true), ("o".into(), true)]
+        );
+    }
+
+    #[test]
+    fn first_seen_age_reference() {
+        let mut c = class(Lifecycle::Segment);
+        c.keep_for = Some("2m".parse().unwrap());
+        c.age_from = AgeFrom::FirstSeen;
+        let mut e = entry("s", 1, 0); // an ancient mtime…
+        e.first_seen = 1000 * S; // …but seen just now
+        let mut p = ClassPlanner::new(&c, 1000 * S + 60 * S);
+        assert!(matches!(p.decide(&e), Verdict::Keep { .. }));
+    }
+}

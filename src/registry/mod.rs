@@ -1,0 +1,743 @@
+//! The registry: every known file of every store, its class, pins and tags, and the audit
+//! trail of every action — in one embedded SQLite database (WAL) under the state directory.
+//!
+//! Writes come in batches inside one transaction each, so a burst of thousands of
+//! filesystem events costs a few commits. WAL with `synchronous=NORMAL` survives `kill -9`
+//! of the daemon without losing committed batches.
+
+mod schema;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::config::AgeFrom;
+use crate::units::Nanos;
+
+/// Registry failures; every variant names the database file.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// SQLite refused an operation.
+    #[error("registry {}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer mediaretain.
+    #[error("registry {}: schema version {found} is newer than this mediaretain understands ({known}); upgrade mediaretain", path.display())]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+}
+
+type Result<T> = std::result::Result<T, RegistryError>;
+
+/// What a scan or event saw of one file.
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    /// Relative to the store root.
+    pub path: PathBuf,
+    /// Bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime: Nanos,
+}
+
+/// One file in the registry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// Row id.
+    #[serde(skip)]
+    pub id: i64,
+    /// Store name.
+    pub store: String,
+    /// Relative to the store root.
+    pub path: PathBuf,
+    /// Bytes.
+    pub size: u64,
+    /// Modification time.
+    pub mtime: Nanos,
+    /// When mediaretain first saw it.
+    pub first_seen: Nanos,
+    /// Its class, if any matches.
+    pub class: Option<String>,
+    /// Pinned by an operator.
+    pub retained: bool,
+    /// Free labels.
+    pub tags: Vec<String>,
+}
+
+impl Entry {
+    /// The time its age is counted from under `age_from`.
+    pub fn age_ref(&self, age_from: AgeFrom) -> Nanos {
+        match age_from {
+            AgeFrom::Mtime => self.mtime,
+            AgeFrom::FirstSeen => self.first_seen,
+        }
+    }
+}
+
+/// One audit record: an action taken (or refused) on a path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    /// When.
+    pub at: Nanos,
+    /// Store name.
+    pub store: String,
+    /// Relative to the store root.
+    pub path: PathBuf,
+    /// delete, retain, unretain.
+    pub action: String,
+    /// deleted, refused, failed, vanished, done.
+    pub outcome: String,
+    /// The class at the time.
+    pub class: Option<String>,
+    /// The rule that fired (ttl, keep_for, max_count, max_total).
+    pub rule: Option<String>,
+    /// Why, in words.
+    pub reason: String,
+    /// What started it: schedule, gc, cli, api.
+    pub trigger: String,
+    /// Bytes concerned.
+    pub bytes: Option<u64>,
+}
+
+/// Per-class totals.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct ClassTotals {
+    /// Class name (None: unclassified).
+    pub class: Option<String>,
+    /// Store name.
+    pub store: String,
+    /// Files.
+    pub files: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Pinned files.
+    pub retained: u64,
+}
+
+/// Selects entries for `ls`.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this class.
+    pub class: Option<String>,
+    /// Only retained entries.
+    pub retained: bool,
+    /// At most this many.
+    pub limit: Option<u64>,
+}
+
+/// The registry database.
+pub struct Registry {
+    conn: Connection,
+    path: PathBuf,
+    store_ids: HashMap<String, i64>,
+    generation: i64,
+}
+
+const ENTRY_COLS: &str =
+    "e.id, s.name, e.path, e.size, e.mtime, e.first_seen, e.class, (p.store_id IS NOT NULL)";
+const ENTRY_FROM: &str = "entries e JOIN stores s ON s.id = e.store_id
+     LEFT JOIN pins p ON p.store_id = e.store_id AND p.path = e.path";
+
+fn path_bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+fn bytes_path(b: Vec<u8>) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(&b))
+}
+
+fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        id: r.get(0)?,
+        store: r.get(1)?,
+        path: bytes_path(r.get(2)?),
+        size: r.get::<_, i64>(3)? as u64,
+        mtime: r.get(4)?,
+        first_seen: r.get(5)?,
+        class: r.get(6)?,
+        retained: r.get::<_, i64>(7)? != 0,
+        tags: Vec::new(),
+    })
+}
+
+impl Registry {
+    /// Opens (creating and migrating as needed) `state_dir/registry.db`.
+    pub fn open(state_dir: &Path) -> Result<Registry> {
+        let path = state_dir.join("registry.db");
+        let e = |source| RegistryError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(e)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA cache_size = -8000;
+             PRAGMA temp_store = FILE;",
+        )
+        .map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(e)?;
+        let mut reg = Registry {
+            conn,
+            path: path.clone(),
+            store_ids: HashMap::new(),
+            generation: 0,
+        };
+        reg.migrate()?;
+        reg.generation = reg
+            .conn
+            .query_row("SELECT COALESCE(MAX(seen_gen), 0) FROM entries", [], |r| {
+                r.get(0)
+            })
+            .map_err(e)?;
+        Ok(reg)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> RegistryError + '_ {
+        |source| RegistryError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(self.err())?;
+        let known = schema::MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(RegistryError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let path = self.path.clone();
+            let e = |source| RegistryError::Sqlite {
+                path: path.clone(),
+                source,
+            };
+            let tx = self.conn.transaction().map_err(e)?;
+            tx.execute_batch(sql).map_err(e)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(e)?;
+            tx.commit().map_err(e)?;
+        }
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn store_id(&mut self, name: &str) -> Result<i64> {
+        if let Some(id) = self.store_ids.get(name) {
+            return Ok(*id);
+        }
+        self.conn
+            .execute("INSERT OR IGNORE INTO stores(name) VALUES (?1)", [name])
+            .map_err(self.err())?;
+        let id: i64 = self
+            .conn
+            .query_row("SELECT id FROM stores WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .map_err(self.err())?;
+        self.store_ids.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    /// Starts a new scan generation; files seen from now on are marked with it.
+    pub fn begin_scan(&mut self) -> i64 {
+        self.generation += 1;
+        self.generation
+    }
+
+    /// Records what was seen of `files` in `store`, classifying each with `class_of`.
+    pub fn upsert(
+        &mut self,
+        store: &str,
+        files: &[FileMeta],
+        now: Nanos,
+        class_of: &dyn Fn(&Path) -> Option<String>,
+    ) -> Result<()> {
+        let sid = self.store_id(store)?;
+        let generation = self.generation;
+        let path = self.path.clone();
+        let e = |source| RegistryError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO entries(store_id, path, size, mtime, first_seen, class, seen_gen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT(store_id, path) DO UPDATE SET
+                       size = excluded.size, mtime = excluded.mtime,
+                       class = excluded.class, seen_gen = excluded.seen_gen",
+                )
+                .map_err(e)?;
+            for f in files {
+                st.execute(params![
+                    sid,
+                    path_bytes(&f.path),
+                    f.size as i64,
+                    f.mtime,
+                    now,
+                    class_of(&f.path),
+                    generation
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Forgets `paths` of `store` (they are gone from disk).
+    pub fn forget(&mut self, store: &str, paths: &[PathBuf]) -> Result<()> {
+        let sid = self.store_id(store)?;
+        let path = self.path.clone();
+        let e = |source| RegistryError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut st = tx
+                .prepare_cached("DELETE FROM entries WHERE store_id = ?1 AND path = ?2")
+                .map_err(e)?;
+            for p in paths {
+                st.execute(params![sid, path_bytes(p)]).map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Forgets every entry of `store` under directory `dir` (a directory was removed).
+    pub fn forget_under(&mut self, store: &str, dir: &Path) -> Result<usize> {
+        let sid = self.store_id(store)?;
+        let mut lo = path_bytes(dir).to_vec();
+        lo.push(b'/');
+        let mut hi = lo.clone();
+        *hi.last_mut().unwrap() = b'/' + 1;
+        self.conn
+            .execute(
+                "DELETE FROM entries WHERE store_id = ?1 AND path >= ?2 AND path < ?3",
+                params![sid, lo, hi],
+            )
+            .map_err(self.err())
+    }
+
+    /// After a full scan of `store` with generation `generation`: forgets what it did not see.
+    pub fn sweep(&mut self, store: &str, generation: i64) -> Result<usize> {
+        let sid = self.store_id(store)?;
+        self.conn
+            .execute(
+                "DELETE FROM entries WHERE store_id = ?1 AND seen_gen < ?2",
+                params![sid, generation],
+            )
+            .map_err(self.err())
+    }
+
+    /// Forgets every entry of stores not in `keep` (a store was removed from the config).
+    pub fn forget_stores_except(&mut self, keep: &[&str]) -> Result<usize> {
+        let names: Vec<String> = {
+            let mut st = self
+                .conn
+                .prepare("SELECT name FROM stores")
+                .map_err(self.err())?;
+            st.query_map([], |r| r.get(0))
+                .map_err(self.err())?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(self.err())?
+        };
+        let mut n = 0;
+        for name in names.iter().filter(|n| !keep.contains(&n.as_str())) {
+            let sid = self.store_id(name)?;
+            n += self
+                .conn
+                .execute("DELETE FROM entries WHERE store_id = ?1", [sid])
+                .map_err(self.err())?;
+        }
+        Ok(n)
+    }
+
+    /// Re-derives every entry's class (after a reload changed the classes).
+    pub fn reclassify(
+        &mut self,
+        class_of: &dyn Fn(&str, &Path) -> Option<String>,
+    ) -> Result<usize> {
+        let path = self.path.clone();
+        let e = |source| RegistryError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        let mut changed = 0;
+        {
+            let mut read = tx
+                .prepare("SELECT e.id, s.name, e.path, e.class FROM entries e JOIN stores s ON s.id = e.store_id")
+                .map_err(e)?;
+            let mut write = tx
+                .prepare("UPDATE entries SET class = ?2 WHERE id = ?1")
+                .map_err(e)?;
+            let mut rows = read.query([]).map_err(e)?;
+            while let Some(r) = rows.next().map_err(e)? {
+                let id: i64 = r.get(0).map_err(e)?;
+                let store: String = r.get(1).map_err(e)?;
+                let p = bytes_path(r.get(2).map_err(e)?);
+                let old: Option<String> = r.get(3).map_err(e)?;
+                let new = class_of(&store, &p);
+                if new != old {
+                    write.execute(params![id, new]).map_err(e)?;
+                    changed += 1;
+                }
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(changed)
+    }
+
+    /// The entry at `path` of `store`, with its tags.
+    pub fn get(&mut self, store: &str, path: &Path) -> Result<Option<Entry>> {
+        let sid = self.store_id(store)?;
+        let sql = format!(
+            "SELECT {ENTRY_COLS} FROM {ENTRY_FROM}
+             WHERE e.store_id = ?1 AND e.path = ?2"
+        );
+        let mut entry = self
+            .conn
+            .query_row(&sql, params![sid, path_bytes(path)], row_entry)
+            .optional()
+            .map_err(self.err())?;
+        if let Some(en) = entry.as_mut() {
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT tag FROM tags WHERE entry_id = ?1 ORDER BY tag")
+                .map_err(self.err())?;
+            en.tags = st
+                .query_map([en.id], |r| r.get(0))
+                .map_err(self.err())?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(self.err())?;
+        }
+        Ok(entry)
+    }
+
+    /// Is the entry with this id retained right now? (Re-read just before a deletion.)
+    pub fn is_retained(&self, id: i64) -> Result<bool> {
+        let v: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM entries e JOIN pins p ON p.store_id = e.store_id AND p.path = e.path
+                 WHERE e.id = ?1",
+            )
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+            .map_err(self.err())?;
+        Ok(v.unwrap_or(0) != 0)
+    }
+
+    /// Calls `f` on every entry of `class` in `store`, newest first by `age_from`
+    /// (ties broken by path, so the order is deterministic).
+    pub fn for_each_in_class(
+        &self,
+        store: &str,
+        class: &str,
+        age_from: AgeFrom,
+        mut f: impl FnMut(Entry),
+    ) -> Result<()> {
+        let col = match age_from {
+            AgeFrom::Mtime => "e.mtime",
+            AgeFrom::FirstSeen => "e.first_seen",
+        };
+        let sql = format!(
+            "SELECT {ENTRY_COLS} FROM {ENTRY_FROM}
+             WHERE e.class = ?1 AND s.name = ?2 ORDER BY {col} DESC, e.path DESC"
+        );
+        let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let mut rows = st.query(params![class, store]).map_err(self.err())?;
+        while let Some(r) = rows.next().map_err(self.err())? {
+            f(row_entry(r).map_err(self.err())?);
+        }
+        Ok(())
+    }
+
+    /// Entries for `ls`, ordered by store and path.
+    pub fn list(&self, filter: &Filter) -> Result<Vec<Entry>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLS} FROM {ENTRY_FROM}
+             WHERE (?1 IS NULL OR e.class = ?1) AND (?2 = 0 OR p.store_id IS NOT NULL)
+             ORDER BY s.name, e.path LIMIT ?3"
+        );
+        let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
+        st.query_map(
+            params![filter.class, filter.retained as i64, limit],
+            row_entry,
+        )
+        .map_err(self.err())?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(self.err())
+    }
+
+    /// Pins or unpins a path; returns whether it changed.
+    pub fn set_retained(
+        &mut self,
+        store: &str,
+        path: &Path,
+        retained: bool,
+        now: Nanos,
+    ) -> Result<bool> {
+        let sid = self.store_id(store)?;
+        let n = if retained {
+            self.conn.execute(
+                "INSERT OR IGNORE INTO pins(store_id, path, at) VALUES (?1, ?2, ?3)",
+                params![sid, path_bytes(path), now],
+            )
+        } else {
+            self.conn.execute(
+                "DELETE FROM pins WHERE store_id = ?1 AND path = ?2",
+                params![sid, path_bytes(path)],
+            )
+        }
+        .map_err(self.err())?;
+        Ok(n > 0)
+    }
+
+    /// Totals per store and class.
+    pub fn totals(&self) -> Result<Vec<ClassTotals>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT e.class, s.name, COUNT(*), COALESCE(SUM(e.size), 0), COUNT(p.store_id)
+                 FROM entries e JOIN stores s ON s.id = e.store_id
+                 LEFT JOIN pins p ON p.store_id = e.store_id AND p.path = e.path
+                 GROUP BY s.name, e.class ORDER BY s.name, e.class",
+            )
+            .map_err(self.err())?;
+        st.query_map([], |r| {
+            Ok(ClassTotals {
+                class: r.get(0)?,
+                store: r.get(1)?,
+                files: r.get::<_, i64>(2)? as u64,
+                bytes: r.get::<_, i64>(3)? as u64,
+                retained: r.get::<_, i64>(4)? as u64,
+            })
+        })
+        .map_err(self.err())?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(self.err())
+    }
+
+    /// Applies the outcome of a batch of actions in one transaction: removes the entries
+    /// that are gone and appends every record to the audit trail.
+    pub fn record(&mut self, gone: &[i64], records: &[AuditRecord]) -> Result<()> {
+        let path = self.path.clone();
+        let e = |source| RegistryError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(e)?;
+        {
+            let mut del = tx
+                .prepare_cached("DELETE FROM entries WHERE id = ?1")
+                .map_err(e)?;
+            for id in gone {
+                del.execute([id]).map_err(e)?;
+            }
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO audit(at, store, path, action, outcome, class, rule, reason, trigger, bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(e)?;
+            for a in records {
+                ins.execute(params![
+                    a.at,
+                    a.store,
+                    path_bytes(&a.path),
+                    a.action,
+                    a.outcome,
+                    a.class,
+                    a.rule,
+                    a.reason,
+                    a.trigger,
+                    a.bytes.map(|b| b as i64)
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// The newest audit records for a path, newest first.
+    pub fn history(&self, store: &str, path: &Path, limit: usize) -> Result<Vec<AuditRecord>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT at, store, path, action, outcome, class, rule, reason, trigger, bytes
+                 FROM audit WHERE store = ?1 AND path = ?2 ORDER BY at DESC, id DESC LIMIT ?3",
+            )
+            .map_err(self.err())?;
+        st.query_map(params![store, path_bytes(path), limit as i64], |r| {
+            Ok(AuditRecord {
+                at: r.get(0)?,
+                store: r.get(1)?,
+                path: bytes_path(r.get(2)?),
+                action: r.get(3)?,
+                outcome: r.get(4)?,
+                class: r.get(5)?,
+                rule: r.get(6)?,
+                reason: r.get(7)?,
+                trigger: r.get(8)?,
+                bytes: r.get::<_, Option<i64>>(9)?.map(|b| b as u64),
+            })
+        })
+        .map_err(self.err())?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(self.err())
+    }
+
+    /// Drops audit records older than `before`.
+    pub fn prune_audit(&mut self, before: Nanos) -> Result<usize> {
+        self.conn
+            .execute("DELETE FROM audit WHERE at < ?1", [before])
+            .map_err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(p: &str, size: u64, mtime: Nanos) -> FileMeta {
+        FileMeta {
+            path: p.into(),
+            size,
+            mtime,
+        }
+    }
+
+    #[test]
+    fn upsert_sweep_and_audit_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut r = Registry::open(dir.path()).unwrap();
+            let g = r.begin_scan();
+            let cls = |p: &Path| p.starts_with("tmp").then(|| "tmp".to_string());
+            r.upsert(
+                "media",
+                &[meta("tmp/a", 1, 10), meta("keep/b", 2, 20)],
+                100,
+                &cls,
+            )
+            .unwrap();
+            assert_eq!(r.sweep("media", g).unwrap(), 0);
+            let g2 = r.begin_scan();
+            r.upsert("media", &[meta("tmp/a", 5, 11)], 200, &cls)
+                .unwrap();
+            assert_eq!(
+                r.sweep("media", g2).unwrap(),
+                1,
+                "keep/b was not seen again"
+            );
+            let e = r.get("media", Path::new("tmp/a")).unwrap().unwrap();
+            assert!(!e.retained);
+            assert_eq!(
+                (e.size, e.mtime, e.first_seen),
+                (5, 11, 100),
+                "first_seen is kept"
+            );
+            assert_eq!(e.class.as_deref(), Some("tmp"));
+            assert!(
+                r.set_retained("media", Path::new("tmp/a"), true, 250)
+                    .unwrap()
+            );
+            assert!(
+                !r.set_retained("media", Path::new("tmp/a"), true, 250)
+                    .unwrap()
+            );
+            assert!(
+                r.get("media", Path::new("tmp/a"))
+                    .unwrap()
+                    .unwrap()
+                    .retained
+            );
+            let rec = AuditRecord {
+                at: 300,
+                store: "media".into(),
+                path: "tmp/a".into(),
+                action: "delete".into(),
+                outcome: "deleted".into(),
+                class: Some("tmp".into()),
+                rule: Some("ttl".into()),
+                reason: "expired".into(),
+                trigger: "gc".into(),
+                bytes: Some(5),
+            };
+            r.record(&[e.id], &[rec]).unwrap();
+        }
+        let mut r = Registry::open(dir.path()).unwrap();
+        assert!(r.get("media", Path::new("tmp/a")).unwrap().is_none());
+        // The pin outlives the entry: a file reappearing under that name is still pinned.
+        r.begin_scan();
+        r.upsert("media", &[meta("tmp/a", 1, 1)], 400, &|_| None)
+            .unwrap();
+        assert!(
+            r.get("media", Path::new("tmp/a"))
+                .unwrap()
+                .unwrap()
+                .retained
+        );
+        let h = r.history("media", Path::new("tmp/a"), 5).unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].rule.as_deref(), Some("ttl"));
+        drop(r);
+        // A reopened registry continues above every generation already recorded.
+        let mut r = Registry::open(dir.path()).unwrap();
+        let g = r.begin_scan();
+        assert_eq!(
+            r.sweep("media", g).unwrap(),
+            1,
+            "the row from the older generation is swept"
+        );
+    }
+
+    #[test]
+    fn forget_under_is_prefix_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path()).unwrap();
+        r.begin_scan();
+        let none = |_: &Path| None;
+        r.upsert(
+            "m",
+            &[meta("a/x", 1, 1), meta("a/y/z", 1, 1), meta("ab/x", 1, 1)],
+            1,
+            &none,
+        )
+        .unwrap();
+        assert_eq!(r.forget_under("m", Path::new("a")).unwrap(), 2);
+        assert!(r.get("m", Path::new("ab/x")).unwrap().is_some());
+    }
+}

@@ -1,0 +1,54 @@
+//! The registry schema as numbered migrations; `PRAGMA user_version` records how far a
+//! database has been brought. Migrations only ever get appended.
+
+/// Migration N brings a database from user_version N to N+1.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: stores, entries, pins, tags, audit.
+    r#"
+    CREATE TABLE stores (
+        id   INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE entries (
+        id         INTEGER PRIMARY KEY,
+        store_id   INTEGER NOT NULL REFERENCES stores(id),
+        path       BLOB NOT NULL,          -- relative to the store root, raw bytes
+        size       INTEGER NOT NULL,
+        mtime      INTEGER NOT NULL,       -- ns since the epoch
+        first_seen INTEGER NOT NULL,       -- ns since the epoch
+        class      TEXT,                   -- NULL: matches no class, never touched
+        state      TEXT NOT NULL DEFAULT 'present',
+        seen_gen   INTEGER NOT NULL,       -- scan generation that last saw it
+        UNIQUE (store_id, path)
+    );
+    CREATE INDEX entries_class ON entries(class, store_id);
+    -- Pins live apart from entries so that a pin outlives a file that disappears for a
+    -- while (an unmounted disk, a move out and back): it is never lost by a rescan.
+    CREATE TABLE pins (
+        store_id INTEGER NOT NULL REFERENCES stores(id),
+        path     BLOB NOT NULL,
+        at       INTEGER NOT NULL,
+        PRIMARY KEY (store_id, path)
+    ) WITHOUT ROWID;
+    CREATE TABLE tags (
+        entry_id INTEGER NOT NULL REFERENCES entries(id) ON DELETE CASCADE,
+        tag      TEXT NOT NULL,
+        PRIMARY KEY (entry_id, tag)
+    ) WITHOUT ROWID;
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY,
+        at      INTEGER NOT NULL,          -- ns since the epoch
+        store   TEXT NOT NULL,
+        path    BLOB NOT NULL,
+        action  TEXT NOT NULL,             -- delete, retain, unretain
+        outcome TEXT NOT NULL,             -- deleted, refused, failed, vanished, done
+        class   TEXT,
+        rule    TEXT,
+        reason  TEXT NOT NULL,
+        trigger TEXT NOT NULL,             -- schedule, gc, cli, api, pressure
+        bytes   INTEGER
+    );
+    CREATE INDEX audit_path ON audit(store, path);
+    CREATE INDEX audit_at ON audit(at);
+    "#,
+];

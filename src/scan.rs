@@ -1,0 +1,147 @@
+//! Full reconciliation of a local store: walk the tree, record what is there, forget what
+//! is not. The walk runs on its own thread and hands batches to the registry writer, so
+//! reading the disk and writing the database overlap.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::classify::Classifier;
+use crate::clock::to_nanos;
+use crate::registry::{FileMeta, Registry, RegistryError};
+use crate::units::Nanos;
+
+const BATCH: usize = 8192;
+
+/// What one scan of one store found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ScanStats {
+    /// Store name.
+    pub store: String,
+    /// Regular files recorded.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Directories read.
+    pub dirs: u64,
+    /// Directories that could not be read (their entries are kept, not forgotten).
+    pub unreadable: u64,
+    /// Entries forgotten because their files are gone.
+    pub forgotten: u64,
+    /// Wall time in milliseconds.
+    pub millis: u64,
+    /// Empty directories seen (candidates for pruning).
+    #[serde(skip)]
+    pub empty_dirs: Vec<PathBuf>,
+}
+
+/// Walks `root` from `prefix` and calls `sink` with batches of regular files (relative
+/// paths); empty directories below the root are pushed to `empty`. Symlinks are never
+/// followed. Returns (dirs read, dirs unreadable).
+pub fn walk(
+    root: &Path,
+    prefix: &Path,
+    mut sink: impl FnMut(Vec<FileMeta>),
+    empty: &mut Vec<PathBuf>,
+) -> (u64, u64) {
+    let mut stack: Vec<PathBuf> = vec![prefix.to_path_buf()];
+    let mut batch = Vec::with_capacity(BATCH);
+    let (mut dirs, mut unreadable) = (0, 0);
+    while let Some(rel) = stack.pop() {
+        let abs = root.join(&rel);
+        let rd = match fs::read_dir(&abs) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                warn!(path = %abs.display(), error = %e, "cannot read directory; its entries are kept as they were");
+                unreadable += 1;
+                continue;
+            }
+        };
+        dirs += 1;
+        let mut any = false;
+        for de in rd.flatten() {
+            any = true;
+            let Ok(ft) = de.file_type() else { continue };
+            let child = rel.join(de.file_name());
+            if ft.is_dir() {
+                stack.push(child);
+            } else if ft.is_file() {
+                // DirEntry::metadata is an fstatat relative to the open directory, no-follow.
+                let Ok(md) = de.metadata() else { continue };
+                let mtime = md.modified().map(to_nanos).unwrap_or(0);
+                batch.push(FileMeta {
+                    path: child,
+                    size: md.len(),
+                    mtime,
+                });
+                if batch.len() >= BATCH {
+                    sink(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                }
+            }
+        }
+        if !any && !rel.as_os_str().is_empty() {
+            empty.push(rel);
+        }
+    }
+    if !batch.is_empty() {
+        sink(batch);
+    }
+    (dirs, unreadable)
+}
+
+/// Scans store `store` rooted at `root` into the registry and forgets vanished files —
+/// unless part of the tree was unreadable, in which case nothing is forgotten.
+pub fn scan_store(
+    store: &str,
+    root: &Path,
+    registry: &Mutex<Registry>,
+    classifier: &Classifier,
+    now: Nanos,
+) -> Result<ScanStats, RegistryError> {
+    let started = Instant::now();
+    let generation = registry.lock().expect("registry lock").begin_scan();
+    let mut stats = ScanStats {
+        store: store.into(),
+        ..Default::default()
+    };
+    let (tx, rx) = sync_channel::<Vec<FileMeta>>(4);
+    let mut empty = Vec::new();
+    let (dirs, unreadable) = std::thread::scope(|s| -> Result<(u64, u64), RegistryError> {
+        let empty = &mut empty;
+        let walker = s.spawn(move || walk(root, Path::new(""), |b| drop(tx.send(b)), empty));
+        let class_of = |p: &Path| classifier.classify(store, p).map(str::to_string);
+        for batch in rx {
+            stats.files += batch.len() as u64;
+            stats.bytes += batch.iter().map(|f| f.size).sum::<u64>();
+            registry
+                .lock()
+                .expect("registry lock")
+                .upsert(store, &batch, now, &class_of)?;
+        }
+        Ok(walker.join().expect("walker thread"))
+    })?;
+    stats.dirs = dirs;
+    stats.empty_dirs = empty;
+    stats.unreadable = unreadable;
+    if unreadable == 0 && dirs > 0 {
+        stats.forgotten = registry
+            .lock()
+            .expect("registry lock")
+            .sweep(store, generation)? as u64;
+    }
+    stats.millis = started.elapsed().as_millis() as u64;
+    debug!(
+        store,
+        files = stats.files,
+        forgotten = stats.forgotten,
+        millis = stats.millis,
+        "scan done"
+    );
+    Ok(stats)
+}

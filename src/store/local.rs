@@ -1,0 +1,341 @@
+//! A store rooted in a local directory.
+//!
+//! Every operation resolves paths *beneath* an open descriptor of the root with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (falling back to a component-by-component
+//! `O_NOFOLLOW` walk where openat2 is unavailable), so a symlink — planted before or during a
+//! pass — can never lead a deletion outside the root, and a symlink itself is never followed.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use super::{Outcome, StoreError, is_confined};
+use crate::registry::FileMeta;
+
+/// A local directory store.
+#[derive(Debug)]
+pub struct LocalStore {
+    name: String,
+    root: PathBuf,
+    root_fd: OwnedFd,
+}
+
+/// What a deletion expects to find: the file as it was planned.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime: i64,
+}
+
+fn stat_mtime(st: &rustix::fs::Stat) -> i64 {
+    st.st_mtime
+        .saturating_mul(1_000_000_000)
+        .saturating_add(st.st_mtime_nsec as i64)
+}
+
+impl LocalStore {
+    /// Opens the root directory of store `name`.
+    pub fn open(name: &str, root: &Path) -> Result<LocalStore, StoreError> {
+        let root_fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| StoreError::OpenRoot {
+            store: name.into(),
+            root: root.into(),
+            source: e.into(),
+        })?;
+        Ok(LocalStore {
+            name: name.into(),
+            root: root.into(),
+            root_fd,
+        })
+    }
+
+    /// The store name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Opens directory `rel` beneath the root without following any symlink.
+    fn open_dir(&self, rel: &Path) -> Result<OwnedFd, Errno> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        if rel.as_os_str().is_empty() {
+            return rustix::io::fcntl_dupfd_cloexec(&self.root_fd, 0);
+        }
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(&self.root_fd, rel, flags, Mode::empty(), resolve) {
+            Err(Errno::NOSYS) | Err(Errno::PERM) => {
+                // No openat2 (old kernel or a seccomp filter): walk one component at a time.
+                let mut fd = rustix::io::fcntl_dupfd_cloexec(&self.root_fd, 0)?;
+                for c in rel.components() {
+                    fd = rustix::fs::openat(
+                        &fd,
+                        c.as_os_str(),
+                        flags | OFlags::NOFOLLOW,
+                        Mode::empty(),
+                    )?;
+                }
+                Ok(fd)
+            }
+            r => r,
+        }
+    }
+
+    /// What is at `rel` now, without following symlinks: `Ok(None)` when nothing is there
+    /// or it is not a regular file.
+    pub fn stat(&self, rel: &Path) -> Result<Option<FileMeta>, StoreError> {
+        let io = |e: Errno| StoreError::Io {
+            store: self.name.clone(),
+            path: rel.into(),
+            source: e.into(),
+        };
+        if !is_confined(rel) {
+            return Err(StoreError::Outside {
+                store: self.name.clone(),
+                path: rel.into(),
+            });
+        }
+        let (parent, name) = split(rel);
+        let dir = match self.open_dir(parent) {
+            Ok(d) => d,
+            Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) | Err(Errno::XDEV) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(io(e)),
+        };
+        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                Ok(Some(FileMeta {
+                    path: rel.into(),
+                    size: st.st_size as u64,
+                    mtime: stat_mtime(&st),
+                }))
+            }
+            Ok(_) | Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// A deletion session: consecutive deletions in one directory share its descriptor.
+    pub fn deleter(&self) -> Deleter<'_> {
+        Deleter {
+            store: self,
+            dir: None,
+            touched: Vec::new(),
+        }
+    }
+}
+
+fn split(rel: &Path) -> (&Path, &std::ffi::OsStr) {
+    (
+        rel.parent().unwrap_or(Path::new("")),
+        rel.file_name().unwrap_or_default(),
+    )
+}
+
+/// Deletes files of one store with verification; see [`LocalStore::deleter`].
+pub struct Deleter<'a> {
+    store: &'a LocalStore,
+    dir: Option<(PathBuf, OwnedFd)>,
+    touched: Vec<PathBuf>,
+}
+
+impl Deleter<'_> {
+    fn dir_fd(&mut self, parent: &Path) -> Result<&OwnedFd, Errno> {
+        if self.dir.as_ref().is_none_or(|(p, _)| p != parent) {
+            let fd = self.store.open_dir(parent)?;
+            self.dir = Some((parent.to_path_buf(), fd));
+        }
+        Ok(&self.dir.as_ref().expect("just set").1)
+    }
+
+    /// Unlinks `rel` if it is still the regular file that was planned, then observes it gone.
+    pub fn delete(&mut self, rel: &Path, expect: Expect) -> Outcome {
+        if !is_confined(rel) {
+            return Outcome::Refused(format!(
+                "{} is not a plain path inside the store",
+                rel.display()
+            ));
+        }
+        let (parent, name) = split(rel);
+        let dir = match self.dir_fd(parent) {
+            Ok(d) => d.as_fd(),
+            Err(Errno::NOENT) => return Outcome::Vanished,
+            Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => {
+                return Outcome::Refused("a directory on its path is a symlink or leaves the store root; symlinks are never followed".into());
+            }
+            Err(e) => return Outcome::Failed(format!("cannot open its directory: {e}")),
+        };
+        let before = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Outcome::Vanished,
+            Err(e) => return Outcome::Failed(format!("cannot stat: {e}")),
+        };
+        let ft = FileType::from_raw_mode(before.st_mode);
+        if ft != FileType::RegularFile {
+            return Outcome::Refused(format!(
+                "not a regular file ({ft:?}); only regular files are deleted"
+            ));
+        }
+        if before.st_size as u64 != expect.size || stat_mtime(&before) != expect.mtime {
+            return Outcome::Refused(format!(
+                "changed since it was planned (now {} bytes, modified {}); it is re-evaluated on the next pass",
+                before.st_size,
+                crate::units::fmt_time(stat_mtime(&before))
+            ));
+        }
+        if let Err(e) = rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+            return match e {
+                Errno::NOENT => Outcome::Vanished,
+                e => Outcome::Failed(format!("unlink: {e}")),
+            };
+        }
+        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => {}
+            Ok(after) if after.st_ino == before.st_ino && after.st_dev == before.st_dev => {
+                return Outcome::Failed("still present after unlink".into());
+            }
+            // A new file took the name: ours is gone; the newcomer is a new entry.
+            Ok(_) => {}
+            Err(e) => return Outcome::Failed(format!("cannot verify removal: {e}")),
+        }
+        if !parent.as_os_str().is_empty() && self.touched.last().is_none_or(|p| p != parent) {
+            self.touched.push(parent.to_path_buf());
+        }
+        Outcome::Deleted
+    }
+
+    /// The directories deletions touched (candidates for pruning), deduplicated.
+    pub fn finish(mut self) -> Vec<PathBuf> {
+        let mut dirs = std::mem::take(&mut self.touched);
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+/// What [`LocalStore::prune`] did with one candidate directory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pruned {
+    /// Removed these directories (the candidate, then touched parents).
+    Removed(Vec<PathBuf>),
+    /// Empty or not, it was touched too recently: try again later.
+    TooYoung,
+    /// Not empty, not a directory, or gone: no longer a candidate.
+    Done,
+}
+
+impl LocalStore {
+    /// Removes directory `rel` if it is empty and was last modified before `before`, then
+    /// its parents on the same terms — never the root, never through a symlink. A muxer
+    /// still writing into a directory keeps its mtime fresh, so it is never pulled away.
+    pub fn prune(&self, rel: &Path, before: i64) -> Pruned {
+        let mut removed = Vec::new();
+        let mut cur = rel.to_path_buf();
+        // The mtime a directory had before we removed a child of it (our own rmdir
+        // refreshes it, and that must not count as activity).
+        let mut known_mtime: Option<i64> = None;
+        while is_confined(&cur) {
+            let (parent, name) = split(&cur);
+            let Ok(pfd) = self.open_dir(parent) else {
+                break;
+            };
+            let parent_mtime = rustix::fs::fstat(&pfd).map(|st| stat_mtime(&st)).ok();
+            let st = match rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => st,
+                _ => break,
+            };
+            if known_mtime.unwrap_or_else(|| stat_mtime(&st)) >= before {
+                if removed.is_empty() {
+                    return Pruned::TooYoung;
+                }
+                break;
+            }
+            if rustix::fs::unlinkat(&pfd, name, AtFlags::REMOVEDIR).is_err() {
+                break; // not empty (or gone): stop climbing
+            }
+            removed.push(cur.clone());
+            known_mtime = parent_mtime;
+            cur = parent.to_path_buf();
+        }
+        if removed.is_empty() {
+            Pruned::Done
+        } else {
+            Pruned::Removed(removed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn expect_of(p: &Path) -> Expect {
+        let md = fs::symlink_metadata(p).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        Expect {
+            size: md.len(),
+            mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+        }
+    }
+
+    #[test]
+    fn deletes_verifies_and_never_follows_symlinks() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim.mp4");
+        fs::write(&victim, b"precious").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("a/b")).unwrap();
+        fs::write(root.path().join("a/b/x.ts"), b"seg").unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.path().join("a/file-link.mp4")).unwrap();
+
+        let store = LocalStore::open("m", root.path()).unwrap();
+        let mut d = store.deleter();
+        let ex = expect_of(&victim);
+        assert!(matches!(
+            d.delete(Path::new("link/victim.mp4"), ex),
+            Outcome::Refused(_)
+        ));
+        assert!(matches!(
+            d.delete(Path::new("a/file-link.mp4"), ex),
+            Outcome::Refused(_)
+        ));
+        assert!(matches!(
+            d.delete(Path::new("../victim.mp4"), ex),
+            Outcome::Refused(_)
+        ));
+        let seg = expect_of(&root.path().join("a/b/x.ts"));
+        let stale = Expect {
+            size: seg.size + 1,
+            ..seg
+        };
+        assert!(matches!(
+            d.delete(Path::new("a/b/x.ts"), stale),
+            Outcome::Refused(_)
+        ));
+        assert_eq!(d.delete(Path::new("a/b/x.ts"), seg), Outcome::Deleted);
+        assert_eq!(d.delete(Path::new("a/b/x.ts"), seg), Outcome::Vanished);
+        let removed = d.finish();
+        assert_eq!(
+            removed,
+            vec![PathBuf::from("a/b")],
+            "a/ still holds file-link.mp4"
+        );
+        assert!(victim.exists(), "nothing outside the root is touched");
+        assert!(root.path().join("a").exists());
+    }
+}

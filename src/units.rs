@@ -1,0 +1,254 @@
+//! Typed values parsed at the config/CLI boundary: byte sizes, percentages, durations.
+//!
+//! Each type deserializes from the human spelling an operator writes in TOML ("200 GiB",
+//! "90%", "30m") and reports a precise message when the spelling is wrong; serde attaches
+//! the file position.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A number of bytes: "512", "200 GiB", "1.5 GB", "64MiB".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ByteSize(pub u64);
+
+const SIZE_UNITS: &[(&str, u64)] = &[
+    ("b", 1),
+    ("kb", 1_000),
+    ("mb", 1_000_000),
+    ("gb", 1_000_000_000),
+    ("tb", 1_000_000_000_000),
+    ("kib", 1 << 10),
+    ("mib", 1 << 20),
+    ("gib", 1 << 30),
+    ("tib", 1 << 40),
+    ("k", 1 << 10),
+    ("m", 1 << 20),
+    ("g", 1 << 30),
+    ("t", 1 << 40),
+];
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let unit = unit.trim().to_ascii_lowercase();
+        let bad = || {
+            format!(
+                "invalid size {s:?}: expected a number and a unit such as \"512 MiB\", \"200 GiB\" or \"1.5 TB\""
+            )
+        };
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let mult = if unit.is_empty() {
+            1
+        } else {
+            SIZE_UNITS
+                .iter()
+                .find(|(u, _)| *u == unit)
+                .map(|(_, m)| *m)
+                .ok_or_else(bad)?
+        };
+        let bytes = value * mult as f64;
+        if !bytes.is_finite() || bytes > u64::MAX as f64 {
+            return Err(format!("size {s:?} is too large"));
+        }
+        Ok(ByteSize(bytes.round() as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        for (unit, m) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
+            if b >= m {
+                let v = b as f64 / m as f64;
+                return if b.is_multiple_of(m) {
+                    write!(f, "{} {unit}", b / m)
+                } else {
+                    write!(f, "{v:.1} {unit}")
+                };
+            }
+        }
+        write!(f, "{b} B")
+    }
+}
+
+/// A percentage of a volume, 0–100: "90%".
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Default)]
+pub struct Percent(pub f64);
+
+impl FromStr for Percent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let num = t
+            .strip_suffix('%')
+            .ok_or_else(|| format!("invalid percentage {s:?}: write it like \"90%\""))?;
+        let v: f64 = num
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid percentage {s:?}: write it like \"90%\""))?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(format!("percentage {s:?} must be between 0% and 100%"));
+        }
+        Ok(Percent(v))
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}%", self.0)
+    }
+}
+
+/// A span of time: "30s", "10m", "7d", "1h 30m", "0s".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Dur(pub Duration);
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t == "0" {
+            return Ok(Dur(Duration::ZERO));
+        }
+        humantime::parse_duration(t).map(Dur).map_err(|e| {
+            format!(
+                "invalid duration {s:?} ({e}): write it like \"30s\", \"10m\", \"2h\" or \"7d\""
+            )
+        })
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_zero() {
+            return write!(f, "0s");
+        }
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Dur {
+    /// The span in nanoseconds, saturating.
+    pub fn as_nanos_i64(self) -> i64 {
+        i64::try_from(self.0.as_nanos()).unwrap_or(i64::MAX)
+    }
+}
+
+macro_rules! serde_via_str {
+    ($t:ty) => {
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    };
+}
+serde_via_str!(Percent);
+serde_via_str!(Dur);
+
+// Sizes may also be written as a bare integer of bytes in TOML.
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+/// Nanoseconds since the Unix epoch, the registry's time unit.
+pub type Nanos = i64;
+
+/// Formats a timestamp (ns since the epoch) as RFC 3339 UTC, seconds precision.
+pub fn fmt_time(t: Nanos) -> String {
+    let st = if t >= 0 {
+        std::time::UNIX_EPOCH + Duration::from_nanos(t as u64)
+    } else {
+        std::time::UNIX_EPOCH
+    };
+    humantime::format_rfc3339_seconds(st).to_string()
+}
+
+/// Formats a span of nanoseconds compactly ("2h 5m", "3d 4h"), dropping sub-second noise.
+pub fn fmt_span(ns: i64) -> String {
+    let secs = (ns.max(0) / 1_000_000_000) as u64;
+    if secs == 0 {
+        return "0s".into();
+    }
+    let parts = humantime::format_duration(Duration::from_secs(secs)).to_string();
+    // Keep the two most significant units: "3days 4h 5m 6s" → "3days 4h".
+    parts.split(' ').take(2).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!("200 GiB".parse::<ByteSize>().unwrap().0, 200 << 30);
+        assert_eq!("1.5GB".parse::<ByteSize>().unwrap().0, 1_500_000_000);
+        assert_eq!("512".parse::<ByteSize>().unwrap().0, 512);
+        assert_eq!("64 MiB".parse::<ByteSize>().unwrap().0, 64 << 20);
+        assert!("12 parsecs".parse::<ByteSize>().is_err());
+        assert!("GiB".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(200 << 30).to_string(), "200 GiB");
+        assert_eq!(ByteSize(1536).to_string(), "1.5 KiB");
+    }
+
+    #[test]
+    fn percents() {
+        assert_eq!("90%".parse::<Percent>().unwrap().0, 90.0);
+        assert!("90".parse::<Percent>().is_err());
+        assert!("120%".parse::<Percent>().is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!("30m".parse::<Dur>().unwrap().0, Duration::from_secs(1800));
+        assert_eq!(
+            "7d".parse::<Dur>().unwrap().0,
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(
+            "1h 30m".parse::<Dur>().unwrap().0,
+            Duration::from_secs(5400)
+        );
+        assert_eq!("0".parse::<Dur>().unwrap().0, Duration::ZERO);
+        assert!("soon".parse::<Dur>().is_err());
+        assert_eq!(
+            fmt_span(3 * 86400 * 1_000_000_000 + 4 * 3600 * 1_000_000_000 + 5),
+            "3days 4h"
+        );
+    }
+}
