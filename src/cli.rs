@@ -267,9 +267,29 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         cmd => {
-            let cfg = Config::load(&path)?;
             let needs_daemon = matches!(cmd, Cmd::Reload);
-            let b = Backend::open(cfg, needs_daemon).await?;
+            let b = match Config::load(&path) {
+                Ok(cfg) => Backend::open(cfg, needs_daemon).await?,
+                Err(e) => {
+                    // A broken file must not lock the operator out of a running daemon.
+                    let Some(socket) = config::control_socket(&path) else {
+                        return Err(e.into());
+                    };
+                    if client::connect(&socket).await.is_err() {
+                        return Err(e.into());
+                    }
+                    if !needs_daemon {
+                        eprintln!(
+                            "mediaretain: warning: {} has errors; the daemon runs on its last good config:",
+                            path.display()
+                        );
+                        for line in e.to_string().lines() {
+                            eprintln!("mediaretain:   {line}");
+                        }
+                    }
+                    Backend::Daemon(socket)
+                }
+            };
             dispatch(&b, cmd).await
         }
     }

@@ -211,12 +211,7 @@ impl Config {
             let span = e.span().unwrap_or(0..0);
             ConfigError::Invalid(vec![locate.at(span, e.message().trim().to_string())])
         })?;
-        let base = path
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .or_else(|| path.parent().map(Path::to_path_buf))
-            .unwrap_or_default();
+        let base = config_dir(path);
         let mut v = Validator {
             locate,
             base,
@@ -240,6 +235,45 @@ impl Config {
     pub fn class(&self, name: &str) -> Option<&Class> {
         self.classes.iter().find(|c| c.name == name)
     }
+}
+
+/// The control socket named by the config at `path`, read leniently: only `[daemon]` is
+/// looked at, so the CLI still reaches a running daemon while the file on disk has an
+/// error elsewhere (the daemon keeps its running config until the file is fixed).
+pub fn control_socket(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    let daemon = table.get("daemon")?.as_table()?;
+    let base = config_dir(path);
+    let resolve = |s: &str| normalize(&base.join(s));
+    match daemon.get("socket").and_then(|v| v.as_str()) {
+        Some(s) => Some(resolve(s)),
+        None => Some(resolve(daemon.get("state_dir")?.as_str()?).join("control.sock")),
+    }
+}
+
+/// The directory relative paths in the config at `path` are resolved against.
+fn config_dir(path: &Path) -> PathBuf {
+    path.canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .or_else(|| path.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+}
+
+/// Folds `.` and `..` out of an absolute path, lexically.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Builds a glob the way every class pattern is interpreted: `*` stays within one
@@ -287,17 +321,7 @@ impl Validator<'_> {
 
     /// Makes `p` absolute against the config's directory, folding `.` and `..`.
     fn resolve(&self, p: &Path) -> PathBuf {
-        let mut out = PathBuf::new();
-        for c in self.base.join(p).components() {
-            match c {
-                std::path::Component::ParentDir => {
-                    out.pop();
-                }
-                std::path::Component::CurDir => {}
-                c => out.push(c),
-            }
-        }
-        out
+        normalize(&self.base.join(p))
     }
 
     fn validate(&mut self, raw: raw::File, path: &Path) -> Config {

@@ -353,13 +353,9 @@ impl Engine {
         let now = self.now();
         let mut out = Vec::new();
         for s in &rt.stores {
-            out.push(scan::scan_store(
-                s.name(),
-                s.root(),
-                &self.registry,
-                &rt.classifier,
-                now,
-            )?);
+            let mut st = scan::scan_store(s.name(), s.root(), &self.registry, &rt.classifier, now)?;
+            self.add_prune_candidates(&rt, s.name(), std::mem::take(&mut st.empty_dirs));
+            out.push(st);
         }
         let names: Vec<&str> = rt.stores.iter().map(|s| s.name()).collect();
         self.reg().forget_stores_except(&names)?;

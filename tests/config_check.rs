@@ -1,0 +1,177 @@
+//! `check-config` and config loading: every example parses; every kind of bad input gets
+//! FILE:LINE:COL and exit 78.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+
+#[test]
+fn every_example_config_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            // Roots like /srv/recordings need not exist on the test machine.
+            let cfg = mediaretain::config::Config::parse_with(&p, &text, false)
+                .unwrap_or_else(|e| panic!("{} does not parse:\n{e}", p.display()));
+            assert!(
+                !cfg.stores.is_empty() && !cfg.classes.is_empty(),
+                "{}",
+                p.display()
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "expected the example configs in config/");
+}
+
+#[test]
+fn demo_config_passes_check_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(root.join("target/demo/media")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(root.join("config/demo.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 stores, 3 classes"));
+}
+
+/// Writes `text` as the config and returns check-config's (exit code, stderr).
+fn check(text: &str) -> (i32, String) {
+    let b = Box_::new("", "", "");
+    std::fs::write(&b.config, text).unwrap();
+    let r = b.cli(&["check-config"]);
+    assert!(r.stdout.is_empty() || r.code == 0);
+    (
+        r.code,
+        r.stderr.replace(&b.config.display().to_string(), "CONFIG"),
+    )
+}
+
+const GOOD_HEAD: &str = "[daemon]\nstate_dir = \"state\"\n\n[[store]]\nname = \"media\"\nkind = \"local\"\nroot = \"media\"\n";
+
+#[test]
+fn bad_configs_name_file_line_and_column() {
+    let cases: &[(&str, &str)] = &[
+        // malformed TOML
+        ("[daemon\nstate_dir = 1\n", "CONFIG:1:"),
+        // unknown key, at its line
+        (
+            &format!("{GOOD_HEAD}colour = \"blue\"\n"),
+            "CONFIG:8:1: unknown field `colour`",
+        ),
+        // bad unit
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"30 fortnights\"\n"
+            ),
+            "CONFIG:13:7: invalid duration \"30 fortnights\"",
+        ),
+        // unknown store, pointing at the value
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"nas\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"1h\"\n"
+            ),
+            "CONFIG:10:9: class \"t\": unknown store \"nas\" (stores: media)",
+        ),
+        // root that does not exist
+        (
+            "[daemon]\nstate_dir = \"state\"\n[[store]]\nname = \"m\"\nkind = \"local\"\nroot = \"/nonexistent/x\"\n",
+            "CONFIG:6:8: store \"m\": root /nonexistent/x is not accessible",
+        ),
+        // empty match, bad glob
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = []\nlifecycle = \"temporary\"\nttl = \"1h\"\n"
+            ),
+            "CONFIG:11:9: class \"t\": match must list at least one glob",
+        ),
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"tmp/[a\"]\nlifecycle = \"temporary\"\nttl = \"1h\"\n"
+            ),
+            "class \"t\": bad glob \"tmp/[a\"",
+        ),
+        // temporary without ttl
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"x\"]\nlifecycle = \"temporary\"\n"
+            ),
+            "lifecycle \"temporary\" needs ttl",
+        ),
+        // watermarks
+        (
+            &format!("{GOOD_HEAD}[watchdog]\nhigh = \"80%\"\nlow = \"85%\"\n"),
+            "watchdog: low (85%) must be below high (80%)",
+        ),
+        (
+            &format!("{GOOD_HEAD}[watchdog]\nhigh = \"180%\"\n"),
+            "CONFIG:9:8: percentage \"180%\" must be between 0% and 100%",
+        ),
+        // duplicate store names
+        (
+            &format!(
+                "{GOOD_HEAD}[[store]]\nname = \"media\"\nkind = \"local\"\nroot = \"media\"\n"
+            ),
+            "CONFIG:9:8: duplicate store name \"media\"",
+        ),
+        // a store kind we do not have
+        (
+            &GOOD_HEAD.replace("\"local\"", "\"ftp\""),
+            "CONFIG:6:8: unknown variant `ftp`",
+        ),
+    ];
+    for (text, want) in cases {
+        let (code, err) = check(text);
+        assert_eq!(code, 78, "exit code for:\n{text}\nstderr: {err}");
+        assert!(
+            err.contains(want),
+            "for config:\n{text}\nwanted {want:?} in:\n{err}"
+        );
+        assert!(
+            err.starts_with("mediaretain: CONFIG:"),
+            "one FILE:LINE:COL line per problem:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn several_problems_are_all_reported() {
+    let text = format!(
+        "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"nas\"\nmatch = []\nlifecycle = \"temporary\"\n"
+    );
+    let (code, err) = check(&text);
+    assert_eq!(code, 78);
+    assert_eq!(
+        err.lines().count(),
+        3,
+        "unknown store, empty match, missing ttl:\n{err}"
+    );
+}
+
+#[test]
+fn unwritable_state_dir_and_missing_file_are_clear() {
+    let b = Box_::new("", "", "");
+    let r = Box_::new("", "", "").cli(&["check-config", "--config", "/nonexistent/config.toml"]);
+    assert_eq!(r.code, 78);
+    assert!(
+        r.stderr
+            .contains("/nonexistent/config.toml: cannot read config"),
+        "{}",
+        r.stderr
+    );
+    // A state_dir that is a file.
+    std::fs::write(b.dir.path().join("state"), "").unwrap();
+    let r = b.cli(&["check-config"]);
+    assert_eq!(r.code, 78);
+    assert!(r.stderr.contains("is not a directory"), "{}", r.stderr);
+}

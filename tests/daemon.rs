@@ -1,0 +1,228 @@
+//! The daemon as systemd runs it: READY after the first scan, real-time cleaning,
+//! time-driven expiry, SIGHUP reload (good and bad), one instance per state directory,
+//! SIGTERM shutdown, and a registry that survives kill -9.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::time::Duration;
+
+use rustix::process::Signal;
+
+const MIN: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn serves_the_cli_cleans_in_real_time_and_stops_cleanly() {
+    let b = Box_::new("gc_interval = \"1h\"", "", BASE_CLASSES);
+    b.file("tmp/before-start.bin", 10, 2 * HOUR);
+    let mut n = NotifySocket::new(b.dir.path());
+    let d = b.daemon(Some(&n.path));
+    let ready = n.expect("READY=1", T);
+    assert!(ready.contains("STATUS="), "{ready}");
+    wait_for("the file that expired before start to go", T, || {
+        !b.path("tmp/before-start.bin").exists()
+    });
+
+    // The CLI talks to the daemon.
+    let st = b.cli(&["status", "--json"]).ok().json();
+    assert_eq!(st["activity"]["pid"], d.pid());
+    assert!(
+        b.cli(&["status"])
+            .ok()
+            .stdout
+            .contains(&format!("daemon pid {}", d.pid()))
+    );
+
+    // A file that arrives already expired is removed by the event-driven pass…
+    b.file("tmp/arrived-old.bin", 10, 2 * HOUR);
+    // …while a pinned one next to it stays.
+    let pinned = b.file("tmp/pinned.bin", 10, Duration::ZERO);
+    wait_for("the daemon to index the pinned file", T, || {
+        b.cli(&["ls", "--json"])
+            .json()
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["path"] == "tmp/pinned.bin"))
+    });
+    b.cli(&["retain", pinned.to_str().unwrap()]).ok();
+    set_age(&pinned, 2 * HOUR);
+    wait_for("the expired arrival to go", T, || {
+        !b.path("tmp/arrived-old.bin").exists()
+    });
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(
+        gc["planned_files"], 0,
+        "the pinned file is not even planned: {gc}"
+    );
+    assert!(pinned.exists());
+    let x = b.cli(&["explain", "media:tmp/arrived-old.bin"]).ok().stdout;
+    assert!(x.contains("deleted at") && x.contains("rule ttl"), "{x}");
+
+    let sock = b.state().join("control.sock");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+    let (code, log) = d.stop();
+    n.expect("STOPPING=1", T);
+    assert_eq!(code, 0, "{log}");
+    assert!(!sock.exists(), "socket removed on shutdown");
+    assert!(log.contains("deleted media:tmp/arrived-old.bin"), "{log}");
+}
+
+#[test]
+fn files_expire_on_time_without_any_event() {
+    let classes = "[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"*.bin\"]\nlifecycle = \"temporary\"\nttl = \"2s\"\n";
+    let b = Box_::new("gc_interval = \"1h\"", "watch = false", classes);
+    let f = b.file("short.bin", 1, Duration::ZERO);
+    let _d = b.daemon(None);
+    assert!(f.exists(), "not before its ttl");
+    // No watcher and an hour between routine passes: only the due-time wake-up can do it.
+    wait_for("the ttl to expire the file", T, || !f.exists());
+}
+
+#[test]
+fn a_second_daemon_is_refused_with_the_holders_pid() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let d = b.daemon(None);
+    let r = b.cli(&["run"]);
+    assert_eq!(r.code, 69, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "another mediaretain (pid {}) already holds",
+            d.pid()
+        )),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn reload_applies_new_rules_and_keeps_running_ones_on_a_bad_edit() {
+    let b = Box_::new("gc_interval = \"1h\"", "", BASE_CLASSES);
+    let f = b.file("tmp/ten-minutes.bin", 1, 10 * MIN);
+    let mut n = NotifySocket::new(b.dir.path());
+    let d = b.daemon(Some(&n.path));
+    n.expect("READY=1", T);
+    let plan = b.cli(&["plan", "--json"]).ok().json();
+    assert_eq!(
+        plan["actions"].as_array().unwrap().len(),
+        0,
+        "ttl 30m keeps it"
+    );
+
+    b.write_config(
+        "gc_interval = \"1h\"",
+        "",
+        &BASE_CLASSES.replace("ttl = \"30m\"", "ttl = \"5m\""),
+    );
+    n.seen.clear();
+    d.signal(Signal::HUP);
+    n.expect("RELOADING=1", T);
+    n.expect("READY=1", T);
+    wait_for("the new ttl to delete the file", T, || !f.exists());
+
+    // A broken edit: rejected, located, and the running rules stay.
+    fs::write(
+        &b.config,
+        fs::read_to_string(&b.config)
+            .unwrap()
+            .replace("ttl = \"5m\"", "ttl = \"5 parsecs\""),
+    )
+    .unwrap();
+    n.seen.clear();
+    d.signal(Signal::HUP);
+    let st = n.expect("reload failed", T);
+    assert!(st.contains("running config kept"), "{st}");
+    let status = b.cli(&["status", "--json"]).ok().json();
+    let err = status["activity"]["last_reload"][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("config.toml:") && err.contains("invalid duration \"5 parsecs\""),
+        "{err}"
+    );
+    let r = b.cli(&["reload"]);
+    assert_eq!(r.code, 78);
+    assert!(r.stderr.contains("invalid duration"), "{}", r.stderr);
+    let g = b.file("tmp/also-ten-minutes.bin", 1, 10 * MIN);
+    wait_for("the still-running 5m ttl to delete the new file", T, || {
+        !g.exists()
+    });
+
+    // Fixed again: `mediaretain reload` reports success.
+    b.write_config("gc_interval = \"1h\"", "", BASE_CLASSES);
+    let r = b.cli(&["reload"]).ok();
+    assert!(r.stdout.contains("reloaded"), "{}", r.stdout);
+    let (code, log) = d.stop();
+    assert_eq!(code, 0);
+    assert!(
+        log.contains("reload refused") && log.contains("5 parsecs"),
+        "{log}"
+    );
+}
+
+fn tracked(b: &Box_) -> u64 {
+    let st = b.cli(&["status", "--json"]).ok().json();
+    st["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["files"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn registry_survives_kill_9_with_its_pins() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    for i in 0..2000 {
+        b.file(&format!("misc/{}/{i}.dat", i % 20), 1, Duration::ZERO);
+    }
+    // Pinned through a one-shot command before the daemon ever ran; keep_for would take it.
+    let keep = b.file("rec/keep.mp4", 1, 30 * 24 * HOUR);
+    b.cli(&["retain", "media:rec/keep.mp4"]).ok();
+    let d = b.daemon(None);
+    assert_eq!(tracked(&b), 2001);
+    // kill -9 while a burst of new files is being recorded.
+    for i in 0..500 {
+        b.file(&format!("burst/{i}.dat"), 1, Duration::ZERO);
+    }
+    d.signal(Signal::KILL);
+    drop(d);
+    let d = b.daemon(None);
+    // The start-up scan reconciles whatever the killed daemon had not committed.
+    assert_eq!(tracked(&b), 2501);
+    assert!(keep.exists(), "the pin survived kill -9");
+    assert!(
+        b.cli(&["explain", "media:rec/keep.mp4"])
+            .ok()
+            .stdout
+            .contains("retained")
+    );
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+    let db = rusqlite::Connection::open(b.state().join("registry.db")).unwrap();
+    let ok: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(ok, "ok");
+}
+
+#[test]
+fn files_vanishing_between_scan_and_delete_are_reported_not_failed() {
+    let b = Box_::new("gc_interval = \"1h\"", "watch = false", BASE_CLASSES);
+    let _d = b.daemon(None);
+    for i in 0..5 {
+        b.file(&format!("tmp/{i}.bin"), 1, 2 * HOUR);
+    }
+    b.cli(&["scan"]).ok();
+    fs::remove_dir_all(b.path("tmp")).unwrap();
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["vanished"], 5, "{gc}");
+    assert_eq!(gc["failed"], 0);
+    assert_eq!(gc["deleted_files"], 0);
+}

@@ -1,0 +1,282 @@
+//! One-shot commands (no daemon) on real files: plan changes nothing, gc deletes exactly
+//! what the plan said, pins hold, unmatched files and symlink targets are never touched,
+//! explain answers for kept and deleted paths, and the blast-radius guard stops a pass.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::time::Duration;
+
+const MIN: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86400);
+
+fn paths_of(v: &serde_json::Value) -> Vec<String> {
+    let mut p: Vec<String> = v["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{}:{}",
+                a["store"].as_str().unwrap(),
+                a["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    p.sort();
+    p
+}
+
+#[test]
+fn plan_then_gc_deletes_exactly_the_plan() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    b.file("tmp/old.bin", 100, 2 * HOUR);
+    b.file("tmp/fresh.bin", 100, MIN);
+    b.file("hls/s1/old.ts", 100, 5 * MIN);
+    b.file("hls/s1/new.ts", 100, Duration::ZERO);
+    b.file("rec/expired.mp4", 100, 8 * DAY);
+    for (i, age) in [1u32, 2, 3, 4].iter().enumerate() {
+        b.file(&format!("rec/r{i}.mp4"), 100, *age * HOUR);
+    }
+    b.file("notes/readme.txt", 10, 400 * DAY);
+
+    let plan = b.cli(&["plan", "--json"]).ok().json();
+    let want = vec![
+        "media:hls/s1/old.ts",
+        "media:rec/expired.mp4",
+        "media:rec/r3.mp4",
+        "media:tmp/old.bin",
+    ];
+    assert_eq!(paths_of(&plan), want);
+    // The plan changed nothing.
+    assert!(b.path("tmp/old.bin").exists() && b.path("rec/r3.mp4").exists());
+    // Rules and reasons are explained per action.
+    let rules: Vec<&str> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        rules.contains(&"ttl") && rules.contains(&"keep_for") && rules.contains(&"max_count"),
+        "{rules:?}"
+    );
+
+    let human = b.cli(&["plan"]).ok().stdout;
+    assert!(
+        human.contains("media:rec/r3.mp4") && human.contains("beyond max_count 3"),
+        "{human}"
+    );
+
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["deleted_files"], 4, "{gc}");
+    assert_eq!(gc["failed"], 0);
+    for p in &want {
+        let rel = p.strip_prefix("media:").unwrap();
+        assert!(!b.path(rel).exists(), "{rel} should be gone");
+    }
+    for rel in [
+        "tmp/fresh.bin",
+        "hls/s1/new.ts",
+        "rec/r0.mp4",
+        "rec/r1.mp4",
+        "rec/r2.mp4",
+        "notes/readme.txt",
+    ] {
+        assert!(b.path(rel).exists(), "{rel} must stay");
+    }
+    // Every file got its own verified result.
+    for r in gc["results"].as_array().unwrap() {
+        assert_eq!(r["result"]["outcome"], "deleted", "{r}");
+    }
+    // A second pass has nothing to do.
+    assert_eq!(b.cli(&["gc", "--json"]).ok().json()["planned_files"], 0);
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    b.file("tmp/old.bin", 100, 2 * HOUR);
+    let r = b.cli(&["gc", "--dry-run"]).ok();
+    assert!(
+        r.stdout.contains("would delete") && r.stdout.contains("media:tmp/old.bin"),
+        "{}",
+        r.stdout
+    );
+    assert!(b.path("tmp/old.bin").exists());
+}
+
+#[test]
+fn retained_files_are_never_deleted_until_unretained() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let old = b.file("rec/old.mp4", 100, 30 * DAY);
+    let r = b.cli(&["retain", old.to_str().unwrap()]).ok();
+    assert!(
+        r.stdout.contains("retained: media:rec/old.mp4"),
+        "{}",
+        r.stdout
+    );
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["planned_files"], 0);
+    assert!(old.exists());
+    let ls = b.cli(&["ls", "--retained", "--json"]).ok().json();
+    assert_eq!(ls.as_array().unwrap().len(), 1);
+    let x = b.cli(&["explain", "media:rec/old.mp4"]).ok().stdout;
+    assert!(
+        x.contains("retained") && x.contains("never deleted automatically"),
+        "{x}"
+    );
+    // The pin survives the file disappearing from the registry for a while.
+    let tmp = b.dir.path().join("elsewhere.mp4");
+    fs::rename(&old, &tmp).unwrap();
+    b.cli(&["scan"]).ok();
+    fs::rename(&tmp, &old).unwrap();
+    assert_eq!(b.cli(&["gc", "--json"]).ok().json()["planned_files"], 0);
+    assert!(old.exists());
+
+    b.cli(&["unretain", "media:rec/old.mp4"]).ok();
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["deleted_files"], 1);
+    assert!(!old.exists());
+}
+
+#[test]
+fn explain_kept_unmatched_and_deleted_paths() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    b.file("tmp/young.bin", 5, 10 * MIN);
+    b.file("tmp/old.bin", 5, 2 * HOUR);
+    b.file("other.txt", 5, DAY);
+
+    let x = b
+        .cli(&["explain", "media:tmp/young.bin", "--json"])
+        .ok()
+        .json();
+    assert_eq!(x["class"]["name"], "tmp");
+    assert_eq!(x["class"]["pattern"], "tmp/**");
+    assert_eq!(x["verdict"]["verdict"], "keep");
+    let s = x["summary"].as_str().unwrap();
+    assert!(
+        s.contains("becomes eligible at") && (s.contains("(in 20m") || s.contains("(in 19m")),
+        "{s}"
+    );
+
+    let s = b
+        .cli(&["explain", b.path("other.txt").to_str().unwrap()])
+        .ok()
+        .stdout;
+    assert!(
+        s.contains("matches no class") && s.contains("never touches it"),
+        "{s}"
+    );
+
+    let s = b.cli(&["explain", "media:tmp/old.bin"]).ok().stdout;
+    assert!(s.contains("eligible now (class tmp, ttl)"), "{s}");
+    b.cli(&["gc"]).ok();
+    let x = b
+        .cli(&["explain", "media:tmp/old.bin", "--json"])
+        .ok()
+        .json();
+    assert_eq!(x["on_disk"], false);
+    let s = x["summary"].as_str().unwrap();
+    assert!(
+        s.starts_with("deleted at ") && s.contains("by class tmp, rule ttl (trigger: cli)"),
+        "{s}"
+    );
+    assert_eq!(x["history"][0]["outcome"], "deleted");
+}
+
+#[test]
+fn paths_outside_stores_are_refused() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    for arg in [
+        "/etc/passwd",
+        "media:../config.toml",
+        "nas:x",
+        "relative/path",
+        "media:/abs",
+    ] {
+        let r = b.cli(&["explain", arg]);
+        assert_eq!(r.code, 65, "{arg}: {r:?}");
+        assert!(
+            r.stderr
+                .contains("give an absolute path inside a store root or STORE:KEY"),
+            "{}",
+            r.stderr
+        );
+    }
+    let dotdot = format!("{}/../config.toml", b.media.display());
+    assert_eq!(b.cli(&["retain", &dotdot]).code, 65);
+}
+
+#[test]
+fn symlinks_are_never_followed() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let outside = b.dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let victim = outside.join("precious.bin");
+    fs::write(&victim, b"keep me").unwrap();
+    set_age(&victim, 10 * DAY);
+    fs::create_dir_all(b.path("tmp")).unwrap();
+    // A symlinked directory and a symlinked file inside a temporary class.
+    std::os::unix::fs::symlink(&outside, b.path("tmp/linkdir")).unwrap();
+    std::os::unix::fs::symlink(&victim, b.path("tmp/link.bin")).unwrap();
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(
+        gc["planned_files"], 0,
+        "symlinks are not files of the store: {gc}"
+    );
+    assert!(victim.exists());
+    assert!(fs::symlink_metadata(b.path("tmp/link.bin")).is_ok());
+}
+
+#[test]
+fn blast_radius_guard_stops_the_pass() {
+    let b = Box_::new("max_delete_per_pass = { files = 3 }", "", BASE_CLASSES);
+    for i in 0..10u32 {
+        b.file(&format!("tmp/{i}.bin"), 10, (i + 2) * HOUR);
+    }
+    let r = b.cli(&["gc"]).ok();
+    assert!(
+        r.stdout
+            .contains("STOPPED: blast-radius guard: the plan selects 10 files"),
+        "{}",
+        r.stdout
+    );
+    let left = fs::read_dir(b.path("tmp")).unwrap().count();
+    assert_eq!(left, 7);
+    // Oldest first: the three oldest (7, 8, 9) went, the rest stay for the next pass.
+    for i in 0..10 {
+        assert_eq!(
+            b.path(&format!("tmp/{i}.bin")).exists(),
+            i < 7,
+            "tmp/{i}.bin"
+        );
+    }
+}
+
+#[test]
+fn empty_directories_are_pruned_after_their_grace() {
+    let b = Box_::new(
+        "",
+        "prune_empty_dirs = true\nprune_grace = \"1h\"",
+        BASE_CLASSES,
+    );
+    b.file("tmp/job/a/x.bin", 5, 2 * HOUR);
+    b.cli(&["gc"]).ok();
+    assert!(!b.path("tmp/job/a/x.bin").exists());
+    // Just emptied by us: still within the grace period.
+    assert!(b.path("tmp/job/a").is_dir());
+    let old = std::time::SystemTime::now() - 2 * HOUR;
+    for d in ["tmp/job/a", "tmp/job", "tmp"] {
+        fs::File::open(b.path(d))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["pruned_dirs"], 3, "{gc}");
+    assert!(!b.path("tmp").exists());
+    assert!(b.media.is_dir(), "never the root");
+}
