@@ -3,6 +3,7 @@
 //! tables or `--json`.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -159,7 +160,9 @@ enum Backend {
 }
 
 impl Backend {
-    async fn open(cfg: Config, needs_daemon: bool) -> Result<Backend, Failure> {
+    /// Connects to the daemon, or opens the registry under the state lock; `refresh`
+    /// reconciles the registry with the disk first (no daemon keeps it current).
+    async fn open(cfg: Config, needs_daemon: bool, refresh: bool) -> Result<Backend, Failure> {
         let socket = cfg.daemon.socket.clone();
         match client::connect(&socket).await {
             Ok(_) => return Ok(Backend::Daemon(socket)),
@@ -179,11 +182,12 @@ impl Backend {
             e => Failure::new(exit::CANTCREAT, e.to_string()),
         })?;
         let engine = Arc::new(Engine::open(cfg, Arc::new(SystemClock), false)?);
-        // No daemon keeps the registry current: reconcile first, so answers match the disk.
-        let e = engine.clone();
-        tokio::task::spawn_blocking(move || e.scan_all())
-            .await
-            .expect("scan task")?;
+        if refresh {
+            let e = engine.clone();
+            tokio::task::spawn_blocking(move || e.scan_all())
+                .await
+                .expect("scan task")?;
+        }
         Ok(Backend::Local(engine, lock))
     }
 
@@ -225,10 +229,12 @@ fn show<T: Serialize>(json: bool, v: &T, human: impl FnOnce() -> String) -> Resu
 }
 
 fn print_json(v: &impl Serialize) -> Result<(), Failure> {
-    let s =
-        serde_json::to_string_pretty(v).map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
-    println!("{s}");
-    Ok(())
+    // Streamed: a pass over 100k files must not build its whole answer in memory twice.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, v)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .map_err(|e| Failure::new(exit::IOERR, format!("writing output: {e}")))
 }
 
 /// Parses `--at`: RFC 3339, "+DURATION", or "now".
@@ -269,7 +275,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         cmd => {
             let needs_daemon = matches!(cmd, Cmd::Reload);
             let b = match Config::load(&path) {
-                Ok(cfg) => Backend::open(cfg, needs_daemon).await?,
+                // `scan` is itself the reconciliation; everything else refreshes first.
+                Ok(cfg) => {
+                    Backend::open(cfg, needs_daemon, !matches!(cmd, Cmd::Scan { .. })).await?
+                }
                 Err(e) => {
                     // A broken file must not lock the operator out of a running daemon.
                     let Some(socket) = config::control_socket(&path) else {
@@ -323,7 +332,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                     Method::POST,
                     "/v1/gc",
                     Some(&GcRequest { dry_run }),
-                    move |e| e.gc(dry_run, "cli"),
+                    move |e| e.gc(dry_run, "cli", true),
                 )
                 .await?;
             if json {

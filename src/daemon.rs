@@ -216,7 +216,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
 async fn run_pass(engine: &Arc<Engine>) -> Instant {
     let interval = engine.runtime().config.daemon.gc_interval.0;
     let mut next = Instant::now() + interval;
-    match blocking(engine, |e| e.gc(false, "schedule")).await {
+    match blocking(engine, |e| e.gc(false, "schedule", false)).await {
         Ok(report) => {
             if report.guard.is_some() {
                 // The guard stopped the pass: carry on after a pause, not in a tight loop.

@@ -298,6 +298,8 @@ pub struct Engine {
     pass: Mutex<()>,
     clock: Arc<dyn Clock>,
     activity: Mutex<Activity>,
+    /// Held while pins are re-checked and a chunk is deleted, and while a pin is written.
+    pin_gate: Mutex<()>,
     /// Directories that may be empty: (store, dir), tried at the end of each pass.
     prune_candidates: Mutex<std::collections::BTreeSet<(String, PathBuf)>>,
 }
@@ -324,6 +326,7 @@ impl Engine {
             pass: Mutex::new(()),
             clock,
             activity: Mutex::new(activity),
+            pin_gate: Mutex::new(()),
             prune_candidates: Mutex::new(Default::default()),
         })
     }
@@ -375,8 +378,9 @@ impl Engine {
     }
 
     /// One lifecycle pass now: plan, then for each selected file re-check, delete, verify
-    /// and audit. At most the blast-radius guard's worth of files and bytes.
-    pub fn gc(&self, dry_run: bool, trigger: &str) -> Result<GcReport> {
+    /// and audit. At most the blast-radius guard's worth of files and bytes. With `detail`
+    /// the report lists every file's result (the audit trail and log always do).
+    pub fn gc(&self, dry_run: bool, trigger: &str, detail: bool) -> Result<GcReport> {
         let _pass = self.pass.lock().expect("pass lock");
         let started = Instant::now();
         let rt = self.runtime();
@@ -425,63 +429,7 @@ impl Engine {
             report.millis = started.elapsed().as_millis() as u64;
             return Ok(report);
         }
-        for store in &rt.stores {
-            let mut del = store.deleter();
-            let mine: Vec<&policy::Action> = actions
-                .iter()
-                .filter(|a| a.entry.store == store.name())
-                .collect();
-            for chunk in mine.chunks(CHUNK) {
-                let mut gone = Vec::new();
-                let mut records = Vec::new();
-                for a in chunk {
-                    // Re-check right before acting: a pin set since the plan wins.
-                    let outcome = if self.reg().is_retained(a.entry.id)? {
-                        Outcome::Refused("retained (pinned after the plan was made)".into())
-                    } else {
-                        del.delete(
-                            &a.entry.path,
-                            Expect {
-                                size: a.entry.size,
-                                mtime: a.entry.mtime,
-                            },
-                        )
-                    };
-                    log_outcome(a, &outcome, trigger);
-                    match &outcome {
-                        Outcome::Deleted => {
-                            report.deleted_files += 1;
-                            report.deleted_bytes += a.entry.size;
-                            gone.push(a.entry.id);
-                        }
-                        Outcome::Vanished => {
-                            report.vanished += 1;
-                            gone.push(a.entry.id);
-                        }
-                        Outcome::Refused(_) => report.refused += 1,
-                        Outcome::Failed(_) => report.failed += 1,
-                    }
-                    records.push(AuditRecord {
-                        at: self.now(),
-                        store: a.entry.store.clone(),
-                        path: a.entry.path.clone(),
-                        action: "delete".into(),
-                        outcome: outcome.word().into(),
-                        class: Some(a.class_name.clone()),
-                        rule: Some(a.rule.to_string()),
-                        reason: match outcome.detail() {
-                            Some(d) => format!("{}; {d}", a.reason),
-                            None => a.reason.clone(),
-                        },
-                        trigger: trigger.into(),
-                        bytes: Some(a.entry.size),
-                    });
-                    report.results.push(file_result(a, outcome));
-                }
-                self.reg().record(&gone, &records)?;
-            }
-            self.add_prune_candidates(&rt, store.name(), del.finish());
-        }
+        self.execute(&rt, actions, trigger, detail, &mut report)?;
         report.pruned_dirs = self.prune(&rt, now);
         let retention = rt.config.daemon.audit_retention.as_nanos_i64();
         self.reg().prune_audit(now.saturating_sub(retention))?;
@@ -508,6 +456,93 @@ impl Engine {
         summary.results.clear();
         self.activity.lock().expect("activity lock").last_pass = Some(summary);
         Ok(report)
+    }
+
+    /// Deletes `actions` store by store in chunks. File work and registry writes overlap:
+    /// the deleting thread hands each finished chunk to a recorder thread.
+    fn execute(
+        &self,
+        rt: &Runtime,
+        actions: &[policy::Action],
+        trigger: &str,
+        detail: bool,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<i64>, Vec<AuditRecord>)>(2);
+            let recorder = scope.spawn(move || -> Result<()> {
+                for (gone, records) in rx {
+                    self.reg().record(&gone, &records)?;
+                }
+                Ok(())
+            });
+            for store in &rt.stores {
+                let mut del = store.deleter();
+                let mine: Vec<&policy::Action> = actions
+                    .iter()
+                    .filter(|a| a.entry.store == store.name())
+                    .collect();
+                for chunk in mine.chunks(CHUNK) {
+                    // No pin can land between this re-check and the chunk's unlinks (retain
+                    // waits for the gate): a pin set since the plan wins.
+                    let _gate = self.pin_gate.lock().expect("pin gate");
+                    let pinned = self.reg().pinned_ids(store.name())?;
+                    let mut gone = Vec::new();
+                    let mut records = Vec::with_capacity(chunk.len());
+                    for a in chunk {
+                        let outcome = if pinned.contains(&a.entry.id) {
+                            Outcome::Refused("retained (pinned after the plan was made)".into())
+                        } else {
+                            del.delete(
+                                &a.entry.path,
+                                Expect {
+                                    size: a.entry.size,
+                                    mtime: a.entry.mtime,
+                                },
+                            )
+                        };
+                        log_outcome(a, &outcome, trigger);
+                        match &outcome {
+                            Outcome::Deleted => {
+                                report.deleted_files += 1;
+                                report.deleted_bytes += a.entry.size;
+                                gone.push(a.entry.id);
+                            }
+                            Outcome::Vanished => {
+                                report.vanished += 1;
+                                gone.push(a.entry.id);
+                            }
+                            Outcome::Refused(_) => report.refused += 1,
+                            Outcome::Failed(_) => report.failed += 1,
+                        }
+                        records.push(AuditRecord {
+                            at: self.now(),
+                            store: a.entry.store.clone(),
+                            path: a.entry.path.clone(),
+                            action: "delete".into(),
+                            outcome: outcome.word().into(),
+                            class: Some(a.class_name.clone()),
+                            rule: Some(a.rule.to_string()),
+                            reason: match outcome.detail() {
+                                Some(d) => format!("{}; {d}", a.reason),
+                                None => a.reason.clone(),
+                            },
+                            trigger: trigger.into(),
+                            bytes: Some(a.entry.size),
+                        });
+                        if detail {
+                            report.results.push(file_result(a, outcome));
+                        }
+                    }
+                    if tx.send((gone, records)).is_err() {
+                        break; // the recorder failed; its error is returned below
+                    }
+                }
+                self.add_prune_candidates(rt, store.name(), del.finish());
+            }
+            drop(tx);
+            recorder.join().expect("recorder thread panicked")
+        })
     }
 
     fn add_prune_candidates(&self, rt: &Runtime, store: &str, dirs: Vec<PathBuf>) {
@@ -657,7 +692,10 @@ impl Engine {
                 });
                 continue;
             }
-            let changed = self.reg().set_retained(&store, &path, retained, now)?;
+            let changed = {
+                let _gate = self.pin_gate.lock().expect("pin gate");
+                self.reg().set_retained(&store, &path, retained, now)?
+            };
             let action = if retained { "retain" } else { "unretain" };
             if changed {
                 info!(action, store = %store, path = %path.display(), trigger, "{action}");

@@ -116,7 +116,9 @@ pub fn scan_store(
         let empty = &mut empty;
         let walker = s.spawn(move || walk(root, Path::new(""), |b| drop(tx.send(b)), empty));
         let class_of = |p: &Path| classifier.classify(store, p).map(str::to_string);
-        for batch in rx {
+        for mut batch in rx {
+            // Sorted batches touch the (store, path) index in order: fewer pages per commit.
+            batch.sort_unstable_by(|a, b| a.path.cmp(&b.path));
             stats.files += batch.len() as u64;
             stats.bytes += batch.iter().map(|f| f.size).sum::<u64>();
             registry

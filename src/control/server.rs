@@ -89,7 +89,7 @@ async fn plan(State(c): State<Ctl>, Query(q): Query<PlanQuery>) -> ApiResult<cra
 }
 
 async fn gc(State(c): State<Ctl>, Json(r): Json<GcRequest>) -> ApiResult<crate::engine::GcReport> {
-    blocking(&c, move |e| e.gc(r.dry_run, "api")).await
+    blocking(&c, move |e| e.gc(r.dry_run, "api", true)).await
 }
 
 async fn ls(

@@ -184,7 +184,8 @@ impl Registry {
         };
         let conn = Connection::open(&path).map_err(e)?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
+            "PRAGMA page_size = 16384;
+             PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
              PRAGMA foreign_keys = ON;
              PRAGMA cache_size = -8000;
@@ -445,17 +446,21 @@ impl Registry {
         Ok(entry)
     }
 
-    /// Is the entry with this id retained right now? (Re-read just before a deletion.)
-    pub fn is_retained(&self, id: i64) -> Result<bool> {
-        let v: Option<i64> = self
+    /// The ids of pinned entries of `store` (pins are few: an operator sets each one).
+    pub fn pinned_ids(&mut self, store: &str) -> Result<std::collections::HashSet<i64>> {
+        let sid = self.store_id(store)?;
+        // CROSS JOIN keeps pins as the outer loop: the cost grows with pins, not entries.
+        let mut st = self
             .conn
             .prepare_cached(
-                "SELECT 1 FROM entries e JOIN pins p ON p.store_id = e.store_id AND p.path = e.path
-                 WHERE e.id = ?1",
+                "SELECT e.id FROM pins p CROSS JOIN entries e ON e.store_id = p.store_id AND e.path = p.path
+                 WHERE p.store_id = ?1",
             )
-            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
             .map_err(self.err())?;
-        Ok(v.unwrap_or(0) != 0)
+        st.query_map([sid], |r| r.get(0))
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.err())
     }
 
     /// Calls `f` on every entry of `class` in `store`, newest first by `age_from`
