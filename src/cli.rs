@@ -609,7 +609,7 @@ fn render_explain(x: &Explanation, now: Nanos) -> String {
         }
         let _ = writeln!(
             o,
-            "  class {} ({}; matched by {:?}): {}; age from {:?}",
+            "  class {} ({}; matched by {:?}): {}; age from {}",
             c.name,
             c.lifecycle,
             c.pattern,
@@ -673,6 +673,14 @@ fn render_status(s: &Status, now: Nanos) -> String {
     if let Some(t) = a.last_scan_at {
         let files: u64 = a.last_scan.iter().map(|x| x.files).sum();
         let _ = writeln!(o, "last scan:  {} ({files} files)", fmt_time(t));
+    }
+    if a.daemon {
+        let _ = writeln!(
+            o,
+            "deleted:    {} files ({}) since start",
+            a.deleted_files,
+            ByteSize(a.deleted_bytes)
+        );
     }
     if let Some(p) = &a.last_pass {
         let _ = writeln!(

@@ -175,6 +175,15 @@ pub enum AgeFrom {
     FirstSeen,
 }
 
+impl fmt::Display for AgeFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AgeFrom::Mtime => "mtime",
+            AgeFrom::FirstSeen => "first_seen",
+        })
+    }
+}
+
 /// `[watchdog]`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Watchdog {

@@ -29,6 +29,8 @@ use crate::statedir::StateLock;
 use crate::units::{ByteSize, Nanos};
 use crate::watch::{self, Change, Signals, Watch};
 
+/// How long start-up waits for a one-shot command holding the state lock.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// How long SIGTERM waits for in-flight work.
 const DRAIN: Duration = Duration::from_secs(10);
 /// Changes are collected this long before a pass runs, so a burst costs one pass.
@@ -101,14 +103,30 @@ fn summary_line(engine: &Engine) -> String {
     }
 }
 
+/// Takes the state lock. Held by another daemon (its socket answers): refused at once.
+/// Held by a one-shot command (they take seconds): waits for it, up to `LOCK_WAIT`.
+async fn acquire_lock(config: &Config) -> Result<StateLock, Failure> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match StateLock::acquire(&config.daemon.state_dir) {
+            Ok(lock) => return Ok(lock),
+            Err(e @ crate::statedir::StateError::Busy { .. }) => {
+                let daemon = tokio::net::UnixStream::connect(&config.daemon.socket).await.is_ok();
+                if daemon || Instant::now() >= deadline {
+                    return Err(Failure::new(exit::UNAVAILABLE, e.to_string()));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(Failure::new(exit::CANTCREAT, e.to_string())),
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let config =
         Config::load(config_path).map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
-    let lock = StateLock::acquire(&config.daemon.state_dir).map_err(|e| match e {
-        crate::statedir::StateError::Busy { .. } => Failure::new(exit::UNAVAILABLE, e.to_string()),
-        _ => Failure::new(exit::CANTCREAT, e.to_string()),
-    })?;
+    let lock = acquire_lock(&config).await?;
     let socket = config.daemon.socket.clone();
     let engine =
         Arc::new(Engine::open(config, Arc::new(SystemClock), true).map_err(Failure::from)?);

@@ -270,6 +270,10 @@ pub struct Activity {
     pub last_scan: Vec<ScanStats>,
     /// The last lifecycle pass (without per-file results).
     pub last_pass: Option<GcReport>,
+    /// Files deleted since start.
+    pub deleted_files: u64,
+    /// Bytes deleted since start.
+    pub deleted_bytes: u64,
     /// The next scheduled pass.
     pub next_pass_at: Option<Nanos>,
     /// The last reload: (at, error if it was refused).
@@ -454,7 +458,10 @@ impl Engine {
         }
         let mut summary = report.clone();
         summary.results.clear();
-        self.activity.lock().expect("activity lock").last_pass = Some(summary);
+        let mut a = self.activity.lock().expect("activity lock");
+        a.deleted_files += report.deleted_files;
+        a.deleted_bytes += report.deleted_bytes;
+        a.last_pass = Some(summary);
         Ok(report)
     }
 

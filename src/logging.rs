@@ -7,6 +7,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
@@ -35,7 +36,13 @@ pub fn init(default: &str) {
     if let Some(layer) = journal {
         let layer = layer
             .with_field_prefix(Some("MEDIARETAIN".into()))
-            .with_syslog_identifier("mediaretain".into());
+            .with_syslog_identifier("mediaretain".into())
+            // syslog's meaning: info is 6, debug 7 (the crate's default shifts them by one).
+            .with_priority_mappings(PriorityMappings {
+                info: Priority::Informational,
+                debug: Priority::Debug,
+                ..PriorityMappings::new()
+            });
         tracing_subscriber::registry()
             .with(filter)
             .with(layer)

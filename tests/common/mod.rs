@@ -103,7 +103,9 @@ impl Box_ {
         let d = Daemon { child: Some(child) };
         let sock = self.state().join("control.sock");
         wait_for("the daemon's socket", Duration::from_secs(20), || {
-            sock.exists() && self.cli(&["status", "--json"]).json()["activity"]["daemon"] == true
+            // Only once the socket answers: a one-shot `status` would take the state lock.
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+                && self.cli(&["status", "--json"]).json()["activity"]["daemon"] == true
         });
         d
     }
