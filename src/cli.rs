@@ -517,9 +517,8 @@ fn render_gc(r: &GcReport) -> String {
         } else {
             f.result.word()
         };
-        let detail = match (&f.result, r.dry_run) {
-            (_, true) => f.reason.clone(),
-            (Outcome::Refused(d) | Outcome::Failed(d), _) => d.clone(),
+        let detail = match &f.result {
+            Outcome::Refused(d) | Outcome::Failed(d) => d.clone(),
             _ => f.reason.clone(),
         };
         let _ = writeln!(

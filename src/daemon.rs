@@ -111,7 +111,9 @@ async fn acquire_lock(config: &Config) -> Result<StateLock, Failure> {
         match StateLock::acquire(&config.daemon.state_dir) {
             Ok(lock) => return Ok(lock),
             Err(e @ crate::statedir::StateError::Busy { .. }) => {
-                let daemon = tokio::net::UnixStream::connect(&config.daemon.socket).await.is_ok();
+                let daemon = tokio::net::UnixStream::connect(&config.daemon.socket)
+                    .await
+                    .is_ok();
                 if daemon || Instant::now() >= deadline {
                     return Err(Failure::new(exit::UNAVAILABLE, e.to_string()));
                 }

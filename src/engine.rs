@@ -428,7 +428,7 @@ impl Engine {
         if dry_run {
             report.results = actions
                 .iter()
-                .map(|a| file_result(a, Outcome::Refused("dry run".into())))
+                .map(|a| file_result(a, Outcome::WouldDelete))
                 .collect();
             report.millis = started.elapsed().as_millis() as u64;
             return Ok(report);
@@ -521,6 +521,7 @@ impl Engine {
                             }
                             Outcome::Refused(_) => report.refused += 1,
                             Outcome::Failed(_) => report.failed += 1,
+                            Outcome::WouldDelete => {} // dry runs never get here
                         }
                         records.push(AuditRecord {
                             at: self.now(),
@@ -881,6 +882,7 @@ fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str) {
             action = "vanished", path = %path, class = %a.class_name, trigger,
             "{path} was already gone"
         ),
+        Outcome::WouldDelete => {}
         Outcome::Refused(why) => warn!(
             action = "refuse", path = %path, class = %a.class_name, reason = %why, trigger,
             "refused to delete {path}: {why}"

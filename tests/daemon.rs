@@ -19,9 +19,11 @@ fn serves_the_cli_cleans_in_real_time_and_stops_cleanly() {
     let b = Box_::new("gc_interval = \"1h\"", "", BASE_CLASSES);
     b.file("tmp/before-start.bin", 10, 2 * HOUR);
     let mut n = NotifySocket::new(b.dir.path());
-    let d = b.daemon(Some(&n.path));
+    // As under WatchdogSec=: pings at half the interval.
+    let d = b.daemon_env(Some(&n.path), &[("WATCHDOG_USEC", "400000")]);
     let ready = n.expect("READY=1", T);
     assert!(ready.contains("STATUS="), "{ready}");
+    n.expect("WATCHDOG=1", T);
     wait_for("the file that expired before start to go", T, || {
         !b.path("tmp/before-start.bin").exists()
     });

@@ -19,6 +19,8 @@ pub enum Outcome {
     Failed(String),
     /// Already gone before we acted (nothing was lost).
     Vanished,
+    /// Selected, but not attempted: a dry run.
+    WouldDelete,
 }
 
 impl Outcome {
@@ -29,6 +31,7 @@ impl Outcome {
             Outcome::Refused(_) => "refused",
             Outcome::Failed(_) => "failed",
             Outcome::Vanished => "vanished",
+            Outcome::WouldDelete => "would delete",
         }
     }
     /// The reason or error, if any.

@@ -91,7 +91,13 @@ impl Box_ {
 
     /// Starts the daemon; returns once its socket answers `status`.
     pub fn daemon(&self, notify: Option<&Path>) -> Daemon {
+        self.daemon_env(notify, &[])
+    }
+
+    /// Like [`Box_::daemon`], with extra environment variables.
+    pub fn daemon_env(&self, notify: Option<&Path>, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         cmd.arg("--config").arg(&self.config).arg("run");
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         cmd.env("RUST_LOG", "info");
