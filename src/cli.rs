@@ -594,30 +594,30 @@ fn render_explain(x: &Explanation, now: Nanos) -> String {
     }
     if let Some(c) = &x.class {
         let mut rules = Vec::new();
-        if let Some(t) = c.ttl {
+        if let Some(t) = c.rules.ttl {
             rules.push(format!("ttl {t}"));
         }
-        if let Some(k) = c.keep_for {
+        if let Some(k) = c.rules.keep_for {
             rules.push(format!("keep_for {k}"));
         }
-        if let Some(m) = c.max_count {
+        if let Some(m) = c.rules.max_count {
             rules.push(format!("max_count {m}"));
         }
-        if let Some(m) = c.max_total {
+        if let Some(m) = c.rules.max_total {
             rules.push(format!("max_total {m}"));
         }
         let _ = writeln!(
             o,
             "  class {} ({}; matched by {:?}): {}; age from {}",
-            c.name,
-            c.lifecycle,
+            c.rules.name,
+            c.rules.lifecycle,
             c.pattern,
             if rules.is_empty() {
                 "no rules".into()
             } else {
                 rules.join(", ")
             },
-            c.age_from
+            c.rules.age_from
         );
     }
     if let Some(Verdict::Delete { rule, .. }) = &x.verdict {

@@ -118,7 +118,7 @@ pub enum StoreKind {
 }
 
 /// `[[class]]`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Class {
     /// Unique name.
     pub name: String,

@@ -12,13 +12,13 @@ use tracing::{error, info, warn};
 
 use crate::classify::Classifier;
 use crate::clock::Clock;
-use crate::config::{AgeFrom, Config, ConfigError, Lifecycle};
+use crate::config::{Class, Config, ConfigError};
 use crate::policy::{self, ClassPlanner, Plan, Rule, Verdict};
 use crate::registry::{AuditRecord, ClassTotals, Entry, Filter, Registry, RegistryError};
 use crate::scan::{self, ScanStats};
 use crate::store::local::{Expect, LocalStore, Pruned};
 use crate::store::{Outcome, StoreError, is_confined};
-use crate::units::{ByteSize, Dur, Nanos, Percent, fmt_span, fmt_time};
+use crate::units::{ByteSize, Nanos, Percent, fmt_span, fmt_time};
 
 /// Failures of an operation; each maps to a sysexits code.
 #[derive(Debug, thiserror::Error)]
@@ -199,22 +199,11 @@ pub struct Explanation {
 /// A class as explained.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClassInfo {
-    /// Name.
-    pub name: String,
     /// The glob that matched.
     pub pattern: String,
-    /// Lifecycle.
-    pub lifecycle: Lifecycle,
-    /// ttl.
-    pub ttl: Option<Dur>,
-    /// keep_for.
-    pub keep_for: Option<Dur>,
-    /// max_count.
-    pub max_count: Option<u64>,
-    /// max_total.
-    pub max_total: Option<ByteSize>,
-    /// Age reference.
-    pub age_from: AgeFrom,
+    /// The class as configured.
+    #[serde(flatten)]
+    pub rules: Class,
 }
 
 /// The result of retain/unretain for one path.
@@ -614,17 +603,11 @@ impl Engine {
             .as_ref()
             .and_then(|m| rt.config.class(m.class))
             .map(|c| ClassInfo {
-                name: c.name.clone(),
                 pattern: m
                     .as_ref()
                     .map(|m| m.pattern.to_string())
                     .unwrap_or_default(),
-                lifecycle: c.lifecycle,
-                ttl: c.ttl,
-                keep_for: c.keep_for,
-                max_count: c.max_count,
-                max_total: c.max_total,
-                age_from: c.age_from,
+                rules: c.clone(),
             });
         let verdict = match (&entry, m.as_ref().and_then(|m| rt.config.class(m.class))) {
             (Some(e), Some(c)) => {
@@ -929,7 +912,7 @@ fn summarize(
         Some(Verdict::Delete { rule, reason }) => {
             format!(
                 "eligible now (class {}, {rule}): {reason}; the next pass deletes it",
-                class.name
+                class.rules.name
             )
         }
         Some(Verdict::Keep {
@@ -937,7 +920,7 @@ fn summarize(
             eligible_at: Some(t),
         }) => format!(
             "kept (class {}): {reason}; becomes eligible at {} (in {})",
-            class.name,
+            class.rules.name,
             fmt_time(*t),
             fmt_span(t - now)
         ),
@@ -949,15 +932,15 @@ fn summarize(
             if retained {
                 format!(
                     "kept (class {}): {reason}; never deleted automatically until unretained",
-                    class.name
+                    class.rules.name
                 )
             } else {
                 format!(
                     "kept (class {}): {reason}; no time rule applies, it goes only when newer files push it past a budget",
-                    class.name
+                    class.rules.name
                 )
             }
         }
-        None => format!("class {}; not yet in the registry", class.name),
+        None => format!("class {}; not yet in the registry", class.rules.name),
     }
 }

@@ -210,6 +210,22 @@ impl Registry {
         Ok(reg)
     }
 
+    /// Runs `f` in one transaction and commits it; any error rolls it back.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let path = self.path.clone();
+        let e = |source| RegistryError::Sqlite { path, source };
+        (|| {
+            let tx = self.conn.transaction()?;
+            let v = f(&tx)?;
+            tx.commit()?;
+            Ok(v)
+        })()
+        .map_err(e)
+    }
+
     fn err(&self) -> impl Fn(rusqlite::Error) -> RegistryError + '_ {
         |source| RegistryError::Sqlite {
             path: self.path.clone(),
@@ -231,16 +247,10 @@ impl Registry {
             });
         }
         for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let path = self.path.clone();
-            let e = |source| RegistryError::Sqlite {
-                path: path.clone(),
-                source,
-            };
-            let tx = self.conn.transaction().map_err(e)?;
-            tx.execute_batch(sql).map_err(e)?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)
-                .map_err(e)?;
-            tx.commit().map_err(e)?;
+            self.write(|tx| {
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", i as i64 + 1)
+            })?;
         }
         Ok(())
     }
@@ -283,24 +293,16 @@ impl Registry {
     ) -> Result<()> {
         let sid = self.store_id(store)?;
         let generation = self.generation;
-        let path = self.path.clone();
-        let e = |source| RegistryError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(e)?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO entries(store_id, path, size, mtime, first_seen, class, seen_gen)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT(store_id, path) DO UPDATE SET
-                       size = excluded.size, mtime = excluded.mtime,
-                       class = excluded.class, seen_gen = excluded.seen_gen",
-                )
-                .map_err(e)?;
+        self.write(|tx| {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO entries(store_id, path, size, mtime, first_seen, class, seen_gen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(store_id, path) DO UPDATE SET
+                   size = excluded.size, mtime = excluded.mtime,
+                   class = excluded.class, seen_gen = excluded.seen_gen",
+            )?;
             for f in files {
-                st.execute(params![
+                let row = params![
                     sid,
                     path_bytes(&f.path),
                     f.size as i64,
@@ -308,31 +310,24 @@ impl Registry {
                     now,
                     class_of(&f.path),
                     generation
-                ])
-                .map_err(e)?;
+                ];
+                st.execute(row)?;
             }
-        }
-        tx.commit().map_err(e)
+            Ok(())
+        })
     }
 
     /// Forgets `paths` of `store` (they are gone from disk).
     pub fn forget(&mut self, store: &str, paths: &[PathBuf]) -> Result<()> {
         let sid = self.store_id(store)?;
-        let path = self.path.clone();
-        let e = |source| RegistryError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(e)?;
-        {
-            let mut st = tx
-                .prepare_cached("DELETE FROM entries WHERE store_id = ?1 AND path = ?2")
-                .map_err(e)?;
+        self.write(|tx| {
+            let mut st =
+                tx.prepare_cached("DELETE FROM entries WHERE store_id = ?1 AND path = ?2")?;
             for p in paths {
-                st.execute(params![sid, path_bytes(p)]).map_err(e)?;
+                st.execute(params![sid, path_bytes(p)])?;
             }
-        }
-        tx.commit().map_err(e)
+            Ok(())
+        })
     }
 
     /// Forgets every entry of `store` under directory `dir` (a directory was removed).
@@ -389,35 +384,24 @@ impl Registry {
         &mut self,
         class_of: &dyn Fn(&str, &Path) -> Option<String>,
     ) -> Result<usize> {
-        let path = self.path.clone();
-        let e = |source| RegistryError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(e)?;
-        let mut changed = 0;
-        {
-            let mut read = tx
-                .prepare("SELECT e.id, s.name, e.path, e.class FROM entries e JOIN stores s ON s.id = e.store_id")
-                .map_err(e)?;
-            let mut write = tx
-                .prepare("UPDATE entries SET class = ?2 WHERE id = ?1")
-                .map_err(e)?;
-            let mut rows = read.query([]).map_err(e)?;
-            while let Some(r) = rows.next().map_err(e)? {
-                let id: i64 = r.get(0).map_err(e)?;
-                let store: String = r.get(1).map_err(e)?;
-                let p = bytes_path(r.get(2).map_err(e)?);
-                let old: Option<String> = r.get(3).map_err(e)?;
-                let new = class_of(&store, &p);
-                if new != old {
-                    write.execute(params![id, new]).map_err(e)?;
+        self.write(|tx| {
+            let mut read = tx.prepare(
+                "SELECT e.id, s.name, e.path, e.class FROM entries e JOIN stores s ON s.id = e.store_id",
+            )?;
+            let mut write = tx.prepare("UPDATE entries SET class = ?2 WHERE id = ?1")?;
+            let mut rows = read.query([])?;
+            let mut changed = 0;
+            while let Some(r) = rows.next()? {
+                let id: i64 = r.get(0)?;
+                let store: String = r.get(1)?;
+                let new = class_of(&store, &bytes_path(r.get(2)?));
+                if new != r.get::<_, Option<String>>(3)? {
+                    write.execute(params![id, new])?;
                     changed += 1;
                 }
             }
-        }
-        tx.commit().map_err(e)?;
-        Ok(changed)
+            Ok(changed)
+        })
     }
 
     /// The entry at `path` of `store`, with its tags.
@@ -558,25 +542,15 @@ impl Registry {
     /// Applies the outcome of a batch of actions in one transaction: removes the entries
     /// that are gone and appends every record to the audit trail.
     pub fn record(&mut self, gone: &[i64], records: &[AuditRecord]) -> Result<()> {
-        let path = self.path.clone();
-        let e = |source| RegistryError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(e)?;
-        {
-            let mut del = tx
-                .prepare_cached("DELETE FROM entries WHERE id = ?1")
-                .map_err(e)?;
+        self.write(|tx| {
+            let mut del = tx.prepare_cached("DELETE FROM entries WHERE id = ?1")?;
             for id in gone {
-                del.execute([id]).map_err(e)?;
+                del.execute([id])?;
             }
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT INTO audit(at, store, path, action, outcome, class, rule, reason, trigger, bytes)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .map_err(e)?;
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO audit(at, store, path, action, outcome, class, rule, reason, trigger, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?;
             for a in records {
                 ins.execute(params![
                     a.at,
@@ -589,11 +563,10 @@ impl Registry {
                     a.reason,
                     a.trigger,
                     a.bytes.map(|b| b as i64)
-                ])
-                .map_err(e)?;
+                ])?;
             }
-        }
-        tx.commit().map_err(e)
+            Ok(())
+        })
     }
 
     /// The newest audit records for a path, newest first.
