@@ -203,11 +203,24 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
             n = ev_rx.recv_many(&mut batch, BATCH) => {
                 if n == 0 { continue; }
                 let changes = std::mem::take(&mut batch);
-                if let Err(e) = blocking(&engine, move |e| e.apply_changes(&changes)).await {
-                    error!(error = %e, "recording changes failed; rescanning");
-                    next_scan = Instant::now();
+                match blocking(&engine, move |e| e.apply_changes(&changes)).await {
+                    Ok(effect) => {
+                        // Plan again only when an arrival can change the plan: it pushes a
+                        // class past a budget, or it falls due sooner than the next pass.
+                        let settle = Instant::now() + SETTLE;
+                        if effect.budget {
+                            next_pass = next_pass.min(settle);
+                        }
+                        if let Some(due) = effect.due {
+                            let wait = Duration::from_nanos(due.saturating_sub(engine.now()).max(0) as u64);
+                            next_pass = next_pass.min((Instant::now() + wait).max(settle));
+                        }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "recording changes failed; rescanning");
+                        next_scan = Instant::now();
+                    }
                 }
-                next_pass = next_pass.min(Instant::now() + SETTLE);
             }
             _ = signals.wake.notified() => {
                 if signals.overflow.swap(false, Ordering::SeqCst) {

@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::classify::Classifier;
 use crate::clock::Clock;
-use crate::config::{Class, Config, ConfigError};
+use crate::config::{AgeFrom, Class, Config, ConfigError};
 use crate::policy::{self, ClassPlanner, Plan, Rule, Verdict};
 use crate::registry::{AuditRecord, ClassTotals, Entry, Filter, Registry, RegistryError};
 use crate::scan::{self, ScanStats};
@@ -194,6 +194,18 @@ pub struct Explanation {
     pub history: Vec<AuditRecord>,
     /// The answer in one sentence.
     pub summary: String,
+}
+
+/// What a batch of watched changes means for the schedule: arrivals only make a pass
+/// necessary when they fall due or push a class past a budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ChangeEffect {
+    /// Paths looked at.
+    pub paths: usize,
+    /// The earliest time a changed file becomes due by its class's time rule.
+    pub due: Option<Nanos>,
+    /// A changed file belongs to a class with a count or size budget.
+    pub budget: bool,
 }
 
 /// A class as explained.
@@ -721,7 +733,7 @@ impl Engine {
 
     /// Applies watched changes: each path is looked at again (no-follow) and recorded or
     /// forgotten; a new directory is walked. One transaction per store.
-    pub fn apply_changes(&self, changes: &[crate::watch::Change]) -> Result<usize> {
+    pub fn apply_changes(&self, changes: &[crate::watch::Change]) -> Result<ChangeEffect> {
         let rt = self.runtime();
         let now = self.now();
         let mut by_store: std::collections::BTreeMap<&str, std::collections::BTreeSet<&Path>> =
@@ -729,7 +741,7 @@ impl Engine {
         for (s, p) in changes {
             by_store.entry(s).or_default().insert(p);
         }
-        let mut n = 0;
+        let mut effect = ChangeEffect::default();
         for (store, paths) in by_store {
             let Some(local) = rt.store(store) else {
                 continue;
@@ -747,7 +759,27 @@ impl Engine {
                     None => gone.push(rel.to_path_buf()),
                 }
             }
-            n += seen.len() + gone.len();
+            effect.paths += seen.len() + gone.len();
+            for f in &seen {
+                let Some(class) = rt
+                    .classifier
+                    .classify(store, &f.path)
+                    .and_then(|c| rt.config.class(c))
+                else {
+                    continue;
+                };
+                effect.budget |= class.max_count.is_some() || class.max_total.is_some();
+                if let Some((_, limit)) = policy::time_limit(class) {
+                    // A file first seen now is due `limit` from now; one seen before was
+                    // already counted by the last plan's next_due.
+                    let age_ref = match class.age_from {
+                        AgeFrom::Mtime => f.mtime,
+                        AgeFrom::FirstSeen => now,
+                    };
+                    let due = age_ref.saturating_add(limit.as_nanos_i64());
+                    effect.due = Some(effect.due.map_or(due, |d: Nanos| d.min(due)));
+                }
+            }
             let mut reg = self.reg();
             reg.upsert(store, &seen, now, &class_of)?;
             reg.forget(store, &gone)?;
@@ -755,7 +787,7 @@ impl Engine {
                 reg.forget_under(store, g)?;
             }
         }
-        Ok(n)
+        Ok(effect)
     }
 
     /// Volumes, classes and activity.

@@ -62,6 +62,24 @@ fn serves_the_cli_cleans_in_real_time_and_stops_cleanly() {
     let x = b.cli(&["explain", "media:tmp/arrived-old.bin"]).ok().stdout;
     assert!(x.contains("deleted at") && x.contains("rule ttl"), "{x}");
 
+    // Arrivals that push a class past its budget (rec: max_count 3) are acted on at once.
+    for i in 0..4u32 {
+        b.file(
+            &format!("rec/cam{i}.mp4"),
+            10,
+            Duration::from_secs(60 * u64::from(10 - i)),
+        );
+    }
+    wait_for("the oldest recording to go by max_count", T, || {
+        !b.path("rec/cam0.mp4").exists()
+    });
+    for i in 1..4 {
+        assert!(
+            b.path(&format!("rec/cam{i}.mp4")).exists(),
+            "cam{i} is within the budget"
+        );
+    }
+
     let sock = b.state().join("control.sock");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -121,7 +139,7 @@ fn reload_applies_new_rules_and_keeps_running_ones_on_a_bad_edit() {
         "",
         &BASE_CLASSES.replace("ttl = \"30m\"", "ttl = \"5m\""),
     );
-    n.seen.clear();
+    n.clear();
     d.signal(Signal::HUP);
     n.expect("RELOADING=1", T);
     n.expect("READY=1", T);
@@ -135,7 +153,7 @@ fn reload_applies_new_rules_and_keeps_running_ones_on_a_bad_edit() {
             .replace("ttl = \"5m\"", "ttl = \"5 parsecs\""),
     )
     .unwrap();
-    n.seen.clear();
+    n.clear();
     d.signal(Signal::HUP);
     let st = n.expect("reload failed", T);
     assert!(st.contains("running config kept"), "{st}");

@@ -58,6 +58,14 @@ pub enum Verdict {
     },
 }
 
+/// The time rule of a class: `ttl` for temporary classes, `keep_for` for the others.
+pub fn time_limit(class: &Class) -> Option<(Rule, Dur)> {
+    match class.lifecycle {
+        Lifecycle::Temporary => class.ttl.map(|t| (Rule::Ttl, t)),
+        Lifecycle::Segment | Lifecycle::Recording => class.keep_for.map(|k| (Rule::KeepFor, k)),
+    }
+}
+
 /// Decides entries of one class, fed newest first.
 #[derive(Debug)]
 pub struct ClassPlanner<'a> {
@@ -80,15 +88,6 @@ impl<'a> ClassPlanner<'a> {
         }
     }
 
-    fn time_limit(&self) -> Option<(Rule, Dur)> {
-        match self.class.lifecycle {
-            Lifecycle::Temporary => self.class.ttl.map(|t| (Rule::Ttl, t)),
-            Lifecycle::Segment | Lifecycle::Recording => {
-                self.class.keep_for.map(|k| (Rule::KeepFor, k))
-            }
-        }
-    }
-
     /// The verdict for `e`; must be called in newest-first order.
     pub fn decide(&mut self, e: &Entry) -> Verdict {
         let c = self.class;
@@ -106,7 +105,7 @@ impl<'a> ClassPlanner<'a> {
                 eligible_at: None,
             };
         }
-        let limit = self.time_limit();
+        let limit = time_limit(self.class);
         if let Some((rule, lim)) = limit.filter(|(_, lim)| age >= lim.as_nanos_i64()) {
             return Verdict::Delete {
                 rule,

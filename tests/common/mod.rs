@@ -105,8 +105,26 @@ impl Box_ {
             Some(n) => cmd.env("NOTIFY_SOCKET", n),
             None => cmd.env_remove("NOTIFY_SOCKET"),
         };
-        let child = cmd.spawn().unwrap();
-        let d = Daemon { child: Some(child) };
+        let mut child = cmd.spawn().unwrap();
+        // Drain stderr as it comes: a full pipe would block the daemon's logging.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut err, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let d = Daemon {
+            child: Some(child),
+            log,
+        };
         let sock = self.state().join("control.sock");
         wait_for("the daemon's socket", Duration::from_secs(20), || {
             // Only once the socket answers: a one-shot `status` would take the state lock.
@@ -153,6 +171,8 @@ impl Run {
 /// A running daemon; killed on drop if still running.
 pub struct Daemon {
     pub child: Option<Child>,
+    /// Everything it wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Daemon {
@@ -170,19 +190,17 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(st) = child.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                return (st.code().unwrap_or(-1), err);
+                // Give the drain thread a moment to read the last lines (bounded).
+                let until = Instant::now() + Duration::from_secs(2);
+                while !self.log.lock().unwrap().contains("stopped") && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return (st.code().unwrap_or(-1), self.log.lock().unwrap().clone());
             }
             assert!(
                 Instant::now() < deadline,
-                "daemon did not stop within 15 s of SIGTERM"
+                "daemon did not stop within 15 s of SIGTERM; its log:\n{}",
+                self.log.lock().unwrap()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -210,45 +228,56 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A fake systemd notify socket.
+/// A fake systemd notify socket. Like systemd it reads every message as it arrives (a
+/// reader that falls behind would make the sender's datagrams block).
 pub struct NotifySocket {
     pub path: PathBuf,
-    sock: UnixDatagram,
-    pub seen: Vec<String>,
+    messages: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    seen_upto: usize,
 }
 
 impl NotifySocket {
     pub fn new(dir: &Path) -> NotifySocket {
         let path = dir.join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        let messages = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).to_string());
+            }
+        });
         NotifySocket {
             path,
-            sock,
-            seen: Vec::new(),
+            messages,
+            seen_upto: 0,
         }
     }
-    /// Waits until a message containing `needle` arrives (bounded).
+
+    /// Forgets the messages so far: `expect` looks only at what comes next.
+    pub fn clear(&mut self) {
+        self.seen_upto = self.messages.lock().unwrap().len();
+    }
+
+    /// Waits until a message containing `needle` has arrived (bounded).
     pub fn expect(&mut self, needle: &str, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
-        if let Some(m) = self.seen.iter().find(|m| m.contains(needle)) {
-            return m.clone();
-        }
-        let mut buf = [0u8; 4096];
         loop {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} from sd_notify within {limit:?}; seen {:?}",
-                self.seen
-            );
-            if let Ok(n) = self.sock.recv(&mut buf) {
-                let m = String::from_utf8_lossy(&buf[..n]).to_string();
-                self.seen.push(m.clone());
-                if m.contains(needle) {
-                    return m;
+            {
+                let m = self.messages.lock().unwrap();
+                if let Some(hit) = m[self.seen_upto..].iter().find(|x| x.contains(needle)) {
+                    return hit.clone();
                 }
+                assert!(
+                    Instant::now() < deadline,
+                    "no {needle:?} from sd_notify within {limit:?}; seen {:?}",
+                    &m[self.seen_upto..]
+                );
             }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
