@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use crate::clock::{SystemClock, system_now};
 use crate::config::{self, Config, ConfigError};
 use crate::control::client::{self, ClientError};
-use crate::control::{GcRequest, LsRequest, PathRequest, PathsRequest, ReloadResponse};
-use crate::engine::{Engine, EngineError, Explanation, GcReport, PinResult, Status};
+use crate::control::{GcRequest, LsRequest, PathRequest, PathsRequest, ReloadResponse, TagRequest};
+use crate::engine::{Engine, EngineError, Explanation, GcReport, Mark, MarkResult, Status};
 use crate::exit;
 use crate::policy::{Plan, Verdict};
 use crate::registry::{Entry, Filter};
@@ -116,6 +116,9 @@ pub enum Cmd {
         /// Only retained (pinned) files.
         #[arg(long)]
         retained: bool,
+        /// Only files with this tag.
+        #[arg(long)]
+        tag: Option<String>,
         /// At most this many.
         #[arg(long)]
         limit: Option<u64>,
@@ -142,6 +145,18 @@ pub enum Cmd {
         /// Absolute paths inside store roots, or STORE:KEY.
         #[arg(required = true)]
         paths: Vec<String>,
+    },
+    /// Add or remove free labels (like event=match-42) on files.
+    Tag {
+        /// Absolute paths inside store roots, or STORE:KEY.
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Tags to add.
+        #[arg(long)]
+        add: Vec<String>,
+        /// Tags to remove.
+        #[arg(long)]
+        remove: Vec<String>,
     },
     /// Reconcile the registry with the stores now.
     Scan {
@@ -355,12 +370,14 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
         Cmd::Ls {
             class,
             retained,
+            tag,
             limit,
             json,
         } => {
             let req = LsRequest {
                 class: class.clone(),
                 retained,
+                tag: tag.clone(),
                 limit,
             };
             let es: Vec<Entry> = b
@@ -368,6 +385,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                     e.ls(&Filter {
                         class,
                         retained,
+                        tag,
                         limit,
                     })
                 })
@@ -383,22 +401,48 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                 .await?;
             show(json, &x, || render_explain(&x, system_now()))
         }
-        Cmd::Retain { paths } | Cmd::Unretain { paths } if paths.is_empty() => {
-            Err(Failure::new(exit::USAGE, "no paths given"))
-        }
-        cmd @ (Cmd::Retain { .. } | Cmd::Unretain { .. }) => {
-            let (pin, paths) = match cmd {
-                Cmd::Retain { paths } => (true, paths),
-                Cmd::Unretain { paths } => (false, paths),
-                _ => unreachable!(),
+        cmd @ (Cmd::Retain { .. } | Cmd::Unretain { .. } | Cmd::Tag { .. }) => {
+            let (mark, paths) = match cmd {
+                Cmd::Retain { paths } => (Mark::Retain(true), paths),
+                Cmd::Unretain { paths } => (Mark::Retain(false), paths),
+                Cmd::Tag { paths, add, remove } if !add.is_empty() || !remove.is_empty() => {
+                    (Mark::Tags { add, remove }, paths)
+                }
+                Cmd::Tag { .. } => {
+                    return Err(Failure::new(
+                        exit::USAGE,
+                        "tag: give --add TAG and/or --remove TAG",
+                    ));
+                }
+                _ => unreachable!("matched above"),
             };
-            let uri = if pin { "/v1/retain" } else { "/v1/unretain" };
-            let req = PathsRequest {
-                paths: paths.clone(),
+            let (uri, body) = match &mark {
+                Mark::Retain(true) => (
+                    "/v1/retain",
+                    serde_json::to_value(PathsRequest {
+                        paths: paths.clone(),
+                    }),
+                ),
+                Mark::Retain(false) => (
+                    "/v1/unretain",
+                    serde_json::to_value(PathsRequest {
+                        paths: paths.clone(),
+                    }),
+                ),
+                Mark::Tags { add, remove } => (
+                    "/v1/tag",
+                    serde_json::to_value(TagRequest {
+                        paths: paths.clone(),
+                        add: add.clone(),
+                        remove: remove.clone(),
+                    }),
+                ),
             };
-            let rs: Vec<PinResult> = b
-                .ask(Method::POST, uri, Some(&req), move |e| {
-                    e.retain(&paths, pin, "cli")
+            let body = body.map_err(|e| Failure::new(exit::SOFTWARE, e.to_string()))?;
+            let m = mark.clone();
+            let rs: Vec<MarkResult> = b
+                .ask(Method::POST, uri, Some(&body), move |e| {
+                    e.mark(&paths, &m, "cli")
                 })
                 .await?;
             let mut bad = 0;
@@ -409,11 +453,13 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                         eprintln!("{}: {err}", r.arg);
                     }
                     (None, Some(s), Some(p)) => {
-                        let what = match (pin, r.changed) {
-                            (true, true) => "retained",
-                            (true, false) => "already retained",
-                            (false, true) => "unretained",
-                            (false, false) => "was not retained",
+                        let what = match (&mark, r.changed) {
+                            (Mark::Retain(true), true) => "retained",
+                            (Mark::Retain(true), false) => "already retained",
+                            (Mark::Retain(false), true) => "unretained",
+                            (Mark::Retain(false), false) => "was not retained",
+                            (Mark::Tags { .. }, true) => "tagged",
+                            (Mark::Tags { .. }, false) => "tags unchanged",
                         };
                         println!("{what}: {s}:{}", p.display());
                     }
@@ -560,18 +606,19 @@ fn render_ls(es: &[Entry]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "{:<56} {:>10}  {:<20}  {:<16} RETAINED",
-        "PATH", "SIZE", "MODIFIED", "CLASS"
+        "{:<56} {:>10}  {:<20}  {:<16} {:<8} TAGS",
+        "PATH", "SIZE", "MODIFIED", "CLASS", "RETAINED"
     );
     for e in es {
         let _ = writeln!(
             o,
-            "{:<56} {:>10}  {:<20}  {:<16} {}",
+            "{:<56} {:>10}  {:<20}  {:<16} {:<8} {}",
             loc(&e.store, &e.path),
             ByteSize(e.size).to_string(),
             fmt_time(e.mtime),
             e.class.as_deref().unwrap_or("-"),
-            if e.retained { "yes" } else { "" }
+            if e.retained { "yes" } else { "" },
+            e.tags.join(" ")
         );
     }
     o
@@ -591,6 +638,9 @@ fn render_explain(x: &Explanation, now: Nanos) -> String {
             fmt_time(e.first_seen),
             if e.retained { ", RETAINED" } else { "" }
         );
+        if !e.tags.is_empty() {
+            let _ = writeln!(o, "  tags: {}", e.tags.join(" "));
+        }
     }
     if let Some(c) = &x.class {
         let mut rules = Vec::new();

@@ -248,30 +248,28 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
 /// One scheduled pass; returns when the next one is due.
 async fn run_pass(engine: &Arc<Engine>) -> Instant {
     let interval = engine.runtime().config.daemon.gc_interval.0;
-    let mut next = Instant::now() + interval;
+    let next = Instant::now() + interval;
     match blocking(engine, |e| e.gc(false, "schedule", false)).await {
+        // The guard stopped the pass: carry on after gc_interval, not in a tight loop.
+        Ok(report) if report.guard.is_some() => next,
         Ok(report) => {
-            if report.guard.is_some() {
-                // The guard stopped the pass: carry on after a pause, not in a tight loop.
-                return next;
-            }
             let status = summary_line(engine);
             notify(&[NotifyState::Status(&status)]);
+            // Wake exactly when the next kept file becomes due, if that is sooner. Refused
+            // and failed files are retried at gc_interval (or when they change).
+            match report.next_due {
+                Some(due) => {
+                    let wait = Duration::from_nanos(due.saturating_sub(engine.now()).max(0) as u64);
+                    next.min(Instant::now() + wait.max(SETTLE))
+                }
+                None => next,
+            }
         }
-        Err(e) => error!(error = %e, "lifecycle pass failed; retrying"),
+        Err(e) => {
+            error!(error = %e, "lifecycle pass failed; retrying at gc_interval");
+            next
+        }
     }
-    // Wake exactly when the next file becomes due, if that is sooner.
-    if let Ok(plan) = blocking(engine, |e| e.plan(e.now())).await {
-        if let Some(due) = plan.next_due {
-            let wait = Duration::from_nanos(due.saturating_sub(engine.now()).max(0) as u64);
-            next = next.min(Instant::now() + wait);
-        }
-        if !plan.actions.is_empty() {
-            // Something stayed (refused, or appeared meanwhile): look again soon, not at once.
-            next = next.min(Instant::now() + SETTLE);
-        }
-    }
-    next
 }
 
 async fn reload(

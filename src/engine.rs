@@ -29,9 +29,9 @@ pub enum EngineError {
     /// A store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A path argument is not inside any store.
+    /// Bad input: a path outside every store, a malformed tag.
     #[error("{0}")]
-    BadPath(String),
+    BadInput(String),
     /// A reload was refused; the running config stays.
     #[error("reload refused, the running config stays: {0}")]
     Reload(String),
@@ -44,7 +44,7 @@ impl EngineError {
     /// The sysexits code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            EngineError::BadPath(_) => crate::exit::DATAERR,
+            EngineError::BadInput(_) => crate::exit::DATAERR,
             EngineError::Config(_) | EngineError::Reload(_) => crate::exit::CONFIG,
             EngineError::Registry(_) | EngineError::Store(_) => crate::exit::IOERR,
         }
@@ -86,7 +86,7 @@ impl Runtime {
     /// `STORE:KEY`. Anything else — or anything with `..` — is refused.
     pub fn resolve(&self, arg: &str) -> Result<(String, PathBuf)> {
         let refuse = |why: &str| {
-            EngineError::BadPath(format!(
+            EngineError::BadInput(format!(
                 "{arg:?} {why}; give an absolute path inside a store root or STORE:KEY (stores: {})",
                 self.stores
                     .iter()
@@ -171,6 +171,8 @@ pub struct GcReport {
     pub pruned_dirs: u64,
     /// Wall time.
     pub millis: u64,
+    /// When the next kept file becomes due by a time rule.
+    pub next_due: Option<Nanos>,
     /// Per file (empty in summaries).
     pub results: Vec<FileResult>,
 }
@@ -218,16 +220,41 @@ pub struct ClassInfo {
     pub rules: Class,
 }
 
-/// The result of retain/unretain for one path.
+/// What an operator changes on paths.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PinResult {
+#[serde(rename_all = "snake_case")]
+pub enum Mark {
+    /// Pin (true) or unpin (false).
+    Retain(bool),
+    /// Add and remove free labels such as `event=match-42`.
+    Tags {
+        /// Tags to add.
+        add: Vec<String>,
+        /// Tags to remove.
+        remove: Vec<String>,
+    },
+}
+
+/// Checks a tag: non-empty, at most 128 bytes, no whitespace or control characters.
+pub fn check_tag(t: &str) -> std::result::Result<(), String> {
+    if t.is_empty() || t.len() > 128 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "bad tag {t:?}: 1 to 128 characters, no spaces (like event=match-42)"
+        ));
+    }
+    Ok(())
+}
+
+/// The result of retain/unretain/tag for one path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MarkResult {
     /// The argument as given.
     pub arg: String,
     /// Resolved store.
     pub store: Option<String>,
     /// Resolved path.
     pub path: Option<PathBuf>,
-    /// Whether the pin state changed.
+    /// Whether anything changed.
     pub changed: bool,
     /// Set when the path was refused.
     pub error: Option<String>,
@@ -397,6 +424,7 @@ impl Engine {
             trigger: trigger.into(),
             planned_files: plan.actions.len() as u64,
             planned_bytes: plan.delete_bytes(),
+            next_due: plan.next_due,
             ..Default::default()
         };
         let d = &rt.config.daemon;
@@ -664,44 +692,81 @@ impl Engine {
         Ok(self.reg().list(filter)?)
     }
 
-    /// Pins (or unpins) each path; every argument gets its own result.
-    pub fn retain(&self, args: &[String], retained: bool, trigger: &str) -> Result<Vec<PinResult>> {
+    /// Pins, unpins or tags each path; every argument gets its own result.
+    pub fn mark(&self, args: &[String], mark: &Mark, trigger: &str) -> Result<Vec<MarkResult>> {
         let rt = self.runtime();
         let now = self.now();
+        if let Mark::Tags { add, remove } = mark
+            && let Some(bad) = add.iter().chain(remove).find_map(|t| check_tag(t).err())
+        {
+            return Err(EngineError::BadInput(bad));
+        }
         let mut out = Vec::new();
         for arg in args {
+            let result = |store: Option<String>,
+                          path: Option<PathBuf>,
+                          changed,
+                          error: Option<String>| MarkResult {
+                arg: arg.clone(),
+                store,
+                path,
+                changed,
+                error,
+            };
             let (store, path) = match rt.resolve(arg) {
                 Ok(x) => x,
                 Err(e) => {
-                    out.push(PinResult {
-                        arg: arg.clone(),
-                        store: None,
-                        path: None,
-                        changed: false,
-                        error: Some(e.to_string()),
-                    });
+                    out.push(result(None, None, false, Some(e.to_string())));
                     continue;
                 }
             };
             let local = rt.store(&store).expect("resolved store exists");
+            let on_disk = local.stat(&path)?;
             let known = self.reg().get(&store, &path)?.is_some();
-            if retained && !known && local.stat(&path)?.is_none() {
-                out.push(PinResult {
-                    arg: arg.clone(),
-                    store: Some(store),
-                    path: Some(path),
-                    changed: false,
-                    error: Some("no such file in the store".into()),
-                });
-                continue;
+            let unpinning = matches!(mark, Mark::Retain(false));
+            if !known && !unpinning {
+                // Marks need the file: record it now if it is on disk but not yet seen.
+                let Some(meta) = on_disk else {
+                    out.push(result(
+                        Some(store),
+                        Some(path),
+                        false,
+                        Some("no such file in the store".into()),
+                    ));
+                    continue;
+                };
+                let class_of = |p: &Path| rt.classifier.classify(&store, p).map(str::to_string);
+                self.reg()
+                    .upsert(&store, std::slice::from_ref(&meta), now, &class_of)?;
             }
-            let changed = {
-                let _gate = self.pin_gate.lock().expect("pin gate");
-                self.reg().set_retained(&store, &path, retained, now)?
+            let (changed, action, reason) = match mark {
+                Mark::Retain(pin) => {
+                    let _gate = self.pin_gate.lock().expect("pin gate");
+                    let changed = self.reg().set_retained(&store, &path, *pin, now)?;
+                    if *pin {
+                        (changed, "retain", "pinned by an operator".to_string())
+                    } else {
+                        (
+                            changed,
+                            "unretain",
+                            "pin removed by an operator".to_string(),
+                        )
+                    }
+                }
+                Mark::Tags { add, remove } => {
+                    let changed = self
+                        .reg()
+                        .set_tags(&store, &path, add, remove)?
+                        .unwrap_or(false);
+                    (
+                        changed,
+                        "tag",
+                        format!("tags +[{}] -[{}]", add.join(" "), remove.join(" ")),
+                    )
+                }
             };
-            let action = if retained { "retain" } else { "unretain" };
             if changed {
-                info!(action, store = %store, path = %path.display(), trigger, "{action}");
+                info!(action, store = %store, path = %path.display(), reason = %reason, trigger, "{action} {store}:{}", path.display());
                 let rec = AuditRecord {
                     at: now,
                     store: store.clone(),
@@ -710,23 +775,13 @@ impl Engine {
                     outcome: "done".into(),
                     class: rt.classifier.classify(&store, &path).map(str::to_string),
                     rule: None,
-                    reason: if retained {
-                        "pinned by an operator".into()
-                    } else {
-                        "pin removed by an operator".into()
-                    },
+                    reason,
                     trigger: trigger.into(),
                     bytes: None,
                 };
                 self.reg().record(&[], &[rec])?;
             }
-            out.push(PinResult {
-                arg: arg.clone(),
-                store: Some(store),
-                path: Some(path),
-                changed,
-                error: None,
-            });
+            out.push(result(Some(store), Some(path), changed, None));
         }
         Ok(out)
     }

@@ -280,3 +280,57 @@ fn empty_directories_are_pruned_after_their_grace() {
     assert!(!b.path("tmp").exists());
     assert!(b.media.is_dir(), "never the root");
 }
+
+#[test]
+fn tags_label_files_and_select_them() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    b.file("rec/final.mp4", 10, HOUR);
+    b.file("rec/other.mp4", 10, HOUR);
+    let r = b
+        .cli(&[
+            "tag",
+            "media:rec/final.mp4",
+            "--add",
+            "event=match-42",
+            "--add",
+            "cam=1",
+        ])
+        .ok();
+    assert!(
+        r.stdout.contains("tagged: media:rec/final.mp4"),
+        "{}",
+        r.stdout
+    );
+    let ls = b
+        .cli(&["ls", "--tag", "event=match-42", "--json"])
+        .ok()
+        .json();
+    let ls = ls.as_array().unwrap();
+    assert_eq!(ls.len(), 1);
+    assert_eq!(
+        ls[0]["tags"],
+        serde_json::json!(["cam=1", "event=match-42"])
+    );
+    let x = b.cli(&["explain", "media:rec/final.mp4"]).ok().stdout;
+    assert!(x.contains("tags: cam=1 event=match-42"), "{x}");
+    b.cli(&["tag", "media:rec/final.mp4", "--remove", "cam=1"])
+        .ok();
+    let ls = b.cli(&["ls", "--tag", "cam=1", "--json"]).ok().json();
+    assert_eq!(ls.as_array().unwrap().len(), 0);
+    // Bad tags and missing files are refused, each with a reason.
+    let r = b.cli(&["tag", "media:rec/final.mp4", "--add", "has space"]);
+    assert_eq!(r.code, 65, "{r:?}");
+    assert!(r.stderr.contains("bad tag"), "{}", r.stderr);
+    let r = b.cli(&["tag", "media:rec/nope.mp4", "--add", "x"]);
+    assert_eq!(r.code, 65);
+    assert!(
+        r.stderr.contains("no such file in the store"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        b.cli(&["tag", "media:rec/final.mp4"]).code,
+        64,
+        "nothing to do is a usage error"
+    );
+}

@@ -8,8 +8,9 @@
 //! | POST   | /v1/gc         | `{"dry_run": false}`                  | `GcReport`        |
 //! | POST   | /v1/ls         | `{"class": null, "retained": false}`  | `[Entry]`         |
 //! | POST   | /v1/explain    | `{"path": "media:tmp/x"}`             | `Explanation`     |
-//! | POST   | /v1/retain     | `{"paths": ["/abs/path"]}`            | `[PinResult]`     |
-//! | POST   | /v1/unretain   | `{"paths": ["media:rec/a.mp4"]}`      | `[PinResult]`     |
+//! | POST   | /v1/retain     | `{"paths": ["/abs/path"]}`            | `[MarkResult]`     |
+//! | POST   | /v1/unretain   | `{"paths": ["media:rec/a.mp4"]}`      | `[MarkResult]`     |
+//! | POST   | /v1/tag        | `{"paths": [..], "add": ["event=x"], "remove": []}` | `[MarkResult]` |
 //! | POST   | /v1/scan       |                                       | `[ScanStats]`     |
 //! | POST   | /v1/reload     |                                       | `{"reclassified": N}` |
 //!
@@ -29,6 +30,9 @@ pub struct LsRequest {
     /// Only retained entries.
     #[serde(default)]
     pub retained: bool,
+    /// Only entries with this tag.
+    #[serde(default)]
+    pub tag: Option<String>,
     /// At most this many.
     #[serde(default)]
     pub limit: Option<u64>,
@@ -54,6 +58,19 @@ pub struct PathRequest {
 pub struct PathsRequest {
     /// Absolute paths inside store roots, or STORE:KEY.
     pub paths: Vec<String>,
+}
+
+/// Body of `/v1/tag`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TagRequest {
+    /// Absolute paths inside store roots, or STORE:KEY.
+    pub paths: Vec<String>,
+    /// Tags to add.
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Tags to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
 }
 
 /// Answer of `/v1/reload`.

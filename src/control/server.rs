@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Mark};
 use crate::registry::Filter;
 
 /// A reload request to the daemon loop, answered with the reload's outcome.
@@ -41,7 +41,7 @@ impl IntoResponse for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         let status = match e {
-            EngineError::BadPath(_) | EngineError::Config(_) | EngineError::Reload(_) => {
+            EngineError::BadInput(_) | EngineError::Config(_) | EngineError::Reload(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,6 +100,7 @@ async fn ls(
         e.ls(&Filter {
             class: r.class,
             retained: r.retained,
+            tag: r.tag,
             limit: r.limit,
         })
     })
@@ -116,15 +117,32 @@ async fn explain(
 async fn retain(
     State(c): State<Ctl>,
     Json(r): Json<PathsRequest>,
-) -> ApiResult<Vec<crate::engine::PinResult>> {
-    blocking(&c, move |e| e.retain(&r.paths, true, "api")).await
+) -> ApiResult<Vec<crate::engine::MarkResult>> {
+    blocking(&c, move |e| e.mark(&r.paths, &Mark::Retain(true), "api")).await
 }
 
 async fn unretain(
     State(c): State<Ctl>,
     Json(r): Json<PathsRequest>,
-) -> ApiResult<Vec<crate::engine::PinResult>> {
-    blocking(&c, move |e| e.retain(&r.paths, false, "api")).await
+) -> ApiResult<Vec<crate::engine::MarkResult>> {
+    blocking(&c, move |e| e.mark(&r.paths, &Mark::Retain(false), "api")).await
+}
+
+async fn tag(
+    State(c): State<Ctl>,
+    Json(r): Json<TagRequest>,
+) -> ApiResult<Vec<crate::engine::MarkResult>> {
+    blocking(&c, move |e| {
+        e.mark(
+            &r.paths,
+            &Mark::Tags {
+                add: r.add,
+                remove: r.remove,
+            },
+            "api",
+        )
+    })
+    .await
 }
 
 async fn scan(State(c): State<Ctl>) -> ApiResult<Vec<crate::scan::ScanStats>> {
@@ -165,6 +183,7 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/v1/explain", post(explain))
         .route("/v1/retain", post(retain))
         .route("/v1/unretain", post(unretain))
+        .route("/v1/tag", post(tag))
         .route("/v1/scan", post(scan))
         .route("/v1/reload", post(reload))
         .with_state(ctl)

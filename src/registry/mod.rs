@@ -135,6 +135,8 @@ pub struct Filter {
     pub class: Option<String>,
     /// Only retained entries.
     pub retained: bool,
+    /// Only entries with this tag.
+    pub tag: Option<String>,
     /// At most this many.
     pub limit: Option<u64>,
 }
@@ -475,19 +477,65 @@ impl Registry {
     /// Entries for `ls`, ordered by store and path.
     pub fn list(&self, filter: &Filter) -> Result<Vec<Entry>> {
         let sql = format!(
-            "SELECT {ENTRY_COLS} FROM {ENTRY_FROM}
+            "SELECT {ENTRY_COLS}, (SELECT group_concat(tag, char(10)) FROM tags t WHERE t.entry_id = e.id)
+             FROM {ENTRY_FROM}
              WHERE (?1 IS NULL OR e.class = ?1) AND (?2 = 0 OR p.store_id IS NOT NULL)
+               AND (?4 IS NULL OR EXISTS (SELECT 1 FROM tags t WHERE t.entry_id = e.id AND t.tag = ?4))
              ORDER BY s.name, e.path LIMIT ?3"
         );
         let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
         let limit = filter.limit.map(|l| l as i64).unwrap_or(-1);
         st.query_map(
-            params![filter.class, filter.retained as i64, limit],
-            row_entry,
+            params![filter.class, filter.retained as i64, limit, filter.tag],
+            |r| {
+                let mut e = row_entry(r)?;
+                let tags: Option<String> = r.get(8)?;
+                e.tags = tags
+                    .map(|t| t.split('\n').map(str::to_string).collect())
+                    .unwrap_or_default();
+                e.tags.sort();
+                Ok(e)
+            },
         )
         .map_err(self.err())?
         .collect::<rusqlite::Result<_>>()
         .map_err(self.err())
+    }
+
+    /// Adds and removes tags of the entry at `path`; `None` when there is no such entry,
+    /// else whether anything changed.
+    pub fn set_tags(
+        &mut self,
+        store: &str,
+        path: &Path,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<Option<bool>> {
+        let sid = self.store_id(store)?;
+        self.write(|tx| {
+            let id: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM entries WHERE store_id = ?1 AND path = ?2",
+                    params![sid, path_bytes(path)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = id else { return Ok(None) };
+            let mut n = 0;
+            for t in add {
+                n += tx.execute(
+                    "INSERT OR IGNORE INTO tags(entry_id, tag) VALUES (?1, ?2)",
+                    params![id, t],
+                )?;
+            }
+            for t in remove {
+                n += tx.execute(
+                    "DELETE FROM tags WHERE entry_id = ?1 AND tag = ?2",
+                    params![id, t],
+                )?;
+            }
+            Ok(Some(n > 0))
+        })
     }
 
     /// Pins or unpins a path; returns whether it changed.
