@@ -485,8 +485,9 @@ impl Engine {
                 report.vanished
             );
         }
-        let mut summary = report.clone();
-        summary.results.clear();
+        let results = std::mem::take(&mut report.results);
+        let summary = report.clone();
+        report.results = results;
         let mut a = self.activity.lock().expect("activity lock");
         a.deleted_files += report.deleted_files;
         a.deleted_bytes += report.deleted_bytes;
