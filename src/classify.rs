@@ -87,14 +87,15 @@ mod tests {
     #[test]
     fn first_match_wins_and_excludes_apply() {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("media")).unwrap();
         let text = format!(
             r#"
 [daemon]
-state_dir = "{d}"
+state_dir = "{d}/state"
 [[store]]
 name = "media"
 kind = "local"
-root = "{d}"
+root = "{d}/media"
 [[class]]
 name = "tmp"
 store = "media"

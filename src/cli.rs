@@ -346,7 +346,10 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                 .ask(
                     Method::POST,
                     "/v1/gc",
-                    Some(&GcRequest { dry_run }),
+                    Some(&GcRequest {
+                        dry_run,
+                        trigger: Some("cli".into()),
+                    }),
                     move |e| e.gc(dry_run, "cli", true),
                 )
                 .await?;
@@ -421,12 +424,14 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                     "/v1/retain",
                     serde_json::to_value(PathsRequest {
                         paths: paths.clone(),
+                        trigger: Some("cli".into()),
                     }),
                 ),
                 Mark::Retain(false) => (
                     "/v1/unretain",
                     serde_json::to_value(PathsRequest {
                         paths: paths.clone(),
+                        trigger: Some("cli".into()),
                     }),
                 ),
                 Mark::Tags { add, remove } => (
@@ -435,6 +440,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                         paths: paths.clone(),
                         add: add.clone(),
                         remove: remove.clone(),
+                        trigger: Some("cli".into()),
                     }),
                 ),
             };

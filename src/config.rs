@@ -18,6 +18,9 @@ use crate::units::{ByteSize, Dur, Percent};
 /// The default config path when neither `--config` nor `$MEDIARETAIN_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/mediaretain/config.toml";
 
+/// The longest scan_interval/gc_interval accepted (a year).
+const MAX_INTERVAL_SECS: u64 = 365 * 86400;
+
 /// One problem in a config file, located by line and column (both 1-based).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -336,6 +339,7 @@ impl Validator<'_> {
     fn validate(&mut self, raw: raw::File, path: &Path) -> Config {
         let dspan = raw.daemon.span();
         let d = raw.daemon.into_inner();
+        let state_dir_span = d.state_dir.span();
         let (guard, guard_span) = match d.max_delete_per_pass {
             Some(g) => (*g.get_ref(), g.span()),
             None => (raw::Guard::default(), dspan.clone()),
@@ -378,10 +382,10 @@ impl Validator<'_> {
             ("scan_interval", d.scan_interval, 1),
             ("gc_interval", d.gc_interval, 1),
         ] {
-            if v.0.as_secs() < min {
+            if v.0.as_secs() < min || v.0.as_secs() > MAX_INTERVAL_SECS {
                 self.err(
                     dspan.clone(),
-                    format!("daemon.{name} must be at least {min}s"),
+                    format!("daemon.{name} must be between {min}s and 365d"),
                 );
             }
         }
@@ -403,6 +407,16 @@ impl Validator<'_> {
                 );
             }
             let root = root.canonicalize().unwrap_or(root);
+            // A file belongs to one store: pins, classes and confinement are per store.
+            if let Some(other) = stores
+                .iter()
+                .find(|o: &&Store| o.root.starts_with(&root) || root.starts_with(&o.root))
+            {
+                self.err(
+                    s.root.span(),
+                    format!("store {name:?}: root {} overlaps the root of store {:?} ({}); store roots must not nest", root.display(), other.name, other.root.display()),
+                );
+            }
             stores.push(Store {
                 name,
                 kind: s.kind,
@@ -410,6 +424,16 @@ impl Validator<'_> {
                 prune_empty_dirs: s.prune_empty_dirs.then_some(s.prune_grace),
                 watch: s.watch,
             });
+        }
+
+        // Our own files must never be candidates for deletion.
+        for (what, p) in [("state_dir", &daemon.state_dir), ("socket", &daemon.socket)] {
+            if let Some(st) = stores.iter().find(|st| p.starts_with(&st.root)) {
+                self.err(
+                    state_dir_span.clone(),
+                    format!("daemon.{what} {} is inside the root of store {:?}; keep mediaretain's own files outside every store", p.display(), st.name),
+                );
+            }
         }
 
         let mut classes = Vec::new();
@@ -479,10 +503,10 @@ impl Validator<'_> {
                     }
                 }
             }
-            if c.max_count == Some(0) {
+            if c.max_count == Some(0) || c.max_total.is_some_and(|t| t.0 == 0) {
                 self.err(
                     span.clone(),
-                    format!("class {name:?}: max_count must be at least 1"),
+                    format!("class {name:?}: max_count and max_total must be above 0 (a ttl of 0s expires files at once)"),
                 );
             }
             classes.push(Class {

@@ -31,6 +31,8 @@ use crate::watch::{self, Change, Signals, Watch};
 
 /// How long start-up waits for a one-shot command holding the state lock.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// A single scan, pass or reload keeps the watchdog fed for at most this long.
+const JOB_PING_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// How long SIGTERM waits for in-flight work.
 const DRAIN: Duration = Duration::from_secs(10);
 /// Changes are collected this long before a pass runs, so a burst costs one pass.
@@ -76,9 +78,20 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
 ) -> Result<T, EngineError> {
     let e = engine.clone();
-    tokio::task::spawn_blocking(move || f(&e))
-        .await
-        .expect("engine task panicked")
+    let mut job = tokio::task::spawn_blocking(move || f(&e));
+    // A long scan or pass keeps systemd's watchdog fed, but only for so long: a job stuck
+    // beyond JOB_PING_LIMIT stops the pings and lets systemd restart us.
+    let Some(every) = sd_notify::watchdog_enabled().map(|d| d / 2) else {
+        return job.await.expect("engine task panicked");
+    };
+    let limit = Instant::now() + JOB_PING_LIMIT;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            r = &mut job => return r.expect("engine task panicked"),
+            _ = tick.tick(), if Instant::now() < limit => notify(&[NotifyState::Watchdog]),
+        }
+    }
 }
 
 fn summary_line(engine: &Engine) -> String {

@@ -106,7 +106,7 @@ impl Runtime {
                 .filter_map(|s| p.strip_prefix(s.root()).ok().map(|rel| (s, rel)))
                 .max_by_key(|(s, _)| s.root().as_os_str().len());
             return match hit {
-                Some((s, rel)) if is_confined(rel) => Ok((s.name().to_string(), rel.to_path_buf())),
+                Some((s, rel)) if is_confined(rel) => Ok((s.name().to_string(), canonical(rel))),
                 _ => Err(refuse("is not inside any store root")),
             };
         }
@@ -117,10 +117,16 @@ impl Runtime {
             if !is_confined(Path::new(key)) {
                 return Err(refuse("has a key that is not a plain relative path"));
             }
-            return Ok((store.to_string(), PathBuf::from(key)));
+            return Ok((store.to_string(), canonical(Path::new(key))));
         }
         Err(refuse("is neither absolute nor STORE:KEY"))
     }
+}
+
+/// The one spelling of a confined relative path the registry uses: `a//b/./c/` → `a/b/c`,
+/// so a pin or tag given with a stray slash lands on the file's own entry.
+fn canonical(rel: &Path) -> PathBuf {
+    rel.components().collect()
 }
 
 /// One file's result in a pass.
@@ -206,7 +212,7 @@ pub struct ChangeEffect {
     pub paths: usize,
     /// The earliest time a changed file becomes due by its class's time rule.
     pub due: Option<Nanos>,
-    /// A changed file belongs to a class with a count or size budget.
+    /// A new file arrived in a class with a count or size budget.
     pub budget: bool,
 }
 
@@ -384,6 +390,9 @@ impl Engine {
 
     /// Full reconciliation of every store.
     pub fn scan_all(&self) -> Result<Vec<ScanStats>> {
+        // Serialized with passes and reloads: a scan classifying with the old config must
+        // not write its labels after a reload re-classified everything.
+        let _pass = self.pass.lock().expect("pass lock");
         let rt = self.runtime();
         let now = self.now();
         let mut out = Vec::new();
@@ -506,14 +515,15 @@ impl Engine {
         report: &mut GcReport,
     ) -> Result<()> {
         std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<i64>, Vec<AuditRecord>)>(2);
+            type Batch = (Vec<(i64, PathBuf)>, Vec<AuditRecord>);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
             let recorder = scope.spawn(move || -> Result<()> {
                 for (gone, records) in rx {
                     self.reg().record(&gone, &records)?;
                 }
                 Ok(())
             });
-            for store in &rt.stores {
+            'stores: for store in &rt.stores {
                 let mut del = store.deleter();
                 let mine: Vec<&policy::Action> = actions
                     .iter()
@@ -523,31 +533,38 @@ impl Engine {
                     // No pin can land between this re-check and the chunk's unlinks (retain
                     // waits for the gate): a pin set since the plan wins.
                     let _gate = self.pin_gate.lock().expect("pin gate");
-                    let pinned = self.reg().pinned_ids(store.name())?;
+                    let pinned = self.reg().pinned_paths(store.name())?;
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for a in chunk {
-                        let outcome = if pinned.contains(&a.entry.id) {
+                        // The class is derived again from the running config: an entry
+                        // labelled under an older config never decides a deletion.
+                        let class_now = rt.classifier.classify(store.name(), &a.entry.path);
+                        let outcome = if pinned.contains(&a.entry.path) {
                             Outcome::Refused("retained (pinned after the plan was made)".into())
+                        } else if class_now != Some(a.class_name.as_str()) {
+                            Outcome::Refused(format!(
+                                "its class is now {}; it is re-evaluated on the next pass",
+                                class_now.unwrap_or("none")
+                            ))
                         } else {
-                            del.delete(
-                                &a.entry.path,
-                                Expect {
-                                    size: a.entry.size,
-                                    mtime: a.entry.mtime,
-                                },
-                            )
+                            let expect = Expect {
+                                size: a.entry.size,
+                                mtime: a.entry.mtime,
+                                ino: a.entry.ino,
+                            };
+                            del.delete(&a.entry.path, expect)
                         };
                         log_outcome(a, &outcome, trigger);
                         match &outcome {
                             Outcome::Deleted => {
                                 report.deleted_files += 1;
                                 report.deleted_bytes += a.entry.size;
-                                gone.push(a.entry.id);
+                                gone.push((a.entry.id, a.entry.path.clone()));
                             }
                             Outcome::Vanished => {
                                 report.vanished += 1;
-                                gone.push(a.entry.id);
+                                gone.push((a.entry.id, a.entry.path.clone()));
                             }
                             Outcome::Refused(_) => report.refused += 1,
                             Outcome::Failed(_) => report.failed += 1,
@@ -573,7 +590,9 @@ impl Engine {
                         }
                     }
                     if tx.send((gone, records)).is_err() {
-                        break; // the recorder failed; its error is returned below
+                        // The recorder failed (e.g. the registry's disk is full): stop the
+                        // whole pass rather than delete without an audit trail.
+                        break 'stores;
                     }
                 }
                 self.add_prune_candidates(rt, store.name(), del.finish());
@@ -743,6 +762,13 @@ impl Engine {
             let (changed, action, reason) = match mark {
                 Mark::Retain(pin) => {
                     let _gate = self.pin_gate.lock().expect("pin gate");
+                    // Looked at again under the gate: a pass may have deleted it meanwhile.
+                    if *pin && local.stat(&path)?.is_none() {
+                        let why =
+                            "no such file in the store (see `explain` if it was just deleted)";
+                        out.push(result(Some(store), Some(path), false, Some(why.into())));
+                        continue;
+                    }
                     let changed = self.reg().set_retained(&store, &path, *pin, now)?;
                     if *pin {
                         (changed, "retain", "pinned by an operator".to_string())
@@ -824,7 +850,11 @@ impl Engine {
                 else {
                     continue;
                 };
-                effect.budget |= class.max_count.is_some() || class.max_total.is_some();
+                // A file growing in place moves a size budget slowly (gc_interval covers it);
+                // a new file can push a class past its budget now.
+                if (class.max_count.is_some() || class.max_total.is_some()) && !effect.budget {
+                    effect.budget = !self.reg().contains(store, &f.path)?;
+                }
                 if let Some((_, limit)) = policy::time_limit(class) {
                     // A file first seen now is due `limit` from now; one seen before was
                     // already counted by the last plan's next_due.
@@ -839,9 +869,6 @@ impl Engine {
             let mut reg = self.reg();
             reg.upsert(store, &seen, now, &class_of)?;
             reg.forget(store, &gone)?;
-            for g in &gone {
-                reg.forget_under(store, g)?;
-            }
         }
         Ok(effect)
     }

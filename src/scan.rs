@@ -3,6 +3,7 @@
 //! reading the disk and writing the database overlap.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
@@ -65,20 +66,44 @@ pub fn walk(
         };
         dirs += 1;
         let mut any = false;
-        for de in rd.flatten() {
+        for de in rd {
             any = true;
-            let Ok(ft) = de.file_type() else { continue };
+            // A listing or stat error other than "vanished" makes this walk partial: count
+            // it, so the sweep keeps (does not forget) what it could not see.
+            let partial = |e: &std::io::Error| e.kind() != std::io::ErrorKind::NotFound;
+            let de = match de {
+                Ok(de) => de,
+                Err(e) => {
+                    warn!(path = %abs.display(), error = %e, "directory listing failed part-way");
+                    unreadable += 1;
+                    break;
+                }
+            };
+            let ft = match de.file_type() {
+                Ok(ft) => ft,
+                Err(e) => {
+                    unreadable += u64::from(partial(&e));
+                    continue;
+                }
+            };
             let child = rel.join(de.file_name());
             if ft.is_dir() {
                 stack.push(child);
             } else if ft.is_file() {
                 // DirEntry::metadata is an fstatat relative to the open directory, no-follow.
-                let Ok(md) = de.metadata() else { continue };
+                let md = match de.metadata() {
+                    Ok(md) => md,
+                    Err(e) => {
+                        unreadable += u64::from(partial(&e));
+                        continue;
+                    }
+                };
                 let mtime = md.modified().map(to_nanos).unwrap_or(0);
                 batch.push(FileMeta {
                     path: child,
                     size: md.len(),
                     mtime,
+                    ino: md.ino(),
                 });
                 if batch.len() >= BATCH {
                     sink(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));

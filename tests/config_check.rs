@@ -124,6 +124,30 @@ fn bad_configs_name_file_line_and_column() {
             ),
             "CONFIG:9:8: duplicate store name \"media\"",
         ),
+        // nested roots, and our own state inside a store
+        (
+            &format!(
+                "{GOOD_HEAD}[[store]]\nname = \"sub\"\nkind = \"local\"\nroot = \"media/sub\"\n"
+            ),
+            "overlaps the root of store \"media\"",
+        ),
+        (
+            &GOOD_HEAD.replace("state_dir = \"state\"", "state_dir = \"media/.state\""),
+            "CONFIG:2:13: daemon.state_dir",
+        ),
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"r\"\nstore = \"media\"\nmatch = [\"**\"]\nlifecycle = \"recording\"\nmax_total = 0\n"
+            ),
+            "max_count and max_total must be above 0",
+        ),
+        (
+            &GOOD_HEAD.replace(
+                "state_dir = \"state\"",
+                "state_dir = \"state\"\ngc_interval = \"400d\"",
+            ),
+            "daemon.gc_interval must be between 1s and 365d",
+        ),
         // a store kind we do not have
         (
             &GOOD_HEAD.replace("\"local\"", "\"ftp\""),

@@ -136,6 +136,33 @@ fn retained_files_are_never_deleted_until_unretained() {
     assert_eq!(b.cli(&["gc", "--json"]).ok().json()["planned_files"], 0);
     assert!(old.exists());
 
+    // Other spellings of the same path name the same pin.
+    let r = b
+        .cli(&[
+            "retain",
+            &format!("{}//rec/./old.mp4", b.media.display()),
+            "media:rec//old.mp4/",
+        ])
+        .ok();
+    assert_eq!(
+        r.stdout
+            .matches("already retained: media:rec/old.mp4")
+            .count(),
+        2,
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        b.cli(&["ls", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "no duplicate entries"
+    );
+
     b.cli(&["unretain", "media:rec/old.mp4"]).ok();
     let gc = b.cli(&["gc", "--json"]).ok().json();
     assert_eq!(gc["deleted_files"], 1);

@@ -44,6 +44,9 @@ pub struct GcRequest {
     /// Plan and check only.
     #[serde(default)]
     pub dry_run: bool,
+    /// Who asks, for the audit trail ("cli", or a hook's own word); default "api".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
 }
 
 /// Body of `/v1/explain`.
@@ -58,6 +61,9 @@ pub struct PathRequest {
 pub struct PathsRequest {
     /// Absolute paths inside store roots, or STORE:KEY.
     pub paths: Vec<String>,
+    /// Who asks, for the audit trail ("cli", or a hook's own word); default "api".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
 }
 
 /// Body of `/v1/tag`.
@@ -71,6 +77,25 @@ pub struct TagRequest {
     /// Tags to remove.
     #[serde(default)]
     pub remove: Vec<String>,
+    /// Who asks, for the audit trail ("cli", or a hook's own word); default "api".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+}
+
+/// The audit trigger of a request: its own word if it is one (lowercase letters, digits,
+/// '-', at most 32), else "api".
+pub fn trigger_of(t: &Option<String>) -> String {
+    match t {
+        Some(t)
+            if !t.is_empty()
+                && t.len() <= 32
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
+            t.clone()
+        }
+        _ => "api".into(),
+    }
 }
 
 /// Answer of `/v1/reload`.

@@ -89,7 +89,7 @@ async fn plan(State(c): State<Ctl>, Query(q): Query<PlanQuery>) -> ApiResult<cra
 }
 
 async fn gc(State(c): State<Ctl>, Json(r): Json<GcRequest>) -> ApiResult<crate::engine::GcReport> {
-    blocking(&c, move |e| e.gc(r.dry_run, "api", true)).await
+    blocking(&c, move |e| e.gc(r.dry_run, &trigger_of(&r.trigger), true)).await
 }
 
 async fn ls(
@@ -118,14 +118,20 @@ async fn retain(
     State(c): State<Ctl>,
     Json(r): Json<PathsRequest>,
 ) -> ApiResult<Vec<crate::engine::MarkResult>> {
-    blocking(&c, move |e| e.mark(&r.paths, &Mark::Retain(true), "api")).await
+    blocking(&c, move |e| {
+        e.mark(&r.paths, &Mark::Retain(true), &trigger_of(&r.trigger))
+    })
+    .await
 }
 
 async fn unretain(
     State(c): State<Ctl>,
     Json(r): Json<PathsRequest>,
 ) -> ApiResult<Vec<crate::engine::MarkResult>> {
-    blocking(&c, move |e| e.mark(&r.paths, &Mark::Retain(false), "api")).await
+    blocking(&c, move |e| {
+        e.mark(&r.paths, &Mark::Retain(false), &trigger_of(&r.trigger))
+    })
+    .await
 }
 
 async fn tag(
@@ -139,7 +145,7 @@ async fn tag(
                 add: r.add,
                 remove: r.remove,
             },
-            "api",
+            &trigger_of(&r.trigger),
         )
     })
     .await
@@ -189,15 +195,26 @@ pub fn router(ctl: Ctl) -> Router {
         .with_state(ctl)
 }
 
-/// Binds the socket at `path` (replacing a stale one — the caller holds the state lock, so
-/// no live daemon owns it) with mode 0660.
+/// Binds the socket at `path` with mode 0660. A stale socket is replaced; a live one (a
+/// daemon of another state directory configured with the same socket) or anything that is
+/// not a socket is refused.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if !md.file_type().is_socket() => {
+            return Err(std::io::Error::other(
+                "exists and is not a socket; refusing to replace it",
+            ));
+        }
+        Ok(_) if std::os::unix::net::UnixStream::connect(path).is_ok() => {
+            return Err(std::io::Error::other("another daemon answers on it"));
+        }
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;

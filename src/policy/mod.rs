@@ -313,6 +313,7 @@ mod tests {
             path: path.into(),
             size,
             mtime,
+            ino: 0,
             first_seen: 0,
             class: Some("c".into()),
             retained: false,

@@ -52,6 +52,8 @@ pub struct FileMeta {
     pub size: u64,
     /// Modification time, ns since the epoch.
     pub mtime: Nanos,
+    /// Inode number.
+    pub ino: u64,
 }
 
 /// One file in the registry.
@@ -68,6 +70,8 @@ pub struct Entry {
     pub size: u64,
     /// Modification time.
     pub mtime: Nanos,
+    /// Inode number.
+    pub ino: u64,
     /// When mediaretain first saw it.
     pub first_seen: Nanos,
     /// Its class, if any matches.
@@ -150,12 +154,21 @@ pub struct Registry {
 }
 
 const ENTRY_COLS: &str =
-    "e.id, s.name, e.path, e.size, e.mtime, e.first_seen, e.class, (p.store_id IS NOT NULL)";
+    "e.id, s.name, e.path, e.size, e.mtime, e.first_seen, e.class, (p.store_id IS NOT NULL), e.ino";
 const ENTRY_FROM: &str = "entries e JOIN stores s ON s.id = e.store_id
      LEFT JOIN pins p ON p.store_id = e.store_id AND p.path = e.path";
 
 fn path_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
+}
+
+/// The BLOB range `[dir/, dir0)` holding exactly the paths below directory `dir`.
+fn prefix_range(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    let mut lo = path_bytes(dir).to_vec();
+    lo.push(b'/');
+    let mut hi = lo.clone();
+    *hi.last_mut().expect("not empty") = b'/' + 1;
+    (lo, hi)
 }
 
 fn bytes_path(b: Vec<u8>) -> PathBuf {
@@ -172,6 +185,7 @@ fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         first_seen: r.get(5)?,
         class: r.get(6)?,
         retained: r.get::<_, i64>(7)? != 0,
+        ino: r.get::<_, i64>(8)? as u64,
         tags: Vec::new(),
     })
 }
@@ -297,10 +311,11 @@ impl Registry {
         let generation = self.generation;
         self.write(|tx| {
             let mut st = tx.prepare_cached(
-                "INSERT INTO entries(store_id, path, size, mtime, first_seen, class, seen_gen)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO entries(store_id, path, size, mtime, ino, first_seen, class, seen_gen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(store_id, path) DO UPDATE SET
-                   size = excluded.size, mtime = excluded.mtime,
+                   first_seen = CASE WHEN ino = excluded.ino THEN first_seen ELSE excluded.first_seen END,
+                   size = excluded.size, mtime = excluded.mtime, ino = excluded.ino,
                    class = excluded.class, seen_gen = excluded.seen_gen",
             )?;
             for f in files {
@@ -309,6 +324,7 @@ impl Registry {
                     path_bytes(&f.path),
                     f.size as i64,
                     f.mtime,
+                    f.ino as i64,
                     now,
                     class_of(&f.path),
                     generation
@@ -319,32 +335,23 @@ impl Registry {
         })
     }
 
-    /// Forgets `paths` of `store` (they are gone from disk).
+    /// Forgets `paths` of `store` and everything below them (they are gone from disk; a
+    /// removed directory takes its files along), in one transaction.
     pub fn forget(&mut self, store: &str, paths: &[PathBuf]) -> Result<()> {
         let sid = self.store_id(store)?;
         self.write(|tx| {
-            let mut st =
+            let mut exact =
                 tx.prepare_cached("DELETE FROM entries WHERE store_id = ?1 AND path = ?2")?;
+            let mut under = tx.prepare_cached(
+                "DELETE FROM entries WHERE store_id = ?1 AND path >= ?2 AND path < ?3",
+            )?;
             for p in paths {
-                st.execute(params![sid, path_bytes(p)])?;
+                exact.execute(params![sid, path_bytes(p)])?;
+                let (lo, hi) = prefix_range(p);
+                under.execute(params![sid, lo, hi])?;
             }
             Ok(())
         })
-    }
-
-    /// Forgets every entry of `store` under directory `dir` (a directory was removed).
-    pub fn forget_under(&mut self, store: &str, dir: &Path) -> Result<usize> {
-        let sid = self.store_id(store)?;
-        let mut lo = path_bytes(dir).to_vec();
-        lo.push(b'/');
-        let mut hi = lo.clone();
-        *hi.last_mut().unwrap() = b'/' + 1;
-        self.conn
-            .execute(
-                "DELETE FROM entries WHERE store_id = ?1 AND path >= ?2 AND path < ?3",
-                params![sid, lo, hi],
-            )
-            .map_err(self.err())
     }
 
     /// After a full scan of `store` with generation `generation`: forgets what it did not see.
@@ -432,18 +439,25 @@ impl Registry {
         Ok(entry)
     }
 
-    /// The ids of pinned entries of `store` (pins are few: an operator sets each one).
-    pub fn pinned_ids(&mut self, store: &str) -> Result<std::collections::HashSet<i64>> {
+    /// Is there an entry for `path` of `store`?
+    pub fn contains(&mut self, store: &str, path: &Path) -> Result<bool> {
         let sid = self.store_id(store)?;
-        // CROSS JOIN keeps pins as the outer loop: the cost grows with pins, not entries.
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT e.id FROM pins p CROSS JOIN entries e ON e.store_id = p.store_id AND e.path = p.path
-                 WHERE p.store_id = ?1",
-            )
+            .prepare_cached("SELECT 1 FROM entries WHERE store_id = ?1 AND path = ?2")
             .map_err(self.err())?;
-        st.query_map([sid], |r| r.get(0))
+        st.exists(params![sid, path_bytes(path)])
+            .map_err(self.err())
+    }
+
+    /// The pinned paths of `store` (pins are few: an operator sets each one).
+    pub fn pinned_paths(&mut self, store: &str) -> Result<std::collections::HashSet<PathBuf>> {
+        let sid = self.store_id(store)?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT path FROM pins WHERE store_id = ?1")
+            .map_err(self.err())?;
+        st.query_map([sid], |r| r.get(0).map(bytes_path))
             .map_err(self.err())?
             .collect::<rusqlite::Result<_>>()
             .map_err(self.err())
@@ -489,7 +503,7 @@ impl Registry {
             params![filter.class, filter.retained as i64, limit, filter.tag],
             |r| {
                 let mut e = row_entry(r)?;
-                let tags: Option<String> = r.get(8)?;
+                let tags: Option<String> = r.get(9)?;
                 e.tags = tags
                     .map(|t| t.split('\n').map(str::to_string).collect())
                     .unwrap_or_default();
@@ -589,11 +603,12 @@ impl Registry {
 
     /// Applies the outcome of a batch of actions in one transaction: removes the entries
     /// that are gone and appends every record to the audit trail.
-    pub fn record(&mut self, gone: &[i64], records: &[AuditRecord]) -> Result<()> {
+    pub fn record(&mut self, gone: &[(i64, PathBuf)], records: &[AuditRecord]) -> Result<()> {
         self.write(|tx| {
-            let mut del = tx.prepare_cached("DELETE FROM entries WHERE id = ?1")?;
-            for id in gone {
-                del.execute([id])?;
+            // By id *and* path: a rowid freed meanwhile may already name another file.
+            let mut del = tx.prepare_cached("DELETE FROM entries WHERE id = ?1 AND path = ?2")?;
+            for (id, path) in gone {
+                del.execute(params![id, path_bytes(path)])?;
             }
             let mut ins = tx.prepare_cached(
                 "INSERT INTO audit(at, store, path, action, outcome, class, rule, reason, trigger, bytes)
@@ -659,6 +674,7 @@ mod tests {
 
     fn meta(p: &str, size: u64, mtime: Nanos) -> FileMeta {
         FileMeta {
+            ino: 1,
             path: p.into(),
             size,
             mtime,
@@ -722,7 +738,7 @@ mod tests {
                 trigger: "gc".into(),
                 bytes: Some(5),
             };
-            r.record(&[e.id], &[rec]).unwrap();
+            r.record(&[(e.id, e.path.clone())], &[rec]).unwrap();
         }
         let mut r = Registry::open(dir.path()).unwrap();
         assert!(r.get("media", Path::new("tmp/a")).unwrap().is_none());
@@ -751,7 +767,7 @@ mod tests {
     }
 
     #[test]
-    fn forget_under_is_prefix_exact() {
+    fn forget_takes_a_directory_along_prefix_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Registry::open(dir.path()).unwrap();
         r.begin_scan();
@@ -763,7 +779,34 @@ mod tests {
             &none,
         )
         .unwrap();
-        assert_eq!(r.forget_under("m", Path::new("a")).unwrap(), 2);
+        r.forget("m", &[PathBuf::from("a")]).unwrap();
+        assert!(r.get("m", Path::new("a/x")).unwrap().is_none());
+        assert!(r.get("m", Path::new("a/y/z")).unwrap().is_none());
         assert!(r.get("m", Path::new("ab/x")).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_new_inode_under_an_old_name_is_first_seen_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path()).unwrap();
+        r.begin_scan();
+        let none = |_: &Path| None;
+        r.upsert("m", &[meta("seg.ts", 1, 1)], 100, &none).unwrap();
+        r.upsert("m", &[meta("seg.ts", 2, 2)], 200, &none).unwrap();
+        assert_eq!(
+            r.get("m", Path::new("seg.ts")).unwrap().unwrap().first_seen,
+            100,
+            "same inode"
+        );
+        let renamed_over = FileMeta {
+            ino: 2,
+            ..meta("seg.ts", 3, 3)
+        };
+        r.upsert("m", &[renamed_over], 300, &none).unwrap();
+        assert_eq!(
+            r.get("m", Path::new("seg.ts")).unwrap().unwrap().first_seen,
+            300,
+            "new inode"
+        );
     }
 }

@@ -15,7 +15,8 @@ pub const MIGRATIONS: &[&str] = &[
         path       BLOB NOT NULL,          -- relative to the store root, raw bytes
         size       INTEGER NOT NULL,
         mtime      INTEGER NOT NULL,       -- ns since the epoch
-        first_seen INTEGER NOT NULL,       -- ns since the epoch
+        ino        INTEGER NOT NULL,       -- a new inode under the same name is a new file
+        first_seen INTEGER NOT NULL,       -- ns since the epoch (of this inode)
         class      TEXT,                   -- NULL: matches no class, never touched
         state      TEXT NOT NULL DEFAULT 'present',
         seen_gen   INTEGER NOT NULL,       -- scan generation that last saw it

@@ -29,6 +29,8 @@ pub struct Expect {
     pub size: u64,
     /// Modification time, ns since the epoch.
     pub mtime: i64,
+    /// Inode number.
+    pub ino: u64,
 }
 
 fn stat_mtime(st: &rustix::fs::Stat) -> i64 {
@@ -121,6 +123,7 @@ impl LocalStore {
                     path: rel.into(),
                     size: st.st_size as u64,
                     mtime: stat_mtime(&st),
+                    ino: st.st_ino,
                 }))
             }
             Ok(_) | Err(Errno::NOENT) => Ok(None),
@@ -128,11 +131,10 @@ impl LocalStore {
         }
     }
 
-    /// A deletion session: consecutive deletions in one directory share its descriptor.
+    /// A deletion session; it remembers the directories it touched, for pruning.
     pub fn deleter(&self) -> Deleter<'_> {
         Deleter {
             store: self,
-            dir: None,
             touched: Vec::new(),
         }
     }
@@ -148,19 +150,10 @@ fn split(rel: &Path) -> (&Path, &std::ffi::OsStr) {
 /// Deletes files of one store with verification; see [`LocalStore::deleter`].
 pub struct Deleter<'a> {
     store: &'a LocalStore,
-    dir: Option<(PathBuf, OwnedFd)>,
     touched: Vec<PathBuf>,
 }
 
 impl Deleter<'_> {
-    fn dir_fd(&mut self, parent: &Path) -> Result<&OwnedFd, Errno> {
-        if self.dir.as_ref().is_none_or(|(p, _)| p != parent) {
-            let fd = self.store.open_dir(parent)?;
-            self.dir = Some((parent.to_path_buf(), fd));
-        }
-        Ok(&self.dir.as_ref().expect("just set").1)
-    }
-
     /// Unlinks `rel` if it is still the regular file that was planned, then observes it gone.
     pub fn delete(&mut self, rel: &Path, expect: Expect) -> Outcome {
         if !is_confined(rel) {
@@ -170,14 +163,17 @@ impl Deleter<'_> {
             ));
         }
         let (parent, name) = split(rel);
-        let dir = match self.dir_fd(parent) {
-            Ok(d) => d.as_fd(),
+        // Resolved beneath the root for every file, never cached: a directory moved out of
+        // the store during a pass must not take a deletion along with it.
+        let dir_fd = match self.store.open_dir(parent) {
+            Ok(d) => d,
             Err(Errno::NOENT) => return Outcome::Vanished,
             Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => {
                 return Outcome::Refused("a directory on its path is a symlink or leaves the store root; symlinks are never followed".into());
             }
             Err(e) => return Outcome::Failed(format!("cannot open its directory: {e}")),
         };
+        let dir = dir_fd.as_fd();
         let before = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Outcome::Vanished,
@@ -189,7 +185,10 @@ impl Deleter<'_> {
                 "not a regular file ({ft:?}); only regular files are deleted"
             ));
         }
-        if before.st_size as u64 != expect.size || stat_mtime(&before) != expect.mtime {
+        if before.st_size as u64 != expect.size
+            || stat_mtime(&before) != expect.mtime
+            || before.st_ino != expect.ino
+        {
             return Outcome::Refused(format!(
                 "changed since it was planned (now {} bytes, modified {}); it is re-evaluated on the next pass",
                 before.st_size,
@@ -218,8 +217,8 @@ impl Deleter<'_> {
     }
 
     /// The directories deletions touched (candidates for pruning), deduplicated.
-    pub fn finish(mut self) -> Vec<PathBuf> {
-        let mut dirs = std::mem::take(&mut self.touched);
+    pub fn finish(self) -> Vec<PathBuf> {
+        let mut dirs = self.touched;
         dirs.sort();
         dirs.dedup();
         dirs
@@ -289,6 +288,7 @@ mod tests {
         Expect {
             size: md.len(),
             mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ino: md.ino(),
         }
     }
 
