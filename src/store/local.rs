@@ -338,4 +338,30 @@ mod tests {
         assert!(victim.exists(), "nothing outside the root is touched");
         assert!(root.path().join("a").exists());
     }
+
+    #[test]
+    fn a_file_renamed_over_the_planned_one_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let planned = root.path().join("seg.ts");
+        fs::write(&planned, b"old").unwrap();
+        let ex = expect_of(&planned);
+        // Same name, same size, same mtime — but a new inode (a muxer's rename-over).
+        let fresh = root.path().join("seg.ts.tmp");
+        fs::write(&fresh, b"new").unwrap();
+        let mtime = fs::metadata(&planned).unwrap().modified().unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&fresh)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        fs::rename(&fresh, &planned).unwrap();
+        let store = LocalStore::open("m", root.path()).unwrap();
+        let out = store.deleter().delete(Path::new("seg.ts"), ex);
+        assert!(
+            matches!(out, Outcome::Refused(ref why) if why.contains("changed since it was planned")),
+            "{out:?}"
+        );
+        assert!(planned.exists());
+    }
 }
