@@ -246,3 +246,50 @@ fn files_vanishing_between_scan_and_delete_are_reported_not_failed() {
     assert_eq!(gc["failed"], 0);
     assert_eq!(gc["deleted_files"], 0);
 }
+
+/// Restores a sysctl on drop, even when the test fails.
+struct Sysctl(&'static str, String);
+
+impl Sysctl {
+    fn set(path: &'static str, value: &str) -> Sysctl {
+        let old = fs::read_to_string(path).unwrap();
+        fs::write(path, value)
+            .unwrap_or_else(|e| panic!("writing {path} needs root (CI runs as root): {e}"));
+        Sysctl(path, old)
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = fs::write(self.0, self.1.trim());
+    }
+}
+
+#[test]
+fn a_lost_event_queue_triggers_a_rescan_not_a_silent_miss() {
+    // The kernel sizes an inotify queue when the instance is created: start the daemon
+    // with a 16-event queue, then put the limit back for everyone else.
+    let b = Box_::new(
+        "scan_interval = \"1h\"\ngc_interval = \"1h\"",
+        "",
+        BASE_CLASSES,
+    );
+    let limit = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", "16");
+    let d = b.daemon(None);
+    drop(limit);
+    // 300 expired temp files in a burst overflow the queue; only a rescan can find them all.
+    fs::create_dir_all(b.path("tmp/burst")).unwrap();
+    for i in 0..300 {
+        b.file(&format!("tmp/burst/{i}.bin"), 1, 2 * HOUR);
+    }
+    wait_for("every file of the burst to be deleted", T, || {
+        fs::read_dir(b.path("tmp/burst"))
+            .map(|r| r.count() == 0)
+            .unwrap_or(true)
+    });
+    let (_, log) = d.stop();
+    assert!(
+        log.contains("change events were lost (queue overflow); rescanning"),
+        "{log}"
+    );
+}

@@ -89,7 +89,7 @@ impl Box_ {
         Run::from(out)
     }
 
-    /// Starts the daemon; returns once its socket answers `status`.
+    /// Starts the daemon; returns once it answers and has finished its first scan.
     pub fn daemon(&self, notify: Option<&Path>) -> Daemon {
         self.daemon_env(notify, &[])
     }
@@ -128,8 +128,11 @@ impl Box_ {
         let sock = self.state().join("control.sock");
         wait_for("the daemon's socket", Duration::from_secs(20), || {
             // Only once the socket answers: a one-shot `status` would take the state lock.
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-                && self.cli(&["status", "--json"]).json()["activity"]["daemon"] == true
+            // Ready like READY=1: the daemon answers and its first scan is done.
+            std::os::unix::net::UnixStream::connect(&sock).is_ok() && {
+                let st = self.cli(&["status", "--json"]).json();
+                st["activity"]["daemon"] == true && !st["activity"]["last_scan_at"].is_null()
+            }
         });
         d
     }
