@@ -200,6 +200,8 @@ pub struct Explanation {
     pub verdict: Option<Verdict>,
     /// Latest audit records, newest first.
     pub history: Vec<AuditRecord>,
+    /// What uses it right now (open files, locks); a deletion is refused while any does.
+    pub in_use: Vec<String>,
     /// The answer in one sentence.
     pub summary: String,
 }
@@ -346,6 +348,8 @@ pub struct Engine {
 const MAX_PRUNE_CANDIDATES: usize = 100_000;
 
 const CHUNK: usize = 512;
+/// A batch re-reads open files and locks when its snapshot is older than this.
+const SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Engine {
     /// Opens the registry of `config` (the caller holds the state lock).
@@ -523,6 +527,7 @@ impl Engine {
                 }
                 Ok(())
             });
+            let mut users: Option<crate::inuse::Snapshot> = None;
             'stores: for store in &rt.stores {
                 let mut del = store.deleter();
                 let mine: Vec<&policy::Action> = actions
@@ -534,6 +539,13 @@ impl Engine {
                     // waits for the gate): a pin set since the plan wins.
                     let _gate = self.pin_gate.lock().expect("pin gate");
                     let pinned = self.reg().pinned_paths(store.name())?;
+                    // Open files and locks, as of at most SNAPSHOT_MAX_AGE ago; each unlink
+                    // asks it about its own file (device, inode as stat'ed just before).
+                    if users.as_ref().is_none_or(|u| u.age() > SNAPSHOT_MAX_AGE) {
+                        users = Some(crate::inuse::Snapshot::take());
+                    }
+                    let snapshot = users.as_ref().expect("just taken");
+                    let in_use = |dev: u64, ino: u64| snapshot.reason(dev, ino);
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for a in chunk {
@@ -553,7 +565,7 @@ impl Engine {
                                 mtime: a.entry.mtime,
                                 ino: a.entry.ino,
                             };
-                            del.delete(&a.entry.path, expect)
+                            del.delete(&a.entry.path, expect, &in_use)
                         };
                         log_outcome(a, &outcome, trigger);
                         match &outcome {
@@ -686,7 +698,19 @@ impl Engine {
             }
             _ => None,
         };
-        let summary = summarize(
+        let in_use: Vec<String> = match std::fs::symlink_metadata(local.root().join(&path)) {
+            Ok(md) if on_disk.is_some() => {
+                use std::os::unix::fs::MetadataExt;
+                let users = crate::inuse::Snapshot::take();
+                users
+                    .users(md.dev(), md.ino())
+                    .iter()
+                    .map(|u| u.to_string())
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let mut summary = summarize(
             &store,
             &entry,
             &class,
@@ -695,6 +719,12 @@ impl Engine {
             on_disk.is_some(),
             now,
         );
+        if !in_use.is_empty() {
+            summary = format!(
+                "IN USE ({}): never deleted while in use. By the rules: {summary}",
+                in_use.join(", ")
+            );
+        }
         Ok(Explanation {
             store,
             path,
@@ -703,6 +733,7 @@ impl Engine {
             class,
             verdict,
             history,
+            in_use,
             summary,
         })
     }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod inuse;
 pub mod logging;
 pub mod policy;
 pub mod registry;

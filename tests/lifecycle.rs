@@ -361,3 +361,64 @@ fn tags_label_files_and_select_them() {
         "nothing to do is a usage error"
     );
 }
+
+#[test]
+fn files_open_or_locked_by_another_process_are_refused_until_released() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let held = b.file("tmp/held-open.bin", 10, 2 * HOUR);
+    let locked = b.file("tmp/flocked.bin", 10, 2 * HOUR);
+    let free = b.file("tmp/free.bin", 10, 2 * HOUR);
+    // Real processes: one holds a file open (a thumbnailer reading), one holds a flock.
+    let spawn = |script: &str, f: &std::path::Path| {
+        std::process::Command::new("sh")
+            .args(["-c", script])
+            .arg(f)
+            .spawn()
+            .unwrap()
+    };
+    let mut reader = spawn("exec 9<\"$0\"; exec sleep 60", &held);
+    let mut locker = spawn("exec 9<\"$0\"; flock 9; exec sleep 60", &locked);
+    wait_for(
+        "both holders to be in place",
+        Duration::from_secs(10),
+        || {
+            let x = b
+                .cli(&["explain", "media:tmp/flocked.bin", "--json"])
+                .json();
+            let y = b
+                .cli(&["explain", "media:tmp/held-open.bin", "--json"])
+                .json();
+            x["in_use"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|u| u.as_str().unwrap().contains("flock held by pid"))
+            }) && y["in_use"].as_array().is_some_and(|a| !a.is_empty())
+        },
+    );
+    let x = b.cli(&["explain", "media:tmp/held-open.bin"]).ok().stdout;
+    assert!(
+        x.contains(&format!("IN USE (open by pid {} (sleep))", reader.id())),
+        "{x}"
+    );
+
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["deleted_files"], 1, "{gc}");
+    assert_eq!(gc["refused"], 2);
+    let why: Vec<String> = gc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["result"]["outcome"] == "refused")
+        .map(|r| r["result"]["detail"].as_str().unwrap().to_string())
+        .collect();
+    assert!(why.iter().all(|w| w.starts_with("in use: ")), "{why:?}");
+    assert!(held.exists() && locked.exists() && !free.exists());
+
+    // Released: eligible again, and the next pass deletes them.
+    for c in [&mut reader, &mut locker] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["deleted_files"], 2, "{gc}");
+    assert!(!held.exists() && !locked.exists());
+}

@@ -154,8 +154,15 @@ pub struct Deleter<'a> {
 }
 
 impl Deleter<'_> {
-    /// Unlinks `rel` if it is still the regular file that was planned, then observes it gone.
-    pub fn delete(&mut self, rel: &Path, expect: Expect) -> Outcome {
+    /// Unlinks `rel` if it is still the regular file that was planned and `in_use` (asked
+    /// with its device and inode right before the unlink) finds no user, then observes it
+    /// gone.
+    pub fn delete(
+        &mut self,
+        rel: &Path,
+        expect: Expect,
+        in_use: &dyn Fn(u64, u64) -> Option<String>,
+    ) -> Outcome {
         if !is_confined(rel) {
             return Outcome::Refused(format!(
                 "{} is not a plain path inside the store",
@@ -194,6 +201,9 @@ impl Deleter<'_> {
                 before.st_size,
                 crate::units::fmt_time(stat_mtime(&before))
             ));
+        }
+        if let Some(why) = in_use(before.st_dev, before.st_ino) {
+            return Outcome::Refused(format!("in use: {why}"));
         }
         if let Err(e) = rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
             return match e {
@@ -307,15 +317,15 @@ mod tests {
         let mut d = store.deleter();
         let ex = expect_of(&victim);
         assert!(matches!(
-            d.delete(Path::new("link/victim.mp4"), ex),
+            d.delete(Path::new("link/victim.mp4"), ex, &|_, _| None),
             Outcome::Refused(_)
         ));
         assert!(matches!(
-            d.delete(Path::new("a/file-link.mp4"), ex),
+            d.delete(Path::new("a/file-link.mp4"), ex, &|_, _| None),
             Outcome::Refused(_)
         ));
         assert!(matches!(
-            d.delete(Path::new("../victim.mp4"), ex),
+            d.delete(Path::new("../victim.mp4"), ex, &|_, _| None),
             Outcome::Refused(_)
         ));
         let seg = expect_of(&root.path().join("a/b/x.ts"));
@@ -324,11 +334,17 @@ mod tests {
             ..seg
         };
         assert!(matches!(
-            d.delete(Path::new("a/b/x.ts"), stale),
+            d.delete(Path::new("a/b/x.ts"), stale, &|_, _| None),
             Outcome::Refused(_)
         ));
-        assert_eq!(d.delete(Path::new("a/b/x.ts"), seg), Outcome::Deleted);
-        assert_eq!(d.delete(Path::new("a/b/x.ts"), seg), Outcome::Vanished);
+        assert_eq!(
+            d.delete(Path::new("a/b/x.ts"), seg, &|_, _| None),
+            Outcome::Deleted
+        );
+        assert_eq!(
+            d.delete(Path::new("a/b/x.ts"), seg, &|_, _| None),
+            Outcome::Vanished
+        );
         let removed = d.finish();
         assert_eq!(
             removed,
@@ -357,7 +373,9 @@ mod tests {
             .unwrap();
         fs::rename(&fresh, &planned).unwrap();
         let store = LocalStore::open("m", root.path()).unwrap();
-        let out = store.deleter().delete(Path::new("seg.ts"), ex);
+        let out = store
+            .deleter()
+            .delete(Path::new("seg.ts"), ex, &|_, _| None);
         assert!(
             matches!(out, Outcome::Refused(ref why) if why.contains("changed since it was planned")),
             "{out:?}"
