@@ -143,6 +143,8 @@ pub struct Class {
     pub max_total: Option<ByteSize>,
     /// What the age of a file is counted from.
     pub age_from: AgeFrom,
+    /// A file modified more recently than this is still being written: in use.
+    pub quiet_period: Dur,
 }
 
 /// The lifecycle of a class.
@@ -520,6 +522,7 @@ impl Validator<'_> {
                 max_count: c.max_count,
                 max_total: c.max_total,
                 age_from: c.age_from,
+                quiet_period: c.quiet_period,
             });
         }
 
@@ -613,6 +616,9 @@ mod raw {
         }
     }
 
+    fn d_quiet() -> Dur {
+        "30s".parse().unwrap()
+    }
     fn d_grace() -> Dur {
         "15m".parse().unwrap()
     }
@@ -666,6 +672,8 @@ mod raw {
         pub max_total: Option<ByteSize>,
         #[serde(default)]
         pub age_from: AgeFrom,
+        #[serde(default = "d_quiet")]
+        pub quiet_period: Dur,
     }
 
     fn empty() -> Spanned<Vec<String>> {

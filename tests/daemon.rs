@@ -95,7 +95,8 @@ fn serves_the_cli_cleans_in_real_time_and_stops_cleanly() {
 
 #[test]
 fn files_expire_on_time_without_any_event() {
-    let classes = "[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"*.bin\"]\nlifecycle = \"temporary\"\nttl = \"2s\"\n";
+    // quiet_period 1s < ttl 2s: the ttl decides.
+    let classes = "[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"*.bin\"]\nlifecycle = \"temporary\"\nttl = \"2s\"\nquiet_period = \"1s\"\n";
     let b = Box_::new("gc_interval = \"1h\"", "watch = false", classes);
     let f = b.file("short.bin", 1, Duration::ZERO);
     let _d = b.daemon(None);

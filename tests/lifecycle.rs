@@ -422,3 +422,17 @@ fn files_open_or_locked_by_another_process_are_refused_until_released() {
     assert_eq!(gc["deleted_files"], 2, "{gc}");
     assert!(!held.exists() && !locked.exists());
 }
+
+#[test]
+fn a_file_still_being_written_is_kept_until_it_goes_quiet() {
+    let classes = "[[class]]\nname = \"parts\"\nstore = \"media\"\nmatch = [\"**/*.part\"]\nlifecycle = \"temporary\"\nttl = \"0s\"\nquiet_period = \"1h\"\n";
+    let b = Box_::new("", "", classes);
+    let writing = b.file("rec/live.mp4.part", 10, Duration::from_secs(5));
+    let orphan = b.file("rec/crashed.mp4.part", 10, 2 * HOUR);
+    let plan = b.cli(&["plan", "--json"]).ok().json();
+    assert_eq!(paths_of(&plan), vec!["media:rec/crashed.mp4.part"]);
+    let x = b.cli(&["explain", "media:rec/live.mp4.part"]).ok().stdout;
+    assert!(x.contains("in use: still being written (modified 5s ago, within quiet_period 1h)"), "{x}");
+    b.cli(&["gc"]).ok();
+    assert!(writing.exists() && !orphan.exists());
+}

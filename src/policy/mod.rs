@@ -105,6 +105,21 @@ impl<'a> ClassPlanner<'a> {
                 eligible_at: None,
             };
         }
+        // Still being written: in use, kept, and counted toward budgets like any kept file.
+        let quiet = c.quiet_period.as_nanos_i64();
+        let since_write = self.now.saturating_sub(e.mtime);
+        if since_write < quiet {
+            self.kept_files += 1;
+            self.kept_bytes += e.size;
+            return Verdict::Keep {
+                reason: format!(
+                    "in use: still being written (modified {} ago, within quiet_period {})",
+                    fmt_span(since_write),
+                    c.quiet_period
+                ),
+                eligible_at: Some(e.mtime.saturating_add(quiet)),
+            };
+        }
         let limit = time_limit(self.class);
         if let Some((rule, lim)) = limit.filter(|(_, lim)| age >= lim.as_nanos_i64()) {
             return Verdict::Delete {
@@ -303,6 +318,7 @@ mod tests {
             max_count: None,
             max_total: None,
             age_from: AgeFrom::Mtime,
+            quiet_period: Dur::default(),
         }
     }
 
@@ -393,6 +409,20 @@ mod tests {
             run(&c, 40, es),
             vec![("n".into(), false), ("m".into(), true), ("o".into(), true)]
         );
+    }
+
+    #[test]
+    fn files_still_being_written_are_kept_until_quiet() {
+        let mut c = class(Lifecycle::Temporary);
+        c.ttl = Some("0s".parse().unwrap());
+        c.quiet_period = "30s".parse().unwrap();
+        let e = entry("t.part", 1, 100 * S);
+        let mut p = ClassPlanner::new(&c, 100 * S + 29 * S);
+        let Verdict::Keep { eligible_at, reason } = p.decide(&e) else { panic!("written 29s ago") };
+        assert_eq!(eligible_at, Some(130 * S));
+        assert!(reason.starts_with("in use: still being written"), "{reason}");
+        let mut p = ClassPlanner::new(&c, 130 * S);
+        assert!(matches!(p.decide(&e), Verdict::Delete { rule: Rule::Ttl, .. }));
     }
 
     #[test]
