@@ -15,11 +15,14 @@ use serde::de::DeserializeOwned;
 use crate::clock::{SystemClock, system_now};
 use crate::config::{self, Config, ConfigError};
 use crate::control::client::{self, ClientError};
-use crate::control::{GcRequest, LsRequest, PathRequest, PathsRequest, ReloadResponse, TagRequest};
+use crate::control::{
+    GcRequest, LeaseIdRequest, LeaseRequest, LsRequest, PathRequest, PathsRequest, Released,
+    ReloadResponse, TagRequest,
+};
 use crate::engine::{Engine, EngineError, Explanation, GcReport, Mark, MarkResult, Status};
 use crate::exit;
 use crate::policy::{Plan, Verdict};
-use crate::registry::{Entry, Filter};
+use crate::registry::{Entry, Filter, Lease};
 use crate::scan::ScanStats;
 use crate::statedir::{StateError, StateLock};
 use crate::store::Outcome;
@@ -157,6 +160,40 @@ pub enum Cmd {
         /// Tags to remove.
         #[arg(long)]
         remove: Vec<String>,
+    },
+    /// Say "I am using this": files matching PATH or GLOB are not deleted until the lease
+    /// is released or expires. Prints the lease id.
+    Lease {
+        /// A path or glob: absolute inside a store root, or STORE:KEY (`media:hls/s1/**`).
+        path: String,
+        /// How long, e.g. 60s.
+        #[arg(long)]
+        ttl: crate::units::Dur,
+        /// Who holds it (shown by explain).
+        #[arg(long, default_value = "cli")]
+        holder: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extend a lease to TTL from now.
+    Renew {
+        /// The lease id.
+        id: i64,
+        /// How long from now.
+        #[arg(long)]
+        ttl: crate::units::Dur,
+    },
+    /// End a lease.
+    Release {
+        /// The lease id.
+        id: i64,
+    },
+    /// List active leases.
+    Leases {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Reconcile the registry with the stores now.
     Scan {
@@ -479,6 +516,68 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                 ));
             }
             Ok(())
+        }
+        Cmd::Lease {
+            path,
+            ttl,
+            holder,
+            json,
+        } => {
+            let req = LeaseRequest {
+                path: path.clone(),
+                ttl,
+                holder: holder.clone(),
+            };
+            let l: Lease = b
+                .ask(Method::POST, "/v1/lease", Some(&req), move |e| {
+                    e.lease(&path, ttl, &holder)
+                })
+                .await?;
+            if json {
+                return print_json(&l);
+            }
+            println!("{}", l.id);
+            Ok(())
+        }
+        Cmd::Renew { id, ttl } => {
+            let req = LeaseIdRequest { id, ttl: Some(ttl) };
+            let l: Lease = b
+                .ask(Method::POST, "/v1/renew", Some(&req), move |e| {
+                    e.renew(id, ttl)
+                })
+                .await?;
+            println!("lease {} until {}", l.id, fmt_time(l.expires));
+            Ok(())
+        }
+        Cmd::Release { id } => {
+            let req = LeaseIdRequest { id, ttl: None };
+            let r: Released = b
+                .ask(Method::POST, "/v1/release", Some(&req), move |e| {
+                    e.release(id).map(|()| Released { released: id })
+                })
+                .await?;
+            println!("released lease {}", r.released);
+            Ok(())
+        }
+        Cmd::Leases { json } => {
+            let ls: Vec<Lease> = b
+                .ask(Method::GET, "/v1/leases", NONE, |e| e.leases())
+                .await?;
+            show(json, &ls, || {
+                let mut o = String::new();
+                let _ = writeln!(o, "{:>6}  {:<40} {:<16} UNTIL", "ID", "PATH", "HOLDER");
+                for l in &ls {
+                    let _ = writeln!(
+                        o,
+                        "{:>6}  {:<40} {:<16} {}",
+                        l.id,
+                        format!("{}:{}", l.store, l.pattern),
+                        l.holder,
+                        fmt_time(l.expires)
+                    );
+                }
+                o
+            })
         }
         Cmd::Scan { json } => {
             let st: Vec<ScanStats> = b

@@ -155,14 +155,13 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
-    tracker.spawn(server::serve(
-        listener,
-        Ctl {
-            engine: engine.clone(),
-            reload: reload_tx,
-        },
-        cancel.clone(),
-    ));
+    let pass_soon = Arc::new(tokio::sync::Notify::new());
+    let ctl = Ctl {
+        engine: engine.clone(),
+        reload: reload_tx,
+        pass_soon: pass_soon.clone(),
+    };
+    tracker.spawn(server::serve(listener, ctl, cancel.clone()));
 
     let io = |e: std::io::Error| Failure::new(exit::SOFTWARE, format!("signal handler: {e}"));
     let mut hup = signal(SignalKind::hangup()).map_err(io)?;
@@ -234,6 +233,9 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
                         next_scan = Instant::now();
                     }
                 }
+            }
+            _ = pass_soon.notified() => {
+                next_pass = next_pass.min(Instant::now() + SETTLE);
             }
             _ = signals.wake.notified() => {
                 if signals.overflow.swap(false, Ordering::SeqCst) {

@@ -14,7 +14,7 @@ use crate::classify::Classifier;
 use crate::clock::Clock;
 use crate::config::{AgeFrom, Class, Config, ConfigError};
 use crate::policy::{self, ClassPlanner, Plan, Rule, Verdict};
-use crate::registry::{AuditRecord, ClassTotals, Entry, Filter, Registry, RegistryError};
+use crate::registry::{AuditRecord, ClassTotals, Entry, Filter, Lease, Registry, RegistryError};
 use crate::scan::{self, ScanStats};
 use crate::store::local::{Expect, LocalStore, Pruned};
 use crate::store::{Outcome, StoreError, is_confined};
@@ -228,6 +228,61 @@ pub struct ClassInfo {
     pub rules: Class,
 }
 
+/// Active leases compiled for matching, as of one instant.
+pub struct LeaseSet {
+    leases: Vec<(Lease, Option<globset::GlobMatcher>)>,
+}
+
+impl LeaseSet {
+    fn new(leases: Vec<Lease>) -> LeaseSet {
+        let leases = leases
+            .into_iter()
+            .map(|l| {
+                let m = l
+                    .glob
+                    .then(|| {
+                        crate::config::glob(&l.pattern)
+                            .ok()
+                            .map(|g| g.compile_matcher())
+                    })
+                    .flatten();
+                (l, m)
+            })
+            .collect();
+        LeaseSet { leases }
+    }
+
+    /// The leases covering `path` of `store`, in words ("lease 7 by thumbnailer until …").
+    pub fn holders(&self, store: &str, path: &Path) -> Vec<String> {
+        self.leases
+            .iter()
+            .filter(|(l, m)| {
+                l.store == store
+                    && match m {
+                        Some(m) => m.is_match(path),
+                        None => Path::new(&l.pattern) == path,
+                    }
+            })
+            .map(|(l, _)| {
+                format!(
+                    "lease {} by {} until {}",
+                    l.id,
+                    l.holder,
+                    fmt_time(l.expires)
+                )
+            })
+            .collect()
+    }
+
+    /// The earliest expiry, if any lease is active.
+    pub fn next_expiry(&self) -> Option<Nanos> {
+        self.leases.iter().map(|(l, _)| l.expires).min()
+    }
+}
+
+/// Longest lease a single call grants (a holder renews for longer).
+const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
+
 /// What an operator changes on paths.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
@@ -437,7 +492,11 @@ impl Engine {
             trigger: trigger.into(),
             planned_files: plan.actions.len() as u64,
             planned_bytes: plan.delete_bytes(),
-            next_due: plan.next_due,
+            // A lease running out may free a file the rules already selected.
+            next_due: match (plan.next_due, self.lease_set()?.next_expiry()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             ..Default::default()
         };
         let d = &rt.config.daemon;
@@ -546,14 +605,18 @@ impl Engine {
                     }
                     let snapshot = users.as_ref().expect("just taken");
                     let in_use = |dev: u64, ino: u64| snapshot.reason(dev, ino);
+                    let leases = self.lease_set()?;
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for a in chunk {
                         // The class is derived again from the running config: an entry
                         // labelled under an older config never decides a deletion.
                         let class_now = rt.classifier.classify(store.name(), &a.entry.path);
+                        let leased = leases.holders(store.name(), &a.entry.path);
                         let outcome = if pinned.contains(&a.entry.path) {
                             Outcome::Refused("retained (pinned after the plan was made)".into())
+                        } else if !leased.is_empty() {
+                            Outcome::Refused(format!("in use: {}", leased.join(", ")))
                         } else if class_now != Some(a.class_name.as_str()) {
                             Outcome::Refused(format!(
                                 "its class is now {}; it is re-evaluated on the next pass",
@@ -698,18 +761,20 @@ impl Engine {
             }
             _ => None,
         };
-        let in_use: Vec<String> = match std::fs::symlink_metadata(local.root().join(&path)) {
-            Ok(md) if on_disk.is_some() => {
-                use std::os::unix::fs::MetadataExt;
-                let users = crate::inuse::Snapshot::take();
+        let mut in_use = self.lease_set()?.holders(&store, &path);
+        if let (Ok(md), Some(_)) = (
+            std::fs::symlink_metadata(local.root().join(&path)),
+            &on_disk,
+        ) {
+            use std::os::unix::fs::MetadataExt;
+            let users = crate::inuse::Snapshot::take();
+            in_use.extend(
                 users
                     .users(md.dev(), md.ino())
                     .iter()
-                    .map(|u| u.to_string())
-                    .collect()
-            }
-            _ => Vec::new(),
-        };
+                    .map(|u| u.to_string()),
+            );
+        }
         let mut summary = summarize(
             &store,
             &entry,
@@ -736,6 +801,80 @@ impl Engine {
             in_use,
             summary,
         })
+    }
+
+    /// The active leases, compiled.
+    pub fn lease_set(&self) -> Result<LeaseSet> {
+        let now = self.now();
+        Ok(LeaseSet::new(self.reg().leases(now)?))
+    }
+
+    /// Takes a lease on a path or glob (`STORE:hls/s1/**`, `/abs/root/hls/s1/*.ts`) for `ttl`.
+    /// A glob covers files that appear later too.
+    pub fn lease(&self, arg: &str, ttl: crate::units::Dur, holder: &str) -> Result<Lease> {
+        if ttl.0.is_zero() || ttl.0 > MAX_LEASE {
+            return Err(EngineError::BadInput(format!(
+                "lease ttl {ttl} must be above 0s and at most 30d (renew for longer)"
+            )));
+        }
+        if holder.is_empty() || holder.len() > 64 || holder.chars().any(char::is_control) {
+            return Err(EngineError::BadInput(
+                "lease holder must be 1 to 64 printable characters".into(),
+            ));
+        }
+        let rt = self.runtime();
+        let glob = arg.contains(['*', '?', '[', '{']);
+        let (store, rel) = rt.resolve(arg)?;
+        let pattern = rel.to_string_lossy().into_owned();
+        if glob {
+            crate::config::glob(&pattern).map_err(|e| {
+                EngineError::BadInput(format!("bad glob {pattern:?}: {}", e.kind()))
+            })?;
+        }
+        let now = self.now();
+        let lease = self.reg().add_lease(Lease {
+            id: 0,
+            store: store.clone(),
+            pattern,
+            glob,
+            holder: holder.to_string(),
+            created: now,
+            expires: now.saturating_add(ttl.as_nanos_i64()),
+        })?;
+        info!(action = "lease", store = %store, path = %lease.pattern, holder, lease = lease.id, "lease {} on {store}:{} by {holder} until {}", lease.id, lease.pattern, fmt_time(lease.expires));
+        Ok(lease)
+    }
+
+    /// Extends lease `id` to `ttl` from now.
+    pub fn renew(&self, id: i64, ttl: crate::units::Dur) -> Result<Lease> {
+        if ttl.0.is_zero() || ttl.0 > MAX_LEASE {
+            return Err(EngineError::BadInput(format!(
+                "lease ttl {ttl} must be above 0s and at most 30d"
+            )));
+        }
+        let now = self.now();
+        self.reg()
+            .renew_lease(id, now.saturating_add(ttl.as_nanos_i64()), now)?
+            .ok_or_else(|| {
+                EngineError::BadInput(format!("no active lease {id} (expired or released)"))
+            })
+    }
+
+    /// Ends lease `id`.
+    pub fn release(&self, id: i64) -> Result<()> {
+        if !self.reg().release_lease(id)? {
+            return Err(EngineError::BadInput(format!(
+                "no active lease {id} (expired or released)"
+            )));
+        }
+        info!(action = "release", lease = id, "lease {id} released");
+        Ok(())
+    }
+
+    /// Active leases.
+    pub fn leases(&self) -> Result<Vec<Lease>> {
+        let now = self.now();
+        Ok(self.reg().leases(now)?)
     }
 
     /// Entries for `ls`.

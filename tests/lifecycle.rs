@@ -432,7 +432,102 @@ fn a_file_still_being_written_is_kept_until_it_goes_quiet() {
     let plan = b.cli(&["plan", "--json"]).ok().json();
     assert_eq!(paths_of(&plan), vec!["media:rec/crashed.mp4.part"]);
     let x = b.cli(&["explain", "media:rec/live.mp4.part"]).ok().stdout;
-    assert!(x.contains("in use: still being written (modified 5s ago, within quiet_period 1h)"), "{x}");
+    assert!(
+        x.contains("in use: still being written (modified 5s ago, within quiet_period 1h)"),
+        "{x}"
+    );
     b.cli(&["gc"]).ok();
     assert!(writing.exists() && !orphan.exists());
+}
+
+#[test]
+fn leases_protect_paths_and_globs_until_released_or_expired() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let seg = b.file("hls/s1/a.ts", 10, 10 * MIN);
+    let id = b
+        .cli(&[
+            "lease",
+            "media:hls/s1/a.ts",
+            "--ttl",
+            "1h",
+            "--holder",
+            "thumbnailer",
+        ])
+        .ok()
+        .stdout;
+    let id = id.trim().to_string();
+    assert!(id.parse::<i64>().is_ok(), "lease prints its id: {id:?}");
+    // A glob lease (absolute form) covers files that appear after it was taken.
+    let glob = format!("{}/hls/s2/**", b.media.display());
+    let gid = b
+        .cli(&["lease", &glob, "--ttl", "1h", "--holder", "packager"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let later = b.file("hls/s2/later.ts", 10, 10 * MIN);
+
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(
+        (gc["refused"].as_u64(), gc["deleted_files"].as_u64()),
+        (Some(2), Some(0)),
+        "{gc}"
+    );
+    let details: Vec<&str> = gc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"]["detail"].as_str().unwrap())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with(&format!("in use: lease {id} by thumbnailer until"))),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with(&format!("in use: lease {gid} by packager"))),
+        "{details:?}"
+    );
+    let x = b.cli(&["explain", "media:hls/s2/later.ts"]).ok().stdout;
+    assert!(
+        x.contains(&format!("IN USE (lease {gid} by packager")),
+        "{x}"
+    );
+    assert_eq!(
+        b.cli(&["leases", "--json"])
+            .ok()
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    b.cli(&["release", &id]).ok();
+    assert_eq!(
+        b.cli(&["release", &id]).code,
+        65,
+        "a second release is refused"
+    );
+    assert_eq!(b.cli(&["gc", "--json"]).ok().json()["deleted_files"], 1);
+    assert!(!seg.exists() && later.exists());
+
+    // A lease runs out by itself: a crashed holder cannot pin files forever.
+    b.cli(&["release", &gid]).ok();
+    b.cli(&["lease", "media:hls/s2/later.ts", "--ttl", "1s"])
+        .ok();
+    assert_eq!(b.cli(&["gc", "--json"]).ok().json()["refused"], 1);
+    wait_for("the 1s lease to expire", Duration::from_secs(15), || {
+        b.cli(&["gc", "--json"]).ok().json()["deleted_files"] == 1
+    });
+    assert!(!later.exists());
+    assert!(
+        b.cli(&["lease", "media:x", "--ttl", "0s"])
+            .stderr
+            .contains("must be above 0s")
+    );
+    assert_eq!(b.cli(&["lease", "/etc/*", "--ttl", "1m"]).code, 65);
 }

@@ -11,6 +11,10 @@
 //! | POST   | /v1/retain     | `{"paths": ["/abs/path"]}`            | `[MarkResult]`     |
 //! | POST   | /v1/unretain   | `{"paths": ["media:rec/a.mp4"]}`      | `[MarkResult]`     |
 //! | POST   | /v1/tag        | `{"paths": [..], "add": ["event=x"], "remove": []}` | `[MarkResult]` |
+//! | POST   | /v1/lease      | `{"path": "media:hls/s1/**", "ttl": "60s", "holder": "thumbnailer"}` | `Lease` |
+//! | POST   | /v1/renew      | `{"id": 7, "ttl": "60s"}`             | `Lease`           |
+//! | POST   | /v1/release    | `{"id": 7}`                           | `{"released": 7}` |
+//! | GET    | /v1/leases     |                                       | `[Lease]`         |
 //! | POST   | /v1/scan       |                                       | `[ScanStats]`     |
 //! | POST   | /v1/reload     |                                       | `{"reclassified": N}` |
 //!
@@ -96,6 +100,39 @@ pub fn trigger_of(t: &Option<String>) -> String {
         }
         _ => "api".into(),
     }
+}
+
+/// Body of `/v1/lease`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// A path or glob: absolute inside a store root, or STORE:KEY.
+    pub path: String,
+    /// How long, e.g. "60s".
+    pub ttl: crate::units::Dur,
+    /// Who holds it.
+    #[serde(default = "default_holder")]
+    pub holder: String,
+}
+
+fn default_holder() -> String {
+    "api".into()
+}
+
+/// Body of `/v1/renew` and `/v1/release`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseIdRequest {
+    /// The lease.
+    pub id: i64,
+    /// New duration from now (renew only).
+    #[serde(default)]
+    pub ttl: Option<crate::units::Dur>,
+}
+
+/// Answer of `/v1/release`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Released {
+    /// The lease that ended.
+    pub released: i64,
 }
 
 /// Answer of `/v1/reload`.

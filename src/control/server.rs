@@ -28,6 +28,8 @@ pub struct Ctl {
     pub engine: Arc<Engine>,
     /// Reloads go through the daemon loop (it owns the watchers).
     pub reload: mpsc::Sender<ReloadReply>,
+    /// Wakes the daemon loop for a pass soon (a released lease may free files).
+    pub pass_soon: std::sync::Arc<tokio::sync::Notify>,
 }
 
 struct ApiError(StatusCode, ErrorBody);
@@ -151,6 +153,44 @@ async fn tag(
     .await
 }
 
+async fn lease(
+    State(c): State<Ctl>,
+    Json(r): Json<LeaseRequest>,
+) -> ApiResult<crate::registry::Lease> {
+    blocking(&c, move |e| e.lease(&r.path, r.ttl, &r.holder)).await
+}
+
+async fn renew(
+    State(c): State<Ctl>,
+    Json(r): Json<LeaseIdRequest>,
+) -> ApiResult<crate::registry::Lease> {
+    let Some(ttl) = r.ttl else {
+        return Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorBody {
+                error: "renew needs a ttl".into(),
+                exit: crate::exit::USAGE,
+            },
+        ));
+    };
+    blocking(&c, move |e| e.renew(r.id, ttl)).await
+}
+
+async fn release(State(c): State<Ctl>, Json(r): Json<LeaseIdRequest>) -> ApiResult<Released> {
+    let res = blocking(&c, move |e| {
+        e.release(r.id).map(|()| Released { released: r.id })
+    })
+    .await;
+    if res.is_ok() {
+        c.pass_soon.notify_one();
+    }
+    res
+}
+
+async fn leases(State(c): State<Ctl>) -> ApiResult<Vec<crate::registry::Lease>> {
+    blocking(&c, |e| e.leases()).await
+}
+
 async fn scan(State(c): State<Ctl>) -> ApiResult<Vec<crate::scan::ScanStats>> {
     blocking(&c, |e| e.scan_all()).await
 }
@@ -190,6 +230,10 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/v1/retain", post(retain))
         .route("/v1/unretain", post(unretain))
         .route("/v1/tag", post(tag))
+        .route("/v1/lease", post(lease))
+        .route("/v1/renew", post(renew))
+        .route("/v1/release", post(release))
+        .route("/v1/leases", get(leases))
         .route("/v1/scan", post(scan))
         .route("/v1/reload", post(reload))
         .with_state(ctl)

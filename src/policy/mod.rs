@@ -418,11 +418,26 @@ mod tests {
         c.quiet_period = "30s".parse().unwrap();
         let e = entry("t.part", 1, 100 * S);
         let mut p = ClassPlanner::new(&c, 100 * S + 29 * S);
-        let Verdict::Keep { eligible_at, reason } = p.decide(&e) else { panic!("written 29s ago") };
+        let Verdict::Keep {
+            eligible_at,
+            reason,
+        } = p.decide(&e)
+        else {
+            panic!("written 29s ago")
+        };
         assert_eq!(eligible_at, Some(130 * S));
-        assert!(reason.starts_with("in use: still being written"), "{reason}");
+        assert!(
+            reason.starts_with("in use: still being written"),
+            "{reason}"
+        );
         let mut p = ClassPlanner::new(&c, 130 * S);
-        assert!(matches!(p.decide(&e), Verdict::Delete { rule: Rule::Ttl, .. }));
+        assert!(matches!(
+            p.decide(&e),
+            Verdict::Delete {
+                rule: Rule::Ttl,
+                ..
+            }
+        ));
     }
 
     #[test]

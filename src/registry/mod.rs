@@ -117,6 +117,25 @@ pub struct AuditRecord {
     pub bytes: Option<u64>,
 }
 
+/// A lease: a holder uses `pattern` (a path, or a glob) of `store` until `expires`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Lease {
+    /// Its id.
+    pub id: i64,
+    /// Store name.
+    pub store: String,
+    /// A path relative to the store root, or a glob.
+    pub pattern: String,
+    /// Whether `pattern` is a glob.
+    pub glob: bool,
+    /// Who holds it.
+    pub holder: String,
+    /// Since.
+    pub created: Nanos,
+    /// Until.
+    pub expires: Nanos,
+}
+
 /// Per-class totals.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ClassTotals {
@@ -653,6 +672,69 @@ impl Registry {
                 reason: r.get(7)?,
                 trigger: r.get(8)?,
                 bytes: r.get::<_, Option<i64>>(9)?.map(|b| b as u64),
+            })
+        })
+        .map_err(self.err())?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(self.err())
+    }
+
+    /// Records a new lease; returns it with its id.
+    pub fn add_lease(&mut self, mut lease: Lease) -> Result<Lease> {
+        self.conn
+            .execute(
+                "INSERT INTO leases(store, pattern, glob, holder, created, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![lease.store, lease.pattern.as_bytes(), lease.glob, lease.holder, lease.created, lease.expires],
+            )
+            .map_err(self.err())?;
+        lease.id = self.conn.last_insert_rowid();
+        Ok(lease)
+    }
+
+    /// Moves an unexpired lease's expiry; `None` when there is no such lease (any more).
+    pub fn renew_lease(&mut self, id: i64, expires: Nanos, now: Nanos) -> Result<Option<Lease>> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE leases SET expires = ?2 WHERE id = ?1 AND expires > ?3",
+                params![id, expires, now],
+            )
+            .map_err(self.err())?;
+        if n == 0 {
+            return Ok(None);
+        }
+        Ok(self.leases(now)?.into_iter().find(|l| l.id == id))
+    }
+
+    /// Ends a lease; whether it existed.
+    pub fn release_lease(&mut self, id: i64) -> Result<bool> {
+        let n = self
+            .conn
+            .execute("DELETE FROM leases WHERE id = ?1", [id])
+            .map_err(self.err())?;
+        Ok(n > 0)
+    }
+
+    /// Unexpired leases, oldest first; expired ones are dropped on the way.
+    pub fn leases(&mut self, now: Nanos) -> Result<Vec<Lease>> {
+        self.conn
+            .execute("DELETE FROM leases WHERE expires <= ?1", [now])
+            .map_err(self.err())?;
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, store, pattern, glob, holder, created, expires FROM leases ORDER BY id",
+            )
+            .map_err(self.err())?;
+        st.query_map([], |r| {
+            Ok(Lease {
+                id: r.get(0)?,
+                store: r.get(1)?,
+                pattern: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(2)?).into_owned(),
+                glob: r.get(3)?,
+                holder: r.get(4)?,
+                created: r.get(5)?,
+                expires: r.get(6)?,
             })
         })
         .map_err(self.err())?

@@ -52,4 +52,17 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_path ON audit(store, path);
     CREATE INDEX audit_at ON audit(at);
     "#,
+    // 2: leases — "I am using this" from any process, persisted, expiring on their own.
+    r#"
+    CREATE TABLE leases (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a stale id stays stale
+        store   TEXT NOT NULL,
+        pattern BLOB NOT NULL,                      -- a relative path, or a glob
+        glob    INTEGER NOT NULL,
+        holder  TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        expires INTEGER NOT NULL
+    );
+    CREATE INDEX leases_expires ON leases(expires);
+    "#,
 ];
