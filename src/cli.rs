@@ -122,6 +122,9 @@ pub enum Cmd {
         /// Only files with this tag.
         #[arg(long)]
         tag: Option<String>,
+        /// Only files in use now (leases, open files, locks, still being written), with why.
+        #[arg(long)]
+        in_use: bool,
         /// At most this many.
         #[arg(long)]
         limit: Option<u64>,
@@ -411,6 +414,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
             class,
             retained,
             tag,
+            in_use,
             limit,
             json,
         } => {
@@ -418,16 +422,20 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                 class: class.clone(),
                 retained,
                 tag: tag.clone(),
+                in_use,
                 limit,
             };
             let es: Vec<Entry> = b
                 .ask(Method::POST, "/v1/ls", Some(&req), move |e| {
-                    e.ls(&Filter {
-                        class,
-                        retained,
-                        tag,
-                        limit,
-                    })
+                    e.ls(
+                        &Filter {
+                            class,
+                            retained,
+                            tag,
+                            limit,
+                        },
+                        in_use,
+                    )
                 })
                 .await?;
             show(json, &es, || render_ls(&es))
@@ -725,6 +733,9 @@ fn render_ls(es: &[Entry]) -> String {
             if e.retained { "yes" } else { "" },
             e.tags.join(" ")
         );
+        if !e.in_use.is_empty() {
+            let _ = writeln!(o, "    in use: {}", e.in_use.join("; "));
+        }
     }
     o
 }

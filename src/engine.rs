@@ -280,6 +280,45 @@ impl LeaseSet {
     }
 }
 
+/// Every in-use signal at one instant: leases, open files and locks, and (from the file's
+/// mtime) a class's quiet period.
+struct Signals {
+    leases: LeaseSet,
+    users: crate::inuse::Snapshot,
+    now: Nanos,
+}
+
+impl Signals {
+    /// Why `path` of `store` is in use now, in words (empty: it is not).
+    fn reasons(&self, rt: &Runtime, store: &str, root: &Path, path: &Path) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let mut why = self.leases.holders(store, path);
+        if let Ok(md) = std::fs::symlink_metadata(root.join(path)) {
+            why.extend(
+                self.users
+                    .users(md.dev(), md.ino())
+                    .iter()
+                    .map(|u| u.to_string()),
+            );
+            let quiet = rt
+                .classifier
+                .classify(store, path)
+                .and_then(|c| rt.config.class(c))
+                .map(|c| c.quiet_period);
+            let since = self
+                .now
+                .saturating_sub(md.mtime() * 1_000_000_000 + md.mtime_nsec());
+            if let Some(q) = quiet.filter(|q| since < q.as_nanos_i64()) {
+                why.push(format!(
+                    "still being written (modified {} ago, within quiet_period {q})",
+                    fmt_span(since)
+                ));
+            }
+        }
+        why
+    }
+}
+
 /// Longest lease a single call grants (a holder renews for longer).
 const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
 
@@ -761,20 +800,16 @@ impl Engine {
             }
             _ => None,
         };
-        let mut in_use = self.lease_set()?.holders(&store, &path);
-        if let (Ok(md), Some(_)) = (
-            std::fs::symlink_metadata(local.root().join(&path)),
-            &on_disk,
-        ) {
-            use std::os::unix::fs::MetadataExt;
-            let users = crate::inuse::Snapshot::take();
-            in_use.extend(
-                users
-                    .users(md.dev(), md.ino())
-                    .iter()
-                    .map(|u| u.to_string()),
-            );
-        }
+        let in_use = if on_disk.is_some() {
+            let signals = Signals {
+                leases: self.lease_set()?,
+                users: crate::inuse::Snapshot::take(),
+                now,
+            };
+            signals.reasons(&rt, &store, local.root(), &path)
+        } else {
+            Vec::new()
+        };
         let mut summary = summarize(
             &store,
             &entry,
@@ -877,9 +912,31 @@ impl Engine {
         Ok(self.reg().leases(now)?)
     }
 
-    /// Entries for `ls`.
-    pub fn ls(&self, filter: &Filter) -> Result<Vec<Entry>> {
-        Ok(self.reg().list(filter)?)
+    /// Entries for `ls`; with `in_use`, only those in use now, each with its reasons.
+    pub fn ls(&self, filter: &Filter, in_use: bool) -> Result<Vec<Entry>> {
+        // With --in-use the limit applies to what is in use, not to what is looked at.
+        let unlimited = Filter {
+            limit: None,
+            ..filter.clone()
+        };
+        let mut entries = self.reg().list(if in_use { &unlimited } else { filter })?;
+        if in_use {
+            let rt = self.runtime();
+            let signals = Signals {
+                leases: self.lease_set()?,
+                users: crate::inuse::Snapshot::take(),
+                now: self.now(),
+            };
+            entries.retain_mut(|e| {
+                let Some(local) = rt.store(&e.store) else {
+                    return false;
+                };
+                e.in_use = signals.reasons(&rt, &e.store, local.root(), &e.path);
+                !e.in_use.is_empty()
+            });
+            entries.truncate(filter.limit.map_or(usize::MAX, |l| l as usize));
+        }
+        Ok(entries)
     }
 
     /// Pins, unpins or tags each path; every argument gets its own result.

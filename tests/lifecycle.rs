@@ -399,6 +399,27 @@ fn files_open_or_locked_by_another_process_are_refused_until_released() {
         x.contains(&format!("IN USE (open by pid {} (sleep))", reader.id())),
         "{x}"
     );
+    let ls = b.cli(&["ls", "--in-use", "--json"]).ok().json();
+    let mut listed: Vec<(String, String)> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().to_string(),
+                e["in_use"][0].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed.len(), 2, "{ls}");
+    assert_eq!(listed[0].0, "tmp/flocked.bin");
+    assert!(
+        listed[1]
+            .1
+            .starts_with(&format!("open by pid {}", reader.id())),
+        "{listed:?}"
+    );
 
     let gc = b.cli(&["gc", "--json"]).ok().json();
     assert_eq!(gc["deleted_files"], 1, "{gc}");
@@ -504,6 +525,12 @@ fn leases_protect_paths_and_globs_until_released_or_expired() {
             .unwrap()
             .len(),
         2
+    );
+    let ls = b.cli(&["ls", "--in-use"]).ok().stdout;
+    assert!(
+        ls.contains("media:hls/s1/a.ts")
+            && ls.contains(&format!("in use: lease {id} by thumbnailer")),
+        "{ls}"
     );
 
     b.cli(&["release", &id]).ok();

@@ -37,6 +37,9 @@ pub struct LsRequest {
     /// Only entries with this tag.
     #[serde(default)]
     pub tag: Option<String>,
+    /// Only entries in use now, with their reasons.
+    #[serde(default)]
+    pub in_use: bool,
     /// At most this many.
     #[serde(default)]
     pub limit: Option<u64>,

@@ -99,12 +99,15 @@ async fn ls(
     Json(r): Json<LsRequest>,
 ) -> ApiResult<Vec<crate::registry::Entry>> {
     blocking(&c, move |e| {
-        e.ls(&Filter {
-            class: r.class,
-            retained: r.retained,
-            tag: r.tag,
-            limit: r.limit,
-        })
+        e.ls(
+            &Filter {
+                class: r.class,
+                retained: r.retained,
+                tag: r.tag,
+                limit: r.limit,
+            },
+            r.in_use,
+        )
     })
     .await
 }

@@ -334,6 +334,7 @@ mod tests {
             class: Some("c".into()),
             retained: false,
             tags: vec![],
+            in_use: vec![],
         }
     }
 

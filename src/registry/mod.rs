@@ -80,6 +80,9 @@ pub struct Entry {
     pub retained: bool,
     /// Free labels.
     pub tags: Vec<String>,
+    /// Why it is in use right now (filled by `ls --in-use`; never stored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_use: Vec<String>,
 }
 
 impl Entry {
@@ -206,6 +209,7 @@ fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         retained: r.get::<_, i64>(7)? != 0,
         ino: r.get::<_, i64>(8)? as u64,
         tags: Vec::new(),
+        in_use: Vec::new(),
     })
 }
 
