@@ -5,7 +5,7 @@
 //! `O_NOFOLLOW` walk where openat2 is unavailable), so a symlink — planted before or during a
 //! pass — can never lead a deletion outside the root, and a symlink itself is never followed.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
@@ -13,6 +13,67 @@ use rustix::io::Errno;
 
 use super::{Outcome, StoreError, is_confined};
 use crate::registry::FileMeta;
+
+/// Asks the kernel whether anyone else has the file open, atomically: an exclusive (write)
+/// lease — `fcntl(F_SETLEASE, F_WRLCK)` — is granted only while no other descriptor for
+/// the file is open anywhere, and an `open()` racing with us blocks until we let go. This
+/// closes the window a `/proc` snapshot leaves between its reading and the unlink.
+///
+/// `Ok(Some(fd))`: nobody else has it open; keep `fd` until after the unlink.
+/// `Ok(None)`: this filesystem has no leases (NFS, FUSE…); the snapshot alone decides.
+fn exclusive(
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    before: &rustix::fs::Stat,
+) -> Result<Option<OwnedFd>, Outcome> {
+    ignore_sigio();
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Err(Outcome::Vanished),
+        // Someone else holds a lease on it (and is using it): busy.
+        Err(Errno::WOULDBLOCK) => {
+            return Err(Outcome::Refused(
+                "in use: another process holds a lease on it".into(),
+            ));
+        }
+        Err(e) => {
+            return Err(Outcome::Failed(format!(
+                "cannot open to check for users: {e}"
+            )));
+        }
+    };
+    match rustix::fs::fstat(&fd) {
+        Ok(st) if st.st_ino == before.st_ino && st.st_dev == before.st_dev => {}
+        _ => {
+            return Err(Outcome::Refused(
+                "changed while being checked; it is re-evaluated on the next pass".into(),
+            ));
+        }
+    }
+    // SAFETY: F_SETLEASE takes an int argument; `fd` is a valid open descriptor.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
+    if r == 0 {
+        return Ok(Some(fd));
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EBUSY) => Err(Outcome::Refused(
+            "in use: open by another process (the kernel refused exclusive access)".into(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// A lease break is announced with SIGIO, whose default action ends the process; a lease
+/// is only held for the microseconds around an unlink, so the notice is not needed.
+fn ignore_sigio() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: installs SIG_IGN for SIGIO, process-wide; no handler code runs.
+    ONCE.call_once(|| unsafe {
+        libc::signal(libc::SIGIO, libc::SIG_IGN);
+    });
+}
 
 /// A local directory store.
 #[derive(Debug)]
@@ -205,6 +266,11 @@ impl Deleter<'_> {
         if let Some(why) = in_use(before.st_dev, before.st_ino) {
             return Outcome::Refused(format!("in use: {why}"));
         }
+        // Held until after the unlink: while we hold it, any open() of the file waits.
+        let _lease = match exclusive(dir, name, &before) {
+            Ok(lease) => lease,
+            Err(refusal) => return refusal,
+        };
         if let Err(e) = rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
             return match e {
                 Errno::NOENT => Outcome::Vanished,
