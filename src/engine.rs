@@ -179,6 +179,10 @@ pub struct GcReport {
     pub millis: u64,
     /// When the next kept file becomes due by a time rule.
     pub next_due: Option<Nanos>,
+    /// Open-file/lock snapshots taken during the pass.
+    pub snapshots: u64,
+    /// The slowest of them, in microseconds.
+    pub snapshot_max_us: u64,
     /// Per file (empty in summaries).
     pub results: Vec<FileResult>,
 }
@@ -637,13 +641,21 @@ impl Engine {
                     // waits for the gate): a pin set since the plan wins.
                     let _gate = self.pin_gate.lock().expect("pin gate");
                     let pinned = self.reg().pinned_paths(store.name())?;
-                    // Open files and locks, as of at most SNAPSHOT_MAX_AGE ago; each unlink
-                    // asks it about its own file (device, inode as stat'ed just before).
-                    if users.as_ref().is_none_or(|u| u.age() > SNAPSHOT_MAX_AGE) {
-                        users = Some(crate::inuse::Snapshot::take());
-                    }
-                    let snapshot = users.as_ref().expect("just taken");
-                    let in_use = |dev: u64, ino: u64| snapshot.reason(dev, ino);
+                    // Names the users of a file the kernel says is busy (or decides, where
+                    // there are no leases): a /proc snapshot, taken only when needed and
+                    // reused while younger than SNAPSHOT_MAX_AGE.
+                    let mut in_use = |dev: u64, ino: u64| {
+                        if users
+                            .as_ref()
+                            .is_none_or(|u: &crate::inuse::Snapshot| u.age() > SNAPSHOT_MAX_AGE)
+                        {
+                            let snap = crate::inuse::Snapshot::take();
+                            report.snapshots += 1;
+                            report.snapshot_max_us = report.snapshot_max_us.max(snap.micros);
+                            users = Some(snap);
+                        }
+                        users.as_ref().and_then(|u| u.reason(dev, ino))
+                    };
                     let leases = self.lease_set()?;
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
@@ -667,7 +679,7 @@ impl Engine {
                                 mtime: a.entry.mtime,
                                 ino: a.entry.ino,
                             };
-                            del.delete(&a.entry.path, expect, &in_use)
+                            del.delete(&a.entry.path, expect, &mut in_use)
                         };
                         log_outcome(a, &outcome, trigger);
                         match &outcome {

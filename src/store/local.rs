@@ -14,30 +14,32 @@ use rustix::io::Errno;
 use super::{Outcome, StoreError, is_confined};
 use crate::registry::FileMeta;
 
+/// What the kernel says about other users of a file.
+enum Exclusive {
+    /// Nobody else has it open; keep the descriptor (and its lease) until after the unlink.
+    Granted(#[allow(dead_code)] OwnedFd),
+    /// Another process has it open (or holds a lease on it).
+    Busy,
+    /// This filesystem has no leases (NFS, FUSE…): only a `/proc` snapshot can tell.
+    Unsupported,
+}
+
 /// Asks the kernel whether anyone else has the file open, atomically: an exclusive (write)
 /// lease — `fcntl(F_SETLEASE, F_WRLCK)` — is granted only while no other descriptor for
-/// the file is open anywhere, and an `open()` racing with us blocks until we let go. This
-/// closes the window a `/proc` snapshot leaves between its reading and the unlink.
-///
-/// `Ok(Some(fd))`: nobody else has it open; keep `fd` until after the unlink.
-/// `Ok(None)`: this filesystem has no leases (NFS, FUSE…); the snapshot alone decides.
+/// the file is open anywhere (and a lock needs an open descriptor), and an `open()` racing
+/// with us blocks until we let go. No `/proc` walk, and no window before the unlink.
 fn exclusive(
     dir: BorrowedFd<'_>,
     name: &std::ffi::OsStr,
     before: &rustix::fs::Stat,
-) -> Result<Option<OwnedFd>, Outcome> {
+) -> Result<Exclusive, Outcome> {
     ignore_sigio();
     let flags =
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let fd = match rustix::fs::openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::NOENT) => return Err(Outcome::Vanished),
-        // Someone else holds a lease on it (and is using it): busy.
-        Err(Errno::WOULDBLOCK) => {
-            return Err(Outcome::Refused(
-                "in use: another process holds a lease on it".into(),
-            ));
-        }
+        Err(Errno::WOULDBLOCK) => return Ok(Exclusive::Busy), // another lease holder
         Err(e) => {
             return Err(Outcome::Failed(format!(
                 "cannot open to check for users: {e}"
@@ -55,13 +57,11 @@ fn exclusive(
     // SAFETY: F_SETLEASE takes an int argument; `fd` is a valid open descriptor.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
     if r == 0 {
-        return Ok(Some(fd));
+        return Ok(Exclusive::Granted(fd));
     }
     match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EBUSY) => Err(Outcome::Refused(
-            "in use: open by another process (the kernel refused exclusive access)".into(),
-        )),
-        _ => Ok(None),
+        Some(libc::EAGAIN) | Some(libc::EBUSY) => Ok(Exclusive::Busy),
+        _ => Ok(Exclusive::Unsupported),
     }
 }
 
@@ -215,14 +215,15 @@ pub struct Deleter<'a> {
 }
 
 impl Deleter<'_> {
-    /// Unlinks `rel` if it is still the regular file that was planned and `in_use` (asked
-    /// with its device and inode right before the unlink) finds no user, then observes it
-    /// gone.
+    /// Unlinks `rel` if it is still the regular file that was planned and nobody else has
+    /// it open, then observes it gone. The kernel decides who has it open (see
+    /// [`exclusive`]); `users` names them (by device and inode) for the refusal, and decides
+    /// alone on filesystems without leases.
     pub fn delete(
         &mut self,
         rel: &Path,
         expect: Expect,
-        in_use: &dyn Fn(u64, u64) -> Option<String>,
+        users: &mut dyn FnMut(u64, u64) -> Option<String>,
     ) -> Outcome {
         if !is_confined(rel) {
             return Outcome::Refused(format!(
@@ -263,12 +264,19 @@ impl Deleter<'_> {
                 crate::units::fmt_time(stat_mtime(&before))
             ));
         }
-        if let Some(why) = in_use(before.st_dev, before.st_ino) {
-            return Outcome::Refused(format!("in use: {why}"));
-        }
         // Held until after the unlink: while we hold it, any open() of the file waits.
         let _lease = match exclusive(dir, name, &before) {
-            Ok(lease) => lease,
+            Ok(Exclusive::Granted(fd)) => Some(fd),
+            Ok(Exclusive::Busy) => {
+                let who = users(before.st_dev, before.st_ino).unwrap_or_else(|| {
+                    "open by another process (the kernel refused exclusive access)".into()
+                });
+                return Outcome::Refused(format!("in use: {who}"));
+            }
+            Ok(Exclusive::Unsupported) => match users(before.st_dev, before.st_ino) {
+                Some(who) => return Outcome::Refused(format!("in use: {who}")),
+                None => None,
+            },
             Err(refusal) => return refusal,
         };
         if let Err(e) = rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
@@ -383,15 +391,15 @@ mod tests {
         let mut d = store.deleter();
         let ex = expect_of(&victim);
         assert!(matches!(
-            d.delete(Path::new("link/victim.mp4"), ex, &|_, _| None),
+            d.delete(Path::new("link/victim.mp4"), ex, &mut |_, _| None),
             Outcome::Refused(_)
         ));
         assert!(matches!(
-            d.delete(Path::new("a/file-link.mp4"), ex, &|_, _| None),
+            d.delete(Path::new("a/file-link.mp4"), ex, &mut |_, _| None),
             Outcome::Refused(_)
         ));
         assert!(matches!(
-            d.delete(Path::new("../victim.mp4"), ex, &|_, _| None),
+            d.delete(Path::new("../victim.mp4"), ex, &mut |_, _| None),
             Outcome::Refused(_)
         ));
         let seg = expect_of(&root.path().join("a/b/x.ts"));
@@ -400,15 +408,15 @@ mod tests {
             ..seg
         };
         assert!(matches!(
-            d.delete(Path::new("a/b/x.ts"), stale, &|_, _| None),
+            d.delete(Path::new("a/b/x.ts"), stale, &mut |_, _| None),
             Outcome::Refused(_)
         ));
         assert_eq!(
-            d.delete(Path::new("a/b/x.ts"), seg, &|_, _| None),
+            d.delete(Path::new("a/b/x.ts"), seg, &mut |_, _| None),
             Outcome::Deleted
         );
         assert_eq!(
-            d.delete(Path::new("a/b/x.ts"), seg, &|_, _| None),
+            d.delete(Path::new("a/b/x.ts"), seg, &mut |_, _| None),
             Outcome::Vanished
         );
         let removed = d.finish();
@@ -441,7 +449,7 @@ mod tests {
         let store = LocalStore::open("m", root.path()).unwrap();
         let out = store
             .deleter()
-            .delete(Path::new("seg.ts"), ex, &|_, _| None);
+            .delete(Path::new("seg.ts"), ex, &mut |_, _| None);
         assert!(
             matches!(out, Outcome::Refused(ref why) if why.contains("changed since it was planned")),
             "{out:?}"
