@@ -145,6 +145,9 @@ pub struct Class {
     pub age_from: AgeFrom,
     /// A file modified more recently than this is still being written: in use.
     pub quiet_period: Dur,
+    /// Segments listed by a live media playlist of the store are in use (default: on for
+    /// `segment` classes).
+    pub protect_playlist_refs: bool,
 }
 
 /// The lifecycle of a class.
@@ -523,6 +526,9 @@ impl Validator<'_> {
                 max_total: c.max_total,
                 age_from: c.age_from,
                 quiet_period: c.quiet_period,
+                protect_playlist_refs: c
+                    .protect_playlist_refs
+                    .unwrap_or(c.lifecycle == Lifecycle::Segment),
             });
         }
 
@@ -674,6 +680,7 @@ mod raw {
         pub age_from: AgeFrom,
         #[serde(default = "d_quiet")]
         pub quiet_period: Dur,
+        pub protect_playlist_refs: Option<bool>,
     }
 
     fn empty() -> Spanned<Vec<String>> {

@@ -3,6 +3,7 @@
 //! control socket; without a daemon the CLI calls them directly (holding the state lock),
 //! so both paths print the same thing.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -323,6 +324,44 @@ impl Signals {
     }
 }
 
+/// Segments live playlists referenced, each kept in use until its grace runs out.
+#[derive(Default)]
+struct PlaylistMemory {
+    /// (store, segment) → (playlist, last seen listed, in use until).
+    refs: HashMap<(String, PathBuf), (PathBuf, Nanos, Nanos)>,
+    /// store → directories of unreadable playlists, with why.
+    broken: HashMap<String, Vec<(PathBuf, String)>>,
+    /// store → when its playlists were last read.
+    read_at: HashMap<String, Nanos>,
+}
+
+/// Playlists are re-read when older than this (muxers rewrite them every target duration).
+const PLAYLIST_REFRESH: Nanos = 1_000_000_000;
+
+impl PlaylistMemory {
+    /// Why `path` of `store` is in use by a playlist, if it is.
+    fn reason(&self, store: &str, path: &Path, now: Nanos) -> Option<String> {
+        if let Some((pl, seen, until)) = self.refs.get(&(store.to_string(), path.to_path_buf())) {
+            if Some(seen) == self.read_at.get(store) {
+                return Some(format!("referenced by playlist {}", pl.display()));
+            }
+            if *until > now {
+                return Some(format!(
+                    "left playlist {} at {}; kept until {}",
+                    pl.display(),
+                    fmt_time(*seen),
+                    fmt_time(*until)
+                ));
+            }
+        }
+        self.broken
+            .get(store)?
+            .iter()
+            .find(|(dir, _)| path.starts_with(dir))
+            .map(|(_, why)| format!("in the directory of an unreadable playlist ({why})"))
+    }
+}
+
 /// Longest lease a single call grants (a holder renews for longer).
 const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
 
@@ -438,6 +477,8 @@ pub struct Engine {
     activity: Mutex<Activity>,
     /// Held while pins are re-checked and a chunk is deleted, and while a pin is written.
     pin_gate: Mutex<()>,
+    /// What live playlists referenced, remembered for their grace period.
+    playlists: Mutex<PlaylistMemory>,
     /// Directories that may be empty: (store, dir), tried at the end of each pass.
     prune_candidates: Mutex<std::collections::BTreeSet<(String, PathBuf)>>,
 }
@@ -467,6 +508,7 @@ impl Engine {
             clock,
             activity: Mutex::new(activity),
             pin_gate: Mutex::new(()),
+            playlists: Mutex::new(PlaylistMemory::default()),
             prune_candidates: Mutex::new(Default::default()),
         })
     }
@@ -657,6 +699,7 @@ impl Engine {
                         users.as_ref().and_then(|u| u.reason(dev, ino))
                     };
                     let leases = self.lease_set()?;
+                    self.refresh_playlists(rt, false)?;
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for a in chunk {
@@ -668,6 +711,10 @@ impl Engine {
                             Outcome::Refused("retained (pinned after the plan was made)".into())
                         } else if !leased.is_empty() {
                             Outcome::Refused(format!("in use: {}", leased.join(", ")))
+                        } else if let Some(why) =
+                            self.playlist_reason(rt, store.name(), &a.entry.path)
+                        {
+                            Outcome::Refused(format!("in use: {why}"))
                         } else if class_now != Some(a.class_name.as_str()) {
                             Outcome::Refused(format!(
                                 "its class is now {}; it is re-evaluated on the next pass",
@@ -813,12 +860,15 @@ impl Engine {
             _ => None,
         };
         let in_use = if on_disk.is_some() {
+            self.refresh_playlists(&rt, false)?;
             let signals = Signals {
                 leases: self.lease_set()?,
                 users: crate::inuse::Snapshot::take(),
                 now,
             };
-            signals.reasons(&rt, &store, local.root(), &path)
+            let mut why = signals.reasons(&rt, &store, local.root(), &path);
+            why.extend(self.playlist_reason(&rt, &store, &path));
+            why
         } else {
             Vec::new()
         };
@@ -848,6 +898,60 @@ impl Engine {
             in_use,
             summary,
         })
+    }
+
+    /// Re-reads the media playlists of stores whose classes protect playlist references,
+    /// if the last reading is older than a second (or `force`).
+    fn refresh_playlists(&self, rt: &Runtime, force: bool) -> Result<()> {
+        let now = self.now();
+        for store in &rt.stores {
+            let protects = rt
+                .config
+                .classes
+                .iter()
+                .any(|c| c.store == store.name() && c.protect_playlist_refs);
+            if !protects {
+                continue;
+            }
+            let fresh = self
+                .playlists
+                .lock()
+                .expect("playlists")
+                .read_at
+                .get(store.name())
+                .is_some_and(|t| now - t < PLAYLIST_REFRESH);
+            if fresh && !force {
+                continue;
+            }
+            let lists = self.reg().paths_ending(store.name(), ".m3u8")?;
+            let refs = crate::inuse::playlist::read(store, &lists);
+            let mut mem = self.playlists.lock().expect("playlists");
+            for (seg, (pl, grace)) in refs.segments {
+                mem.refs.insert(
+                    (store.name().to_string(), seg),
+                    (pl, now, now.saturating_add(grace)),
+                );
+            }
+            mem.refs.retain(|_, (_, _, until)| *until > now);
+            mem.broken.insert(store.name().to_string(), refs.broken);
+            mem.read_at.insert(store.name().to_string(), now);
+        }
+        Ok(())
+    }
+
+    /// Why a playlist keeps `path` of `store` in use (for classes that protect references).
+    fn playlist_reason(&self, rt: &Runtime, store: &str, path: &Path) -> Option<String> {
+        let class = rt
+            .classifier
+            .classify(store, path)
+            .and_then(|c| rt.config.class(c))?;
+        if !class.protect_playlist_refs {
+            return None;
+        }
+        self.playlists
+            .lock()
+            .expect("playlists")
+            .reason(store, path, self.now())
     }
 
     /// The active leases, compiled.
@@ -934,6 +1038,7 @@ impl Engine {
         let mut entries = self.reg().list(if in_use { &unlimited } else { filter })?;
         if in_use {
             let rt = self.runtime();
+            self.refresh_playlists(&rt, false)?;
             let signals = Signals {
                 leases: self.lease_set()?,
                 users: crate::inuse::Snapshot::take(),
@@ -944,6 +1049,8 @@ impl Engine {
                     return false;
                 };
                 e.in_use = signals.reasons(&rt, &e.store, local.root(), &e.path);
+                e.in_use
+                    .extend(self.playlist_reason(&rt, &e.store, &e.path));
                 !e.in_use.is_empty()
             });
             entries.truncate(filter.limit.map_or(usize::MAX, |l| l as usize));

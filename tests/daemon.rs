@@ -320,3 +320,69 @@ fn leases_survive_a_restart_and_a_release_frees_the_file_at_once() {
     wait_for("the released file to be deleted", T, || !f.exists());
     d.stop();
 }
+
+fn playlist(seq: u32, window: &[u32]) -> String {
+    let mut p = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{seq}\n"
+    );
+    for n in window {
+        p.push_str(&format!("#EXTINF:0.3,\nseg{n}.ts\n"));
+    }
+    p
+}
+
+#[test]
+fn segments_a_live_playlist_lists_are_never_deleted() {
+    // keep_for 0s and no quiet period: only playlist protection keeps a segment.
+    let classes = "[[class]]\nname = \"hls\"\nstore = \"media\"\nmatch = [\"hls/**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\n";
+    let b = Box_::new("gc_interval = \"1s\"", "", classes);
+    let dir = b.path("hls/live");
+    fs::create_dir_all(&dir).unwrap();
+    // An unparsable playlist protects its whole directory.
+    b.file("hls/broken/index.m3u8", 0, Duration::ZERO);
+    fs::write(b.path("hls/broken/index.m3u8"), "this is not HLS").unwrap();
+    let orphan = b.file("hls/broken/old.ts", 10, HOUR);
+    let d = b.daemon(None);
+    // The muxer: a segment every 300 ms, the playlist (window of 3) rewritten atomically.
+    let mut violations = Vec::new();
+    for n in 0..15u32 {
+        fs::write(dir.join(format!("seg{n}.ts")), vec![0u8; 100]).unwrap();
+        let window: Vec<u32> = (n.saturating_sub(2)..=n).collect();
+        fs::write(
+            dir.join("index.m3u8.tmp"),
+            playlist(n.saturating_sub(2), &window),
+        )
+        .unwrap();
+        fs::rename(dir.join("index.m3u8.tmp"), dir.join("index.m3u8")).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        for w in &window {
+            if !dir.join(format!("seg{w}.ts")).exists() {
+                violations.push(format!("seg{w}.ts deleted while listed"));
+            }
+        }
+    }
+    assert!(violations.is_empty(), "{violations:?}");
+    // Segments that left the playlist go once their grace (3 target durations) is over…
+    wait_for("seg0..seg9 to be deleted after their grace", T, || {
+        (0..10).all(|n| !dir.join(format!("seg{n}.ts")).exists())
+    });
+    // …while the ones still listed stay.
+    for n in 12..15 {
+        assert!(
+            dir.join(format!("seg{n}.ts")).exists(),
+            "seg{n}.ts is listed"
+        );
+    }
+    let x = b.cli(&["explain", "media:hls/live/seg14.ts"]).ok().stdout;
+    assert!(
+        x.contains("referenced by playlist hls/live/index.m3u8"),
+        "{x}"
+    );
+    let x = b.cli(&["explain", "media:hls/broken/old.ts"]).ok().stdout;
+    assert!(
+        x.contains("in the directory of an unreadable playlist"),
+        "{x}"
+    );
+    assert!(orphan.exists());
+    d.stop();
+}

@@ -319,6 +319,7 @@ mod tests {
             max_total: None,
             age_from: AgeFrom::Mtime,
             quiet_period: Dur::default(),
+            protect_playlist_refs: false,
         }
     }
 

@@ -462,6 +462,23 @@ impl Registry {
         Ok(entry)
     }
 
+    /// The paths of `store` ending in `suffix` (e.g. every `.m3u8` playlist).
+    pub fn paths_ending(&mut self, store: &str, suffix: &str) -> Result<Vec<PathBuf>> {
+        let sid = self.store_id(store)?;
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path FROM entries WHERE store_id = ?1 AND substr(path, -?2) = ?3",
+            )
+            .map_err(self.err())?;
+        st.query_map(params![sid, suffix.len() as i64, suffix.as_bytes()], |r| {
+            r.get(0).map(bytes_path)
+        })
+        .map_err(self.err())?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(self.err())
+    }
+
     /// Is there an entry for `path` of `store`?
     pub fn contains(&mut self, store: &str, path: &Path) -> Result<bool> {
         let sid = self.store_id(store)?;

@@ -192,6 +192,35 @@ impl LocalStore {
         }
     }
 
+    /// Reads a small regular file beneath the root (no symlinks followed): `Ok(None)` when
+    /// it is gone, an error when it is larger than `max` bytes or unreadable.
+    pub fn read_small(&self, rel: &Path, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        if !is_confined(rel) {
+            return Err(std::io::Error::other("not a path inside the store"));
+        }
+        let (parent, name) = split(rel);
+        let dir = match self.open_dir(parent) {
+            Ok(d) => d,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut buf = Vec::new();
+        std::fs::File::from(fd)
+            .take(max as u64 + 1)
+            .read_to_end(&mut buf)?;
+        if buf.len() > max {
+            return Err(std::io::Error::other(format!("larger than {max} bytes")));
+        }
+        Ok(Some(buf))
+    }
+
     /// A deletion session; it remembers the directories it touched, for pruning.
     pub fn deleter(&self) -> Deleter<'_> {
         Deleter {
