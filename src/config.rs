@@ -148,6 +148,8 @@ pub struct Class {
     /// Segments listed by a live media playlist of the store are in use (default: on for
     /// `segment` classes).
     pub protect_playlist_refs: bool,
+    /// `X` is in use while `X` + one of these (a writer's temporary name) is being written.
+    pub part_suffixes: Vec<String>,
 }
 
 /// The lifecycle of a class.
@@ -508,6 +510,15 @@ impl Validator<'_> {
                     }
                 }
             }
+            if c.part_suffixes
+                .iter()
+                .any(|x| x.is_empty() || x.contains('/'))
+            {
+                self.err(
+                    span.clone(),
+                    format!("class {name:?}: part_suffixes must be non-empty and contain no '/'"),
+                );
+            }
             if c.max_count == Some(0) || c.max_total.is_some_and(|t| t.0 == 0) {
                 self.err(
                     span.clone(),
@@ -529,6 +540,7 @@ impl Validator<'_> {
                 protect_playlist_refs: c
                     .protect_playlist_refs
                     .unwrap_or(c.lifecycle == Lifecycle::Segment),
+                part_suffixes: c.part_suffixes,
             });
         }
 
@@ -622,6 +634,9 @@ mod raw {
         }
     }
 
+    fn d_parts() -> Vec<String> {
+        [".part", ".tmp", ".download"].map(String::from).to_vec()
+    }
     fn d_quiet() -> Dur {
         "30s".parse().unwrap()
     }
@@ -681,6 +696,8 @@ mod raw {
         #[serde(default = "d_quiet")]
         pub quiet_period: Dur,
         pub protect_playlist_refs: Option<bool>,
+        #[serde(default = "d_parts")]
+        pub part_suffixes: Vec<String>,
     }
 
     fn empty() -> Spanned<Vec<String>> {

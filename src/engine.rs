@@ -674,6 +674,8 @@ impl Engine {
             let mut users: Option<crate::inuse::Snapshot> = None;
             'stores: for store in &rt.stores {
                 let mut del = store.deleter();
+                // Writers' temporary files, once per store and pass (a full registry scan).
+                let parts = self.part_files(rt, store.name())?;
                 let mine: Vec<&policy::Action> = actions
                     .iter()
                     .filter(|a| a.entry.store == store.name())
@@ -713,6 +715,10 @@ impl Engine {
                             Outcome::Refused(format!("in use: {}", leased.join(", ")))
                         } else if let Some(why) =
                             self.playlist_reason(rt, store.name(), &a.entry.path)
+                        {
+                            Outcome::Refused(format!("in use: {why}"))
+                        } else if let Some(why) =
+                            self.writer_reason(rt, store, &a.entry.path, &parts, &mut in_use)
                         {
                             Outcome::Refused(format!("in use: {why}"))
                         } else if class_now != Some(a.class_name.as_str()) {
@@ -868,6 +874,10 @@ impl Engine {
             };
             let mut why = signals.reasons(&rt, &store, local.root(), &path);
             why.extend(self.playlist_reason(&rt, &store, &path));
+            let parts = self.part_files(&rt, &store)?;
+            why.extend(self.writer_reason(&rt, local, &path, &parts, &mut |d, i| {
+                signals.users.reason(d, i)
+            }));
             why
         } else {
             Vec::new()
@@ -937,6 +947,69 @@ impl Engine {
             mem.read_at.insert(store.name().to_string(), now);
         }
         Ok(())
+    }
+
+    /// The registry's files of `store` that carry a writer's temporary suffix of any class.
+    fn part_files(&self, rt: &Runtime, store: &str) -> Result<std::collections::HashSet<PathBuf>> {
+        let mut suffixes: Vec<&String> = rt
+            .config
+            .classes
+            .iter()
+            .filter(|c| c.store == store)
+            .flat_map(|c| &c.part_suffixes)
+            .collect();
+        suffixes.sort();
+        suffixes.dedup();
+        let mut parts = std::collections::HashSet::new();
+        for suf in suffixes {
+            parts.extend(self.reg().paths_ending(store, suf)?);
+        }
+        Ok(parts)
+    }
+
+    /// Why the final name `path` is in use: a live writer is still writing `path` + a
+    /// temporary suffix (it is quiet-period fresh, or `users` names a holder of it).
+    fn writer_reason(
+        &self,
+        rt: &Runtime,
+        store: &LocalStore,
+        path: &Path,
+        parts: &std::collections::HashSet<PathBuf>,
+        users: &mut dyn FnMut(u64, u64) -> Option<String>,
+    ) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let class = rt
+            .classifier
+            .classify(store.name(), path)
+            .and_then(|c| rt.config.class(c))?;
+        for suf in &class.part_suffixes {
+            let mut name = path.as_os_str().to_os_string();
+            name.push(suf);
+            let part = PathBuf::from(name);
+            if !parts.contains(&part) {
+                continue;
+            }
+            let Ok(md) = std::fs::symlink_metadata(store.root().join(&part)) else {
+                continue;
+            };
+            let since = self
+                .now()
+                .saturating_sub(md.mtime() * 1_000_000_000 + md.mtime_nsec());
+            if since < class.quiet_period.as_nanos_i64() {
+                return Some(format!(
+                    "its writer is still writing {} (modified {} ago)",
+                    part.display(),
+                    fmt_span(since)
+                ));
+            }
+            if let Some(who) = users(md.dev(), md.ino()) {
+                return Some(format!(
+                    "its writer is still writing {} ({who})",
+                    part.display()
+                ));
+            }
+        }
+        None
     }
 
     /// Why a playlist keeps `path` of `store` in use (for classes that protect references).
@@ -1044,6 +1117,11 @@ impl Engine {
                 users: crate::inuse::Snapshot::take(),
                 now: self.now(),
             };
+            let parts: HashMap<String, std::collections::HashSet<PathBuf>> = rt
+                .stores
+                .iter()
+                .map(|st| Ok((st.name().to_string(), self.part_files(&rt, st.name())?)))
+                .collect::<Result<_>>()?;
             entries.retain_mut(|e| {
                 let Some(local) = rt.store(&e.store) else {
                     return false;
@@ -1051,6 +1129,11 @@ impl Engine {
                 e.in_use = signals.reasons(&rt, &e.store, local.root(), &e.path);
                 e.in_use
                     .extend(self.playlist_reason(&rt, &e.store, &e.path));
+                if let Some(parts) = parts.get(&e.store) {
+                    let names = &mut |d, i| signals.users.reason(d, i);
+                    e.in_use
+                        .extend(self.writer_reason(&rt, local, &e.path, parts, names));
+                }
                 !e.in_use.is_empty()
             });
             entries.truncate(filter.limit.map_or(usize::MAX, |l| l as usize));

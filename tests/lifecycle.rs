@@ -558,3 +558,44 @@ fn leases_protect_paths_and_globs_until_released_or_expired() {
     );
     assert_eq!(b.cli(&["lease", "/etc/*", "--ttl", "1m"]).code, 65);
 }
+
+#[test]
+fn the_final_name_of_a_live_part_writer_is_in_use() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let fin = b.file("rec/show.mp4", 10, 8 * DAY); // expired by keep_for 7d
+    let part = b.file("rec/show.mp4.part", 10, Duration::ZERO); // a writer is producing its successor
+    let x = b.cli(&["explain", "media:rec/show.mp4"]).ok().stdout;
+    assert!(
+        x.contains("its writer is still writing rec/show.mp4.part (modified"),
+        "{x}"
+    );
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["refused"], 1, "{gc}");
+    assert!(fin.exists());
+    // Quiet, but still held open by its writer: still in use.
+    set_age(&part, 2 * HOUR);
+    let mut writer = std::process::Command::new("sh")
+        .args(["-c", "exec 9>>\"$0\"; exec sleep 60"])
+        .arg(&part)
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the writer to hold the part file",
+        Duration::from_secs(10),
+        || {
+            b.cli(&["explain", "media:rec/show.mp4"])
+                .ok()
+                .stdout
+                .contains(&format!("(open by pid {} (sleep))", writer.id()))
+        },
+    );
+    assert_eq!(b.cli(&["gc", "--json"]).ok().json()["refused"], 1);
+    // The writer is gone and the part is quiet: the final name is free again.
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    assert_eq!(b.cli(&["gc", "--json"]).ok().json()["deleted_files"], 1);
+    assert!(
+        !fin.exists() && part.exists(),
+        "the orphaned .part matches no class here, so it stays"
+    );
+}

@@ -320,6 +320,7 @@ mod tests {
             age_from: AgeFrom::Mtime,
             quiet_period: Dur::default(),
             protect_playlist_refs: false,
+            part_suffixes: vec![],
         }
     }
 
