@@ -599,3 +599,28 @@ fn the_final_name_of_a_live_part_writer_is_in_use() {
         "the orphaned .part matches no class here, so it stays"
     );
 }
+
+#[test]
+fn a_posix_lock_holder_is_named_and_protects_its_file() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let f = b.file("tmp/posix.bin", 10, 2 * HOUR);
+    // fcntl(F_SETLKW) via Python's lockf: a POSIX record lock, as nginx-rtmp's recorder takes.
+    let script = "import fcntl, sys, time\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\ntime.sleep(60)\n";
+    let mut holder = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&f)
+        .spawn()
+        .expect("python3");
+    wait_for("the POSIX lock to show", Duration::from_secs(10), || {
+        b.cli(&["explain", "media:tmp/posix.bin"])
+            .ok()
+            .stdout
+            .contains(&format!("POSIX lock held by pid {}", holder.id()))
+    });
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["refused"], 1, "{gc}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(b.cli(&["gc", "--json"]).ok().json()["deleted_files"], 1);
+    assert!(!f.exists());
+}
