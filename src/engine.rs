@@ -264,7 +264,7 @@ impl LeaseSet {
             .filter(|(l, m)| {
                 l.store == store
                     && match m {
-                        Some(m) => m.is_match(path),
+                        Some(m) => m.is_match(path) || Path::new(&l.pattern) == path,
                         None => Path::new(&l.pattern) == path,
                     }
             })
@@ -698,7 +698,11 @@ impl Engine {
                             report.snapshot_max_us = report.snapshot_max_us.max(snap.micros);
                             users = Some(snap);
                         }
-                        users.as_ref().and_then(|u| u.reason(dev, ino))
+                        let u = users.as_ref().expect("taken above");
+                        crate::store::local::Users {
+                            who: u.reason(dev, ino),
+                            blind_spot: u.blind_spot(),
+                        }
                     };
                     let leases = self.lease_set()?;
                     self.refresh_playlists(rt, false)?;
@@ -875,9 +879,11 @@ impl Engine {
             let mut why = signals.reasons(&rt, &store, local.root(), &path);
             why.extend(self.playlist_reason(&rt, &store, &path));
             let parts = self.part_files(&rt, &store)?;
-            why.extend(self.writer_reason(&rt, local, &path, &parts, &mut |d, i| {
-                signals.users.reason(d, i)
-            }));
+            let names = &mut |d, i| crate::store::local::Users {
+                who: signals.users.reason(d, i),
+                blind_spot: None,
+            };
+            why.extend(self.writer_reason(&rt, local, &path, &parts, names));
             why
         } else {
             Vec::new()
@@ -975,7 +981,7 @@ impl Engine {
         store: &LocalStore,
         path: &Path,
         parts: &std::collections::HashSet<PathBuf>,
-        users: &mut dyn FnMut(u64, u64) -> Option<String>,
+        users: &mut dyn FnMut(u64, u64) -> crate::store::local::Users,
     ) -> Option<String> {
         use std::os::unix::fs::MetadataExt;
         let class = rt
@@ -1002,7 +1008,7 @@ impl Engine {
                     fmt_span(since)
                 ));
             }
-            if let Some(who) = users(md.dev(), md.ino()) {
+            if let Some(who) = users(md.dev(), md.ino()).who {
                 return Some(format!(
                     "its writer is still writing {} ({who})",
                     part.display()
@@ -1056,6 +1062,8 @@ impl Engine {
             })?;
         }
         let now = self.now();
+        // Like a pin: no chunk is between its re-check and its unlinks while a lease lands.
+        let _gate = self.pin_gate.lock().expect("pin gate");
         let lease = self.reg().add_lease(Lease {
             id: 0,
             store: store.clone(),
@@ -1130,7 +1138,10 @@ impl Engine {
                 e.in_use
                     .extend(self.playlist_reason(&rt, &e.store, &e.path));
                 if let Some(parts) = parts.get(&e.store) {
-                    let names = &mut |d, i| signals.users.reason(d, i);
+                    let names = &mut |d, i| crate::store::local::Users {
+                        who: signals.users.reason(d, i),
+                        blind_spot: None,
+                    };
                     e.in_use
                         .extend(self.writer_reason(&rt, local, &e.path, parts, names));
                 }

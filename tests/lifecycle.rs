@@ -624,3 +624,13 @@ fn a_posix_lock_holder_is_named_and_protects_its_file() {
     assert_eq!(b.cli(&["gc", "--json"]).ok().json()["deleted_files"], 1);
     assert!(!f.exists());
 }
+
+#[test]
+fn a_lease_on_a_name_with_glob_characters_covers_that_file() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let f = b.file("tmp/Movie [1080p].bin", 10, 2 * HOUR);
+    b.cli(&["lease", "media:tmp/Movie [1080p].bin", "--ttl", "1h"]).ok();
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["refused"], 1, "{gc}");
+    assert!(f.exists());
+}

@@ -83,18 +83,23 @@ impl Snapshot {
                     continue; // our own descriptors are directories and the registry
                 }
                 let fd_dir = format!("/proc/{pid}/fd");
-                let (Ok(dir), Ok(list)) = (
-                    rustix::fs::open(
-                        &fd_dir,
-                        rustix::fs::OFlags::RDONLY
-                            | rustix::fs::OFlags::DIRECTORY
-                            | rustix::fs::OFlags::CLOEXEC,
-                        rustix::fs::Mode::empty(),
-                    ),
-                    fs::read_dir(&fd_dir),
-                ) else {
-                    s.unreadable_pids += 1;
-                    continue;
+                let opened = rustix::fs::open(
+                    &fd_dir,
+                    rustix::fs::OFlags::RDONLY
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )
+                .map_err(std::io::Error::from)
+                .and_then(|dir| fs::read_dir(&fd_dir).map(|list| (dir, list)));
+                let (dir, list) = match opened {
+                    Ok(x) => x,
+                    // Not allowed to look: a blind spot. Gone meanwhile: nothing to see.
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        s.unreadable_pids += 1;
+                        continue;
+                    }
+                    Err(_) => continue,
                 };
                 for fd in list.flatten() {
                     // stat through the magic link: the open file itself.
@@ -136,6 +141,13 @@ impl Snapshot {
             .get(&(dev, ino))
             .map(Vec::as_slice)
             .unwrap_or(&[])
+    }
+
+    /// Why this snapshot cannot vouch that a file is unused: processes it could not see.
+    pub fn blind_spot(&self) -> Option<String> {
+        (self.unreadable_pids > 0).then(|| {
+            format!("the open files of {} processes could not be read (run as root, or grant CAP_SYS_PTRACE and CAP_LEASE)", self.unreadable_pids)
+        })
     }
 
     /// The reason in words, if the file is in use.

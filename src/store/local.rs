@@ -14,13 +14,23 @@ use rustix::io::Errno;
 use super::{Outcome, StoreError, is_confined};
 use crate::registry::FileMeta;
 
+/// What a `/proc` snapshot says about a file's users.
+#[derive(Debug, Default)]
+pub struct Users {
+    /// Who uses it, in words.
+    pub who: Option<String>,
+    /// Why the snapshot cannot vouch that nobody does (processes it could not see).
+    pub blind_spot: Option<String>,
+}
+
 /// What the kernel says about other users of a file.
 enum Exclusive {
     /// Nobody else has it open; keep the descriptor (and its lease) until after the unlink.
     Granted(#[allow(dead_code)] OwnedFd),
     /// Another process has it open (or holds a lease on it).
     Busy,
-    /// This filesystem has no leases (NFS, FUSE…): only a `/proc` snapshot can tell.
+    /// No kernel answer — this filesystem has no leases (NFS, FUSE…), or we may not lease
+    /// this file (not its owner, no CAP_LEASE): only a `/proc` snapshot can tell.
     Unsupported,
 }
 
@@ -252,7 +262,7 @@ impl Deleter<'_> {
         &mut self,
         rel: &Path,
         expect: Expect,
-        users: &mut dyn FnMut(u64, u64) -> Option<String>,
+        users: &mut dyn FnMut(u64, u64) -> Users,
     ) -> Outcome {
         if !is_confined(rel) {
             return Outcome::Refused(format!(
@@ -295,16 +305,40 @@ impl Deleter<'_> {
         }
         // Held until after the unlink: while we hold it, any open() of the file waits.
         let _lease = match exclusive(dir, name, &before) {
-            Ok(Exclusive::Granted(fd)) => Some(fd),
+            Ok(Exclusive::Granted(fd)) => {
+                // Under the lease nobody can have it open for writing: check once more that
+                // nothing wrote to it between the first look and the lease.
+                match rustix::fs::fstat(&fd) {
+                    Ok(st)
+                        if st.st_size as u64 == expect.size && stat_mtime(&st) == expect.mtime =>
+                    {
+                        Some(fd)
+                    }
+                    _ => {
+                        return Outcome::Refused(
+                            "changed while being checked; it is re-evaluated on the next pass"
+                                .into(),
+                        );
+                    }
+                }
+            }
             Ok(Exclusive::Busy) => {
-                let who = users(before.st_dev, before.st_ino).unwrap_or_else(|| {
+                let who = users(before.st_dev, before.st_ino).who.unwrap_or_else(|| {
                     "open by another process (the kernel refused exclusive access)".into()
                 });
                 return Outcome::Refused(format!("in use: {who}"));
             }
+            // No kernel answer (no leases here, or not allowed to lease this file): the
+            // snapshot decides, and it must have seen every process — else we cannot tell.
             Ok(Exclusive::Unsupported) => match users(before.st_dev, before.st_ino) {
-                Some(who) => return Outcome::Refused(format!("in use: {who}")),
-                None => None,
+                Users { who: Some(who), .. } => return Outcome::Refused(format!("in use: {who}")),
+                Users {
+                    blind_spot: Some(why),
+                    ..
+                } => {
+                    return Outcome::Refused(format!("cannot verify it is unused: {why}"));
+                }
+                Users { .. } => None,
             },
             Err(refusal) => return refusal,
         };
@@ -420,15 +454,23 @@ mod tests {
         let mut d = store.deleter();
         let ex = expect_of(&victim);
         assert!(matches!(
-            d.delete(Path::new("link/victim.mp4"), ex, &mut |_, _| None),
+            d.delete(
+                Path::new("link/victim.mp4"),
+                ex,
+                &mut |_, _| Users::default()
+            ),
             Outcome::Refused(_)
         ));
         assert!(matches!(
-            d.delete(Path::new("a/file-link.mp4"), ex, &mut |_, _| None),
+            d.delete(
+                Path::new("a/file-link.mp4"),
+                ex,
+                &mut |_, _| Users::default()
+            ),
             Outcome::Refused(_)
         ));
         assert!(matches!(
-            d.delete(Path::new("../victim.mp4"), ex, &mut |_, _| None),
+            d.delete(Path::new("../victim.mp4"), ex, &mut |_, _| Users::default()),
             Outcome::Refused(_)
         ));
         let seg = expect_of(&root.path().join("a/b/x.ts"));
@@ -437,15 +479,15 @@ mod tests {
             ..seg
         };
         assert!(matches!(
-            d.delete(Path::new("a/b/x.ts"), stale, &mut |_, _| None),
+            d.delete(Path::new("a/b/x.ts"), stale, &mut |_, _| Users::default()),
             Outcome::Refused(_)
         ));
         assert_eq!(
-            d.delete(Path::new("a/b/x.ts"), seg, &mut |_, _| None),
+            d.delete(Path::new("a/b/x.ts"), seg, &mut |_, _| Users::default()),
             Outcome::Deleted
         );
         assert_eq!(
-            d.delete(Path::new("a/b/x.ts"), seg, &mut |_, _| None),
+            d.delete(Path::new("a/b/x.ts"), seg, &mut |_, _| Users::default()),
             Outcome::Vanished
         );
         let removed = d.finish();
@@ -478,7 +520,7 @@ mod tests {
         let store = LocalStore::open("m", root.path()).unwrap();
         let out = store
             .deleter()
-            .delete(Path::new("seg.ts"), ex, &mut |_, _| None);
+            .delete(Path::new("seg.ts"), ex, &mut |_, _| Users::default());
         assert!(
             matches!(out, Outcome::Refused(ref why) if why.contains("changed since it was planned")),
             "{out:?}"
