@@ -300,23 +300,13 @@ fn leases_survive_a_restart_and_a_release_frees_the_file_at_once() {
     let b = Box_::new("gc_interval = \"1h\"", "", BASE_CLASSES);
     let f = b.file("tmp/thumb-source.bin", 10, 2 * HOUR);
     // Taken before the daemon starts (one-shot, persisted in the registry).
-    let id = b
-        .cli(&[
-            "lease",
-            "media:tmp/thumb-source.bin",
-            "--ttl",
-            "1h",
-            "--holder",
-            "thumbnailer",
-        ])
-        .ok()
-        .stdout;
+    let id = b.lease("media:tmp/thumb-source.bin", "1h", "thumbnailer");
     let d = b.daemon(None);
     let gc = b.cli(&["gc", "--json"]).ok().json();
     assert_eq!(gc["refused"], 1, "{gc}");
     assert!(f.exists());
     // Released through the daemon: a pass follows within a second or so, not at gc_interval.
-    b.cli(&["release", id.trim()]).ok();
+    b.cli(&["release", &id]).ok();
     wait_for("the released file to be deleted", T, || !f.exists());
     d.stop();
 }

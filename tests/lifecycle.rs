@@ -465,18 +465,7 @@ fn a_file_still_being_written_is_kept_until_it_goes_quiet() {
 fn leases_protect_paths_and_globs_until_released_or_expired() {
     let b = Box_::new("", "", BASE_CLASSES);
     let seg = b.file("hls/s1/a.ts", 10, 10 * MIN);
-    let id = b
-        .cli(&[
-            "lease",
-            "media:hls/s1/a.ts",
-            "--ttl",
-            "1h",
-            "--holder",
-            "thumbnailer",
-        ])
-        .ok()
-        .stdout;
-    let id = id.trim().to_string();
+    let id = b.lease("media:hls/s1/a.ts", "1h", "thumbnailer");
     assert!(id.parse::<i64>().is_ok(), "lease prints its id: {id:?}");
     // A glob lease (absolute form) covers files that appear after it was taken.
     let glob = format!("{}/hls/s2/**", b.media.display());
@@ -629,7 +618,8 @@ fn a_posix_lock_holder_is_named_and_protects_its_file() {
 fn a_lease_on_a_name_with_glob_characters_covers_that_file() {
     let b = Box_::new("", "", BASE_CLASSES);
     let f = b.file("tmp/Movie [1080p].bin", 10, 2 * HOUR);
-    b.cli(&["lease", "media:tmp/Movie [1080p].bin", "--ttl", "1h"]).ok();
+    b.cli(&["lease", "media:tmp/Movie [1080p].bin", "--ttl", "1h"])
+        .ok();
     let gc = b.cli(&["gc", "--json"]).ok().json();
     assert_eq!(gc["refused"], 1, "{gc}");
     assert!(f.exists());

@@ -89,6 +89,14 @@ impl Box_ {
         Run::from(out)
     }
 
+    /// Takes a lease through the CLI; returns its id.
+    pub fn lease(&self, target: &str, ttl: &str, holder: &str) -> String {
+        let out = self
+            .cli(&["lease", target, "--ttl", ttl, "--holder", holder])
+            .ok();
+        out.stdout.trim().to_string()
+    }
+
     /// Starts the daemon; returns once it answers and has finished its first scan.
     pub fn daemon(&self, notify: Option<&Path>) -> Daemon {
         self.daemon_env(notify, &[])
