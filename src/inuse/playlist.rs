@@ -4,6 +4,7 @@
 //! durations). A playlist that cannot be parsed protects its whole directory.
 
 use std::collections::HashMap;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
 use m3u8_rs::Playlist;
@@ -40,11 +41,19 @@ pub fn read(store: &LocalStore, playlists: &[PathBuf]) -> Refs {
         match m3u8_rs::parse_playlist_res(&text) {
             Ok(Playlist::MediaPlaylist(mp)) => {
                 let grace = (3 * mp.target_duration.max(1) as i64).saturating_mul(1_000_000_000);
-                let uris = mp
-                    .segments
-                    .iter()
-                    .flat_map(|s| std::iter::once(&s.uri).chain(s.map.as_ref().map(|m| &m.uri)));
-                for uri in uris {
+                let segments = mp.segments.iter().flat_map(|s| {
+                    std::iter::once(s.uri.as_str())
+                        .chain(s.map.as_ref().map(|m| m.uri.as_str()))
+                        .chain(s.key.as_ref().and_then(|k| k.uri.as_deref()))
+                });
+                // Low-latency parts, preload hints and the like: every URI="…" attribute of an
+                // EXT tag, wherever the parser put (or dropped) the tag.
+                let attributes = String::from_utf8_lossy(&text)
+                    .lines()
+                    .filter(|l| l.starts_with("#EXT"))
+                    .filter_map(uri_attribute)
+                    .collect::<Vec<_>>();
+                for uri in segments.chain(attributes.iter().map(String::as_str)) {
                     if let Some(p) = resolve(&dir, uri) {
                         refs.segments.insert(p, (pl.clone(), grace));
                     }
@@ -65,6 +74,33 @@ pub fn read(store: &LocalStore, playlists: &[PathBuf]) -> Refs {
     refs
 }
 
+/// The value of a `URI="…"` attribute in an EXT tag line.
+fn uri_attribute(line: &str) -> Option<String> {
+    let start = line.find("URI=\"")? + 5;
+    let len = line[start..].find('"')?;
+    Some(line[start..start + len].to_string())
+}
+
+/// Decodes `%XX` escapes (invalid ones are kept as written).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
 fn short(s: &str) -> String {
     s.chars().take(120).collect()
 }
@@ -77,9 +113,11 @@ fn resolve(dir: &Path, uri: &str) -> Option<PathBuf> {
         return None;
     }
     let uri = uri.split(['?', '#']).next()?;
-    let joined = match uri.strip_prefix('/') {
-        Some(abs) => PathBuf::from(abs),
-        None => dir.join(uri),
+    let decoded = std::ffi::OsString::from_vec(percent_decode(uri));
+    let uri = Path::new(&decoded);
+    let joined = match uri.strip_prefix("/") {
+        Ok(abs) => abs.to_path_buf(),
+        Err(_) => dir.join(uri),
     };
     let mut out = PathBuf::new();
     for c in joined.components() {
@@ -112,5 +150,38 @@ mod tests {
         assert_eq!(resolve(d, "/hls/init.mp4"), Some("hls/init.mp4".into()));
         assert_eq!(resolve(d, "../../../../etc/passwd"), None);
         assert_eq!(resolve(d, "https://cdn.example/seg1.ts"), None);
+        assert_eq!(resolve(d, "my%20seg.ts"), Some("hls/live/my seg.ts".into()));
+        assert_eq!(resolve(d, "100%"), Some("hls/live/100%".into()));
+    }
+
+    #[test]
+    fn low_latency_parts_keys_and_hints_are_referenced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("ll")).unwrap();
+        let text = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:4\n#EXT-X-PART-INF:PART-TARGET=1.0\n\
+#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-KEY:METHOD=AES-128,URI=\"key.bin\"\n\
+#EXTINF:4.0,\nseg10.m4s\n#EXT-X-PART:DURATION=1.0,URI=\"seg11.part0.m4s\"\n\
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg11.part1.m4s\"\n";
+        std::fs::write(dir.path().join("ll/index.m3u8"), text).unwrap();
+        let store = LocalStore::open("m", dir.path()).unwrap();
+        let refs = read(&store, &[PathBuf::from("ll/index.m3u8")]);
+        for p in [
+            "ll/seg10.m4s",
+            "ll/init.mp4",
+            "ll/key.bin",
+            "ll/seg11.part0.m4s",
+            "ll/seg11.part1.m4s",
+        ] {
+            assert!(
+                refs.segments.contains_key(Path::new(p)),
+                "{p} missing from {:?}",
+                refs.segments.keys()
+            );
+        }
+        assert_eq!(
+            refs.segments[Path::new("ll/init.mp4")].1,
+            12_000_000_000,
+            "3 target durations"
+        );
     }
 }
