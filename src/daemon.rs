@@ -94,26 +94,18 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The one-line STATUS for systemd, from what the daemon already knows (no registry query:
+/// it is sent after every pass).
 fn summary_line(engine: &Engine) -> String {
-    match engine.status() {
-        Ok(s) => {
-            let files: u64 = s.classes.iter().map(|c| c.files).sum();
-            let bytes: u64 = s.classes.iter().map(|c| c.bytes).sum();
-            let last = s
-                .activity
-                .last_pass
-                .map(|p| {
-                    format!(
-                        "; last pass deleted {} ({})",
-                        p.deleted_files,
-                        ByteSize(p.deleted_bytes)
-                    )
-                })
-                .unwrap_or_default();
-            format!("{files} files ({}) tracked{last}", ByteSize(bytes))
-        }
-        Err(e) => format!("status unavailable: {e}"),
-    }
+    let a = engine.activity();
+    let files: u64 = a.last_scan.iter().map(|s| s.files).sum();
+    let bytes: u64 = a.last_scan.iter().map(|s| s.bytes).sum();
+    format!(
+        "{files} files ({}) at the last scan; {} deleted ({}) since start",
+        ByteSize(bytes),
+        a.deleted_files,
+        ByteSize(a.deleted_bytes)
+    )
 }
 
 /// Takes the state lock. Held by another daemon (its socket answers): refused at once.

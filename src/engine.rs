@@ -285,43 +285,13 @@ impl LeaseSet {
     }
 }
 
-/// Every in-use signal at one instant: leases, open files and locks, and (from the file's
-/// mtime) a class's quiet period.
+/// Every in-use signal at one instant, for explain and ls: leases, open files and locks,
+/// writers' temporary files, and (from the file's mtime) a class's quiet period.
 struct Signals {
     leases: LeaseSet,
     users: crate::inuse::Snapshot,
+    parts: HashMap<String, std::collections::HashSet<PathBuf>>,
     now: Nanos,
-}
-
-impl Signals {
-    /// Why `path` of `store` is in use now, in words (empty: it is not).
-    fn reasons(&self, rt: &Runtime, store: &str, root: &Path, path: &Path) -> Vec<String> {
-        use std::os::unix::fs::MetadataExt;
-        let mut why = self.leases.holders(store, path);
-        if let Ok(md) = std::fs::symlink_metadata(root.join(path)) {
-            why.extend(
-                self.users
-                    .users(md.dev(), md.ino())
-                    .iter()
-                    .map(|u| u.to_string()),
-            );
-            let quiet = rt
-                .classifier
-                .classify(store, path)
-                .and_then(|c| rt.config.class(c))
-                .map(|c| c.quiet_period);
-            let since = self
-                .now
-                .saturating_sub(md.mtime() * 1_000_000_000 + md.mtime_nsec());
-            if let Some(q) = quiet.filter(|q| since < q.as_nanos_i64()) {
-                why.push(format!(
-                    "still being written (modified {} ago, within quiet_period {q})",
-                    fmt_span(since)
-                ));
-            }
-        }
-        why
-    }
 }
 
 /// Segments live playlists referenced, each kept in use until its grace runs out.
@@ -705,7 +675,7 @@ impl Engine {
                         }
                     };
                     let leases = self.lease_set()?;
-                    self.refresh_playlists(rt, false)?;
+                    self.refresh_playlists(rt)?;
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for a in chunk {
@@ -869,24 +839,9 @@ impl Engine {
             }
             _ => None,
         };
-        let in_use = if on_disk.is_some() {
-            self.refresh_playlists(&rt, false)?;
-            let signals = Signals {
-                leases: self.lease_set()?,
-                users: crate::inuse::Snapshot::take(),
-                now,
-            };
-            let mut why = signals.reasons(&rt, &store, local.root(), &path);
-            why.extend(self.playlist_reason(&rt, &store, &path));
-            let parts = self.part_files(&rt, &store)?;
-            let names = &mut |d, i| crate::store::local::Users {
-                who: signals.users.reason(d, i),
-                blind_spot: None,
-            };
-            why.extend(self.writer_reason(&rt, local, &path, &parts, names));
-            why
-        } else {
-            Vec::new()
+        let in_use = match on_disk {
+            Some(_) => self.in_use_reasons(&rt, &self.signals(&rt)?, local, &path),
+            None => Vec::new(),
         };
         let mut summary = summarize(
             &store,
@@ -916,9 +871,69 @@ impl Engine {
         })
     }
 
+    /// Reads every in-use signal now (playlists refreshed if stale).
+    fn signals(&self, rt: &Runtime) -> Result<Signals> {
+        self.refresh_playlists(rt)?;
+        let parts = rt
+            .stores
+            .iter()
+            .map(|st| Ok((st.name().to_string(), self.part_files(rt, st.name())?)))
+            .collect::<Result<_>>()?;
+        Ok(Signals {
+            leases: self.lease_set()?,
+            users: crate::inuse::Snapshot::take(),
+            parts,
+            now: self.now(),
+        })
+    }
+
+    /// Why `path` of `store` is in use now, in words (empty: it is not).
+    fn in_use_reasons(
+        &self,
+        rt: &Runtime,
+        sig: &Signals,
+        store: &LocalStore,
+        path: &Path,
+    ) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let name = store.name();
+        let mut why = sig.leases.holders(name, path);
+        if let Ok(md) = std::fs::symlink_metadata(store.root().join(path)) {
+            why.extend(
+                sig.users
+                    .users(md.dev(), md.ino())
+                    .iter()
+                    .map(|u| u.to_string()),
+            );
+            let quiet = rt
+                .classifier
+                .classify(name, path)
+                .and_then(|c| rt.config.class(c))
+                .map(|c| c.quiet_period);
+            let since = sig
+                .now
+                .saturating_sub(md.mtime() * 1_000_000_000 + md.mtime_nsec());
+            if let Some(q) = quiet.filter(|q| since < q.as_nanos_i64()) {
+                why.push(format!(
+                    "still being written (modified {} ago, within quiet_period {q})",
+                    fmt_span(since)
+                ));
+            }
+        }
+        why.extend(self.playlist_reason(rt, name, path));
+        if let Some(parts) = sig.parts.get(name) {
+            let names = &mut |d, i| crate::store::local::Users {
+                who: sig.users.reason(d, i),
+                blind_spot: None,
+            };
+            why.extend(self.writer_reason(rt, store, path, parts, names));
+        }
+        why
+    }
+
     /// Re-reads the media playlists of stores whose classes protect playlist references,
-    /// if the last reading is older than a second (or `force`).
-    fn refresh_playlists(&self, rt: &Runtime, force: bool) -> Result<()> {
+    /// if the last reading is older than a second.
+    fn refresh_playlists(&self, rt: &Runtime) -> Result<()> {
         let now = self.now();
         for store in &rt.stores {
             let protects = rt
@@ -936,7 +951,7 @@ impl Engine {
                 .read_at
                 .get(store.name())
                 .is_some_and(|t| now - t < PLAYLIST_REFRESH);
-            if fresh && !force {
+            if fresh {
                 continue;
             }
             let lists = self.reg().paths_ending(store.name(), ".m3u8")?;
@@ -1119,32 +1134,12 @@ impl Engine {
         let mut entries = self.reg().list(if in_use { &unlimited } else { filter })?;
         if in_use {
             let rt = self.runtime();
-            self.refresh_playlists(&rt, false)?;
-            let signals = Signals {
-                leases: self.lease_set()?,
-                users: crate::inuse::Snapshot::take(),
-                now: self.now(),
-            };
-            let parts: HashMap<String, std::collections::HashSet<PathBuf>> = rt
-                .stores
-                .iter()
-                .map(|st| Ok((st.name().to_string(), self.part_files(&rt, st.name())?)))
-                .collect::<Result<_>>()?;
+            let signals = self.signals(&rt)?;
             entries.retain_mut(|e| {
                 let Some(local) = rt.store(&e.store) else {
                     return false;
                 };
-                e.in_use = signals.reasons(&rt, &e.store, local.root(), &e.path);
-                e.in_use
-                    .extend(self.playlist_reason(&rt, &e.store, &e.path));
-                if let Some(parts) = parts.get(&e.store) {
-                    let names = &mut |d, i| crate::store::local::Users {
-                        who: signals.users.reason(d, i),
-                        blind_spot: None,
-                    };
-                    e.in_use
-                        .extend(self.writer_reason(&rt, local, &e.path, parts, names));
-                }
+                e.in_use = self.in_use_reasons(&rt, &signals, local, &e.path);
                 !e.in_use.is_empty()
             });
             entries.truncate(filter.limit.map_or(usize::MAX, |l| l as usize));
@@ -1353,6 +1348,11 @@ impl Engine {
             classes: self.reg().totals()?,
             volumes,
         })
+    }
+
+    /// What the engine has been doing.
+    pub fn activity(&self) -> Activity {
+        self.activity.lock().expect("activity lock").clone()
     }
 
     /// Records when the next pass is due (for `status`).
