@@ -303,9 +303,12 @@ struct PlaylistMemory {
     broken: HashMap<String, Vec<(PathBuf, String)>>,
     /// store → when its playlists were last read.
     read_at: HashMap<String, Nanos>,
+    /// store → what its playlists were when read.
+    stamps: HashMap<String, Vec<(PathBuf, crate::inuse::playlist::Stamp)>>,
 }
 
-/// Playlists are re-read when older than this (muxers rewrite them every target duration).
+/// Playlists are re-read when any of them changed since the last reading (a stat each, per
+/// deletion chunk) and at least this often (to find new playlists in the registry).
 const PLAYLIST_REFRESH: Nanos = 1_000_000_000;
 
 impl PlaylistMemory {
@@ -932,7 +935,9 @@ impl Engine {
     }
 
     /// Re-reads the media playlists of stores whose classes protect playlist references,
-    /// if the last reading is older than a second.
+    /// if any of them changed since the last reading or that reading is older than a second.
+    /// (A reading kept for a second regardless once let a pass delete the segments a muxer
+    /// had listed since.)
     fn refresh_playlists(&self, rt: &Runtime) -> Result<()> {
         let now = self.now();
         for store in &rt.stores {
@@ -944,13 +949,16 @@ impl Engine {
             if !protects {
                 continue;
             }
-            let fresh = self
-                .playlists
-                .lock()
-                .expect("playlists")
-                .read_at
-                .get(store.name())
-                .is_some_and(|t| now - t < PLAYLIST_REFRESH);
+            let fresh = {
+                let mem = self.playlists.lock().expect("playlists");
+                mem.read_at
+                    .get(store.name())
+                    .is_some_and(|t| now - t < PLAYLIST_REFRESH)
+                    && mem
+                        .stamps
+                        .get(store.name())
+                        .is_some_and(|stamps| !crate::inuse::playlist::changed(store, stamps))
+            };
             if fresh {
                 continue;
             }
@@ -965,6 +973,7 @@ impl Engine {
             }
             mem.refs.retain(|_, (_, _, until)| *until > now);
             mem.broken.insert(store.name().to_string(), refs.broken);
+            mem.stamps.insert(store.name().to_string(), refs.stamps);
             mem.read_at.insert(store.name().to_string(), now);
         }
         Ok(())

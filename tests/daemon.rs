@@ -335,8 +335,10 @@ fn segments_a_live_playlist_lists_are_never_deleted() {
     let d = b.daemon(None);
     // The muxer: a segment every 300 ms, the playlist (window of 3) rewritten atomically.
     let mut violations = Vec::new();
+    // The playlist goes first: with no quiet period, a segment written before its playlist
+    // entry would be fair game for the microseconds between the two writes (a real muxer is
+    // covered there by the quiet period).
     for n in 0..15u32 {
-        fs::write(dir.join(format!("seg{n}.ts")), vec![0u8; 100]).unwrap();
         let window: Vec<u32> = (n.saturating_sub(2)..=n).collect();
         fs::write(
             dir.join("index.m3u8.tmp"),
@@ -344,6 +346,7 @@ fn segments_a_live_playlist_lists_are_never_deleted() {
         )
         .unwrap();
         fs::rename(dir.join("index.m3u8.tmp"), dir.join("index.m3u8")).unwrap();
+        fs::write(dir.join(format!("seg{n}.ts")), vec![0u8; 100]).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         for w in &window {
             if !dir.join(format!("seg{w}.ts")).exists() {

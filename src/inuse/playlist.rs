@@ -22,6 +22,25 @@ pub struct Refs {
     pub segments: HashMap<PathBuf, (PathBuf, Nanos)>,
     /// Directories protected because their playlist could not be read: dir → why.
     pub broken: Vec<(PathBuf, String)>,
+    /// What each playlist was (inode, size, mtime) just before it was read.
+    pub stamps: Vec<(PathBuf, Stamp)>,
+}
+
+/// A playlist's identity at one instant: `None` when it is not there. A muxer that writes a
+/// new version (renamed over the old one, or rewritten in place) changes it.
+pub type Stamp = Option<(u64, u64, Nanos)>;
+
+/// The stamp of playlist `pl` now.
+pub fn stamp(store: &LocalStore, pl: &Path) -> Stamp {
+    match store.stat(pl) {
+        Ok(Some(m)) => Some((m.ino, m.size, m.mtime)),
+        _ => None,
+    }
+}
+
+/// Whether any of `stamps` differs from its playlist now.
+pub fn changed(store: &LocalStore, stamps: &[(PathBuf, Stamp)]) -> bool {
+    stamps.iter().any(|(pl, was)| stamp(store, pl) != *was)
 }
 
 /// Reads `playlists` (paths relative to the store root) of `store`.
@@ -29,6 +48,7 @@ pub fn read(store: &LocalStore, playlists: &[PathBuf]) -> Refs {
     let mut refs = Refs::default();
     for pl in playlists {
         let dir = pl.parent().unwrap_or(Path::new("")).to_path_buf();
+        refs.stamps.push((pl.clone(), stamp(store, pl)));
         let text = match store.read_small(pl, MAX_PLAYLIST) {
             Ok(Some(t)) => t,
             Ok(None) => continue, // gone meanwhile
