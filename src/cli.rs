@@ -789,6 +789,9 @@ fn render_explain(x: &Explanation, now: Nanos) -> String {
     if let Some(Verdict::Delete { rule, .. }) = &x.verdict {
         let _ = writeln!(o, "  verdict: delete by {rule}");
     }
+    if let Some(p) = &x.pressure {
+        let _ = writeln!(o, "  under disk pressure: {p}");
+    }
     for h in &x.history {
         let _ = writeln!(
             o,
@@ -819,6 +822,71 @@ fn bar(pct: f64, low: f64, high: f64) -> String {
             _ => '.',
         })
         .collect()
+}
+
+/// One volume: usage bar with the low (':') and high ('|') marks, fill rate, time to full,
+/// watchdog state and the last pressure pass.
+fn render_volume(o: &mut String, v: &crate::engine::Volume, now: Nanos) {
+    let l = &v.limits;
+    let state = match v.state {
+        Some(st) => st.to_string(),
+        None => "not watched (no daemon)".into(),
+    };
+    let state = if l.enabled { state } else { "watchdog off".into() };
+    let _ = writeln!(
+        o,
+        "\nvolume {} (stores: {}): {state}",
+        v.mount.display(),
+        v.stores.join(", ")
+    );
+    let _ = writeln!(
+        o,
+        "  [{}] {:.1}% used, {} free of {}  (low {} ':', high {} '|')",
+        bar(v.used_pct, l.low.0, l.high.0),
+        v.used_pct,
+        ByteSize(v.sample.avail),
+        ByteSize(v.sample.used + v.sample.avail),
+        l.low,
+        l.high
+    );
+    let rate = match (v.rate, v.time_to_full) {
+        (Some(r), Some(t)) => format!(
+            "filling at {}/s, full in {}",
+            ByteSize(r as u64),
+            fmt_span((t * 1e9) as Nanos)
+        ),
+        (Some(r), None) if r < 0.0 => format!("shrinking at {}/s", ByteSize((-r) as u64)),
+        (Some(_), None) => "not filling".into(),
+        (None, _) => "fill rate not known yet".into(),
+    };
+    let inodes = v
+        .inodes_free_pct
+        .map(|p| format!("{p:.1}% inodes free"))
+        .unwrap_or_else(|| "no inode limit".into());
+    let _ = writeln!(o, "  {rate}; {inodes}");
+    if !v.triggers.is_empty() {
+        let _ = writeln!(o, "  PRESSURE: {}", v.triggers.join(", "));
+    }
+    if let Some(p) = &v.last_pass {
+        let _ = writeln!(
+            o,
+            "  last pressure pass {} ago: {:.1}% → {:.1}% used, {} files deleted ({}), {} freed, {} refused",
+            fmt_span(now.saturating_sub(p.at)),
+            p.before_pct,
+            p.after_pct,
+            p.deleted_files,
+            ByteSize(p.deleted_bytes),
+            ByteSize(p.freed_bytes),
+            p.refused
+        );
+        if let (Some(since), Some(k)) = (v.stuck_since, &p.kept) {
+            let _ = writeln!(
+                o,
+                "  STUCK since {}: nothing more may be deleted: {k}",
+                fmt_time(since)
+            );
+        }
+    }
 }
 
 fn render_status(s: &Status, now: Nanos) -> String {
@@ -879,21 +947,8 @@ fn render_status(s: &Status, now: Nanos) -> String {
             }
         }
     }
-    let _ = writeln!(
-        o,
-        "\nVOLUME       USED                                              FREE        (':' low, '|' high)"
-    );
     for v in &s.volumes {
-        let _ = writeln!(
-            o,
-            "{:<12} [{}] {:>5.1}%  {:>10}  low {} high {}",
-            v.store,
-            bar(v.used_pct, v.low.0, v.high.0),
-            v.used_pct,
-            ByteSize(v.avail).to_string(),
-            v.low,
-            v.high
-        );
+        render_volume(&mut o, v, now);
     }
     let _ = writeln!(
         o,

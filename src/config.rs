@@ -150,6 +150,23 @@ pub struct Class {
     pub protect_playlist_refs: bool,
     /// `X` is in use while `X` + one of these (a writer's temporary name) is being written.
     pub part_suffixes: Vec<String>,
+    /// Under disk pressure, files younger than this are never freed. Default: 5m for
+    /// temporary, 0s for segment classes; a recording class without it is never freed
+    /// under pressure.
+    pub min_keep: Option<Dur>,
+    /// Under disk pressure, classes of one tier with a lower value are freed first.
+    pub pressure_priority: i64,
+}
+
+impl Class {
+    /// The minimum age under disk pressure (None: never freed under pressure).
+    pub fn pressure_min_keep(&self) -> Option<Dur> {
+        self.min_keep.or(match self.lifecycle {
+            Lifecycle::Temporary => Some(Dur(std::time::Duration::from_secs(300))),
+            Lifecycle::Segment => Some(Dur::ZERO),
+            Lifecycle::Recording => None,
+        })
+    }
 }
 
 /// The lifecycle of a class.
@@ -194,17 +211,53 @@ impl fmt::Display for AgeFrom {
     }
 }
 
-/// `[watchdog]`.
+/// `[watchdog]`: when a volume holding local stores is under pressure, and how far to free.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Watchdog {
-    /// Start freeing at this usage.
-    pub high: Percent,
-    /// Free until this usage.
-    pub low: Percent,
-    /// Also act when the disk is forecast to fill within this time.
-    pub horizon: Dur,
-    /// Sampling interval.
+    /// Sampling interval (volumes are also sampled right after bursts of write events).
     pub interval: Dur,
+    /// The limits of every volume without an override.
+    pub limits: Limits,
+    /// `[[watchdog.volume]]`: limits for the volume holding `path`.
+    pub volumes: Vec<VolumeLimits>,
+}
+
+/// When one volume is under pressure.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Limits {
+    /// Watch this volume at all.
+    pub enabled: bool,
+    /// Start freeing at this usage (as `df` counts it).
+    pub high: Percent,
+    /// Free until usage is down to this.
+    pub low: Percent,
+    /// Also start when the volume is forecast to be full within this time (0s: never).
+    pub horizon: Dur,
+    /// Also start when fewer bytes than this are free.
+    pub min_free: Option<ByteSize>,
+    /// Also start when fewer inodes than this share are free.
+    pub min_free_inodes: Percent,
+}
+
+/// `[[watchdog.volume]]`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VolumeLimits {
+    /// Any path on the volume (its mount point, a store root).
+    pub path: PathBuf,
+    /// Its limits (unset keys inherit `[watchdog]`).
+    pub limits: Limits,
+}
+
+impl Watchdog {
+    /// The limits of the volume of device `dev` (`dev_of` maps an override's path to its
+    /// device).
+    pub fn limits_for(&self, dev: u64, dev_of: impl Fn(&Path) -> Option<u64>) -> &Limits {
+        self.volumes
+            .iter()
+            .find(|v| dev_of(&v.path) == Some(dev))
+            .map(|v| &v.limits)
+            .unwrap_or(&self.limits)
+    }
 }
 
 impl Config {
@@ -341,6 +394,37 @@ impl Validator<'_> {
     /// Makes `p` absolute against the config's directory, folding `.` and `..`.
     fn resolve(&self, p: &Path) -> PathBuf {
         normalize(&self.base.join(p))
+    }
+
+    /// Limits from `t`, unset keys taken from `inherit` (else the defaults), validated.
+    fn limits(
+        &mut self,
+        t: &raw::VolumeTable,
+        inherit: Option<&Limits>,
+        span: Range<usize>,
+        what: &str,
+    ) -> Limits {
+        let l = Limits {
+            enabled: t.enabled.or(inherit.map(|i| i.enabled)).unwrap_or(true),
+            high: t.high.or(inherit.map(|i| i.high)).unwrap_or(Percent(90.0)),
+            low: t.low.or(inherit.map(|i| i.low)).unwrap_or(Percent(80.0)),
+            horizon: t.horizon.or(inherit.map(|i| i.horizon)).unwrap_or(Dur::ZERO),
+            min_free: t.min_free.or(inherit.and_then(|i| i.min_free)),
+            min_free_inodes: t
+                .min_free_inodes
+                .or(inherit.map(|i| i.min_free_inodes))
+                .unwrap_or(Percent(0.0)),
+        };
+        if l.low.0 >= l.high.0 {
+            self.err(
+                span.clone(),
+                format!("{what}: low ({}) must be below high ({})", l.low, l.high),
+            );
+        }
+        if l.min_free_inodes.0 >= 50.0 {
+            self.err(span, format!("{what}: min_free_inodes ({}) must be below 50%", l.min_free_inodes));
+        }
+        l
     }
 
     fn validate(&mut self, raw: raw::File, path: &Path) -> Config {
@@ -541,6 +625,8 @@ impl Validator<'_> {
                     .protect_playlist_refs
                     .unwrap_or(c.lifecycle == Lifecycle::Segment),
                 part_suffixes: c.part_suffixes,
+                min_keep: c.min_keep,
+                pressure_priority: c.pressure_priority,
             });
         }
 
@@ -548,20 +634,47 @@ impl Validator<'_> {
             Some(w) => (w.span(), w.into_inner()),
             None => (0..0, raw::Watchdog::default()),
         };
-        if w.low >= w.high {
-            self.err(
-                wspan.clone(),
-                format!("watchdog: low ({}) must be below high ({})", w.low, w.high),
-            );
+        if w.interval.0.is_zero() || w.interval.0.as_secs() > 3600 {
+            self.err(wspan.clone(), "watchdog: interval must be above 0s and at most 1h");
         }
-        if w.interval.0.is_zero() {
-            self.err(wspan, "watchdog: interval must be above 0s");
+        let base = raw::VolumeTable {
+            path: Spanned::new(0..0, PathBuf::new()),
+            enabled: Some(w.enabled),
+            high: Some(w.high),
+            low: Some(w.low),
+            horizon: Some(w.horizon),
+            min_free: w.min_free,
+            min_free_inodes: Some(w.min_free_inodes),
+        };
+        let limits = self.limits(&base, None, wspan.clone(), "watchdog");
+        let mut volumes: Vec<VolumeLimits> = Vec::new();
+        for v in &w.volume {
+            let span = v.span();
+            let v = v.get_ref();
+            let path = self.resolve(v.path.get_ref());
+            let what = format!("watchdog.volume {}", path.display());
+            if self.fs_checks {
+                match std::fs::metadata(&path) {
+                    Err(e) => self.err(v.path.span(), format!("{what}: {e}")),
+                    Ok(md) => {
+                        use std::os::unix::fs::MetadataExt;
+                        let dev_of = |p: &Path| std::fs::metadata(p).ok().map(|m| m.dev());
+                        if !stores.iter().any(|s| dev_of(&s.root) == Some(md.dev())) {
+                            self.err(v.path.span(), format!("{what}: no local store lies on this volume"));
+                        }
+                        if volumes.iter().any(|o| dev_of(&o.path) == Some(md.dev())) {
+                            self.err(v.path.span(), format!("{what}: another [[watchdog.volume]] names the same volume"));
+                        }
+                    }
+                }
+            }
+            let limits = self.limits(v, Some(&limits), span, &what);
+            volumes.push(VolumeLimits { path, limits });
         }
         let watchdog = Watchdog {
-            high: w.high,
-            low: w.low,
-            horizon: w.horizon,
             interval: w.interval,
+            limits,
+            volumes,
         };
 
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
@@ -698,6 +811,9 @@ mod raw {
         pub protect_playlist_refs: Option<bool>,
         #[serde(default = "d_parts")]
         pub part_suffixes: Vec<String>,
+        pub min_keep: Option<Dur>,
+        #[serde(default)]
+        pub pressure_priority: i64,
     }
 
     fn empty() -> Spanned<Vec<String>> {
@@ -707,6 +823,8 @@ mod raw {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Watchdog {
+        #[serde(default = "yes")]
+        pub enabled: bool,
         #[serde(default = "d_high")]
         pub high: Percent,
         #[serde(default = "d_low")]
@@ -715,19 +833,44 @@ mod raw {
         pub horizon: Dur,
         #[serde(default = "d_interval")]
         pub interval: Dur,
+        pub min_free: Option<ByteSize>,
+        #[serde(default = "d_inodes")]
+        pub min_free_inodes: Percent,
+        #[serde(default)]
+        pub volume: Vec<Spanned<VolumeTable>>,
     }
 
     impl Default for Watchdog {
         fn default() -> Self {
             Watchdog {
+                enabled: true,
                 high: d_high(),
                 low: d_low(),
                 horizon: d_horizon(),
                 interval: d_interval(),
+                min_free: None,
+                min_free_inodes: d_inodes(),
+                volume: Vec::new(),
             }
         }
     }
 
+    /// `[[watchdog.volume]]`: unset keys inherit `[watchdog]`.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct VolumeTable {
+        pub path: Spanned<PathBuf>,
+        pub enabled: Option<bool>,
+        pub high: Option<Percent>,
+        pub low: Option<Percent>,
+        pub horizon: Option<Dur>,
+        pub min_free: Option<ByteSize>,
+        pub min_free_inodes: Option<Percent>,
+    }
+
+    fn d_inodes() -> Percent {
+        Percent(5.0)
+    }
     fn d_high() -> Percent {
         Percent(90.0)
     }

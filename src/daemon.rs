@@ -39,6 +39,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_secs(1);
 /// At most this many changes are applied in one registry transaction.
 const BATCH: usize = 4096;
+/// Watchdog samples are at least this far apart, however fast files arrive.
+const WATCH_MIN_GAP: Duration = Duration::from_millis(20);
 
 fn notify(states: &[NotifyState]) {
     // Outside systemd NOTIFY_SOCKET is unset and this is a no-op.
@@ -100,12 +102,37 @@ fn summary_line(engine: &Engine) -> String {
     let a = engine.activity();
     let files: u64 = a.last_scan.iter().map(|s| s.files).sum();
     let bytes: u64 = a.last_scan.iter().map(|s| s.bytes).sum();
-    format!(
+    let line = format!(
         "{files} files ({}) at the last scan; {} deleted ({}) since start",
         ByteSize(bytes),
         a.deleted_files,
         ByteSize(a.deleted_bytes)
-    )
+    );
+    match engine.watch_summary() {
+        Some(w) => format!("{w}; {line}"),
+        None => line,
+    }
+}
+
+/// The disk-pressure watchdog: samples every volume each `interval` and right after bursts
+/// of write events (`nudge`), and frees space when one is under pressure. Its passes run
+/// beside the main loop, which keeps serving events, the socket and systemd's watchdog.
+async fn watchdog(engine: Arc<Engine>, nudge: Arc<tokio::sync::Notify>, cancel: CancellationToken) {
+    loop {
+        let interval = engine.runtime().config.watchdog.interval.0;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+            _ = nudge.notified() => {}
+        }
+        let e = engine.clone();
+        match tokio::task::spawn_blocking(move || e.watchdog_tick()).await {
+            Ok(true) => notify(&[NotifyState::Status(&summary_line(&engine))]),
+            Ok(false) => {}
+            Err(e) => error!(error = %e, "watchdog tick panicked"),
+        }
+        tokio::time::sleep(WATCH_MIN_GAP).await;
+    }
 }
 
 /// Takes the state lock. Held by another daemon (its socket answers): refused at once.
@@ -182,6 +209,8 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let status = summary_line(&engine);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     info!("ready: {status}");
+    let nudge = Arc::new(tokio::sync::Notify::new());
+    tracker.spawn(watchdog(engine.clone(), nudge.clone(), cancel.clone()));
 
     let wd = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut wd_tick = tokio::time::interval(wd.unwrap_or(Duration::from_secs(3600)));
@@ -207,6 +236,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
             n = ev_rx.recv_many(&mut batch, BATCH) => {
                 if n == 0 { continue; }
                 let changes = std::mem::take(&mut batch);
+                nudge.notify_one();
                 match blocking(&engine, move |e| e.apply_changes(&changes)).await {
                     Ok(effect) => {
                         // Plan again only when an arrival can change the plan: it pushes a

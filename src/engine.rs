@@ -19,7 +19,10 @@ use crate::registry::{AuditRecord, ClassTotals, Entry, Filter, Lease, Registry, 
 use crate::scan::{self, ScanStats};
 use crate::store::local::{Expect, LocalStore, Pruned};
 use crate::store::{Outcome, StoreError, is_confined};
-use crate::units::{ByteSize, Nanos, Percent, fmt_span, fmt_time};
+use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
+use crate::watchdog::{VolumeSpec, VolumeWatch};
+
+mod pressure;
 
 /// Failures of an operation; each maps to a sysexits code.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,8 @@ pub struct Runtime {
     pub classifier: Classifier,
     /// Opened local stores, in config order.
     pub stores: Vec<LocalStore>,
+    /// The volumes holding them, with their watchdog limits.
+    pub volumes: Vec<(VolumeSpec, crate::config::Limits)>,
 }
 
 impl Runtime {
@@ -72,10 +77,18 @@ impl Runtime {
             .iter()
             .map(|s| LocalStore::open(&s.name, &s.root))
             .collect::<std::result::Result<Vec<_>, _>>()?;
+        let volumes = crate::watchdog::volumes(&config)
+            .into_iter()
+            .map(|v| {
+                let l = crate::watchdog::limits_of(&config, &v).clone();
+                (v, l)
+            })
+            .collect();
         Ok(Runtime {
             classifier: Classifier::new(&config),
             config,
             stores,
+            volumes,
         })
     }
 
@@ -168,6 +181,8 @@ pub struct GcReport {
     pub deleted_bytes: u64,
     /// Refused with a reason.
     pub refused: u64,
+    /// Bytes of those.
+    pub refused_bytes: u64,
     /// Attempted and failed.
     pub failed: u64,
     /// Gone before we acted.
@@ -186,6 +201,9 @@ pub struct GcReport {
     pub snapshot_max_us: u64,
     /// Per file (empty in summaries).
     pub results: Vec<FileResult>,
+    /// When the first file was unlinked.
+    #[serde(skip)]
+    pub first_unlink: Option<Instant>,
 }
 
 /// What `explain` says about one path.
@@ -207,6 +225,8 @@ pub struct Explanation {
     pub history: Vec<AuditRecord>,
     /// What uses it right now (open files, locks); a deletion is refused while any does.
     pub in_use: Vec<String>,
+    /// Whether the disk-pressure watchdog may free it (and in which tier), or why not.
+    pub pressure: Option<String>,
     /// The answer in one sentence.
     pub summary: String,
 }
@@ -378,27 +398,33 @@ pub struct MarkResult {
     pub error: Option<String>,
 }
 
-/// One volume (a store's filesystem) in `status`.
+/// One volume holding local stores, in `status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Volume {
-    /// Store name.
-    pub store: String,
-    /// Its root.
-    pub root: PathBuf,
-    /// Total bytes of the filesystem.
-    pub total: u64,
-    /// Bytes in use.
-    pub used: u64,
-    /// Bytes available to unprivileged writers.
-    pub avail: u64,
-    /// Used percentage.
+    /// Mount point.
+    pub mount: PathBuf,
+    /// The stores on it.
+    pub stores: Vec<String>,
+    /// Its `statvfs` now.
+    pub sample: crate::watchdog::Sample,
+    /// Used percentage (as `df`).
     pub used_pct: f64,
-    /// Free inodes.
-    pub inodes_free: u64,
-    /// Watermarks.
-    pub high: Percent,
-    /// Watermarks.
-    pub low: Percent,
+    /// Free inodes, percent (None: no inode limit).
+    pub inodes_free_pct: Option<f64>,
+    /// Its watchdog limits.
+    pub limits: crate::config::Limits,
+    /// Fill rate, bytes per second (a daemon's watchdog measures it).
+    pub rate: Option<f64>,
+    /// Seconds until full at that rate.
+    pub time_to_full: Option<f64>,
+    /// The watchdog's state (None: no daemon watching).
+    pub state: Option<crate::watchdog::State>,
+    /// What puts it under pressure now.
+    pub triggers: Vec<String>,
+    /// The newest pressure pass.
+    pub last_pass: Option<crate::watchdog::PressureReport>,
+    /// Stuck since.
+    pub stuck_since: Option<Nanos>,
 }
 
 /// What the daemon (or a one-shot command) has been doing.
@@ -454,6 +480,8 @@ pub struct Engine {
     playlists: Mutex<PlaylistMemory>,
     /// Directories that may be empty: (store, dir), tried at the end of each pass.
     prune_candidates: Mutex<std::collections::BTreeSet<(String, PathBuf)>>,
+    /// The watchdog's view of each volume, by device (filled by a daemon's watchdog).
+    watch: Mutex<HashMap<u64, VolumeWatch>>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -483,6 +511,7 @@ impl Engine {
             pin_gate: Mutex::new(()),
             playlists: Mutex::new(PlaylistMemory::default()),
             prune_candidates: Mutex::new(Default::default()),
+            watch: Mutex::new(HashMap::new()),
         })
     }
 
@@ -592,7 +621,7 @@ impl Engine {
             report.millis = started.elapsed().as_millis() as u64;
             return Ok(report);
         }
-        self.execute(&rt, actions, trigger, detail, &mut report)?;
+        self.execute(&rt, actions, trigger, detail, &mut report, None)?;
         report.pruned_dirs = self.prune(&rt, now);
         let retention = rt.config.daemon.audit_retention.as_nanos_i64();
         self.reg().prune_audit(now.saturating_sub(retention))?;
@@ -627,6 +656,8 @@ impl Engine {
 
     /// Deletes `actions` store by store in chunks. File work and registry writes overlap:
     /// the deleting thread hands each finished chunk to a recorder thread.
+    /// `after_chunk`, if given, runs when a chunk's files are done; what it returns is added
+    /// to each of their audit reasons (the pressure pass's volume usage before and after).
     fn execute(
         &self,
         rt: &Runtime,
@@ -634,6 +665,7 @@ impl Engine {
         trigger: &str,
         detail: bool,
         report: &mut GcReport,
+        after_chunk: Option<&dyn Fn() -> String>,
     ) -> Result<()> {
         std::thread::scope(|scope| -> Result<()> {
             type Batch = (Vec<(i64, PathBuf)>, Vec<AuditRecord>);
@@ -714,6 +746,7 @@ impl Engine {
                         log_outcome(a, &outcome, trigger);
                         match &outcome {
                             Outcome::Deleted => {
+                                report.first_unlink.get_or_insert_with(Instant::now);
                                 report.deleted_files += 1;
                                 report.deleted_bytes += a.entry.size;
                                 gone.push((a.entry.id, a.entry.path.clone()));
@@ -722,7 +755,10 @@ impl Engine {
                                 report.vanished += 1;
                                 gone.push((a.entry.id, a.entry.path.clone()));
                             }
-                            Outcome::Refused(_) => report.refused += 1,
+                            Outcome::Refused(_) => {
+                                report.refused += 1;
+                                report.refused_bytes += a.entry.size;
+                            }
                             Outcome::Failed(_) => report.failed += 1,
                             Outcome::WouldDelete => {} // dry runs never get here
                         }
@@ -743,6 +779,11 @@ impl Engine {
                         });
                         if detail {
                             report.results.push(file_result(a, outcome));
+                        }
+                    }
+                    if let Some(note) = after_chunk.map(|f| f()) {
+                        for r in &mut records {
+                            r.reason = format!("{}; {note}", r.reason);
                         }
                     }
                     if tx.send((gone, records)).is_err() {
@@ -825,8 +866,13 @@ impl Engine {
                     .unwrap_or_default(),
                 rules: c.clone(),
             });
+        let mut pressure = None;
         let verdict = match (&entry, m.as_ref().and_then(|m| rt.config.class(m.class))) {
             (Some(e), Some(c)) => {
+                pressure = Some(match policy::pressure::eligibility(c, e, now) {
+                    Ok(tier) => format!("may be freed, as a {tier} (oldest first)"),
+                    Err(why) => why,
+                });
                 let mut planner = ClassPlanner::new(c, now);
                 let mut found = None;
                 self.reg()
@@ -870,6 +916,7 @@ impl Engine {
             verdict,
             history,
             in_use,
+            pressure,
             summary,
         })
     }
@@ -1320,36 +1367,35 @@ impl Engine {
     /// Volumes, classes and activity.
     pub fn status(&self) -> Result<Status> {
         let rt = self.runtime();
-        let w = &rt.config.watchdog;
+        let now = self.now();
+        let watch = self.watch.lock().expect("watch lock");
         let volumes = rt
-            .stores
+            .volumes
             .iter()
-            .filter_map(|s| {
-                let v = rustix::fs::statvfs(s.root()).ok()?;
-                let total = v.f_blocks * v.f_frsize;
-                let free = v.f_bfree * v.f_frsize;
-                let avail = v.f_bavail * v.f_frsize;
-                let used = total.saturating_sub(free);
-                // As df: used / (used + available to unprivileged users).
-                let denom = used + avail;
-                let used_pct = if denom == 0 {
-                    0.0
-                } else {
-                    used as f64 * 100.0 / denom as f64
-                };
+            .filter_map(|(v, limits)| {
+                let sample = crate::watchdog::Sample::read(&v.probe, now).ok()?;
+                let w = watch.get(&v.dev);
+                let rate = w.and_then(|w| w.rate.rate());
                 Some(Volume {
-                    store: s.name().into(),
-                    root: s.root().into(),
-                    total,
-                    used,
-                    avail,
-                    used_pct,
-                    inodes_free: v.f_favail,
-                    high: w.high,
-                    low: w.low,
+                    mount: v.mount.clone(),
+                    stores: v.stores.clone(),
+                    used_pct: sample.used_pct(),
+                    inodes_free_pct: sample.inodes_free_pct(),
+                    limits: limits.clone(),
+                    rate,
+                    time_to_full: crate::watchdog::time_to_full(&sample, rate),
+                    state: w.map(|w| w.state),
+                    triggers: crate::watchdog::triggers(limits, &sample, rate)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    last_pass: w.and_then(|w| w.last_pass.clone()),
+                    stuck_since: w.and_then(|w| w.stuck_since),
+                    sample,
                 })
             })
             .collect();
+        drop(watch);
         Ok(Status {
             config: rt.config.path.clone(),
             state_dir: rt.config.daemon.state_dir.clone(),

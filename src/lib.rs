@@ -25,6 +25,7 @@ pub mod statedir;
 pub mod store;
 pub mod units;
 pub mod watch;
+pub mod watchdog;
 
 /// Process exit codes (sysexits.h).
 pub mod exit {

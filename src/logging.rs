@@ -8,8 +8,12 @@
 use std::os::unix::fs::MetadataExt;
 
 use tracing_journald::{Priority, PriorityMappings};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, filter};
 use tracing_subscriber::prelude::*;
+
+/// Events of this target are alarms: journald priority 2 (crit) instead of 3 (err), so
+/// `journalctl -p crit` shows a stuck volume and nothing else.
+pub const ALARM: &str = "mediaretain::alarm";
 
 /// True when stderr is the journal stream systemd gave us (`$JOURNAL_STREAM` = dev:inode).
 pub fn stderr_is_journal() -> bool {
@@ -34,18 +38,28 @@ pub fn init(default: &str) {
         .then(tracing_journald::layer)
         .and_then(Result::ok);
     if let Some(layer) = journal {
-        let layer = layer
-            .with_field_prefix(Some("MEDIARETAIN".into()))
-            .with_syslog_identifier("mediaretain".into())
-            // syslog's meaning: info is 6, debug 7 (the crate's default shifts them by one).
-            .with_priority_mappings(PriorityMappings {
-                info: Priority::Informational,
-                debug: Priority::Debug,
-                ..PriorityMappings::new()
-            });
+        let journald = |layer: tracing_journald::Layer, error: Priority| {
+            layer
+                .with_field_prefix(Some("MEDIARETAIN".into()))
+                .with_syslog_identifier("mediaretain".into())
+                // syslog's meaning: info is 6, debug 7 (the crate's default shifts them by one).
+                .with_priority_mappings(PriorityMappings {
+                    error,
+                    info: Priority::Informational,
+                    debug: Priority::Debug,
+                    ..PriorityMappings::new()
+                })
+        };
+        let alarms = tracing_journald::layer().ok().map(|l| {
+            journald(l, Priority::Critical)
+                .with_filter(filter::filter_fn(|m| m.target() == ALARM))
+        });
+        let rest = journald(layer, Priority::Error)
+            .with_filter(filter::filter_fn(|m| m.target() != ALARM));
         tracing_subscriber::registry()
             .with(filter)
-            .with(layer)
+            .with(rest)
+            .with(alarms)
             .init();
         return;
     }

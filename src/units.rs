@@ -116,6 +116,11 @@ impl fmt::Display for Percent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Dur(pub Duration);
 
+impl Dur {
+    /// No time at all.
+    pub const ZERO: Dur = Dur(Duration::ZERO);
+}
+
 impl FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -5,6 +5,8 @@
 //! newest first; a [`ClassPlanner`] folds over them keeping only running counters, so
 //! planning a class of a million files needs no more memory than the actions it emits.
 
+pub mod pressure;
+
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,8 @@ pub enum Rule {
     MaxCount,
     /// Beyond the class's max_total (oldest first).
     MaxTotal,
+    /// Freed by the disk-pressure watchdog.
+    Pressure,
 }
 
 impl fmt::Display for Rule {
@@ -34,6 +38,7 @@ impl fmt::Display for Rule {
             Rule::KeepFor => "keep_for",
             Rule::MaxCount => "max_count",
             Rule::MaxTotal => "max_total",
+            Rule::Pressure => "pressure",
         })
     }
 }
@@ -321,6 +326,8 @@ mod tests {
             quiet_period: Dur::default(),
             protect_playlist_refs: false,
             part_suffixes: vec![],
+            min_keep: None,
+            pressure_priority: 0,
         }
     }
 

@@ -528,6 +528,56 @@ impl Registry {
         Ok(())
     }
 
+    /// Up to `limit` unpinned entries of `class` in `store` whose age reference lies in
+    /// `[lo, hi)`, oldest first (ties by id), after the cursor `after` = (age ref, id).
+    #[allow(clippy::too_many_arguments)]
+    pub fn oldest(
+        &self,
+        store: &str,
+        class: &str,
+        age_from: AgeFrom,
+        lo: Nanos,
+        hi: Nanos,
+        after: Option<(Nanos, i64)>,
+        limit: usize,
+    ) -> Result<Vec<Entry>> {
+        let col = match age_from {
+            AgeFrom::Mtime => "e.mtime",
+            AgeFrom::FirstSeen => "e.first_seen",
+        };
+        let sql = format!(
+            "SELECT {ENTRY_COLS} FROM {ENTRY_FROM}
+             WHERE e.class = ?1 AND e.store_id = (SELECT id FROM stores WHERE name = ?2)
+               AND {col} >= ?3 AND {col} < ?4 AND ({col}, e.id) > (?5, ?6)
+               AND p.store_id IS NULL
+             ORDER BY {col}, e.id LIMIT ?7"
+        );
+        let (ca, ci) = after.unwrap_or((i64::MIN, i64::MIN));
+        let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let rows = st
+            .query_map(
+                params![class, store, lo, hi, ca, ci, limit as i64],
+                row_entry,
+            )
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+    }
+
+    /// (bytes of classified entries, of those the pinned ones) in `store`.
+    pub fn census(&self, store: &str) -> Result<(u64, u64)> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT COALESCE(SUM(e.size), 0),
+                            COALESCE(SUM(CASE WHEN p.store_id IS NOT NULL THEN e.size END), 0)
+                     FROM {ENTRY_FROM} WHERE s.name = ?1 AND e.class IS NOT NULL"
+                ),
+                params![store],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(self.err())
+    }
+
     /// Entries for `ls`, ordered by store and path.
     pub fn list(&self, filter: &Filter) -> Result<Vec<Entry>> {
         let sql = format!(

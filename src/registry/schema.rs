@@ -65,4 +65,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX leases_expires ON leases(expires);
     "#,
+    // 3: under disk pressure, a class's oldest files are read a page at a time; these
+    // indexes (with the rowid as tie-break) serve that and the planner's newest-first walk.
+    r#"
+    CREATE INDEX entries_class_mtime ON entries(class, store_id, mtime);
+    CREATE INDEX entries_class_seen ON entries(class, store_id, first_seen);
+    DROP INDEX entries_class;
+    "#,
 ];

@@ -1,0 +1,379 @@
+//! The disk-pressure pass: when a volume's watchdog triggers, free space in the order of
+//! [`crate::policy::pressure`] through the same executor as every other deletion (in-use
+//! and pins re-checked per file), re-reading `statvfs` between batches — deleted bytes are
+//! not freed bytes while files are still open or hard-linked — until the goal is reached or
+//! nothing more may go.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+
+use super::*;
+use crate::config::Limits;
+use crate::policy::pressure::{Tier, class_tiers};
+use crate::watchdog::{Kept, PressureReport, Sample, State, Trigger, Verdict, deficit};
+
+/// Entries read from the registry per class at a time.
+const PAGE: usize = 256;
+
+impl Engine {
+    /// Samples every watched volume and runs a pressure pass on each that needs one
+    /// (blocking). True when something changed that the status line shows.
+    pub fn watchdog_tick(&self) -> bool {
+        let rt = self.runtime();
+        let mut changed = false;
+        for (v, limits) in &rt.volumes {
+            let started = Instant::now();
+            let sample = match Sample::read(&v.probe, self.now()) {
+                Ok(s) => s,
+                Err(e) => {
+                    debug_unreadable(v, &e);
+                    continue;
+                }
+            };
+            let (verdict, rate) = {
+                let mut watch = self.watch.lock().expect("watch lock");
+                let w = watch.entry(v.dev).or_default();
+                let verdict = w.observe(limits, sample);
+                if let Verdict::Free(_) = verdict {
+                    w.state = State::Freeing;
+                }
+                (verdict, w.rate.rate())
+            };
+            match verdict {
+                Verdict::Idle => {}
+                Verdict::Recovered => {
+                    changed = true;
+                    info!(action = "pressure", volume = %v.mount.display(), used_pct = sample.used_pct(),
+                        "volume {} is within its limits again ({:.1}% used)", v.mount.display(), sample.used_pct());
+                }
+                Verdict::Free(triggers) => {
+                    changed = true;
+                    let report = self
+                        .pressure(&rt, v, limits, &triggers, rate, started)
+                        .unwrap_or_else(|e| {
+                            error!(action = "pressure", volume = %v.mount.display(), error = %e, "pressure pass failed");
+                            PressureReport {
+                                at: self.now(),
+                                triggers: triggers.iter().map(ToString::to_string).collect(),
+                                before_pct: sample.used_pct(),
+                                after_pct: sample.used_pct(),
+                                ..Default::default()
+                            }
+                        });
+                    let mut watch = self.watch.lock().expect("watch lock");
+                    let w = watch.entry(v.dev).or_default();
+                    let kept = report.kept.clone().unwrap_or_default();
+                    let after = report.after_pct;
+                    if w.after_pass(limits, report, self.now()) {
+                        error!(
+                            target: crate::logging::ALARM,
+                            action = "stuck",
+                            volume = %v.mount.display(),
+                            used_pct = after,
+                            retained = kept.retained,
+                            in_use = kept.in_use,
+                            protected = kept.protected,
+                            unmanaged = kept.unmanaged,
+                            "volume {} is STUCK at {after:.1}% used: nothing more may be deleted ({kept}); free space by hand, unpin files, or give recording classes a min_keep",
+                            v.mount.display()
+                        );
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    /// One line on volumes that are freeing or stuck (for the sd_notify STATUS).
+    pub fn watch_summary(&self) -> Option<String> {
+        let rt = self.runtime();
+        let watch = self.watch.lock().expect("watch lock");
+        let parts: Vec<String> = rt
+            .volumes
+            .iter()
+            .filter_map(|(v, _)| {
+                let w = watch.get(&v.dev)?;
+                let pct = w.last.map(|s| s.used_pct()).unwrap_or(0.0);
+                match w.state {
+                    State::Ok => None,
+                    State::Freeing => Some(format!("freeing {} ({pct:.1}%)", v.mount.display())),
+                    State::Stuck => Some(format!(
+                        "STUCK {} at {pct:.1}% ({})",
+                        v.mount.display(),
+                        w.last_pass
+                            .as_ref()
+                            .and_then(|p| p.kept.as_ref())
+                            .map(|k| format!(
+                                "{} retained, {} in use",
+                                ByteSize(k.retained),
+                                ByteSize(k.in_use)
+                            ))
+                            .unwrap_or_default()
+                    )),
+                }
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    /// Frees volume `v` until its goal is met or nothing more may go.
+    fn pressure(
+        &self,
+        rt: &Runtime,
+        v: &VolumeSpec,
+        limits: &Limits,
+        triggers: &[Trigger],
+        rate: Option<f64>,
+        since: Instant,
+    ) -> Result<PressureReport> {
+        let _pass = self.pass.lock().expect("pass lock");
+        let started = Instant::now();
+        let now = self.now();
+        let io = |e: std::io::Error| {
+            EngineError::Store(StoreError::Io {
+                store: v.stores.join(","),
+                path: v.mount.clone(),
+                source: e,
+            })
+        };
+        let mut sample = Sample::read(&v.probe, now).map_err(io)?;
+        let why = triggers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        warn!(action = "pressure", volume = %v.mount.display(), used_pct = sample.used_pct(),
+            "disk pressure on {}: {why}; freeing down to {}", v.mount.display(), limits.low);
+        let mut report = PressureReport {
+            at: now,
+            triggers: triggers.iter().map(ToString::to_string).collect(),
+            before_pct: sample.used_pct(),
+            ..Default::default()
+        };
+        let mut cands = Candidates::new(
+            rt,
+            v,
+            now,
+            format!("disk pressure on {} ({why})", v.mount.display()),
+        );
+        let mut gc = GcReport {
+            at: now,
+            trigger: "pressure".into(),
+            ..Default::default()
+        };
+        loop {
+            let (bytes, inodes) = deficit(limits, &sample, rate);
+            if bytes == 0 && inodes == 0 {
+                report.goal_met = true;
+                break;
+            }
+            let batch = cands.batch(&self.registry, bytes, inodes)?;
+            if batch.is_empty() {
+                report.exhausted = true;
+                break;
+            }
+            let before = Cell::new(sample.used_pct());
+            let note = || {
+                let after = Sample::read(&v.probe, 0).map_or(f64::NAN, |s| s.used_pct());
+                let n = format!(
+                    "volume {} at {:.1}% before this batch, {after:.1}% after",
+                    v.mount.display(),
+                    before.get()
+                );
+                before.set(after);
+                n
+            };
+            self.execute(rt, &batch, "pressure", false, &mut gc, Some(&note))?;
+            report.batches += 1;
+            let next = Sample::read(&v.probe, self.now()).map_err(io)?;
+            report.freed_bytes += sample.used.saturating_sub(next.used);
+            sample = next;
+        }
+        report.after_pct = sample.used_pct();
+        report.deleted_files = gc.deleted_files;
+        report.deleted_bytes = gc.deleted_bytes;
+        report.refused = gc.refused;
+        report.failed = gc.failed;
+        report.first_unlink_us = gc
+            .first_unlink
+            .map(|t| t.saturating_duration_since(since).as_micros() as u64);
+        if !report.goal_met {
+            let in_use = gc.refused_bytes + cands.in_use_bytes;
+            let (mut classified, mut retained) = (0, 0);
+            for s in &v.stores {
+                let (c, r) = self.reg().census(s)?;
+                classified += c;
+                retained += r;
+            }
+            report.kept = Some(Kept {
+                retained,
+                in_use,
+                protected: classified.saturating_sub(retained + in_use),
+                unmanaged: sample.used.saturating_sub(classified),
+            });
+        }
+        report.millis = started.elapsed().as_millis() as u64;
+        info!(
+            action = "pressure",
+            volume = %v.mount.display(),
+            deleted = report.deleted_files,
+            bytes = report.deleted_bytes,
+            freed = report.freed_bytes,
+            refused = report.refused,
+            millis = report.millis,
+            "pressure pass on {}: {:.1}% → {:.1}% used; {} files deleted ({}), {} freed, {} refused{}",
+            v.mount.display(),
+            report.before_pct,
+            report.after_pct,
+            report.deleted_files,
+            ByteSize(report.deleted_bytes),
+            ByteSize(report.freed_bytes),
+            report.refused,
+            if report.goal_met { "" } else { "; goal not reached" }
+        );
+        let mut a = self.activity.lock().expect("activity lock");
+        a.deleted_files += report.deleted_files;
+        a.deleted_bytes += report.deleted_bytes;
+        Ok(report)
+    }
+}
+
+/// A failing `statvfs` (a store's disk unmounted) is seen again at the next scan; keep the
+/// journal quiet about it at every tick.
+fn debug_unreadable(v: &VolumeSpec, e: &std::io::Error) {
+    tracing::debug!(volume = %v.mount.display(), error = %e, "cannot sample volume");
+}
+
+/// One class's candidates within one tier, read a page at a time, oldest first.
+struct Cursor {
+    store: String,
+    class: String,
+    age_from: AgeFrom,
+    quiet: Nanos,
+    lo: Nanos,
+    hi: Nanos,
+    after: Option<(Nanos, i64)>,
+    buf: VecDeque<Entry>,
+    done: bool,
+}
+
+/// The classes of one tier and priority, merged oldest first.
+struct Group {
+    tier: Tier,
+    priority: i64,
+    cursors: Vec<Cursor>,
+}
+
+/// Every file disk pressure may free on one volume, lazily, in pressure order.
+struct Candidates {
+    groups: Vec<Group>,
+    at: usize,
+    now: Nanos,
+    /// Bytes passed over because they are still being written.
+    in_use_bytes: u64,
+    why: String,
+}
+
+impl Candidates {
+    fn new(rt: &Runtime, v: &VolumeSpec, now: Nanos, why: String) -> Candidates {
+        let mut groups: Vec<Group> = Vec::new();
+        for c in rt.config.classes.iter().filter(|c| v.stores.contains(&c.store)) {
+            for (tier, lo, hi) in class_tiers(c, now) {
+                if lo >= hi {
+                    continue;
+                }
+                let cursor = Cursor {
+                    store: c.store.clone(),
+                    class: c.name.clone(),
+                    age_from: c.age_from,
+                    quiet: c.quiet_period.as_nanos_i64(),
+                    lo,
+                    hi,
+                    after: None,
+                    buf: VecDeque::new(),
+                    done: false,
+                };
+                match groups
+                    .iter_mut()
+                    .find(|g| g.tier == tier && g.priority == c.pressure_priority)
+                {
+                    Some(g) => g.cursors.push(cursor),
+                    None => groups.push(Group {
+                        tier,
+                        priority: c.pressure_priority,
+                        cursors: vec![cursor],
+                    }),
+                }
+            }
+        }
+        groups.sort_by_key(|g| (g.tier, g.priority));
+        Candidates {
+            groups,
+            at: 0,
+            now,
+            in_use_bytes: 0,
+            why,
+        }
+    }
+
+    /// The next candidate in pressure order.
+    fn next(&mut self, reg: &Mutex<Registry>) -> Result<Option<policy::Action>> {
+        while let Some(g) = self.groups.get_mut(self.at) {
+            for c in g.cursors.iter_mut().filter(|c| c.buf.is_empty() && !c.done) {
+                let page = reg.lock().expect("registry lock").oldest(
+                    &c.store, &c.class, c.age_from, c.lo, c.hi, c.after, PAGE,
+                )?;
+                c.done = page.len() < PAGE;
+                if let Some(last) = page.last() {
+                    c.after = Some((last.age_ref(c.age_from), last.id));
+                }
+                c.buf.extend(page);
+            }
+            let oldest = g
+                .cursors
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.buf.front().map(|e| ((e.age_ref(c.age_from), e.id), i)))
+                .min();
+            let Some((_, i)) = oldest else {
+                self.at += 1;
+                continue;
+            };
+            let c = &mut g.cursors[i];
+            let e = c.buf.pop_front().expect("a front entry");
+            if self.now.saturating_sub(e.mtime) < c.quiet {
+                self.in_use_bytes += e.size;
+                continue;
+            }
+            return Ok(Some(policy::Action {
+                age_ref: e.age_ref(c.age_from),
+                class_name: c.class.clone(),
+                rule: Rule::Pressure,
+                reason: format!("{}: {}, oldest first", self.why, g.tier),
+                entry: e,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Candidates worth at least `bytes` and `inodes` (at most one chunk).
+    fn batch(
+        &mut self,
+        reg: &Mutex<Registry>,
+        bytes: u64,
+        inodes: u64,
+    ) -> Result<Vec<policy::Action>> {
+        let mut out = Vec::new();
+        let mut sum = 0u64;
+        while out.len() < CHUNK && (sum < bytes || (out.len() as u64) < inodes) {
+            match self.next(reg)? {
+                Some(a) => {
+                    sum += a.entry.size;
+                    out.push(a);
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+}
