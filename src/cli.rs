@@ -832,7 +832,11 @@ fn render_volume(o: &mut String, v: &crate::engine::Volume, now: Nanos) {
         Some(st) => st.to_string(),
         None => "not watched (no daemon)".into(),
     };
-    let state = if l.enabled { state } else { "watchdog off".into() };
+    let state = if l.enabled {
+        state
+    } else {
+        "watchdog off".into()
+    };
     let _ = writeln!(
         o,
         "\nvolume {} (stores: {}): {state}",

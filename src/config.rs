@@ -408,7 +408,10 @@ impl Validator<'_> {
             enabled: t.enabled.or(inherit.map(|i| i.enabled)).unwrap_or(true),
             high: t.high.or(inherit.map(|i| i.high)).unwrap_or(Percent(90.0)),
             low: t.low.or(inherit.map(|i| i.low)).unwrap_or(Percent(80.0)),
-            horizon: t.horizon.or(inherit.map(|i| i.horizon)).unwrap_or(Dur::ZERO),
+            horizon: t
+                .horizon
+                .or(inherit.map(|i| i.horizon))
+                .unwrap_or(Dur::ZERO),
             min_free: t.min_free.or(inherit.and_then(|i| i.min_free)),
             min_free_inodes: t
                 .min_free_inodes
@@ -422,7 +425,13 @@ impl Validator<'_> {
             );
         }
         if l.min_free_inodes.0 >= 50.0 {
-            self.err(span, format!("{what}: min_free_inodes ({}) must be below 50%", l.min_free_inodes));
+            self.err(
+                span,
+                format!(
+                    "{what}: min_free_inodes ({}) must be below 50%",
+                    l.min_free_inodes
+                ),
+            );
         }
         l
     }
@@ -635,7 +644,10 @@ impl Validator<'_> {
             None => (0..0, raw::Watchdog::default()),
         };
         if w.interval.0.is_zero() || w.interval.0.as_secs() > 3600 {
-            self.err(wspan.clone(), "watchdog: interval must be above 0s and at most 1h");
+            self.err(
+                wspan.clone(),
+                "watchdog: interval must be above 0s and at most 1h",
+            );
         }
         let base = raw::VolumeTable {
             path: Spanned::new(0..0, PathBuf::new()),
@@ -660,10 +672,18 @@ impl Validator<'_> {
                         use std::os::unix::fs::MetadataExt;
                         let dev_of = |p: &Path| std::fs::metadata(p).ok().map(|m| m.dev());
                         if !stores.iter().any(|s| dev_of(&s.root) == Some(md.dev())) {
-                            self.err(v.path.span(), format!("{what}: no local store lies on this volume"));
+                            self.err(
+                                v.path.span(),
+                                format!("{what}: no local store lies on this volume"),
+                            );
                         }
                         if volumes.iter().any(|o| dev_of(&o.path) == Some(md.dev())) {
-                            self.err(v.path.span(), format!("{what}: another [[watchdog.volume]] names the same volume"));
+                            self.err(
+                                v.path.span(),
+                                format!(
+                                    "{what}: another [[watchdog.volume]] names the same volume"
+                                ),
+                            );
                         }
                     }
                 }

@@ -8,8 +8,8 @@
 use std::os::unix::fs::MetadataExt;
 
 use tracing_journald::{Priority, PriorityMappings};
-use tracing_subscriber::{EnvFilter, filter};
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, filter};
 
 /// Events of this target are alarms: journald priority 2 (crit) instead of 3 (err), so
 /// `journalctl -p crit` shows a stuck volume and nothing else.
@@ -51,8 +51,7 @@ pub fn init(default: &str) {
                 })
         };
         let alarms = tracing_journald::layer().ok().map(|l| {
-            journald(l, Priority::Critical)
-                .with_filter(filter::filter_fn(|m| m.target() == ALARM))
+            journald(l, Priority::Critical).with_filter(filter::filter_fn(|m| m.target() == ALARM))
         });
         let rest = journald(layer, Priority::Error)
             .with_filter(filter::filter_fn(|m| m.target() != ALARM));

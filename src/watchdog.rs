@@ -29,8 +29,10 @@ const RATE_WINDOW: Nanos = 60 * SEC;
 const RATE_MIN_WINDOWS: usize = 3;
 
 /// After a pass that could not reach its goal, the next one waits this long (unless the
-/// volume changes state): the watchdog keeps watching without spinning.
-pub const RETRY_AFTER: Nanos = 10 * SEC;
+/// volume falls below its triggers): the watchdog keeps watching without spinning, and
+/// files that became deletable meanwhile (released, closed, older than `min_keep`) still
+/// go within seconds. Such repeated passes log only what they delete.
+pub const RETRY_AFTER: Nanos = 5 * SEC;
 
 /// One `statvfs` reading of a volume.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
@@ -168,10 +170,8 @@ impl FillRate {
     pub fn push(&mut self, s: &Sample) {
         let v = s.used as f64 + self.freed as f64;
         let n = self.hist.len();
-        if let Some(&(t, _)) = self.hist.back() {
-            if s.at < t {
-                return; // a clock step backwards: keep what we have
-            }
+        if self.hist.back().is_some_and(|&(t, _)| s.at < t) {
+            return; // a clock step backwards: keep what we have
         }
         if n >= 2 && self.hist[n - 1].0 - self.hist[n - 2].0 < SEC {
             // Points stay a second apart: a newer sample replaces the provisional newest one
@@ -409,9 +409,9 @@ pub fn volumes(config: &Config) -> Vec<VolumeSpec> {
 
 /// The limits of `v` under `config`.
 pub fn limits_of<'a>(config: &'a Config, v: &VolumeSpec) -> &'a Limits {
-    config.watchdog.limits_for(v.dev, |p| {
-        std::fs::metadata(p).ok().map(|m| m.dev())
-    })
+    config
+        .watchdog
+        .limits_for(v.dev, |p| std::fs::metadata(p).ok().map(|m| m.dev()))
 }
 
 /// (device, mount point) of every mount, from /proc/self/mountinfo.
@@ -577,7 +577,10 @@ mod tests {
         assert!(matches!(t.as_slice(), [Trigger::Forecast { .. }]), "{t:?}");
         let free = 100 * GB - used;
         // Full in ≤ 15 min at 20 MB/s means ≤ 18 GB free: fired at 18 GB free, ±1 s of writes.
-        assert!((18 * GB - rate..=18 * GB).contains(&free), "fired with {free} free at {sec}s");
+        assert!(
+            (18 * GB - rate..=18 * GB).contains(&free),
+            "fired with {free} free at {sec}s"
+        );
         assert!(sample(0, used).used_pct() < 90.0);
         // Once triggered, the goal leaves room for the horizon's writes with margin.
         let (need, _) = deficit(&l, &sample(0, used), w.rate.rate());
@@ -611,7 +614,11 @@ mod tests {
                 used += 10 * GB;
             }
             used += 1_000_000; // 1 MB/s: years to full
-            assert_eq!(w.observe(&l, sample(sec * SEC, used)), Verdict::Idle, "at {sec}s");
+            assert_eq!(
+                w.observe(&l, sample(sec * SEC, used)),
+                Verdict::Idle,
+                "at {sec}s"
+            );
         }
         let r = w.rate.rate().unwrap();
         assert!((900_000.0..1_100_000.0).contains(&r), "{r}");
@@ -645,7 +652,11 @@ mod tests {
         assert_eq!(deficit(&l, &s, None).0, 12 * GB);
         // min_free 5 GB at 96 GB used: a trigger, and the goal is 6.25 GB free.
         let s = sample(0, 96 * GB);
-        assert!(triggers(&l, &s, None).iter().any(|t| matches!(t, Trigger::MinFree { .. })));
+        assert!(
+            triggers(&l, &s, None)
+                .iter()
+                .any(|t| matches!(t, Trigger::MinFree { .. }))
+        );
         assert_eq!(deficit(&l, &s, None).0, 16 * GB); // low wins
         l.low = Percent(95.0);
         l.high = Percent(99.0);
@@ -655,7 +666,11 @@ mod tests {
             inodes_avail: 30,
             ..sample(0, 10 * GB)
         };
-        assert!(triggers(&l, &s, None).iter().any(|t| matches!(t, Trigger::Inodes { .. })));
+        assert!(
+            triggers(&l, &s, None)
+                .iter()
+                .any(|t| matches!(t, Trigger::Inodes { .. }))
+        );
         assert_eq!(deficit(&l, &s, None).1, 33);
         // No inode limit (btrfs): never an inode trigger.
         let s = Sample {
@@ -670,7 +685,10 @@ mod tests {
     fn stuck_then_recovered_without_spinning() {
         let l = limits("0s");
         let mut w = VolumeWatch::default();
-        assert!(matches!(w.observe(&l, sample(0, 95 * GB)), Verdict::Free(_)));
+        assert!(matches!(
+            w.observe(&l, sample(0, 95 * GB)),
+            Verdict::Free(_)
+        ));
         let r = PressureReport {
             exhausted: true,
             ..Default::default()
@@ -679,9 +697,15 @@ mod tests {
         assert_eq!(w.state, State::Stuck);
         // Still full: no new pass before RETRY_AFTER.
         assert_eq!(w.observe(&l, sample(SEC, 95 * GB)), Verdict::Idle);
-        assert!(matches!(w.observe(&l, sample(RETRY_AFTER, 95 * GB)), Verdict::Free(_)));
+        assert!(matches!(
+            w.observe(&l, sample(RETRY_AFTER, 95 * GB)),
+            Verdict::Free(_)
+        ));
         assert!(!w.after_pass(&l, r, RETRY_AFTER), "stuck already");
-        assert_eq!(w.observe(&l, sample(RETRY_AFTER + SEC, 70 * GB)), Verdict::Recovered);
+        assert_eq!(
+            w.observe(&l, sample(RETRY_AFTER + SEC, 70 * GB)),
+            Verdict::Recovered
+        );
         assert_eq!(w.state, State::Ok);
     }
 

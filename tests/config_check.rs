@@ -117,6 +117,27 @@ fn bad_configs_name_file_line_and_column() {
             &format!("{GOOD_HEAD}[watchdog]\nhigh = \"180%\"\n"),
             "CONFIG:9:8: percentage \"180%\" must be between 0% and 100%",
         ),
+        // a per-volume override inherits [watchdog] and is checked after inheriting
+        (
+            &format!(
+                "{GOOD_HEAD}[watchdog]\nhigh = \"90%\"\n\n[[watchdog.volume]]\npath = \"media\"\nlow = \"95%\"\n"
+            ),
+            "CONFIG:11:1: watchdog.volume",
+        ),
+        (
+            &format!("{GOOD_HEAD}[watchdog]\n\n[[watchdog.volume]]\npath = \"/nonexistent\"\n"),
+            "CONFIG:11:8: watchdog.volume /nonexistent: No such file or directory",
+        ),
+        (
+            &format!("{GOOD_HEAD}[watchdog]\nmin_free_inodes = \"60%\"\n"),
+            "watchdog: min_free_inodes (60%) must be below 50%",
+        ),
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"r\"\nstore = \"media\"\nmatch = [\"x\"]\nlifecycle = \"recording\"\nmin_keep = \"soon\"\n"
+            ),
+            "CONFIG:13:12: invalid duration \"soon\"",
+        ),
         // duplicate store names
         (
             &format!(

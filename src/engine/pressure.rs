@@ -12,6 +12,19 @@ use crate::config::Limits;
 use crate::policy::pressure::{Tier, class_tiers};
 use crate::watchdog::{Kept, PressureReport, Sample, State, Trigger, Verdict, deficit};
 
+/// Why and since when a pressure pass runs.
+#[derive(Clone, Copy)]
+struct Occasion<'a> {
+    /// What put the volume under pressure.
+    triggers: &'a [Trigger],
+    /// Its fill rate.
+    rate: Option<f64>,
+    /// When the triggering sample was taken (for the reaction latency).
+    since: Instant,
+    /// It was stuck before this pass (repeated passes log only what they delete).
+    was_stuck: bool,
+}
+
 /// Entries read from the registry per class at a time.
 const PAGE: usize = 256;
 
@@ -30,14 +43,15 @@ impl Engine {
                     continue;
                 }
             };
-            let (verdict, rate) = {
+            let (verdict, rate, was_stuck) = {
                 let mut watch = self.watch.lock().expect("watch lock");
                 let w = watch.entry(v.dev).or_default();
                 let verdict = w.observe(limits, sample);
+                let was_stuck = w.state == State::Stuck;
                 if let Verdict::Free(_) = verdict {
                     w.state = State::Freeing;
                 }
-                (verdict, w.rate.rate())
+                (verdict, w.rate.rate(), was_stuck)
             };
             match verdict {
                 Verdict::Idle => {}
@@ -48,8 +62,14 @@ impl Engine {
                 }
                 Verdict::Free(triggers) => {
                     changed = true;
+                    let why = Occasion {
+                        triggers: &triggers,
+                        rate,
+                        since: started,
+                        was_stuck,
+                    };
                     let report = self
-                        .pressure(&rt, v, limits, &triggers, rate, started)
+                        .pressure(&rt, v, limits, &why)
                         .unwrap_or_else(|e| {
                             error!(action = "pressure", volume = %v.mount.display(), error = %e, "pressure pass failed");
                             PressureReport {
@@ -122,10 +142,14 @@ impl Engine {
         rt: &Runtime,
         v: &VolumeSpec,
         limits: &Limits,
-        triggers: &[Trigger],
-        rate: Option<f64>,
-        since: Instant,
+        why: &Occasion,
     ) -> Result<PressureReport> {
+        let Occasion {
+            triggers,
+            rate,
+            since,
+            was_stuck,
+        } = *why;
         let _pass = self.pass.lock().expect("pass lock");
         let started = Instant::now();
         let now = self.now();
@@ -142,8 +166,10 @@ impl Engine {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-        warn!(action = "pressure", volume = %v.mount.display(), used_pct = sample.used_pct(),
-            "disk pressure on {}: {why}; freeing down to {}", v.mount.display(), limits.low);
+        if !was_stuck {
+            warn!(action = "pressure", volume = %v.mount.display(), used_pct = sample.used_pct(),
+                "disk pressure on {}: {why}; freeing down to {}", v.mount.display(), limits.low);
+        }
         let mut report = PressureReport {
             at: now,
             triggers: triggers.iter().map(ToString::to_string).collect(),
@@ -213,6 +239,10 @@ impl Engine {
             });
         }
         report.millis = started.elapsed().as_millis() as u64;
+        if was_stuck && report.deleted_files == 0 && !report.goal_met {
+            // Still stuck and nothing changed: the alarm was raised once already.
+            return Ok(report);
+        }
         info!(
             action = "pressure",
             volume = %v.mount.display(),
@@ -277,7 +307,12 @@ struct Candidates {
 impl Candidates {
     fn new(rt: &Runtime, v: &VolumeSpec, now: Nanos, why: String) -> Candidates {
         let mut groups: Vec<Group> = Vec::new();
-        for c in rt.config.classes.iter().filter(|c| v.stores.contains(&c.store)) {
+        for c in rt
+            .config
+            .classes
+            .iter()
+            .filter(|c| v.stores.contains(&c.store))
+        {
             for (tier, lo, hi) in class_tiers(c, now) {
                 if lo >= hi {
                     continue;
@@ -320,9 +355,10 @@ impl Candidates {
     fn next(&mut self, reg: &Mutex<Registry>) -> Result<Option<policy::Action>> {
         while let Some(g) = self.groups.get_mut(self.at) {
             for c in g.cursors.iter_mut().filter(|c| c.buf.is_empty() && !c.done) {
-                let page = reg.lock().expect("registry lock").oldest(
-                    &c.store, &c.class, c.age_from, c.lo, c.hi, c.after, PAGE,
-                )?;
+                let page = reg
+                    .lock()
+                    .expect("registry lock")
+                    .oldest(&c.store, &c.class, c.age_from, c.lo, c.hi, c.after, PAGE)?;
                 c.done = page.len() < PAGE;
                 if let Some(last) = page.last() {
                     c.after = Some((last.age_ref(c.age_from), last.id));

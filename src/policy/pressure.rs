@@ -155,18 +155,46 @@ mod tests {
         let now = 1_000_000 * MIN;
         let class = |n: &str| c.class(n).unwrap();
         let e = |p, age| entry(p, age, now);
-        assert_eq!(eligibility(class("tmp"), &e("tmp/a", 40 * MIN), now), Ok(Tier::ExpiredTemporary));
-        assert_eq!(eligibility(class("tmp"), &e("tmp/a", 6 * MIN), now), Ok(Tier::Temporary));
+        assert_eq!(
+            eligibility(class("tmp"), &e("tmp/a", 40 * MIN), now),
+            Ok(Tier::ExpiredTemporary)
+        );
+        assert_eq!(
+            eligibility(class("tmp"), &e("tmp/a", 6 * MIN), now),
+            Ok(Tier::Temporary)
+        );
         // Default min_keep of temporary files: 5 minutes.
-        assert!(eligibility(class("tmp"), &e("tmp/a", 4 * MIN), now).unwrap_err().contains("min_keep 5m"));
-        assert_eq!(eligibility(class("hls"), &e("hls/s.ts", MIN), now), Ok(Tier::Segment));
-        assert!(eligibility(class("hls"), &e("hls/s.ts", MIN / 60), now).unwrap_err().contains("being written"));
-        assert!(eligibility(class("rec"), &e("rec/a.mp4", 1000 * MIN), now).unwrap_err().contains("without min_keep"));
+        assert!(
+            eligibility(class("tmp"), &e("tmp/a", 4 * MIN), now)
+                .unwrap_err()
+                .contains("min_keep 5m")
+        );
+        assert_eq!(
+            eligibility(class("hls"), &e("hls/s.ts", MIN), now),
+            Ok(Tier::Segment)
+        );
+        assert!(
+            eligibility(class("hls"), &e("hls/s.ts", MIN / 60), now)
+                .unwrap_err()
+                .contains("being written")
+        );
+        assert!(
+            eligibility(class("rec"), &e("rec/a.mp4", 1000 * MIN), now)
+                .unwrap_err()
+                .contains("without min_keep")
+        );
         assert!(eligibility(class("nvr"), &e("nvr/a.mp4", 60 * MIN), now).is_err());
-        assert_eq!(eligibility(class("nvr"), &e("nvr/a.mp4", 2000 * MIN), now), Ok(Tier::Recording));
+        assert_eq!(
+            eligibility(class("nvr"), &e("nvr/a.mp4", 2000 * MIN), now),
+            Ok(Tier::Recording)
+        );
         let mut pinned = e("tmp/a", 40 * MIN);
         pinned.retained = true;
-        assert!(eligibility(class("tmp"), &pinned, now).unwrap_err().starts_with("retained"));
+        assert!(
+            eligibility(class("tmp"), &pinned, now)
+                .unwrap_err()
+                .starts_with("retained")
+        );
         assert!(Tier::ExpiredTemporary < Tier::Temporary && Tier::Segment < Tier::Recording);
         assert!(class_tiers(class("rec"), now).is_empty());
     }
