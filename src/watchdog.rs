@@ -226,6 +226,22 @@ impl FillRate {
     }
 }
 
+/// Within this many percentage points of `high` a volume is near its trigger…
+const NEAR_POINTS: f64 = 5.0;
+/// …and sampled this many times per interval, so a crossing made by writes the watcher
+/// cannot see (outside the stores) is caught within a fraction of the interval.
+pub const NEAR_SPEEDUP: u32 = 5;
+
+/// Whether `s` is close to a trigger of `l` (within [`NEAR_POINTS`] of high, or within
+/// twice a floor).
+pub fn near(l: &Limits, s: &Sample) -> bool {
+    l.enabled
+        && (s.used_pct() >= l.high.0 - NEAR_POINTS
+            || l.min_free.is_some_and(|m| s.avail < m.0.saturating_mul(2))
+            || s.inodes_free_pct()
+                .is_some_and(|p| p < 2.0 * l.min_free_inodes.0))
+}
+
 /// Seconds until `s` is full at `rate` (None: not filling).
 pub fn time_to_full(s: &Sample, rate: Option<f64>) -> Option<f64> {
     rate.filter(|r| *r > 0.0).map(|r| s.avail as f64 / r)

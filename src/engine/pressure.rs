@@ -104,6 +104,18 @@ impl Engine {
         changed
     }
 
+    /// Whether any watched volume is near a trigger (sampled more often then).
+    pub fn watch_near(&self) -> bool {
+        let rt = self.runtime();
+        let watch = self.watch.lock().expect("watch lock");
+        rt.volumes.iter().any(|(v, l)| {
+            watch
+                .get(&v.dev)
+                .and_then(|w| w.last)
+                .is_some_and(|s| crate::watchdog::near(l, &s))
+        })
+    }
+
     /// One line on volumes that are freeing or stuck (for the sd_notify STATUS).
     pub fn watch_summary(&self) -> Option<String> {
         let rt = self.runtime();
