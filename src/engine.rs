@@ -870,7 +870,9 @@ impl Engine {
         let verdict = match (&entry, m.as_ref().and_then(|m| rt.config.class(m.class))) {
             (Some(e), Some(c)) => {
                 pressure = Some(match policy::pressure::eligibility(c, e, now) {
-                    Ok(tier) => format!("may be freed, as a {tier} (oldest first)"),
+                    Ok(tier) => {
+                        format!("eligible in {tier}, oldest first; never while in use or retained")
+                    }
                     Err(why) => why,
                 });
                 let mut planner = ClassPlanner::new(c, now);

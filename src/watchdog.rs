@@ -516,9 +516,15 @@ impl VolumeWatch {
         Verdict::Free(t)
     }
 
-    /// Records a pass; returns true when this pass made the volume stuck (it was not).
-    pub fn after_pass(&mut self, l: &Limits, r: PressureReport, now: Nanos) -> bool {
+    /// Records a pass and the sample taken after it; returns true when this pass made the
+    /// volume stuck (it was not).
+    pub fn after_pass(&mut self, l: &Limits, r: PressureReport, after: Option<Sample>) -> bool {
         self.rate.note_freed(r.freed_bytes);
+        if let Some(s) = after {
+            self.rate.push(&s);
+            self.last = Some(s);
+        }
+        let now = self.last.map_or(r.at, |s| s.at);
         let was_stuck = self.state == State::Stuck;
         if r.goal_met {
             self.state = State::Ok;
@@ -709,7 +715,8 @@ mod tests {
             exhausted: true,
             ..Default::default()
         };
-        assert!(w.after_pass(&l, r.clone(), 0));
+        // Freed a little, but nothing more may go and it is still above high: stuck.
+        assert!(w.after_pass(&l, r.clone(), Some(sample(0, 93 * GB))));
         assert_eq!(w.state, State::Stuck);
         // Still full: no new pass before RETRY_AFTER.
         assert_eq!(w.observe(&l, sample(SEC, 95 * GB)), Verdict::Idle);
@@ -717,11 +724,20 @@ mod tests {
             w.observe(&l, sample(RETRY_AFTER, 95 * GB)),
             Verdict::Free(_)
         ));
-        assert!(!w.after_pass(&l, r, RETRY_AFTER), "stuck already");
+        let again = Some(sample(RETRY_AFTER, 95 * GB));
+        assert!(!w.after_pass(&l, r.clone(), again), "stuck already");
         assert_eq!(
             w.observe(&l, sample(RETRY_AFTER + SEC, 70 * GB)),
             Verdict::Recovered
         );
+        assert_eq!(w.state, State::Ok);
+        // A pass that ran out of candidates below high (not at low yet) is not stuck.
+        let mut w = VolumeWatch::default();
+        assert!(matches!(
+            w.observe(&l, sample(0, 91 * GB)),
+            Verdict::Free(_)
+        ));
+        assert!(!w.after_pass(&l, r, Some(sample(SEC, 85 * GB))));
         assert_eq!(w.state, State::Ok);
     }
 

@@ -166,7 +166,7 @@ fn a_writer_never_hits_enospc_and_protected_files_survive_then_stuck() {
         .ok()
         .stdout;
     assert!(x.contains("(pressure, pressure)"), "{x}");
-    assert!(x.contains("segment not in use, oldest first"), "{x}");
+    assert!(x.contains("tier 3 (segments), oldest first"), "{x}");
     assert!(x.contains("before this batch"), "{x}");
 
     // Only protected data left: fill past high with a class that pressure never frees.

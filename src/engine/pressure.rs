@@ -84,7 +84,8 @@ impl Engine {
                     let w = watch.entry(v.dev).or_default();
                     let kept = report.kept.clone().unwrap_or_default();
                     let after = report.after_pct;
-                    if w.after_pass(limits, report, self.now()) {
+                    let now = Sample::read(&v.probe, self.now()).ok();
+                    if w.after_pass(limits, report, now) {
                         error!(
                             target: crate::logging::ALARM,
                             action = "stuck",

@@ -29,16 +29,17 @@ pub enum Tier {
 impl fmt::Display for Tier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Tier::ExpiredTemporary => "expired temporary file",
-            Tier::Temporary => "temporary file past min_keep",
-            Tier::Segment => "segment not in use",
-            Tier::Recording => "recording past min_keep",
+            Tier::ExpiredTemporary => "tier 1 (expired temporary files)",
+            Tier::Temporary => "tier 2 (temporary files past min_keep)",
+            Tier::Segment => "tier 3 (segments)",
+            Tier::Recording => "tier 4 (recordings past min_keep)",
         })
     }
 }
 
 /// The tiers the files of `class` fall into at `now`, each with the range `[lo, hi)` of age
-/// references it covers (files older than `now - min_keep` only).
+/// references it covers (an empty range covers nothing): expired temporary files, then files
+/// older than `now - min_keep`.
 pub fn class_tiers(class: &Class, now: Nanos) -> Vec<(Tier, Nanos, Nanos)> {
     let Some(min_keep) = class.pressure_min_keep() else {
         return Vec::new();
@@ -46,10 +47,10 @@ pub fn class_tiers(class: &Class, now: Nanos) -> Vec<(Tier, Nanos, Nanos)> {
     let hi = now.saturating_sub(min_keep.as_nanos_i64());
     match class.lifecycle {
         Lifecycle::Temporary => {
+            // Expired files go whatever min_keep says: the regular pass takes them anyway.
             let expired = class
                 .ttl
-                .map_or(Nanos::MIN, |t| now.saturating_sub(t.as_nanos_i64()))
-                .min(hi);
+                .map_or(Nanos::MIN, |t| now.saturating_sub(t.as_nanos_i64()));
             vec![
                 (Tier::ExpiredTemporary, Nanos::MIN, expired),
                 (Tier::Temporary, expired, hi),
