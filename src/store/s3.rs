@@ -1129,3 +1129,70 @@ impl S3Store {
         Ok(part)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds() -> Credentials {
+        Credentials {
+            access_key_id: "id".into(),
+            secret_access_key: "secret".into(),
+            session_token: None,
+        }
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_or_when_allowed() {
+        let make = |endpoint: &str, allow_http: bool| {
+            let mut s = S3Settings::new("arch", endpoint, "garage", "b", creds());
+            s.allow_http = allow_http;
+            S3Store::new(s)
+        };
+        for ok in [
+            "http://127.0.0.1:3900",
+            "http://localhost:9000",
+            "http://[::1]:3900",
+            "https://s3.example.com",
+        ] {
+            assert!(make(ok, false).is_ok(), "{ok}");
+        }
+        let e = make("http://10.0.0.5:3900", false).unwrap_err().to_string();
+        assert!(e.contains("\"arch\"") && e.contains("allow_http"), "{e}");
+        assert!(make("http://10.0.0.5:3900", true).is_ok());
+        assert!(make("ftp://127.0.0.1", true).is_err());
+    }
+
+    #[test]
+    fn credentials_files_plain_and_ini() {
+        let plain = Credentials::parse(
+            "# archive\naws_access_key_id = GK123\naws_secret_access_key = \"s3cr3t\"\n",
+        )
+        .unwrap();
+        assert_eq!(plain.access_key_id, "GK123");
+        assert_eq!(plain.secret_access_key, "s3cr3t");
+        assert!(plain.session_token.is_none());
+        let ini = Credentials::parse(
+            "[other]\naws_access_key_id = X\naws_secret_access_key = Y\n\n[default]\n\
+             aws_access_key_id=A\naws_secret_access_key=B\naws_session_token=T\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (ini.access_key_id.as_str(), ini.secret_access_key.as_str()),
+            ("A", "B")
+        );
+        assert_eq!(ini.session_token.as_deref(), Some("T"));
+        assert!(Credentials::parse("aws_access_key_id = A\n").is_err());
+        assert!(Credentials::parse("[a]\naws_access_key_id=A\n[b]\n").is_err());
+        assert!(Credentials::parse("garbage\n").is_err());
+        let dbg = format!("{ini:?}");
+        assert!(
+            dbg.contains("<redacted>") && !dbg.contains("\"B\"") && !dbg.contains("\"T\""),
+            "{dbg}"
+        );
+        let missing = Credentials::from_file("arch", Path::new("/nonexistent/creds"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("\"arch\"") && missing.contains("/nonexistent/creds"));
+    }
+}
