@@ -160,8 +160,9 @@ pub struct ObjectInfo {
 pub struct Verified {
     /// Size in bytes, as the store reports it.
     pub size: u64,
-    /// S3-style ETag computed while reading: `hex(md5)` for one part,
-    /// `hex(md5(md5(part 1) ‖ … ‖ md5(part N)))-N` for a multipart upload.
+    /// S3-style ETag computed while reading: `hex(md5)` for a local file or an empty
+    /// object (one plain PUT), `hex(md5(md5(part 1) ‖ … ‖ md5(part N)))-N` for a
+    /// multipart upload.
     pub checksum: String,
 }
 

@@ -904,9 +904,11 @@ impl Store for S3Store {
         loop {
             let buf = Self::read_part(&mut file, part_size).await.map_err(local)?;
             let len = buf.len();
-            // An empty read ends the file; only an empty file uploads an empty (sole) part.
-            if len == 0 && idx > 0 {
-                break;
+            if len == 0 {
+                if idx == 0 {
+                    return self.put_empty(key, &path, id).await;
+                }
+                break; // the file ended on a part boundary
             }
             let digest = Md5::digest(&buf);
             etag.push(&digest);
@@ -1101,6 +1103,51 @@ impl Store for S3Store {
 }
 
 impl S3Store {
+    /// An empty file: servers refuse an empty part (Garage: "Empty body"), so the upload
+    /// is aborted — which also proves the id was still live — and a plain PUT stores it.
+    async fn put_empty(
+        &self,
+        key: &str,
+        path: &ObjPath,
+        id: &UploadId,
+    ) -> Result<Verified, StoreError> {
+        match self.s3.abort_multipart(path, &id.0).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::NoUpload {
+                    store: self.name.clone(),
+                    key: key.into(),
+                    upload_id: id.0.clone(),
+                });
+            }
+            Err(e) => return Err(self.err(key, "AbortMultipartUpload", e)),
+        }
+        let put = self
+            .s3
+            .put(path, PutPayload::default())
+            .await
+            .map_err(|e| self.err(key, "PUT", e))?;
+        let want = md5_hex(b"");
+        let got = self.head(key).await?;
+        match got {
+            Some(m) if m.size == 0 && m.e_tag.as_deref().map(unquote) == Some(&want) => {
+                Ok(Verified {
+                    size: 0,
+                    checksum: want,
+                })
+            }
+            other => Err(StoreError::Verify {
+                store: self.name.clone(),
+                key: key.into(),
+                detail: format!(
+                    "stored an empty object (ETag {:?}), the store reports {:?}",
+                    put.e_tag,
+                    other.map(|m| (m.size, m.e_tag))
+                ),
+            }),
+        }
+    }
+
     /// Checks one finished part: uploaded, and its server ETag is the MD5 we computed.
     fn part_done(
         &self,

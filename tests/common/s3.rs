@@ -157,6 +157,87 @@ impl S3Server {
         }
     }
 
+    /// A single-node Garage (`garage`) on free loopback ports, with bucket `test` and a key
+    /// allowed to read, write and own it — configured through Garage's own CLI.
+    pub fn garage() -> S3Server {
+        let t0 = Instant::now();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (rpc, s3, admin) = (free_port(), free_port(), free_port());
+        let config = d.join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"metadata_dir = "{meta}"
+data_dir = "{data}"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:{s3}"
+
+[admin]
+api_bind_addr = "127.0.0.1:{admin}"
+"#,
+                meta = d.join("meta").display(),
+                data = d.join("data").display(),
+                secret = "5f".repeat(32),
+            ),
+        )
+        .unwrap();
+        let cfg = config.to_str().unwrap();
+        let log = d.join("garage.log");
+        let mut child = spawn("garage", &["-c", cfg, "server"], &log);
+        let garage = |args: &[&str]| {
+            let mut all = vec!["-c", cfg];
+            all.extend_from_slice(args);
+            run("garage", &all)
+        };
+        wait_ready(&mut child, &log, "garage", Duration::from_secs(60), || {
+            Command::new("garage")
+                .args(["-c", cfg, "status"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        let node = String::from_utf8(garage(&["node", "id", "-q"]).stdout).unwrap();
+        let node = node.trim().split('@').next().unwrap().to_string();
+        garage(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        garage(&["layout", "apply", "--version", "1"]);
+        // Fixed, well-formed keys (GK + 24 hex digits, 64 hex digits) instead of parsing
+        // `key create` output.
+        let (key_id, secret) = (format!("GK{}", "a1".repeat(12)), "b2".repeat(32));
+        garage(&["key", "import", "--yes", "-n", "test", &key_id, &secret]);
+        garage(&["bucket", "create", "test"]);
+        garage(&[
+            "bucket", "allow", "--read", "--write", "--owner", "test", "--key", "test",
+        ]);
+        // The S3 API answers once the layout is live: 403 to an unsigned request.
+        wait_ready(
+            &mut child,
+            &log,
+            "garage S3 API",
+            Duration::from_secs(60),
+            || http_status(s3, "GET", "/test").is_some_and(|c| c != 503),
+        );
+        S3Server {
+            kind: "garage",
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            region: "garage".into(),
+            bucket: "test".into(),
+            key_id,
+            secret,
+            startup: t0.elapsed(),
+            child: Some(child),
+            dir,
+        }
+    }
+
     /// Settings for a store `name` on this server under `prefix`, with small parts and
     /// quick retries so failure tests finish fast.
     pub fn settings(&self, name: &str, prefix: &str) -> S3Settings {
