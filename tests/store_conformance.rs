@@ -402,11 +402,8 @@ async fn moto_capabilities() {
 
 /// A 112 MiB upload and fetch while the process's peak RSS is watched: memory is bounded
 /// by the part size and parts in flight, never by the object.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn moto_large_transfers_keep_memory_flat() {
-    let _g = GATE.write().await;
-    let server = S3Server::moto();
-    let settings = server.settings("moto", "big/");
+async fn large_transfers_keep_memory_flat(server: &S3Server) {
+    let settings = server.settings(server.kind, "big/");
     let (part, in_flight) = (settings.part_size as u64, settings.parts_in_flight as u64);
     let s = S3Store::new(settings).unwrap();
     let tmp = tempfile::tempdir().unwrap();
@@ -430,7 +427,8 @@ async fn moto_large_transfers_keep_memory_flat() {
     let down_growth = proc_status("VmHWM:").saturating_sub(before);
     assert_eq!(md5_file(&dest), md5);
     eprintln!(
-        "moto: 112 MiB upload {up:?}, peak RSS +{} MiB; fetch {down:?}, peak RSS +{} MiB",
+        "{}: 112 MiB upload {up:?}, peak RSS +{} MiB; fetch {down:?}, peak RSS +{} MiB",
+        server.kind,
         up_growth >> 20,
         down_growth >> 20
     );
@@ -444,6 +442,18 @@ async fn moto_large_transfers_keep_memory_flat() {
         down_growth < 16 << 20,
         "fetch grew RSS by {down_growth} bytes"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_large_transfers_keep_memory_flat() {
+    let _g = GATE.write().await;
+    large_transfers_keep_memory_flat(&S3Server::moto()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garage_large_transfers_keep_memory_flat() {
+    let _g = GATE.write().await;
+    large_transfers_keep_memory_flat(&S3Server::garage()).await;
 }
 
 /// A stopped server: every key gets its own failure naming the store — never success.

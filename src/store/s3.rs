@@ -288,7 +288,8 @@ impl S3Settings {
             allow_http: false,
             credentials,
             part_size: DEFAULT_PART_SIZE,
-            parts_in_flight: 4,
+            // (2 + 1) × 16 MiB stays under the 64 MB peak-RSS goal of the offload issue.
+            parts_in_flight: 2,
             concurrency: 16,
             retry: RetrySettings::default(),
         }
