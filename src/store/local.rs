@@ -104,7 +104,7 @@ pub struct Expect {
     pub ino: u64,
 }
 
-fn stat_mtime(st: &rustix::fs::Stat) -> i64 {
+pub(super) fn stat_mtime(st: &rustix::fs::Stat) -> i64 {
     st.st_mtime
         .saturating_mul(1_000_000_000)
         .saturating_add(st.st_mtime_nsec as i64)
@@ -130,6 +130,16 @@ impl LocalStore {
         })
     }
 
+    /// A second handle on the same root (a duplicated descriptor), for blocking work moved
+    /// to another thread.
+    pub(super) fn try_clone(&self) -> Result<LocalStore, Errno> {
+        Ok(LocalStore {
+            name: self.name.clone(),
+            root: self.root.clone(),
+            root_fd: rustix::io::fcntl_dupfd_cloexec(&self.root_fd, 0)?,
+        })
+    }
+
     /// The store name.
     pub fn name(&self) -> &str {
         &self.name
@@ -141,10 +151,16 @@ impl LocalStore {
     }
 
     /// Opens directory `rel` beneath the root without following any symlink.
-    fn open_dir(&self, rel: &Path) -> Result<OwnedFd, Errno> {
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    pub(super) fn open_dir(&self, rel: &Path) -> Result<OwnedFd, Errno> {
+        self.open_beneath(rel, OFlags::PATH | OFlags::DIRECTORY)
+    }
+
+    /// Opens `rel` beneath the root with `flags` (plus `O_CLOEXEC`) without following any
+    /// symlink on the way or at the end; the empty path is the root itself.
+    pub(super) fn open_beneath(&self, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
+        let flags = flags | OFlags::CLOEXEC;
         if rel.as_os_str().is_empty() {
-            return rustix::io::fcntl_dupfd_cloexec(&self.root_fd, 0);
+            return rustix::fs::openat(&self.root_fd, ".", flags, Mode::empty());
         }
         let resolve =
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
@@ -152,11 +168,17 @@ impl LocalStore {
             Err(Errno::NOSYS) | Err(Errno::PERM) => {
                 // No openat2 (old kernel or a seccomp filter): walk one component at a time.
                 let mut fd = rustix::io::fcntl_dupfd_cloexec(&self.root_fd, 0)?;
-                for c in rel.components() {
+                let mut comps = rel.components().peekable();
+                while let Some(c) = comps.next() {
+                    let f = if comps.peek().is_some() {
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC
+                    } else {
+                        flags
+                    };
                     fd = rustix::fs::openat(
                         &fd,
                         c.as_os_str(),
-                        flags | OFlags::NOFOLLOW,
+                        f | OFlags::NOFOLLOW,
                         Mode::empty(),
                     )?;
                 }
@@ -164,6 +186,21 @@ impl LocalStore {
             }
             r => r,
         }
+    }
+
+    /// Opens directory `rel` beneath the root, creating missing components (mode 0755); a
+    /// symlink on the way is an error, never followed.
+    pub(super) fn make_dirs(&self, rel: &Path) -> Result<OwnedFd, Errno> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut fd = rustix::io::fcntl_dupfd_cloexec(&self.root_fd, 0)?;
+        for c in rel.components() {
+            match rustix::fs::mkdirat(&fd, c.as_os_str(), Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => return Err(e),
+            }
+            fd = rustix::fs::openat(&fd, c.as_os_str(), flags, Mode::empty())?;
+        }
+        Ok(fd)
     }
 
     /// What is at `rel` now, without following symlinks: `Ok(None)` when nothing is there
@@ -240,7 +277,7 @@ impl LocalStore {
     }
 }
 
-fn split(rel: &Path) -> (&Path, &std::ffi::OsStr) {
+pub(super) fn split(rel: &Path) -> (&Path, &std::ffi::OsStr) {
     (
         rel.parent().unwrap_or(Path::new("")),
         rel.file_name().unwrap_or_default(),

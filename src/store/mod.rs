@@ -1,9 +1,18 @@
-//! Where files live. Today: local directories ([`local::LocalStore`]); S3-compatible buckets
-//! join behind the same operations (walk, stat, verified delete) with the S3 issue.
+//! Where files live: local directories ([`local::LocalStore`]) and S3-compatible buckets
+//! ([`s3::S3Store`]), both behind one small [`Store`] trait — list, stat, verified
+//! delete (one or many, a result per key), streamed upload with an abortable upload id and
+//! a verified checksum, streamed fetch — which one conformance suite
+//! (`tests/store_conformance.rs`) runs against every implementation.
 
+pub mod checksum;
 pub mod local;
+mod local_ops;
+pub mod s3;
 
+use std::future::Future;
 use std::path::{Component, Path, PathBuf};
+
+use futures::Stream;
 
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +83,50 @@ pub enum StoreError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A copy does not match its source (size or checksum), or changed while being copied.
+    #[error("store {store:?}: {key}: {detail}")]
+    Verify {
+        /// Store name.
+        store: String,
+        /// The key.
+        key: String,
+        /// What differed.
+        detail: String,
+    },
+    /// The upload id is unknown: completed, aborted, or never started.
+    #[error("store {store:?}: {key}: no upload {upload_id:?} in progress")]
+    NoUpload {
+        /// Store name.
+        store: String,
+        /// The key.
+        key: String,
+        /// The upload id.
+        upload_id: String,
+    },
+    /// An S3 request failed.
+    #[error(transparent)]
+    S3(#[from] s3::S3Error),
+}
+
+impl StoreError {
+    /// An I/O error on `path` of `store`.
+    pub fn io(store: &str, path: impl Into<PathBuf>, source: impl Into<std::io::Error>) -> Self {
+        StoreError::Io {
+            store: store.into(),
+            path: path.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// True when `key` is a plain store key: `/`-separated, non-empty segments, none of them
+/// `.` or `..`, no NUL — the same text names the same object in every store.
+pub fn is_plain_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.contains('\0')
+        && key
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 /// True when `rel` is a non-empty relative path of plain components only (no `..`, no
@@ -87,4 +140,108 @@ pub fn is_confined(rel: &Path) -> bool {
         }
     }
     any
+}
+
+/// One file or object as a store lists it; `key` is relative to the store root or prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the store (`rec/2026/cam1.mp4`).
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, ns since the epoch.
+    pub last_modified: i64,
+    /// The store's entity tag (S3 ETag without quotes); `None` for local files.
+    pub e_tag: Option<String>,
+}
+
+/// A copy whose size and checksum were checked against what the store itself reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Size in bytes, as the store reports it.
+    pub size: u64,
+    /// S3-style ETag computed while reading: `hex(md5)` for a local file or an empty
+    /// object (one plain PUT), `hex(md5(md5(part 1) ‖ … ‖ md5(part N)))-N` for a
+    /// multipart upload.
+    pub checksum: String,
+}
+
+/// The id of an upload in progress; persist it to abort the upload after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadId(pub String);
+
+/// What every store offers the engine and the conformance suite.
+///
+/// Keys are plain relative paths (`a/b/c.mp4`, see [`is_plain_key`]); a key that is not is
+/// refused, so no operation can reach outside the store's root or prefix.
+pub trait Store: Send + Sync {
+    /// The store's configured name.
+    fn name(&self) -> &str;
+
+    /// Every object in the store, streamed (memory bounded whatever the count), any order.
+    fn list(&self) -> impl Stream<Item = Result<ObjectInfo, StoreError>> + Send + '_;
+
+    /// The object at `key`, or `None` when there is none.
+    fn stat(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectInfo>, StoreError>> + Send;
+
+    /// Begins an upload to `key`; nothing is visible at `key` until it completes.
+    fn start_upload(&self, key: &str) -> impl Future<Output = Result<UploadId, StoreError>> + Send;
+
+    /// Streams local file `src` into upload `id` (memory bounded whatever its size),
+    /// completes it and verifies the stored size and checksum.
+    fn finish_upload(
+        &self,
+        key: &str,
+        id: &UploadId,
+        src: &Path,
+    ) -> impl Future<Output = Result<Verified, StoreError>> + Send;
+
+    /// Abandons upload `id`: its parts are discarded and the id can no longer complete.
+    fn abort_upload(
+        &self,
+        key: &str,
+        id: &UploadId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Streams object `key` into local file `dest` through a partial file and a rename,
+    /// verifying its size (and checksum where the store's tag is a plain MD5).
+    fn fetch(
+        &self,
+        key: &str,
+        dest: &Path,
+    ) -> impl Future<Output = Result<Verified, StoreError>> + Send;
+
+    /// Deletes every key, each with its own verified result, in the order given.
+    fn delete_many(&self, keys: &[String]) -> impl Future<Output = Vec<(String, Outcome)>> + Send;
+
+    /// Uploads `src` to `key`: start, stream, verify; the upload is aborted on failure.
+    fn put_file(
+        &self,
+        key: &str,
+        src: &Path,
+    ) -> impl Future<Output = Result<Verified, StoreError>> + Send {
+        async move {
+            let id = self.start_upload(key).await?;
+            match self.finish_upload(key, &id, src).await {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    // Best effort: an upload left behind is found again by its id.
+                    let _ = self.abort_upload(key, &id).await;
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Deletes one key and verifies it is gone.
+    fn delete(&self, key: &str) -> impl Future<Output = Outcome> + Send {
+        async move {
+            let mut r = self.delete_many(&[key.to_string()]).await;
+            r.pop()
+                .map_or_else(|| Outcome::Failed("no result".into()), |(_, o)| o)
+        }
+    }
 }

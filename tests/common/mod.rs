@@ -2,6 +2,8 @@
 //! and polling with deadlines (never sleeps that guess).
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

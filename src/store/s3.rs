@@ -1,0 +1,1246 @@
+//! A store in an S3-compatible bucket (AWS, MinIO, Garage, R2, Ceph…) under a key prefix,
+//! through the `object_store` crate.
+//!
+//! Every transfer streams: an upload holds at most `parts_in_flight + 1` parts in memory, a
+//! fetch one network chunk, a listing one page. Copies are verified against what the
+//! *server* computed — its ETag, `hex(md5)` for one part or
+//! `hex(md5(md5(part 1) ‖ … ‖ md5(part N)))-N` for a multipart upload — never against
+//! metadata we wrote ourselves. Deletion is verified key by key (HEAD answers Not Found).
+//! Backends differ (Garage 2.5.0 silently ignores conditional writes), so
+//! [`S3Store::probe`] measures what a backend supports before anything relies on it.
+//!
+//! Orphaned multipart uploads (a crash between start and completion) are found by the
+//! upload ids a caller persisted from [`Store::start_upload`], and also — where the
+//! backend supports it — by [`S3Store::list_uploads`] (ListMultipartUploads through a
+//! presigned URL, so object_store's own SigV4 signs it).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::stream::{FuturesOrdered, StreamExt};
+use futures::{Stream, TryStreamExt};
+use md5::{Digest, Md5};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
+use object_store::path::Path as ObjPath;
+use object_store::signer::{SignedUrlOptions, Signer};
+use object_store::{
+    BackoffConfig, ClientOptions, HeaderMap, HeaderValue, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutMode, PutOptions, PutPayload, RetryConfig, TagSet,
+};
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::checksum::{MultipartEtag, hex, is_plain_md5, md5_hex, unquote};
+use super::local_ops::{check_copy, partial_path};
+use super::{ObjectInfo, Outcome, Store, StoreError, UploadId, Verified, is_plain_key};
+
+/// Default multipart part size (S3 needs at least 5 MiB for every part but the last).
+pub const DEFAULT_PART_SIZE: usize = 16 * 1024 * 1024;
+
+/// S3 request failures; every variant names the store and, where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    /// The settings cannot make a working client.
+    #[error("store {store:?}: {detail}")]
+    Config {
+        /// Store name.
+        store: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Credentials could not be loaded.
+    #[error("store {store:?}: credentials from {origin}: {detail}")]
+    Credentials {
+        /// Store name.
+        store: String,
+        /// A file path or "the environment".
+        origin: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The server refused our credentials or permissions; retrying will not help.
+    #[error(
+        "store {store:?}: {key}: {op} was denied (check the store's credentials and bucket permissions): {source}"
+    )]
+    Denied {
+        /// Store name.
+        store: String,
+        /// The key (or the prefix for store-wide requests).
+        key: String,
+        /// The operation.
+        op: &'static str,
+        /// Cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A request failed (after object_store's bounded retries for transient errors).
+    #[error("store {store:?}: {key}: {op}: {source}")]
+    Request {
+        /// Store name.
+        store: String,
+        /// The key (or the prefix for store-wide requests).
+        key: String,
+        /// The operation.
+        op: &'static str,
+        /// Cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Where credentials come from; never inline in the configuration.
+#[derive(Clone, Debug)]
+pub enum CredentialSource {
+    /// A file; see [`Credentials::from_file`] for its format.
+    File(PathBuf),
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optional `AWS_SESSION_TOKEN`.
+    Env,
+}
+
+/// An access key pair (and optional session token).
+#[derive(Clone)]
+pub struct Credentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token of temporary credentials.
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    // The secret never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Loads credentials for store `store` from `source`.
+    pub fn load(store: &str, source: &CredentialSource) -> Result<Credentials, S3Error> {
+        match source {
+            CredentialSource::File(p) => Credentials::from_file(store, p),
+            CredentialSource::Env => Credentials::from_env(store),
+        }
+    }
+
+    /// Reads a credentials file: `key = value` lines, `#` or `;` comments, optionally in
+    /// INI sections like `~/.aws/credentials` (then the `[default]` section is used, or the
+    /// only section there is). Keys: `aws_access_key_id` (or `access_key_id`),
+    /// `aws_secret_access_key` (or `secret_access_key`), optional `aws_session_token` (or
+    /// `session_token`). Values may be quoted.
+    pub fn from_file(store: &str, path: &Path) -> Result<Credentials, S3Error> {
+        let err = |detail: String| S3Error::Credentials {
+            store: store.into(),
+            origin: path.display().to_string(),
+            detail,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        Credentials::parse(&text).map_err(err)
+    }
+
+    /// Parses the text of a credentials file (see [`Credentials::from_file`]).
+    pub fn parse(text: &str) -> Result<Credentials, String> {
+        // (section, key, value) for every assignment; section "" before any header.
+        let mut pairs = Vec::new();
+        let mut sections = Vec::new();
+        let mut section = String::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.trim().to_string();
+                sections.push(section.clone());
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| format!("line {}: expected key = value", n + 1))?;
+            let v = v.trim().trim_matches('"').trim_matches('\'');
+            let k = k.trim().to_ascii_lowercase();
+            pairs.push((section.clone(), k, v.to_string()));
+        }
+        let chosen = match sections.as_slice() {
+            [] => String::new(),
+            [only] => only.clone(),
+            _ if sections.iter().any(|s| s == "default") => "default".into(),
+            _ => return Err("several sections and none is [default]".into()),
+        };
+        let get = |names: &[&str]| {
+            pairs
+                .iter()
+                .find(|(s, k, _)| s == &chosen && names.contains(&k.as_str()))
+                .map(|(_, _, v)| v.clone())
+        };
+        Ok(Credentials {
+            access_key_id: get(&["aws_access_key_id", "access_key_id"])
+                .ok_or("no aws_access_key_id")?,
+            secret_access_key: get(&["aws_secret_access_key", "secret_access_key"])
+                .ok_or("no aws_secret_access_key")?,
+            session_token: get(&["aws_session_token", "session_token"]),
+        })
+    }
+
+    /// Reads `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optional `AWS_SESSION_TOKEN`.
+    pub fn from_env(store: &str) -> Result<Credentials, S3Error> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let missing = |k: &str| S3Error::Credentials {
+            store: store.into(),
+            origin: "the environment".into(),
+            detail: format!("{k} is not set"),
+        };
+        Ok(Credentials {
+            access_key_id: var("AWS_ACCESS_KEY_ID").ok_or_else(|| missing("AWS_ACCESS_KEY_ID"))?,
+            secret_access_key: var("AWS_SECRET_ACCESS_KEY")
+                .ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY"))?,
+            session_token: var("AWS_SESSION_TOKEN"),
+        })
+    }
+}
+
+/// Retry policy for transient failures (connection errors, 5xx, throttling); denials are
+/// never retried.
+#[derive(Clone, Debug)]
+pub struct RetrySettings {
+    /// Retries of one request, and rounds of per-key bulk-delete retries.
+    pub max_retries: usize,
+    /// First backoff; it doubles up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+    /// Give up retrying one request after this long.
+    pub retry_timeout: Duration,
+    /// Connect timeout of one attempt.
+    pub connect_timeout: Duration,
+    /// Timeout of one attempt (a whole part or page, so generous).
+    pub request_timeout: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            max_retries: 5,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(15),
+            retry_timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Everything an [`S3Store`] is built from.
+#[derive(Clone, Debug)]
+pub struct S3Settings {
+    /// Store name (for messages and logs).
+    pub name: String,
+    /// Endpoint URL (`https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:3900`).
+    pub endpoint: String,
+    /// Region (`garage` for Garage, `us-east-1` for moto).
+    pub region: String,
+    /// Bucket.
+    pub bucket: String,
+    /// Key prefix (`box1/`); the store never lists or touches keys outside it.
+    pub prefix: String,
+    /// Virtual-hosted-style requests (`bucket.host`) instead of path style (`host/bucket`).
+    pub virtual_hosted: bool,
+    /// Allow plain HTTP to a non-loopback endpoint.
+    pub allow_http: bool,
+    /// Access keys.
+    pub credentials: Credentials,
+    /// Multipart part size in bytes.
+    pub part_size: usize,
+    /// Parts uploaded at once (memory: `(parts_in_flight + 1) × part_size`).
+    pub parts_in_flight: usize,
+    /// Requests in flight for bulk operations (HEADs, delete batches).
+    pub concurrency: usize,
+    /// Retries.
+    pub retry: RetrySettings,
+}
+
+impl S3Settings {
+    /// Settings with the defaults for everything but the location and credentials.
+    pub fn new(
+        name: &str,
+        endpoint: &str,
+        region: &str,
+        bucket: &str,
+        credentials: Credentials,
+    ) -> S3Settings {
+        S3Settings {
+            name: name.into(),
+            endpoint: endpoint.into(),
+            region: region.into(),
+            bucket: bucket.into(),
+            prefix: String::new(),
+            virtual_hosted: false,
+            allow_http: false,
+            credentials,
+            part_size: DEFAULT_PART_SIZE,
+            // (2 + 1) × 16 MiB stays under the 64 MB peak-RSS goal of the offload issue.
+            parts_in_flight: 2,
+            concurrency: 16,
+            retry: RetrySettings::default(),
+        }
+    }
+}
+
+/// What a backend supports, measured by [`S3Store::probe`]; the daemon logs it and never
+/// relies on a feature marked false.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// A second `If-None-Match: *` PUT of the same key is refused.
+    pub conditional_create: bool,
+    /// Object tags set on PUT are kept and read back (GetObjectTagging).
+    pub object_tags: bool,
+    /// A PUT with a wrong `x-amz-checksum-sha256` is refused (the server checks checksums).
+    pub checksum_sha256: bool,
+    /// A single-part ETag is the hex MD5 of the content.
+    pub etag_md5: bool,
+    /// A multipart ETag is `hex(md5(part md5s))-N`.
+    pub multipart_etag_md5: bool,
+    /// ListMultipartUploads answers, so orphaned uploads can be found without our ids.
+    pub list_uploads: bool,
+}
+
+/// A multipart upload in progress, as ListMultipartUploads reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingUpload {
+    /// Key relative to the prefix.
+    pub key: String,
+    /// The upload id (for [`Store::abort_upload`]).
+    pub upload_id: UploadId,
+    /// When it was started, as the server wrote it (RFC 3339).
+    pub initiated: String,
+}
+
+/// A store in an S3-compatible bucket under a prefix.
+#[derive(Debug)]
+pub struct S3Store {
+    name: String,
+    /// The prefix without surrounding slashes; empty for the whole bucket.
+    prefix: String,
+    s3: Arc<AmazonS3>,
+    settings: S3Settings,
+    /// For the few requests object_store has no call for, sent to presigned URLs.
+    http: reqwest::Client,
+}
+
+/// True when `host` is `localhost` or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// True when a failure is about credentials or permissions (never worth retrying).
+fn is_denied(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    if matches!(e, E::PermissionDenied { .. } | E::Unauthenticated { .. }) {
+        return true;
+    }
+    let text = e.to_string();
+    [
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "Forbidden",
+    ]
+    .iter()
+    .any(|c| text.contains(c))
+}
+
+impl S3Store {
+    /// Builds the client; checks the endpoint (plain HTTP only to loopback or when allowed).
+    pub fn new(settings: S3Settings) -> Result<S3Store, S3Error> {
+        let config = |detail: String| S3Error::Config {
+            store: settings.name.clone(),
+            detail,
+        };
+        let url = reqwest::Url::parse(&settings.endpoint)
+            .map_err(|e| config(format!("endpoint {:?}: {e}", settings.endpoint)))?;
+        let host = url.host_str().unwrap_or_default();
+        match url.scheme() {
+            "https" => {}
+            "http" if settings.allow_http || is_loopback(host) => {}
+            "http" => {
+                return Err(config(format!(
+                    "endpoint {} is plain HTTP to a non-loopback host: use https, or set allow_http = true",
+                    settings.endpoint
+                )));
+            }
+            s => {
+                return Err(config(format!(
+                    "endpoint scheme {s:?}: expected https or http"
+                )));
+            }
+        }
+        if settings.part_size < 5 * 1024 * 1024 || settings.parts_in_flight == 0 {
+            return Err(config(
+                "part_size must be at least 5 MiB and parts_in_flight at least 1".into(),
+            ));
+        }
+        let s3 = Self::builder(&settings, HeaderMap::new())
+            .build()
+            .map_err(|e| config(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.retry.connect_timeout)
+            .timeout(settings.retry.request_timeout)
+            .build()
+            .map_err(|e| config(e.to_string()))?;
+        Ok(S3Store {
+            name: settings.name.clone(),
+            prefix: settings.prefix.trim_matches('/').to_string(),
+            s3: Arc::new(s3),
+            settings,
+            http,
+        })
+    }
+
+    /// The object_store builder for `settings`, sending `headers` with every request.
+    fn builder(settings: &S3Settings, headers: HeaderMap) -> AmazonS3Builder {
+        let r = &settings.retry;
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: r.initial_backoff,
+                max_backoff: r.max_backoff,
+                base: 2.0,
+            },
+            max_retries: r.max_retries,
+            retry_timeout: r.retry_timeout,
+        };
+        let client = ClientOptions::new()
+            .with_allow_http(true) // checked in `new`, by the rule above
+            .with_connect_timeout(r.connect_timeout)
+            .with_timeout(r.request_timeout)
+            .with_default_headers(headers);
+        let c = &settings.credentials;
+        let mut b = AmazonS3Builder::new()
+            .with_endpoint(settings.endpoint.trim_end_matches('/'))
+            .with_region(&settings.region)
+            .with_bucket_name(&settings.bucket)
+            .with_virtual_hosted_style_request(settings.virtual_hosted)
+            .with_access_key_id(&c.access_key_id)
+            .with_secret_access_key(&c.secret_access_key)
+            .with_retry(retry)
+            .with_client_options(client);
+        if let Some(t) = &c.session_token {
+            b = b.with_token(t);
+        }
+        b
+    }
+
+    /// The prefix (without surrounding slashes).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The settings this store was built from.
+    pub fn settings(&self) -> &S3Settings {
+        &self.settings
+    }
+
+    /// The bucket path of `key`, or a refusal when `key` is not a plain relative path.
+    fn path(&self, key: &str) -> Result<ObjPath, StoreError> {
+        let outside = || StoreError::Outside {
+            store: self.name.clone(),
+            path: key.into(),
+        };
+        if !is_plain_key(key) {
+            return Err(outside());
+        }
+        let full = if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        };
+        ObjPath::parse(full).map_err(|_| outside())
+    }
+
+    /// `key` relative to the prefix.
+    fn rel_key<'a>(&self, loc: &'a ObjPath) -> &'a str {
+        let s = loc.as_ref();
+        if self.prefix.is_empty() {
+            s
+        } else {
+            s.strip_prefix(&self.prefix)
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(s)
+        }
+    }
+
+    /// Wraps an object_store error of `op` on `key`.
+    fn err(&self, key: &str, op: &'static str, e: object_store::Error) -> StoreError {
+        let (store, key) = (self.name.clone(), key.to_string());
+        let s3 = if is_denied(&e) {
+            S3Error::Denied {
+                store,
+                key,
+                op,
+                source: Box::new(e),
+            }
+        } else {
+            S3Error::Request {
+                store,
+                key,
+                op,
+                source: Box::new(e),
+            }
+        };
+        StoreError::S3(s3)
+    }
+
+    fn info(&self, m: &ObjectMeta) -> ObjectInfo {
+        ObjectInfo {
+            key: self.rel_key(&m.location).to_string(),
+            size: m.size,
+            last_modified: m.last_modified.timestamp_nanos_opt().unwrap_or(i64::MAX),
+            e_tag: m.e_tag.as_deref().map(|t| unquote(t).to_string()),
+        }
+    }
+
+    /// HEAD of `key`: `Ok(None)` when there is no such object.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        let path = self.path(key)?;
+        match self.s3.head(&path).await {
+            Ok(m) => Ok(Some(m)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(key, "HEAD", e)),
+        }
+    }
+
+    /// Sends a GET to a presigned URL for the bucket root with `query`, returning the body.
+    async fn signed_get(
+        &self,
+        query: &[(&str, &str)],
+        op: &'static str,
+    ) -> Result<String, StoreError> {
+        let failed = |detail: String| {
+            StoreError::S3(S3Error::Request {
+                store: self.name.clone(),
+                key: self.prefix.clone(),
+                op,
+                source: detail.into(),
+            })
+        };
+        let opts = SignedUrlOptions::new().with_query(query.iter().copied());
+        let url = self
+            .s3
+            .signed_url_opts(
+                reqwest::Method::GET,
+                &ObjPath::from(""),
+                Duration::from_secs(300),
+                &opts,
+            )
+            .await
+            .map_err(|e| self.err(&self.prefix, op, e))?;
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| failed(e.to_string()))?;
+        if status.is_success() {
+            Ok(body)
+        } else if status == reqwest::StatusCode::FORBIDDEN
+            || status == reqwest::StatusCode::UNAUTHORIZED
+        {
+            Err(StoreError::S3(S3Error::Denied {
+                store: self.name.clone(),
+                key: self.prefix.clone(),
+                op,
+                source: format!("HTTP {status}: {body}").into(),
+            }))
+        } else {
+            Err(failed(format!("HTTP {status}: {body}")))
+        }
+    }
+
+    /// Multipart uploads in progress under the prefix (ListMultipartUploads, paged), to
+    /// abort orphans whose ids were lost. Fails on backends without the call.
+    pub async fn list_uploads(&self) -> Result<Vec<PendingUpload>, StoreError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Page {
+            #[serde(default)]
+            upload: Vec<Up>,
+            #[serde(default)]
+            is_truncated: bool,
+            next_key_marker: Option<String>,
+            next_upload_id_marker: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Up {
+            key: String,
+            upload_id: String,
+            #[serde(default)]
+            initiated: String,
+        }
+        let prefix = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let (mut key_marker, mut id_marker) = (String::new(), String::new());
+        let mut out = Vec::new();
+        loop {
+            let mut q = vec![("uploads", ""), ("prefix", prefix.as_str())];
+            if !key_marker.is_empty() {
+                q.push(("key-marker", &key_marker));
+                q.push(("upload-id-marker", &id_marker));
+            }
+            let body = self.signed_get(&q, "ListMultipartUploads").await?;
+            let page: Page = quick_xml::de::from_str(&body).map_err(|e| {
+                StoreError::S3(S3Error::Request {
+                    store: self.name.clone(),
+                    key: self.prefix.clone(),
+                    op: "ListMultipartUploads",
+                    source: format!("unreadable answer: {e}").into(),
+                })
+            })?;
+            for u in page.upload {
+                let Some(key) = u.key.strip_prefix(&prefix) else {
+                    continue; // never report (or let anyone abort) outside the prefix
+                };
+                out.push(PendingUpload {
+                    key: key.to_string(),
+                    upload_id: UploadId(u.upload_id),
+                    initiated: u.initiated,
+                });
+            }
+            match (
+                page.is_truncated,
+                page.next_key_marker,
+                page.next_upload_id_marker,
+            ) {
+                (true, Some(k), Some(i)) if k != key_marker || i != id_marker => {
+                    (key_marker, id_marker) = (k, i);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Measures what the backend supports, with a few small objects under
+    /// `PREFIX/.mediaretain-probe/` that are deleted afterwards.
+    pub async fn probe(&self) -> Result<Capabilities, StoreError> {
+        let base = format!(".mediaretain-probe/{}", std::process::id());
+        let body: &[u8] = b"mediaretain capability probe";
+        let mut caps = Capabilities::default();
+        let mut keys = Vec::new();
+
+        let key = format!("{base}/etag");
+        let path = self.path(&key)?;
+        keys.push(key.clone());
+        let put = self
+            .s3
+            .put(&path, PutPayload::from_static(body))
+            .await
+            .map_err(|e| self.err(&key, "PUT", e))?;
+        caps.etag_md5 = put.e_tag.as_deref().map(unquote) == Some(md5_hex(body).as_str());
+
+        let key = format!("{base}/create");
+        let path = self.path(&key)?;
+        keys.push(key.clone());
+        let create = PutOptions::from(PutMode::Create);
+        let _ = self.s3.delete(&path).await;
+        self.s3
+            .put_opts(&path, PutPayload::from_static(body), create.clone())
+            .await
+            .map_err(|e| self.err(&key, "PUT If-None-Match", e))?;
+        caps.conditional_create = match self
+            .s3
+            .put_opts(&path, PutPayload::from_static(body), create)
+            .await
+        {
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => true,
+            Ok(_) => false,
+            Err(e) => return Err(self.err(&key, "PUT If-None-Match", e)),
+        };
+
+        let key = format!("{base}/multipart");
+        let path = self.path(&key)?;
+        keys.push(key.clone());
+        let id = self
+            .s3
+            .create_multipart(&path)
+            .await
+            .map_err(|e| self.err(&key, "CreateMultipartUpload", e))?;
+        let part = self
+            .s3
+            .put_part(&path, &id, 0, PutPayload::from_static(body))
+            .await;
+        let done = match part {
+            Ok(p) => self.s3.complete_multipart(&path, &id, vec![p]).await,
+            Err(e) => Err(e),
+        };
+        match done {
+            Ok(r) => {
+                let mut want = MultipartEtag::default();
+                want.push(&Md5::digest(body));
+                caps.multipart_etag_md5 = r.e_tag.as_deref().map(unquote) == Some(&want.finish());
+            }
+            Err(e) => {
+                let _ = self.s3.abort_multipart(&path, &id).await;
+                return Err(self.err(&key, "multipart upload", e));
+            }
+        }
+
+        let key = format!("{base}/tags");
+        let path = self.path(&key)?;
+        keys.push(key.clone());
+        let mut tags = TagSet::default();
+        tags.push("mediaretain-probe", "1");
+        caps.object_tags = self
+            .s3
+            .put_opts(&path, PutPayload::from_static(body), PutOptions::from(tags))
+            .await
+            .is_ok()
+            && self
+                .signed_object_get(&path, &[("tagging", "")])
+                .await
+                .is_ok_and(|xml| xml.contains("mediaretain-probe"));
+
+        // A client that sends a wrong SHA-256 checksum with every request: a server that
+        // checks checksums refuses the PUT, one that ignores them stores it.
+        let key = format!("{base}/checksum");
+        let path = self.path(&key)?;
+        keys.push(key.clone());
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-amz-checksum-sha256",
+            HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        );
+        let liar = Self::builder(&self.settings, h)
+            .build()
+            .map_err(|e| self.err(&key, "build client", e))?;
+        caps.checksum_sha256 = liar
+            .put(&path, PutPayload::from_static(body))
+            .await
+            .is_err();
+
+        caps.list_uploads = self.list_uploads().await.is_ok();
+
+        for (key, outcome) in self.delete_many(&keys).await {
+            if !matches!(outcome, Outcome::Deleted | Outcome::Vanished) {
+                tracing::warn!(store = %self.name, key, outcome = outcome.word(), detail = outcome.detail(), "probe object left behind");
+            }
+        }
+        Ok(caps)
+    }
+
+    /// GET of object `path` with `query` through a presigned URL.
+    async fn signed_object_get(
+        &self,
+        path: &ObjPath,
+        query: &[(&str, &str)],
+    ) -> Result<String, String> {
+        let opts = SignedUrlOptions::new().with_query(query.iter().copied());
+        let url = self
+            .s3
+            .signed_url_opts(reqwest::Method::GET, path, Duration::from_secs(300), &opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| e.to_string())?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("HTTP {status}: {body}"))
+        }
+    }
+
+    /// One DeleteObjects request per 1000 keys (object_store batches `delete_stream` so),
+    /// `concurrency` batches at once; the result of each key, in the order given.
+    async fn delete_batches(
+        &self,
+        paths: &[(usize, ObjPath)],
+    ) -> Vec<(usize, Result<(), object_store::Error>)> {
+        // Owned batches: a stream over borrowed ones would not be `Send` (higher-ranked
+        // lifetimes in the closures), and the trait's futures must be.
+        let batches: Vec<Vec<(usize, ObjPath)>> = paths.chunks(1000).map(<[_]>::to_vec).collect();
+        let s3 = Arc::clone(&self.s3);
+        futures::stream::iter(batches)
+            .map(move |chunk| {
+                let s3 = Arc::clone(&s3);
+                async move {
+                    let input: Vec<_> = chunk.iter().map(|(_, p)| Ok(p.clone())).collect();
+                    let results: Vec<_> = s3
+                        .delete_stream(futures::stream::iter(input).boxed())
+                        .collect()
+                        .await;
+                    if results.len() == chunk.len() {
+                        chunk
+                            .iter()
+                            .zip(results)
+                            .map(|((i, _), r)| (*i, r.map(|_| ())))
+                            .collect::<Vec<_>>()
+                    } else {
+                        // The whole request failed: every key of the batch shares its error.
+                        let text = results
+                            .into_iter()
+                            .find_map(|r| r.err())
+                            .map_or_else(|| "no answer".to_string(), |e| e.to_string());
+                        chunk
+                            .iter()
+                            .map(|(i, _)| {
+                                let e = object_store::Error::Generic {
+                                    store: "S3",
+                                    source: text.clone().into(),
+                                };
+                                (*i, Err(e))
+                            })
+                            .collect()
+                    }
+                }
+            })
+            .buffer_unordered(self.settings.concurrency.clamp(1, 8))
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await
+    }
+
+    /// HEADs every key with bounded concurrency: `Ok(true)` when it exists.
+    async fn exist(
+        &self,
+        keys: &[(usize, ObjPath)],
+    ) -> Vec<(usize, Result<bool, object_store::Error>)> {
+        let s3 = Arc::clone(&self.s3);
+        futures::stream::iter(keys.to_vec())
+            .map(move |(i, p)| {
+                let s3 = Arc::clone(&s3);
+                async move {
+                    match s3.head(&p).await {
+                        Ok(_) => (i, Ok(true)),
+                        Err(object_store::Error::NotFound { .. }) => (i, Ok(false)),
+                        Err(e) => (i, Err(e)),
+                    }
+                }
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// Reads up to `size` bytes of `file` (fewer only at its end).
+    async fn read_part(file: &mut tokio::fs::File, size: usize) -> std::io::Result<BytesMut> {
+        let mut buf = BytesMut::with_capacity(size);
+        while buf.len() < size {
+            // `read_buf` never grows the buffer past its capacity, so a part is one
+            // allocation of `size` bytes.
+            if file.read_buf(&mut buf).await? == 0 {
+                break;
+            }
+        }
+        Ok(buf)
+    }
+}
+
+impl Store for S3Store {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn list(&self) -> impl Stream<Item = Result<ObjectInfo, StoreError>> + Send + '_ {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjPath::from(self.prefix.as_str()));
+        // object_store pages through ListObjectsV2 lazily: one page in memory at a time.
+        self.s3
+            .list(prefix.as_ref())
+            .map_ok(|m| self.info(&m))
+            .map_err(|e| self.err(&self.prefix, "LIST", e))
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        Ok(self.head(key).await?.map(|m| ObjectInfo {
+            key: key.into(),
+            ..self.info(&m)
+        }))
+    }
+
+    async fn start_upload(&self, key: &str) -> Result<UploadId, StoreError> {
+        let path = self.path(key)?;
+        let id = self
+            .s3
+            .create_multipart(&path)
+            .await
+            .map_err(|e| self.err(key, "CreateMultipartUpload", e))?;
+        Ok(UploadId(id))
+    }
+
+    async fn finish_upload(
+        &self,
+        key: &str,
+        id: &UploadId,
+        src: &Path,
+    ) -> Result<Verified, StoreError> {
+        let path = self.path(key)?;
+        let local = |e: std::io::Error| StoreError::io(&self.name, src, e);
+        let verify = |detail: String| StoreError::Verify {
+            store: self.name.clone(),
+            key: key.into(),
+            detail,
+        };
+        let mut file = tokio::fs::File::open(src).await.map_err(local)?;
+        let expected = file.metadata().await.map_err(local)?.len();
+        let part_size = self.settings.part_size;
+        let mut etag = MultipartEtag::default();
+        let mut parts: Vec<PartId> = Vec::new();
+        let mut in_flight = FuturesOrdered::new();
+        let (mut total, mut idx) = (0u64, 0usize);
+        loop {
+            let buf = Self::read_part(&mut file, part_size).await.map_err(local)?;
+            let len = buf.len();
+            if len == 0 {
+                if idx == 0 {
+                    return self.put_empty(key, &path, id).await;
+                }
+                break; // the file ended on a part boundary
+            }
+            let digest = Md5::digest(&buf);
+            etag.push(&digest);
+            total += len as u64;
+            let put = self
+                .s3
+                .put_part(&path, &id.0, idx, PutPayload::from(buf.freeze()));
+            in_flight.push_back(async move { (idx, hex(&digest), put.await) });
+            idx += 1;
+            // Bounded: at most `parts_in_flight` parts uploading, plus the one being read.
+            while in_flight.len() >= self.settings.parts_in_flight {
+                parts.push(self.part_done(key, in_flight.next().await)?);
+            }
+            if len < part_size {
+                break;
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            parts.push(self.part_done(key, Some(done))?);
+        }
+        if total != expected {
+            return Err(verify(format!(
+                "source {} had {expected} bytes when opened, {total} were read: it changed while uploading",
+                src.display()
+            )));
+        }
+        let want = etag.finish();
+        self.s3
+            .complete_multipart(&path, &id.0, parts)
+            .await
+            .map_err(|e| self.err(key, "CompleteMultipartUpload", e))?;
+        let Some(meta) = self.head(key).await? else {
+            return Err(verify("absent right after its upload completed".into()));
+        };
+        let got = meta.e_tag.as_deref().map(unquote).unwrap_or_default();
+        if meta.size != total || got != want {
+            return Err(verify(format!(
+                "uploaded {total} bytes with ETag {want}, the store reports {} bytes with ETag {got}",
+                meta.size
+            )));
+        }
+        Ok(Verified {
+            size: meta.size,
+            checksum: want,
+        })
+    }
+
+    async fn abort_upload(&self, key: &str, id: &UploadId) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        match self.s3.abort_multipart(&path, &id.0).await {
+            // Aborting twice is not an error: the upload is gone either way.
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(key, "AbortMultipartUpload", e)),
+        }
+    }
+
+    async fn fetch(&self, key: &str, dest: &Path) -> Result<Verified, StoreError> {
+        let path = self.path(key)?;
+        let got = self
+            .s3
+            .get(&path)
+            .await
+            .map_err(|e| self.err(key, "GET", e))?;
+        let meta = got.meta.clone();
+        let want_md5 = meta
+            .e_tag
+            .as_deref()
+            .filter(|t| is_plain_md5(t))
+            .map(|t| unquote(t).to_ascii_lowercase());
+        let part = partial_path(dest);
+        let result = async {
+            let local = |e: std::io::Error| StoreError::io(&self.name, &part, e);
+            let mut out = tokio::fs::File::create(&part).await.map_err(local)?;
+            let mut body = got.into_stream();
+            let (mut n, mut md5) = (0u64, Md5::new());
+            // One network chunk at a time: written before the next is polled.
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| self.err(key, "GET", e))?;
+                md5.update(&chunk);
+                out.write_all(&chunk).await.map_err(local)?;
+                n += chunk.len() as u64;
+            }
+            let sum = hex(&md5.finalize());
+            check_copy(&self.name, key, meta.size, want_md5.as_deref(), n, &sum)?;
+            out.sync_all().await.map_err(local)?;
+            tokio::fs::rename(&part, dest)
+                .await
+                .map_err(|e| StoreError::io(&self.name, dest, e))?;
+            Ok(Verified {
+                size: n,
+                checksum: meta
+                    .e_tag
+                    .as_deref()
+                    .map(unquote)
+                    .unwrap_or(&sum)
+                    .to_string(),
+            })
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&part).await;
+        }
+        result
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Vec<(String, Outcome)> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; keys.len()];
+        let mut paths = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            match self.path(key) {
+                Ok(p) => paths.push((i, p)),
+                Err(e) => outcomes[i] = Some(Outcome::Refused(e.to_string())),
+            }
+        }
+        // Which keys are there now: the rest already vanished (DeleteObjects would report
+        // them deleted, so only a look before tells the two apart).
+        let mut present = Vec::new();
+        let by_index: std::collections::HashMap<usize, ObjPath> = paths.into_iter().collect();
+        for (i, r) in self
+            .exist(
+                &by_index
+                    .iter()
+                    .map(|(i, p)| (*i, p.clone()))
+                    .collect::<Vec<_>>(),
+            )
+            .await
+        {
+            match r {
+                Ok(true) => present.push((i, by_index[&i].clone())),
+                Ok(false) => outcomes[i] = Some(Outcome::Vanished),
+                Err(e) => {
+                    outcomes[i] = Some(Outcome::Failed(
+                        self.err(&keys[i], "HEAD before delete", e).to_string(),
+                    ));
+                }
+            }
+        }
+        present.sort_by_key(|(i, _)| *i);
+        let mut pending = present;
+        let mut attempted = Vec::new();
+        let mut backoff = self.settings.retry.initial_backoff;
+        for round in 0..=self.settings.retry.max_retries {
+            let mut again = Vec::new();
+            for (i, r) in self.delete_batches(&pending).await {
+                match r {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => attempted.push(i),
+                    Err(e) if is_denied(&e) || round == self.settings.retry.max_retries => {
+                        outcomes[i] = Some(Outcome::Failed(
+                            self.err(&keys[i], "DeleteObjects", e).to_string(),
+                        ));
+                    }
+                    Err(_) => again.push(i),
+                }
+            }
+            if again.is_empty() {
+                break;
+            }
+            tracing::debug!(store = %self.name, keys = again.len(), round, "retrying deletions");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.settings.retry.max_backoff);
+            pending = again
+                .into_iter()
+                .map(|i| (i, by_index[&i].clone()))
+                .collect();
+        }
+        // Verified: deleted only once a HEAD answers Not Found.
+        let check: Vec<_> = attempted
+            .iter()
+            .map(|i| (*i, by_index[i].clone()))
+            .collect();
+        for (i, r) in self.exist(&check).await {
+            outcomes[i] = Some(match r {
+                Ok(false) => Outcome::Deleted,
+                Ok(true) => Outcome::Failed(
+                    "still present after the store acknowledged its deletion".into(),
+                ),
+                Err(e) => Outcome::Failed(format!(
+                    "deleted, but its removal could not be verified: {}",
+                    self.err(&keys[i], "HEAD", e)
+                )),
+            });
+        }
+        keys.iter()
+            .cloned()
+            .zip(
+                outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or_else(|| Outcome::Failed("no result".into()))),
+            )
+            .collect()
+    }
+}
+
+impl S3Store {
+    /// An empty file: servers refuse an empty part (Garage: "Empty body"), so the upload
+    /// is aborted — which also proves the id was still live — and a plain PUT stores it.
+    async fn put_empty(
+        &self,
+        key: &str,
+        path: &ObjPath,
+        id: &UploadId,
+    ) -> Result<Verified, StoreError> {
+        match self.s3.abort_multipart(path, &id.0).await {
+            Ok(()) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::NoUpload {
+                    store: self.name.clone(),
+                    key: key.into(),
+                    upload_id: id.0.clone(),
+                });
+            }
+            Err(e) => return Err(self.err(key, "AbortMultipartUpload", e)),
+        }
+        let put = self
+            .s3
+            .put(path, PutPayload::default())
+            .await
+            .map_err(|e| self.err(key, "PUT", e))?;
+        let want = md5_hex(b"");
+        let got = self.head(key).await?;
+        match got {
+            Some(m) if m.size == 0 && m.e_tag.as_deref().map(unquote) == Some(&want) => {
+                Ok(Verified {
+                    size: 0,
+                    checksum: want,
+                })
+            }
+            other => Err(StoreError::Verify {
+                store: self.name.clone(),
+                key: key.into(),
+                detail: format!(
+                    "stored an empty object (ETag {:?}), the store reports {:?}",
+                    put.e_tag,
+                    other.map(|m| (m.size, m.e_tag))
+                ),
+            }),
+        }
+    }
+
+    /// Checks one finished part: uploaded, and its server ETag is the MD5 we computed.
+    fn part_done(
+        &self,
+        key: &str,
+        done: Option<(usize, String, object_store::Result<PartId>)>,
+    ) -> Result<PartId, StoreError> {
+        let Some((idx, md5, r)) = done else {
+            return Err(StoreError::Verify {
+                store: self.name.clone(),
+                key: key.into(),
+                detail: "a part went missing".into(),
+            });
+        };
+        let part = r.map_err(|e| self.err(key, "UploadPart", e))?;
+        if unquote(&part.content_id) != md5 {
+            return Err(StoreError::Verify {
+                store: self.name.clone(),
+                key: key.into(),
+                detail: format!(
+                    "part {} was stored with ETag {}, but its MD5 is {md5}",
+                    idx + 1,
+                    part.content_id
+                ),
+            });
+        }
+        Ok(part)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds() -> Credentials {
+        Credentials {
+            access_key_id: "id".into(),
+            secret_access_key: "secret".into(),
+            session_token: None,
+        }
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_or_when_allowed() {
+        let make = |endpoint: &str, allow_http: bool| {
+            let mut s = S3Settings::new("arch", endpoint, "garage", "b", creds());
+            s.allow_http = allow_http;
+            S3Store::new(s)
+        };
+        for ok in [
+            "http://127.0.0.1:3900",
+            "http://localhost:9000",
+            "http://[::1]:3900",
+            "https://s3.example.com",
+        ] {
+            assert!(make(ok, false).is_ok(), "{ok}");
+        }
+        let e = make("http://10.0.0.5:3900", false).unwrap_err().to_string();
+        assert!(e.contains("\"arch\"") && e.contains("allow_http"), "{e}");
+        assert!(make("http://10.0.0.5:3900", true).is_ok());
+        assert!(make("ftp://127.0.0.1", true).is_err());
+    }
+
+    #[test]
+    fn credentials_files_plain_and_ini() {
+        let plain = Credentials::parse(
+            "# archive\naws_access_key_id = GK123\naws_secret_access_key = \"s3cr3t\"\n",
+        )
+        .unwrap();
+        assert_eq!(plain.access_key_id, "GK123");
+        assert_eq!(plain.secret_access_key, "s3cr3t");
+        assert!(plain.session_token.is_none());
+        let ini = Credentials::parse(
+            "[other]\naws_access_key_id = X\naws_secret_access_key = Y\n\n[default]\n\
+             aws_access_key_id=A\naws_secret_access_key=B\naws_session_token=T\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (ini.access_key_id.as_str(), ini.secret_access_key.as_str()),
+            ("A", "B")
+        );
+        assert_eq!(ini.session_token.as_deref(), Some("T"));
+        assert!(Credentials::parse("aws_access_key_id = A\n").is_err());
+        assert!(Credentials::parse("[a]\naws_access_key_id=A\n[b]\n").is_err());
+        assert!(Credentials::parse("garbage\n").is_err());
+        let dbg = format!("{ini:?}");
+        assert!(
+            dbg.contains("<redacted>") && !dbg.contains("\"B\"") && !dbg.contains("\"T\""),
+            "{dbg}"
+        );
+        let missing = Credentials::from_file("arch", Path::new("/nonexistent/creds"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("\"arch\"") && missing.contains("/nonexistent/creds"));
+    }
+}

@@ -1,0 +1,273 @@
+//! Real S3-compatible servers for the tests, started by the tests themselves on free
+//! loopback ports: moto (`moto_server`, in memory) and a single-node Garage (`garage`).
+//! Each is killed when its handle drops. A server that cannot be started or reached
+//! fails the test with the reason — a missing server is never a silent skip.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mediaretain::store::s3::{Credentials, S3Settings};
+
+/// A running test server with one empty bucket.
+pub struct S3Server {
+    /// "moto" or "garage".
+    pub kind: &'static str,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The region the server expects.
+    pub region: String,
+    /// The bucket created for the test.
+    pub bucket: String,
+    /// Access key id.
+    pub key_id: String,
+    /// Secret key.
+    pub secret: String,
+    /// From spawn to answering S3 requests with the bucket ready.
+    pub startup: Duration,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends one plain HTTP/1.1 request and returns the status code, or `None` when nothing
+/// answers. Enough to see that a server is up (and to create a moto bucket, which needs
+/// no signature).
+pub fn http_status(port: u16, method: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Polls `ready` until it holds; fails with `what` and the server's log after `limit`, or
+/// at once when the server process has exited.
+fn wait_ready(
+    child: &mut Child,
+    log: &Path,
+    what: &str,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        let log = || std::fs::read_to_string(log).unwrap_or_default();
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what}: the server exited ({status}) before it was ready:\n{}",
+                log()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not ready after {limit:?}:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a program to completion, failing the test with its output when it fails.
+fn run(program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program}: {e} (is it installed? .ci/run installs it)")
+        });
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Spawns `program args` with stdout and stderr to `log`.
+fn spawn(program: &str, args: &[&str], log: &Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {program}: {e} (is it installed and on PATH? .ci/run installs it)")
+        })
+}
+
+impl S3Server {
+    /// A moto server (`moto_server`) on a free loopback port, with bucket `test`.
+    pub fn moto() -> S3Server {
+        let t0 = Instant::now();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("moto.log");
+        let port = free_port();
+        let mut child = spawn(
+            "moto_server",
+            &["-H", "127.0.0.1", "-p", &port.to_string()],
+            &log,
+        );
+        wait_ready(
+            &mut child,
+            &log,
+            "moto_server",
+            Duration::from_secs(60),
+            || http_status(port, "GET", "/") == Some(200),
+        );
+        // moto checks no signatures, so a bare PUT creates the bucket.
+        let created = http_status(port, "PUT", "/test");
+        assert_eq!(created, Some(200), "moto: creating bucket test");
+        S3Server {
+            kind: "moto",
+            endpoint: format!("http://127.0.0.1:{port}"),
+            region: "us-east-1".into(),
+            bucket: "test".into(),
+            key_id: "testing".into(),
+            secret: "testing".into(),
+            startup: t0.elapsed(),
+            child: Some(child),
+            dir,
+        }
+    }
+
+    /// A single-node Garage (`garage`) on free loopback ports, with bucket `test` and a key
+    /// allowed to read, write and own it — configured through Garage's own CLI.
+    pub fn garage() -> S3Server {
+        let t0 = Instant::now();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (rpc, s3, admin) = (free_port(), free_port(), free_port());
+        let config = d.join("garage.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"metadata_dir = "{meta}"
+data_dir = "{data}"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:{s3}"
+
+[admin]
+api_bind_addr = "127.0.0.1:{admin}"
+"#,
+                meta = d.join("meta").display(),
+                data = d.join("data").display(),
+                secret = "5f".repeat(32),
+            ),
+        )
+        .unwrap();
+        let cfg = config.to_str().unwrap();
+        let log = d.join("garage.log");
+        let mut child = spawn("garage", &["-c", cfg, "server"], &log);
+        let garage = |args: &[&str]| {
+            let mut all = vec!["-c", cfg];
+            all.extend_from_slice(args);
+            run("garage", &all)
+        };
+        wait_ready(&mut child, &log, "garage", Duration::from_secs(60), || {
+            Command::new("garage")
+                .args(["-c", cfg, "status"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        let node = String::from_utf8(garage(&["node", "id", "-q"]).stdout).unwrap();
+        let node = node.trim().split('@').next().unwrap().to_string();
+        garage(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        garage(&["layout", "apply", "--version", "1"]);
+        // Fixed, well-formed keys (GK + 24 hex digits, 64 hex digits) instead of parsing
+        // `key create` output.
+        let (key_id, secret) = (format!("GK{}", "a1".repeat(12)), "b2".repeat(32));
+        garage(&["key", "import", "--yes", "-n", "test", &key_id, &secret]);
+        garage(&["bucket", "create", "test"]);
+        garage(&[
+            "bucket", "allow", "--read", "--write", "--owner", "test", "--key", "test",
+        ]);
+        // The S3 API answers once the layout is live: 403 to an unsigned request.
+        wait_ready(
+            &mut child,
+            &log,
+            "garage S3 API",
+            Duration::from_secs(60),
+            || http_status(s3, "GET", "/test").is_some_and(|c| c != 503),
+        );
+        S3Server {
+            kind: "garage",
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            region: "garage".into(),
+            bucket: "test".into(),
+            key_id,
+            secret,
+            startup: t0.elapsed(),
+            child: Some(child),
+            dir,
+        }
+    }
+
+    /// Settings for a store `name` on this server under `prefix`, with small parts and
+    /// quick retries so failure tests finish fast.
+    pub fn settings(&self, name: &str, prefix: &str) -> S3Settings {
+        let creds = Credentials {
+            access_key_id: self.key_id.clone(),
+            secret_access_key: self.secret.clone(),
+            session_token: None,
+        };
+        let mut s = S3Settings::new(name, &self.endpoint, &self.region, &self.bucket, creds);
+        s.prefix = prefix.into();
+        s.part_size = 5 * 1024 * 1024;
+        s.parts_in_flight = 2;
+        s.retry.max_retries = 2;
+        s.retry.initial_backoff = Duration::from_millis(20);
+        s.retry.max_backoff = Duration::from_millis(200);
+        s.retry.retry_timeout = Duration::from_secs(5);
+        s.retry.connect_timeout = Duration::from_secs(2);
+        s
+    }
+
+    /// A scratch directory that lives as long as the server.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the server and waits for it; requests fail from now on.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
