@@ -65,11 +65,12 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX leases_expires ON leases(expires);
     "#,
-    // 3: under disk pressure, a class's oldest files are read a page at a time; these
-    // indexes (with the rowid as tie-break) serve that and the planner's newest-first walk.
+    // 3: under disk pressure, a class's oldest files are read a page at a time; this index
+    // (with the rowid as tie-break) serves that and the planner's newest-first walk. Classes
+    // aging by first_seen (rare: imported files) sort their rows per page instead — a
+    // second index cost the 100k-file first index 0.07 s (1.41x find became 1.63x).
     r#"
     CREATE INDEX entries_class_mtime ON entries(class, store_id, mtime);
-    CREATE INDEX entries_class_seen ON entries(class, store_id, first_seen);
     DROP INDEX entries_class;
     "#,
 ];
