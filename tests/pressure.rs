@@ -93,7 +93,8 @@ fn a_writer_never_hits_enospc_and_protected_files_survive_then_stuck() {
     for d in ["hls/live", "rec", "archive"] {
         fs::create_dir_all(b.path(d)).unwrap();
     }
-    let d = b.daemon(None);
+    let mut notify = NotifySocket::new(b.dir.path());
+    let d = b.daemon(Some(&notify.path));
 
     // The writer: 1 MiB segments and 3 MiB recordings in turn at 64 MiB/s, four times the
     // size of the filesystem. Every 40th segment is held open (a thumbnailer reading it) and
@@ -202,6 +203,9 @@ fn a_writer_never_hits_enospc_and_protected_files_survive_then_stuck() {
     );
     let text = b.cli(&["status"]).ok().stdout;
     assert!(text.contains("STUCK since"), "{text}");
+    // systemctl status shows it too.
+    let line = notify.expect("STATUS=STUCK", T);
+    assert!(line.contains("retained"), "{line}");
     for (p, _) in &held {
         assert!(p.exists(), "{} was held open", p.display());
     }
