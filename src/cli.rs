@@ -206,6 +206,17 @@ pub enum Cmd {
     },
     /// Ask the running daemon to reload its config (like SIGHUP), reporting errors.
     Reload,
+    /// Stream an object of an S3 store to a local file (memory flat for any size),
+    /// verified; its partial file lives in the state directory.
+    Fetch {
+        /// STORE:KEY of an S3 store (`archive:rec/2026/cam1.mp4`).
+        src: String,
+        /// The local file to write.
+        dest: PathBuf,
+        /// Replace DEST if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Where commands go.
@@ -327,6 +338,21 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Cmd::Fetch { src, dest, force } => {
+            // No registry needed: it works beside a running daemon.
+            let cfg = Config::load(&path)?;
+            let (s, d) = (src.clone(), dest.clone());
+            let v = tokio::task::spawn_blocking(move || crate::engine::fetch(&cfg, &s, &d, force))
+                .await
+                .expect("fetch task")?;
+            println!(
+                "fetched {src} to {}: {} bytes, etag {} (verified)",
+                dest.display(),
+                v.size,
+                v.checksum
+            );
+            Ok(())
+        }
         cmd => {
             let needs_daemon = matches!(cmd, Cmd::Reload);
             let b = match Config::load(&path) {
@@ -361,7 +387,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 
 async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
     match cmd {
-        Cmd::Run | Cmd::CheckConfig => unreachable!("handled by run()"),
+        Cmd::Run | Cmd::CheckConfig | Cmd::Fetch { .. } => unreachable!("handled by run()"),
         Cmd::Status { json } => {
             let s: Status = b
                 .ask(Method::GET, "/v1/status", NONE, |e| e.status())
@@ -627,6 +653,17 @@ fn loc(store: &str, path: &Path) -> String {
 fn render_plan(p: &Plan) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "plan at {}", fmt_time(p.at));
+    for f in &p.offloads {
+        let _ = writeln!(
+            o,
+            "offload {:<48} {:>10}  {:<14} to {}:{}",
+            loc(&f.entry.store, &f.entry.path),
+            ByteSize(f.entry.size).to_string(),
+            f.class_name,
+            f.to,
+            f.entry.path.display()
+        );
+    }
     for a in &p.actions {
         let _ = writeln!(
             o,
@@ -691,6 +728,17 @@ fn render_gc(r: &GcReport) -> String {
     }
     if let Some(g) = &r.guard {
         let _ = writeln!(o, "STOPPED: {g}");
+    }
+    if r.planned_offloads > 0 {
+        let _ = writeln!(
+            o,
+            "offload: {} due, {} copied and verified ({}), {} put off (in use or changed), {} failed",
+            r.planned_offloads,
+            r.offloaded_files,
+            ByteSize(r.offloaded_bytes),
+            r.offload_refused,
+            r.offload_failed
+        );
     }
     if r.dry_run {
         let _ = writeln!(

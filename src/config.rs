@@ -104,12 +104,43 @@ pub struct Store {
     pub name: String,
     /// The backend.
     pub kind: StoreKind,
-    /// Root directory of a local store.
+    /// Root directory of a local store (empty for S3).
     pub root: PathBuf,
     /// Remove empty directories untouched for this long (never the root); None: never.
     pub prune_empty_dirs: Option<Dur>,
     /// Follow changes with inotify (else only periodic scans).
     pub watch: bool,
+    /// Where an S3 store's objects are.
+    pub s3: Option<S3Location>,
+}
+
+impl Store {
+    /// A directory on this machine (not an S3 bucket).
+    pub fn is_local(&self) -> bool {
+        self.kind == StoreKind::Local
+    }
+}
+
+/// An S3 store's bucket, prefix and credentials.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct S3Location {
+    /// `https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:3900`.
+    pub endpoint: String,
+    /// `us-east-1`, `garage`, `auto` (R2).
+    pub region: String,
+    /// The bucket.
+    pub bucket: String,
+    /// Keys under this prefix only (`box1/`).
+    pub prefix: String,
+    /// `bucket.host` requests instead of `host/bucket`.
+    pub virtual_hosted: bool,
+    /// Plain HTTP to a non-loopback endpoint.
+    pub allow_http: bool,
+    /// Access keys from this file (`aws_access_key_id = …`); None: the standard
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` environment variables.
+    pub credentials_file: Option<PathBuf>,
+    /// Multipart uploads under the prefix older than this are aborted (crash leftovers).
+    pub abort_uploads_after: Dur,
 }
 
 /// The backend of a store.
@@ -118,6 +149,8 @@ pub struct Store {
 pub enum StoreKind {
     /// A directory on a local filesystem.
     Local,
+    /// A bucket (and prefix) on an S3-compatible service.
+    S3,
 }
 
 /// `[[class]]`.
@@ -156,6 +189,22 @@ pub struct Class {
     pub min_keep: Option<Dur>,
     /// Under disk pressure, classes of one tier with a lower value are freed first.
     pub pressure_priority: i64,
+    /// Copy files to an S3 store once they are old enough (local classes only).
+    pub offload: Option<Offload>,
+}
+
+/// `offload = { to = "archive", after = "1h", delete_local = true }`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Offload {
+    /// The S3 store the copies go to (same key as the local path).
+    pub to: String,
+    /// Copied once this old (and quiet, and not in use).
+    #[serde(default)]
+    pub after: Dur,
+    /// Remove the local file once its remote copy is verified.
+    #[serde(default)]
+    pub delete_local: bool,
 }
 
 impl Class {
@@ -499,36 +548,118 @@ impl Validator<'_> {
             } else if !names.insert(name.clone()) {
                 self.err(s.name.span(), format!("duplicate store name {name:?}"));
             }
-            let root = self.resolve(s.root.get_ref());
-            if let Some(problem) = self.fs_checks.then(|| root_problem(&root)).flatten() {
-                self.err(
-                    s.root.span(),
-                    format!("store {name:?}: root {} {problem}", root.display()),
-                );
+            let s3_keys = [
+                ("endpoint", s.endpoint.is_some()),
+                ("bucket", s.bucket.is_some()),
+                ("region", s.region.is_some()),
+                ("prefix", s.prefix.is_some()),
+                ("credentials_file", s.credentials_file.is_some()),
+                ("virtual_hosted", s.virtual_hosted.is_some()),
+                ("allow_http", s.allow_http.is_some()),
+                ("abort_uploads_after", s.abort_uploads_after.is_some()),
+            ];
+            let span = s.name.span();
+            match s.kind {
+                StoreKind::Local => {
+                    for (k, _) in s3_keys.iter().filter(|(_, set)| *set) {
+                        self.err(
+                            span.clone(),
+                            format!("store {name:?}: {k} is for kind = \"s3\" stores"),
+                        );
+                    }
+                    let Some(root_spanned) = &s.root else {
+                        self.err(span, format!("store {name:?}: a local store needs root"));
+                        continue;
+                    };
+                    let root = self.resolve(root_spanned.get_ref());
+                    if let Some(problem) = self.fs_checks.then(|| root_problem(&root)).flatten() {
+                        self.err(
+                            root_spanned.span(),
+                            format!("store {name:?}: root {} {problem}", root.display()),
+                        );
+                    }
+                    let root = root.canonicalize().unwrap_or(root);
+                    // A file belongs to one store: pins, classes and confinement are per store.
+                    if let Some(other) = stores.iter().find(|o: &&Store| {
+                        o.is_local() && (o.root.starts_with(&root) || root.starts_with(&o.root))
+                    }) {
+                        self.err(
+                            root_spanned.span(),
+                            format!("store {name:?}: root {} overlaps the root of store {:?} ({}); store roots must not nest", root.display(), other.name, other.root.display()),
+                        );
+                    }
+                    stores.push(Store {
+                        name,
+                        kind: s.kind,
+                        root,
+                        prune_empty_dirs: s.prune_empty_dirs.then_some(s.prune_grace),
+                        watch: s.watch,
+                        s3: None,
+                    });
+                }
+                StoreKind::S3 => {
+                    if s.root.is_some() || s.prune_empty_dirs {
+                        self.err(span.clone(), format!("store {name:?}: root and prune_empty_dirs are for local stores; an S3 store has endpoint, bucket and prefix"));
+                    }
+                    let (Some(endpoint), Some(bucket)) = (&s.endpoint, &s.bucket) else {
+                        self.err(
+                            span,
+                            format!("store {name:?}: an S3 store needs endpoint and bucket"),
+                        );
+                        continue;
+                    };
+                    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                        self.err(span.clone(), format!("store {name:?}: endpoint {endpoint:?} must start with https:// (or http:// for loopback or with allow_http)"));
+                    }
+                    let prefix = s.prefix.clone().unwrap_or_default();
+                    if prefix.starts_with('/') || prefix.split('/').any(|x| x == "..") {
+                        self.err(
+                            span.clone(),
+                            format!(
+                                "store {name:?}: prefix {prefix:?} must be relative, without '..'"
+                            ),
+                        );
+                    }
+                    let credentials_file = s.credentials_file.as_ref().map(|f| self.resolve(f));
+                    if let Some((f, Err(e))) = credentials_file
+                        .as_ref()
+                        .filter(|_| self.fs_checks)
+                        .map(|f| (f, std::fs::metadata(f)))
+                    {
+                        self.err(
+                            span.clone(),
+                            format!("store {name:?}: credentials_file {}: {e}", f.display()),
+                        );
+                    }
+                    stores.push(Store {
+                        name,
+                        kind: s.kind,
+                        root: PathBuf::new(),
+                        prune_empty_dirs: None,
+                        watch: false,
+                        s3: Some(S3Location {
+                            endpoint: endpoint.clone(),
+                            region: s.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                            bucket: bucket.clone(),
+                            prefix,
+                            virtual_hosted: s.virtual_hosted.unwrap_or(false),
+                            allow_http: s.allow_http.unwrap_or(false),
+                            credentials_file,
+                            abort_uploads_after: s
+                                .abort_uploads_after
+                                .unwrap_or(Dur(std::time::Duration::from_secs(86400))),
+                        }),
+                    });
+                }
             }
-            let root = root.canonicalize().unwrap_or(root);
-            // A file belongs to one store: pins, classes and confinement are per store.
-            if let Some(other) = stores
-                .iter()
-                .find(|o: &&Store| o.root.starts_with(&root) || root.starts_with(&o.root))
-            {
-                self.err(
-                    s.root.span(),
-                    format!("store {name:?}: root {} overlaps the root of store {:?} ({}); store roots must not nest", root.display(), other.name, other.root.display()),
-                );
-            }
-            stores.push(Store {
-                name,
-                kind: s.kind,
-                root,
-                prune_empty_dirs: s.prune_empty_dirs.then_some(s.prune_grace),
-                watch: s.watch,
-            });
         }
 
         // Our own files must never be candidates for deletion.
         for (what, p) in [("state_dir", &daemon.state_dir), ("socket", &daemon.socket)] {
-            if let Some(st) = stores.iter().find(|st| p.starts_with(&st.root)) {
+            if let Some(st) = stores
+                .iter()
+                .find(|st| st.is_local() && p.starts_with(&st.root))
+            {
                 self.err(
                     state_dir_span.clone(),
                     format!("daemon.{what} {} is inside the root of store {:?}; keep mediaretain's own files outside every store", p.display(), st.name),
@@ -618,6 +749,30 @@ impl Validator<'_> {
                     format!("class {name:?}: max_count and max_total must be above 0 (a ttl of 0s expires files at once)"),
                 );
             }
+            if let Some(o) = &c.offload {
+                let local = stores
+                    .iter()
+                    .find(|s| &s.name == c.store.get_ref())
+                    .is_some_and(Store::is_local);
+                match stores.iter().find(|s| s.name == o.to) {
+                    None => self.err(
+                        span.clone(),
+                        format!("class {name:?}: offload.to names unknown store {:?}", o.to),
+                    ),
+                    Some(t) if t.is_local() => self.err(
+                        span.clone(),
+                        format!(
+                            "class {name:?}: offload.to must name an S3 store; {:?} is local",
+                            o.to
+                        ),
+                    ),
+                    Some(_) if !local => self.err(
+                        span.clone(),
+                        format!("class {name:?}: offload is for classes of local stores"),
+                    ),
+                    Some(_) => {}
+                }
+            }
             classes.push(Class {
                 name,
                 store: c.store.into_inner(),
@@ -636,6 +791,7 @@ impl Validator<'_> {
                 part_suffixes: c.part_suffixes,
                 min_keep: c.min_keep,
                 pressure_priority: c.pressure_priority,
+                offload: c.offload,
             });
         }
 
@@ -671,7 +827,10 @@ impl Validator<'_> {
                     Ok(md) => {
                         use std::os::unix::fs::MetadataExt;
                         let dev_of = |p: &Path| std::fs::metadata(p).ok().map(|m| m.dev());
-                        if !stores.iter().any(|s| dev_of(&s.root) == Some(md.dev())) {
+                        if !stores
+                            .iter()
+                            .any(|s| s.is_local() && dev_of(&s.root) == Some(md.dev()))
+                        {
                             self.err(
                                 v.path.span(),
                                 format!("{what}: no local store lies on this volume"),
@@ -801,7 +960,15 @@ mod raw {
     pub struct StoreTable {
         pub name: Spanned<String>,
         pub kind: StoreKind,
-        pub root: Spanned<PathBuf>,
+        pub root: Option<Spanned<PathBuf>>,
+        pub endpoint: Option<String>,
+        pub region: Option<String>,
+        pub bucket: Option<String>,
+        pub prefix: Option<String>,
+        pub credentials_file: Option<PathBuf>,
+        pub virtual_hosted: Option<bool>,
+        pub allow_http: Option<bool>,
+        pub abort_uploads_after: Option<Dur>,
         #[serde(default)]
         pub prune_empty_dirs: bool,
         #[serde(default = "d_grace")]
@@ -834,6 +1001,7 @@ mod raw {
         pub min_keep: Option<Dur>,
         #[serde(default)]
         pub pressure_priority: i64,
+        pub offload: Option<Offload>,
     }
 
     fn empty() -> Spanned<Vec<String>> {

@@ -211,6 +211,13 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
         }
         Err(e) => error!(error = %e, "initial scan failed; retrying at the next scan"),
     }
+    if !engine.runtime().remotes.is_empty() {
+        let _ = blocking(&engine, |e| {
+            e.probe_remotes();
+            Ok(())
+        })
+        .await;
+    }
     let status = summary_line(&engine);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     info!("ready: {status}");

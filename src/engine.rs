@@ -18,11 +18,14 @@ use crate::policy::{self, ClassPlanner, Plan, Rule, Verdict};
 use crate::registry::{AuditRecord, ClassTotals, Entry, Filter, Lease, Registry, RegistryError};
 use crate::scan::{self, ScanStats};
 use crate::store::local::{Expect, LocalStore, Pruned};
-use crate::store::{Outcome, StoreError, is_confined};
+use crate::store::{Outcome, Store as _, StoreError, is_confined};
 use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 use crate::watchdog::{VolumeSpec, VolumeWatch};
 
 mod pressure;
+mod remote;
+
+pub use remote::fetch;
 
 /// Failures of an operation; each maps to a sysexits code.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,8 @@ pub struct Runtime {
     pub stores: Vec<LocalStore>,
     /// The volumes holding them, with their watchdog limits.
     pub volumes: Vec<(VolumeSpec, crate::config::Limits)>,
+    /// S3 stores, in config order.
+    pub remotes: Vec<Arc<crate::store::s3::S3Store>>,
 }
 
 impl Runtime {
@@ -75,6 +80,7 @@ impl Runtime {
         let stores = config
             .stores
             .iter()
+            .filter(|s| s.is_local())
             .map(|s| LocalStore::open(&s.name, &s.root))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let volumes = crate::watchdog::volumes(&config)
@@ -84,11 +90,17 @@ impl Runtime {
                 (v, l)
             })
             .collect();
+        let remotes = config
+            .stores
+            .iter()
+            .filter_map(|s| s.s3.as_ref().map(|loc| remote::open(&s.name, loc)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Runtime {
             classifier: Classifier::new(&config),
             config,
             stores,
             volumes,
+            remotes,
         })
     }
 
@@ -125,7 +137,7 @@ impl Runtime {
             };
         }
         if let Some((store, key)) = arg.split_once(':') {
-            if self.store(store).is_none() {
+            if self.store(store).is_none() && !self.remotes.iter().any(|r| r.name() == store) {
                 return Err(refuse(&format!("names unknown store {store:?}")));
             }
             if !is_confined(Path::new(key)) {
@@ -204,6 +216,21 @@ pub struct GcReport {
     /// When the first file was unlinked.
     #[serde(skip)]
     pub first_unlink: Option<Instant>,
+    /// Offloads the plan selected.
+    #[serde(default)]
+    pub planned_offloads: u64,
+    /// Files copied to an S3 store and verified.
+    #[serde(default)]
+    pub offloaded_files: u64,
+    /// Their bytes.
+    #[serde(default)]
+    pub offloaded_bytes: u64,
+    /// Offloads that failed (the local file stays).
+    #[serde(default)]
+    pub offload_failed: u64,
+    /// Offloads put off (in use, changed).
+    #[serde(default)]
+    pub offload_refused: u64,
 }
 
 /// What `explain` says about one path.
@@ -495,6 +522,7 @@ impl Engine {
     /// Opens the registry of `config` (the caller holds the state lock).
     pub fn open(config: Config, clock: Arc<dyn Clock>, daemon: bool) -> Result<Engine> {
         let registry = Registry::open(&config.daemon.state_dir)?;
+        remote::sweep_staging(&config.daemon.state_dir.join("staging"));
         let runtime = Runtime::new(config)?;
         let activity = Activity {
             daemon,
@@ -547,7 +575,15 @@ impl Engine {
             self.add_prune_candidates(&rt, s.name(), std::mem::take(&mut st.empty_dirs));
             out.push(st);
         }
-        let names: Vec<&str> = rt.stores.iter().map(|s| s.name()).collect();
+        for r in &rt.remotes {
+            out.push(self.scan_remote(&rt, r, now));
+        }
+        let names: Vec<&str> = rt
+            .stores
+            .iter()
+            .map(|s| s.name())
+            .chain(rt.remotes.iter().map(|r| r.name()))
+            .collect();
         self.reg().forget_stores_except(&names)?;
         let mut a = self.activity.lock().expect("activity lock");
         a.last_scan_at = Some(self.now());
@@ -572,11 +608,25 @@ impl Engine {
         let started = Instant::now();
         let rt = self.runtime();
         let now = self.now();
-        let plan = self.plan(now)?;
+        let mut plan = self.plan(now)?;
+        let planned_offloads = plan.offloads.len() as u64;
+        let mut offloads = GcReport::default();
+        if !dry_run && !plan.offloads.is_empty() {
+            // Copies first: a file whose copy is verified now may go in this same pass.
+            self.offload(&rt, &plan.offloads, trigger, &mut offloads)?;
+            if offloads.offloaded_files > 0 {
+                plan = self.plan(self.now())?;
+            }
+        }
         let mut report = GcReport {
             at: now,
             dry_run,
             trigger: trigger.into(),
+            planned_offloads,
+            offloaded_files: offloads.offloaded_files,
+            offloaded_bytes: offloads.offloaded_bytes,
+            offload_failed: offloads.offload_failed,
+            offload_refused: offloads.offload_refused,
             planned_files: plan.actions.len() as u64,
             planned_bytes: plan.delete_bytes(),
             // A lease running out may free a file the rules already selected.
@@ -677,14 +727,19 @@ impl Engine {
                 Ok(())
             });
             let mut users: Option<crate::inuse::Snapshot> = None;
+            // (taken, slowest µs), added to the report after each chunk.
+            let mut snapshots = (0u64, 0u64);
             'stores: for store in &rt.stores {
-                let mut del = store.deleter();
-                // Writers' temporary files, once per store and pass (a full registry scan).
-                let parts = self.part_files(rt, store.name())?;
                 let mine: Vec<&policy::Action> = actions
                     .iter()
                     .filter(|a| a.entry.store == store.name())
                     .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let mut del = store.deleter();
+                // Writers' temporary files, once per store and pass (a full registry scan).
+                let parts = self.part_files(rt, store.name())?;
                 for chunk in mine.chunks(CHUNK) {
                     // No pin can land between this re-check and the chunk's unlinks (retain
                     // waits for the gate): a pin set since the plan wins.
@@ -699,8 +754,8 @@ impl Engine {
                             .is_none_or(|u: &crate::inuse::Snapshot| u.age() > SNAPSHOT_MAX_AGE)
                         {
                             let snap = crate::inuse::Snapshot::take();
-                            report.snapshots += 1;
-                            report.snapshot_max_us = report.snapshot_max_us.max(snap.micros);
+                            snapshots.0 += 1;
+                            snapshots.1 = snapshots.1.max(snap.micros);
                             users = Some(snap);
                         }
                         let u = users.as_ref().expect("taken above");
@@ -735,6 +790,11 @@ impl Engine {
                                 "its class is now {}; it is re-evaluated on the next pass",
                                 class_now.unwrap_or("none")
                             ))
+                        } else if let Some(why) = (a.rule == Rule::Offloaded)
+                            .then(|| self.copy_problem(rt, &a.entry))
+                            .flatten()
+                        {
+                            Outcome::Refused(why)
                         } else {
                             let expect = Expect {
                                 size: a.entry.size,
@@ -743,44 +803,10 @@ impl Engine {
                             };
                             del.delete(&a.entry.path, expect, &mut in_use)
                         };
-                        log_outcome(a, &outcome, trigger);
-                        match &outcome {
-                            Outcome::Deleted => {
-                                report.first_unlink.get_or_insert_with(Instant::now);
-                                report.deleted_files += 1;
-                                report.deleted_bytes += a.entry.size;
-                                gone.push((a.entry.id, a.entry.path.clone()));
-                            }
-                            Outcome::Vanished => {
-                                report.vanished += 1;
-                                gone.push((a.entry.id, a.entry.path.clone()));
-                            }
-                            Outcome::Refused(_) => {
-                                report.refused += 1;
-                                report.refused_bytes += a.entry.size;
-                            }
-                            Outcome::Failed(_) => report.failed += 1,
-                            Outcome::WouldDelete => {} // dry runs never get here
-                        }
-                        records.push(AuditRecord {
-                            at: self.now(),
-                            store: a.entry.store.clone(),
-                            path: a.entry.path.clone(),
-                            action: "delete".into(),
-                            outcome: outcome.word().into(),
-                            class: Some(a.class_name.clone()),
-                            rule: Some(a.rule.to_string()),
-                            reason: match outcome.detail() {
-                                Some(d) => format!("{}; {d}", a.reason),
-                                None => a.reason.clone(),
-                            },
-                            trigger: trigger.into(),
-                            bytes: Some(a.entry.size),
-                        });
-                        if detail {
-                            report.results.push(file_result(a, outcome));
-                        }
+                        self.account(a, outcome, trigger, detail, report, &mut gone, &mut records);
                     }
+                    report.snapshots += std::mem::take(&mut snapshots.0);
+                    report.snapshot_max_us = report.snapshot_max_us.max(snapshots.1);
                     if let Some(note) = after_chunk.map(|f| f()) {
                         for r in &mut records {
                             r.reason = format!("{}; {note}", r.reason);
@@ -794,9 +820,73 @@ impl Engine {
                 }
                 self.add_prune_candidates(rt, store.name(), del.finish());
             }
+            for remote in &rt.remotes {
+                let mine: Vec<&policy::Action> = actions
+                    .iter()
+                    .filter(|a| a.entry.store == remote.name())
+                    .collect();
+                for chunk in mine.chunks(remote::DELETE_CHUNK) {
+                    let (gone, records) =
+                        self.delete_remote(rt, remote, chunk, trigger, detail, report)?;
+                    if tx.send((gone, records)).is_err() {
+                        break;
+                    }
+                }
+            }
             drop(tx);
             recorder.join().expect("recorder thread panicked")
         })
+    }
+
+    /// Counts, logs and audits one file's outcome.
+    #[allow(clippy::too_many_arguments)]
+    fn account(
+        &self,
+        a: &policy::Action,
+        outcome: Outcome,
+        trigger: &str,
+        detail: bool,
+        report: &mut GcReport,
+        gone: &mut Vec<(i64, PathBuf)>,
+        records: &mut Vec<AuditRecord>,
+    ) {
+        log_outcome(a, &outcome, trigger);
+        match &outcome {
+            Outcome::Deleted => {
+                report.first_unlink.get_or_insert_with(Instant::now);
+                report.deleted_files += 1;
+                report.deleted_bytes += a.entry.size;
+                gone.push((a.entry.id, a.entry.path.clone()));
+            }
+            Outcome::Vanished => {
+                report.vanished += 1;
+                gone.push((a.entry.id, a.entry.path.clone()));
+            }
+            Outcome::Refused(_) => {
+                report.refused += 1;
+                report.refused_bytes += a.entry.size;
+            }
+            Outcome::Failed(_) => report.failed += 1,
+            Outcome::WouldDelete => {} // dry runs never get here
+        }
+        records.push(AuditRecord {
+            at: self.now(),
+            store: a.entry.store.clone(),
+            path: a.entry.path.clone(),
+            action: "delete".into(),
+            outcome: outcome.word().into(),
+            class: Some(a.class_name.clone()),
+            rule: Some(a.rule.to_string()),
+            reason: match outcome.detail() {
+                Some(d) => format!("{}; {d}", a.reason),
+                None => a.reason.clone(),
+            },
+            trigger: trigger.into(),
+            bytes: Some(a.entry.size),
+        });
+        if detail {
+            report.results.push(file_result(a, outcome));
+        }
     }
 
     fn add_prune_candidates(&self, rt: &Runtime, store: &str, dirs: Vec<PathBuf>) {
@@ -844,8 +934,7 @@ impl Engine {
         let rt = self.runtime();
         let (store, path) = rt.resolve(arg)?;
         let now = self.now();
-        let local = rt.store(&store).expect("resolved store exists");
-        let on_disk = local.stat(&path)?;
+        let on_disk = self.stat_any(&rt, &store, &path)?;
         let mut entry = self.reg().get(&store, &path)?;
         if let (None, Some(meta)) = (&entry, &on_disk) {
             // On disk but not yet seen (a scan or event is on its way): record it now.
@@ -890,9 +979,11 @@ impl Engine {
             }
             _ => None,
         };
-        let in_use = match on_disk {
-            Some(_) => self.in_use_reasons(&rt, &self.signals(&rt)?, local, &path),
-            None => Vec::new(),
+        let in_use = match (&on_disk, rt.store(&store)) {
+            (Some(_), Some(local)) => self.in_use_reasons(&rt, &self.signals(&rt)?, local, &path),
+            // An object: only a lease says it is in use.
+            (Some(_), None) => self.lease_set()?.holders(&store, &path),
+            (None, _) => Vec::new(),
         };
         let mut summary = summarize(
             &store,
@@ -1233,8 +1324,7 @@ impl Engine {
                     continue;
                 }
             };
-            let local = rt.store(&store).expect("resolved store exists");
-            let on_disk = local.stat(&path)?;
+            let on_disk = self.stat_any(&rt, &store, &path)?;
             let known = self.reg().get(&store, &path)?.is_some();
             let unpinning = matches!(mark, Mark::Retain(false));
             if !known && !unpinning {
@@ -1256,7 +1346,7 @@ impl Engine {
                 Mark::Retain(pin) => {
                     let _gate = self.pin_gate.lock().expect("pin gate");
                     // Looked at again under the gate: a pass may have deleted it meanwhile.
-                    if *pin && local.stat(&path)?.is_none() {
+                    if *pin && self.stat_any(&rt, &store, &path)?.is_none() {
                         let why =
                             "no such file in the store (see `explain` if it was just deleted)";
                         out.push(result(Some(store), Some(path), false, Some(why.into())));

@@ -399,7 +399,7 @@ pub struct VolumeSpec {
 pub fn volumes(config: &Config) -> Vec<VolumeSpec> {
     let mounts = mountinfo();
     let mut out: Vec<VolumeSpec> = Vec::new();
-    for s in &config.stores {
+    for s in config.stores.iter().filter(|s| s.is_local()) {
         let Ok(md) = std::fs::metadata(&s.root) else {
             continue;
         };

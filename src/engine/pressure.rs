@@ -295,6 +295,8 @@ struct Cursor {
     quiet: Nanos,
     lo: Nanos,
     hi: Nanos,
+    /// Only files with a verified remote copy.
+    copied: bool,
     after: Option<(Nanos, i64)>,
     buf: VecDeque<Entry>,
     done: bool,
@@ -326,7 +328,7 @@ impl Candidates {
             .iter()
             .filter(|c| v.stores.contains(&c.store))
         {
-            for (tier, lo, hi) in class_tiers(c, now) {
+            for (tier, lo, hi, copied) in class_tiers(c, now) {
                 if lo >= hi {
                     continue;
                 }
@@ -337,6 +339,7 @@ impl Candidates {
                     quiet: c.quiet_period.as_nanos_i64(),
                     lo,
                     hi,
+                    copied,
                     after: None,
                     buf: VecDeque::new(),
                     done: false,
@@ -368,10 +371,15 @@ impl Candidates {
     fn next(&mut self, reg: &Mutex<Registry>) -> Result<Option<policy::Action>> {
         while let Some(g) = self.groups.get_mut(self.at) {
             for c in g.cursors.iter_mut().filter(|c| c.buf.is_empty() && !c.done) {
-                let page = reg
-                    .lock()
-                    .expect("registry lock")
-                    .oldest(&c.store, &c.class, c.age_from, c.lo, c.hi, c.after, PAGE)?;
+                let page = reg.lock().expect("registry lock").oldest(
+                    &c.store,
+                    &c.class,
+                    c.age_from,
+                    (c.lo, c.hi),
+                    c.copied,
+                    c.after,
+                    PAGE,
+                )?;
                 c.done = page.len() < PAGE;
                 if let Some(last) = page.last() {
                     c.after = Some((last.age_ref(c.age_from), last.id));

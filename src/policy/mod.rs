@@ -29,6 +29,8 @@ pub enum Rule {
     MaxTotal,
     /// Freed by the disk-pressure watchdog.
     Pressure,
+    /// A local file whose remote copy is verified, of a class with `delete_local`.
+    Offloaded,
 }
 
 impl fmt::Display for Rule {
@@ -39,6 +41,7 @@ impl fmt::Display for Rule {
             Rule::MaxCount => "max_count",
             Rule::MaxTotal => "max_total",
             Rule::Pressure => "pressure",
+            Rule::Offloaded => "offloaded",
         })
     }
 }
@@ -125,6 +128,36 @@ impl<'a> ClassPlanner<'a> {
                 eligible_at: Some(e.mtime.saturating_add(quiet)),
             };
         }
+        if let Some(o) = &c.offload {
+            match &e.copy {
+                Some(copy) if o.delete_local => {
+                    return Verdict::Delete {
+                        rule: Rule::Offloaded,
+                        reason: format!("offloaded: its copy {copy} is verified (delete_local)"),
+                    };
+                }
+                Some(_) => {}
+                None => {
+                    // Offload before delete: no rule removes the only copy.
+                    return match self.decide_rules(e, age_ref, age, age_word) {
+                        Verdict::Delete { rule, reason } => Verdict::Keep {
+                            reason: format!(
+                                "waiting for its offload to {} (offload before delete); then: {reason} ({rule})",
+                                o.to
+                            ),
+                            eligible_at: None,
+                        },
+                        keep => keep,
+                    };
+                }
+            }
+        }
+        self.decide_rules(e, age_ref, age, age_word)
+    }
+
+    /// The time and budget rules, for an entry that is neither retained nor in use.
+    fn decide_rules(&mut self, e: &Entry, age_ref: Nanos, age: Nanos, age_word: &str) -> Verdict {
+        let c = self.class;
         let limit = time_limit(self.class);
         if let Some((rule, lim)) = limit.filter(|(_, lim)| age >= lim.as_nanos_i64()) {
             return Verdict::Delete {
@@ -196,6 +229,18 @@ pub struct Action {
     pub age_ref: Nanos,
 }
 
+/// One planned offload: a local file copied to an S3 store (same key).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OffloadAction {
+    /// The local entry.
+    #[serde(flatten)]
+    pub entry: Entry,
+    /// Its class.
+    pub class_name: String,
+    /// The S3 store.
+    pub to: String,
+}
+
 /// Per-class summary of a plan.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ClassSummary {
@@ -222,6 +267,9 @@ pub struct Plan {
     pub at: Nanos,
     /// Deletions, oldest first.
     pub actions: Vec<Action>,
+    /// Offloads due, oldest first.
+    #[serde(default)]
+    pub offloads: Vec<OffloadAction>,
     /// Per class.
     pub classes: Vec<ClassSummary>,
     /// The earliest time a kept entry becomes eligible by a time rule.
@@ -258,6 +306,22 @@ pub fn plan<E>(
             sum.files += 1;
             sum.bytes += e.size;
             sum.retained += e.retained as u64;
+            if let Some(o) = class.offload.as_ref().filter(|_| e.copy.is_none()) {
+                // Due once old enough and quiet; in-use checks come at execution.
+                let due = (e
+                    .age_ref(class.age_from)
+                    .saturating_add(o.after.as_nanos_i64()))
+                .max(e.mtime.saturating_add(class.quiet_period.as_nanos_i64()));
+                if due <= now {
+                    p.offloads.push(OffloadAction {
+                        entry: e.clone(),
+                        class_name: class.name.clone(),
+                        to: o.to.clone(),
+                    });
+                } else {
+                    next_due = Some(next_due.map_or(due, |n: Nanos| n.min(due)));
+                }
+            }
             match planner.decide(&e) {
                 Verdict::Delete { rule, reason } => {
                     sum.delete_files += 1;
@@ -286,6 +350,8 @@ pub fn plan<E>(
     p.actions.sort_by(|a, b| {
         (a.age_ref, &a.entry.store, &a.entry.path).cmp(&(b.age_ref, &b.entry.store, &b.entry.path))
     });
+    p.offloads
+        .sort_by(|a, b| (a.entry.mtime, &a.entry.path).cmp(&(b.entry.mtime, &b.entry.path)));
     Ok(p)
 }
 
@@ -328,6 +394,7 @@ mod tests {
             part_suffixes: vec![],
             min_keep: None,
             pressure_priority: 0,
+            offload: None,
         }
     }
 
@@ -342,6 +409,7 @@ mod tests {
             first_seen: 0,
             class: Some("c".into()),
             retained: false,
+            copy: None,
             tags: vec![],
             in_use: vec![],
         }

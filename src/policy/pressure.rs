@@ -1,6 +1,6 @@
 //! The order in which the disk-pressure watchdog frees space (DESIGN.md): expired temporary
-//! files → other temporary files past their class's `min_keep` → segments → recordings past
-//! their class's `min_keep`; within a tier, classes with a lower `pressure_priority` first,
+//! files → other temporary files past their class's `min_keep` → segments → files with a
+//! verified remote copy (offload classes) → recordings past their class's `min_keep`; within a tier, classes with a lower `pressure_priority` first,
 //! and oldest first across the classes of one priority. Retained files and files still being
 //! written are never candidates; the executor re-checks every other in-use signal per file.
 
@@ -22,6 +22,8 @@ pub enum Tier {
     Temporary,
     /// Segments past their class's `min_keep` (0s unless set).
     Segment,
+    /// Local files whose remote copy is verified (offload classes), any age.
+    Offloaded,
     /// Recordings past their class's `min_keep` (only classes that set it).
     Recording,
 }
@@ -32,17 +34,23 @@ impl fmt::Display for Tier {
             Tier::ExpiredTemporary => "tier 1 (expired temporary files)",
             Tier::Temporary => "tier 2 (temporary files past min_keep)",
             Tier::Segment => "tier 3 (segments)",
-            Tier::Recording => "tier 4 (recordings past min_keep)",
+            Tier::Offloaded => "tier 4 (files with a verified remote copy)",
+            Tier::Recording => "tier 5 (recordings past min_keep)",
         })
     }
 }
 
 /// The tiers the files of `class` fall into at `now`, each with the range `[lo, hi)` of age
-/// references it covers (an empty range covers nothing): expired temporary files, then files
-/// older than `now - min_keep`.
-pub fn class_tiers(class: &Class, now: Nanos) -> Vec<(Tier, Nanos, Nanos)> {
+/// references it covers (an empty range covers nothing) and whether it takes only files with
+/// a verified remote copy: expired temporary files, offloaded files, then files older than
+/// `now - min_keep`.
+pub fn class_tiers(class: &Class, now: Nanos) -> Vec<(Tier, Nanos, Nanos, bool)> {
+    let mut tiers = Vec::new();
+    if class.offload.is_some() {
+        tiers.push((Tier::Offloaded, Nanos::MIN, Nanos::MAX, true));
+    }
     let Some(min_keep) = class.pressure_min_keep() else {
-        return Vec::new();
+        return tiers;
     };
     let hi = now.saturating_sub(min_keep.as_nanos_i64());
     match class.lifecycle {
@@ -51,14 +59,13 @@ pub fn class_tiers(class: &Class, now: Nanos) -> Vec<(Tier, Nanos, Nanos)> {
             let expired = class
                 .ttl
                 .map_or(Nanos::MIN, |t| now.saturating_sub(t.as_nanos_i64()));
-            vec![
-                (Tier::ExpiredTemporary, Nanos::MIN, expired),
-                (Tier::Temporary, expired, hi),
-            ]
+            tiers.push((Tier::ExpiredTemporary, Nanos::MIN, expired, false));
+            tiers.push((Tier::Temporary, expired, hi, false));
         }
-        Lifecycle::Segment => vec![(Tier::Segment, Nanos::MIN, hi)],
-        Lifecycle::Recording => vec![(Tier::Recording, Nanos::MIN, hi)],
+        Lifecycle::Segment => tiers.push((Tier::Segment, Nanos::MIN, hi, false)),
+        Lifecycle::Recording => tiers.push((Tier::Recording, Nanos::MIN, hi, false)),
     }
+    tiers
 }
 
 /// Whether disk pressure may free `e` of `class` at `now`: its tier, or why not. The
@@ -71,6 +78,9 @@ pub fn eligibility(class: &Class, e: &Entry, now: Nanos) -> Result<Tier, String>
     if now.saturating_sub(e.mtime) < quiet {
         return Err("in use: still being written".into());
     }
+    if class.offload.is_some() && e.copy.is_some() {
+        return Ok(Tier::Offloaded);
+    }
     let Some(min_keep) = class.pressure_min_keep() else {
         return Err(format!(
             "never: class {} is a recording class without min_keep",
@@ -79,8 +89,8 @@ pub fn eligibility(class: &Class, e: &Entry, now: Nanos) -> Result<Tier, String>
     };
     let age_ref = e.age_ref(class.age_from);
     let age = now.saturating_sub(age_ref);
-    for (tier, lo, hi) in class_tiers(class, now) {
-        if (lo..hi).contains(&age_ref) {
+    for (tier, lo, hi, copied) in class_tiers(class, now) {
+        if !copied && (lo..hi).contains(&age_ref) {
             return Ok(tier);
         }
     }
@@ -145,6 +155,7 @@ mod tests {
             first_seen: now - age,
             class: None,
             retained: false,
+            copy: None,
             tags: vec![],
             in_use: vec![],
         }
@@ -196,7 +207,8 @@ mod tests {
                 .unwrap_err()
                 .starts_with("retained")
         );
-        assert!(Tier::ExpiredTemporary < Tier::Temporary && Tier::Segment < Tier::Recording);
+        assert!(Tier::ExpiredTemporary < Tier::Temporary && Tier::Segment < Tier::Offloaded);
+        assert!(Tier::Offloaded < Tier::Recording);
         assert!(class_tiers(class("rec"), now).is_empty());
     }
 }

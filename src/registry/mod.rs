@@ -78,6 +78,9 @@ pub struct Entry {
     pub class: Option<String>,
     /// Pinned by an operator.
     pub retained: bool,
+    /// Its verified remote copy (`archive:rec/x.mp4`), for offloaded local files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<String>,
     /// Free labels.
     pub tags: Vec<String>,
     /// Why it is in use right now (filled by `ls --in-use`; never stored).
@@ -175,8 +178,13 @@ pub struct Registry {
     generation: i64,
 }
 
-const ENTRY_COLS: &str =
-    "e.id, s.name, e.path, e.size, e.mtime, e.first_seen, e.class, (p.store_id IS NOT NULL), e.ino";
+/// Column 9 names the verified remote copy of this very version (same size and mtime) —
+/// only while the remote object is still in the registry with that size.
+const ENTRY_COLS: &str = "e.id, s.name, e.path, e.size, e.mtime, e.first_seen, e.class, (p.store_id IS NOT NULL), e.ino,
+     (SELECT c.remote || ':' || CAST(c.key AS TEXT) FROM copies c
+        JOIN stores rs ON rs.name = c.remote
+        JOIN entries re ON re.store_id = rs.id AND re.path = c.key AND re.size = c.size
+      WHERE c.store_id = e.store_id AND c.path = e.path AND c.size = e.size AND c.mtime = e.mtime) AS copy";
 const ENTRY_FROM: &str = "entries e JOIN stores s ON s.id = e.store_id
      LEFT JOIN pins p ON p.store_id = e.store_id AND p.path = e.path";
 
@@ -208,6 +216,7 @@ fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         class: r.get(6)?,
         retained: r.get::<_, i64>(7)? != 0,
         ino: r.get::<_, i64>(8)? as u64,
+        copy: r.get(9)?,
         tags: Vec::new(),
         in_use: Vec::new(),
     })
@@ -529,15 +538,16 @@ impl Registry {
     }
 
     /// Up to `limit` unpinned entries of `class` in `store` whose age reference lies in
-    /// `[lo, hi)`, oldest first (ties by id), after the cursor `after` = (age ref, id).
+    /// `[lo, hi)` (with `copied`, only those with a verified remote copy), oldest first (ties
+    /// by id), after the cursor `after` = (age ref, id).
     #[allow(clippy::too_many_arguments)]
     pub fn oldest(
         &self,
         store: &str,
         class: &str,
         age_from: AgeFrom,
-        lo: Nanos,
-        hi: Nanos,
+        (lo, hi): (Nanos, Nanos),
+        copied: bool,
         after: Option<(Nanos, i64)>,
         limit: usize,
     ) -> Result<Vec<Entry>> {
@@ -549,14 +559,14 @@ impl Registry {
             "SELECT {ENTRY_COLS} FROM {ENTRY_FROM}
              WHERE e.class = ?1 AND e.store_id = (SELECT id FROM stores WHERE name = ?2)
                AND {col} >= ?3 AND {col} < ?4 AND ({col}, e.id) > (?5, ?6)
-               AND p.store_id IS NULL
+               AND p.store_id IS NULL AND (?8 = 0 OR copy IS NOT NULL)
              ORDER BY {col}, e.id LIMIT ?7"
         );
         let (ca, ci) = after.unwrap_or((i64::MIN, i64::MIN));
         let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
         let rows = st
             .query_map(
-                params![class, store, lo, hi, ca, ci, limit as i64],
+                params![class, store, lo, hi, ca, ci, limit as i64, copied as i64],
                 row_entry,
             )
             .map_err(self.err())?;
@@ -593,7 +603,7 @@ impl Registry {
             params![filter.class, filter.retained as i64, limit, filter.tag],
             |r| {
                 let mut e = row_entry(r)?;
-                let tags: Option<String> = r.get(9)?;
+                let tags: Option<String> = r.get(10)?;
                 e.tags = tags
                     .map(|t| t.split('\n').map(str::to_string).collect())
                     .unwrap_or_default();
@@ -720,6 +730,87 @@ impl Registry {
             }
             Ok(())
         })
+    }
+
+    /// Records the verified remote copy `remote:key` (server checksum `checksum`) of the
+    /// version (`size`, `mtime`) of local file `path` of `store`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_copy(
+        &mut self,
+        store: &str,
+        path: &Path,
+        size: u64,
+        mtime: Nanos,
+        remote: &str,
+        key: &str,
+        checksum: &str,
+        at: Nanos,
+    ) -> Result<()> {
+        let sid = self.store_id(store)?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO copies(store_id, path, size, mtime, remote, key, checksum, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![sid, path_bytes(path), size as i64, mtime, remote, key.as_bytes(), checksum, at],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The recorded copy of `path` of `store`: (remote, key, size, checksum).
+    pub fn copy_of(
+        &mut self,
+        store: &str,
+        path: &Path,
+    ) -> Result<Option<(String, String, u64, String)>> {
+        let sid = self.store_id(store)?;
+        self.conn
+            .query_row(
+                "SELECT remote, CAST(key AS TEXT), size, checksum FROM copies WHERE store_id = ?1 AND path = ?2",
+                params![sid, path_bytes(path)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?)),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Notes a multipart upload about to start (found again after a crash); its row id.
+    pub fn add_upload(
+        &mut self,
+        remote: &str,
+        key: &str,
+        upload_id: &str,
+        at: Nanos,
+    ) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO uploads(remote, key, upload_id, started) VALUES (?1, ?2, ?3, ?4)",
+                params![remote, key.as_bytes(), upload_id, at],
+            )
+            .map_err(self.err())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Forgets upload row `id` (completed or aborted).
+    pub fn remove_upload(&mut self, id: i64) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM uploads WHERE id = ?1", [id])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The uploads noted for `remote`: (row id, key, upload id).
+    pub fn uploads(&self, remote: &str) -> Result<Vec<(i64, String, String)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, CAST(key AS TEXT), upload_id FROM uploads WHERE remote = ?1",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map([remote], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
     }
 
     /// The newest audit records for a path, newest first.

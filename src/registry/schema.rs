@@ -73,4 +73,28 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX entries_class_mtime ON entries(class, store_id, mtime);
     DROP INDEX entries_class;
     "#,
+    // 4: offload — the verified remote copy of a local file (of the version that was
+    // copied: size and mtime), and the multipart uploads in progress, so that a crash
+    // mid-upload leaves an id to abort on restart.
+    r#"
+    CREATE TABLE copies (
+        store_id INTEGER NOT NULL REFERENCES stores(id),
+        path     BLOB NOT NULL,          -- the local file
+        size     INTEGER NOT NULL,       -- of the local file when it was copied
+        mtime    INTEGER NOT NULL,
+        remote   TEXT NOT NULL,          -- the S3 store
+        key      BLOB NOT NULL,          -- its key there
+        checksum TEXT NOT NULL,          -- the ETag the server computed, checked
+        at       INTEGER NOT NULL,
+        PRIMARY KEY (store_id, path)
+    ) WITHOUT ROWID;
+    CREATE INDEX copies_remote ON copies(remote, key);
+    CREATE TABLE uploads (
+        id        INTEGER PRIMARY KEY,
+        remote    TEXT NOT NULL,
+        key       BLOB NOT NULL,
+        upload_id TEXT NOT NULL,
+        started   INTEGER NOT NULL
+    );
+    "#,
 ];

@@ -1,0 +1,549 @@
+//! S3 stores in the engine: listing into the registry, verified bulk deletion, offload of
+//! local files (a streamed, verified multipart upload whose id is noted first, so a crash
+//! leaves something to abort), fetch, and the start-up capability probe.
+//!
+//! The engine is synchronous (its callers run on blocking threads); S3 calls run to
+//! completion on one small I/O runtime of their own.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use futures::StreamExt;
+
+use super::*;
+use crate::config::S3Location;
+use crate::policy::OffloadAction;
+use crate::registry::FileMeta;
+use crate::store::s3::{CredentialSource, Credentials, S3Settings, S3Store};
+use crate::store::{Store, Verified};
+
+/// What a chunk of deletions hands the recorder: entries gone, audit records.
+pub(super) type Recorded = (Vec<(i64, PathBuf)>, Vec<AuditRecord>);
+
+/// Keys per bulk deletion round (one DeleteObjects request's worth).
+pub const DELETE_CHUNK: usize = 1000;
+/// Listed objects are recorded this many at a time.
+const LIST_BATCH: usize = 8192;
+
+/// Opens S3 store `name` at `loc`, with credentials from its file or the environment.
+pub fn open(name: &str, loc: &S3Location) -> Result<Arc<S3Store>> {
+    let source = match &loc.credentials_file {
+        Some(f) => CredentialSource::File(f.clone()),
+        None => CredentialSource::Env,
+    };
+    let credentials = Credentials::load(name, &source).map_err(StoreError::from)?;
+    let mut settings = S3Settings::new(name, &loc.endpoint, &loc.region, &loc.bucket, credentials);
+    settings.prefix = loc.prefix.clone();
+    settings.virtual_hosted = loc.virtual_hosted;
+    settings.allow_http = loc.allow_http;
+    Ok(Arc::new(S3Store::new(settings).map_err(StoreError::from)?))
+}
+
+/// Runs `f` to completion on the S3 I/O runtime, from any thread (also from within another
+/// runtime's blocking thread: it blocks a thread of its own).
+pub fn io<F>(f: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    static IO: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let rt = IO.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mediaretain-s3")
+            .enable_all()
+            .build()
+            .expect("the S3 I/O runtime starts")
+    });
+    std::thread::scope(|s| {
+        s.spawn(|| rt.block_on(f))
+            .join()
+            .expect("S3 I/O thread panicked")
+    })
+}
+
+/// An entity tag as a stand-in inode: an object rewritten under the same key is a new one.
+fn etag_ino(tag: Option<&str>) -> u64 {
+    tag.map_or(0, |t| {
+        let d = md5::Md5::digest(t.as_bytes());
+        u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+    })
+}
+
+use md5::Digest as _;
+
+impl Engine {
+    /// The file or object at `path` of `store` now (local: no symlink followed).
+    pub(super) fn stat_any(
+        &self,
+        rt: &Runtime,
+        store: &str,
+        path: &Path,
+    ) -> Result<Option<FileMeta>> {
+        if let Some(local) = rt.store(store) {
+            return Ok(local.stat(path)?);
+        }
+        let Some(remote) = rt.remotes.iter().find(|r| r.name() == store) else {
+            return Ok(None);
+        };
+        let key = path.to_string_lossy();
+        Ok(io(remote.stat(&key))?.map(|o| FileMeta {
+            path: path.to_path_buf(),
+            size: o.size,
+            mtime: o.last_modified,
+            ino: etag_ino(o.e_tag.as_deref()),
+        }))
+    }
+
+    /// Lists S3 store `remote` into the registry (streamed: memory bounded whatever the
+    /// object count) and forgets objects no longer there — unless the listing failed. Then
+    /// aborts multipart uploads left by a crash (noted ids) or older than
+    /// `abort_uploads_after` under the prefix.
+    pub(super) fn scan_remote(&self, rt: &Runtime, remote: &S3Store, now: Nanos) -> ScanStats {
+        let started = Instant::now();
+        let name = remote.name().to_string();
+        let generation = self.reg().begin_scan();
+        let class_of = |p: &Path| rt.classifier.classify(&name, p).map(str::to_string);
+        let mut stats = ScanStats {
+            store: name.clone(),
+            ..Default::default()
+        };
+        let listed: std::result::Result<(), EngineError> = io(async {
+            let mut objects = std::pin::pin!(remote.list());
+            let mut batch = Vec::with_capacity(LIST_BATCH);
+            loop {
+                let next = objects.next().await;
+                let flush = next.is_none() || batch.len() >= LIST_BATCH;
+                if flush && !batch.is_empty() {
+                    let b: Vec<FileMeta> = std::mem::take(&mut batch);
+                    stats.files += b.len() as u64;
+                    stats.bytes += b.iter().map(|f| f.size).sum::<u64>();
+                    self.reg().upsert(&name, &b, now, &class_of)?;
+                }
+                let Some(o) = next else { break };
+                let o = o?;
+                batch.push(FileMeta {
+                    path: PathBuf::from(&o.key),
+                    size: o.size,
+                    mtime: o.last_modified,
+                    ino: etag_ino(o.e_tag.as_deref()),
+                });
+            }
+            Ok(())
+        });
+        match listed {
+            Ok(()) => match self.reg().sweep(&name, generation) {
+                Ok(n) => stats.forgotten = n as u64,
+                Err(e) => warn!(store = %name, error = %e, "cannot forget vanished objects"),
+            },
+            Err(e) => {
+                // Nothing is forgotten on a failed listing: an unreachable server is not an
+                // empty bucket.
+                stats.unreadable = 1;
+                warn!(store = %name, error = %e, "listing failed; the registry keeps what it knew");
+            }
+        }
+        self.abort_leftover_uploads(rt, remote, now);
+        stats.millis = started.elapsed().as_millis() as u64;
+        stats
+    }
+
+    /// Aborts the uploads a crashed offload left behind, and stale ones under the prefix.
+    fn abort_leftover_uploads(&self, rt: &Runtime, remote: &S3Store, now: Nanos) {
+        let name = remote.name();
+        let noted = match self.reg().uploads(name) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(store = %name, error = %e, "cannot read noted uploads");
+                return;
+            }
+        };
+        for (row, key, id) in noted {
+            match io(remote.abort_upload(&key, &crate::store::UploadId(id.clone()))) {
+                Ok(()) => {
+                    info!(action = "abort_upload", store = %name, key = %key, upload_id = %id, "aborted an upload an earlier run left unfinished");
+                    let _ = self.reg().remove_upload(row);
+                }
+                Err(e) => {
+                    warn!(store = %name, key = %key, error = %e, "cannot abort a leftover upload; retrying at the next scan")
+                }
+            }
+        }
+        let Some(age) = rt
+            .config
+            .store(name)
+            .and_then(|s| s.s3.as_ref())
+            .map(|l| l.abort_uploads_after.as_nanos_i64())
+        else {
+            return;
+        };
+        let Ok(pending) = io(remote.list_uploads()) else {
+            return; // a backend without ListMultipartUploads: the noted ids cover our own
+        };
+        for u in pending {
+            let started = humantime::parse_rfc3339_weak(&u.initiated)
+                .ok()
+                .map(crate::clock::to_nanos);
+            if started.is_some_and(|t| now.saturating_sub(t) > age) {
+                match io(remote.abort_upload(&u.key, &u.upload_id)) {
+                    Ok(()) => {
+                        info!(action = "abort_upload", store = %name, key = %u.key, initiated = %u.initiated, "aborted an incomplete multipart upload older than abort_uploads_after")
+                    }
+                    Err(e) => {
+                        warn!(store = %name, key = %u.key, error = %e, "cannot abort a stale upload")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes one chunk of planned deletions of S3 store `remote`: pins, leases and the
+    /// class are re-checked, then one verified bulk deletion with a result per key.
+    pub(super) fn delete_remote(
+        &self,
+        rt: &Runtime,
+        remote: &S3Store,
+        chunk: &[&policy::Action],
+        trigger: &str,
+        detail: bool,
+        report: &mut GcReport,
+    ) -> Result<Recorded> {
+        let (mut gone, mut records) = (Vec::new(), Vec::new());
+        // Held through the request: a pin set meanwhile waits and is honoured next pass.
+        let _gate = self.pin_gate.lock().expect("pin gate");
+        let pinned = self.reg().pinned_paths(remote.name())?;
+        let leases = self.lease_set()?;
+        let mut todo = Vec::with_capacity(chunk.len());
+        for a in chunk {
+            let class_now = rt.classifier.classify(remote.name(), &a.entry.path);
+            let leased = leases.holders(remote.name(), &a.entry.path);
+            let refused = if pinned.contains(&a.entry.path) {
+                Some("retained (pinned after the plan was made)".to_string())
+            } else if !leased.is_empty() {
+                Some(format!("in use: {}", leased.join(", ")))
+            } else if class_now != Some(a.class_name.as_str()) {
+                Some(format!(
+                    "its class is now {}; it is re-evaluated on the next pass",
+                    class_now.unwrap_or("none")
+                ))
+            } else {
+                None
+            };
+            match refused {
+                Some(why) => self.account(
+                    a,
+                    Outcome::Refused(why),
+                    trigger,
+                    detail,
+                    report,
+                    &mut gone,
+                    &mut records,
+                ),
+                None => todo.push(*a),
+            }
+        }
+        let keys: Vec<String> = todo
+            .iter()
+            .map(|a| a.entry.path.to_string_lossy().into_owned())
+            .collect();
+        if keys.is_empty() {
+            return Ok((gone, records));
+        }
+        let results = io(remote.delete_many(&keys));
+        for (a, (_, outcome)) in todo.iter().zip(results) {
+            self.account(a, outcome, trigger, detail, report, &mut gone, &mut records);
+        }
+        Ok((gone, records))
+    }
+
+    /// Why the verified remote copy of local entry `e` cannot be relied on now (it is gone
+    /// or differs from what was verified): checked right before the local file goes.
+    pub(super) fn copy_problem(&self, rt: &Runtime, e: &Entry) -> Option<String> {
+        let copy = match self.reg().copy_of(&e.store, &e.path) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Some("no verified remote copy is recorded".into()),
+            Err(err) => return Some(format!("cannot read its copy record: {err}")),
+        };
+        let (remote, key, size, checksum) = copy;
+        let Some(r) = rt.remotes.iter().find(|r| r.name() == remote) else {
+            return Some(format!(
+                "its copy is in store {remote:?}, which is no longer configured"
+            ));
+        };
+        match io(r.stat(&key)) {
+            Ok(Some(o)) if o.size == size && o.e_tag.as_deref() == Some(checksum.as_str()) => None,
+            Ok(Some(o)) => Some(format!(
+                "its copy {remote}:{key} changed ({} bytes, etag {:?}; verified {size} bytes, {checksum}); it will be offloaded again",
+                o.size, o.e_tag
+            )),
+            Ok(None) => Some(format!(
+                "its copy {remote}:{key} is gone; it will be offloaded again"
+            )),
+            Err(err) => Some(format!("cannot check its copy {remote}:{key}: {err}")),
+        }
+    }
+
+    /// Copies each due file to its S3 store: still the planned version and not in use
+    /// (leases, open or locked by any process), streamed with a noted upload id, verified
+    /// by the server's checksum, then recorded as the file's copy.
+    pub(super) fn offload(
+        &self,
+        rt: &Runtime,
+        due: &[OffloadAction],
+        trigger: &str,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let mut users: Option<crate::inuse::Snapshot> = None;
+        for o in due {
+            let e = &o.entry;
+            let (Some(local), Some(remote)) = (
+                rt.store(&e.store),
+                rt.remotes.iter().find(|r| r.name() == o.to),
+            ) else {
+                continue;
+            };
+            let key = e.path.to_string_lossy().into_owned();
+            let leased = self.lease_set()?.holders(&e.store, &e.path);
+            let still = local.stat(&e.path)?;
+            let busy = if !leased.is_empty() {
+                Some(format!("in use: {}", leased.join(", ")))
+            } else if !still
+                .as_ref()
+                .is_some_and(|m| m.size == e.size && m.mtime == e.mtime && m.ino == e.ino)
+            {
+                Some("changed or gone since it was planned; the next pass looks again".into())
+            } else {
+                let md = std::fs::symlink_metadata(local.root().join(&e.path));
+                let snap = users.get_or_insert_with(crate::inuse::Snapshot::take);
+                if snap.age() > std::time::Duration::from_millis(50) {
+                    *snap = crate::inuse::Snapshot::take();
+                }
+                md.ok()
+                    .and_then(|m| {
+                        use std::os::unix::fs::MetadataExt;
+                        snap.reason(m.dev(), m.ino())
+                    })
+                    .map(|who| format!("in use: {who}"))
+            };
+            if let Some(why) = busy {
+                self.note_offload(o, &key, "refused", &why, trigger, report);
+                continue;
+            }
+            let started = self.now();
+            let copied = io(async {
+                let id = remote.start_upload(&key).await?;
+                let row = self.reg().add_upload(remote.name(), &key, &id.0, started);
+                let done = remote
+                    .finish_upload(&key, &id, &local.root().join(&e.path))
+                    .await;
+                if done.is_err() {
+                    // The noted id stays if the abort fails: the next scan aborts it.
+                    if remote.abort_upload(&key, &id).await.is_err() {
+                        return done;
+                    }
+                }
+                if let Ok(r) = row {
+                    let _ = self.reg().remove_upload(r);
+                }
+                done
+            });
+            match copied {
+                Ok(v) => self.record_copy(rt, o, local, remote, &key, &v, trigger, report)?,
+                Err(err) => self.note_offload(o, &key, "failed", &err.to_string(), trigger, report),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a verified copy — if the local file is still the version that was read.
+    #[allow(clippy::too_many_arguments)]
+    fn record_copy(
+        &self,
+        rt: &Runtime,
+        o: &OffloadAction,
+        local: &LocalStore,
+        remote: &S3Store,
+        key: &str,
+        v: &Verified,
+        trigger: &str,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let e = &o.entry;
+        let unchanged = local
+            .stat(&e.path)?
+            .is_some_and(|m| m.size == e.size && m.mtime == e.mtime && m.ino == e.ino);
+        if !unchanged || v.size != e.size {
+            let why = "the file changed while it was copied; it is copied again once quiet";
+            self.note_offload(o, key, "failed", why, trigger, report);
+            return Ok(());
+        }
+        let now = self.now();
+        let mut reg = self.reg();
+        reg.set_copy(
+            &e.store,
+            &e.path,
+            e.size,
+            e.mtime,
+            remote.name(),
+            key,
+            &v.checksum,
+            now,
+        )?;
+        let class_of = |p: &Path| rt.classifier.classify(remote.name(), p).map(str::to_string);
+        let meta = FileMeta {
+            path: e.path.clone(),
+            size: v.size,
+            mtime: now,
+            ino: etag_ino(Some(&v.checksum)),
+        };
+        reg.upsert(remote.name(), std::slice::from_ref(&meta), now, &class_of)?;
+        drop(reg);
+        report.offloaded_files += 1;
+        report.offloaded_bytes += v.size;
+        let why = format!(
+            "copied to {}:{key}, verified: {} bytes, etag {}",
+            remote.name(),
+            v.size,
+            v.checksum
+        );
+        self.note_offload(o, key, "done", &why, trigger, report);
+        Ok(())
+    }
+
+    /// Logs and audits one offload's outcome.
+    fn note_offload(
+        &self,
+        o: &OffloadAction,
+        key: &str,
+        outcome: &str,
+        why: &str,
+        trigger: &str,
+        report: &mut GcReport,
+    ) {
+        let path = format!("{}:{}", o.entry.store, o.entry.path.display());
+        match outcome {
+            "done" => {
+                info!(action = "offload", path = %path, to = %o.to, key, bytes = o.entry.size, class = %o.class_name, trigger, "offloaded {path}: {why}")
+            }
+            "refused" => {
+                report.offload_refused += 1;
+                info!(action = "offload", path = %path, reason = why, "not offloaded yet {path}: {why}");
+            }
+            _ => {
+                report.offload_failed += 1;
+                warn!(action = "offload", path = %path, to = %o.to, reason = why, "offload of {path} failed: {why}");
+            }
+        }
+        let record = AuditRecord {
+            at: self.now(),
+            store: o.entry.store.clone(),
+            path: o.entry.path.clone(),
+            action: "offload".into(),
+            outcome: outcome.into(),
+            class: Some(o.class_name.clone()),
+            rule: None,
+            reason: why.into(),
+            trigger: trigger.into(),
+            bytes: Some(o.entry.size),
+        };
+        if let Err(e) = self.reg().record(&[], std::slice::from_ref(&record)) {
+            error!(error = %e, "cannot audit an offload");
+        }
+    }
+
+    /// Probes every S3 store's capabilities and logs them (the daemon's start-up).
+    pub fn probe_remotes(&self) {
+        let rt = self.runtime();
+        for r in &rt.remotes {
+            match io(r.probe()) {
+                Ok(c) => info!(
+                    store = %r.name(),
+                    conditional_create = c.conditional_create,
+                    object_tags = c.object_tags,
+                    checksum_sha256 = c.checksum_sha256,
+                    multipart_etag_md5 = c.multipart_etag_md5,
+                    list_uploads = c.list_uploads,
+                    "S3 store {}: conditional create {}, object tags {}, server-checked sha256 {}, md5 multipart etags {}, list uploads {} (copies are verified by etag; nothing relies on conditional writes or tags)",
+                    r.name(), c.conditional_create, c.object_tags, c.checksum_sha256, c.multipart_etag_md5, c.list_uploads
+                ),
+                Err(e) => {
+                    warn!(store = %r.name(), error = %e, "cannot probe S3 store; it is retried at every pass")
+                }
+            }
+        }
+    }
+}
+
+/// `mediaretain fetch STORE:KEY DEST`: streams an object to `dest` through a partial file
+/// in `state_dir/staging` (memory flat for any size), verified, then moved into place.
+/// Partial files of processes that died are removed first.
+pub fn fetch(config: &Config, arg: &str, dest: &Path, force: bool) -> Result<Verified> {
+    let (store, key) = arg
+        .split_once(':')
+        .filter(|(s, k)| !s.is_empty() && crate::store::is_plain_key(k))
+        .ok_or_else(|| EngineError::BadInput(format!("{arg:?}: give STORE:KEY of an S3 store")))?;
+    let loc = config
+        .store(store)
+        .and_then(|s| s.s3.as_ref())
+        .ok_or_else(|| {
+            EngineError::BadInput(format!("{store:?} is not an S3 store of this config"))
+        })?;
+    if dest.exists() && !force {
+        return Err(EngineError::BadInput(format!(
+            "{} exists; give --force to replace it",
+            dest.display()
+        )));
+    }
+    let remote = open(store, loc)?;
+    let staging = config.daemon.state_dir.join("staging");
+    std::fs::create_dir_all(&staging).map_err(|e| StoreError::io(store, &staging, e))?;
+    sweep_staging(&staging);
+    let part = staging.join(format!(
+        "{}-{}.fetch",
+        std::process::id(),
+        crate::clock::system_now()
+    ));
+    let v = io(remote.fetch(key, &part));
+    let v = match v {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = move_into_place(&part, dest) {
+        let _ = std::fs::remove_file(&part);
+        return Err(StoreError::io(store, dest, e).into());
+    }
+    Ok(v)
+}
+
+/// Renames `from` to `to`, or copies (then syncs and removes) across filesystems.
+fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let tmp = to.with_extension("mediaretain-fetch");
+            std::fs::copy(from, &tmp)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, to)?;
+            std::fs::remove_file(from)
+        }
+        r => r,
+    }
+}
+
+/// Removes staging files (`PID-…`) whose process is gone: the partial files of a fetch that
+/// crashed are temporary and never outlive it.
+pub fn sweep_staging(staging: &Path) {
+    let Ok(dir) = std::fs::read_dir(staging) else {
+        return;
+    };
+    for f in dir.flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        let pid = name.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive && std::fs::remove_file(f.path()).is_ok() {
+            info!(action = "delete", path = %f.path().display(), "removed the partial file of an interrupted fetch");
+        }
+    }
+}
