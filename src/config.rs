@@ -141,6 +141,8 @@ pub struct S3Location {
     pub credentials_file: Option<PathBuf>,
     /// Multipart uploads under the prefix older than this are aborted (crash leftovers).
     pub abort_uploads_after: Dur,
+    /// A failing request is retried (with backoff) for at most this long.
+    pub retry_timeout: Dur,
 }
 
 /// The backend of a store.
@@ -557,6 +559,7 @@ impl Validator<'_> {
                 ("virtual_hosted", s.virtual_hosted.is_some()),
                 ("allow_http", s.allow_http.is_some()),
                 ("abort_uploads_after", s.abort_uploads_after.is_some()),
+                ("retry_timeout", s.retry_timeout.is_some()),
             ];
             let span = s.name.span();
             match s.kind {
@@ -648,6 +651,9 @@ impl Validator<'_> {
                             abort_uploads_after: s
                                 .abort_uploads_after
                                 .unwrap_or(Dur(std::time::Duration::from_secs(86400))),
+                            retry_timeout: s
+                                .retry_timeout
+                                .unwrap_or(Dur(std::time::Duration::from_secs(120))),
                         }),
                     });
                 }
@@ -969,6 +975,7 @@ mod raw {
         pub virtual_hosted: Option<bool>,
         pub allow_http: Option<bool>,
         pub abort_uploads_after: Option<Dur>,
+        pub retry_timeout: Option<Dur>,
         #[serde(default)]
         pub prune_empty_dirs: bool,
         #[serde(default = "d_grace")]

@@ -36,6 +36,9 @@ pub fn open(name: &str, loc: &S3Location) -> Result<Arc<S3Store>> {
     settings.prefix = loc.prefix.clone();
     settings.virtual_hosted = loc.virtual_hosted;
     settings.allow_http = loc.allow_http;
+    settings.retry.retry_timeout = loc.retry_timeout.0;
+    settings.retry.max_backoff = settings.retry.max_backoff.min(loc.retry_timeout.0 / 4);
+    settings.retry.connect_timeout = settings.retry.connect_timeout.min(loc.retry_timeout.0);
     Ok(Arc::new(S3Store::new(settings).map_err(StoreError::from)?))
 }
 

@@ -147,7 +147,13 @@ impl<'a> ClassPlanner<'a> {
                             ),
                             eligible_at: None,
                         },
-                        keep => keep,
+                        Verdict::Keep {
+                            reason,
+                            eligible_at,
+                        } => Verdict::Keep {
+                            reason: format!("not yet offloaded to {}; {reason}", o.to),
+                            eligible_at,
+                        },
                     };
                 }
             }
