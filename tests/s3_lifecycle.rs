@@ -275,6 +275,12 @@ fn a_crash_mid_upload_is_aborted_and_redone_on_restart() {
         log.contains("aborted an upload an earlier run left unfinished"),
         "{log}"
     );
+
+    // The start-up probe measured Garage: no conditional create, no object tags.
+    assert!(
+        log.contains("S3 store archive: conditional create false, object tags false"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -210,5 +210,20 @@ mod tests {
         assert!(Tier::ExpiredTemporary < Tier::Temporary && Tier::Segment < Tier::Offloaded);
         assert!(Tier::Offloaded < Tier::Recording);
         assert!(class_tiers(class("rec"), now).is_empty());
+        // An offload class: a file with a verified copy goes in tier 4, whatever its age.
+        let mut offloading = class("rec").clone();
+        offloading.offload = Some(crate::config::Offload {
+            to: "archive".into(),
+            after: crate::units::Dur::ZERO,
+            delete_local: false,
+        });
+        let mut copied = e("rec/a.mp4", MIN);
+        assert!(
+            eligibility(&offloading, &copied, now).is_err(),
+            "no copy, no min_keep"
+        );
+        copied.copy = Some("archive:rec/a.mp4".into());
+        assert_eq!(eligibility(&offloading, &copied, now), Ok(Tier::Offloaded));
+        assert!(class_tiers(&offloading, now)[0].3, "copied only");
     }
 }
