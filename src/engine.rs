@@ -1434,9 +1434,14 @@ impl Engine {
                     continue;
                 };
                 // A file growing in place moves a size budget slowly (gc_interval covers it);
-                // a new file can push a class past its budget now.
+                // a new file can push a class past its budget now, and so can one whose
+                // mtime was set back (`touch -d`, a copy keeping times): it may now be the
+                // oldest, and no longer quiet.
                 if (class.max_count.is_some() || class.max_total.is_some()) && !effect.budget {
-                    effect.budget = !self.reg().contains(store, &f.path)?;
+                    effect.budget = self
+                        .reg()
+                        .mtime_of(store, &f.path)?
+                        .is_none_or(|old| f.mtime < old);
                 }
                 if let Some((_, limit)) = policy::time_limit(class) {
                     // A file first seen now is due `limit` from now; one seen before was

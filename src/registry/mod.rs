@@ -488,14 +488,15 @@ impl Registry {
         .map_err(self.err())
     }
 
-    /// Is there an entry for `path` of `store`?
-    pub fn contains(&mut self, store: &str, path: &Path) -> Result<bool> {
+    /// The recorded mtime of `path` in `store`, if it is known.
+    pub fn mtime_of(&mut self, store: &str, path: &Path) -> Result<Option<Nanos>> {
         let sid = self.store_id(store)?;
         let mut st = self
             .conn
-            .prepare_cached("SELECT 1 FROM entries WHERE store_id = ?1 AND path = ?2")
+            .prepare_cached("SELECT mtime FROM entries WHERE store_id = ?1 AND path = ?2")
             .map_err(self.err())?;
-        st.exists(params![sid, path_bytes(path)])
+        st.query_row(params![sid, path_bytes(path)], |r| r.get(0))
+            .optional()
             .map_err(self.err())
     }
 
