@@ -509,6 +509,8 @@ pub struct Engine {
     prune_candidates: Mutex<std::collections::BTreeSet<(String, PathBuf)>>,
     /// The watchdog's view of each volume, by device (filled by a daemon's watchdog).
     watch: Mutex<HashMap<u64, VolumeWatch>>,
+    /// Held while a batch of offloads runs (outside the pass lock).
+    offloading: Mutex<()>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -540,6 +542,7 @@ impl Engine {
             playlists: Mutex::new(PlaylistMemory::default()),
             prune_candidates: Mutex::new(Default::default()),
             watch: Mutex::new(HashMap::new()),
+            offloading: Mutex::new(()),
         })
     }
 
@@ -604,19 +607,24 @@ impl Engine {
     /// and audit. At most the blast-radius guard's worth of files and bytes. With `detail`
     /// the report lists every file's result (the audit trail and log always do).
     pub fn gc(&self, dry_run: bool, trigger: &str, detail: bool) -> Result<GcReport> {
-        let _pass = self.pass.lock().expect("pass lock");
         let started = Instant::now();
         let rt = self.runtime();
         let now = self.now();
-        let mut plan = self.plan(now)?;
-        let planned_offloads = plan.offloads.len() as u64;
+        // Copies first, so that a file whose copy is verified now may go in this pass. They
+        // run outside the pass lock — an upload of gigabytes must never hold up a disk-
+        // pressure pass — under a lock of their own (one offload batch at a time).
         let mut offloads = GcReport::default();
-        if !dry_run && !plan.offloads.is_empty() {
-            // Copies first: a file whose copy is verified now may go in this same pass.
-            self.offload(&rt, &plan.offloads, trigger, &mut offloads)?;
-            if offloads.offloaded_files > 0 {
-                plan = self.plan(self.now())?;
-            }
+        let mut planned_offloads = 0;
+        if !dry_run && rt.config.classes.iter().any(|c| c.offload.is_some()) {
+            let _one = self.offloading.lock().expect("offload lock");
+            let due = self.plan(now)?.offloads;
+            planned_offloads = due.len() as u64;
+            self.offload(&rt, &due, trigger, &mut offloads)?;
+        }
+        let _pass = self.pass.lock().expect("pass lock");
+        let plan = self.plan(self.now())?;
+        if dry_run {
+            planned_offloads = plan.offloads.len() as u64;
         }
         let mut report = GcReport {
             at: now,

@@ -161,15 +161,42 @@ impl Engine {
                 return;
             }
         };
+        let mut listed: Option<Vec<crate::store::s3::PendingUpload>> = None;
         for (row, key, id) in noted {
-            match io(remote.abort_upload(&key, &crate::store::UploadId(id.clone()))) {
-                Ok(()) => {
-                    info!(action = "abort_upload", store = %name, key = %key, upload_id = %id, "aborted an upload an earlier run left unfinished");
-                    let _ = self.reg().remove_upload(row);
+            // No id: it crashed between noting and the server's answer; whatever the server
+            // lists for the key is ours.
+            let ids = if id.is_empty() {
+                let all = match &listed {
+                    Some(l) => l,
+                    None => match io(remote.list_uploads()) {
+                        Ok(l) => listed.insert(l),
+                        Err(e) => {
+                            warn!(store = %name, key = %key, error = %e, "cannot list uploads to abort a leftover one; retrying at the next scan");
+                            continue;
+                        }
+                    },
+                };
+                all.iter()
+                    .filter(|u| u.key == key)
+                    .map(|u| u.upload_id.clone())
+                    .collect()
+            } else {
+                vec![crate::store::UploadId(id)]
+            };
+            let mut all_done = true;
+            for id in ids {
+                match io(remote.abort_upload(&key, &id)) {
+                    Ok(()) => {
+                        info!(action = "abort_upload", store = %name, key = %key, upload_id = %id.0, "aborted an upload an earlier run left unfinished")
+                    }
+                    Err(e) => {
+                        all_done = false;
+                        warn!(store = %name, key = %key, error = %e, "cannot abort a leftover upload; retrying at the next scan");
+                    }
                 }
-                Err(e) => {
-                    warn!(store = %name, key = %key, error = %e, "cannot abort a leftover upload; retrying at the next scan")
-                }
+            }
+            if all_done {
+                let _ = self.reg().remove_upload(row);
             }
         }
         let Some(age) = rt
@@ -332,24 +359,27 @@ impl Engine {
                 self.note_offload(o, &key, "refused", &why, trigger, report);
                 continue;
             }
-            let started = self.now();
-            let copied = io(async {
-                let id = remote.start_upload(&key).await?;
-                let row = self.reg().add_upload(remote.name(), &key, &id.0, started);
+            // Noted before the server hears of it, so a crash at any point leaves a row: the
+            // next listing aborts the upload it names — or, if the id never came back, every
+            // upload the server lists for that key.
+            let row = self.reg().add_upload(remote.name(), &key, "", self.now())?;
+            let (copied, settled) = io(async {
+                let id = match remote.start_upload(&key).await {
+                    Ok(id) => id,
+                    // Nothing started, as far as we know (abort_uploads_after covers a lost
+                    // answer).
+                    Err(e) => return (Err(e), true),
+                };
+                let _ = self.reg().set_upload_id(row, &id.0);
                 let done = remote
                     .finish_upload(&key, &id, &local.root().join(&e.path))
                     .await;
-                if done.is_err() {
-                    // The noted id stays if the abort fails: the next scan aborts it.
-                    if remote.abort_upload(&key, &id).await.is_err() {
-                        return done;
-                    }
-                }
-                if let Ok(r) = row {
-                    let _ = self.reg().remove_upload(r);
-                }
-                done
+                let settled = done.is_ok() || remote.abort_upload(&key, &id).await.is_ok();
+                (done, settled)
             });
+            if settled {
+                self.reg().remove_upload(row)?;
+            }
             match copied {
                 Ok(v) => self.record_copy(rt, o, local, remote, &key, &v, trigger, report)?,
                 Err(err) => self.note_offload(o, &key, "failed", &err.to_string(), trigger, report),

@@ -792,6 +792,17 @@ impl Registry {
         Ok(self.conn.last_insert_rowid())
     }
 
+    /// Notes the server's id of upload row `row` (noted before the upload was started).
+    pub fn set_upload_id(&mut self, row: i64, upload_id: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE uploads SET upload_id = ?2 WHERE id = ?1",
+                params![row, upload_id],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Forgets upload row `id` (completed or aborted).
     pub fn remove_upload(&mut self, id: i64) -> Result<()> {
         self.conn
