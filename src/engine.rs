@@ -511,6 +511,8 @@ pub struct Engine {
     watch: Mutex<HashMap<u64, VolumeWatch>>,
     /// Held while a batch of offloads runs (outside the pass lock).
     offloading: Mutex<()>,
+    /// Held while S3 stores are listed or their objects deleted (outside the pass lock).
+    remote_pass: Mutex<()>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -543,6 +545,7 @@ impl Engine {
             prune_candidates: Mutex::new(Default::default()),
             watch: Mutex::new(HashMap::new()),
             offloading: Mutex::new(()),
+            remote_pass: Mutex::new(()),
         })
     }
 
@@ -569,7 +572,7 @@ impl Engine {
     pub fn scan_all(&self) -> Result<Vec<ScanStats>> {
         // Serialized with passes and reloads: a scan classifying with the old config must
         // not write its labels after a reload re-classified everything.
-        let _pass = self.pass.lock().expect("pass lock");
+        let pass = self.pass.lock().expect("pass lock");
         let rt = self.runtime();
         let now = self.now();
         let mut out = Vec::new();
@@ -578,6 +581,12 @@ impl Engine {
             self.add_prune_candidates(&rt, s.name(), std::mem::take(&mut st.empty_dirs));
             out.push(st);
         }
+        // Listings wait on the network (a server that is down: retry_timeout): not under the
+        // pass lock, which a disk-pressure pass must always get quickly. A label written
+        // with a config replaced meanwhile never decides anything: each deletion derives its
+        // class again from the running config.
+        drop(pass);
+        let _remote = self.remote_pass.lock().expect("remote pass lock");
         for r in &rt.remotes {
             out.push(self.scan_remote(&rt, r, now));
         }
@@ -679,8 +688,19 @@ impl Engine {
             report.millis = started.elapsed().as_millis() as u64;
             return Ok(report);
         }
-        self.execute(&rt, actions, trigger, detail, &mut report, None)?;
+        // Local files under the pass lock; objects after it, under a lock of their own, so
+        // that a slow or unreachable S3 server never holds up a disk-pressure pass.
+        let (remote, local): (Vec<_>, Vec<_>) = actions
+            .iter()
+            .cloned()
+            .partition(|a| rt.store(&a.entry.store).is_none());
+        self.execute(&rt, &local, trigger, detail, &mut report, None)?;
         report.pruned_dirs = self.prune(&rt, now);
+        drop(_pass);
+        if !remote.is_empty() {
+            let _remote = self.remote_pass.lock().expect("remote pass lock");
+            self.execute(&rt, &remote, trigger, detail, &mut report, None)?;
+        }
         let retention = rt.config.daemon.audit_retention.as_nanos_i64();
         self.reg().prune_audit(now.saturating_sub(retention))?;
         report.millis = started.elapsed().as_millis() as u64;
