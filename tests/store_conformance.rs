@@ -219,9 +219,16 @@ async fn conformance(
         );
     }
 
-    // delete one: verified, then already gone
+    // delete one: verified, then already gone. A local store sees that before it acts;
+    // S3's DeleteObjects reports an absent key deleted, and an S3 store does not spend a
+    // HEAD per key to tell: it reports Deleted, which is true (observed gone afterwards).
+    let already_gone = if part_size.is_some() {
+        Outcome::Deleted
+    } else {
+        Outcome::Vanished
+    };
     assert_eq!(s.delete("a/one.txt").await, Outcome::Deleted);
-    assert_eq!(s.delete("a/one.txt").await, Outcome::Vanished);
+    assert_eq!(s.delete("a/one.txt").await, already_gone, "{name}");
     assert!(s.stat("a/one.txt").await.unwrap().is_none());
 
     // bulk delete, in the order given, each key its own result
@@ -235,8 +242,16 @@ async fn conformance(
         .await
         .unwrap();
     assert_eq!(listing(s).await.len(), bulk + 2);
-    let mut asked = keys.clone();
-    asked.insert(bulk / 2, "bulk/never-there".into());
+    // Every 97th key stays: survivors inside the key ranges an S3 store lists to verify
+    // its batches, which must neither be deleted nor confuse the verification.
+    let survivors: Vec<String> = keys.iter().skip(3).step_by(97).cloned().collect();
+    let mut asked: Vec<String> = keys
+        .iter()
+        .filter(|k| !survivors.contains(k))
+        .cloned()
+        .collect();
+    let asked_len = asked.len();
+    asked.insert(asked_len / 2, "bulk/never-there".into());
     asked.push("../outside".into());
     let t = Instant::now();
     let results = s.delete_many(&asked).await;
@@ -248,17 +263,20 @@ async fn conformance(
     );
     for (k, o) in &results {
         let want = match k.as_str() {
-            "bulk/never-there" => matches!(o, Outcome::Vanished),
+            "bulk/never-there" => *o == already_gone,
             "../outside" => matches!(o, Outcome::Refused(_)),
             _ => *o == Outcome::Deleted,
         };
         assert!(want, "{name}: {k}: {o:?}");
     }
-    eprintln!("{name}: bulk delete of {bulk} keys took {took:?}");
+    eprintln!("{name}: bulk delete of {asked_len} keys took {took:?}");
     let left = listing(s).await;
+    let mut want_left = vec!["a/empty".to_string(), "b/c/big.bin".to_string()];
+    want_left.extend(survivors);
+    want_left.sort();
     assert_eq!(
-        left.keys().collect::<Vec<_>>(),
-        ["a/empty", "b/c/big.bin"],
+        left.keys().cloned().collect::<Vec<_>>(),
+        want_left,
         "{name}"
     );
 

@@ -5,7 +5,9 @@
 //! fetch one network chunk, a listing one page. Copies are verified against what the
 //! *server* computed — its ETag, `hex(md5)` for one part or
 //! `hex(md5(md5(part 1) ‖ … ‖ md5(part N)))-N` for a multipart upload — never against
-//! metadata we wrote ourselves. Deletion is verified key by key (HEAD answers Not Found).
+//! metadata we wrote ourselves. Deletion is verified: a key counts as deleted only once a
+//! HEAD answered Not Found or a listing of its key range, begun after DeleteObjects
+//! answered, no longer shows it (one listing per 1000-key batch instead of 1000 HEADs).
 //! Backends differ (Garage 2.5.0 silently ignores conditional writes), so
 //! [`S3Store::probe`] measures what a backend supports before anything relies on it.
 //!
@@ -14,6 +16,7 @@
 //! backend supports it — by [`S3Store::list_uploads`] (ListMultipartUploads through a
 //! presigned URL, so object_store's own SigV4 signs it).
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +36,7 @@ use object_store::{
 };
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
 
 use super::checksum::{MultipartEtag, hex, is_plain_md5, md5_hex, unquote};
 use super::local_ops::{check_copy, partial_path};
@@ -40,6 +44,50 @@ use super::{ObjectInfo, Outcome, Store, StoreError, UploadId, Verified, is_plain
 
 /// Default multipart part size (S3 needs at least 5 MiB for every part but the last).
 pub const DEFAULT_PART_SIZE: usize = 16 * 1024 * 1024;
+
+/// Keys in one DeleteObjects request (the S3 maximum).
+const DELETE_BATCH: usize = 1000;
+
+/// Deletion batches with fewer keys than this are verified by one HEAD per key; larger
+/// ones by one listing of their key range (see [`S3Store::delete_many`]).
+pub const LIST_VERIFY_MIN: usize = 50;
+
+/// What one round of deletion made of one key.
+enum Round {
+    /// Observed gone.
+    Gone,
+    /// Maybe still there; worth another round. The reason so far.
+    Retry(String),
+    /// Maybe still there; not worth retrying (denied). The reason.
+    Fatal(String),
+}
+
+/// The longest run of whole leading directories that keys `a` and `b` share, as a
+/// listing prefix (`None`: the bucket root). Every key between `a` and `b` in byte
+/// order shares the byte prefix `a` and `b` share, so it lies under this directory.
+fn common_dir<'a>(a: &'a str, b: &str) -> Option<&'a str> {
+    let mut end = None;
+    for ((i, x), y) in a.char_indices().zip(b.chars()) {
+        if x != y {
+            break;
+        }
+        if x == '/' {
+            end = Some(i);
+        }
+    }
+    end.map(|e| &a[..e])
+}
+
+/// A key that sorts just below `key`, for `start-after`: `key` without its last
+/// character (and without the `/` that would then end it). Only keys that begin with it
+/// sort between the two, so a listing from there reads little before reaching `key`.
+/// `None` when nothing is left.
+fn just_below(key: &str) -> Option<&str> {
+    let mut s = key;
+    s = &s[..s.char_indices().last()?.0];
+    s = s.trim_end_matches('/');
+    (!s.is_empty()).then_some(s)
+}
 
 /// S3 request failures; every variant names the store and, where there is one, the key.
 #[derive(Debug, thiserror::Error)]
@@ -765,76 +813,191 @@ impl S3Store {
         }
     }
 
-    /// One DeleteObjects request per 1000 keys (object_store batches `delete_stream` so),
-    /// `concurrency` batches at once; the result of each key, in the order given.
-    async fn delete_batches(
-        &self,
-        paths: &[(usize, ObjPath)],
-    ) -> Vec<(usize, Result<(), object_store::Error>)> {
-        // Owned batches: a stream over borrowed ones would not be `Send` (higher-ranked
-        // lifetimes in the closures), and the trait's futures must be.
-        let batches: Vec<Vec<(usize, ObjPath)>> = paths.chunks(1000).map(<[_]>::to_vec).collect();
-        let s3 = Arc::clone(&self.s3);
+    /// One round of deletion of `pending` (sorted, no duplicates): DeleteObjects batches
+    /// of up to [`DELETE_BATCH`] consecutive keys, a few batches at once, each verified as
+    /// soon as its request has answered; what became of every key.
+    async fn delete_round(&self, pending: &[ObjPath], gate: &Semaphore) -> Vec<(ObjPath, Round)> {
+        // The futures are built up front (not in a `map` closure over borrowed batches),
+        // which keeps the whole future `Send` as the trait requires.
+        let batches: Vec<_> = pending
+            .chunks(DELETE_BATCH)
+            .map(|b| self.delete_batch(b, gate))
+            .collect();
         futures::stream::iter(batches)
-            .map(move |chunk| {
-                let s3 = Arc::clone(&s3);
-                async move {
-                    let input: Vec<_> = chunk.iter().map(|(_, p)| Ok(p.clone())).collect();
-                    let results: Vec<_> = s3
-                        .delete_stream(futures::stream::iter(input).boxed())
-                        .collect()
-                        .await;
-                    if results.len() == chunk.len() {
-                        chunk
-                            .iter()
-                            .zip(results)
-                            .map(|((i, _), r)| (*i, r.map(|_| ())))
-                            .collect::<Vec<_>>()
-                    } else {
-                        // The whole request failed: every key of the batch shares its error.
-                        let text = results
-                            .into_iter()
-                            .find_map(|r| r.err())
-                            .map_or_else(|| "no answer".to_string(), |e| e.to_string());
-                        chunk
-                            .iter()
-                            .map(|(i, _)| {
-                                let e = object_store::Error::Generic {
-                                    store: "S3",
-                                    source: text.clone().into(),
-                                };
-                                (*i, Err(e))
-                            })
-                            .collect()
-                    }
-                }
-            })
             .buffer_unordered(self.settings.concurrency.clamp(1, 8))
             .flat_map(futures::stream::iter)
             .collect()
             .await
     }
 
-    /// HEADs every key with bounded concurrency: `Ok(true)` when it exists.
-    async fn exist(
-        &self,
-        keys: &[(usize, ObjPath)],
-    ) -> Vec<(usize, Result<bool, object_store::Error>)> {
-        let s3 = Arc::clone(&self.s3);
-        futures::stream::iter(keys.to_vec())
-            .map(move |(i, p)| {
-                let s3 = Arc::clone(&s3);
-                async move {
-                    match s3.head(&p).await {
-                        Ok(_) => (i, Ok(true)),
-                        Err(object_store::Error::NotFound { .. }) => (i, Ok(false)),
-                        Err(e) => (i, Err(e)),
+    /// Deletes one batch (a contiguous range of sorted keys) with one DeleteObjects
+    /// request, then verifies it: by HEAD per key below [`LIST_VERIFY_MIN`] keys, else by
+    /// listing the batch's key range, with a HEAD for any key the listing still shows.
+    async fn delete_batch(&self, batch: &[ObjPath], gate: &Semaphore) -> Vec<(ObjPath, Round)> {
+        let results: Vec<_> = {
+            let _permit = gate.acquire().await;
+            let input: Vec<_> = batch.iter().cloned().map(Ok).collect();
+            self.s3
+                .delete_stream(futures::stream::iter(input).boxed())
+                .collect()
+                .await
+        };
+        let mut out = Vec::with_capacity(batch.len());
+        let mut sent = Vec::with_capacity(batch.len());
+        if results.len() == batch.len() {
+            for (p, r) in batch.iter().zip(results) {
+                match r {
+                    // Not Found is what a bulk delete of an absent key may say: verified below.
+                    Ok(_) | Err(object_store::Error::NotFound { .. }) => sent.push(p.clone()),
+                    Err(e) => {
+                        let round = self.round_err(p, "DeleteObjects", e, "");
+                        out.push((p.clone(), round));
                     }
                 }
+            }
+        } else {
+            // The whole request failed: every key of the batch shares its error.
+            let text = results
+                .into_iter()
+                .find_map(|r| r.err())
+                .map_or_else(|| "no answer".to_string(), |e| e.to_string());
+            for p in batch {
+                let e = object_store::Error::Generic {
+                    store: "S3",
+                    source: text.clone().into(),
+                };
+                out.push((p.clone(), self.round_err(p, "DeleteObjects", e, "")));
+            }
+        }
+        if sent.len() < LIST_VERIFY_MIN {
+            out.extend(self.head_verify(&sent, gate).await);
+            return out;
+        }
+        match self.still_listed(&sent, gate).await {
+            Ok(stragglers) => {
+                let mut again = Vec::new();
+                for p in sent {
+                    if stragglers.binary_search(&p).is_ok() {
+                        again.push(p);
+                    } else {
+                        out.push((p, Round::Gone));
+                    }
+                }
+                if !again.is_empty() {
+                    tracing::debug!(store = %self.name, keys = again.len(), "still listed after DeleteObjects");
+                }
+                out.extend(self.head_verify(&again, gate).await);
+            }
+            Err(why) => {
+                tracing::debug!(store = %self.name, keys = sent.len(), error = %why, "verifying by HEAD instead of a listing");
+                out.extend(self.head_verify(&sent, gate).await);
+            }
+        }
+        out
+    }
+
+    /// The keys of `sorted` (ascending, at least one) that a listing of their key range —
+    /// started after DeleteObjects answered for them — still shows, ascending.
+    ///
+    /// This listing *is* the verification for large batches, and it is sound because:
+    /// - S3 (since December 2020), moto (one in-memory map) and Garage (a single node, or
+    ///   a cluster in its default consistent mode: listings read a quorum) are
+    ///   read-after-write consistent for listings, deletions included, so a key absent
+    ///   from a listing that began after its DeleteObjects answered is absent from the
+    ///   bucket — the same observation a HEAD answering Not Found makes;
+    /// - the listing covers the whole range: it starts just below the smallest key
+    ///   (`start-after` a proper prefix of it) under the longest directory every key of
+    ///   the range shares, and is read in order to past the largest; a listing that is
+    ///   not in strictly ascending order is refused (the caller then HEADs every key)
+    ///   rather than trusted to be complete.
+    ///
+    /// On a backend whose listings lag, the error is on the safe side: a lagging listing
+    /// shows a deleted key as still there, and that key then gets a HEAD.
+    async fn still_listed(
+        &self,
+        sorted: &[ObjPath],
+        gate: &Semaphore,
+    ) -> Result<Vec<ObjPath>, String> {
+        let (Some(first), Some(last)) = (sorted.first(), sorted.last()) else {
+            return Ok(Vec::new());
+        };
+        let dir = common_dir(first.as_ref(), last.as_ref());
+        let dir = dir
+            .map(ObjPath::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let below = just_below(first.as_ref()).and_then(|b| ObjPath::parse(b).ok());
+        let _permit = gate.acquire().await;
+        let mut listing = match &below {
+            Some(b) => self.s3.list_with_offset(dir.as_ref(), b),
+            None => self.s3.list(dir.as_ref()),
+        };
+        let mut prev = below.map(|b| b.to_string()).unwrap_or_default();
+        let mut present = Vec::new();
+        while let Some(m) = listing.next().await {
+            let m = m.map_err(|e| self.err(&self.prefix, "LIST", e).to_string())?;
+            let loc = m.location.as_ref();
+            if loc <= prev.as_str() {
+                return Err(format!("the listing is not in ascending order at {loc:?}"));
+            }
+            if loc > last.as_ref() {
+                break;
+            }
+            if sorted.binary_search(&m.location).is_ok() {
+                present.push(m.location.clone());
+            }
+            prev = loc.to_string();
+        }
+        Ok(present)
+    }
+
+    /// HEADs every key (bounded by `gate`): gone, still there, or unknown.
+    async fn head_verify(&self, paths: &[ObjPath], gate: &Semaphore) -> Vec<(ObjPath, Round)> {
+        let heads: Vec<_> = paths
+            .iter()
+            .map(|p| async move {
+                let r = {
+                    let _permit = gate.acquire().await;
+                    self.s3.head(p).await
+                };
+                let round = match r {
+                    Err(object_store::Error::NotFound { .. }) => Round::Gone,
+                    Ok(_) => Round::Retry(format!(
+                        "store {:?}: {}: still present after the store acknowledged its deletion",
+                        self.name,
+                        self.rel_key(p)
+                    )),
+                    Err(e) => self.round_err(
+                        p,
+                        "HEAD",
+                        e,
+                        "deleted, but its removal could not be verified: ",
+                    ),
+                };
+                (p.clone(), round)
             })
+            .collect();
+        futures::stream::iter(heads)
             .buffer_unordered(self.settings.concurrency.max(1))
             .collect()
             .await
+    }
+
+    /// A failed request on `path`: final when denied, else worth another round.
+    fn round_err(
+        &self,
+        path: &ObjPath,
+        op: &'static str,
+        e: object_store::Error,
+        lead: &str,
+    ) -> Round {
+        let denied = is_denied(&e);
+        let text = format!("{lead}{}", self.err(self.rel_key(path), op, e));
+        if denied {
+            Round::Fatal(text)
+        } else {
+            Round::Retry(text)
+        }
     }
 
     /// Reads up to `size` bytes of `file` (fewer only at its end).
@@ -1015,53 +1178,42 @@ impl Store for S3Store {
         result
     }
 
+    /// Deletes `keys` in rounds: each round sends DeleteObjects batches and verifies
+    /// them (see [`S3Store::still_listed`]); keys not yet observed gone go to the next
+    /// round after a backoff, up to `max_retries` rounds; denials are final at once.
+    ///
+    /// There is no look before: DeleteObjects reports an absent key as deleted, so an
+    /// S3 store cannot tell [`Outcome::Vanished`] from [`Outcome::Deleted`] without a
+    /// HEAD per key, and it reports both as `Deleted` — true either way, since the key
+    /// was observed gone afterwards.
     async fn delete_many(&self, keys: &[String]) -> Vec<(String, Outcome)> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; keys.len()];
-        let mut paths = Vec::new();
+        // Sorted and without duplicates, so every batch is one contiguous key range.
+        let mut targets: BTreeMap<ObjPath, Vec<usize>> = BTreeMap::new();
         for (i, key) in keys.iter().enumerate() {
             match self.path(key) {
-                Ok(p) => paths.push((i, p)),
+                Ok(p) => targets.entry(p).or_default().push(i),
                 Err(e) => outcomes[i] = Some(Outcome::Refused(e.to_string())),
             }
         }
-        // Which keys are there now: the rest already vanished (DeleteObjects would report
-        // them deleted, so only a look before tells the two apart).
-        let mut present = Vec::new();
-        let by_index: std::collections::HashMap<usize, ObjPath> = paths.into_iter().collect();
-        for (i, r) in self
-            .exist(
-                &by_index
-                    .iter()
-                    .map(|(i, p)| (*i, p.clone()))
-                    .collect::<Vec<_>>(),
-            )
-            .await
-        {
-            match r {
-                Ok(true) => present.push((i, by_index[&i].clone())),
-                Ok(false) => outcomes[i] = Some(Outcome::Vanished),
-                Err(e) => {
-                    outcomes[i] = Some(Outcome::Failed(
-                        self.err(&keys[i], "HEAD before delete", e).to_string(),
-                    ));
-                }
-            }
-        }
-        present.sort_by_key(|(i, _)| *i);
-        let mut pending = present;
-        let mut attempted = Vec::new();
+        let gate = Semaphore::new(self.settings.concurrency.max(1));
+        let mut pending: Vec<ObjPath> = targets.keys().cloned().collect();
         let mut backoff = self.settings.retry.initial_backoff;
         for round in 0..=self.settings.retry.max_retries {
+            let last = round == self.settings.retry.max_retries;
             let mut again = Vec::new();
-            for (i, r) in self.delete_batches(&pending).await {
-                match r {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => attempted.push(i),
-                    Err(e) if is_denied(&e) || round == self.settings.retry.max_retries => {
-                        outcomes[i] = Some(Outcome::Failed(
-                            self.err(&keys[i], "DeleteObjects", e).to_string(),
-                        ));
+            for (p, r) in self.delete_round(&pending, &gate).await {
+                let outcome = match r {
+                    Round::Gone => Outcome::Deleted,
+                    Round::Fatal(why) => Outcome::Failed(why),
+                    Round::Retry(why) if last => Outcome::Failed(why),
+                    Round::Retry(_) => {
+                        again.push(p);
+                        continue;
                     }
-                    Err(_) => again.push(i),
+                };
+                for &i in &targets[&p] {
+                    outcomes[i] = Some(outcome.clone());
                 }
             }
             if again.is_empty() {
@@ -1070,27 +1222,8 @@ impl Store for S3Store {
             tracing::debug!(store = %self.name, keys = again.len(), round, "retrying deletions");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(self.settings.retry.max_backoff);
-            pending = again
-                .into_iter()
-                .map(|i| (i, by_index[&i].clone()))
-                .collect();
-        }
-        // Verified: deleted only once a HEAD answers Not Found.
-        let check: Vec<_> = attempted
-            .iter()
-            .map(|i| (*i, by_index[i].clone()))
-            .collect();
-        for (i, r) in self.exist(&check).await {
-            outcomes[i] = Some(match r {
-                Ok(false) => Outcome::Deleted,
-                Ok(true) => Outcome::Failed(
-                    "still present after the store acknowledged its deletion".into(),
-                ),
-                Err(e) => Outcome::Failed(format!(
-                    "deleted, but its removal could not be verified: {}",
-                    self.err(&keys[i], "HEAD", e)
-                )),
-            });
+            again.sort();
+            pending = again;
         }
         keys.iter()
             .cloned()
@@ -1187,6 +1320,30 @@ mod tests {
             access_key_id: "id".into(),
             secret_access_key: "secret".into(),
             session_token: None,
+        }
+    }
+
+    #[test]
+    fn listing_ranges_cover_every_key_between_the_ends() {
+        assert_eq!(
+            common_dir("box1/bulk/0/k1", "box1/bulk/6/k9"),
+            Some("box1/bulk")
+        );
+        assert_eq!(common_dir("box1/a/x", "box1/a/x"), Some("box1/a"));
+        // A key that is a prefix of another is a file, not a directory.
+        assert_eq!(common_dir("a/b", "a/b/c"), Some("a"));
+        assert_eq!(common_dir("a/bc", "a/bd"), Some("a"));
+        assert_eq!(common_dir("a", "b/c"), None);
+        assert_eq!(common_dir("x/é/1", "x/é/2"), Some("x/é"));
+
+        assert_eq!(just_below("box1/k00500"), Some("box1/k0050"));
+        assert_eq!(just_below("a/b/c"), Some("a/b"));
+        assert_eq!(just_below("a/é"), Some("a"));
+        assert_eq!(just_below("k"), None);
+        // Below the key, and nothing that sorts between them can be a shorter key.
+        for k in ["box1/k00500", "a/b/c", "a/é", "a/b/cd/e"] {
+            let b = just_below(k).unwrap();
+            assert!(b < k && k.starts_with(b), "{k}: {b}");
         }
     }
 
