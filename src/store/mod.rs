@@ -26,7 +26,8 @@ pub enum Outcome {
     Refused(String),
     /// Attempted, and the file may still be there.
     Failed(String),
-    /// Already gone before we acted (nothing was lost).
+    /// Already gone before we acted (nothing was lost). Local stores only: S3's bulk
+    /// delete cannot tell, so an S3 key already gone is `Deleted` once seen gone.
     Vanished,
     /// Selected, but not attempted: a dry run.
     WouldDelete,
