@@ -460,8 +460,11 @@ impl Engine {
                 info!(action = "offload", path = %path, to = %o.to, key, bytes = o.entry.size, class = %o.class_name, trigger, "offloaded {path}: {why}")
             }
             "refused" => {
+                // Retried every pass while it lasts: logged, not audited (explain names the
+                // holder anyway).
                 report.offload_refused += 1;
-                info!(action = "offload", path = %path, reason = why, "not offloaded yet {path}: {why}");
+                tracing::debug!(action = "offload", path = %path, reason = why, "not offloaded yet {path}: {why}");
+                return;
             }
             _ => {
                 report.offload_failed += 1;
