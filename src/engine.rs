@@ -513,6 +513,8 @@ pub struct Engine {
     offloading: Mutex<()>,
     /// Held while S3 stores are listed or their objects deleted (outside the pass lock).
     remote_pass: Mutex<()>,
+    /// S3 stores that failed a copy check: when, and why.
+    unanswered: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -546,6 +548,7 @@ impl Engine {
             watch: Mutex::new(HashMap::new()),
             offloading: Mutex::new(()),
             remote_pass: Mutex::new(()),
+            unanswered: Mutex::new(HashMap::new()),
         })
     }
 

@@ -290,22 +290,31 @@ fn a_crash_mid_upload_is_aborted_and_redone_on_restart() {
 fn a_stopped_server_fails_per_key_and_never_costs_a_local_copy() {
     let mut server = S3Server::garage();
     let remote = client(&server, "box1");
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("o");
+    let b = Box_::new("gc_interval = \"1h\"", "", "");
+    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n\n[[class]]\nname = \"remote-tmp\"\nstore = \"archive\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"0s\"\nquiet_period = \"0s\"\n";
+    let store = archive(&b, &server, "box1/");
+    b.write_config("gc_interval = \"1h\"", &store, classes);
+    // While the server answers: a retained recording gets its verified copy (and stays)…
+    let copied = b.path("rec/copied.mp4");
+    pattern(&copied, 1000);
+    b.cli(&["retain", copied.to_str().unwrap()]).ok();
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["offloaded_files"], 1, "{gc}");
+    // …objects due to expire and a new recording are known to the registry.
+    let src = b.dir.path().join("o");
     fs::write(&src, b"x").unwrap();
     block(async {
         for i in 0..5 {
             remote.put_file(&format!("tmp/{i}"), &src).await.unwrap();
         }
     });
-    let b = Box_::new("gc_interval = \"1h\"", "", "");
-    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n\n[[class]]\nname = \"remote-tmp\"\nstore = \"archive\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"0s\"\nquiet_period = \"0s\"\n";
-    let store = archive(&b, &server, "box1/");
-    b.write_config("gc_interval = \"1h\"", &store, classes);
     let local = b.path("rec/x.mp4");
     pattern(&local, 1000);
-    let d = b.daemon(None);
+    b.cli(&["scan"]).ok();
+    b.cli(&["unretain", copied.to_str().unwrap()]).ok();
+
     server.stop();
+    let started = std::time::Instant::now();
     let r = b.cli(&["gc", "--json"]);
     assert_eq!(r.code, 74, "{}", r.stderr);
     let gc = r.json();
@@ -315,12 +324,37 @@ fn a_stopped_server_fails_per_key_and_never_costs_a_local_copy() {
         local.exists(),
         "keep_for 0s, but no verified copy: it stays"
     );
+    // Its copy cannot be checked right before the unlink: it stays too, and quickly.
+    assert!(copied.exists(), "{gc}");
+    let refused: Vec<&serde_json::Value> = gc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["path"] == "rec/copied.mp4")
+        .collect();
+    assert_eq!(refused[0]["result"]["outcome"], "refused", "{gc}");
+    assert!(
+        refused[0]["result"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot check its copy"),
+        "{gc}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "{:?}",
+        started.elapsed()
+    );
     for f in gc["results"].as_array().unwrap() {
-        let detail = f["result"]["detail"].as_str().unwrap_or_default();
-        assert!(detail.contains("archive"), "names the store: {f}");
+        if f["store"] == "archive" {
+            let detail = f["result"]["detail"].as_str().unwrap_or_default();
+            assert!(detail.contains("archive"), "names the store: {f}");
+        }
     }
-    // The daemon is still healthy.
+    // The daemon starts and stays healthy with its S3 server down.
+    let d = b.daemon(None);
     let st = b.cli(&["status", "--json"]).ok().json();
     assert_eq!(st["activity"]["daemon"], true);
+    assert!(local.exists() && copied.exists());
     d.stop();
 }

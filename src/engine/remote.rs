@@ -23,6 +23,11 @@ pub(super) type Recorded = (Vec<(i64, PathBuf)>, Vec<AuditRecord>);
 /// Keys per bulk deletion call: eight DeleteObjects requests of 1000, which the store
 /// sends concurrently (one request at a time took 93 s for 100k objects on Garage).
 pub const DELETE_CHUNK: usize = 8000;
+/// A copy check before an unlink gives up after this long…
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// …and a store that failed one is not asked again for this long.
+const CHECK_BACKOFF: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Listed objects are recorded this many at a time.
 const LIST_BATCH: usize = 8192;
 
@@ -301,7 +306,40 @@ impl Engine {
                 "its copy is in store {remote:?}, which is no longer configured"
             ));
         };
-        match io(r.stat(&key)) {
+        // Quick or not at all: this runs under the pass lock, also for disk pressure, which
+        // must not wait out a dead server's retries file by file. A store that failed a
+        // check is not asked again for a while; its files stay, refused with the reason.
+        let mut down = self.unanswered.lock().expect("unanswered lock");
+        if let Some((at, why)) = down
+            .get(&remote)
+            .filter(|(at, _)| at.elapsed() < CHECK_BACKOFF)
+        {
+            return Some(format!(
+                "cannot check its copy {remote}:{key}: the store failed a check {}s ago ({why})",
+                at.elapsed().as_secs()
+            ));
+        }
+        let checked = io(async {
+            tokio::time::timeout(CHECK_TIMEOUT, r.stat(&key))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::io(
+                        &remote,
+                        &e.path,
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 5 s"),
+                    ))
+                })
+        });
+        match &checked {
+            Err(err) => {
+                down.insert(remote.clone(), (Instant::now(), err.to_string()));
+            }
+            Ok(_) => {
+                down.remove(&remote);
+            }
+        }
+        drop(down);
+        match checked {
             Ok(Some(o)) if o.size == size && o.e_tag.as_deref() == Some(checksum.as_str()) => None,
             Ok(Some(o)) => Some(format!(
                 "its copy {remote}:{key} changed ({} bytes, etag {:?}; verified {size} bytes, {checksum}); it will be offloaded again",
