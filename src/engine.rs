@@ -629,7 +629,19 @@ impl Engine {
         let mut planned_offloads = 0;
         if !dry_run && rt.config.classes.iter().any(|c| c.offload.is_some()) {
             let _one = self.offloading.lock().expect("offload lock");
-            let due = self.plan(now)?.offloads;
+            // Only the offload classes: the pass plans everything again under its lock.
+            let due = {
+                let reg = self.reg();
+                policy::plan_classes(
+                    &rt.config,
+                    now,
+                    |c| c.offload.is_some(),
+                    |class, sink| {
+                        reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
+                    },
+                )?
+                .offloads
+            };
             planned_offloads = due.len() as u64;
             self.offload(&rt, &due, trigger, &mut offloads)?;
         }
@@ -749,8 +761,7 @@ impl Engine {
         after_chunk: Option<&dyn Fn() -> String>,
     ) -> Result<()> {
         std::thread::scope(|scope| -> Result<()> {
-            type Batch = (Vec<(i64, PathBuf)>, Vec<AuditRecord>);
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<remote::Recorded>(2);
             let recorder = scope.spawn(move || -> Result<()> {
                 for (gone, records) in rx {
                     self.reg().record(&gone, &records)?;

@@ -294,13 +294,23 @@ impl Plan {
 pub fn plan<E>(
     cfg: &Config,
     now: Nanos,
+    entries_of: impl FnMut(&Class, &mut dyn FnMut(Entry)) -> Result<(), E>,
+) -> Result<Plan, E> {
+    plan_classes(cfg, now, |_| true, entries_of)
+}
+
+/// Like [`plan`], for the classes `which` selects only (e.g. those that offload).
+pub fn plan_classes<E>(
+    cfg: &Config,
+    now: Nanos,
+    which: impl Fn(&Class) -> bool,
     mut entries_of: impl FnMut(&Class, &mut dyn FnMut(Entry)) -> Result<(), E>,
 ) -> Result<Plan, E> {
     let mut p = Plan {
         at: now,
         ..Plan::default()
     };
-    for class in &cfg.classes {
+    for class in cfg.classes.iter().filter(|c| which(c)) {
         let mut planner = ClassPlanner::new(class, now);
         let mut sum = ClassSummary {
             class: class.name.clone(),
