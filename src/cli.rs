@@ -732,12 +732,13 @@ fn render_gc(r: &GcReport) -> String {
     if r.planned_offloads > 0 {
         let _ = writeln!(
             o,
-            "offload: {} due, {} copied and verified ({}), {} put off (in use or changed), {} failed",
+            "offload: {} due, {} copied and verified ({}), {} put off (in use or changed), {} failed, {} backing off after failures",
             r.planned_offloads,
             r.offloaded_files,
             ByteSize(r.offloaded_bytes),
             r.offload_refused,
-            r.offload_failed
+            r.offload_failed,
+            r.offload_backing_off
         );
     }
     if r.dry_run {
@@ -836,6 +837,9 @@ fn render_explain(x: &Explanation, now: Nanos) -> String {
     }
     if let Some(Verdict::Delete { rule, .. }) = &x.verdict {
         let _ = writeln!(o, "  verdict: delete by {rule}");
+    }
+    if let Some(b) = &x.offload_backoff {
+        let _ = writeln!(o, "  offload backing off: {b}");
     }
     if let Some(p) = &x.pressure {
         let _ = writeln!(o, "  under disk pressure: {p}");

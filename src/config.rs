@@ -199,7 +199,8 @@ pub struct Class {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Offload {
-    /// The S3 store the copies go to (same key as the local path).
+    /// The S3 store the copies go to, under the key `SOURCE-STORE/PATH` (see
+    /// [`crate::store::offload_key`]), so no two local files can share one.
     pub to: String,
     /// Copied once this old (and quiet, and not in use).
     #[serde(default)]
@@ -207,6 +208,10 @@ pub struct Offload {
     /// Remove the local file once its remote copy is verified.
     #[serde(default)]
     pub delete_local: bool,
+    /// Lets disk pressure free files of this class that have no verified remote copy
+    /// (audited as such). Off: offload before delete holds under pressure too.
+    #[serde(default)]
+    pub free_uncopied_under_pressure: bool,
 }
 
 impl Class {
@@ -442,6 +447,52 @@ impl Validator<'_> {
         self.diags.push(d);
     }
 
+    /// Offload keys are `SOURCE/PATH` beneath the target's prefix, unique per local file
+    /// within one target; two S3 stores whose key spaces overlap (same endpoint and bucket,
+    /// one prefix inside the other) would let a copy land on another store's key.
+    fn check_offload_targets(
+        &mut self,
+        stores: &[Store],
+        classes: &[Class],
+        spans: &std::collections::HashMap<String, Range<usize>>,
+    ) {
+        let targets: HashSet<&str> = classes
+            .iter()
+            .filter_map(|c| c.offload.as_ref().map(|o| o.to.as_str()))
+            .collect();
+        let space = |l: &S3Location| {
+            let p = l.prefix.trim_matches('/');
+            let p = if p.is_empty() {
+                String::new()
+            } else {
+                format!("{p}/")
+            };
+            (
+                l.endpoint.trim_end_matches('/').to_string(),
+                l.bucket.clone(),
+                p,
+            )
+        };
+        let s3: Vec<(&str, (String, String, String))> = stores
+            .iter()
+            .filter_map(|s| s.s3.as_ref().map(|l| (s.name.as_str(), space(l))))
+            .collect();
+        for (i, (a, (ea, ba, pa))) in s3.iter().enumerate() {
+            for (b, (eb, bb, pb)) in &s3[i + 1..] {
+                let overlap = ea == eb
+                    && ba == bb
+                    && (pa.starts_with(pb.as_str()) || pb.starts_with(pa.as_str()));
+                if overlap && (targets.contains(a) || targets.contains(b)) {
+                    let span = spans.get(*b).cloned().unwrap_or(0..0);
+                    self.err(
+                        span,
+                        format!("store {b:?}: its keys overlap those of store {a:?} (bucket {bb:?}, prefixes {pa:?} and {pb:?}), and offloaded copies go to one of them: give each S3 store a prefix of its own"),
+                    );
+                }
+            }
+        }
+    }
+
     /// Makes `p` absolute against the config's directory, folding `.` and `..`.
     fn resolve(&self, p: &Path) -> PathBuf {
         normalize(&self.base.join(p))
@@ -543,8 +594,11 @@ impl Validator<'_> {
 
         let mut stores = Vec::new();
         let mut names = HashSet::new();
+        // Where each store is named, for errors found after all of them are read.
+        let mut store_spans = std::collections::HashMap::new();
         for s in raw.store {
             let name = s.name.get_ref().clone();
+            store_spans.insert(name.clone(), s.name.span());
             if name.is_empty() || name.contains([':', '/']) || name.trim() != name {
                 self.err(s.name.span(), format!("store name {name:?} must be non-empty, without ':', '/' or surrounding spaces"));
             } else if !names.insert(name.clone()) {
@@ -800,6 +854,7 @@ impl Validator<'_> {
                 offload: c.offload,
             });
         }
+        self.check_offload_targets(&stores, &classes, &store_spans);
 
         let (wspan, w) = match raw.watchdog {
             Some(w) => (w.span(), w.into_inner()),

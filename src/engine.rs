@@ -231,6 +231,9 @@ pub struct GcReport {
     /// Offloads put off (in use, changed).
     #[serde(default)]
     pub offload_refused: u64,
+    /// Offloads not tried this pass: their file's earlier offloads failed (backing off).
+    #[serde(default)]
+    pub offload_backing_off: u64,
 }
 
 /// What `explain` says about one path.
@@ -254,6 +257,9 @@ pub struct Explanation {
     pub in_use: Vec<String>,
     /// Whether the disk-pressure watchdog may free it (and in which tier), or why not.
     pub pressure: Option<String>,
+    /// Its offloads keep failing: the last failure and when it is tried again.
+    #[serde(default)]
+    pub offload_backoff: Option<String>,
     /// The answer in one sentence.
     pub summary: String,
 }
@@ -515,6 +521,8 @@ pub struct Engine {
     remote_pass: Mutex<()>,
     /// S3 stores that failed a copy check: when, and why.
     unanswered: Mutex<HashMap<String, (Instant, String)>>,
+    /// Files whose offloads keep failing, by (store, path): not tried again until due.
+    offload_backoff: Mutex<HashMap<(String, PathBuf), remote::Backoff>>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -549,6 +557,7 @@ impl Engine {
             offloading: Mutex::new(()),
             remote_pass: Mutex::new(()),
             unanswered: Mutex::new(HashMap::new()),
+            offload_backoff: Mutex::new(HashMap::new()),
         })
     }
 
@@ -659,6 +668,7 @@ impl Engine {
             offloaded_bytes: offloads.offloaded_bytes,
             offload_failed: offloads.offload_failed,
             offload_refused: offloads.offload_refused,
+            offload_backing_off: offloads.offload_backing_off,
             planned_files: plan.actions.len() as u64,
             planned_bytes: plan.delete_bytes(),
             // A lease running out may free a file the rules already selected.
@@ -832,10 +842,7 @@ impl Engine {
                                 "its class is now {}; it is re-evaluated on the next pass",
                                 class_now.unwrap_or("none")
                             ))
-                        } else if let Some(why) = (a.rule == Rule::Offloaded)
-                            .then(|| self.copy_problem(rt, &a.entry))
-                            .flatten()
-                        {
+                        } else if let Some(why) = self.offload_guard(rt, a) {
                             Outcome::Refused(why)
                         } else {
                             let expect = Expect {
@@ -1042,6 +1049,9 @@ impl Engine {
                 in_use.join(", ")
             );
         }
+        let offload_backoff = self
+            .backing_off(&store, &path)
+            .map(|b| format!("{} (at {})", b.last, fmt_time(b.next)));
         Ok(Explanation {
             store,
             path,
@@ -1052,6 +1062,7 @@ impl Engine {
             history,
             in_use,
             pressure,
+            offload_backoff,
             summary,
         })
     }

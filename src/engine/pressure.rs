@@ -297,6 +297,8 @@ struct Cursor {
     hi: Nanos,
     /// Only files with a verified remote copy.
     copied: bool,
+    /// Files of an offload class taken without a copy (`free_uncopied_under_pressure`).
+    uncopied: bool,
     after: Option<(Nanos, i64)>,
     buf: VecDeque<Entry>,
     done: bool,
@@ -340,6 +342,7 @@ impl Candidates {
                     lo,
                     hi,
                     copied,
+                    uncopied: c.offload.is_some() && !copied,
                     after: None,
                     buf: VecDeque::new(),
                     done: false,
@@ -406,7 +409,13 @@ impl Candidates {
                 age_ref: e.age_ref(c.age_from),
                 class_name: c.class.clone(),
                 rule: Rule::Pressure,
-                reason: format!("{}: {}, oldest first", self.why, g.tier),
+                reason: match c.uncopied && e.copy.is_none() {
+                    true => format!(
+                        "{}: {}, oldest first; WITHOUT a remote copy (free_uncopied_under_pressure = true)",
+                        self.why, g.tier
+                    ),
+                    false => format!("{}: {}, oldest first", self.why, g.tier),
+                },
                 entry: e,
             }));
         }

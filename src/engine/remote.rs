@@ -28,6 +28,45 @@ const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// …and a store that failed one is not asked again for this long.
 const CHECK_BACKOFF: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// A file whose offload failed is tried again after this long, doubling with each failure
+/// in a row…
+const BACKOFF_FIRST: Nanos = 30_000_000_000;
+/// …up to this long.
+const BACKOFF_MAX: Nanos = 3_600_000_000_000;
+/// Files remembered as backing off at most (memory stays bounded whatever a server does).
+const MAX_BACKOFFS: usize = 100_000;
+
+/// A file whose offloads keep failing: how often in a row, when it is tried again, and the
+/// last failure in words (shown by `explain`).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// Failures in a row.
+    pub failures: u32,
+    /// Not tried again before this time.
+    pub next: Nanos,
+    /// The last failure, with when it is tried again.
+    pub last: String,
+}
+
+/// Deletes object `key` of `remote` (within the copy-check deadline): the words for it.
+fn remove_object(remote: &S3Store, key: &str) -> String {
+    let gone = io(async { tokio::time::timeout(CHECK_TIMEOUT, remote.delete(key)).await });
+    match gone {
+        Ok(crate::store::Outcome::Deleted | crate::store::Outcome::Vanished) => {
+            format!("its object {}:{key} was removed", remote.name())
+        }
+        Ok(o) => format!(
+            "its object {}:{key} could not be removed ({}); the next offload replaces it",
+            remote.name(),
+            o.detail().unwrap_or(o.word())
+        ),
+        Err(_) => format!(
+            "its object {}:{key} could not be removed (no answer within 5 s); the next offload replaces it",
+            remote.name()
+        ),
+    }
+}
+
 /// Listed objects are recorded this many at a time.
 const LIST_BATCH: usize = 8192;
 
@@ -292,6 +331,25 @@ impl Engine {
         Ok((gone, records))
     }
 
+    /// Offload before delete, on every path (any rule, budget, pressure tier): why local
+    /// file `a` of an offload class may not go now — no verified copy of this version is
+    /// recorded, or its server does not confirm it right now. `None` for other classes, and
+    /// for a pressure deletion of a class with `free_uncopied_under_pressure` (its audit
+    /// reason says so).
+    pub(super) fn offload_guard(&self, rt: &Runtime, a: &policy::Action) -> Option<String> {
+        let o = rt.config.class(&a.class_name)?.offload.as_ref()?;
+        if a.entry.copy.is_none() {
+            if a.rule == Rule::Pressure && o.free_uncopied_under_pressure {
+                return None;
+            }
+            return Some(format!(
+                "offload before delete: no verified copy of this version in {}",
+                o.to
+            ));
+        }
+        self.copy_problem(rt, &a.entry)
+    }
+
     /// Why the verified remote copy of local entry `e` cannot be relied on now (it is gone
     /// or differs from what was verified): checked right before the local file goes.
     pub(super) fn copy_problem(&self, rt: &Runtime, e: &Entry) -> Option<String> {
@@ -339,8 +397,17 @@ impl Engine {
             }
         }
         drop(down);
+        let confirmed = matches!(&checked, Ok(Some(o)) if o.size == size && o.e_tag.as_deref() == Some(checksum.as_str()));
+        if !confirmed && matches!(checked, Ok(_)) {
+            // The server answered: the copy is gone or another object. Forget it, so the
+            // file is offloaded again; until then no rule may delete it.
+            if let Err(err) = self.reg().forget_copy(&e.store, &e.path) {
+                error!(error = %err, "cannot forget a lost copy");
+            }
+            warn!(action = "copy-lost", path = %format!("{}:{}", e.store, e.path.display()), key = %key, "the remote copy {remote}:{key} of {}:{} is gone or changed: the local file is kept and offloaded again", e.store, e.path.display());
+        }
         match checked {
-            Ok(Some(o)) if o.size == size && o.e_tag.as_deref() == Some(checksum.as_str()) => None,
+            _ if confirmed => None,
             Ok(Some(o)) => Some(format!(
                 "its copy {remote}:{key} changed ({} bytes, etag {:?}; verified {size} bytes, {checksum}); it will be offloaded again",
                 o.size, o.e_tag
@@ -365,43 +432,54 @@ impl Engine {
         let mut users: Option<crate::inuse::Snapshot> = None;
         for o in due {
             let e = &o.entry;
-            let (Some(local), Some(remote)) = (
+            let (Some(local), Some(remote), Some(key)) = (
                 rt.store(&e.store),
                 rt.remotes.iter().find(|r| r.name() == o.to),
+                crate::store::offload_key(&e.store, &e.path),
             ) else {
-                continue;
+                continue; // the planner never plans a name that has no key
             };
-            let key = e.path.to_string_lossy().into_owned();
+            if self.backing_off(&e.store, &e.path).is_some() {
+                report.offload_backing_off += 1;
+                continue;
+            }
             let leased = self.lease_set()?.holders(&e.store, &e.path);
-            let still = local.stat(&e.path)?;
+            let want = Expect {
+                size: e.size,
+                mtime: e.mtime,
+                ino: e.ino,
+            };
+            // Every byte uploaded comes from this descriptor: opened beneath the root with
+            // no link followed, and checked to be the planned version.
+            let file = match leased.is_empty() {
+                true => local.open_version(&e.path, &want)?,
+                false => None,
+            };
             let busy = if !leased.is_empty() {
                 Some(format!("in use: {}", leased.join(", ")))
-            } else if !still
-                .as_ref()
-                .is_some_and(|m| m.size == e.size && m.mtime == e.mtime && m.ino == e.ino)
-            {
-                Some("changed or gone since it was planned; the next pass looks again".into())
-            } else {
-                let md = std::fs::symlink_metadata(local.root().join(&e.path));
+            } else if let Some(f) = &file {
                 let snap = users.get_or_insert_with(crate::inuse::Snapshot::take);
                 if snap.age() > std::time::Duration::from_millis(50) {
                     *snap = crate::inuse::Snapshot::take();
                 }
-                md.ok()
-                    .and_then(|m| {
-                        use std::os::unix::fs::MetadataExt;
-                        snap.reason(m.dev(), m.ino())
-                    })
+                use std::os::unix::fs::MetadataExt;
+                f.metadata()
+                    .ok()
+                    .and_then(|m| snap.reason(m.dev(), m.ino()))
                     .map(|who| format!("in use: {who}"))
+            } else {
+                Some("changed or gone since it was planned; the next pass looks again".into())
             };
-            if let Some(why) = busy {
+            let Some(file) = file.filter(|_| busy.is_none()) else {
+                let why = busy.unwrap_or_default();
                 self.note_offload(o, &key, "refused", &why, trigger, report);
                 continue;
-            }
+            };
             // Noted before the server hears of it, so a crash at any point leaves a row: the
             // next listing aborts the upload it names — or, if the id never came back, every
             // upload the server lists for that key.
             let row = self.reg().add_upload(remote.name(), &key, "", self.now())?;
+            let src = local.root().join(&e.path);
             let (copied, settled) = io(async {
                 let id = match remote.start_upload(&key).await {
                     Ok(id) => id,
@@ -410,21 +488,73 @@ impl Engine {
                     Err(e) => return (Err(e), true),
                 };
                 let _ = self.reg().set_upload_id(row, &id.0);
-                let done = remote
-                    .finish_upload(&key, &id, &local.root().join(&e.path))
-                    .await;
+                let file = tokio::fs::File::from_std(file);
+                let done = remote.upload_from(&key, &id, file, &src).await;
                 let settled = done.is_ok() || remote.abort_upload(&key, &id).await.is_ok();
                 (done, settled)
             });
             if settled {
                 self.reg().remove_upload(row)?;
             }
-            match copied {
+            let failure = match copied {
                 Ok(v) => self.record_copy(rt, o, local, remote, &key, &v, trigger, report)?,
-                Err(err) => self.note_offload(o, &key, "failed", &err.to_string(), trigger, report),
+                // Completed but not what was sent (a server that lies about the ETag, a
+                // short object): the object must not stay looking like a copy.
+                Err(err @ StoreError::Verify { .. }) => {
+                    Some(format!("{err}; {}", remove_object(remote, &key)))
+                }
+                Err(err) => Some(err.to_string()),
+            };
+            match failure {
+                None => self.clear_backoff(&e.store, &e.path),
+                Some(why) => {
+                    let why = self.back_off(&e.store, &e.path, why);
+                    self.note_offload(o, &key, "failed", &why, trigger, report);
+                }
             }
         }
         Ok(())
+    }
+
+    /// When the next offload of `store:path` may be tried, if it is backing off.
+    pub(super) fn backing_off(&self, store: &str, path: &Path) -> Option<Backoff> {
+        let now = self.now();
+        let b = self.offload_backoff.lock().expect("backoff lock");
+        b.get(&(store.to_string(), path.to_path_buf()))
+            .filter(|b| b.next > now)
+            .cloned()
+    }
+
+    /// Notes one more failed offload of `store:path`; `why` with when it is tried again.
+    fn back_off(&self, store: &str, path: &Path, why: String) -> String {
+        let now = self.now();
+        let mut all = self.offload_backoff.lock().expect("backoff lock");
+        if all.len() >= MAX_BACKOFFS {
+            all.retain(|_, b| b.next > now);
+        }
+        let b = all
+            .entry((store.to_string(), path.to_path_buf()))
+            .or_insert(Backoff {
+                failures: 0,
+                next: now,
+                last: String::new(),
+            });
+        b.failures += 1;
+        let wait = BACKOFF_FIRST
+            .saturating_mul(1 << (b.failures - 1).min(20))
+            .min(BACKOFF_MAX);
+        b.next = now.saturating_add(wait);
+        b.last = format!(
+            "{why}; failure {} in a row, tried again in {}",
+            b.failures,
+            fmt_span(wait)
+        );
+        b.last.clone()
+    }
+
+    fn clear_backoff(&self, store: &str, path: &Path) {
+        let mut all = self.offload_backoff.lock().expect("backoff lock");
+        all.remove(&(store.to_string(), path.to_path_buf()));
     }
 
     /// Records a verified copy — if the local file is still the version that was read.
@@ -439,15 +569,17 @@ impl Engine {
         v: &Verified,
         trigger: &str,
         report: &mut GcReport,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let e = &o.entry;
         let unchanged = local
             .stat(&e.path)?
             .is_some_and(|m| m.size == e.size && m.mtime == e.mtime && m.ino == e.ino);
         if !unchanged || v.size != e.size {
-            let why = "the file changed while it was copied; it is copied again once quiet";
-            self.note_offload(o, key, "failed", why, trigger, report);
-            return Ok(());
+            // What was read is no version we keep: the object must not pass for a copy.
+            return Ok(Some(format!(
+                "the file changed while it was copied; {}; it is copied again once quiet",
+                remove_object(remote, key)
+            )));
         }
         let now = self.now();
         let mut reg = self.reg();
@@ -463,7 +595,7 @@ impl Engine {
         )?;
         let class_of = |p: &Path| rt.classifier.classify(remote.name(), p).map(str::to_string);
         let meta = FileMeta {
-            path: e.path.clone(),
+            path: PathBuf::from(key),
             size: v.size,
             mtime: now,
             ino: etag_ino(Some(&v.checksum)),
@@ -479,7 +611,7 @@ impl Engine {
             v.checksum
         );
         self.note_offload(o, key, "done", &why, trigger, report);
-        Ok(())
+        Ok(None)
     }
 
     /// Logs and audits one offload's outcome.

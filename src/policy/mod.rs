@@ -137,6 +137,15 @@ impl<'a> ClassPlanner<'a> {
                     };
                 }
                 Some(_) => {}
+                None if crate::store::offload_key(&c.store, &e.path).is_none() => {
+                    return Verdict::Keep {
+                        reason: format!(
+                            "cannot be offloaded to {}: its name is not valid UTF-8, which S3 keys must be (offload before delete keeps it; rename it to let it go)",
+                            o.to
+                        ),
+                        eligible_at: None,
+                    };
+                }
                 None => {
                     // Offload before delete: no rule removes the only copy.
                     return match self.decide_rules(e, age_ref, age, age_word) {
@@ -322,7 +331,8 @@ pub fn plan_classes<E>(
             sum.files += 1;
             sum.bytes += e.size;
             sum.retained += e.retained as u64;
-            if let Some(o) = class.offload.as_ref().filter(|_| e.copy.is_none()) {
+            let offloadable = e.copy.is_none() && e.path.to_str().is_some();
+            if let Some(o) = class.offload.as_ref().filter(|_| offloadable) {
                 // Due once old enough and quiet; in-use checks come at execution.
                 let due = (e
                     .age_ref(class.age_from)

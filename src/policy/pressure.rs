@@ -46,8 +46,12 @@ impl fmt::Display for Tier {
 /// `now - min_keep`.
 pub fn class_tiers(class: &Class, now: Nanos) -> Vec<(Tier, Nanos, Nanos, bool)> {
     let mut tiers = Vec::new();
-    if class.offload.is_some() {
+    if let Some(o) = &class.offload {
         tiers.push((Tier::Offloaded, Nanos::MIN, Nanos::MAX, true));
+        if !o.free_uncopied_under_pressure {
+            // Offload before delete, under pressure too: only files with a copy.
+            return tiers;
+        }
     }
     let Some(min_keep) = class.pressure_min_keep() else {
         return tiers;
@@ -78,8 +82,16 @@ pub fn eligibility(class: &Class, e: &Entry, now: Nanos) -> Result<Tier, String>
     if now.saturating_sub(e.mtime) < quiet {
         return Err("in use: still being written".into());
     }
-    if class.offload.is_some() && e.copy.is_some() {
-        return Ok(Tier::Offloaded);
+    if let Some(o) = &class.offload {
+        if e.copy.is_some() {
+            return Ok(Tier::Offloaded);
+        }
+        if !o.free_uncopied_under_pressure {
+            return Err(format!(
+                "not while it has no verified copy in {} (offload before delete; free_uncopied_under_pressure is off)",
+                o.to
+            ));
+        }
     }
     let Some(min_keep) = class.pressure_min_keep() else {
         return Err(format!(

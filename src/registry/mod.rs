@@ -775,6 +775,19 @@ impl Registry {
             .map_err(self.err())
     }
 
+    /// Forgets the recorded copy of `path` of `store` (it is gone or changed on its
+    /// server): the file is an offload candidate again.
+    pub fn forget_copy(&mut self, store: &str, path: &Path) -> Result<()> {
+        let sid = self.store_id(store)?;
+        self.conn
+            .execute(
+                "DELETE FROM copies WHERE store_id = ?1 AND path = ?2",
+                params![sid, path_bytes(path)],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Notes a multipart upload about to start (found again after a crash); its row id.
     pub fn add_upload(
         &mut self,

@@ -239,6 +239,45 @@ impl LocalStore {
         }
     }
 
+    /// Opens regular file `rel` beneath the root for reading — no link followed anywhere on
+    /// the way — and checks with `fstat` that it is the version `want` (size, mtime, inode):
+    /// `Ok(None)` when nothing, a link, or another version is there. Every byte read for
+    /// an upload comes from such a descriptor.
+    pub fn open_version(
+        &self,
+        rel: &Path,
+        want: &Expect,
+    ) -> Result<Option<std::fs::File>, StoreError> {
+        if !is_confined(rel) {
+            return Err(StoreError::Outside {
+                store: self.name.clone(),
+                path: rel.into(),
+            });
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+        let fd = match self.open_beneath(rel, flags) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV) => return Ok(None),
+            Err(e) => {
+                return Err(StoreError::Io {
+                    store: self.name.clone(),
+                    path: rel.into(),
+                    source: e.into(),
+                });
+            }
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| StoreError::Io {
+            store: self.name.clone(),
+            path: rel.into(),
+            source: e.into(),
+        })?;
+        let same = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+            && st.st_size as u64 == want.size
+            && stat_mtime(&st) == want.mtime
+            && st.st_ino == want.ino;
+        Ok(same.then(|| std::fs::File::from(fd)))
+    }
+
     /// Reads a small regular file beneath the root (no symlinks followed): `Ok(None)` when
     /// it is gone, an error when it is larger than `max` bytes or unreadable.
     pub fn read_small(&self, rel: &Path, max: usize) -> std::io::Result<Option<Vec<u8>>> {

@@ -130,6 +130,13 @@ pub fn is_plain_key(key: &str) -> bool {
             .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
+/// The key under which local file `path` of store `store` is offloaded: `STORE/PATH`, so
+/// the files of two stores never share one (store names hold no '/'). `None` for a name
+/// that is not UTF-8: S3 keys are, and a lossy conversion could make two names one.
+pub fn offload_key(store: &str, path: &Path) -> Option<String> {
+    path.to_str().map(|p| format!("{store}/{p}"))
+}
+
 /// True when `rel` is a non-empty relative path of plain components only (no `..`, no
 /// root, no `.`), i.e. it cannot name anything outside the directory it is joined to.
 pub fn is_confined(rel: &Path) -> bool {

@@ -616,6 +616,85 @@ impl S3Store {
         }
     }
 
+    /// Streams the already open local file `file` (named `src` in errors) into upload `id`,
+    /// completes it and verifies the stored size and checksum: the caller opened it safely
+    /// (beneath its store root, no link followed) and checked it is the planned version.
+    pub async fn upload_from(
+        &self,
+        key: &str,
+        id: &UploadId,
+        file: tokio::fs::File,
+        src: &Path,
+    ) -> Result<Verified, StoreError> {
+        let path = self.path(key)?;
+        let mut file = file;
+        let local = |e: std::io::Error| StoreError::io(&self.name, src, e);
+        let verify = |detail: String| StoreError::Verify {
+            store: self.name.clone(),
+            key: key.into(),
+            detail,
+        };
+        let expected = file.metadata().await.map_err(local)?.len();
+        let part_size = self.settings.part_size;
+        let mut etag = MultipartEtag::default();
+        let mut parts: Vec<PartId> = Vec::new();
+        let mut in_flight = FuturesOrdered::new();
+        let (mut total, mut idx) = (0u64, 0usize);
+        loop {
+            let buf = Self::read_part(&mut file, part_size).await.map_err(local)?;
+            let len = buf.len();
+            if len == 0 {
+                if idx == 0 {
+                    return self.put_empty(key, &path, id).await;
+                }
+                break; // the file ended on a part boundary
+            }
+            let digest = Md5::digest(&buf);
+            etag.push(&digest);
+            total += len as u64;
+            let put = self
+                .s3
+                .put_part(&path, &id.0, idx, PutPayload::from(buf.freeze()));
+            in_flight.push_back(async move { (idx, hex(&digest), put.await) });
+            idx += 1;
+            // Bounded: at most `parts_in_flight` parts uploading, plus the one being read.
+            while in_flight.len() >= self.settings.parts_in_flight {
+                parts.push(self.part_done(key, in_flight.next().await)?);
+            }
+            if len < part_size {
+                break;
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            parts.push(self.part_done(key, Some(done))?);
+        }
+        if total != expected {
+            return Err(verify(format!(
+                "source {} had {expected} bytes when opened, {total} were read: it changed while uploading",
+                src.display()
+            )));
+        }
+        let want = etag.finish();
+        self.s3
+            .complete_multipart(&path, &id.0, parts)
+            .await
+            .map_err(|e| self.err(key, "CompleteMultipartUpload", e))?;
+        let Some(meta) = self.head(key).await? else {
+            return Err(verify("absent right after its upload completed".into()));
+        };
+        let got = meta.e_tag.as_deref().map(unquote).unwrap_or_default();
+        if meta.size != total || got != want {
+            return Err(verify(format!(
+                "uploaded {total} bytes with ETag {want}, the store reports {} bytes with ETag {got}",
+                meta.size
+            )));
+        }
+        Ok(Verified {
+            size: meta.size,
+            checksum: want,
+        })
+    }
+
     /// Multipart uploads in progress under the prefix (ListMultipartUploads, paged), to
     /// abort orphans whose ids were lost. Fails on backends without the call.
     pub async fn list_uploads(&self) -> Result<Vec<PendingUpload>, StoreError> {
@@ -1051,73 +1130,10 @@ impl Store for S3Store {
         id: &UploadId,
         src: &Path,
     ) -> Result<Verified, StoreError> {
-        let path = self.path(key)?;
-        let local = |e: std::io::Error| StoreError::io(&self.name, src, e);
-        let verify = |detail: String| StoreError::Verify {
-            store: self.name.clone(),
-            key: key.into(),
-            detail,
-        };
-        let mut file = tokio::fs::File::open(src).await.map_err(local)?;
-        let expected = file.metadata().await.map_err(local)?.len();
-        let part_size = self.settings.part_size;
-        let mut etag = MultipartEtag::default();
-        let mut parts: Vec<PartId> = Vec::new();
-        let mut in_flight = FuturesOrdered::new();
-        let (mut total, mut idx) = (0u64, 0usize);
-        loop {
-            let buf = Self::read_part(&mut file, part_size).await.map_err(local)?;
-            let len = buf.len();
-            if len == 0 {
-                if idx == 0 {
-                    return self.put_empty(key, &path, id).await;
-                }
-                break; // the file ended on a part boundary
-            }
-            let digest = Md5::digest(&buf);
-            etag.push(&digest);
-            total += len as u64;
-            let put = self
-                .s3
-                .put_part(&path, &id.0, idx, PutPayload::from(buf.freeze()));
-            in_flight.push_back(async move { (idx, hex(&digest), put.await) });
-            idx += 1;
-            // Bounded: at most `parts_in_flight` parts uploading, plus the one being read.
-            while in_flight.len() >= self.settings.parts_in_flight {
-                parts.push(self.part_done(key, in_flight.next().await)?);
-            }
-            if len < part_size {
-                break;
-            }
-        }
-        while let Some(done) = in_flight.next().await {
-            parts.push(self.part_done(key, Some(done))?);
-        }
-        if total != expected {
-            return Err(verify(format!(
-                "source {} had {expected} bytes when opened, {total} were read: it changed while uploading",
-                src.display()
-            )));
-        }
-        let want = etag.finish();
-        self.s3
-            .complete_multipart(&path, &id.0, parts)
+        let file = tokio::fs::File::open(src)
             .await
-            .map_err(|e| self.err(key, "CompleteMultipartUpload", e))?;
-        let Some(meta) = self.head(key).await? else {
-            return Err(verify("absent right after its upload completed".into()));
-        };
-        let got = meta.e_tag.as_deref().map(unquote).unwrap_or_default();
-        if meta.size != total || got != want {
-            return Err(verify(format!(
-                "uploaded {total} bytes with ETag {want}, the store reports {} bytes with ETag {got}",
-                meta.size
-            )));
-        }
-        Ok(Verified {
-            size: meta.size,
-            checksum: want,
-        })
+            .map_err(|e| StoreError::io(&self.name, src, e))?;
+        self.upload_from(key, id, file, src).await
     }
 
     async fn abort_upload(&self, key: &str, id: &UploadId) -> Result<(), StoreError> {
