@@ -133,13 +133,19 @@ fn offload_copies_verified_before_the_local_file_goes_and_not_while_in_use() {
     let remote = client(&server, "box1");
     block(async {
         let o = remote
-            .stat("rec/cam1/2026-11-22.mp4")
+            .stat("media/rec/cam1/2026-11-22.mp4")
             .await
             .unwrap()
             .unwrap();
         assert_eq!(o.size, (40 * MIB + 123) as u64);
         assert!(o.e_tag.unwrap().ends_with("-3"), "a three-part upload");
-        assert!(remote.stat("rec/cam2/live.mp4").await.unwrap().is_none());
+        assert!(
+            remote
+                .stat("media/rec/cam2/live.mp4")
+                .await
+                .unwrap()
+                .is_none()
+        );
     });
     let x = b
         .cli(&["explain", "media:rec/cam1/2026-11-22.mp4"])
@@ -152,7 +158,7 @@ fn offload_copies_verified_before_the_local_file_goes_and_not_while_in_use() {
     assert!(x.contains("not yet offloaded to archive"), "{x}");
     // The remote copy is an entry of the archive store too.
     let x = b
-        .cli(&["explain", "archive:rec/cam1/2026-11-22.mp4", "--json"])
+        .cli(&["explain", "archive:media/rec/cam1/2026-11-22.mp4", "--json"])
         .ok()
         .json();
     assert_eq!(x["entry"]["size"], 40 * MIB + 123, "{x}");
@@ -176,7 +182,7 @@ fn offload_copies_verified_before_the_local_file_goes_and_not_while_in_use() {
             .contains("offload done")
     });
     assert!(again.exists(), "retained");
-    let gone = block(remote.delete_many(&["rec/cam3/a.mp4".into()]));
+    let gone = block(remote.delete_many(&["media/rec/cam3/a.mp4".into()]));
     assert_eq!(gone[0].1, mediaretain::store::Outcome::Deleted);
     b.cli(&["unretain", again.to_str().unwrap()]).ok();
     let gc = b.cli(&["gc", "--json"]).ok().json();
@@ -258,8 +264,11 @@ fn a_crash_mid_upload_is_aborted_and_redone_on_restart() {
     pattern(&f, 400 * MIB);
     let remote = client(&server, "box1");
     let d = b.daemon(None);
-    wait_for("an upload in progress", T, || {
-        !block(remote.list_uploads()).unwrap().is_empty()
+    wait_for("an upload of the recording in progress", T, || {
+        block(remote.list_uploads())
+            .unwrap()
+            .iter()
+            .any(|u| u.key == "media/rec/long.mp4")
     });
     d.signal(rustix::process::Signal::KILL);
     drop(d);
@@ -270,8 +279,11 @@ fn a_crash_mid_upload_is_aborted_and_redone_on_restart() {
     let d = b.daemon(None);
     wait_for("the offload to finish after the restart", T, || !f.exists());
     let left = block(remote.list_uploads()).unwrap();
-    assert!(left.is_empty(), "the crashed upload was aborted: {left:?}");
-    let o = block(remote.stat("rec/long.mp4")).unwrap().unwrap();
+    assert!(
+        !left.iter().any(|u| u.key == "media/rec/long.mp4"),
+        "the crashed upload was aborted: {left:?}"
+    );
+    let o = block(remote.stat("media/rec/long.mp4")).unwrap().unwrap();
     assert_eq!(o.size, (400 * MIB) as u64);
     let (_, log) = d.stop();
     assert!(
@@ -356,5 +368,220 @@ fn a_stopped_server_fails_per_key_and_never_costs_a_local_copy() {
     let st = b.cli(&["status", "--json"]).ok().json();
     assert_eq!(st["activity"]["daemon"], true);
     assert!(local.exists() && copied.exists());
+    d.stop();
+}
+
+/// Every key in the bucket under `prefix`, with its size.
+fn objects(remote: &S3Store) -> Vec<(String, u64)> {
+    use futures::StreamExt;
+    let mut all: Vec<(String, u64)> = block(async {
+        remote
+            .list()
+            .map(|o| {
+                let o = o.unwrap();
+                (o.key, o.size)
+            })
+            .collect()
+            .await
+    });
+    all.sort();
+    all
+}
+
+// Issue 8, item 1: a copy removed from the bucket behind our back (a bucket lifecycle rule,
+// another tool) must stop every rule — keep_for and budgets, not only `offloaded` — until
+// the file is offloaded again. A daemon, so that no rescan runs between copy and pass.
+#[test]
+fn a_copy_lost_behind_our_back_keeps_the_file_under_keep_for_and_budgets() {
+    let server = S3Server::moto();
+    let remote = client(&server, "box1");
+    let b = Box_::new("gc_interval = \"1h\"", "", "");
+    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\" }\n\n[[class]]\nname = \"cap\"\nstore = \"media\"\nmatch = [\"cap/**\"]\nlifecycle = \"recording\"\nmax_count = 1\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\" }\n";
+    let store = archive(&b, &server, "box1/");
+    b.write_config("gc_interval = \"1h\"", &store, classes);
+    let mut files = Vec::new();
+    for i in 0..5 {
+        for d in ["rec", "cap"] {
+            let p = b.path(&format!("{d}/{i}.mp4"));
+            pattern(&p, 1000 + i);
+            b.cli(&["retain", p.to_str().unwrap()]).ok();
+            files.push(p);
+        }
+    }
+    let d = b.daemon(None);
+    wait_for("ten copies", T, || objects(&remote).len() == 10);
+    let keys: Vec<String> = objects(&remote).into_iter().map(|(k, _)| k).collect();
+    for (_, o) in block(remote.delete_many(&keys)) {
+        assert_eq!(o, mediaretain::store::Outcome::Deleted);
+    }
+    for p in &files {
+        b.cli(&["unretain", p.to_str().unwrap()]).ok();
+    }
+    // keep_for 0s selects the five of rec, max_count 1 the four oldest of cap. Each goes
+    // only once it has been copied again: whatever passes ran, a file that is gone has an
+    // object in the bucket.
+    b.cli(&["gc"]).ok();
+    b.cli(&["gc"]).ok();
+    let now: Vec<String> = objects(&remote).into_iter().map(|(k, _)| k).collect();
+    for p in &files {
+        let key = format!("media/{}", p.strip_prefix(&b.media).unwrap().display());
+        assert!(
+            p.exists() || now.contains(&key),
+            "{key}: deleted without a copy"
+        );
+    }
+    let x = b.cli(&["explain", "media:rec/0.mp4"]).ok().stdout;
+    assert!(x.contains("is gone"), "the lost copy was noticed: {x}");
+    assert!(
+        b.path("cap/4.mp4").exists(),
+        "the newest stays by max_count"
+    );
+    d.stop();
+}
+
+// Issue 8, item 2: with the S3 server down (no copy at all), disk pressure must not free
+// the files of offload classes — neither segments (min_keep 0s) nor recordings with
+// min_keep — and explain must not call them eligible.
+#[test]
+fn disk_pressure_never_frees_an_offload_class_without_a_copy() {
+    let mut server = S3Server::moto();
+    let b = Box_::new("", "", "");
+    // Any volume is above 2% used (the disk of this test's temp dir): pressure at once.
+    let classes = "\n[[class]]\nname = \"seg\"\nstore = \"media\"\nmatch = [\"hls/**\"]\nlifecycle = \"segment\"\nkeep_for = \"1h\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\" }\n\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nkeep_for = \"1h\"\nmin_keep = \"0s\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\" }\n\n[watchdog]\nenabled = true\n\n[[watchdog.volume]]\npath = \"media\"\nhigh = \"2%\"\nlow = \"1%\"\n";
+    let store = archive(&b, &server, "box1/");
+    b.write_config("", &store, classes);
+    server.stop();
+    let mut files = Vec::new();
+    for i in 0..5 {
+        for d in ["hls", "rec"] {
+            let p = b.path(&format!("{d}/{i}.mp4"));
+            pattern(&p, 1000);
+            files.push(p);
+        }
+    }
+    let x = b.cli(&["explain", "media:rec/0.mp4"]).ok().stdout;
+    assert!(
+        x.contains("under disk pressure: not while it has no verified copy"),
+        "{x}"
+    );
+    assert!(!x.contains("eligible in"), "kept and eligible at once: {x}");
+    let d = b.daemon(None);
+    wait_for("the volume to be stuck", T, || {
+        b.cli(&["status"]).stdout.contains("STUCK")
+    });
+    let gone: Vec<_> = files.iter().filter(|p| !p.exists()).collect();
+    assert!(gone.is_empty(), "freed without a copy: {gone:?}");
+    d.stop();
+}
+
+// Issue 8, item 3: two stores holding the same relative path, offloaded to one S3 store,
+// get two objects; names that are not UTF-8 are kept and never offloaded under a lossy key.
+#[test]
+fn two_stores_with_one_path_get_two_keys_and_non_utf8_names_are_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = S3Server::moto();
+    let remote = client(&server, "box1");
+    let b = Box_::new("", "", "");
+    let classes = "\n[[class]]\nname = \"a\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n\n[[class]]\nname = \"b\"\nstore = \"cam-b\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n";
+    let camb = b.dir.path().join("camb");
+    let stores = format!(
+        "\n[[store]]\nname = \"cam-b\"\nkind = \"local\"\nroot = \"camb\"\n{}",
+        archive(&b, &server, "box1/")
+    );
+    b.write_config("", &stores, classes);
+    let a = b.path("rec/2026-12-02.mp4");
+    pattern(&a, 1000);
+    let bb = camb.join("rec/2026-12-02.mp4");
+    pattern(&bb, 2000);
+    let odd: Vec<std::path::PathBuf> = [b"rec/\xff.mp4", b"rec/\xfe.mp4"]
+        .iter()
+        .map(|n| b.media.join(std::ffi::OsStr::from_bytes(*n)))
+        .collect();
+    for p in &odd {
+        fs::write(p, b"not utf-8").unwrap();
+    }
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["offloaded_files"], 2, "{gc}");
+    assert!(!a.exists() && !bb.exists());
+    assert!(odd.iter().all(|p| p.exists()), "no copy, so kept");
+    assert_eq!(
+        objects(&remote),
+        [
+            ("cam-b/rec/2026-12-02.mp4".to_string(), 2000),
+            ("media/rec/2026-12-02.mp4".to_string(), 1000)
+        ]
+    );
+    // Nothing more happens on the next pass: the odd names are not retried.
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["planned_offloads"], 0, "{gc}");
+    let plan = b.cli(&["plan", "--json"]).ok().stdout;
+    assert!(!plan.contains("xff"), "{plan}");
+}
+
+// Issue 8, item 3: check-config rejects two S3 stores whose keys overlap when copies go to
+// one of them.
+#[test]
+fn check_config_rejects_overlapping_offload_targets() {
+    let server = S3Server::moto();
+    let b = Box_::new("", "", "");
+    let one = archive(&b, &server, "box1/");
+    let two = one
+        .replace("name = \"archive\"", "name = \"archive2\"")
+        .replace("prefix = \"box1/\"", "prefix = \"box1/media\"");
+    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\noffload = { to = \"archive\", after = \"0s\" }\n";
+    b.write_config("", &format!("{one}{two}"), classes);
+    let r = b.cli(&["check-config"]);
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("its keys overlap those of store \"archive\""),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("config.toml:"), "located: {}", r.stderr);
+    // Apart, they are fine.
+    let two = two.replace("prefix = \"box1/media\"", "prefix = \"box2/\"");
+    b.write_config("", &format!("{one}{two}"), classes);
+    b.cli(&["check-config"]).ok();
+}
+
+// Issue 8, items 4 and 5: a file changed while it is uploaded leaves no object behind, and
+// its next try waits (backing off, shown by explain).
+#[test]
+fn a_change_mid_upload_removes_the_object_and_backs_off() {
+    let server = S3Server::garage();
+    let b = Box_::new("gc_interval = \"1h\"", "", "");
+    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n";
+    let store = archive(&b, &server, "box1/");
+    b.write_config("gc_interval = \"1h\"", &store, classes);
+    let f = b.path("rec/long.mp4");
+    pattern(&f, 400 * MIB);
+    let remote = client(&server, "box1");
+    let d = b.daemon(None);
+    wait_for("an upload of the recording in progress", T, || {
+        block(remote.list_uploads())
+            .unwrap()
+            .iter()
+            .any(|u| u.key == "media/rec/long.mp4")
+    });
+    // A recorder rewrites the start of the file in place (same size, new mtime).
+    {
+        use std::io::Write;
+        let mut w = fs::File::options().write(true).open(&f).unwrap();
+        w.write_all(&[0xAB; 4096]).unwrap();
+    }
+    wait_for("the offload to fail", T, || {
+        b.cli(&["explain", "media:rec/long.mp4"])
+            .stdout
+            .contains("offload failed")
+    });
+    let x = b.cli(&["explain", "media:rec/long.mp4"]).ok().stdout;
+    assert!(x.contains("offload backing off"), "{x}");
+    assert!(x.contains("was removed"), "{x}");
+    assert!(f.exists());
+    assert!(
+        block(remote.stat("media/rec/long.mp4")).unwrap().is_none(),
+        "the object of a failed offload stays"
+    );
     d.stop();
 }

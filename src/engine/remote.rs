@@ -439,7 +439,9 @@ impl Engine {
             ) else {
                 continue; // the planner never plans a name that has no key
             };
-            if self.backing_off(&e.store, &e.path).is_some() {
+            // A file that keeps failing, or a store that did not answer a moment ago, waits:
+            // a dead server costs one try per pass, not one per file.
+            if self.backing_off(&e.store, &e.path).is_some() || self.unreachable(remote.name()) {
                 report.offload_backing_off += 1;
                 continue;
             }
@@ -485,7 +487,13 @@ impl Engine {
                     Ok(id) => id,
                     // Nothing started, as far as we know (abort_uploads_after covers a lost
                     // answer).
-                    Err(e) => return (Err(e), true),
+                    Err(e) => {
+                        self.unanswered
+                            .lock()
+                            .expect("unanswered lock")
+                            .insert(remote.name().to_string(), (Instant::now(), e.to_string()));
+                        return (Err(e), true);
+                    }
                 };
                 let _ = self.reg().set_upload_id(row, &id.0);
                 let file = tokio::fs::File::from_std(file);
@@ -514,6 +522,13 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Whether S3 store `remote` failed a request within the last minute.
+    fn unreachable(&self, remote: &str) -> bool {
+        let down = self.unanswered.lock().expect("unanswered lock");
+        down.get(remote)
+            .is_some_and(|(at, _)| at.elapsed() < CHECK_BACKOFF)
     }
 
     /// When the next offload of `store:path` may be tried, if it is backing off.
