@@ -511,6 +511,9 @@ pub struct Engine {
     pin_gate: Mutex<()>,
     /// What live playlists referenced, remembered for their grace period.
     playlists: Mutex<PlaylistMemory>,
+    /// A playlist arrived or changed through the watcher since playlists were last read:
+    /// the next chunk reads them again, not up to a second later.
+    playlists_dirty: std::sync::atomic::AtomicBool,
     /// Directories that may be empty: (store, dir), tried at the end of each pass.
     prune_candidates: Mutex<std::collections::BTreeSet<(String, PathBuf)>>,
     /// The watchdog's view of each volume, by device (filled by a daemon's watchdog).
@@ -552,6 +555,7 @@ impl Engine {
             activity: Mutex::new(activity),
             pin_gate: Mutex::new(()),
             playlists: Mutex::new(PlaylistMemory::default()),
+            playlists_dirty: std::sync::atomic::AtomicBool::new(false),
             prune_candidates: Mutex::new(Default::default()),
             watch: Mutex::new(HashMap::new()),
             offloading: Mutex::new(()),
@@ -1133,6 +1137,11 @@ impl Engine {
     /// had listed since.)
     fn refresh_playlists(&self, rt: &Runtime) -> Result<()> {
         let now = self.now();
+        // Taken before the registry is read: a playlist registered after this is either
+        // read now or marks the next refresh.
+        let dirty = self
+            .playlists_dirty
+            .swap(false, std::sync::atomic::Ordering::SeqCst);
         for store in &rt.stores {
             let protects = rt
                 .config
@@ -1142,7 +1151,7 @@ impl Engine {
             if !protects {
                 continue;
             }
-            let fresh = {
+            let fresh = !dirty && {
                 let mem = self.playlists.lock().expect("playlists");
                 mem.read_at
                     .get(store.name())
@@ -1510,6 +1519,14 @@ impl Engine {
             let mut reg = self.reg();
             reg.upsert(store, &seen, now, &class_of)?;
             reg.forget(store, &gone)?;
+            drop(reg);
+            // A new playlist must protect its segments from the next chunk on: a segment
+            // it lists may arrive in the same burst.
+            let m3u8 = |p: &Path| p.extension().is_some_and(|x| x == "m3u8");
+            if seen.iter().any(|f| m3u8(&f.path)) {
+                self.playlists_dirty
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
         }
         Ok(effect)
     }

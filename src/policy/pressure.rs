@@ -228,6 +228,7 @@ mod tests {
             to: "archive".into(),
             after: crate::units::Dur::ZERO,
             delete_local: false,
+            free_uncopied_under_pressure: false,
         });
         let mut copied = e("rec/a.mp4", MIN);
         assert!(
@@ -237,5 +238,22 @@ mod tests {
         copied.copy = Some("archive:rec/a.mp4".into());
         assert_eq!(eligibility(&offloading, &copied, now), Ok(Tier::Offloaded));
         assert!(class_tiers(&offloading, now)[0].3, "copied only");
+        // With min_keep, still nothing without a copy (offload before delete)…
+        offloading.min_keep = Some(crate::units::Dur::ZERO);
+        let old = e("rec/b.mp4", 1000 * MIN);
+        assert!(
+            eligibility(&offloading, &old, now)
+                .unwrap_err()
+                .contains("no verified copy")
+        );
+        assert_eq!(class_tiers(&offloading, now).len(), 1, "copied only");
+        // …unless the class says so.
+        offloading
+            .offload
+            .as_mut()
+            .unwrap()
+            .free_uncopied_under_pressure = true;
+        assert_eq!(eligibility(&offloading, &old, now), Ok(Tier::Recording));
+        assert_eq!(class_tiers(&offloading, now).len(), 2);
     }
 }
