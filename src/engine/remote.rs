@@ -398,7 +398,7 @@ impl Engine {
         }
         drop(down);
         let confirmed = matches!(&checked, Ok(Some(o)) if o.size == size && o.e_tag.as_deref() == Some(checksum.as_str()));
-        if !confirmed && matches!(checked, Ok(_)) {
+        if !confirmed && checked.is_ok() {
             // The server answered: the copy is gone or another object. Forget it, so the
             // file is offloaded again; until then no rule may delete it.
             if let Err(err) = self.reg().forget_copy(&e.store, &e.path) {
