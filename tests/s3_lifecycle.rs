@@ -253,16 +253,20 @@ fn fetch_streams_a_large_object_with_flat_memory() {
     assert_eq!(r.code, 65, "{}", r.stderr);
 }
 
-#[test]
-fn a_crash_mid_upload_is_aborted_and_redone_on_restart() {
-    let server = S3Server::garage();
-    let b = Box_::new("gc_interval = \"2s\"", "", "");
+/// A box whose daemon (passes every `gc_interval`) is uploading the 400 MiB recording
+/// `rec/long.mp4` of an offload class with `delete_local` to `server`, right now.
+fn uploading_a_long_recording(
+    server: &S3Server,
+    gc_interval: &str,
+) -> (Box_, std::path::PathBuf, S3Store, Daemon) {
+    let daemon = format!("gc_interval = \"{gc_interval}\"");
+    let b = Box_::new(&daemon, "", "");
     let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n";
-    let store = archive(&b, &server, "box1/");
-    b.write_config("gc_interval = \"2s\"", &store, classes);
+    let store = archive(&b, server, "box1/");
+    b.write_config(&daemon, &store, classes);
     let f = b.path("rec/long.mp4");
     pattern(&f, 400 * MIB);
-    let remote = client(&server, "box1");
+    let remote = client(server, "box1");
     let d = b.daemon(None);
     wait_for("an upload of the recording in progress", T, || {
         block(remote.list_uploads())
@@ -270,6 +274,13 @@ fn a_crash_mid_upload_is_aborted_and_redone_on_restart() {
             .iter()
             .any(|u| u.key == "media/rec/long.mp4")
     });
+    (b, f, remote, d)
+}
+
+#[test]
+fn a_crash_mid_upload_is_aborted_and_redone_on_restart() {
+    let server = S3Server::garage();
+    let (b, f, remote, d) = uploading_a_long_recording(&server, "2s");
     d.signal(rustix::process::Signal::KILL);
     drop(d);
     assert!(
@@ -550,20 +561,7 @@ fn check_config_rejects_overlapping_offload_targets() {
 #[test]
 fn a_change_mid_upload_removes_the_object_and_backs_off() {
     let server = S3Server::garage();
-    let b = Box_::new("gc_interval = \"1h\"", "", "");
-    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n";
-    let store = archive(&b, &server, "box1/");
-    b.write_config("gc_interval = \"1h\"", &store, classes);
-    let f = b.path("rec/long.mp4");
-    pattern(&f, 400 * MIB);
-    let remote = client(&server, "box1");
-    let d = b.daemon(None);
-    wait_for("an upload of the recording in progress", T, || {
-        block(remote.list_uploads())
-            .unwrap()
-            .iter()
-            .any(|u| u.key == "media/rec/long.mp4")
-    });
+    let (b, f, remote, d) = uploading_a_long_recording(&server, "1h");
     // A recorder rewrites the start of the file in place (same size, new mtime).
     {
         use std::io::Write;
