@@ -507,7 +507,8 @@ impl Engine {
             let failure = match copied {
                 Ok(v) => self.record_copy(rt, o, local, remote, &key, &v, trigger, report)?,
                 // Completed but not what was sent (a server that lies about the ETag, a
-                // short object): the object must not stay looking like a copy.
+                // short object): the object must not stay looking like a copy. (A source
+                // that changed before completion is an I/O error: the key was not touched.)
                 Err(err @ StoreError::Verify { .. }) => {
                     Some(format!("{err}; {}", remove_object(remote, &key)))
                 }
@@ -547,13 +548,16 @@ impl Engine {
         if all.len() >= MAX_BACKOFFS {
             all.retain(|_, b| b.next > now);
         }
-        let b = all
-            .entry((store.to_string(), path.to_path_buf()))
-            .or_insert(Backoff {
-                failures: 0,
-                next: now,
-                last: String::new(),
-            });
+        let key = (store.to_string(), path.to_path_buf());
+        if all.len() >= MAX_BACKOFFS && !all.contains_key(&key) {
+            // Bounded whatever a server does: this one is tried again next pass.
+            return why;
+        }
+        let b = all.entry(key).or_insert(Backoff {
+            failures: 0,
+            next: now,
+            last: String::new(),
+        });
         b.failures += 1;
         let wait = BACKOFF_FIRST
             .saturating_mul(1 << (b.failures - 1).min(20))

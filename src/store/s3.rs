@@ -669,10 +669,10 @@ impl S3Store {
             parts.push(self.part_done(key, Some(done))?);
         }
         if total != expected {
-            return Err(verify(format!(
-                "source {} had {expected} bytes when opened, {total} were read: it changed while uploading",
-                src.display()
-            )));
+            // A local failure, before anything completed: the key keeps what it had.
+            return Err(local(std::io::Error::other(format!(
+                "had {expected} bytes when opened, {total} were read: it changed while uploading"
+            ))));
         }
         let want = etag.finish();
         self.s3
