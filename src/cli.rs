@@ -989,6 +989,16 @@ fn render_status(s: &Status, now: Nanos) -> String {
     if let Some(t) = a.next_pass_at {
         let _ = writeln!(o, "next pass:  {}", fmt_time(t));
     }
+    let b = &s.offload_backing_off;
+    if let (1.., Some(next)) = (b.files, b.next) {
+        let _ = writeln!(
+            o,
+            "offload:    {} file{} backing off after failures (next try {}; `explain` says why)",
+            b.files,
+            if b.files == 1 { "" } else { "s" },
+            fmt_time(next)
+        );
+    }
     if let Some((t, err)) = &a.last_reload {
         match err {
             None => {

@@ -498,6 +498,18 @@ pub struct Status {
     pub classes: Vec<ClassTotals>,
     /// Per store volume.
     pub volumes: Vec<Volume>,
+    /// Files whose offloads keep failing and wait before they are tried again.
+    #[serde(default)]
+    pub offload_backing_off: OffloadBackoff,
+}
+
+/// Offloads backing off after failures, in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct OffloadBackoff {
+    /// Files waiting.
+    pub files: u64,
+    /// The earliest time one is tried again.
+    pub next: Option<Nanos>,
 }
 
 /// The engine: registry + running config + activity.
@@ -524,8 +536,6 @@ pub struct Engine {
     remote_pass: Mutex<()>,
     /// S3 stores that failed a copy check: when, and why.
     unanswered: Mutex<HashMap<String, (Instant, String)>>,
-    /// Files whose offloads keep failing, by (store, path): not tried again until due.
-    offload_backoff: Mutex<HashMap<(String, PathBuf), remote::Backoff>>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -561,7 +571,6 @@ impl Engine {
             offloading: Mutex::new(()),
             remote_pass: Mutex::new(()),
             unanswered: Mutex::new(HashMap::new()),
-            offload_backoff: Mutex::new(HashMap::new()),
         })
     }
 
@@ -732,6 +741,9 @@ impl Engine {
         }
         let retention = rt.config.daemon.audit_retention.as_nanos_i64();
         self.reg().prune_audit(now.saturating_sub(retention))?;
+        // A backoff that ran out a day ago belongs to a file that is gone or fine again.
+        self.reg()
+            .prune_backoff(now.saturating_sub(86_400_000_000_000))?;
         report.millis = started.elapsed().as_millis() as u64;
         if report.planned_files > 0 {
             info!(
@@ -1563,12 +1575,14 @@ impl Engine {
             })
             .collect();
         drop(watch);
+        let (files, next) = self.reg().backoff_census(now)?;
         Ok(Status {
             config: rt.config.path.clone(),
             state_dir: rt.config.daemon.state_dir.clone(),
             activity: self.activity.lock().expect("activity lock").clone(),
             classes: self.reg().totals()?,
             volumes,
+            offload_backing_off: OffloadBackoff { files, next },
         })
     }
 

@@ -4,7 +4,7 @@
 //! memory, a crash in the middle of an upload, and a server that stops answering.
 
 mod common;
-use common::s3::S3Server;
+use common::s3::{LyingProxy, S3Server};
 use common::*;
 
 use std::fs;
@@ -18,6 +18,11 @@ const T: Duration = Duration::from_secs(60);
 
 /// The store section for `server` under `prefix`, credentials in a file beside the config.
 fn archive(b: &Box_, server: &S3Server, prefix: &str) -> String {
+    archive_at(b, server, &server.endpoint, prefix)
+}
+
+/// The same, reached at `endpoint` (a proxy in front of `server`).
+fn archive_at(b: &Box_, server: &S3Server, endpoint: &str, prefix: &str) -> String {
     let creds = b.dir.path().join("archive.credentials");
     fs::write(
         &creds,
@@ -29,7 +34,7 @@ fn archive(b: &Box_, server: &S3Server, prefix: &str) -> String {
     .unwrap();
     format!(
         "\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\ncredentials_file = \"archive.credentials\"\nretry_timeout = \"3s\"\n",
-        server.endpoint, server.region, server.bucket
+        endpoint, server.region, server.bucket
     )
 }
 
@@ -582,4 +587,75 @@ fn a_change_mid_upload_removes_the_object_and_backs_off() {
         "the object of a failed offload stays"
     );
     d.stop();
+}
+
+// Issue 8, items 4 and 5: a server that lies about ETags. Every upload fails verification;
+// nothing is left that looks like a copy (an upload whose parts were rejected is abandoned,
+// an object that completed is removed), the local files stay, and each file backs off: over
+// six passes — each a separate one-shot process, so the backoff must be in the registry —
+// it is uploaded once, not once per pass.
+fn a_server_lying_about_etags(server: &S3Server) {
+    for mode in ["all", "objects"] {
+        let proxy = LyingProxy::start(server, mode);
+        let b = Box_::new("", "", "");
+        let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n";
+        let prefix = format!("lying-{mode}/");
+        let store = archive_at(&b, server, &proxy.endpoint, &prefix);
+        b.write_config("", &store, classes);
+        pattern(&b.path("rec/small.mp4"), 1000);
+        pattern(&b.path("rec/big.mp4"), 20 * MIB + 7); // two parts
+        let first = b.cli(&["gc", "--json"]).json();
+        assert_eq!(first["offload_failed"], 2, "{mode}: {first}");
+        assert_eq!(first["deleted_files"], 0, "{mode}: {first}");
+        assert_eq!(
+            proxy.uploads_started(),
+            2,
+            "{mode}: {:#?}",
+            proxy.requests()
+        );
+        for pass in 0..5 {
+            let r = b.cli(&["gc", "--json"]).json();
+            assert_eq!(r["offload_backing_off"], 2, "{mode}, pass {pass}: {r}");
+            assert_eq!(r["deleted_files"], 0, "{mode}, pass {pass}: {r}");
+        }
+        assert_eq!(
+            proxy.uploads_started(),
+            2,
+            "{mode}: uploaded again while backing off: {:#?}",
+            proxy.requests()
+        );
+        assert!(b.path("rec/small.mp4").exists() && b.path("rec/big.mp4").exists());
+        // Straight to the server, past the proxy: no object, no upload left open.
+        let truth = client(server, prefix.trim_end_matches('/'));
+        for key in ["media/rec/small.mp4", "media/rec/big.mp4"] {
+            assert!(
+                block(truth.stat(key)).unwrap().is_none(),
+                "{mode}: {key} stays after a failed verification"
+            );
+        }
+        assert!(block(truth.list_uploads()).unwrap().is_empty(), "{mode}");
+        let x = b.cli(&["explain", "media:rec/big.mp4"]).ok().stdout;
+        assert!(
+            x.contains("offload backing off") && x.contains("failure 1 in a row"),
+            "{mode}: {x}"
+        );
+        let why = if mode == "all" {
+            "abandoned"
+        } else {
+            "was removed"
+        };
+        assert!(x.contains(why), "{mode}: {x}");
+        let st = b.cli(&["status"]).ok().stdout;
+        assert!(st.contains("2 files backing off"), "{mode}: {st}");
+    }
+}
+
+#[test]
+fn a_server_lying_about_etags_gets_one_upload_per_backoff_moto() {
+    a_server_lying_about_etags(&S3Server::moto());
+}
+
+#[test]
+fn a_server_lying_about_etags_gets_one_upload_per_backoff_garage() {
+    a_server_lying_about_etags(&S3Server::garage());
 }

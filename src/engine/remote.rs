@@ -33,15 +33,11 @@ const CHECK_BACKOFF: std::time::Duration = std::time::Duration::from_secs(60);
 const BACKOFF_FIRST: Nanos = 30_000_000_000;
 /// …up to this long.
 const BACKOFF_MAX: Nanos = 3_600_000_000_000;
-/// Files remembered as backing off at most (memory stays bounded whatever a server does).
-const MAX_BACKOFFS: usize = 100_000;
 
-/// A file whose offloads keep failing: how often in a row, when it is tried again, and the
-/// last failure in words (shown by `explain`).
+/// A file whose offloads keep failing: when it is tried again, and the last failure in
+/// words, with how often in a row (shown by `explain`).
 #[derive(Debug, Clone)]
 pub struct Backoff {
-    /// Failures in a row.
-    pub failures: u32,
     /// Not tried again before this time.
     pub next: Nanos,
     /// The last failure, with when it is tried again.
@@ -535,45 +531,44 @@ impl Engine {
     /// When the next offload of `store:path` may be tried, if it is backing off.
     pub(super) fn backing_off(&self, store: &str, path: &Path) -> Option<Backoff> {
         let now = self.now();
-        let b = self.offload_backoff.lock().expect("backoff lock");
-        b.get(&(store.to_string(), path.to_path_buf()))
-            .filter(|b| b.next > now)
-            .cloned()
+        match self.reg().backoff_of(store, path) {
+            Ok(Some((_, next, last))) if next > now => Some(Backoff { next, last }),
+            Ok(_) => None,
+            Err(err) => {
+                // Unreadable: try the offload (it is bounded per pass anyway).
+                error!(error = %err, "cannot read an offload backoff");
+                None
+            }
+        }
     }
 
-    /// Notes one more failed offload of `store:path`; `why` with when it is tried again.
+    /// Notes one more failed offload of `store:path` in the registry (so a restart or a
+    /// one-shot `gc` keeps backing off); `why` with when it is tried again.
     fn back_off(&self, store: &str, path: &Path, why: String) -> String {
         let now = self.now();
-        let mut all = self.offload_backoff.lock().expect("backoff lock");
-        if all.len() >= MAX_BACKOFFS {
-            all.retain(|_, b| b.next > now);
-        }
-        let key = (store.to_string(), path.to_path_buf());
-        if all.len() >= MAX_BACKOFFS && !all.contains_key(&key) {
-            // Bounded whatever a server does: this one is tried again next pass.
-            return why;
-        }
-        let b = all.entry(key).or_insert(Backoff {
-            failures: 0,
-            next: now,
-            last: String::new(),
-        });
-        b.failures += 1;
+        let mut reg = self.reg();
+        let failures = match reg.backoff_of(store, path) {
+            Ok(b) => b.map_or(0, |(f, _, _)| f).saturating_add(1),
+            Err(_) => 1,
+        };
         let wait = BACKOFF_FIRST
-            .saturating_mul(1 << (b.failures - 1).min(20))
+            .saturating_mul(1 << (failures - 1).min(20))
             .min(BACKOFF_MAX);
-        b.next = now.saturating_add(wait);
-        b.last = format!(
-            "{why}; failure {} in a row, tried again in {}",
-            b.failures,
+        let next = now.saturating_add(wait);
+        let last = format!(
+            "{why}; failure {failures} in a row, tried again in {}",
             fmt_span(wait)
         );
-        b.last.clone()
+        if let Err(err) = reg.set_backoff(store, path, failures, next, &last) {
+            error!(error = %err, "cannot record an offload backoff");
+        }
+        last
     }
 
     fn clear_backoff(&self, store: &str, path: &Path) {
-        let mut all = self.offload_backoff.lock().expect("backoff lock");
-        all.remove(&(store.to_string(), path.to_path_buf()));
+        if let Err(err) = self.reg().clear_backoff(store, path) {
+            error!(error = %err, "cannot clear an offload backoff");
+        }
     }
 
     /// Records a verified copy — if the local file is still the version that was read.

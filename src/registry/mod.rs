@@ -788,6 +788,71 @@ impl Registry {
         Ok(())
     }
 
+    /// The offload backoff of local file `path` of `store`: (failures in a row, not tried
+    /// again before, the last failure in words).
+    pub fn backoff_of(&mut self, store: &str, path: &Path) -> Result<Option<(u32, Nanos, String)>> {
+        let sid = self.store_id(store)?;
+        self.conn
+            .query_row(
+                "SELECT failures, next_at, last FROM offload_backoff WHERE store_id = ?1 AND path = ?2",
+                params![sid, path_bytes(path)],
+                |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Sets the offload backoff of `path` of `store`.
+    pub fn set_backoff(
+        &mut self,
+        store: &str,
+        path: &Path,
+        failures: u32,
+        next_at: Nanos,
+        last: &str,
+    ) -> Result<()> {
+        let sid = self.store_id(store)?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO offload_backoff(store_id, path, failures, next_at, last)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![sid, path_bytes(path), failures as i64, next_at, last],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Forgets the offload backoff of `path` of `store` (its offload succeeded).
+    pub fn clear_backoff(&mut self, store: &str, path: &Path) -> Result<()> {
+        let sid = self.store_id(store)?;
+        self.conn
+            .execute(
+                "DELETE FROM offload_backoff WHERE store_id = ?1 AND path = ?2",
+                params![sid, path_bytes(path)],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Files whose offload is backing off at `now`, and the earliest time one is tried again.
+    pub fn backoff_census(&self, now: Nanos) -> Result<(u64, Option<Nanos>)> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), MIN(next_at) FROM offload_backoff WHERE next_at > ?1",
+                [now],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .map_err(self.err())
+    }
+
+    /// Drops backoffs that ran out before `before` (their files are tried as usual; a row
+    /// of a file that went away does not stay for ever).
+    pub fn prune_backoff(&mut self, before: Nanos) -> Result<usize> {
+        self.conn
+            .execute("DELETE FROM offload_backoff WHERE next_at < ?1", [before])
+            .map_err(self.err())
+    }
+
     /// Notes a multipart upload about to start (found again after a crash); its row id.
     pub fn add_upload(
         &mut self,

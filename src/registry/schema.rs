@@ -97,4 +97,16 @@ pub const MIGRATIONS: &[&str] = &[
         started   INTEGER NOT NULL
     );
     "#,
+    // 5: offloads that keep failing back off per file; remembered here so that a restart
+    // or a one-shot `gc` from cron does not hammer a server that lies or refuses.
+    r#"
+    CREATE TABLE offload_backoff (
+        store_id INTEGER NOT NULL REFERENCES stores(id),
+        path     BLOB NOT NULL,          -- the local file
+        failures INTEGER NOT NULL,       -- in a row
+        next_at  INTEGER NOT NULL,       -- not tried again before (ns since the epoch)
+        last     TEXT NOT NULL,          -- the last failure, in words
+        PRIMARY KEY (store_id, path)
+    ) WITHOUT ROWID;
+    "#,
 ];

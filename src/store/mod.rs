@@ -94,6 +94,17 @@ pub enum StoreError {
         /// What differed.
         detail: String,
     },
+    /// The server stored a part of an upload other than what was sent (or lost it): the
+    /// upload is abandoned before completion, so nothing under the key changed.
+    #[error("store {store:?}: {key}: {detail}; the upload was abandoned")]
+    PartMismatch {
+        /// Store name.
+        store: String,
+        /// The key.
+        key: String,
+        /// What differed.
+        detail: String,
+    },
     /// The upload id is unknown: completed, aborted, or never started.
     #[error("store {store:?}: {key}: no upload {upload_id:?} in progress")]
     NoUpload {

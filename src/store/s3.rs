@@ -1305,7 +1305,7 @@ impl S3Store {
         done: Option<(usize, String, object_store::Result<PartId>)>,
     ) -> Result<PartId, StoreError> {
         let Some((idx, md5, r)) = done else {
-            return Err(StoreError::Verify {
+            return Err(StoreError::PartMismatch {
                 store: self.name.clone(),
                 key: key.into(),
                 detail: "a part went missing".into(),
@@ -1313,7 +1313,7 @@ impl S3Store {
         };
         let part = r.map_err(|e| self.err(key, "UploadPart", e))?;
         if unquote(&part.content_id) != md5 {
-            return Err(StoreError::Verify {
+            return Err(StoreError::PartMismatch {
                 store: self.name.clone(),
                 key: key.into(),
                 detail: format!(

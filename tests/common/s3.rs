@@ -271,3 +271,71 @@ api_bind_addr = "127.0.0.1:{admin}"
         }
     }
 }
+
+/// A proxy in front of a real server that lies about ETags (`lying_s3_proxy.py` beside
+/// this file): everything is stored upstream as sent, but the MD5s in ETags come back
+/// reversed. Killed when dropped.
+pub struct LyingProxy {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    log: std::path::PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl LyingProxy {
+    /// Starts a proxy to `server`; `mode` is "all" (every ETag is a lie, uploaded parts
+    /// included) or "objects" (parts are told truly; whole objects are not).
+    pub fn start(server: &S3Server, mode: &str) -> LyingProxy {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.log");
+        let port = server.endpoint.rsplit(':').next().unwrap().to_string();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/common/lying_s3_proxy.py"
+        );
+        let mut child = Command::new("python3")
+            .args([script, &port, log.to_str().unwrap(), mode])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the lying proxy");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port: u16 = line.trim().parse().expect("the proxy prints its port");
+        LyingProxy {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// The requests it forwarded so far: "METHOD PATH?QUERY STATUS" each.
+    pub fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Multipart uploads started through it (CreateMultipartUpload calls).
+    pub fn uploads_started(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.starts_with("POST ") && r.contains("?uploads"))
+            .count()
+    }
+}
+
+impl Drop for LyingProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
