@@ -179,7 +179,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadReply>(4);
-    let pass_soon = Arc::new(tokio::sync::Notify::new());
+    let pass_soon = engine.pass_soon();
     let ctl = Ctl {
         engine: engine.clone(),
         reload: reload_tx,

@@ -530,6 +530,8 @@ pub struct Engine {
     prune_candidates: Mutex<std::collections::BTreeSet<(String, PathBuf)>>,
     /// The watchdog's view of each volume, by device (filled by a daemon's watchdog).
     watch: Mutex<HashMap<u64, VolumeWatch>>,
+    /// Asks the daemon for a lifecycle pass soon (a copy was found lost: copy it again).
+    pass_soon: Arc<tokio::sync::Notify>,
     /// Held while a batch of offloads runs (outside the pass lock).
     offloading: Mutex<()>,
     /// Held while S3 stores are listed or their objects deleted (outside the pass lock).
@@ -568,6 +570,7 @@ impl Engine {
             playlists_dirty: std::sync::atomic::AtomicBool::new(false),
             prune_candidates: Mutex::new(Default::default()),
             watch: Mutex::new(HashMap::new()),
+            pass_soon: Arc::new(tokio::sync::Notify::new()),
             offloading: Mutex::new(()),
             remote_pass: Mutex::new(()),
             unanswered: Mutex::new(HashMap::new()),
@@ -577,6 +580,12 @@ impl Engine {
     /// The running config.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.read().expect("runtime lock").clone()
+    }
+
+    /// Notified when the engine wants a lifecycle pass soon (the daemon waits on it; a
+    /// released lease notifies it too).
+    pub fn pass_soon(&self) -> Arc<tokio::sync::Notify> {
+        self.pass_soon.clone()
     }
 
     /// The registry (for the watch applier).

@@ -407,17 +407,20 @@ fn objects(remote: &S3Store) -> Vec<(String, u64)> {
 // Issue 8, item 1: a copy removed from the bucket behind our back (a bucket lifecycle rule,
 // another tool) must stop every rule — keep_for and budgets, not only `offloaded` — until
 // the file is offloaded again. A daemon, so that no rescan runs between copy and pass.
-#[test]
-fn a_copy_lost_behind_our_back_keeps_the_file_under_keep_for_and_budgets() {
-    let server = S3Server::moto();
-    let remote = client(&server, "box1");
+// Issue 8, item 1: copies deleted behind our back (a bucket lifecycle rule, another tool)
+// never let keep_for, a budget or disk pressure delete the local file: each goes only once
+// it has been copied again.
+fn a_copy_lost_behind_our_back(server: &S3Server) {
+    let remote = client(server, "box1");
     let b = Box_::new("gc_interval = \"1h\"", "", "");
-    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\" }\n\n[[class]]\nname = \"cap\"\nstore = \"media\"\nmatch = [\"cap/**\"]\nlifecycle = \"recording\"\nmax_count = 1\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\" }\n";
-    let store = archive(&b, &server, "box1/");
+    // rec: keep_for 0s; cap: max_count 1; prs: only disk pressure frees it (any volume is
+    // above 2% used: pressure at once, once the files are no longer retained).
+    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\" }\n\n[[class]]\nname = \"cap\"\nstore = \"media\"\nmatch = [\"cap/**\"]\nlifecycle = \"recording\"\nmax_count = 1\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\" }\n\n[[class]]\nname = \"prs\"\nstore = \"media\"\nmatch = [\"prs/**\"]\nlifecycle = \"recording\"\nkeep_for = \"1h\"\nmin_keep = \"0s\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\" }\n\n[watchdog]\nenabled = true\n\n[[watchdog.volume]]\npath = \"media\"\nhigh = \"2%\"\nlow = \"1%\"\n";
+    let store = archive(&b, server, "box1/");
     b.write_config("gc_interval = \"1h\"", &store, classes);
     let mut files = Vec::new();
     for i in 0..5 {
-        for d in ["rec", "cap"] {
+        for d in ["rec", "cap", "prs"] {
             let p = b.path(&format!("{d}/{i}.mp4"));
             pattern(&p, 1000 + i);
             b.cli(&["retain", p.to_str().unwrap()]).ok();
@@ -425,12 +428,14 @@ fn a_copy_lost_behind_our_back_keeps_the_file_under_keep_for_and_budgets() {
         }
     }
     let d = b.daemon(None);
-    wait_for("ten copies", T, || objects(&remote).len() == 10);
+    wait_for("fifteen copies", T, || objects(&remote).len() == 15);
     let keys: Vec<String> = objects(&remote).into_iter().map(|(k, _)| k).collect();
     for (_, o) in block(remote.delete_many(&keys)) {
         assert_eq!(o, mediaretain::store::Outcome::Deleted);
     }
-    for p in &files {
+    // cap/4 stays retained: the newest by max_count, and out of pressure's reach (which
+    // frees any file whose copy is verified).
+    for p in files.iter().filter(|p| !p.ends_with("cap/4.mp4")) {
         b.cli(&["unretain", p.to_str().unwrap()]).ok();
     }
     // keep_for 0s selects the five of rec, max_count 1 the four oldest of cap. Each goes
@@ -438,6 +443,12 @@ fn a_copy_lost_behind_our_back_keeps_the_file_under_keep_for_and_budgets() {
     // object in the bucket.
     b.cli(&["gc"]).ok();
     b.cli(&["gc"]).ok();
+    // Pressure frees prs only through copies made again: wait until it has freed them all.
+    wait_for(
+        "disk pressure to free prs after copying it again",
+        T,
+        || (0..5).all(|i| !b.path(&format!("prs/{i}.mp4")).exists()),
+    );
     let now: Vec<String> = objects(&remote).into_iter().map(|(k, _)| k).collect();
     for p in &files {
         let key = format!("media/{}", p.strip_prefix(&b.media).unwrap().display());
@@ -448,11 +459,20 @@ fn a_copy_lost_behind_our_back_keeps_the_file_under_keep_for_and_budgets() {
     }
     let x = b.cli(&["explain", "media:rec/0.mp4"]).ok().stdout;
     assert!(x.contains("is gone"), "the lost copy was noticed: {x}");
-    assert!(
-        b.path("cap/4.mp4").exists(),
-        "the newest stays by max_count"
-    );
+    assert!(b.path("cap/4.mp4").exists(), "retained");
+    let x = b.cli(&["explain", "media:prs/0.mp4"]).ok().stdout;
+    assert!(x.contains("is gone") && x.contains("pressure"), "{x}");
     d.stop();
+}
+
+#[test]
+fn a_copy_lost_behind_our_back_keeps_the_file_under_keep_for_budgets_and_pressure_moto() {
+    a_copy_lost_behind_our_back(&S3Server::moto());
+}
+
+#[test]
+fn a_copy_lost_behind_our_back_keeps_the_file_under_keep_for_budgets_and_pressure_garage() {
+    a_copy_lost_behind_our_back(&S3Server::garage());
 }
 
 // Issue 8, item 2: with the S3 server down (no copy at all), disk pressure must not free
@@ -492,17 +512,15 @@ fn disk_pressure_never_frees_an_offload_class_without_a_copy() {
 
 // Issue 8, item 3: two stores holding the same relative path, offloaded to one S3 store,
 // get two objects; names that are not UTF-8 are kept and never offloaded under a lossy key.
-#[test]
-fn two_stores_with_one_path_get_two_keys_and_non_utf8_names_are_refused() {
+fn two_stores_with_one_path(server: &S3Server) {
     use std::os::unix::ffi::OsStrExt;
-    let server = S3Server::moto();
-    let remote = client(&server, "box1");
+    let remote = client(server, "box1");
     let b = Box_::new("", "", "");
     let classes = "\n[[class]]\nname = \"a\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n\n[[class]]\nname = \"b\"\nstore = \"cam-b\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n";
     let camb = b.dir.path().join("camb");
     let stores = format!(
         "\n[[store]]\nname = \"cam-b\"\nkind = \"local\"\nroot = \"camb\"\n{}",
-        archive(&b, &server, "box1/")
+        archive(&b, server, "box1/")
     );
     b.write_config("", &stores, classes);
     let a = b.path("rec/2026-12-02.mp4");
@@ -532,6 +550,16 @@ fn two_stores_with_one_path_get_two_keys_and_non_utf8_names_are_refused() {
     assert_eq!(gc["planned_offloads"], 0, "{gc}");
     let plan = b.cli(&["plan", "--json"]).ok().stdout;
     assert!(!plan.contains("xff"), "{plan}");
+}
+
+#[test]
+fn two_stores_with_one_path_get_two_keys_and_non_utf8_names_are_refused_moto() {
+    two_stores_with_one_path(&S3Server::moto());
+}
+
+#[test]
+fn two_stores_with_one_path_get_two_keys_and_non_utf8_names_are_refused_garage() {
+    two_stores_with_one_path(&S3Server::garage());
 }
 
 // Issue 8, item 3: check-config rejects two S3 stores whose keys overlap when copies go to

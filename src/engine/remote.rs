@@ -400,6 +400,9 @@ impl Engine {
             if let Err(err) = self.reg().forget_copy(&e.store, &e.path) {
                 error!(error = %err, "cannot forget a lost copy");
             }
+            // Copied again by the next pass, not at gc_interval: disk pressure may be
+            // waiting for that copy.
+            self.pass_soon.notify_one();
             warn!(action = "copy-lost", path = %format!("{}:{}", e.store, e.path.display()), key = %key, "the remote copy {remote}:{key} of {}:{} is gone or changed: the local file is kept and offloaded again", e.store, e.path.display());
         }
         match checked {
