@@ -687,3 +687,56 @@ fn a_server_lying_about_etags_gets_one_upload_per_backoff_moto() {
 fn a_server_lying_about_etags_gets_one_upload_per_backoff_garage() {
     a_server_lying_about_etags(&S3Server::garage());
 }
+
+// Promise 3, "remote keys never collide", over time: a recorder that reuses a name (an NVR
+// writing cam1/13.mp4 every day) or a file rewritten in place gets a new key for the new
+// version; the archived earlier version is never overwritten.
+fn a_new_version_never_overwrites_an_archived_one(server: &S3Server) {
+    let remote = client(server, "box1");
+    let b = Box_::new("", "", "");
+    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n\n[[class]]\nname = \"arc\"\nstore = \"media\"\nmatch = [\"arc/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\" }\n";
+    let store = archive(&b, server, "box1/");
+    b.write_config("", &store, classes);
+    let (rec, arc) = (b.path("rec/cam1/13.mp4"), b.path("arc/x.mp4"));
+    pattern(&rec, 1000);
+    pattern(&arc, 3000);
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["offloaded_files"], 2, "{gc}");
+    assert!(!rec.exists());
+    // Yesterday's name again, and an in-place rewrite.
+    pattern(&rec, 2000);
+    pattern(&arc, 4000);
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["offloaded_files"], 2, "{gc}");
+    assert!(!rec.exists() && arc.exists());
+    let all = objects(&remote);
+    let sizes = |stem: &str| -> Vec<u64> {
+        let mut v: Vec<u64> = all
+            .iter()
+            .filter(|(k, _)| k.starts_with(stem))
+            .map(|(_, s)| *s)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(sizes("media/rec/cam1/13."), [1000, 2000], "{all:?}");
+    assert_eq!(sizes("media/arc/x."), [3000, 4000], "{all:?}");
+    let first = all.iter().find(|(k, _)| k == "media/rec/cam1/13.mp4");
+    assert_eq!(first.map(|(_, s)| *s), Some(1000), "{all:?}");
+    let x = b.cli(&["explain", "media:arc/x.mp4", "--json"]).ok().json();
+    let copy = x["entry"]["copy"].as_str().unwrap_or_default().to_string();
+    assert!(
+        copy.starts_with("archive:media/arc/x.") && copy.ends_with("Z.mp4"),
+        "the new version's copy: {x}"
+    );
+}
+
+#[test]
+fn a_new_version_never_overwrites_an_archived_one_moto() {
+    a_new_version_never_overwrites_an_archived_one(&S3Server::moto());
+}
+
+#[test]
+fn a_new_version_never_overwrites_an_archived_one_garage() {
+    a_new_version_never_overwrites_an_archived_one(&S3Server::garage());
+}

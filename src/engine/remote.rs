@@ -476,6 +476,16 @@ impl Engine {
                 self.note_offload(o, &key, "refused", &why, trigger, report);
                 continue;
             };
+            // Never over another object: an earlier version of this path (a recorder that
+            // reuses names, a file rewritten) keeps its copy, this version gets a key of its own.
+            let key = match self.free_key(remote, &key, e.mtime) {
+                Ok(k) => k,
+                Err(why) => {
+                    let why = self.back_off(&e.store, &e.path, why);
+                    self.note_offload(o, &key, "failed", &why, trigger, report);
+                    continue;
+                }
+            };
             // Noted before the server hears of it, so a crash at any point leaves a row: the
             // next listing aborts the upload it names — or, if the id never came back, every
             // upload the server lists for that key.
@@ -522,6 +532,45 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The key to upload the version of a file modified at `mtime` to: `base` if nothing
+    /// is stored there, else the first free [`version_key`](crate::store::version_key).
+    fn free_key(
+        &self,
+        remote: &S3Store,
+        base: &str,
+        mtime: Nanos,
+    ) -> std::result::Result<String, String> {
+        const TRIES: u32 = 16;
+        io(async {
+            for n in 0..=TRIES {
+                let key = match n {
+                    0 => base.to_string(),
+                    n => crate::store::version_key(base, mtime, n),
+                };
+                match tokio::time::timeout(CHECK_TIMEOUT, remote.stat(&key)).await {
+                    Ok(Ok(None)) => return Ok(key),
+                    Ok(Ok(Some(_))) => continue,
+                    Ok(Err(err)) => {
+                        self.unanswered
+                            .lock()
+                            .expect("unanswered lock")
+                            .insert(remote.name().to_string(), (Instant::now(), err.to_string()));
+                        return Err(format!("cannot check whether {key} is free: {err}"));
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "cannot check whether {key} is free: no answer within 5 s"
+                        ));
+                    }
+                }
+            }
+            Err(format!(
+                "{base} and {TRIES} version keys of it are all taken in {}; nothing is overwritten",
+                remote.name()
+            ))
+        })
     }
 
     /// Whether S3 store `remote` failed a request within the last minute.

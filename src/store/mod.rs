@@ -148,6 +148,37 @@ pub fn offload_key(store: &str, path: &Path) -> Option<String> {
     path.to_str().map(|p| format!("{store}/{p}"))
 }
 
+/// The key for one version (modified at `mtime`, attempt `n` ≥ 1) of a file whose plain
+/// offload key `key` already holds another object: the version's UTC mtime goes before the
+/// extension (`media/rec/13.mp4` → `media/rec/13.2026-12-03T130000.123456789Z.mp4`, then
+/// `…Z-2.mp4`), so an archive never loses an earlier version to a later one.
+pub fn version_key(key: &str, mtime: crate::units::Nanos, n: u32) -> String {
+    let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
+        _ => (name, String::new()),
+    };
+    let secs = mtime.div_euclid(1_000_000_000);
+    let nanos = mtime.rem_euclid(1_000_000_000);
+    let t = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64),
+    )
+    .to_string()
+    .replace(':', "");
+    let t = t.trim_end_matches('Z');
+    let again = if n > 1 {
+        format!("-{n}")
+    } else {
+        String::new()
+    };
+    let name = format!("{stem}.{t}.{nanos:09}Z{again}{ext}");
+    if dir.is_empty() {
+        name
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
 /// True when `rel` is a non-empty relative path of plain components only (no `..`, no
 /// root, no `.`), i.e. it cannot name anything outside the directory it is joined to.
 pub fn is_confined(rel: &Path) -> bool {
@@ -262,5 +293,32 @@ pub trait Store: Send + Sync {
             r.pop()
                 .map_or_else(|| Outcome::Failed("no result".into()), |(_, o)| o)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_keys_keep_the_extension_and_differ_per_version() {
+        let t = 1_764_766_800_123_456_789; // 2025-12-03T13:00:00.123456789Z
+        assert_eq!(
+            version_key("media/rec/13.mp4", t, 1),
+            "media/rec/13.2025-12-03T130000.123456789Z.mp4"
+        );
+        assert_eq!(
+            version_key("media/rec/13.mp4", t, 2),
+            "media/rec/13.2025-12-03T130000.123456789Z-2.mp4"
+        );
+        assert_eq!(
+            version_key("media/noext", t, 1),
+            "media/noext.2025-12-03T130000.123456789Z"
+        );
+        assert_eq!(
+            version_key("media/.hidden", t, 1),
+            "media/.hidden.2025-12-03T130000.123456789Z"
+        );
+        assert_ne!(version_key("a/b.ts", t, 1), version_key("a/b.ts", t + 1, 1));
     }
 }
