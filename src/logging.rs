@@ -29,6 +29,12 @@ pub fn stderr_is_journal() -> bool {
     dev.parse() == Ok(md.dev()) && ino.parse() == Ok(md.ino())
 }
 
+/// Colour only on a terminal, and never when `NO_COLOR` is set (to anything but "").
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber; `default` is the filter when `RUST_LOG` is unset.
 pub fn init(default: &str) {
     // notify logs routine inotify housekeeping at info; keep it out of the operator's way.
@@ -66,5 +72,6 @@ pub fn init(default: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(colour())
         .init();
 }

@@ -379,3 +379,43 @@ fn segments_a_live_playlist_lists_are_never_deleted() {
     assert!(orphan.exists());
     d.stop();
 }
+
+/// Runs the daemon of `b` under a pseudo-terminal (`script` from util-linux) with `env`,
+/// until it logs "ready"; returns what it wrote to the terminal.
+fn log_on_a_terminal(b: &Box_, env: &str) -> String {
+    let out = b.dir.path().join(format!("tty{}.log", env.len()));
+    let cmd = format!(
+        "exec env {env} {BIN} --config {} run",
+        b.config.to_str().unwrap()
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qfec", &cmd, out.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("script (util-linux) runs");
+    wait_for("the daemon on a terminal to be ready", T, || {
+        std::fs::read_to_string(&out).is_ok_and(|s| s.contains("ready"))
+    });
+    b.cli(&["status"]).ok();
+    let _ = script.kill(); // the terminal hangs up; the daemon goes with it
+    let _ = script.wait();
+    wait_for("the daemon to let go of its state", T, || {
+        b.cli(&["status"]).stdout.contains("no daemon")
+    });
+    std::fs::read_to_string(&out).unwrap()
+}
+
+// Issue 12, item 8: colour only on a terminal, and never with NO_COLOR.
+#[test]
+fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let d = b.daemon(None);
+    let (_, log) = d.stop();
+    assert!(log.contains("ready"), "{log}");
+    assert!(!log.contains('\x1b'), "colour codes in a pipe: {log:?}");
+    let tty = log_on_a_terminal(&b, "RUST_LOG=info");
+    assert!(tty.contains('\x1b'), "a terminal gets colour: {tty:?}");
+    let tty = log_on_a_terminal(&b, "RUST_LOG=info NO_COLOR=1");
+    assert!(!tty.contains('\x1b'), "NO_COLOR: {tty:?}");
+}
