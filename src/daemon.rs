@@ -273,7 +273,11 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
             }
             _ = signals.wake.notified() => {
                 if signals.overflow.swap(false, Ordering::SeqCst) {
+                    signals.rescan.store(false, Ordering::SeqCst);
                     warn!("change events were lost (queue overflow); rescanning");
+                    next_scan = Instant::now();
+                } else if signals.rescan.swap(false, Ordering::SeqCst) {
+                    info!("rescanning after a reload (the watches were restarted)");
                     next_scan = Instant::now();
                 }
             }
@@ -346,7 +350,7 @@ async fn reload(
                 // Old watchers stop before new ones start; the rescan covers the gap.
                 *watcher = None;
                 *watcher = start_watch(engine, tx, signals);
-                signals.overflow.store(true, Ordering::SeqCst);
+                signals.rescan.store(true, Ordering::SeqCst);
                 signals.wake.notify_one();
                 engine.note_reload(at, None);
                 info!(

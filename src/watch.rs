@@ -28,7 +28,9 @@ pub struct Watch {
 pub struct Signals {
     /// Events were lost; a full rescan is needed.
     pub overflow: AtomicBool,
-    /// Wakes the daemon when `overflow` is set.
+    /// A full rescan is wanted for a routine reason (a reload restarted the watches).
+    pub rescan: AtomicBool,
+    /// Wakes the daemon when `overflow` or `rescan` is set.
     pub wake: Notify,
 }
 
