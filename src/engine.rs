@@ -842,7 +842,18 @@ impl Engine {
                         }
                     };
                     let leases = self.lease_set()?;
-                    self.refresh_playlists(rt)?;
+                    let mut dirs: Vec<(&str, &Path)> = chunk
+                        .iter()
+                        .filter(|a| {
+                            rt.config
+                                .class(&a.class_name)
+                                .is_some_and(|c| c.protect_playlist_refs)
+                        })
+                        .map(|a| (store.name(), a.entry.path.parent().unwrap_or(Path::new(""))))
+                        .collect();
+                    dirs.sort();
+                    dirs.dedup();
+                    self.refresh_playlists(rt, &dirs)?;
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for a in chunk {
@@ -1094,7 +1105,7 @@ impl Engine {
 
     /// Reads every in-use signal now (playlists refreshed if stale).
     fn signals(&self, rt: &Runtime) -> Result<Signals> {
-        self.refresh_playlists(rt)?;
+        self.refresh_playlists(rt, &[])?;
         let parts = rt
             .stores
             .iter()
@@ -1156,7 +1167,10 @@ impl Engine {
     /// if any of them changed since the last reading or that reading is older than a second.
     /// (A reading kept for a second regardless once let a pass delete the segments a muxer
     /// had listed since.)
-    fn refresh_playlists(&self, rt: &Runtime) -> Result<()> {
+    /// `dirs` are directories (store, path) about to lose files: their playlists are found
+    /// on disk too, so one the registry has not heard of yet (its event is still queued, or
+    /// the start-up walk missed it) protects what it lists all the same.
+    fn refresh_playlists(&self, rt: &Runtime, dirs: &[(&str, &Path)]) -> Result<()> {
         let now = self.now();
         // Taken before the registry is read: a playlist registered after this is either
         // read now or marks the next refresh.
@@ -1172,20 +1186,30 @@ impl Engine {
             if !protects {
                 continue;
             }
+            let mut on_disk: Vec<PathBuf> = dirs
+                .iter()
+                .filter(|(s, _)| *s == store.name())
+                .flat_map(|(_, d)| store.names_ending(d, ".m3u8"))
+                .collect();
+            on_disk.sort();
+            on_disk.dedup();
             let fresh = !dirty && {
                 let mem = self.playlists.lock().expect("playlists");
                 mem.read_at
                     .get(store.name())
                     .is_some_and(|t| now - t < PLAYLIST_REFRESH)
-                    && mem
-                        .stamps
-                        .get(store.name())
-                        .is_some_and(|stamps| !crate::inuse::playlist::changed(store, stamps))
+                    && mem.stamps.get(store.name()).is_some_and(|stamps| {
+                        !crate::inuse::playlist::changed(store, stamps)
+                            && on_disk.iter().all(|p| stamps.iter().any(|(q, _)| q == p))
+                    })
             };
             if fresh {
                 continue;
             }
-            let lists = self.reg().paths_ending(store.name(), ".m3u8")?;
+            let mut lists = self.reg().paths_ending(store.name(), ".m3u8")?;
+            lists.extend(on_disk);
+            lists.sort();
+            lists.dedup();
             let refs = crate::inuse::playlist::read(store, &lists);
             let mut mem = self.playlists.lock().expect("playlists");
             for (seg, (pl, grace)) in refs.segments {

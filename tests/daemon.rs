@@ -383,6 +383,42 @@ fn segments_a_live_playlist_lists_are_never_deleted() {
     d.stop();
 }
 
+// Issue 12, item 9 (the flaky live-playlist test): a playlist the registry has not heard
+// of yet — its event still queued, or missed by the start-up walk while the segments were
+// found — protects what it lists all the same: a pass reads the playlists of the
+// directories it deletes from on disk. Here no watcher and no rescan ever tell the registry.
+#[test]
+fn a_playlist_the_registry_does_not_know_yet_still_protects_its_segments() {
+    let classes = "[[class]]\nname = \"hls\"\nstore = \"media\"\nmatch = [\"hls/**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\n";
+    let b = Box_::new(
+        "gc_interval = \"1h\"\nscan_interval = \"1h\"",
+        "watch = false",
+        classes,
+    );
+    let dir = b.path("hls/live");
+    fs::create_dir_all(&dir).unwrap();
+    for n in 0..3 {
+        let seg = dir.join(format!("seg{n}.ts"));
+        fs::write(&seg, vec![0u8; 100]).unwrap();
+        b.cli(&["retain", seg.to_str().unwrap()]).ok();
+    }
+    let d = b.daemon(None);
+    fs::write(dir.join("index.m3u8"), playlist(0, &[0, 1, 2])).unwrap();
+    for n in 0..3 {
+        b.cli(&["unretain", dir.join(format!("seg{n}.ts")).to_str().unwrap()])
+            .ok();
+    }
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["deleted_files"], 0, "{gc}");
+    for n in 0..3 {
+        assert!(
+            dir.join(format!("seg{n}.ts")).exists(),
+            "seg{n}.ts is listed"
+        );
+    }
+    d.stop();
+}
+
 /// Runs the daemon of `b` under a pseudo-terminal (`script` from util-linux) with `env`,
 /// until it logs "ready"; returns what it wrote to the terminal.
 fn log_on_a_terminal(b: &Box_, env: &str) -> String {

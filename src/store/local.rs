@@ -307,6 +307,27 @@ impl LocalStore {
         Ok(Some(buf))
     }
 
+    /// The files of directory `dir` (beneath the root, no symlinks followed) whose names end
+    /// in `suffix`, as relative paths; nothing when it cannot be read.
+    pub fn names_ending(&self, dir: &Path, suffix: &str) -> Vec<PathBuf> {
+        use std::os::unix::ffi::OsStrExt;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+        let Ok(fd) = self.open_beneath(dir, flags) else {
+            return Vec::new();
+        };
+        let Ok(entries) = rustix::fs::Dir::read_from(&fd) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_type() == FileType::RegularFile || e.file_type() == FileType::Unknown
+            })
+            .filter(|e| e.file_name().to_bytes().ends_with(suffix.as_bytes()))
+            .map(|e| dir.join(std::ffi::OsStr::from_bytes(e.file_name().to_bytes())))
+            .collect()
+    }
+
     /// A deletion session; it remembers the directories it touched, for pruning.
     pub fn deleter(&self) -> Deleter<'_> {
         Deleter {
