@@ -347,45 +347,25 @@ struct Signals {
     now: Nanos,
 }
 
-/// Segments live playlists referenced, each kept in use until its grace runs out.
-#[derive(Default)]
-struct PlaylistMemory {
-    /// (store, segment) → (playlist, last seen listed, in use until).
-    refs: HashMap<(String, PathBuf), (PathBuf, Nanos, Nanos)>,
-    /// store → directories of unreadable playlists, with why.
-    broken: HashMap<String, Vec<(PathBuf, String)>>,
-    /// store → when its playlists were last read.
-    read_at: HashMap<String, Nanos>,
-    /// store → what its playlists were when read.
-    stamps: HashMap<String, Vec<(PathBuf, crate::inuse::playlist::Stamp)>>,
-}
-
 /// Playlists are re-read when any of them changed since the last reading (a stat each, per
 /// deletion chunk) and at least this often (to find new playlists in the registry).
 const PLAYLIST_REFRESH: Nanos = 1_000_000_000;
 
-impl PlaylistMemory {
-    /// Why `path` of `store` is in use by a playlist, if it is.
-    fn reason(&self, store: &str, path: &Path, now: Nanos) -> Option<String> {
-        if let Some((pl, seen, until)) = self.refs.get(&(store.to_string(), path.to_path_buf())) {
-            if Some(seen) == self.read_at.get(store) {
-                return Some(format!("referenced by playlist {}", pl.display()));
-            }
-            if *until > now {
-                return Some(format!(
-                    "left playlist {} at {}; kept until {}",
-                    pl.display(),
-                    fmt_time(*seen),
-                    fmt_time(*until)
-                ));
-            }
-        }
-        self.broken
-            .get(store)?
+/// Whether two sets of remembered playlist references hold the same things (the times
+/// of references still listed aside: they move with every reading).
+fn same_refs(
+    a: &[(PathBuf, crate::inuse::playlist::Remembered)],
+    b: &[(PathBuf, crate::inuse::playlist::Remembered)],
+) -> bool {
+    let key = |v: &[(PathBuf, crate::inuse::playlist::Remembered)]| {
+        let mut k: Vec<_> = v
             .iter()
-            .find(|(dir, _)| path.starts_with(dir))
-            .map(|(_, why)| format!("in the directory of an unreadable playlist ({why})"))
-    }
+            .map(|(p, r)| (p.clone(), r.playlist.clone(), r.grace, r.until))
+            .collect();
+        k.sort();
+        k
+    };
+    key(a) == key(b)
 }
 
 /// Longest lease a single call grants (a holder renews for longer).
@@ -522,7 +502,7 @@ pub struct Engine {
     /// Held while pins are re-checked and a chunk is deleted, and while a pin is written.
     pin_gate: Mutex<()>,
     /// What live playlists referenced, remembered for their grace period.
-    playlists: Mutex<PlaylistMemory>,
+    playlists: Mutex<crate::inuse::playlist::Memory>,
     /// A playlist arrived or changed through the watcher since playlists were last read:
     /// the next chunk reads them again, not up to a second later.
     playlists_dirty: std::sync::atomic::AtomicBool,
@@ -551,6 +531,12 @@ impl Engine {
     /// Opens the registry of `config` (the caller holds the state lock).
     pub fn open(config: Config, clock: Arc<dyn Clock>, daemon: bool) -> Result<Engine> {
         let registry = Registry::open(&config.daemon.state_dir)?;
+        // What playlists listed before a restart: a segment that left meanwhile still gets
+        // its removal grace, counted from the first reading now.
+        let mut playlists = crate::inuse::playlist::Memory::default();
+        for (store, seg, r) in registry.playlist_refs()? {
+            playlists.refs.insert((store, seg), r);
+        }
         remote::sweep_staging(&config.daemon.state_dir.join("staging"));
         let runtime = Runtime::new(config)?;
         let activity = Activity {
@@ -566,7 +552,7 @@ impl Engine {
             clock,
             activity: Mutex::new(activity),
             pin_gate: Mutex::new(()),
-            playlists: Mutex::new(PlaylistMemory::default()),
+            playlists: Mutex::new(playlists),
             playlists_dirty: std::sync::atomic::AtomicBool::new(false),
             prune_candidates: Mutex::new(Default::default()),
             watch: Mutex::new(HashMap::new()),
@@ -1210,18 +1196,27 @@ impl Engine {
             lists.extend(on_disk);
             lists.sort();
             lists.dedup();
-            let refs = crate::inuse::playlist::read(store, &lists);
+            let refs = crate::inuse::playlist::read(store, &lists, now);
             let mut mem = self.playlists.lock().expect("playlists");
-            for (seg, (pl, grace)) in refs.segments {
-                mem.refs.insert(
-                    (store.name().to_string(), seg),
-                    (pl, now, now.saturating_add(grace)),
-                );
+            let before: Vec<_> = mem
+                .refs
+                .iter()
+                .filter(|((s, _), _)| s == store.name())
+                .map(|(k, v)| (k.1.clone(), v.clone()))
+                .collect();
+            mem.update(store.name(), refs, now);
+            let after: Vec<_> = mem
+                .refs
+                .iter()
+                .filter(|((s, _), _)| s == store.name())
+                .map(|(k, v)| (k.1.clone(), v.clone()))
+                .collect();
+            drop(mem);
+            // Kept in the registry (only when something changed): a restart or a one-shot
+            // command knows what was listed and what left when.
+            if !same_refs(&before, &after) {
+                self.reg().set_playlist_refs(store.name(), &after)?;
             }
-            mem.refs.retain(|_, (_, _, until)| *until > now);
-            mem.broken.insert(store.name().to_string(), refs.broken);
-            mem.stamps.insert(store.name().to_string(), refs.stamps);
-            mem.read_at.insert(store.name().to_string(), now);
         }
         Ok(())
     }

@@ -419,6 +419,53 @@ fn a_playlist_the_registry_does_not_know_yet_still_protects_its_segments() {
     d.stop();
 }
 
+// Issue 12, item 3: a live playlist (no ENDLIST) that stopped changing belongs to a stream
+// that ended: after its removal grace its segments go (explain says why they are kept
+// until then); a VOD playlist (ENDLIST) protects what it lists for as long as it exists.
+#[test]
+fn a_stale_live_playlist_stops_protecting_after_its_grace_a_vod_one_never() {
+    let classes = "[[class]]\nname = \"hls\"\nstore = \"media\"\nmatch = [\"hls/**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\n";
+    let b = Box_::new("", "", classes);
+    // Target 10 s, three 10 s segments: dead 60 s after its last change, then a grace of
+    // 10 s + 30 s.
+    let list = |dir: &str, age: u64, end: bool| {
+        for n in 0..3 {
+            b.file(
+                &format!("hls/{dir}/seg{n}.ts"),
+                10,
+                Duration::from_secs(age),
+            );
+        }
+        let mut p = playlist(0, &[]).replace("TARGETDURATION:1", "TARGETDURATION:10");
+        for n in 0..3 {
+            p.push_str(&format!("#EXTINF:10.0,\nseg{n}.ts\n"));
+        }
+        if end {
+            p.push_str("#EXT-X-ENDLIST\n");
+        }
+        fs::write(b.path(&format!("hls/{dir}/index.m3u8")), p).unwrap();
+        set_age(
+            &b.path(&format!("hls/{dir}/index.m3u8")),
+            Duration::from_secs(age),
+        );
+    };
+    list("ended", 200, false); // dead since 140 s ago, grace over 100 s ago
+    list("ending", 70, false); // dead since 10 s ago, kept 30 s more
+    list("vod", 200, true);
+    let x = b.cli(&["explain", "media:hls/ending/seg0.ts"]).ok().stdout;
+    assert!(
+        x.contains("stopped changing (the stream ended); kept until"),
+        "{x}"
+    );
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["deleted_files"], 3, "{gc}");
+    for n in 0..3 {
+        assert!(!b.path(&format!("hls/ended/seg{n}.ts")).exists());
+        assert!(b.path(&format!("hls/ending/seg{n}.ts")).exists());
+        assert!(b.path(&format!("hls/vod/seg{n}.ts")).exists());
+    }
+}
+
 /// Runs the daemon of `b` under a pseudo-terminal (`script` from util-linux) with `env`,
 /// until it logs "ready"; returns what it wrote to the terminal.
 fn log_on_a_terminal(b: &Box_, env: &str) -> String {

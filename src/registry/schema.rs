@@ -109,4 +109,18 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (store_id, path)
     ) WITHOUT ROWID;
     "#,
+    // 6: what live playlists listed and when each segment left them, so that a restart or
+    // a one-shot command keeps the RFC 8216 removal grace.
+    r#"
+    CREATE TABLE playlist_refs (
+        store     TEXT NOT NULL,
+        segment   BLOB NOT NULL,
+        playlist  BLOB NOT NULL,
+        grace     INTEGER NOT NULL,     -- ns
+        listed_at INTEGER NOT NULL,     -- last seen listed (ns since the epoch)
+        until     INTEGER,              -- NULL: listed; else in use until then
+        dead      INTEGER NOT NULL,     -- its playlist stopped changing
+        PRIMARY KEY (store, segment)
+    ) WITHOUT ROWID;
+    "#,
 ];

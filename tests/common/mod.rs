@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod s3;
+pub mod stack;
 
 use std::fs;
 use std::os::unix::net::UnixDatagram;

@@ -1,0 +1,95 @@
+//! The real stack (issue 12): nginx + libnginx-mod-rtmp + ffmpeg from Debian, a live test
+//! stream, HLS players over HTTP and a thumbnailer, with mediaretain cleaning segments at
+//! `keep_for = "0s"` and recordings at `max_count = 3` — and a daemon restart in the middle.
+
+mod common;
+use common::stack::Stack;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+const CLASSES: &str = "[[class]]\nname = \"hls\"\nstore = \"media\"\nmatch = [\"hls/**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\n\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**/*.flv\"]\nlifecycle = \"recording\"\nmax_count = 3\nquiet_period = \"0s\"\n";
+
+/// Runs the stack for `secs`, checking every 200 ms that the recording nginx was writing at
+/// the last look is still there; returns what was violated.
+fn run_for(s: &Stack, secs: u64) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut writing = None;
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until {
+        if let Some(w) = &writing
+            && !std::path::Path::new(w).exists()
+        {
+            bad.push(format!("{w:?} deleted while nginx was writing it"));
+        }
+        writing = s.recording_in_progress();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bad
+}
+
+#[test]
+fn a_real_live_stack_keeps_what_players_need_and_bounds_the_disk() {
+    let b = Box_::new("gc_interval = \"1s\"", "", CLASSES);
+    let mut s = Stack::start(&b.media);
+    wait_for(
+        "nginx to write the playlist",
+        Duration::from_secs(30),
+        || s.playlist().exists(),
+    );
+    s.players(2);
+    s.thumbnailer();
+    let d = b.daemon(None);
+    let mut bad = run_for(&s, 20);
+    // A restart in the middle: what the old daemon knew about playlists must hold on.
+    let (_, log1) = d.stop();
+    let d = b.daemon(None);
+    bad.extend(run_for(&s, 20));
+    let (_, log2) = d.stop();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert!(
+        s.players_alive(),
+        "a player stopped: {:?}",
+        s.player_errors()
+    );
+    let errors = s.player_errors();
+    assert!(errors.is_empty(), "{errors:?}");
+    let (thumbs, failed) = s.thumbs.lock().unwrap().clone();
+    assert!(failed.is_empty(), "thumbnailer: {failed:?}");
+    assert!(thumbs >= 10, "{thumbs} thumbnails in 40 s");
+    // RFC 8216 §6.2.2: a segment stays available for its duration plus the playlist's
+    // after it leaves the playlist (the watcher polls every 50 ms: 0.1 s of slack).
+    let seen = s.seen.lock().unwrap().clone();
+    let mut deleted = 0;
+    let mut short = Vec::new();
+    for (name, e) in &seen {
+        assert!(!e.gone_while_listed, "{name} deleted while listed: {e:?}");
+        if let (Some(left), Some(gone)) = (e.left, e.gone) {
+            deleted += 1;
+            let kept = gone.duration_since(left).as_secs_f64();
+            let owed = e.duration + e.playlist;
+            if kept < owed - 0.1 {
+                short.push(format!(
+                    "{name}: kept {kept:.2} s after it left, owed {owed:.2} s"
+                ));
+            }
+        }
+    }
+    assert!(deleted >= 20, "{deleted} segments deleted: {seen:?}");
+    assert!(
+        short.is_empty(),
+        "removal grace too short: {short:?}\n{log1}\n{log2}"
+    );
+    // Bounded: the playlist (≈5) and those in their grace (≈6), not the 40 s made.
+    let segs = std::fs::read_dir(&s.hls)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ts"))
+        .count();
+    assert!(segs <= 16, "{segs} segments on disk");
+    let recs = std::fs::read_dir(&s.rec).unwrap().count();
+    assert!(
+        recs <= 5,
+        "{recs} recordings on disk (max_count 3, one being written)"
+    );
+}
