@@ -1638,6 +1638,11 @@ impl Engine {
                     "socket cannot change while running; restart the service".into(),
                 ));
             }
+            if config.daemon.socket_group != cur.config.daemon.socket_group {
+                return Err(EngineError::Reload(
+                    "socket_group cannot change while running; restart the service".into(),
+                ));
+            }
             let rt = Arc::new(Runtime::new(config)?);
             let _pass = self.pass.lock().expect("pass lock");
             *self.runtime.write().expect("runtime lock") = rt.clone();

@@ -195,7 +195,8 @@ pub fn walk(
                     batch.push(FileMeta {
                         path: child,
                         size: s.st_size as u64,
-                        mtime: (s.st_mtime as i64)
+                        mtime: s
+                            .st_mtime
                             .saturating_mul(1_000_000_000)
                             .saturating_add(s.st_mtime_nsec as i64),
                         ino: s.st_ino,

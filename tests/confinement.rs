@@ -628,11 +628,11 @@ fn socket_by_peer_credentials() {
     assert_eq!(r.code, 77, "{r:?}");
     let leases = b.cli(&["leases", "--json"]).ok().json();
     assert!(
-        leases
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["id"].to_string() == root_lease),
+        leases.as_array().unwrap().iter().any(|l| l["id"]
+            .as_i64()
+            .map(|i| i.to_string())
+            .as_deref()
+            == Some(root_lease.as_str())),
         "root's lease is gone: {leases}"
     );
     // The per-uid limit (3): two more, then refused with a clear error.
