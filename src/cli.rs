@@ -12,6 +12,7 @@ use hyper::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::access::Caller;
 use crate::clock::{SystemClock, system_now};
 use crate::config::{self, Config, ConfigError};
 use crate::control::client::{self, ClientError};
@@ -75,6 +76,10 @@ pub struct Cli {
     /// Config file.
     #[arg(long, global = true, env = "MEDIARETAIN_CONFIG", default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// The running daemon's control socket. Client commands (status, plan, ls, explain,
+    /// leases, lease, renew, release…) then need nothing else: not even a readable config.
+    #[arg(long, global = true, env = "MEDIARETAIN_SOCKET")]
+    pub socket: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -355,20 +360,28 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         cmd => {
             let needs_daemon = matches!(cmd, Cmd::Reload);
-            let b = match Config::load(&path) {
-                // `scan` is itself the reconciliation; everything else refreshes first.
-                Ok(cfg) => {
-                    Backend::open(cfg, needs_daemon, !matches!(cmd, Cmd::Scan { .. })).await?
-                }
-                Err(e) => {
-                    // A broken file must not lock the operator out of a running daemon.
-                    let Some(socket) = config::control_socket(&path) else {
-                        return Err(e.into());
-                    };
-                    if client::connect(&socket).await.is_err() {
-                        return Err(e.into());
-                    }
-                    if !needs_daemon {
+            // A client of a running daemon needs only its socket: a socket_group member
+            // may be unable to read the config, or to write its state_dir.
+            let lenient = cli.socket.clone().or_else(|| config::control_socket(&path));
+            if let Some(socket) = &lenient
+                && let Err(ClientError::Connect { source, .. }) = client::connect(socket).await
+                && source.kind() == std::io::ErrorKind::PermissionDenied
+            {
+                return Err(Failure::new(
+                    exit::NOPERM,
+                    format!(
+                        "cannot connect to {}: permission denied; only root, the daemon's user and members of its socket_group may use it",
+                        socket.display()
+                    ),
+                ));
+            }
+            if let Some(socket) = lenient
+                && client::connect(&socket).await.is_ok()
+            {
+                if cli.socket.is_none() && !needs_daemon && owns(&socket) {
+                    // The operator's own typo must not go unnoticed while the daemon runs
+                    // on its last good config.
+                    if let Err(e) = Config::load(&path) {
                         eprintln!(
                             "mediaretain: warning: {} has errors; the daemon runs on its last good config:",
                             path.display()
@@ -377,12 +390,36 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                             eprintln!("mediaretain:   {line}");
                         }
                     }
-                    Backend::Daemon(socket)
                 }
-            };
+                return dispatch(&Backend::Daemon(socket), cmd).await;
+            }
+            if let Some(socket) = cli.socket {
+                return Err(Failure::new(
+                    exit::UNAVAILABLE,
+                    format!(
+                        "the daemon is not running (nothing answers on {})",
+                        socket.display()
+                    ),
+                ));
+            }
+            // `scan` is itself the reconciliation; everything else refreshes first.
+            let cfg = Config::load(&path).map_err(|e| match e {
+                e @ ConfigError::Read { .. } => Failure::new(
+                    exit::CONFIG,
+                    format!("{e}\n(a client of a running daemon needs only its socket: give --socket PATH or MEDIARETAIN_SOCKET)"),
+                ),
+                e => e.into(),
+            })?;
+            let b = Backend::open(cfg, needs_daemon, !matches!(cmd, Cmd::Scan { .. })).await?;
             dispatch(&b, cmd).await
         }
     }
+}
+
+/// Whether this process is root or owns `socket` (the daemon's user): who administers it.
+fn owns(socket: &Path) -> bool {
+    let me = rustix::process::geteuid();
+    me.is_root() || rustix::fs::stat(socket).is_ok_and(|st| st.st_uid == me.as_raw())
 }
 
 async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
@@ -564,7 +601,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
             };
             let l: Lease = b
                 .ask(Method::POST, "/v1/lease", Some(&req), move |e| {
-                    e.lease(&path, ttl, &holder)
+                    e.lease(&path, ttl, &holder, Caller::Admin)
                 })
                 .await?;
             if json {
@@ -577,7 +614,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
             let req = LeaseIdRequest { id, ttl: Some(ttl) };
             let l: Lease = b
                 .ask(Method::POST, "/v1/renew", Some(&req), move |e| {
-                    e.renew(id, ttl)
+                    e.renew(id, ttl, Caller::Admin)
                 })
                 .await?;
             println!("lease {} until {}", l.id, fmt_time(l.expires));
@@ -587,7 +624,8 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
             let req = LeaseIdRequest { id, ttl: None };
             let r: Released = b
                 .ask(Method::POST, "/v1/release", Some(&req), move |e| {
-                    e.release(id).map(|()| Released { released: id })
+                    e.release(id, Caller::Admin)
+                        .map(|()| Released { released: id })
                 })
                 .await?;
             println!("released lease {}", r.released);

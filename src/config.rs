@@ -95,6 +95,11 @@ pub struct Daemon {
     pub max_delete_bytes: ByteSize,
     /// Audit records older than this are pruned.
     pub audit_retention: Dur,
+    /// Members of this group may connect to the control socket: read, and take, renew and
+    /// release their own leases. None: only root and the daemon's user.
+    pub socket_group: Option<String>,
+    /// At most this many active leases per client uid (root and the daemon's user: no limit).
+    pub max_leases_per_uid: u32,
 }
 
 /// `[[store]]`.
@@ -568,6 +573,11 @@ impl Validator<'_> {
             .as_deref()
             .map(|s| self.resolve(s))
             .unwrap_or_else(|| state_dir.join("control.sock"));
+        if let Some(g) = d.socket_group.as_deref().filter(|_| self.fs_checks)
+            && let Err(e) = crate::access::group_gid(g)
+        {
+            self.err(dspan.clone(), e.to_string());
+        }
         if guard.files == 0 {
             self.err(guard_span, "max_delete_per_pass.files must be at least 1");
         }
@@ -579,6 +589,8 @@ impl Validator<'_> {
             max_delete_files: guard.files,
             max_delete_bytes: guard.bytes,
             audit_retention: d.audit_retention,
+            socket_group: d.socket_group,
+            max_leases_per_uid: d.max_leases_per_uid,
         };
         for (name, v, min) in [
             ("scan_interval", d.scan_interval, 1),
@@ -967,6 +979,14 @@ mod raw {
         pub max_delete_per_pass: Option<Spanned<Guard>>,
         #[serde(default = "d_audit")]
         pub audit_retention: Dur,
+        #[serde(default)]
+        pub socket_group: Option<String>,
+        #[serde(default = "d_max_leases")]
+        pub max_leases_per_uid: u32,
+    }
+
+    fn d_max_leases() -> u32 {
+        1000
     }
 
     #[derive(Deserialize, Clone, Copy)]

@@ -165,11 +165,13 @@ async fn acquire_lock(config: &Config) -> Result<StateLock, Failure> {
 pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let config =
         Config::load(config_path).map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
+    let policy = crate::access::Policy::new(config.daemon.socket_group.as_deref())
+        .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
     let lock = acquire_lock(&config).await?;
     let socket = config.daemon.socket.clone();
     let engine =
         Arc::new(Engine::open(config, Arc::new(SystemClock), true).map_err(Failure::from)?);
-    let listener = server::bind(&socket).map_err(|e| {
+    let listener = server::bind(&socket, policy.group).map_err(|e| {
         Failure::new(
             exit::CANTCREAT,
             format!("control socket {}: {e}", socket.display()),
@@ -184,6 +186,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
         engine: engine.clone(),
         reload: reload_tx,
         pass_soon: pass_soon.clone(),
+        policy: Arc::new(policy),
     };
     tracker.spawn(server::serve(listener, ctl, cancel.clone()));
 

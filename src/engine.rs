@@ -11,6 +11,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+use crate::access::Caller;
 use crate::classify::Classifier;
 use crate::clock::Clock;
 use crate::config::{AgeFrom, Class, Config, ConfigError};
@@ -45,6 +46,12 @@ pub enum EngineError {
     /// The new config is invalid; the running config stays.
     #[error("{0}")]
     Config(#[from] ConfigError),
+    /// The caller may not do this (a socket client and another uid's lease).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller holds too much already (a socket client's lease limit).
+    #[error("{0}")]
+    TooMany(String),
 }
 
 impl EngineError {
@@ -54,6 +61,8 @@ impl EngineError {
             EngineError::BadInput(_) => crate::exit::DATAERR,
             EngineError::Config(_) | EngineError::Reload(_) => crate::exit::CONFIG,
             EngineError::Registry(_) | EngineError::Store(_) => crate::exit::IOERR,
+            EngineError::Forbidden(_) => crate::exit::NOPERM,
+            EngineError::TooMany(_) => crate::exit::TEMPFAIL,
         }
     }
 }
@@ -1307,7 +1316,14 @@ impl Engine {
 
     /// Takes a lease on a path or glob (`STORE:hls/s1/**`, `/abs/root/hls/s1/*.ts`) for `ttl`.
     /// A glob covers files that appear later too.
-    pub fn lease(&self, arg: &str, ttl: crate::units::Dur, holder: &str) -> Result<Lease> {
+    /// A socket client (`Caller::Client`) holds at most `max_leases_per_uid` at a time.
+    pub fn lease(
+        &self,
+        arg: &str,
+        ttl: crate::units::Dur,
+        holder: &str,
+        caller: Caller,
+    ) -> Result<Lease> {
         if ttl.0.is_zero() || ttl.0 > MAX_LEASE {
             return Err(EngineError::BadInput(format!(
                 "lease ttl {ttl} must be above 0s and at most 30d (renew for longer)"
@@ -1330,6 +1346,14 @@ impl Engine {
         let now = self.now();
         // Like a pin: no chunk is between its re-check and its unlinks while a lease lands.
         let _gate = self.pin_gate.lock().expect("pin gate");
+        if let Caller::Client(uid) = caller {
+            let max = u64::from(rt.config.daemon.max_leases_per_uid);
+            if self.reg().count_leases(uid, now)? >= max {
+                return Err(EngineError::TooMany(format!(
+                    "uid {uid} already holds {max} active leases (max_leases_per_uid); release some first"
+                )));
+            }
+        }
         let lease = self.reg().add_lease(Lease {
             id: 0,
             store: store.clone(),
@@ -1338,19 +1362,21 @@ impl Engine {
             holder: holder.to_string(),
             created: now,
             expires: now.saturating_add(ttl.as_nanos_i64()),
+            owner: Some(caller.owner_uid()),
         })?;
-        info!(action = "lease", store = %store, path = %lease.pattern, holder, lease = lease.id, "lease {} on {store}:{} by {holder} until {}", lease.id, lease.pattern, fmt_time(lease.expires));
+        info!(action = "lease", owner = caller.owner_uid(), store = %store, path = %lease.pattern, holder, lease = lease.id, "lease {} on {store}:{} by {holder} until {}", lease.id, lease.pattern, fmt_time(lease.expires));
         Ok(lease)
     }
 
     /// Extends lease `id` to `ttl` from now.
-    pub fn renew(&self, id: i64, ttl: crate::units::Dur) -> Result<Lease> {
+    pub fn renew(&self, id: i64, ttl: crate::units::Dur, caller: Caller) -> Result<Lease> {
         if ttl.0.is_zero() || ttl.0 > MAX_LEASE {
             return Err(EngineError::BadInput(format!(
                 "lease ttl {ttl} must be above 0s and at most 30d"
             )));
         }
         let now = self.now();
+        self.check_lease_owner(id, now, caller)?;
         self.reg()
             .renew_lease(id, now.saturating_add(ttl.as_nanos_i64()), now)?
             .ok_or_else(|| {
@@ -1359,7 +1385,8 @@ impl Engine {
     }
 
     /// Ends lease `id`.
-    pub fn release(&self, id: i64) -> Result<()> {
+    pub fn release(&self, id: i64, caller: Caller) -> Result<()> {
+        self.check_lease_owner(id, self.now(), caller)?;
         if !self.reg().release_lease(id)? {
             return Err(EngineError::BadInput(format!(
                 "no active lease {id} (expired or released)"
@@ -1367,6 +1394,19 @@ impl Engine {
         }
         info!(action = "release", lease = id, "lease {id} released");
         Ok(())
+    }
+
+    /// A socket client may renew and release only the leases it took.
+    fn check_lease_owner(&self, id: i64, now: Nanos, caller: Caller) -> Result<()> {
+        let Caller::Client(uid) = caller else {
+            return Ok(());
+        };
+        match self.reg().lease_owner(id, now)? {
+            Some(owner) if owner != Some(uid) => Err(EngineError::Forbidden(format!(
+                "lease {id} was taken by another user; uid {uid} may renew and release only its own leases"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Active leases.
@@ -1638,6 +1678,11 @@ impl Engine {
             if config.daemon.socket != cur.config.daemon.socket {
                 return Err(EngineError::Reload(
                     "socket cannot change while running; restart the service".into(),
+                ));
+            }
+            if config.daemon.socket_group != cur.config.daemon.socket_group {
+                return Err(EngineError::Reload(
+                    "socket_group cannot change while running; restart the service".into(),
                 ));
             }
             let rt = Arc::new(Runtime::new(config)?);

@@ -9,6 +9,7 @@
 //! [`store`]s; the [`daemon`] wires it to signals, timers, systemd and the [`control`]
 //! socket; [`cli`] is what an operator types.
 
+pub mod access;
 pub mod classify;
 pub mod cli;
 pub mod clock;
@@ -39,6 +40,10 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 69;
     /// Internal software error.
     pub const SOFTWARE: u8 = 70;
+    /// Temporary failure (e.g. a client's lease limit is reached).
+    pub const TEMPFAIL: u8 = 75;
+    /// Permission denied (e.g. a socket client asking for what only root may do).
+    pub const NOPERM: u8 = 77;
     /// Cannot create a file or directory.
     pub const CANTCREAT: u8 = 73;
     /// I/O error.

@@ -19,6 +19,12 @@ fn main() -> ExitCode {
             });
         }
     };
+    // Everything we create — state directory, registry, lock, socket, staging — is ours
+    // alone unless we say otherwise, whatever umask we were started with. `fetch` writes
+    // the operator's file and keeps the operator's umask. Set before any thread exists.
+    if !matches!(cli.cmd, Cmd::Fetch { .. }) {
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    }
     logging::init(if matches!(cli.cmd, Cmd::Run) {
         "info"
     } else {

@@ -2,20 +2,22 @@
 //! is not. The walk runs on its own thread and hands batches to the registry writer, so
 //! reading the disk and writing the database overlap.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::mpsc::sync_channel;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::classify::Classifier;
-use crate::clock::to_nanos;
 use crate::registry::{FileMeta, Registry, RegistryError};
 use crate::units::Nanos;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 const BATCH: usize = 8192;
 
@@ -41,73 +43,172 @@ pub struct ScanStats {
     pub empty_dirs: Vec<PathBuf>,
 }
 
+/// Deepest directory level walked or watched below a store root: a hostile tree cannot
+/// make a walk hold more descriptors than this.
+pub const MAX_DEPTH: usize = 256;
+
+/// Opens directory `rel` beneath `root` without following any symlink on the way
+/// (`openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`, else one `O_NOFOLLOW` component at a
+/// time). The empty path is the root itself.
+pub fn open_dir_beneath(root: &OwnedFd, rel: &Path) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if rel.as_os_str().is_empty() {
+        return rustix::fs::openat(root, ".", flags, Mode::empty());
+    }
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve) {
+        Err(Errno::NOSYS) | Err(Errno::PERM) => {
+            let mut fd = rustix::io::fcntl_dupfd_cloexec(root, 0)?;
+            for c in rel.components() {
+                let std::path::Component::Normal(name) = c else {
+                    return Err(Errno::XDEV);
+                };
+                fd = rustix::fs::openat(&fd, name, flags, Mode::empty())?;
+            }
+            Ok(fd)
+        }
+        r => r,
+    }
+}
+
+/// Opens a store root (the operator's path: the root itself may be a configured link).
+pub fn open_root(root: &Path) -> Result<OwnedFd, Errno> {
+    rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// Walks `root` from `prefix` and calls `sink` with batches of regular files (relative
-/// paths); empty directories below the root are pushed to `empty`. Symlinks are never
-/// followed. Returns (dirs read, dirs unreadable).
+/// paths); empty directories below the root are pushed to `empty`. Returns (dirs read,
+/// dirs unreadable).
+///
+/// Descriptor-based: `prefix` is opened beneath the root without following links, every
+/// directory below it with `openat(parent, name, O_NOFOLLOW|O_DIRECTORY)`, and every file is
+/// `fstatat`-ed no-follow in its open directory. A symlink is logged (debug) and skipped; a
+/// directory swapped for a symlink between listing and opening is not entered.
 pub fn walk(
     root: &Path,
     prefix: &Path,
     mut sink: impl FnMut(Vec<FileMeta>),
     empty: &mut Vec<PathBuf>,
 ) -> (u64, u64) {
-    let mut stack: Vec<PathBuf> = vec![prefix.to_path_buf()];
     let mut batch = Vec::with_capacity(BATCH);
     let (mut dirs, mut unreadable) = (0, 0);
-    while let Some(rel) = stack.pop() {
-        let abs = root.join(&rel);
-        let rd = match fs::read_dir(&abs) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+    let start = match open_root(root).and_then(|r| open_dir_beneath(&r, prefix)) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return (0, 0),
+        // A link (or a non-directory) where a directory was: nothing of ours to list there.
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => {
+            debug!(path = %root.join(prefix).display(), "not a directory beneath the root; skipped");
+            return (0, 0);
+        }
+        Err(e) => {
+            warn!(path = %root.join(prefix).display(), error = %e, "cannot read directory; its entries are kept as they were");
+            return (0, 1);
+        }
+    };
+    // Pending directories: (the parent's descriptor, name, relative path, depth). Siblings
+    // share their parent's descriptor, so a depth-first walk holds about one per level.
+    let mut stack: Vec<(Option<Arc<OwnedFd>>, OsString, PathBuf, usize)> =
+        vec![(None, OsString::new(), prefix.to_path_buf(), 0)];
+    let mut start = Some(start);
+    while let Some((parent, name, rel, depth)) = stack.pop() {
+        let abs = || root.join(&rel);
+        let fd = match parent {
+            None => match start.take() {
+                Some(fd) => fd,
+                None => continue,
+            },
+            Some(p) => match rustix::fs::openat(
+                &*p,
+                name.as_os_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => continue,
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                    debug!(path = %abs().display(), "replaced by a symlink or file since it was listed; not entered");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(path = %abs().display(), error = %e, "cannot read directory; its entries are kept as they were");
+                    unreadable += 1;
+                    continue;
+                }
+            },
+        };
+        let dir = match rustix::fs::Dir::read_from(&fd) {
+            Ok(d) => d,
             Err(e) => {
-                warn!(path = %abs.display(), error = %e, "cannot read directory; its entries are kept as they were");
+                warn!(path = %abs().display(), error = %e, "cannot read directory; its entries are kept as they were");
                 unreadable += 1;
                 continue;
             }
         };
         dirs += 1;
+        let fd = Arc::new(fd);
         let mut any = false;
-        for de in rd {
-            any = true;
-            // A listing or stat error other than "vanished" makes this walk partial: count
-            // it, so the sweep keeps (does not forget) what it could not see.
-            let partial = |e: &std::io::Error| e.kind() != std::io::ErrorKind::NotFound;
+        for de in dir {
             let de = match de {
                 Ok(de) => de,
                 Err(e) => {
-                    warn!(path = %abs.display(), error = %e, "directory listing failed part-way");
+                    // A listing error makes this walk partial: counted, so the sweep keeps
+                    // (does not forget) what it could not see.
+                    warn!(path = %abs().display(), error = %e, "directory listing failed part-way");
                     unreadable += 1;
                     break;
                 }
             };
-            let ft = match de.file_type() {
-                Ok(ft) => ft,
-                Err(e) => {
-                    unreadable += u64::from(partial(&e));
-                    continue;
-                }
-            };
-            let child = rel.join(de.file_name());
-            if ft.is_dir() {
-                stack.push(child);
-            } else if ft.is_file() {
-                // DirEntry::metadata is an fstatat relative to the open directory, no-follow.
-                let md = match de.metadata() {
-                    Ok(md) => md,
-                    Err(e) => {
-                        unreadable += u64::from(partial(&e));
+            let fname = de.file_name().to_bytes();
+            if fname == b"." || fname == b".." {
+                continue;
+            }
+            any = true;
+            let fname = OsStr::from_bytes(fname).to_os_string();
+            let child = rel.join(&fname);
+            let mut ft = de.file_type();
+            let mut st = None;
+            if ft == FileType::Unknown || ft == FileType::RegularFile {
+                match rustix::fs::statat(&*fd, fname.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(s) => {
+                        ft = FileType::from_raw_mode(s.st_mode);
+                        st = Some(s);
+                    }
+                    Err(Errno::NOENT) => continue,
+                    Err(_) => {
+                        unreadable += 1;
                         continue;
                     }
-                };
-                let mtime = md.modified().map(to_nanos).unwrap_or(0);
-                batch.push(FileMeta {
-                    path: child,
-                    size: md.len(),
-                    mtime,
-                    ino: md.ino(),
-                });
-                if batch.len() >= BATCH {
-                    sink(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
                 }
+            }
+            match ft {
+                FileType::Directory if depth + 1 >= MAX_DEPTH => {
+                    warn!(path = %root.join(&child).display(), max_depth = MAX_DEPTH, "directory nested too deep; not walked, its entries are kept as they were");
+                    unreadable += 1;
+                }
+                FileType::Directory => stack.push((Some(fd.clone()), fname, child, depth + 1)),
+                FileType::RegularFile => {
+                    let Some(s) = st else { continue };
+                    batch.push(FileMeta {
+                        path: child,
+                        size: s.st_size as u64,
+                        mtime: s
+                            .st_mtime
+                            .saturating_mul(1_000_000_000)
+                            .saturating_add(s.st_mtime_nsec as i64),
+                        ino: s.st_ino,
+                    });
+                    if batch.len() >= BATCH {
+                        sink(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                    }
+                }
+                FileType::Symlink => {
+                    debug!(path = %root.join(&child).display(), "symlink skipped: never followed");
+                }
+                _ => {}
             }
         }
         if !any && !rel.as_os_str().is_empty() {

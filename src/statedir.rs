@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FlockOperation, flock};
@@ -40,19 +41,26 @@ pub struct StateLock {
 }
 
 impl StateLock {
-    /// Creates `dir` if needed and takes its lock without waiting.
+    /// Creates `dir` if needed (mode 0700), takes its lock without waiting, and makes sure
+    /// the directory and the registry files are not open to other users (see [`secure`]).
     pub fn acquire(dir: &Path) -> Result<StateLock, StateError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateError::Io { path, source }
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
         let path = dir.join("lock");
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io(&path))?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
@@ -76,6 +84,7 @@ impl StateLock {
         file.set_len(0).map_err(io(&path))?;
         file.rewind().map_err(io(&path))?;
         writeln!(file, "{}", std::process::id()).map_err(io(&path))?;
+        secure(dir).map_err(io(dir))?;
         Ok(StateLock { _file: file, path })
     }
 
@@ -83,6 +92,52 @@ impl StateLock {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Takes group write and every "other" permission except search from the state directory
+/// (a socket inside it must stay reachable by `socket_group`), and every group and other
+/// permission from `registry.db`, its `-wal`/`-shm` files and the lock; creates
+/// `registry.db` with mode 0600 if missing (SQLite gives its `-wal`/`-shm` the database's
+/// mode). Nothing is followed: a symlink in place of one of them is an error.
+pub fn secure(dir: &Path) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags, fchmod, fstat, open, openat};
+    let dfd = open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let narrow = |fd: &std::os::fd::OwnedFd, keep: u32, what: &Path| -> std::io::Result<()> {
+        let st = fstat(fd)?;
+        let mode = st.st_mode & 0o7777;
+        if mode & !keep != 0 {
+            fchmod(fd, Mode::from_raw_mode(mode & keep))?;
+            tracing::info!(path = %what.display(), old_mode = format!("{mode:o}"), new_mode = format!("{:o}", mode & keep), "narrowed permissions");
+        }
+        Ok(())
+    };
+    narrow(&dfd, 0o7751, dir)?;
+    for (name, create) in [
+        ("registry.db", true),
+        ("registry.db-wal", false),
+        ("registry.db-shm", false),
+        ("lock", false),
+    ] {
+        let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        if create {
+            flags |= OFlags::CREATE;
+        }
+        match openat(&dfd, name, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => narrow(&fd, 0o7700, &dir.join(name))?,
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    std::io::Error::from(e).kind(),
+                    format!("{}: {e}", dir.join(name).display()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The control socket: HTTP+JSON over a Unix socket (mode 0660), so the CLI — and a shell
+//! The control socket: HTTP+JSON over a Unix socket (mode 0660, group `socket_group`), so the CLI — and a shell
 //! hook via `curl --unix-socket` — talk to the running daemon.
 //!
 //! | method | path           | body                                  | answer            |
@@ -19,6 +19,13 @@
 //! | POST   | /v1/reload     |                                       | `{"reclassified": N}` |
 //!
 //! Errors answer 4xx/5xx with `{"error": "...", "exit": CODE}`.
+//!
+//! Access is decided per request by the peer's kernel credentials (`SO_PEERCRED`,
+//! `SO_PEERGROUPS`; see [`crate::access`]): root and the daemon's user may call everything;
+//! members of `[daemon] socket_group` may call status, plan, ls, explain and leases, and
+//! lease / renew / release their own leases (403, exit 77, otherwise; 429, exit 75, beyond
+//! `max_leases_per_uid`). A client's `trigger` is never one of the daemon's own
+//! (`schedule`, `pressure`, …).
 
 pub mod client;
 pub mod server;
@@ -89,12 +96,16 @@ pub struct TagRequest {
     pub trigger: Option<String>,
 }
 
+/// Triggers only the daemon itself may record: a client claiming one is recorded as "api".
+pub const DAEMON_TRIGGERS: &[&str] = &["schedule", "pressure", "watchdog", "startup", "reload"];
+
 /// The audit trigger of a request: its own word if it is one (lowercase letters, digits,
-/// '-', at most 32), else "api".
+/// '-', at most 32) and not one of the daemon's own ([`DAEMON_TRIGGERS`]), else "api".
 pub fn trigger_of(t: &Option<String>) -> String {
     match t {
         Some(t)
             if !t.is_empty()
+                && !DAEMON_TRIGGERS.contains(&t.as_str())
                 && t.len() <= 32
                 && t.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>

@@ -1,11 +1,12 @@
 //! The daemon side of the control socket.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Extension, Query, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::access::{Caller, Peer, Policy, Role};
 use crate::engine::{Engine, EngineError, Mark};
 use crate::registry::Filter;
 
@@ -30,6 +32,75 @@ pub struct Ctl {
     pub reload: mpsc::Sender<ReloadReply>,
     /// Wakes the daemon loop for a pass soon (a released lease may free files).
     pub pass_soon: std::sync::Arc<tokio::sync::Notify>,
+    /// Who may do what, by the peer's credentials.
+    pub policy: Arc<Policy>,
+}
+
+/// The kernel's credentials of a connection's peer (None: unreadable, treated as a stranger).
+#[derive(Clone, Debug)]
+pub struct PeerInfo(pub Option<Peer>);
+
+impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for PeerInfo {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, UnixListener>) -> Self {
+        PeerInfo(Peer::of(stream.io()).ok())
+    }
+}
+
+/// What a `socket_group` member may call: the read endpoints and its own leases.
+fn member_may(method: &Method, path: &str) -> bool {
+    matches!(
+        (method.as_str(), path),
+        ("GET", "/v1/status" | "/v1/plan" | "/v1/leases")
+            | (
+                "POST",
+                "/v1/ls" | "/v1/explain" | "/v1/lease" | "/v1/renew" | "/v1/release"
+            )
+    )
+}
+
+fn forbidden(error: String) -> Response {
+    ApiError(
+        StatusCode::FORBIDDEN,
+        ErrorBody {
+            error,
+            exit: crate::exit::NOPERM,
+        },
+    )
+    .into_response()
+}
+
+/// Decides each request by the peer's credentials; the handlers see a [`Caller`].
+async fn authorize(
+    State(c): State<Ctl>,
+    ConnectInfo(peer): ConnectInfo<PeerInfo>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(peer) = peer.0 else {
+        return forbidden("the control socket could not read the peer's credentials".into());
+    };
+    let caller = match c.policy.role(&peer) {
+        Role::Admin => Caller::Admin,
+        Role::Member if member_may(req.method(), req.uri().path()) => Caller::Client(peer.uid),
+        Role::Member => {
+            tracing::info!(action = "refuse_client", uid = peer.uid, pid = peer.pid, method = %req.method(), uri = %req.uri().path(), "socket client refused");
+            return forbidden(format!(
+                "uid {} may read and hold its own leases; {} {} needs root",
+                peer.uid,
+                req.method(),
+                req.uri().path()
+            ));
+        }
+        Role::Denied => {
+            tracing::info!(action = "refuse_client", uid = peer.uid, pid = peer.pid, method = %req.method(), uri = %req.uri().path(), "socket client refused");
+            return forbidden(format!(
+                "uid {} may not use the control socket: only root, the daemon's user and members of [daemon] socket_group may",
+                peer.uid
+            ));
+        }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
 struct ApiError(StatusCode, ErrorBody);
@@ -46,6 +117,8 @@ impl From<EngineError> for ApiError {
             EngineError::BadInput(_) | EngineError::Config(_) | EngineError::Reload(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
+            EngineError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(
@@ -158,13 +231,15 @@ async fn tag(
 
 async fn lease(
     State(c): State<Ctl>,
+    Extension(caller): Extension<Caller>,
     Json(r): Json<LeaseRequest>,
 ) -> ApiResult<crate::registry::Lease> {
-    blocking(&c, move |e| e.lease(&r.path, r.ttl, &r.holder)).await
+    blocking(&c, move |e| e.lease(&r.path, r.ttl, &r.holder, caller)).await
 }
 
 async fn renew(
     State(c): State<Ctl>,
+    Extension(caller): Extension<Caller>,
     Json(r): Json<LeaseIdRequest>,
 ) -> ApiResult<crate::registry::Lease> {
     let Some(ttl) = r.ttl else {
@@ -176,12 +251,17 @@ async fn renew(
             },
         ));
     };
-    blocking(&c, move |e| e.renew(r.id, ttl)).await
+    blocking(&c, move |e| e.renew(r.id, ttl, caller)).await
 }
 
-async fn release(State(c): State<Ctl>, Json(r): Json<LeaseIdRequest>) -> ApiResult<Released> {
+async fn release(
+    State(c): State<Ctl>,
+    Extension(caller): Extension<Caller>,
+    Json(r): Json<LeaseIdRequest>,
+) -> ApiResult<Released> {
     let res = blocking(&c, move |e| {
-        e.release(r.id).map(|()| Released { released: r.id })
+        e.release(r.id, caller)
+            .map(|()| Released { released: r.id })
     })
     .await;
     if res.is_ok() {
@@ -239,19 +319,58 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/v1/leases", get(leases))
         .route("/v1/scan", post(scan))
         .route("/v1/reload", post(reload))
+        .route_layer(middleware::from_fn_with_state(ctl.clone(), authorize))
         .with_state(ctl)
 }
 
-/// Binds the socket at `path` with mode 0660. A stale socket is replaced; a live one (a
+/// Binds the socket at `path` with mode 0660, owned by the daemon's user and `group`
+/// (`socket_group`; else the daemon's group). A stale socket is replaced; a live one (a
 /// daemon of another state directory configured with the same socket) or anything that is
 /// not a socket is refused.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    use std::os::unix::fs::FileTypeExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+///
+/// There is no moment at which the socket is reachable with other permissions: it is bound
+/// inside a fresh 0700 directory (through that directory's descriptor), given its mode and
+/// group there, and only then renamed into place. A missing parent directory is created
+/// 0750; with a `group`, the parent directory — when the daemon's user owns it — is given
+/// that group and group search permission, so members can reach the socket.
+pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
+    use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
+    use std::os::unix::fs::DirBuilderExt;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other("not a socket path"));
+    };
+    if !dir.as_os_str().is_empty() && !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)?;
     }
-    match std::fs::symlink_metadata(path) {
-        Ok(md) if !md.file_type().is_socket() => {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let dfd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if let Some(gid) = group {
+        let st = rustix::fs::fstat(&dfd)?;
+        if st.st_uid == rustix::process::geteuid().as_raw() {
+            if st.st_gid != gid {
+                rustix::fs::fchown(&dfd, None, Some(rustix::fs::Gid::from_raw(gid)))?;
+            }
+            let mode = (st.st_mode & 0o7777) | 0o010;
+            if mode != st.st_mode & 0o7777 {
+                rustix::fs::fchmod(&dfd, Mode::from_raw_mode(mode))?;
+            }
+        }
+    }
+    match rustix::fs::statat(&dfd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket =>
+        {
             return Err(std::io::Error::other(
                 "exists and is not a socket; refusing to replace it",
             ));
@@ -259,18 +378,51 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         Ok(_) if std::os::unix::net::UnixStream::connect(path).is_ok() => {
             return Err(std::io::Error::other("another daemon answers on it"));
         }
-        Ok(_) => std::fs::remove_file(path)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        Ok(_) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(e.into()),
     }
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(l)
+    // A private directory beside the socket (same filesystem, so rename works).
+    let tmp_name = format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id());
+    let _ = rustix::fs::unlinkat(&dfd, format!("{tmp_name}/sock"), AtFlags::empty());
+    let _ = rustix::fs::unlinkat(&dfd, &tmp_name, AtFlags::REMOVEDIR);
+    rustix::fs::mkdirat(&dfd, &tmp_name, Mode::from_raw_mode(0o700))?;
+    let result = (|| {
+        let tfd = rustix::fs::openat(
+            &dfd,
+            &tmp_name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&tfd)?;
+        if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+            return Err(std::io::Error::other(
+                "the private directory for binding was tampered with",
+            ));
+        }
+        use std::os::fd::AsRawFd;
+        let at = std::path::PathBuf::from(format!("/proc/self/fd/{}/sock", tfd.as_raw_fd()));
+        let l = UnixListener::bind(&at)?;
+        rustix::fs::chmodat(&tfd, "sock", Mode::from_raw_mode(0o660), AtFlags::empty())?;
+        if let Some(gid) = group {
+            rustix::fs::chownat(
+                &tfd,
+                "sock",
+                None,
+                Some(rustix::fs::Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        rustix::fs::renameat_with(&tfd, "sock", &dfd, name, RenameFlags::empty())?;
+        Ok(l)
+    })();
+    let _ = rustix::fs::unlinkat(&dfd, format!("{tmp_name}/sock"), AtFlags::empty());
+    let _ = rustix::fs::unlinkat(&dfd, &tmp_name, AtFlags::REMOVEDIR);
+    result
 }
 
 /// Serves until `cancel`.
 pub async fn serve(listener: UnixListener, ctl: Ctl, cancel: CancellationToken) {
-    let app = router(ctl);
+    let app = router(ctl).into_make_service_with_connect_info::<PeerInfo>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await

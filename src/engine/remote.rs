@@ -14,6 +14,7 @@ use super::*;
 use crate::config::S3Location;
 use crate::policy::OffloadAction;
 use crate::registry::FileMeta;
+use crate::store::newfile::{self, NewFile, NewFileError};
 use crate::store::s3::{CredentialSource, Credentials, S3Settings, S3Store};
 use crate::store::{Store, Verified};
 
@@ -761,48 +762,37 @@ pub fn fetch(config: &Config, arg: &str, dest: &Path, force: bool) -> Result<Ver
         .ok_or_else(|| {
             EngineError::BadInput(format!("{store:?} is not an S3 store of this config"))
         })?;
-    if dest.exists() && !force {
-        return Err(EngineError::BadInput(format!(
-            "{} exists; give --force to replace it",
-            dest.display()
-        )));
-    }
     let remote = open(store, loc)?;
     let staging = config.daemon.state_dir.join("staging");
-    std::fs::create_dir_all(&staging).map_err(|e| StoreError::io(store, &staging, e))?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| StoreError::io(store, &staging, e))?;
+    }
     sweep_staging(&staging);
-    let part = staging.join(format!(
-        "{}-{}.fetch",
-        std::process::id(),
-        crate::clock::system_now()
-    ));
-    let v = io(remote.fetch(key, &part));
-    let v = match v {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = std::fs::remove_file(&part);
-            return Err(e.into());
-        }
-    };
-    if let Err(e) = move_into_place(&part, dest) {
-        let _ = std::fs::remove_file(&part);
-        return Err(StoreError::io(store, dest, e).into());
-    }
+    // Staged in our staging directory when DEST is on its filesystem, else beside DEST;
+    // created O_EXCL|O_NOFOLLOW and renamed within directory descriptors (never through a
+    // path a user who writes DEST's directory could redirect).
+    let mut out = NewFile::create(dest, Some(&staging), &newfile::tmp_name("fetch"), force)
+        .map_err(|e| match e {
+            e @ (NewFileError::Exists { .. }
+            | NewFileError::NotAFile { .. }
+            | NewFileError::BadPath { .. }) => EngineError::BadInput(e.to_string()),
+            e => StoreError::io(store, dest, e).into(),
+        })?;
+    let file = out
+        .file()
+        .try_clone()
+        .map_err(|e| StoreError::io(store, dest, e))?;
+    let v = io(remote.fetch_into(key, file, dest))?;
+    out.commit(newfile::umask_mode()).map_err(|e| match e {
+        e @ NewFileError::Exists { .. } => EngineError::BadInput(e.to_string()),
+        e => StoreError::io(store, dest, e).into(),
+    })?;
     Ok(v)
-}
-
-/// Renames `from` to `to`, or copies (then syncs and removes) across filesystems.
-fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
-    match std::fs::rename(from, to) {
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let tmp = to.with_extension("mediaretain-fetch");
-            std::fs::copy(from, &tmp)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, to)?;
-            std::fs::remove_file(from)
-        }
-        r => r,
-    }
 }
 
 /// Removes staging files (`PID-…`) whose process is gone: the partial files of a fetch that

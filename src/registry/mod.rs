@@ -140,6 +140,9 @@ pub struct Lease {
     pub created: Nanos,
     /// Until.
     pub expires: Nanos,
+    /// The uid that took it (None: taken before owners were recorded, as root).
+    #[serde(default)]
+    pub owner: Option<u32>,
 }
 
 /// Per-class totals.
@@ -992,8 +995,8 @@ impl Registry {
     pub fn add_lease(&mut self, mut lease: Lease) -> Result<Lease> {
         self.conn
             .execute(
-                "INSERT INTO leases(store, pattern, glob, holder, created, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![lease.store, lease.pattern.as_bytes(), lease.glob, lease.holder, lease.created, lease.expires],
+                "INSERT INTO leases(store, pattern, glob, holder, created, expires, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![lease.store, lease.pattern.as_bytes(), lease.glob, lease.holder, lease.created, lease.expires, lease.owner],
             )
             .map_err(self.err())?;
         lease.id = self.conn.last_insert_rowid();
@@ -1015,6 +1018,31 @@ impl Registry {
         Ok(self.leases(now)?.into_iter().find(|l| l.id == id))
     }
 
+    /// Unexpired leases owned by `uid`.
+    pub fn count_leases(&mut self, uid: u32, now: Nanos) -> Result<u64> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM leases WHERE owner = ?1 AND expires > ?2",
+                params![uid, now],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(self.err())
+    }
+
+    /// The owner of unexpired lease `id`: None when there is no such lease, Some(None)
+    /// for a lease from before owners were recorded.
+    pub fn lease_owner(&mut self, id: i64, now: Nanos) -> Result<Option<Option<u32>>> {
+        self.conn
+            .query_row(
+                "SELECT owner FROM leases WHERE id = ?1 AND expires > ?2",
+                params![id, now],
+                |r| r.get::<_, Option<u32>>(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
     /// Ends a lease; whether it existed.
     pub fn release_lease(&mut self, id: i64) -> Result<bool> {
         let n = self
@@ -1032,7 +1060,7 @@ impl Registry {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT id, store, pattern, glob, holder, created, expires FROM leases ORDER BY id",
+                "SELECT id, store, pattern, glob, holder, created, expires, owner FROM leases ORDER BY id",
             )
             .map_err(self.err())?;
         st.query_map([], |r| {
@@ -1044,6 +1072,7 @@ impl Registry {
                 holder: r.get(4)?,
                 created: r.get(5)?,
                 expires: r.get(6)?,
+                owner: r.get(7)?,
             })
         })
         .map_err(self.err())?

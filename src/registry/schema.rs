@@ -123,4 +123,10 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (store, segment)
     ) WITHOUT ROWID;
     "#,
+    // 7: the uid that took each lease (NULL: before owners were recorded — root's). A
+    // client of the socket may renew and release only its own, and hold a bounded number.
+    r#"
+    ALTER TABLE leases ADD COLUMN owner INTEGER;
+    CREATE INDEX leases_owner ON leases(owner);
+    "#,
 ];

@@ -248,9 +248,10 @@ impl LocalStore {
     }
 }
 
-/// Writes `dest` through `dest.part`: `fill` streams the content into the partial file and
-/// returns (bytes, hex MD5); the result must be `size` bytes (and match `md5` when given)
-/// before it is synced and renamed into place. A failed copy leaves no partial file.
+/// Writes `dest` through a fresh partial file beside it (see [`super::newfile`]): `fill`
+/// streams the content into it and returns (bytes, hex MD5); the result must be `size`
+/// bytes (and match `md5` when given) before it is synced and renamed into place. A failed
+/// copy leaves no partial file; nothing is written through a link.
 pub(super) fn write_verified(
     store: &str,
     key: &str,
@@ -259,30 +260,16 @@ pub(super) fn write_verified(
     md5: Option<&str>,
     fill: impl FnOnce(&mut File) -> std::io::Result<(u64, String)>,
 ) -> Result<Verified, StoreError> {
-    let part = partial_path(dest);
-    let result = (|| {
-        let mut out = File::create(&part).map_err(|e| StoreError::io(store, &part, e))?;
-        let (n, got) = fill(&mut out).map_err(|e| StoreError::io(store, key, e))?;
-        check_copy(store, key, size, md5, n, &got)?;
-        out.sync_all()
-            .map_err(|e| StoreError::io(store, &part, e))?;
-        std::fs::rename(&part, dest).map_err(|e| StoreError::io(store, dest, e))?;
-        Ok(Verified {
-            size: n,
-            checksum: got,
-        })
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&part);
-    }
-    result
-}
-
-/// The partial file a fetch writes before renaming it to `dest`.
-pub(super) fn partial_path(dest: &Path) -> PathBuf {
-    let mut p = dest.as_os_str().to_owned();
-    p.push(".part");
-    PathBuf::from(p)
+    let local = |e: super::newfile::NewFileError| StoreError::io(store, dest, e);
+    let tmp = super::newfile::tmp_name("part");
+    let mut out = super::newfile::NewFile::create(dest, None, &tmp, true).map_err(local)?;
+    let (n, got) = fill(out.file()).map_err(|e| StoreError::io(store, key, e))?;
+    check_copy(store, key, size, md5, n, &got)?;
+    out.commit(super::newfile::umask_mode()).map_err(local)?;
+    Ok(Verified {
+        size: n,
+        checksum: got,
+    })
 }
 
 /// Checks a copy of `n` bytes with MD5 `got` against the expected size and MD5.

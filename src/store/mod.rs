@@ -7,6 +7,7 @@
 pub mod checksum;
 pub mod local;
 mod local_ops;
+pub mod newfile;
 pub mod s3;
 
 use std::future::Future;

@@ -39,7 +39,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use super::checksum::{MultipartEtag, hex, is_plain_md5, md5_hex, unquote};
-use super::local_ops::{check_copy, partial_path};
+use super::local_ops::check_copy;
+use super::newfile::{NewFile, NewFileError};
 use super::{ObjectInfo, Outcome, Store, StoreError, UploadId, Verified, is_plain_key};
 
 /// Default multipart part size (S3 needs at least 5 MiB for every part but the last).
@@ -409,6 +410,51 @@ fn is_denied(e: &object_store::Error) -> bool {
 }
 
 impl S3Store {
+    /// Streams object `key` into `out` (a fresh file; `dest` names it in errors) and
+    /// verifies its size, and its MD5 for a single-part object. Nothing is renamed.
+    pub async fn fetch_into(
+        &self,
+        key: &str,
+        out: std::fs::File,
+        dest: &Path,
+    ) -> Result<Verified, StoreError> {
+        let path = self.path(key)?;
+        let got = self
+            .s3
+            .get(&path)
+            .await
+            .map_err(|e| self.err(key, "GET", e))?;
+        let meta = got.meta.clone();
+        let want_md5 = meta
+            .e_tag
+            .as_deref()
+            .filter(|t| is_plain_md5(t))
+            .map(|t| unquote(t).to_ascii_lowercase());
+        let local = |e: std::io::Error| StoreError::io(&self.name, dest, e);
+        let mut out = tokio::fs::File::from_std(out);
+        let mut body = got.into_stream();
+        let (mut n, mut md5) = (0u64, Md5::new());
+        // One network chunk at a time: written before the next is polled.
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.err(key, "GET", e))?;
+            md5.update(&chunk);
+            out.write_all(&chunk).await.map_err(local)?;
+            n += chunk.len() as u64;
+        }
+        out.flush().await.map_err(local)?;
+        let sum = hex(&md5.finalize());
+        check_copy(&self.name, key, meta.size, want_md5.as_deref(), n, &sum)?;
+        Ok(Verified {
+            size: n,
+            checksum: meta
+                .e_tag
+                .as_deref()
+                .map(unquote)
+                .unwrap_or(&sum)
+                .to_string(),
+        })
+    }
+
     /// Builds the client; checks the endpoint (plain HTTP only to loopback or when allowed).
     pub fn new(settings: S3Settings) -> Result<S3Store, S3Error> {
         let config = |detail: String| S3Error::Config {
@@ -1146,52 +1192,16 @@ impl Store for S3Store {
     }
 
     async fn fetch(&self, key: &str, dest: &Path) -> Result<Verified, StoreError> {
-        let path = self.path(key)?;
-        let got = self
-            .s3
-            .get(&path)
-            .await
-            .map_err(|e| self.err(key, "GET", e))?;
-        let meta = got.meta.clone();
-        let want_md5 = meta
-            .e_tag
-            .as_deref()
-            .filter(|t| is_plain_md5(t))
-            .map(|t| unquote(t).to_ascii_lowercase());
-        let part = partial_path(dest);
-        let result = async {
-            let local = |e: std::io::Error| StoreError::io(&self.name, &part, e);
-            let mut out = tokio::fs::File::create(&part).await.map_err(local)?;
-            let mut body = got.into_stream();
-            let (mut n, mut md5) = (0u64, Md5::new());
-            // One network chunk at a time: written before the next is polled.
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| self.err(key, "GET", e))?;
-                md5.update(&chunk);
-                out.write_all(&chunk).await.map_err(local)?;
-                n += chunk.len() as u64;
-            }
-            let sum = hex(&md5.finalize());
-            check_copy(&self.name, key, meta.size, want_md5.as_deref(), n, &sum)?;
-            out.sync_all().await.map_err(local)?;
-            tokio::fs::rename(&part, dest)
-                .await
-                .map_err(|e| StoreError::io(&self.name, dest, e))?;
-            Ok(Verified {
-                size: n,
-                checksum: meta
-                    .e_tag
-                    .as_deref()
-                    .map(unquote)
-                    .unwrap_or(&sum)
-                    .to_string(),
-            })
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&part).await;
-        }
-        result
+        let local = |e: NewFileError| StoreError::io(&self.name, dest, e);
+        let tmp = super::newfile::tmp_name("part");
+        let mut out = NewFile::create(dest, None, &tmp, true).map_err(local)?;
+        let file = out
+            .file()
+            .try_clone()
+            .map_err(|e| StoreError::io(&self.name, dest, e))?;
+        let v = self.fetch_into(key, file, dest).await?;
+        out.commit(super::newfile::umask_mode()).map_err(local)?;
+        Ok(v)
     }
 
     /// Deletes `keys` in rounds: each round sends DeleteObjects batches and verifies

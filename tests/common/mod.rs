@@ -13,6 +13,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mediaretain");
 
+/// The binary under test: `BIN`, or `$MEDIARETAIN_TEST_BIN` (to run a test against another
+/// build, e.g. the code before a fix, and see it fail).
+pub fn bin() -> String {
+    std::env::var("MEDIARETAIN_TEST_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// A temp dir with `media/` (a store root), `state/` and a config file.
 pub struct Box_ {
     pub dir: tempfile::TempDir,
@@ -88,7 +94,7 @@ impl Box_ {
 
     /// Runs `mediaretain --config CONFIG args…`.
     pub fn cli(&self, args: &[&str]) -> Run {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .arg("--config")
             .arg(&self.config)
             .args(args)
@@ -113,7 +119,7 @@ impl Box_ {
 
     /// Like [`Box_::daemon`], with extra environment variables.
     pub fn daemon_env(&self, notify: Option<&Path>, env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.envs(env.iter().copied());
         cmd.arg("--config").arg(&self.config).arg("run");
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
