@@ -86,6 +86,10 @@ pub fn walk(
                     continue;
                 }
             };
+            // Our own trash directory (files on their way out) is never part of the store.
+            if rel.as_os_str().is_empty() && de.file_name() == crate::store::local::TRASH_DIR {
+                continue;
+            }
             let child = rel.join(de.file_name());
             if ft.is_dir() {
                 stack.push(child);

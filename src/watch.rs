@@ -90,5 +90,7 @@ fn relative(map: &[(Arc<str>, PathBuf)], p: &Path) -> Option<Change> {
                 .map(|rel| (s.clone(), rel.to_path_buf()))
         })
         .filter(|(_, rel)| !rel.as_os_str().is_empty())
+        // Files on their way out through our trash directory are not the store's.
+        .filter(|(_, rel)| !rel.starts_with(crate::store::local::TRASH_DIR))
         .max_by_key(|(_, rel)| std::cmp::Reverse(rel.components().count()))
 }
