@@ -15,9 +15,11 @@ use crate::classify::Classifier;
 use crate::clock::Clock;
 use crate::config::{AgeFrom, Class, Config, ConfigError};
 use crate::policy::{self, ClassPlanner, Plan, Rule, Verdict};
-use crate::registry::{AuditRecord, ClassTotals, Entry, Filter, Lease, Registry, RegistryError};
+use crate::registry::{
+    AuditRecord, ClassTotals, Entry, Filter, Intent, Lease, Registry, RegistryError,
+};
 use crate::scan::{self, ScanStats};
-use crate::store::local::{Expect, LocalStore, Pruned};
+use crate::store::local::{Expect, LocalStore, Pruned, Recovered};
 use crate::store::{Outcome, Store as _, StoreError, is_confined};
 use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 use crate::watchdog::{VolumeSpec, VolumeWatch};
@@ -538,9 +540,10 @@ const SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(5
 impl Engine {
     /// Opens the registry of `config` (the caller holds the state lock).
     pub fn open(config: Config, clock: Arc<dyn Clock>, daemon: bool) -> Result<Engine> {
-        let registry = Registry::open(&config.daemon.state_dir)?;
+        let mut registry = Registry::open(&config.daemon.state_dir)?;
         remote::sweep_staging(&config.daemon.state_dir.join("staging"));
         let runtime = Runtime::new(config)?;
+        reconcile_after_crash(&runtime, &mut registry, clock.now())?;
         let activity = Activity {
             daemon,
             pid: std::process::id(),
@@ -775,10 +778,13 @@ impl Engine {
         after_chunk: Option<&dyn Fn() -> String>,
     ) -> Result<()> {
         std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<remote::Recorded>(2);
+            // With each chunk's results, the ids of its intents (local chunks), which the
+            // same transaction drops.
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<(remote::Recorded, Option<(i64, i64)>)>(2);
             let recorder = scope.spawn(move || -> Result<()> {
-                for (gone, records) in rx {
-                    self.reg().record(&gone, &records)?;
+                for ((gone, records), intents) in rx {
+                    self.reg().record_chunk(&gone, &records, intents)?;
                 }
                 Ok(())
             });
@@ -822,6 +828,27 @@ impl Engine {
                     };
                     let leases = self.lease_set()?;
                     self.refresh_playlists(rt)?;
+                    // Durable before any unlink of the chunk: a kill -9 from here on leaves
+                    // intents that the next start reconciles into audit records.
+                    let now = self.now();
+                    let intents: Vec<Intent> = chunk
+                        .iter()
+                        .map(|a| Intent {
+                            id: 0,
+                            at: now,
+                            store: a.entry.store.clone(),
+                            path: a.entry.path.clone(),
+                            entry_id: a.entry.id,
+                            ino: a.entry.ino,
+                            size: a.entry.size,
+                            mtime: a.entry.mtime,
+                            class: Some(a.class_name.clone()),
+                            rule: Some(a.rule.to_string()),
+                            reason: a.reason.clone(),
+                            trigger: trigger.into(),
+                        })
+                        .collect();
+                    let intents = self.reg().intend(&intents)?;
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for a in chunk {
@@ -865,7 +892,7 @@ impl Engine {
                             r.reason = format!("{}; {note}", r.reason);
                         }
                     }
-                    if tx.send((gone, records)).is_err() {
+                    if tx.send(((gone, records), intents)).is_err() {
                         // The recorder failed (e.g. the registry's disk is full): stop the
                         // whole pass rather than delete without an audit trail.
                         break 'stores;
@@ -881,7 +908,7 @@ impl Engine {
                 for chunk in mine.chunks(remote::DELETE_CHUNK) {
                     let (gone, records) =
                         self.delete_remote(rt, remote, chunk, trigger, detail, report)?;
-                    if tx.send((gone, records)).is_err() {
+                    if tx.send(((gone, records), None)).is_err() {
                         break;
                     }
                 }
@@ -1617,6 +1644,90 @@ impl Engine {
         }
         self.activity.lock().expect("activity lock").last_reload = Some((at, error));
     }
+}
+
+/// Settles what a crash (kill -9, power cut) interrupted: files left in a store's trash
+/// directory and deletion intents without an outcome. A file an intent names that is gone
+/// (or is no longer the inode that was checked) is audited as deleted; one still there is
+/// dropped from the intents, and the next pass decides about it again.
+fn reconcile_after_crash(rt: &Runtime, reg: &mut Registry, now: Nanos) -> Result<()> {
+    let intents = reg.intents()?;
+    for store in &rt.stores {
+        let mut checked = |rel: &Path, st: &rustix::fs::Stat| {
+            let mtime = st
+                .st_mtime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec as i64);
+            intents.iter().any(|i| {
+                i.store == store.name()
+                    && i.path == rel
+                    && i.ino == st.st_ino
+                    && i.size == st.st_size as u64
+                    && i.mtime == mtime
+            })
+        };
+        match store.recover_trash(&mut checked) {
+            Ok(done) => {
+                for r in done {
+                    match r {
+                        Recovered::Deleted(p) => {
+                            info!(action = "delete", store = store.name(), path = %p.display(), "removed the checked file an interrupted deletion had moved to the trash")
+                        }
+                        Recovered::Restored(p) => {
+                            info!(action = "restore", store = store.name(), path = %p.display(), "put back a file an interrupted deletion had moved to the trash")
+                        }
+                        Recovered::Kept(p, name, why) => {
+                            warn!(action = "trash", store = store.name(), path = ?p, trash = %name, reason = %why, "a file in the store's trash directory was left there; move it back by hand")
+                        }
+                    }
+                }
+            }
+            Err(why) => {
+                warn!(store = store.name(), reason = %why, "cannot check the store's trash directory")
+            }
+        }
+    }
+    if intents.is_empty() {
+        return Ok(());
+    }
+    let (mut settled, mut gone, mut records) = (Vec::new(), Vec::new(), Vec::new());
+    for i in intents {
+        let Some(local) = rt.store(&i.store) else {
+            // The store left the config: nothing to look at any more.
+            settled.push(i.id);
+            continue;
+        };
+        let still_there = match local.stat(&i.path) {
+            Ok(m) => m.is_some_and(|m| m.ino == i.ino),
+            Err(e) => {
+                warn!(store = %i.store, path = %i.path.display(), error = %e, "cannot check a deletion interrupted by a crash; it is checked again at the next start");
+                continue;
+            }
+        };
+        settled.push(i.id);
+        if still_there {
+            continue;
+        }
+        info!(action = "delete", store = %i.store, path = %i.path.display(), "reconciled a deletion interrupted by a crash");
+        gone.push((i.entry_id, i.path.clone()));
+        records.push(AuditRecord {
+            at: now,
+            store: i.store,
+            path: i.path,
+            action: "delete".into(),
+            outcome: "deleted".into(),
+            class: i.class,
+            rule: i.rule,
+            reason: format!(
+                "{}; reconciled after a crash: gone at the restart, its deletion was under way",
+                i.reason
+            ),
+            trigger: i.trigger,
+            bytes: Some(i.size),
+        });
+    }
+    reg.settle_intents(&settled, &gone, &records)?;
+    Ok(())
 }
 
 fn file_result(a: &policy::Action, result: Outcome) -> FileResult {
