@@ -502,6 +502,17 @@ pub struct Status {
     pub volumes: Vec<Volume>,
 }
 
+/// Which part of a lifecycle pass to run (see [`Engine::gc_scoped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Offloads, local deletions, S3 deletions.
+    All,
+    /// Local deletions only: nothing waits on the network.
+    Local,
+    /// Offloads and S3 deletions only.
+    Remote,
+}
+
 /// The engine: registry + running config + activity.
 pub struct Engine {
     runtime: RwLock<Arc<Runtime>>,
@@ -589,6 +600,13 @@ impl Engine {
 
     /// Full reconciliation of every store.
     pub fn scan_all(&self) -> Result<Vec<ScanStats>> {
+        let mut out = self.scan_local()?;
+        out.extend(self.scan_remotes());
+        Ok(out)
+    }
+
+    /// Full reconciliation of the local stores (no network: the daemon's loop waits for it).
+    pub fn scan_local(&self) -> Result<Vec<ScanStats>> {
         // Serialized with passes and reloads: a scan classifying with the old config must
         // not write its labels after a reload re-classified everything.
         let pass = self.pass.lock().expect("pass lock");
@@ -600,15 +618,7 @@ impl Engine {
             self.add_prune_candidates(&rt, s.name(), std::mem::take(&mut st.empty_dirs));
             out.push(st);
         }
-        // Listings wait on the network (a server that is down: retry_timeout): not under the
-        // pass lock, which a disk-pressure pass must always get quickly. A label written
-        // with a config replaced meanwhile never decides anything: each deletion derives its
-        // class again from the running config.
         drop(pass);
-        let _remote = self.remote_pass.lock().expect("remote pass lock");
-        for r in &rt.remotes {
-            out.push(self.scan_remote(&rt, r, now));
-        }
         let names: Vec<&str> = rt
             .stores
             .iter()
@@ -618,8 +628,36 @@ impl Engine {
         self.reg().forget_stores_except(&names)?;
         let mut a = self.activity.lock().expect("activity lock");
         a.last_scan_at = Some(self.now());
-        a.last_scan = out.clone();
+        // The remote stores' last listings stay until they are listed again.
+        a.last_scan.retain(|s| {
+            rt.store(&s.store).is_none() && rt.remotes.iter().any(|r| r.name() == s.store)
+        });
+        a.last_scan.splice(0..0, out.iter().cloned());
         Ok(out)
+    }
+
+    /// Lists every S3 store into the registry. Listings wait on the network (a server that
+    /// is down: retry_timeout): never under the pass lock, which a disk-pressure pass must
+    /// always get quickly, and in the daemon never in its main loop. A label written with a
+    /// config replaced meanwhile never decides anything: each deletion derives its class
+    /// again from the running config.
+    pub fn scan_remotes(&self) -> Vec<ScanStats> {
+        let rt = self.runtime();
+        if rt.remotes.is_empty() {
+            return Vec::new();
+        }
+        let now = self.now();
+        let _remote = self.remote_pass.lock().expect("remote pass lock");
+        let out: Vec<ScanStats> = rt
+            .remotes
+            .iter()
+            .map(|r| self.scan_remote(&rt, r, now))
+            .collect();
+        let mut a = self.activity.lock().expect("activity lock");
+        a.last_scan
+            .retain(|s| !out.iter().any(|o| o.store == s.store));
+        a.last_scan.extend(out.iter().cloned());
+        out
     }
 
     /// The plan at `at`.
@@ -635,6 +673,24 @@ impl Engine {
     /// and audit. At most the blast-radius guard's worth of files and bytes. With `detail`
     /// the report lists every file's result (the audit trail and log always do).
     pub fn gc(&self, dry_run: bool, trigger: &str, detail: bool) -> Result<GcReport> {
+        self.gc_scoped(dry_run, trigger, detail, Scope::All)
+    }
+
+    /// [`Engine::gc`] limited to `scope`: the daemon runs the local part in its loop and
+    /// the network part (offloads, S3 deletions) beside it, so that a hung server never
+    /// holds up a local pass.
+    pub fn gc_scoped(
+        &self,
+        dry_run: bool,
+        trigger: &str,
+        detail: bool,
+        scope: Scope,
+    ) -> Result<GcReport> {
+        let (local_part, remote_part) = match scope {
+            Scope::All => (true, true),
+            Scope::Local => (true, false),
+            Scope::Remote => (false, true),
+        };
         let started = Instant::now();
         let rt = self.runtime();
         let now = self.now();
@@ -643,7 +699,7 @@ impl Engine {
         // pressure pass — under a lock of their own (one offload batch at a time).
         let mut offloads = GcReport::default();
         let mut planned_offloads = 0;
-        if !dry_run && rt.config.classes.iter().any(|c| c.offload.is_some()) {
+        if remote_part && !dry_run && rt.config.classes.iter().any(|c| c.offload.is_some()) {
             let _one = self.offloading.lock().expect("offload lock");
             // Only the offload classes: the pass plans everything again under its lock.
             let due = {
@@ -724,10 +780,16 @@ impl Engine {
         // that a slow or unreachable S3 server never holds up a disk-pressure pass.
         let (remote, local): (Vec<_>, Vec<_>) = actions
             .iter()
+            .filter(|a| {
+                let is_local = rt.store(&a.entry.store).is_some();
+                (is_local && local_part) || (!is_local && remote_part)
+            })
             .cloned()
             .partition(|a| rt.store(&a.entry.store).is_none());
-        self.execute(&rt, &local, trigger, detail, &mut report, None)?;
-        report.pruned_dirs = self.prune(&rt, now);
+        if local_part {
+            self.execute(&rt, &local, trigger, detail, &mut report, None)?;
+            report.pruned_dirs = self.prune(&rt, now);
+        }
         drop(_pass);
         if !remote.is_empty() {
             let _remote = self.remote_pass.lock().expect("remote pass lock");
@@ -760,7 +822,9 @@ impl Engine {
         let mut a = self.activity.lock().expect("activity lock");
         a.deleted_files += report.deleted_files;
         a.deleted_bytes += report.deleted_bytes;
-        a.last_pass = Some(summary);
+        if local_part {
+            a.last_pass = Some(summary);
+        }
         Ok(report)
     }
 
