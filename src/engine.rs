@@ -47,6 +47,9 @@ pub enum EngineError {
     /// The new config is invalid; the running config stays.
     #[error("{0}")]
     Config(#[from] ConfigError),
+    /// Class globs that cannot be compiled.
+    #[error(transparent)]
+    Classify(#[from] crate::classify::ClassifyError),
 }
 
 impl EngineError {
@@ -54,7 +57,9 @@ impl EngineError {
     pub fn exit_code(&self) -> u8 {
         match self {
             EngineError::BadInput(_) => crate::exit::DATAERR,
-            EngineError::Config(_) | EngineError::Reload(_) => crate::exit::CONFIG,
+            EngineError::Config(_) | EngineError::Reload(_) | EngineError::Classify(_) => {
+                crate::exit::CONFIG
+            }
             EngineError::Registry(_) | EngineError::Store(_) => crate::exit::IOERR,
         }
     }
@@ -98,7 +103,7 @@ impl Runtime {
             .filter_map(|s| s.s3.as_ref().map(|loc| remote::open(&s.name, loc)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Runtime {
-            classifier: Classifier::new(&config),
+            classifier: Classifier::new(&config)?,
             config,
             stores,
             volumes,
@@ -290,7 +295,7 @@ pub struct ClassInfo {
 
 /// Active leases compiled for matching, as of one instant.
 pub struct LeaseSet {
-    leases: Vec<(Lease, Option<globset::GlobMatcher>)>,
+    leases: Vec<(Lease, Option<globset::GlobSet>)>,
 }
 
 impl LeaseSet {
@@ -300,11 +305,9 @@ impl LeaseSet {
             .map(|l| {
                 let m = l
                     .glob
-                    .then(|| {
-                        crate::config::glob(&l.pattern)
-                            .ok()
-                            .map(|g| g.compile_matcher())
-                    })
+                    // Never Glob::compile_matcher: it panics on a glob that parses but
+                    // does not compile. Such a lease matches its literal path only.
+                    .then(|| crate::config::glob_set(std::slice::from_ref(&l.pattern)).ok())
                     .flatten();
                 (l, m)
             })
@@ -1374,7 +1377,7 @@ impl Engine {
         let (store, rel) = rt.resolve(arg)?;
         let pattern = rel.to_string_lossy().into_owned();
         if glob {
-            crate::config::glob(&pattern).map_err(|e| {
+            crate::config::glob_set(std::slice::from_ref(&pattern)).map_err(|e| {
                 EngineError::BadInput(format!("bad glob {pattern:?}: {}", e.kind()))
             })?;
         }
