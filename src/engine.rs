@@ -118,9 +118,12 @@ impl Runtime {
     /// Resolves a CLI/API path argument: an absolute path inside a store root, or
     /// `STORE:KEY`. Anything else — or anything with `..` — is refused.
     pub fn resolve(&self, arg: &str) -> Result<(String, PathBuf)> {
+        // An overlong argument is named by its start only.
+        let shown: String = arg.chars().take(200).collect();
         let refuse = |why: &str| {
             EngineError::BadInput(format!(
-                "{arg:?} {why}; give an absolute path inside a store root or STORE:KEY (stores: {})",
+                "{shown:?}{} {why}; give an absolute path inside a store root or STORE:KEY (stores: {})",
+                if shown.len() < arg.len() { "…" } else { "" },
                 self.stores
                     .iter()
                     .map(|s| format!("{}={}", s.name(), s.root().display()))
@@ -128,6 +131,19 @@ impl Runtime {
                     .join(", ")
             ))
         };
+        // No file can have such a name: bad input, not an I/O failure further down.
+        if arg.contains('\0') {
+            return Err(refuse("contains a NUL byte"));
+        }
+        if arg.len() > libc::PATH_MAX as usize {
+            return Err(refuse(&format!(
+                "is longer than {} bytes (PATH_MAX)",
+                libc::PATH_MAX
+            )));
+        }
+        if arg.split('/').any(|c| c.len() > 255) {
+            return Err(refuse("has a name longer than 255 bytes (NAME_MAX)"));
+        }
         let p = Path::new(arg);
         if p.is_absolute() {
             if p.components().any(|c| matches!(c, Component::ParentDir)) {

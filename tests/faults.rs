@@ -678,3 +678,63 @@ fn mutated_example_configs_never_panic_and_every_error_is_located() {
     assert!(located > 1000, "only {located} errors among 5000 cases");
     eprintln!("5000 mutated configs: {located} located errors, {ok} valid");
 }
+
+/// One HTTP request over the control socket: (status, body).
+fn api(sock: &std::path::Path, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+/// Issue 10.7: a NUL byte or an overlong path is bad input — 4xx with a JSON error from
+/// the API, exit 65 from the CLI — not an I/O failure. Old code: HTTP 500 / exit 74.
+#[test]
+fn nul_bytes_and_overlong_paths_are_bad_input() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let long_name = format!("media:tmp/{}", "a".repeat(300));
+    let long_path = format!("media:{}", "d/".repeat(2100));
+    for arg in [long_name.as_str(), long_path.as_str()] {
+        let r = b.cli(&["explain", arg]);
+        assert_eq!(r.code, 65, "{}: {}", &arg[..20], r.stderr);
+        assert!(r.stderr.len() < 1000, "the error echoes only the start");
+    }
+    let d = b.daemon(None);
+    let sock = b.state().join("control.sock");
+    for (ep, body) in [
+        (
+            "/v1/explain",
+            r#"{"path": "media:tmp/a\u0000b"}"#.to_string(),
+        ),
+        (
+            "/v1/lease",
+            r#"{"path": "media:tmp/\u0000*", "ttl": "10s"}"#.to_string(),
+        ),
+        ("/v1/explain", format!(r#"{{"path": "{long_path}"}}"#)),
+        ("/v1/explain", format!(r#"{{"path": "{long_name}"}}"#)),
+    ] {
+        let (status, body) = api(&sock, ep, &body);
+        assert!((400..500).contains(&status), "{ep}: {status} {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v["exit"], 65, "{ep}: {body}");
+    }
+    // Several paths at once: each gets its own result, the bad one its reason.
+    let (status, body) = api(&sock, "/v1/retain", r#"{"paths": ["media:tmp/a\u0000b"]}"#);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("contains a NUL byte"), "{body}");
+    let (code, _) = d.stop();
+    assert_eq!(code, 0);
+}
