@@ -738,3 +738,53 @@ fn nul_bytes_and_overlong_paths_are_bad_input() {
     let (code, _) = d.stop();
     assert_eq!(code, 0);
 }
+
+/// Issue 10.6: a directory deeper than PATH_MAX makes every scan partial. Files that
+/// vanished meanwhile must still be forgotten — budgets must not count them. Two newer
+/// recordings are removed behind the registry's back; with max_count 3 and 3 real
+/// recordings, nothing may go. Old code: the partial scan kept both phantoms, and
+/// rec/a1.mp4 and rec/a2.mp4 were deleted "beyond max_count 3".
+#[test]
+fn a_tree_deeper_than_path_max_never_makes_budgets_count_vanished_files() {
+    use rustix::fs::{Mode, OFlags};
+    let b = Box_::new("", "", BASE_CLASSES);
+    // 20 levels of 250-byte names: 5,020 bytes, beyond PATH_MAX (4,096).
+    let mut fd =
+        rustix::fs::open(&b.media, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    for _ in 0..20 {
+        let name = "d".repeat(250);
+        rustix::fs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        fd = rustix::fs::openat(
+            &fd,
+            name.as_str(),
+            OFlags::PATH | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    for (i, age_h) in [(1, 50), (2, 40), (3, 30)] {
+        b.file(
+            &format!("rec/a{i}.mp4"),
+            100,
+            Duration::from_secs(age_h * 3600),
+        );
+    }
+    for i in 1..=2 {
+        b.file(&format!("rec/p{i}.mp4"), 100, Duration::from_secs(i * 3600));
+    }
+    b.cli(&["scan"]).ok();
+    for i in 1..=2 {
+        fs::remove_file(b.path(&format!("rec/p{i}.mp4"))).unwrap();
+    }
+    let r = b.cli(&["gc", "--json"]).ok();
+    let v = r.json();
+    assert_eq!(v["deleted_files"], 0, "{}", r.stdout);
+    for i in 1..=3 {
+        assert!(
+            b.path(&format!("rec/a{i}.mp4")).exists(),
+            "rec/a{i}.mp4 was deleted"
+        );
+    }
+    let ls = b.cli(&["ls", "--class", "rec", "--json"]).ok().stdout;
+    assert!(!ls.contains("p1.mp4") && !ls.contains("p2.mp4"), "{ls}");
+}

@@ -458,6 +458,40 @@ impl Registry {
             .map_err(self.err())
     }
 
+    /// The entries of `store` that the scan of `generation` did not see, at most `limit`.
+    pub fn unseen(
+        &mut self,
+        store: &str,
+        generation: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, PathBuf)>> {
+        let sid = self.store_id(store)?;
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, path FROM entries WHERE store_id = ?1 AND seen_gen < ?2 LIMIT ?3",
+            )
+            .map_err(self.err())?;
+        st.query_map(params![sid, generation, limit as i64], |r| {
+            Ok((r.get(0)?, bytes_path(r.get(1)?)))
+        })
+        .map_err(self.err())?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(self.err())
+    }
+
+    /// Forgets the entries `gone` (by id and path), in one transaction.
+    pub fn forget_entries(&mut self, gone: &[(i64, PathBuf)]) -> Result<usize> {
+        self.write(|tx| {
+            let mut del = tx.prepare_cached("DELETE FROM entries WHERE id = ?1 AND path = ?2")?;
+            let mut n = 0;
+            for (id, path) in gone {
+                n += del.execute(params![id, path_bytes(path)])?;
+            }
+            Ok(n)
+        })
+    }
+
     /// Forgets every entry of stores not in `keep` (a store was removed from the config).
     pub fn forget_stores_except(&mut self, keep: &[&str]) -> Result<usize> {
         let names: Vec<String> = {
