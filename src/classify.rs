@@ -3,9 +3,20 @@
 
 use std::path::Path;
 
-use globset::{GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 
 use crate::config::{self, Config};
+
+/// A class whose globs cannot be compiled (validation rejects such a config first).
+#[derive(Debug, thiserror::Error)]
+#[error("class {class:?}: its globs cannot be compiled: {source}")]
+pub struct ClassifyError {
+    /// The class.
+    pub class: String,
+    /// Why.
+    #[source]
+    pub source: globset::Error,
+}
 
 /// Compiled class globs for every store.
 #[derive(Debug, Clone)]
@@ -32,28 +43,29 @@ pub struct Match<'a> {
 }
 
 impl Classifier {
-    /// Compiles the classes of a validated config (globs were checked by validation).
-    pub fn new(cfg: &Config) -> Classifier {
-        let build = |pats: &[String]| {
-            let mut b = GlobSetBuilder::new();
-            for p in pats {
-                b.add(config::glob(p).expect("globs are validated when the config loads"));
-            }
-            b.build()
-                .expect("globs are validated when the config loads")
-        };
+    /// Compiles the classes of a config (validation has checked the globs: an error here
+    /// means a config that bypassed it, and is reported, never a panic).
+    pub fn new(cfg: &Config) -> Result<Classifier, ClassifyError> {
         let rules = cfg
             .classes
             .iter()
-            .map(|c| Rule {
-                store: c.store.clone(),
-                class: c.name.clone(),
-                include: build(&c.patterns),
-                exclude: build(&c.exclude),
-                patterns: c.patterns.clone(),
+            .map(|c| {
+                let build = |pats: &[String]| {
+                    config::glob_set(pats).map_err(|source| ClassifyError {
+                        class: c.name.clone(),
+                        source,
+                    })
+                };
+                Ok(Rule {
+                    store: c.store.clone(),
+                    class: c.name.clone(),
+                    include: build(&c.patterns)?,
+                    exclude: build(&c.exclude)?,
+                    patterns: c.patterns.clone(),
+                })
             })
-            .collect();
-        Classifier { rules }
+            .collect::<Result<_, ClassifyError>>()?;
+        Ok(Classifier { rules })
     }
 
     /// The class of `rel` (relative to the root of `store`), if any.
@@ -118,7 +130,7 @@ lifecycle = "recording"
             d = dir.path().display()
         );
         let cfg = Config::parse(&dir.path().join("c.toml"), &text).unwrap();
-        let c = Classifier::new(&cfg);
+        let c = Classifier::new(&cfg).unwrap();
         assert_eq!(c.classify("media", Path::new("tmp/a/b.bin")), Some("tmp"));
         assert_eq!(
             c.classify("media", Path::new("tmp/keep/b.ts")),

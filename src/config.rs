@@ -324,11 +324,22 @@ impl Watchdog {
 impl Config {
     /// Reads and validates the config at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(path, &text)
+        Config::parse_bytes(path, bytes, true)
+    }
+
+    /// Like [`Config::parse_with`], from the raw bytes of a file: text that is not UTF-8 is
+    /// an error located at its first bad byte.
+    pub fn parse_bytes(
+        path: &Path,
+        bytes: Vec<u8>,
+        fs_checks: bool,
+    ) -> Result<Config, ConfigError> {
+        let text = utf8(path, bytes)?;
+        Config::parse_with(path, &text, fs_checks)
     }
 
     /// Parses and validates `text` as if read from `path`.
@@ -368,6 +379,23 @@ impl Config {
     pub fn class(&self, name: &str) -> Option<&Class> {
         self.classes.iter().find(|c| c.name == name)
     }
+}
+
+/// `bytes` as text, or a located error at the first byte that is not UTF-8.
+pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bad = e.as_bytes().get(at).copied().unwrap_or(0);
+        let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+        let locate = Locator {
+            file: path,
+            text: &valid,
+        };
+        ConfigError::Invalid(vec![locate.at(
+            at..at,
+            format!("invalid UTF-8 (byte 0x{bad:02x}); the config must be UTF-8 text"),
+        )])
+    })
 }
 
 /// The control socket named by the config at `path`, read leniently: only `[daemon]` is
@@ -418,6 +446,16 @@ pub fn glob(pattern: &str) -> Result<Glob, globset::Error> {
         .build()
 }
 
+/// Compiles `patterns` into one matcher the way classes and leases use them. A glob can
+/// parse and still not compile (a 260-deep `{a,{b,…}}` exceeds the regex size limit).
+pub fn glob_set(patterns: &[String]) -> Result<globset::GlobSet, globset::Error> {
+    let mut b = globset::GlobSetBuilder::new();
+    for p in patterns {
+        b.add(glob(p)?);
+    }
+    b.build()
+}
+
 struct Locator<'a> {
     file: &'a Path,
     text: &'a str,
@@ -425,7 +463,10 @@ struct Locator<'a> {
 
 impl Locator<'_> {
     fn at(&self, span: Range<usize>, message: String) -> Diagnostic {
-        let start = span.start.min(self.text.len());
+        let mut start = span.start.min(self.text.len());
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
         let before = &self.text[..start];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
@@ -767,8 +808,10 @@ impl Validator<'_> {
                     format!("class {name:?}: match must list at least one glob"),
                 );
             }
+            let mut each_ok = true;
             for p in c.patterns.get_ref().iter().chain(c.exclude.get_ref()) {
                 if let Err(e) = glob(p) {
+                    each_ok = false;
                     let sp = if c.patterns.get_ref().contains(p) {
                         c.patterns.span()
                     } else {
@@ -779,6 +822,15 @@ impl Validator<'_> {
                     self.err(
                         c.patterns.span(),
                         format!("class {name:?}: glob {p:?} must be relative to the store root"),
+                    );
+                }
+            }
+            // Each glob parses; together they must also compile, as the classifier does.
+            for (list, key) in [(&c.patterns, "match"), (&c.exclude, "exclude")] {
+                if each_ok && let Err(e) = glob_set(list.get_ref()) {
+                    self.err(
+                        list.span(),
+                        format!("class {name:?}: the {key} globs cannot be compiled (too large or nested too deeply): {}", e.kind()),
                     );
                 }
             }

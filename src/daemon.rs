@@ -23,7 +23,7 @@ use crate::cli::Failure;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::control::server::{self, Ctl, ReloadReply};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Scope};
 use crate::exit;
 use crate::statedir::StateLock;
 use crate::units::{ByteSize, Nanos};
@@ -33,8 +33,9 @@ use crate::watch::{self, Change, Signals, Watch};
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// A single scan, pass or reload keeps the watchdog fed for at most this long.
 const JOB_PING_LIMIT: Duration = Duration::from_secs(15 * 60);
-/// How long SIGTERM waits for in-flight work.
-const DRAIN: Duration = Duration::from_secs(10);
+/// How long SIGTERM waits for in-flight requests (the process must be gone within 10 s;
+/// network work is abandoned, not waited for).
+const DRAIN: Duration = Duration::from_secs(5);
 /// Changes are collected this long before a pass runs, so a burst costs one pass.
 const SETTLE: Duration = Duration::from_secs(1);
 /// At most this many changes are applied in one registry transaction.
@@ -140,6 +141,59 @@ async fn watchdog(engine: Arc<Engine>, nudge: Arc<tokio::sync::Notify>, cancel: 
     }
 }
 
+/// Network work — S3 listings, offloads, S3 deletions — beside the main loop, one job at a
+/// time, whenever `kick` is notified (after each local pass and scan): a hung server
+/// delays only this, never a local or pressure pass. On shutdown a job in flight is
+/// abandoned (the process exits without waiting; every step of it is crash-safe).
+async fn remote_worker(
+    engine: Arc<Engine>,
+    kick: Arc<tokio::sync::Notify>,
+    scan_due: Arc<std::sync::atomic::AtomicBool>,
+    pass_soon: Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) {
+    let mut probed = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = kick.notified() => {}
+        }
+        if engine.runtime().remotes.is_empty() {
+            continue;
+        }
+        let probe = !std::mem::replace(&mut probed, true);
+        let scan = scan_due.swap(false, Ordering::SeqCst);
+        let e = engine.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            if probe {
+                e.probe_remotes();
+            }
+            if scan {
+                for s in e.scan_remotes() {
+                    info!(store = %s.store, files = s.files, bytes = s.bytes, millis = s.millis, "listed S3 store");
+                }
+            }
+            e.gc_scoped(false, "schedule", false, Scope::Remote)
+        });
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = job => match r {
+                // Files copied just now may go (delete_local): a local pass soon.
+                Ok(Ok(r)) if r.offloaded_files > 0 => pass_soon.notify_one(),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => error!(error = %e, "offload or S3 pass failed; retrying after the next pass"),
+                Err(e) => error!(error = %e, "offload or S3 pass panicked"),
+            },
+        }
+    }
+}
+
+/// Keeps the state lock until the process exits — the kernel releases it then — and not a
+/// moment earlier: an abandoned network job may still have the registry open.
+fn hold_until_exit(lock: StateLock) {
+    std::mem::forget(lock);
+}
+
 /// Takes the state lock. Held by another daemon (its socket answers): refused at once.
 /// Held by a one-shot command (they take seconds): waits for it, up to `LOCK_WAIT`.
 async fn acquire_lock(config: &Config) -> Result<StateLock, Failure> {
@@ -201,10 +255,17 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let mut watcher = start_watch(&engine, &ev_tx, &signals);
     notify(&[NotifyState::Status("initial scan")]);
     info!(config = %config_path.display(), lock = %lock.path().display(), socket = %socket.display(), "starting");
+    // Local stores only: S3 listings run beside the loop (remote_worker).
     let scanned = tokio::select! {
-        r = blocking(&engine, |e| e.scan_all()) => r,
-        _ = term.recv() => return shutdown(cancel, tracker, &socket).await,
-        _ = int.recv() => return shutdown(cancel, tracker, &socket).await,
+        r = blocking(&engine, |e| e.scan_local()) => r,
+        _ = term.recv() => {
+            hold_until_exit(lock);
+            return shutdown(cancel, tracker, &socket).await;
+        }
+        _ = int.recv() => {
+            hold_until_exit(lock);
+            return shutdown(cancel, tracker, &socket).await;
+        }
     };
     match scanned {
         Ok(stats) => {
@@ -214,13 +275,16 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
         }
         Err(e) => error!(error = %e, "initial scan failed; retrying at the next scan"),
     }
-    if !engine.runtime().remotes.is_empty() {
-        let _ = blocking(&engine, |e| {
-            e.probe_remotes();
-            Ok(())
-        })
-        .await;
-    }
+    let remote_kick = Arc::new(tokio::sync::Notify::new());
+    let remote_scan_due = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    tracker.spawn(remote_worker(
+        engine.clone(),
+        remote_kick.clone(),
+        remote_scan_due.clone(),
+        pass_soon.clone(),
+        cancel.clone(),
+    ));
+    remote_kick.notify_one();
     let status = summary_line(&engine);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     info!("ready: {status}");
@@ -285,19 +349,23 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
                 }
             }
             _ = sleep_until(next_scan) => {
-                if let Err(e) = blocking(&engine, |e| e.scan_all()).await {
+                if let Err(e) = blocking(&engine, |e| e.scan_local()).await {
                     error!(error = %e, "scan failed");
                 }
+                remote_scan_due.store(true, Ordering::SeqCst);
+                remote_kick.notify_one();
                 next_scan = Instant::now() + engine.runtime().config.daemon.scan_interval.0;
                 next_pass = Instant::now();
             }
             _ = sleep_until(next_pass) => {
                 next_pass = run_pass(&engine).await;
+                remote_kick.notify_one();
             }
             _ = wd_tick.tick(), if wd.is_some() => notify(&[NotifyState::Watchdog]),
         }
     }
     drop(watcher);
+    hold_until_exit(lock);
     shutdown(cancel, tracker, &socket).await
 }
 
@@ -305,7 +373,12 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
 async fn run_pass(engine: &Arc<Engine>) -> Instant {
     let interval = engine.runtime().config.daemon.gc_interval.0;
     let next = Instant::now() + interval;
-    match blocking(engine, |e| e.gc(false, "schedule", false)).await {
+    // Local files only; offloads and S3 deletions follow in remote_worker.
+    match blocking(engine, |e| {
+        e.gc_scoped(false, "schedule", false, Scope::Local)
+    })
+    .await
+    {
         // The guard stopped the pass: carry on after gc_interval, not in a tight loop.
         Ok(report) if report.guard.is_some() => next,
         Ok(report) => {

@@ -16,9 +16,11 @@ use crate::classify::Classifier;
 use crate::clock::Clock;
 use crate::config::{AgeFrom, Class, Config, ConfigError};
 use crate::policy::{self, ClassPlanner, Plan, Rule, Verdict};
-use crate::registry::{AuditRecord, ClassTotals, Entry, Filter, Lease, Registry, RegistryError};
+use crate::registry::{
+    AuditRecord, ClassTotals, Entry, Filter, Intent, Lease, Registry, RegistryError,
+};
 use crate::scan::{self, ScanStats};
-use crate::store::local::{Expect, LocalStore, Pruned};
+use crate::store::local::{Expect, LocalStore, Pruned, Recovered};
 use crate::store::{Outcome, Store as _, StoreError, is_confined};
 use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 use crate::watchdog::{VolumeSpec, VolumeWatch};
@@ -52,6 +54,9 @@ pub enum EngineError {
     /// The caller holds too much already (a socket client's lease limit).
     #[error("{0}")]
     TooMany(String),
+    /// Class globs that cannot be compiled.
+    #[error(transparent)]
+    Classify(#[from] crate::classify::ClassifyError),
 }
 
 impl EngineError {
@@ -59,7 +64,9 @@ impl EngineError {
     pub fn exit_code(&self) -> u8 {
         match self {
             EngineError::BadInput(_) => crate::exit::DATAERR,
-            EngineError::Config(_) | EngineError::Reload(_) => crate::exit::CONFIG,
+            EngineError::Config(_) | EngineError::Reload(_) | EngineError::Classify(_) => {
+                crate::exit::CONFIG
+            }
             EngineError::Registry(_) | EngineError::Store(_) => crate::exit::IOERR,
             EngineError::Forbidden(_) => crate::exit::NOPERM,
             EngineError::TooMany(_) => crate::exit::TEMPFAIL,
@@ -105,7 +112,7 @@ impl Runtime {
             .filter_map(|s| s.s3.as_ref().map(|loc| remote::open(&s.name, loc)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Runtime {
-            classifier: Classifier::new(&config),
+            classifier: Classifier::new(&config)?,
             config,
             stores,
             volumes,
@@ -120,9 +127,12 @@ impl Runtime {
     /// Resolves a CLI/API path argument: an absolute path inside a store root, or
     /// `STORE:KEY`. Anything else — or anything with `..` — is refused.
     pub fn resolve(&self, arg: &str) -> Result<(String, PathBuf)> {
+        // An overlong argument is named by its start only.
+        let shown: String = arg.chars().take(200).collect();
         let refuse = |why: &str| {
             EngineError::BadInput(format!(
-                "{arg:?} {why}; give an absolute path inside a store root or STORE:KEY (stores: {})",
+                "{shown:?}{} {why}; give an absolute path inside a store root or STORE:KEY (stores: {})",
+                if shown.len() < arg.len() { "…" } else { "" },
                 self.stores
                     .iter()
                     .map(|s| format!("{}={}", s.name(), s.root().display()))
@@ -130,6 +140,19 @@ impl Runtime {
                     .join(", ")
             ))
         };
+        // No file can have such a name: bad input, not an I/O failure further down.
+        if arg.contains('\0') {
+            return Err(refuse("contains a NUL byte"));
+        }
+        if arg.len() > libc::PATH_MAX as usize {
+            return Err(refuse(&format!(
+                "is longer than {} bytes (PATH_MAX)",
+                libc::PATH_MAX
+            )));
+        }
+        if arg.split('/').any(|c| c.len() > 255) {
+            return Err(refuse("has a name longer than 255 bytes (NAME_MAX)"));
+        }
         let p = Path::new(arg);
         if p.is_absolute() {
             if p.components().any(|c| matches!(c, Component::ParentDir)) {
@@ -297,7 +320,7 @@ pub struct ClassInfo {
 
 /// Active leases compiled for matching, as of one instant.
 pub struct LeaseSet {
-    leases: Vec<(Lease, Option<globset::GlobMatcher>)>,
+    leases: Vec<(Lease, Option<globset::GlobSet>)>,
 }
 
 impl LeaseSet {
@@ -307,11 +330,9 @@ impl LeaseSet {
             .map(|l| {
                 let m = l
                     .glob
-                    .then(|| {
-                        crate::config::glob(&l.pattern)
-                            .ok()
-                            .map(|g| g.compile_matcher())
-                    })
+                    // Never Glob::compile_matcher: it panics on a glob that parses but
+                    // does not compile. Such a lease matches its literal path only.
+                    .then(|| crate::config::glob_set(std::slice::from_ref(&l.pattern)).ok())
                     .flatten();
                 (l, m)
             })
@@ -501,6 +522,17 @@ pub struct OffloadBackoff {
     pub next: Option<Nanos>,
 }
 
+/// Which part of a lifecycle pass to run (see [`Engine::gc_scoped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Offloads, local deletions, S3 deletions.
+    All,
+    /// Local deletions only: nothing waits on the network.
+    Local,
+    /// Offloads and S3 deletions only.
+    Remote,
+}
+
 /// The engine: registry + running config + activity.
 pub struct Engine {
     runtime: RwLock<Arc<Runtime>>,
@@ -539,7 +571,7 @@ const SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(5
 impl Engine {
     /// Opens the registry of `config` (the caller holds the state lock).
     pub fn open(config: Config, clock: Arc<dyn Clock>, daemon: bool) -> Result<Engine> {
-        let registry = Registry::open(&config.daemon.state_dir)?;
+        let mut registry = Registry::open(&config.daemon.state_dir)?;
         // What playlists listed before a restart: a segment that left meanwhile still gets
         // its removal grace, counted from the first reading now.
         let mut playlists = crate::inuse::playlist::Memory::default();
@@ -548,6 +580,7 @@ impl Engine {
         }
         remote::sweep_staging(&config.daemon.state_dir.join("staging"));
         let runtime = Runtime::new(config)?;
+        reconcile_after_crash(&runtime, &mut registry, clock.now())?;
         let activity = Activity {
             daemon,
             pid: std::process::id(),
@@ -599,6 +632,13 @@ impl Engine {
 
     /// Full reconciliation of every store.
     pub fn scan_all(&self) -> Result<Vec<ScanStats>> {
+        let mut out = self.scan_local()?;
+        out.extend(self.scan_remotes());
+        Ok(out)
+    }
+
+    /// Full reconciliation of the local stores (no network: the daemon's loop waits for it).
+    pub fn scan_local(&self) -> Result<Vec<ScanStats>> {
         // Serialized with passes and reloads: a scan classifying with the old config must
         // not write its labels after a reload re-classified everything.
         let pass = self.pass.lock().expect("pass lock");
@@ -610,15 +650,7 @@ impl Engine {
             self.add_prune_candidates(&rt, s.name(), std::mem::take(&mut st.empty_dirs));
             out.push(st);
         }
-        // Listings wait on the network (a server that is down: retry_timeout): not under the
-        // pass lock, which a disk-pressure pass must always get quickly. A label written
-        // with a config replaced meanwhile never decides anything: each deletion derives its
-        // class again from the running config.
         drop(pass);
-        let _remote = self.remote_pass.lock().expect("remote pass lock");
-        for r in &rt.remotes {
-            out.push(self.scan_remote(&rt, r, now));
-        }
         let names: Vec<&str> = rt
             .stores
             .iter()
@@ -628,8 +660,36 @@ impl Engine {
         self.reg().forget_stores_except(&names)?;
         let mut a = self.activity.lock().expect("activity lock");
         a.last_scan_at = Some(self.now());
-        a.last_scan = out.clone();
+        // The remote stores' last listings stay until they are listed again.
+        a.last_scan.retain(|s| {
+            rt.store(&s.store).is_none() && rt.remotes.iter().any(|r| r.name() == s.store)
+        });
+        a.last_scan.splice(0..0, out.iter().cloned());
         Ok(out)
+    }
+
+    /// Lists every S3 store into the registry. Listings wait on the network (a server that
+    /// is down: retry_timeout): never under the pass lock, which a disk-pressure pass must
+    /// always get quickly, and in the daemon never in its main loop. A label written with a
+    /// config replaced meanwhile never decides anything: each deletion derives its class
+    /// again from the running config.
+    pub fn scan_remotes(&self) -> Vec<ScanStats> {
+        let rt = self.runtime();
+        if rt.remotes.is_empty() {
+            return Vec::new();
+        }
+        let now = self.now();
+        let _remote = self.remote_pass.lock().expect("remote pass lock");
+        let out: Vec<ScanStats> = rt
+            .remotes
+            .iter()
+            .map(|r| self.scan_remote(&rt, r, now))
+            .collect();
+        let mut a = self.activity.lock().expect("activity lock");
+        a.last_scan
+            .retain(|s| !out.iter().any(|o| o.store == s.store));
+        a.last_scan.extend(out.iter().cloned());
+        out
     }
 
     /// The plan at `at`.
@@ -645,6 +705,24 @@ impl Engine {
     /// and audit. At most the blast-radius guard's worth of files and bytes. With `detail`
     /// the report lists every file's result (the audit trail and log always do).
     pub fn gc(&self, dry_run: bool, trigger: &str, detail: bool) -> Result<GcReport> {
+        self.gc_scoped(dry_run, trigger, detail, Scope::All)
+    }
+
+    /// [`Engine::gc`] limited to `scope`: the daemon runs the local part in its loop and
+    /// the network part (offloads, S3 deletions) beside it, so that a hung server never
+    /// holds up a local pass.
+    pub fn gc_scoped(
+        &self,
+        dry_run: bool,
+        trigger: &str,
+        detail: bool,
+        scope: Scope,
+    ) -> Result<GcReport> {
+        let (local_part, remote_part) = match scope {
+            Scope::All => (true, true),
+            Scope::Local => (true, false),
+            Scope::Remote => (false, true),
+        };
         let started = Instant::now();
         let rt = self.runtime();
         let now = self.now();
@@ -653,7 +731,7 @@ impl Engine {
         // pressure pass — under a lock of their own (one offload batch at a time).
         let mut offloads = GcReport::default();
         let mut planned_offloads = 0;
-        if !dry_run && rt.config.classes.iter().any(|c| c.offload.is_some()) {
+        if remote_part && !dry_run && rt.config.classes.iter().any(|c| c.offload.is_some()) {
             let _one = self.offloading.lock().expect("offload lock");
             // Only the offload classes: the pass plans everything again under its lock.
             let due = {
@@ -734,10 +812,16 @@ impl Engine {
         // that a slow or unreachable S3 server never holds up a disk-pressure pass.
         let (remote, local): (Vec<_>, Vec<_>) = actions
             .iter()
+            .filter(|a| {
+                let is_local = rt.store(&a.entry.store).is_some();
+                (is_local && local_part) || (!is_local && remote_part)
+            })
             .cloned()
             .partition(|a| rt.store(&a.entry.store).is_none());
-        self.execute(&rt, &local, trigger, detail, &mut report, None)?;
-        report.pruned_dirs = self.prune(&rt, now);
+        if local_part {
+            self.execute(&rt, &local, trigger, detail, &mut report, None)?;
+            report.pruned_dirs = self.prune(&rt, now);
+        }
         drop(_pass);
         if !remote.is_empty() {
             let _remote = self.remote_pass.lock().expect("remote pass lock");
@@ -773,7 +857,9 @@ impl Engine {
         let mut a = self.activity.lock().expect("activity lock");
         a.deleted_files += report.deleted_files;
         a.deleted_bytes += report.deleted_bytes;
-        a.last_pass = Some(summary);
+        if local_part {
+            a.last_pass = Some(summary);
+        }
         Ok(report)
     }
 
@@ -791,10 +877,13 @@ impl Engine {
         after_chunk: Option<&dyn Fn() -> String>,
     ) -> Result<()> {
         std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<remote::Recorded>(2);
+            // With each chunk's results, the ids of its intents (local chunks), which the
+            // same transaction drops.
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<(remote::Recorded, Option<(i64, i64)>)>(2);
             let recorder = scope.spawn(move || -> Result<()> {
-                for (gone, records) in rx {
-                    self.reg().record(&gone, &records)?;
+                for ((gone, records), intents) in rx {
+                    self.reg().record_chunk(&gone, &records, intents)?;
                 }
                 Ok(())
             });
@@ -849,6 +938,27 @@ impl Engine {
                     dirs.sort();
                     dirs.dedup();
                     self.refresh_playlists(rt, &dirs)?;
+                    // Durable before any unlink of the chunk: a kill -9 from here on leaves
+                    // intents that the next start reconciles into audit records.
+                    let now = self.now();
+                    let intents: Vec<Intent> = chunk
+                        .iter()
+                        .map(|a| Intent {
+                            id: 0,
+                            at: now,
+                            store: a.entry.store.clone(),
+                            path: a.entry.path.clone(),
+                            entry_id: a.entry.id,
+                            ino: a.entry.ino,
+                            size: a.entry.size,
+                            mtime: a.entry.mtime,
+                            class: Some(a.class_name.clone()),
+                            rule: Some(a.rule.to_string()),
+                            reason: a.reason.clone(),
+                            trigger: trigger.into(),
+                        })
+                        .collect();
+                    let intents = self.reg().intend(&intents)?;
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for a in chunk {
@@ -892,7 +1002,7 @@ impl Engine {
                             r.reason = format!("{}; {note}", r.reason);
                         }
                     }
-                    if tx.send((gone, records)).is_err() {
+                    if tx.send(((gone, records), intents)).is_err() {
                         // The recorder failed (e.g. the registry's disk is full): stop the
                         // whole pass rather than delete without an audit trail.
                         break 'stores;
@@ -908,7 +1018,7 @@ impl Engine {
                 for chunk in mine.chunks(remote::DELETE_CHUNK) {
                     let (gone, records) =
                         self.delete_remote(rt, remote, chunk, trigger, detail, report)?;
-                    if tx.send((gone, records)).is_err() {
+                    if tx.send(((gone, records), None)).is_err() {
                         break;
                     }
                 }
@@ -1339,7 +1449,7 @@ impl Engine {
         let (store, rel) = rt.resolve(arg)?;
         let pattern = rel.to_string_lossy().into_owned();
         if glob {
-            crate::config::glob(&pattern).map_err(|e| {
+            crate::config::glob_set(std::slice::from_ref(&pattern)).map_err(|e| {
                 EngineError::BadInput(format!("bad glob {pattern:?}: {}", e.kind()))
             })?;
         }
@@ -1704,6 +1814,90 @@ impl Engine {
         }
         self.activity.lock().expect("activity lock").last_reload = Some((at, error));
     }
+}
+
+/// Settles what a crash (kill -9, power cut) interrupted: files left in a store's trash
+/// directory and deletion intents without an outcome. A file an intent names that is gone
+/// (or is no longer the inode that was checked) is audited as deleted; one still there is
+/// dropped from the intents, and the next pass decides about it again.
+fn reconcile_after_crash(rt: &Runtime, reg: &mut Registry, now: Nanos) -> Result<()> {
+    let intents = reg.intents()?;
+    for store in &rt.stores {
+        let mut checked = |rel: &Path, st: &rustix::fs::Stat| {
+            let mtime = st
+                .st_mtime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec as i64);
+            intents.iter().any(|i| {
+                i.store == store.name()
+                    && i.path == rel
+                    && i.ino == st.st_ino
+                    && i.size == st.st_size as u64
+                    && i.mtime == mtime
+            })
+        };
+        match store.recover_trash(&mut checked) {
+            Ok(done) => {
+                for r in done {
+                    match r {
+                        Recovered::Deleted(p) => {
+                            info!(action = "delete", store = store.name(), path = %p.display(), "removed the checked file an interrupted deletion had moved to the trash")
+                        }
+                        Recovered::Restored(p) => {
+                            info!(action = "restore", store = store.name(), path = %p.display(), "put back a file an interrupted deletion had moved to the trash")
+                        }
+                        Recovered::Kept(p, name, why) => {
+                            warn!(action = "trash", store = store.name(), path = ?p, trash = %name, reason = %why, "a file in the store's trash directory was left there; move it back by hand")
+                        }
+                    }
+                }
+            }
+            Err(why) => {
+                warn!(store = store.name(), reason = %why, "cannot check the store's trash directory")
+            }
+        }
+    }
+    if intents.is_empty() {
+        return Ok(());
+    }
+    let (mut settled, mut gone, mut records) = (Vec::new(), Vec::new(), Vec::new());
+    for i in intents {
+        let Some(local) = rt.store(&i.store) else {
+            // The store left the config: nothing to look at any more.
+            settled.push(i.id);
+            continue;
+        };
+        let still_there = match local.stat(&i.path) {
+            Ok(m) => m.is_some_and(|m| m.ino == i.ino),
+            Err(e) => {
+                warn!(store = %i.store, path = %i.path.display(), error = %e, "cannot check a deletion interrupted by a crash; it is checked again at the next start");
+                continue;
+            }
+        };
+        settled.push(i.id);
+        if still_there {
+            continue;
+        }
+        info!(action = "delete", store = %i.store, path = %i.path.display(), "reconciled a deletion interrupted by a crash");
+        gone.push((i.entry_id, i.path.clone()));
+        records.push(AuditRecord {
+            at: now,
+            store: i.store,
+            path: i.path,
+            action: "delete".into(),
+            outcome: "deleted".into(),
+            class: i.class,
+            rule: i.rule,
+            reason: format!(
+                "{}; reconciled after a crash: gone at the restart, its deletion was under way",
+                i.reason
+            ),
+            trigger: i.trigger,
+            bytes: Some(i.size),
+        });
+    }
+    reg.settle_intents(&settled, &gone, &records)?;
+    Ok(())
 }
 
 fn file_result(a: &policy::Action, result: Outcome) -> FileResult {

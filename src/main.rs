@@ -42,7 +42,10 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::SOFTWARE);
         }
     };
-    match rt.block_on(cli::run(cli)) {
+    let result = rt.block_on(cli::run(cli));
+    // Network work abandoned at shutdown must not keep the process alive.
+    rt.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             for line in f.message.lines() {

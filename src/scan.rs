@@ -166,6 +166,10 @@ pub fn walk(
             if fname == b"." || fname == b".." {
                 continue;
             }
+            // Our own trash directory (files on their way out) is never part of the store.
+            if rel.as_os_str().is_empty() && fname == crate::store::local::TRASH_DIR.as_bytes() {
+                continue;
+            }
             any = true;
             let fname = OsStr::from_bytes(fname).to_os_string();
             let child = rel.join(&fname);
@@ -221,6 +225,37 @@ pub fn walk(
     (dirs, unreadable)
 }
 
+/// At most this many unseen entries are checked one by one after a partial scan.
+const MAX_UNSEEN_CHECKS: usize = 100_000;
+
+/// After a partial walk (a directory could not be read, e.g. one deeper than PATH_MAX):
+/// an entry the walk did not see is forgotten once a no-follow `stat` beneath the root
+/// says it is gone, so that budgets never count vanished files; entries that cannot be
+/// looked at (inside the unreadable part) are kept.
+fn forget_unseen_if_gone(
+    store: &str,
+    root: &Path,
+    registry: &Mutex<Registry>,
+    generation: i64,
+) -> Result<u64, RegistryError> {
+    let unseen =
+        registry
+            .lock()
+            .expect("registry lock")
+            .unseen(store, generation, MAX_UNSEEN_CHECKS)?;
+    let Ok(local) = crate::store::local::LocalStore::open(store, root) else {
+        return Ok(0);
+    };
+    let gone: Vec<(i64, PathBuf)> = unseen
+        .into_iter()
+        .filter(|(_, p)| matches!(local.stat(p), Ok(None)))
+        .collect();
+    Ok(registry
+        .lock()
+        .expect("registry lock")
+        .forget_entries(&gone)? as u64)
+}
+
 /// Scans store `store` rooted at `root` into the registry and forgets vanished files —
 /// unless part of the tree was unreadable, in which case nothing is forgotten.
 pub fn scan_store(
@@ -262,6 +297,8 @@ pub fn scan_store(
             .lock()
             .expect("registry lock")
             .sweep(store, generation)? as u64;
+    } else if dirs > 0 {
+        stats.forgotten = forget_unseen_if_gone(store, root, registry, generation)?;
     }
     stats.millis = started.elapsed().as_millis() as u64;
     debug!(

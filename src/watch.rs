@@ -132,6 +132,10 @@ impl Watches {
                 if name == b"." || name == b".." {
                     continue;
                 }
+                // Our trash directory is not the store's.
+                if rel.as_os_str().is_empty() && name == crate::store::local::TRASH_DIR.as_bytes() {
+                    continue;
+                }
                 let t = de.file_type();
                 if t != rustix::fs::FileType::Directory && t != rustix::fs::FileType::Unknown {
                     if t == rustix::fs::FileType::Symlink {
@@ -296,6 +300,10 @@ async fn run(w: Watches, tx: mpsc::Sender<Change>, sig: Arc<Signals>) {
                 // An event on the watched directory itself (deleted, moved).
                 None => dir.clone(),
             };
+            // Files on their way out through our trash directory are not the store's.
+            if rel.starts_with(crate::store::local::TRASH_DIR) {
+                continue;
+            }
             if mask.contains(EventMask::ISDIR) && name.is_some() {
                 if mask.intersects(EventMask::CREATE | EventMask::MOVED_TO) {
                     w.add_tree(r, &rel);

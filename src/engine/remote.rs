@@ -67,6 +67,9 @@ fn remove_object(remote: &S3Store, key: &str) -> String {
 /// Listed objects are recorded this many at a time.
 const LIST_BATCH: usize = 8192;
 
+/// The shortest deadline of one S3 request attempt.
+const MIN_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Opens S3 store `name` at `loc`, with credentials from its file or the environment.
 pub fn open(name: &str, loc: &S3Location) -> Result<Arc<S3Store>> {
     let source = match &loc.credentials_file {
@@ -81,6 +84,13 @@ pub fn open(name: &str, loc: &S3Location) -> Result<Arc<S3Store>> {
     settings.retry.retry_timeout = loc.retry_timeout.0;
     settings.retry.max_backoff = settings.retry.max_backoff.min(loc.retry_timeout.0 / 4);
     settings.retry.connect_timeout = settings.retry.connect_timeout.min(loc.retry_timeout.0);
+    // One attempt never outlasts the retry budget — but gets at least MIN_ATTEMPT, which a
+    // 16 MiB part or the completion of a large upload may need even when retry_timeout is
+    // short. Every call thus ends within retry_timeout + max(retry_timeout, MIN_ATTEMPT).
+    settings.retry.request_timeout = settings
+        .retry
+        .request_timeout
+        .min(loc.retry_timeout.0.max(MIN_ATTEMPT));
     Ok(Arc::new(S3Store::new(settings).map_err(StoreError::from)?))
 }
 

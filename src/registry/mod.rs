@@ -123,6 +123,35 @@ pub struct AuditRecord {
     pub bytes: Option<u64>,
 }
 
+/// A deletion about to happen, made durable before the unlink (see [`Registry::intend`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Intent {
+    /// Row id (0 until written).
+    pub id: i64,
+    /// When the deletion was decided.
+    pub at: Nanos,
+    /// Store name.
+    pub store: String,
+    /// Relative to the store root.
+    pub path: PathBuf,
+    /// The registry entry of the file.
+    pub entry_id: i64,
+    /// The checked file: inode, size, mtime.
+    pub ino: u64,
+    /// Bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime: Nanos,
+    /// The class at the time.
+    pub class: Option<String>,
+    /// The rule that fired.
+    pub rule: Option<String>,
+    /// Why, in words.
+    pub reason: String,
+    /// What started it.
+    pub trigger: String,
+}
+
 /// A lease: a holder uses `pattern` (a path, or a glob) of `store` until `expires`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Lease {
@@ -223,6 +252,38 @@ fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         tags: Vec::new(),
         in_use: Vec::new(),
     })
+}
+
+/// Removes the entries that are gone and appends every record to the audit trail.
+fn record_in(
+    tx: &rusqlite::Transaction<'_>,
+    gone: &[(i64, PathBuf)],
+    records: &[AuditRecord],
+) -> rusqlite::Result<()> {
+    // By id *and* path: a rowid freed meanwhile may already name another file.
+    let mut del = tx.prepare_cached("DELETE FROM entries WHERE id = ?1 AND path = ?2")?;
+    for (id, path) in gone {
+        del.execute(params![id, path_bytes(path)])?;
+    }
+    let mut ins = tx.prepare_cached(
+        "INSERT INTO audit(at, store, path, action, outcome, class, rule, reason, trigger, bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for a in records {
+        ins.execute(params![
+            a.at,
+            a.store,
+            path_bytes(&a.path),
+            a.action,
+            a.outcome,
+            a.class,
+            a.rule,
+            a.reason,
+            a.trigger,
+            a.bytes.map(|b| b as i64)
+        ])?;
+    }
+    Ok(())
 }
 
 impl Registry {
@@ -398,6 +459,40 @@ impl Registry {
                 params![sid, generation],
             )
             .map_err(self.err())
+    }
+
+    /// The entries of `store` that the scan of `generation` did not see, at most `limit`.
+    pub fn unseen(
+        &mut self,
+        store: &str,
+        generation: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, PathBuf)>> {
+        let sid = self.store_id(store)?;
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, path FROM entries WHERE store_id = ?1 AND seen_gen < ?2 LIMIT ?3",
+            )
+            .map_err(self.err())?;
+        st.query_map(params![sid, generation, limit as i64], |r| {
+            Ok((r.get(0)?, bytes_path(r.get(1)?)))
+        })
+        .map_err(self.err())?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(self.err())
+    }
+
+    /// Forgets the entries `gone` (by id and path), in one transaction.
+    pub fn forget_entries(&mut self, gone: &[(i64, PathBuf)]) -> Result<usize> {
+        self.write(|tx| {
+            let mut del = tx.prepare_cached("DELETE FROM entries WHERE id = ?1 AND path = ?2")?;
+            let mut n = 0;
+            for (id, path) in gone {
+                n += del.execute(params![id, path_bytes(path)])?;
+            }
+            Ok(n)
+        })
     }
 
     /// Forgets every entry of stores not in `keep` (a store was removed from the config).
@@ -708,29 +803,105 @@ impl Registry {
     /// Applies the outcome of a batch of actions in one transaction: removes the entries
     /// that are gone and appends every record to the audit trail.
     pub fn record(&mut self, gone: &[(i64, PathBuf)], records: &[AuditRecord]) -> Result<()> {
+        self.write(|tx| record_in(tx, gone, records))
+    }
+
+    /// Makes the intents of one chunk of deletions durable, in one transaction, before any
+    /// of them is attempted; returns the range of their ids for [`Registry::record_chunk`].
+    pub fn intend(&mut self, intents: &[Intent]) -> Result<Option<(i64, i64)>> {
+        if intents.is_empty() {
+            return Ok(None);
+        }
         self.write(|tx| {
-            // By id *and* path: a rowid freed meanwhile may already name another file.
-            let mut del = tx.prepare_cached("DELETE FROM entries WHERE id = ?1 AND path = ?2")?;
-            for (id, path) in gone {
-                del.execute(params![id, path_bytes(path)])?;
-            }
             let mut ins = tx.prepare_cached(
-                "INSERT INTO audit(at, store, path, action, outcome, class, rule, reason, trigger, bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO intents(at, store, path, entry_id, ino, size, mtime, class, rule, reason, trigger)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
-            for a in records {
+            let mut range: Option<(i64, i64)> = None;
+            for i in intents {
                 ins.execute(params![
-                    a.at,
-                    a.store,
-                    path_bytes(&a.path),
-                    a.action,
-                    a.outcome,
-                    a.class,
-                    a.rule,
-                    a.reason,
-                    a.trigger,
-                    a.bytes.map(|b| b as i64)
+                    i.at,
+                    i.store,
+                    path_bytes(&i.path),
+                    i.entry_id,
+                    i.ino as i64,
+                    i.size as i64,
+                    i.mtime,
+                    i.class,
+                    i.rule,
+                    i.reason,
+                    i.trigger
                 ])?;
+                let id = tx.last_insert_rowid();
+                range = Some(range.map_or((id, id), |(a, b)| (a.min(id), b.max(id))));
+            }
+            Ok(range)
+        })
+    }
+
+    /// Like [`Registry::record`], and in the same transaction drops the chunk's intents
+    /// (ids `intents.0..=intents.1`): their outcomes are recorded now.
+    pub fn record_chunk(
+        &mut self,
+        gone: &[(i64, PathBuf)],
+        records: &[AuditRecord],
+        intents: Option<(i64, i64)>,
+    ) -> Result<()> {
+        self.write(|tx| {
+            record_in(tx, gone, records)?;
+            if let Some((a, b)) = intents {
+                tx.execute(
+                    "DELETE FROM intents WHERE id BETWEEN ?1 AND ?2",
+                    params![a, b],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Intents left by a pass that never finished (a crash), oldest first.
+    pub fn intents(&self) -> Result<Vec<Intent>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, at, store, path, entry_id, ino, size, mtime, class, rule, reason, trigger
+                 FROM intents ORDER BY id",
+            )
+            .map_err(self.err())?;
+        st.query_map([], |r| {
+            Ok(Intent {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                store: r.get(2)?,
+                path: bytes_path(r.get(3)?),
+                entry_id: r.get(4)?,
+                ino: r.get::<_, i64>(5)? as u64,
+                size: r.get::<_, i64>(6)? as u64,
+                mtime: r.get(7)?,
+                class: r.get(8)?,
+                rule: r.get(9)?,
+                reason: r.get(10)?,
+                trigger: r.get(11)?,
+            })
+        })
+        .map_err(self.err())?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(self.err())
+    }
+
+    /// Settles intents after a crash in one transaction: the files in `gone` are audited
+    /// with `records` and forgotten; every intent in `settled` is dropped.
+    pub fn settle_intents(
+        &mut self,
+        settled: &[i64],
+        gone: &[(i64, PathBuf)],
+        records: &[AuditRecord],
+    ) -> Result<()> {
+        self.write(|tx| {
+            record_in(tx, gone, records)?;
+            let mut del = tx.prepare_cached("DELETE FROM intents WHERE id = ?1")?;
+            for id in settled {
+                del.execute([id])?;
             }
             Ok(())
         })

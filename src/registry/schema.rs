@@ -129,4 +129,24 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE leases ADD COLUMN owner INTEGER;
     CREATE INDEX leases_owner ON leases(owner);
     "#,
+    // 8 (issue 10): deletion intents. A chunk's intents are committed in one transaction
+    // before any of its files is unlinked; the chunk's audit records replace them in one
+    // transaction after. What a kill -9 leaves here is reconciled at the next start: a
+    // file gone is audited as deleted, a file still there is dropped.
+    r#"
+    CREATE TABLE intents (
+        id       INTEGER PRIMARY KEY,
+        at       INTEGER NOT NULL,
+        store    TEXT NOT NULL,
+        path     BLOB NOT NULL,
+        entry_id INTEGER NOT NULL,       -- the entry to forget once it is gone
+        ino      INTEGER NOT NULL,       -- the inode that was checked
+        size     INTEGER NOT NULL,
+        mtime    INTEGER NOT NULL,
+        class    TEXT,
+        rule     TEXT,
+        reason   TEXT NOT NULL,
+        trigger  TEXT NOT NULL
+    );
+    "#,
 ];

@@ -223,6 +223,9 @@ impl LocalStore {
                 if name == "." || name == ".." {
                     continue;
                 }
+                if rel.as_os_str().is_empty() && name == super::local::TRASH_DIR {
+                    continue; // files on their way out are not the store's
+                }
                 let st = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) => st,
                     Err(_) => continue, // removed while listing
