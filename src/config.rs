@@ -95,6 +95,9 @@ pub struct Daemon {
     pub max_delete_bytes: ByteSize,
     /// Audit records older than this are pruned.
     pub audit_retention: Dur,
+    /// At most this many audit records are kept (the oldest go first): a bound by size as
+    /// well as by age (a record takes about 200 bytes).
+    pub audit_max_records: u64,
     /// Members of this group may connect to the control socket: read, and take, renew and
     /// release their own leases. None: only root and the daemon's user.
     pub socket_group: Option<String>,
@@ -630,6 +633,7 @@ impl Validator<'_> {
             max_delete_files: guard.files,
             max_delete_bytes: guard.bytes,
             audit_retention: d.audit_retention,
+            audit_max_records: d.audit_max_records.max(1),
             socket_group: d.socket_group,
             max_leases_per_uid: d.max_leases_per_uid,
         };
@@ -1031,10 +1035,16 @@ mod raw {
         pub max_delete_per_pass: Option<Spanned<Guard>>,
         #[serde(default = "d_audit")]
         pub audit_retention: Dur,
+        #[serde(default = "d_audit_max")]
+        pub audit_max_records: u64,
         #[serde(default)]
         pub socket_group: Option<String>,
         #[serde(default = "d_max_leases")]
         pub max_leases_per_uid: u32,
+    }
+
+    fn d_audit_max() -> u64 {
+        1_000_000
     }
 
     fn d_max_leases() -> u32 {

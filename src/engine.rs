@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::access::Caller;
 use crate::classify::Classifier;
@@ -266,6 +266,15 @@ pub struct GcReport {
     /// Offloads not tried this pass: their file's earlier offloads failed (backing off).
     #[serde(default)]
     pub offload_backing_off: u64,
+    /// Refusals that started (or changed kind) this pass; the others continue an episode.
+    #[serde(default)]
+    pub refusals_started: u64,
+    /// Segments deleted (logged at debug, summed up once a minute).
+    #[serde(skip)]
+    pub churn_files: u64,
+    /// Their bytes.
+    #[serde(skip)]
+    pub churn_bytes: u64,
 }
 
 /// What `explain` says about one path.
@@ -551,6 +560,8 @@ pub struct Engine {
     prune_candidates: Mutex<std::collections::BTreeSet<(String, PathBuf)>>,
     /// The watchdog's view of each volume, by device (filled by a daemon's watchdog).
     watch: Mutex<HashMap<u64, VolumeWatch>>,
+    /// Segment deletions since the last summary: (since, files, bytes).
+    churn: Mutex<(Instant, u64, u64)>,
     /// Asks the daemon for a lifecycle pass soon (a copy was found lost: copy it again).
     pass_soon: Arc<tokio::sync::Notify>,
     /// Held while a batch of offloads runs (outside the pass lock).
@@ -565,6 +576,8 @@ pub struct Engine {
 const MAX_PRUNE_CANDIDATES: usize = 100_000;
 
 const CHUNK: usize = 512;
+/// Segment deletions are summed up in one info line at most this often.
+const CHURN_SUMMARY: std::time::Duration = std::time::Duration::from_secs(60);
 /// A batch re-reads open files and locks when its snapshot is older than this.
 const SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -599,6 +612,7 @@ impl Engine {
             prune_candidates: Mutex::new(Default::default()),
             watch: Mutex::new(HashMap::new()),
             pass_soon: Arc::new(tokio::sync::Notify::new()),
+            churn: Mutex::new((Instant::now(), 0, 0)),
             offloading: Mutex::new(()),
             remote_pass: Mutex::new(()),
             unanswered: Mutex::new(HashMap::new()),
@@ -828,12 +842,38 @@ impl Engine {
             self.execute(&rt, &remote, trigger, detail, &mut report, None)?;
         }
         let retention = rt.config.daemon.audit_retention.as_nanos_i64();
-        self.reg().prune_audit(now.saturating_sub(retention))?;
+        let max = rt.config.daemon.audit_max_records;
+        self.reg().prune_audit(now.saturating_sub(retention), max)?;
         // A backoff that ran out a day ago belongs to a file that is gone or fine again.
         self.reg()
             .prune_backoff(now.saturating_sub(86_400_000_000_000))?;
         report.millis = started.elapsed().as_millis() as u64;
-        if report.planned_files > 0 {
+        // Segment churn is summed up once a minute; a pass is worth an info line only when
+        // it did something beyond that (deleted other files, failed, a refusal started).
+        let minute = {
+            let mut c = self.churn.lock().expect("churn lock");
+            c.1 += report.churn_files;
+            c.2 += report.churn_bytes;
+            (c.1 > 0 && c.0.elapsed() >= CHURN_SUMMARY).then(|| {
+                let done = (c.0.elapsed(), c.1, c.2);
+                *c = (Instant::now(), 0, 0);
+                done
+            })
+        };
+        if let Some((over, files, bytes)) = minute {
+            info!(
+                action = "delete-segments",
+                files,
+                bytes,
+                "deleted {files} segments ({}) in the last {}s",
+                ByteSize(bytes),
+                over.as_secs()
+            );
+        }
+        let notable = report.deleted_files > report.churn_files
+            || report.failed > 0
+            || report.refusals_started > 0;
+        if report.planned_files > 0 && notable {
             info!(
                 action = "pass",
                 trigger,
@@ -1040,22 +1080,54 @@ impl Engine {
         gone: &mut Vec<(i64, PathBuf)>,
         records: &mut Vec<AuditRecord>,
     ) {
-        log_outcome(a, &outcome, trigger);
+        // A refusal is audited and logged when its episode starts or its kind changes, not
+        // on every pass while it lasts (a file in use is normal; the journal and the audit
+        // must grow with what changed, not with the number of passes).
+        if let Outcome::Refused(why) = &outcome {
+            let kind = refusal_kind(why);
+            let same = self
+                .reg()
+                .history(&a.entry.store, &a.entry.path, 1)
+                .ok()
+                .and_then(|h| h.into_iter().next())
+                .is_some_and(|h| {
+                    h.action == "delete"
+                        && h.outcome == "refused"
+                        && refusal_kind(&h.reason) == kind
+                });
+            report.refused += 1;
+            report.refused_bytes += a.entry.size;
+            if same {
+                debug!(action = "refuse", path = %format!("{}:{}", a.entry.store, a.entry.path.display()), reason = %why, "still refused");
+                if detail {
+                    report.results.push(file_result(a, outcome));
+                }
+                return;
+            }
+            report.refusals_started += 1;
+        }
+        let churn = self
+            .runtime()
+            .config
+            .class(&a.class_name)
+            .is_some_and(|c| c.lifecycle == crate::config::Lifecycle::Segment);
+        log_outcome(a, &outcome, trigger, churn);
         match &outcome {
             Outcome::Deleted => {
                 report.first_unlink.get_or_insert_with(Instant::now);
                 report.deleted_files += 1;
                 report.deleted_bytes += a.entry.size;
+                if churn {
+                    report.churn_files += 1;
+                    report.churn_bytes += a.entry.size;
+                }
                 gone.push((a.entry.id, a.entry.path.clone()));
             }
             Outcome::Vanished => {
                 report.vanished += 1;
                 gone.push((a.entry.id, a.entry.path.clone()));
             }
-            Outcome::Refused(_) => {
-                report.refused += 1;
-                report.refused_bytes += a.entry.size;
-            }
+            Outcome::Refused(_) => {} // counted above
             Outcome::Failed(_) => report.failed += 1,
             Outcome::WouldDelete => {} // dry runs never get here
         }
@@ -1912,9 +1984,43 @@ fn file_result(a: &policy::Action, result: Outcome) -> FileResult {
     }
 }
 
-fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str) {
+/// The kind of a refusal, whatever pid, lease id or time its words name: the same kind on
+/// the next pass continues the same episode.
+pub fn refusal_kind(reason: &str) -> &'static str {
+    const KINDS: &[(&str, &str)] = &[
+        ("retained", "retained"),
+        ("in use: lease", "lease"),
+        ("playlist", "playlist"),
+        ("its writer is still writing", "writer"),
+        ("lock held", "lock"),
+        ("open by", "open"),
+        ("exclusive access", "open"),
+        ("cannot verify it is unused", "unverifiable"),
+        ("changed since it was planned", "changed"),
+        ("changed while being checked", "changed"),
+        ("its class is now", "reclassified"),
+        ("offload before delete", "offload"),
+        ("its copy", "offload"),
+        ("no verified remote copy", "offload"),
+        ("symlink", "link"),
+        ("not a regular file", "not-a-file"),
+    ];
+    KINDS
+        .iter()
+        .find(|(needle, _)| reason.contains(needle))
+        .map_or("other", |(_, kind)| kind)
+}
+
+/// Logs one file's outcome. Deletions of segments (`churn`: a live stream makes one a
+/// second) go at debug, summed up at info once a minute; every other deletion at info.
+/// A refusal is an ordinary event (a file in use): info, once per episode.
+fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, churn: bool) {
     let path = format!("{}:{}", a.entry.store, a.entry.path.display());
     match o {
+        Outcome::Deleted if churn => debug!(
+            action = "delete", path = %path, class = %a.class_name, rule = %a.rule,
+            reason = %a.reason, bytes = a.entry.size, trigger, "deleted {path}: {}", a.reason
+        ),
         Outcome::Deleted => info!(
             action = "delete", path = %path, class = %a.class_name, rule = %a.rule,
             reason = %a.reason, bytes = a.entry.size, trigger, "deleted {path}: {}", a.reason
@@ -1924,7 +2030,7 @@ fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str) {
             "{path} was already gone"
         ),
         Outcome::WouldDelete => {}
-        Outcome::Refused(why) => warn!(
+        Outcome::Refused(why) => info!(
             action = "refuse", path = %path, class = %a.class_name, reason = %why, trigger,
             "refused to delete {path}: {why}"
         ),

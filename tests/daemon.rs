@@ -466,6 +466,49 @@ fn a_stale_live_playlist_stops_protecting_after_its_grace_a_vod_one_never() {
     }
 }
 
+// Issue 12, item 4: a file in use is normal. Its refusal is logged (at info, not as a
+// warning) and audited when the episode starts and when its reason changes kind — not on
+// every pass while it lasts; explain's history reads one line per episode.
+#[test]
+fn a_refusal_is_logged_and_audited_once_per_episode() {
+    let classes = "[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"0s\"\nquiet_period = \"0s\"\n";
+    let b = Box_::new("gc_interval = \"1h\"", "", classes);
+    let f = b.file("tmp/held.bin", 10, Duration::ZERO);
+    let holder = fs::File::open(&f).unwrap();
+    let d = b.daemon(None);
+    for _ in 0..5 {
+        b.cli(&["gc"]).ok();
+    }
+    let id = b.lease(f.to_str().unwrap(), "1h", "thumbnailer");
+    drop(holder);
+    for _ in 0..5 {
+        b.cli(&["gc"]).ok();
+    }
+    b.cli(&["release", &id]).ok();
+    wait_for("the released file to go", T, || !f.exists());
+    let x = b
+        .cli(&["explain", "media:tmp/held.bin", "--json"])
+        .ok()
+        .json();
+    let history: Vec<String> = x["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| format!("{} {}", h["outcome"], h["reason"]))
+        .collect();
+    assert_eq!(history.len(), 3, "open, lease, deleted: {history:#?}");
+    assert!(history[0].contains("deleted"), "{history:#?}");
+    assert!(history[1].contains("lease"), "{history:#?}");
+    assert!(history[2].contains("open by pid"), "{history:#?}");
+    let (_, log) = d.stop();
+    let refusals = log.matches("refused to delete media:tmp/held.bin").count();
+    assert_eq!(refusals, 2, "{log}");
+    assert!(
+        !log.contains("WARN"),
+        "a file in use is not a warning: {log}"
+    );
+}
+
 /// Runs the daemon of `b` under a pseudo-terminal (`script` from util-linux) with `env`,
 /// until it logs "ready"; returns what it wrote to the terminal.
 fn log_on_a_terminal(b: &Box_, env: &str) -> String {

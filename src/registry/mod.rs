@@ -1251,11 +1251,22 @@ impl Registry {
         .map_err(self.err())
     }
 
-    /// Drops audit records older than `before`.
-    pub fn prune_audit(&mut self, before: Nanos) -> Result<usize> {
-        self.conn
+    /// Drops audit records older than `before`, and the oldest beyond `max` records.
+    pub fn prune_audit(&mut self, before: Nanos, max: u64) -> Result<usize> {
+        let old = self
+            .conn
             .execute("DELETE FROM audit WHERE at < ?1", [before])
-            .map_err(self.err())
+            .map_err(self.err())?;
+        let over = self
+            .conn
+            .execute(
+                // Ids only grow and records only go oldest first, so the newest `max` are
+                // those above MAX(id) - max: two index look-ups, not a count.
+                "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?1",
+                [max as i64],
+            )
+            .map_err(self.err())?;
+        Ok(old + over)
     }
 }
 
