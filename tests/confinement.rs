@@ -243,6 +243,17 @@ fn fetch_never_writes_through_a_planted_symlink() {
     assert_eq!(r.code, 65, "a symlink at DEST must be refused: {r:?}");
     assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
 
+    // On the state directory's filesystem the partial file lives in our staging directory
+    // and is renamed across directory descriptors; DEST gets the umask's mode.
+    let same_fs = b.dir.path().join("restored.mp4");
+    b.cli(&["fetch", "archive:rec/cam1.mp4", same_fs.to_str().unwrap()])
+        .ok();
+    assert_eq!(fs::read(&same_fs).unwrap(), fs::read(&src).unwrap());
+    assert_eq!(fs::read_dir(b.state().join("staging")).unwrap().count(), 0);
+    assert_eq!(mode(&b.state().join("staging")) & 0o077, 0);
+    let r = b.cli(&["fetch", "archive:rec/cam1.mp4", same_fs.to_str().unwrap()]);
+    assert_eq!(r.code, 65, "an existing DEST needs --force: {r:?}");
+
     // Then racing: the attacker re-plants links as fast as it can.
     let script = r#"
 import os, sys, time
