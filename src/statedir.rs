@@ -95,7 +95,8 @@ impl StateLock {
 }
 
 /// Takes group write and every "other" permission except search from the state directory
-/// (a socket inside it must stay reachable by `socket_group`), and every group and other
+/// (a socket inside it must stay reachable by `socket_group`) — unless it is a shared
+/// directory (sticky, like /tmp) or not ours, which is left alone — and every group and other
 /// permission from `registry.db`, its `-wal`/`-shm` files and the lock; creates
 /// `registry.db` with mode 0600 if missing (SQLite gives its `-wal`/`-shm` the database's
 /// mode). Nothing is followed: a symlink in place of one of them is an error.
@@ -115,7 +116,13 @@ pub fn secure(dir: &Path) -> std::io::Result<()> {
         }
         Ok(())
     };
-    narrow(&dfd, 0o7751, dir)?;
+    let st = fstat(&dfd)?;
+    if st.st_mode & 0o1000 != 0 || st.st_uid != rustix::process::geteuid().as_raw() {
+        // A shared directory (sticky, like /tmp) or somebody else's: not ours to change.
+        tracing::warn!(path = %dir.display(), mode = format!("{:o}", st.st_mode & 0o7777), owner = st.st_uid, "state_dir is a shared directory or not ours; give mediaretain a directory of its own");
+    } else {
+        narrow(&dfd, 0o0751, dir)?;
+    }
     for (name, create) in [
         ("registry.db", true),
         ("registry.db-wal", false),
@@ -127,7 +134,7 @@ pub fn secure(dir: &Path) -> std::io::Result<()> {
             flags |= OFlags::CREATE;
         }
         match openat(&dfd, name, flags, Mode::from_raw_mode(0o600)) {
-            Ok(fd) => narrow(&fd, 0o7700, &dir.join(name))?,
+            Ok(fd) => narrow(&fd, 0o0600, &dir.join(name))?,
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => {
                 return Err(std::io::Error::new(

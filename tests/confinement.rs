@@ -243,6 +243,17 @@ fn fetch_never_writes_through_a_planted_symlink() {
     assert_eq!(r.code, 65, "a symlink at DEST must be refused: {r:?}");
     assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
 
+    // On the state directory's filesystem the partial file lives in our staging directory
+    // and is renamed across directory descriptors; DEST gets the umask's mode.
+    let same_fs = b.dir.path().join("restored.mp4");
+    b.cli(&["fetch", "archive:rec/cam1.mp4", same_fs.to_str().unwrap()])
+        .ok();
+    assert_eq!(fs::read(&same_fs).unwrap(), fs::read(&src).unwrap());
+    assert_eq!(fs::read_dir(b.state().join("staging")).unwrap().count(), 0);
+    assert_eq!(mode(&b.state().join("staging")) & 0o077, 0);
+    let r = b.cli(&["fetch", "archive:rec/cam1.mp4", same_fs.to_str().unwrap()]);
+    assert_eq!(r.code, 65, "an existing DEST needs --force: {r:?}");
+
     // Then racing: the attacker re-plants links as fast as it can.
     let script = r#"
 import os, sys, time
@@ -335,18 +346,20 @@ fn rss_kb(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The attacker (who writes the media directory) creates fresh directories in the store and
-/// swaps each, at once, for a symlink to a root-only tree of 300 directories (one
-/// `rootonly.mp4` in each), in a loop for 10 s (window: from a directory's creation until
-/// the daemon has added its watch or walked it — the swap follows the `mkdir` within
-/// microseconds; iterations: as many as the loop makes, printed, thousands); meanwhile root
-/// asks for a full scan every 200 ms (the walk can meet a directory being swapped). After
-/// it: no entry from the root-only tree is registered (`mediaretain ls --json`), the daemon
+/// Two attackers (the user who writes the media directory) race the daemon for 10 s:
+/// one creates fresh directories in the store and swaps each, at once, for a symlink to a
+/// root-only tree of 300 directories (one `rootonly.mp4` in each) — window: from a
+/// directory's creation until the daemon has added its watch, the swap follows the `mkdir`
+/// within microseconds; the other exchanges a store directory with a link to that tree
+/// (`renameat2(RENAME_EXCHANGE)`) back and forth — window: between a walk listing the
+/// directory and opening it. Iterations: as many as the loops make, printed (thousands and
+/// hundreds of thousands). Meanwhile root asks for a full scan every 200 ms. After it: no
+/// entry from the root-only tree is registered (`mediaretain ls --json`), the daemon
 /// watches no more directories than the store has (inotify `wd:` lines in
 /// `/proc/PID/fdinfo`), and its RSS stayed within 64 MB.
 ///
-/// On the code before the fix: watch count far above the store's directories (the
-/// root-only tree watched), and `rootonly.mp4` entries registered.
+/// On the code before the fix: "registered 600 files from outside the store, e.g.
+/// [swap/d0/rootonly.mp4, …]" and up to 304 directories watched (the root-only tree).
 #[test]
 fn watch_and_scan_do_not_follow_a_directory_swapped_for_a_symlink() {
     user(ATTACKER);
@@ -387,38 +400,78 @@ print(n)
         script,
         &[b.media.to_str().unwrap(), tree.to_str().unwrap(), "10"],
     );
+    // And a directory of the store exchanged with a link to the tree, back and forth, with
+    // renameat2(RENAME_EXCHANGE): whatever a walk lists as a directory may be the link
+    // when it is opened.
+    let exchange = r#"
+import ctypes, os, sys, time
+media, target, secs = sys.argv[1], sys.argv[2], float(sys.argv[3])
+libc = ctypes.CDLL(None, use_errno=True)
+real, link = os.path.join(media, "swap"), os.path.join(media, "swaplink")
+os.makedirs(os.path.join(real, "sub"))
+open(os.path.join(real, "sub", "mine.mp4"), "w").close()
+os.symlink(target, link)
+end, n = time.time() + secs, 0
+while time.time() < end:
+    if libc.renameat2(-100, real.encode(), -100, link.encode(), 2) != 0:
+        sys.exit("renameat2: errno %d" % ctypes.get_errno())
+    n += 1
+print(n)
+"#;
+    let exchanger = Racer::start(
+        ATTACKER,
+        exchange,
+        &[b.media.to_str().unwrap(), tree.to_str().unwrap(), "10"],
+    );
     let started = Instant::now();
     let (mut max_watches, mut max_rss) = (0, 0);
+    let mut outside = std::collections::BTreeSet::new();
     while started.elapsed() < Duration::from_secs(10) {
         let _ = b.cli(&["scan"]);
+        // Looked at after every scan: a later scan may forget what an earlier one took in.
+        let ls = b.cli(&["ls", "--json"]).json();
+        outside.extend(
+            ls.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["path"].as_str())
+                .filter(|p| p.contains("rootonly"))
+                .map(str::to_string),
+        );
         max_watches = max_watches.max(watches(pid));
         max_rss = max_rss.max(rss_kb(pid));
         std::thread::sleep(Duration::from_millis(200));
     }
     let loops = racer.finish(Duration::from_secs(30));
+    let exchanges = exchanger.finish(Duration::from_secs(30));
     max_watches = max_watches.max(watches(pid));
     b.cli(&["scan"]).ok();
     let ls = b.cli(&["ls", "--json"]).ok().json();
-    let outside: Vec<_> = ls
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["path"].as_str().is_some_and(|p| p.contains("rootonly")))
-        .collect();
+    outside.extend(
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["path"].as_str())
+            .filter(|p| p.contains("rootonly"))
+            .map(str::to_string),
+    );
     eprintln!(
-        "watch race: {} swaps in 10 s; watches {before} before, at most {max_watches} during; RSS at most {} MB; {} entries from outside",
+        "watch race: {} swaps and {} exchanges in 10 s; watches {before} before, at most {max_watches} during; RSS at most {} MB; {} entries from outside",
         loops.trim(),
+        exchanges.trim(),
         max_rss / 1024,
         outside.len()
     );
     assert!(
-        max_watches <= before + 50,
-        "the daemon watched {max_watches} directories (store has at most {} — the root-only tree was watched)",
-        before + 50
+        outside.is_empty(),
+        "registered {} files from outside the store, e.g. {:?}",
+        outside.len(),
+        outside.iter().take(3).collect::<Vec<_>>()
     );
     assert!(
-        outside.is_empty(),
-        "registered files from outside the store: {outside:?}"
+        max_watches <= before + 53,
+        "the daemon watched {max_watches} directories (store has at most {} — the root-only tree was watched)",
+        before + 53
     );
     assert!(max_rss < 64 * 1024, "RSS grew to {} MB", max_rss / 1024);
     d.stop();

@@ -382,9 +382,22 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
         Err(e) => return Err(e.into()),
     }
     // A private directory beside the socket (same filesystem, so rename works).
-    let tmp_name = format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id());
-    let _ = rustix::fs::unlinkat(&dfd, format!("{tmp_name}/sock"), AtFlags::empty());
-    let _ = rustix::fs::unlinkat(&dfd, &tmp_name, AtFlags::REMOVEDIR);
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let tmp_name = format!("{prefix}{}.tmp", std::process::id());
+    // Left by a start that died between bind and rename: ours (same name pattern, owned by
+    // us), removed without following anything.
+    if let Ok(entries) = rustix::fs::Dir::read_from(&dfd) {
+        let me = rustix::process::geteuid().as_raw();
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let ours = rustix::fs::statat(&dfd, n.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| st.st_uid == me);
+            if n.starts_with(&prefix) && n.ends_with(".tmp") && ours {
+                let _ = rustix::fs::unlinkat(&dfd, format!("{n}/sock"), AtFlags::empty());
+                let _ = rustix::fs::unlinkat(&dfd, n.as_str(), AtFlags::REMOVEDIR);
+            }
+        }
+    }
     rustix::fs::mkdirat(&dfd, &tmp_name, Mode::from_raw_mode(0o700))?;
     let result = (|| {
         let tfd = rustix::fs::openat(
