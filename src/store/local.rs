@@ -377,6 +377,10 @@ impl LocalStore {
             Err(Errno::NOENT) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
+        // Only a regular file is read (a FIFO or device planted under the name is not).
+        if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+            return Err(std::io::Error::other("not a regular file"));
+        }
         let mut buf = Vec::new();
         std::fs::File::from(fd)
             .take(max as u64 + 1)
