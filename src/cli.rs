@@ -439,7 +439,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
             };
             let p: Plan = b
                 .ask(Method::GET, &uri, NONE, move |e| {
-                    e.plan(at.unwrap_or_else(|| e.now()))
+                    e.plan_checked(at.unwrap_or_else(|| e.now()))
                 })
                 .await?;
             show(json, &p, || render_plan(&p))
@@ -703,14 +703,17 @@ fn render_plan(p: &Plan) -> String {
         );
     }
     for a in &p.actions {
+        let (word, why) = match &a.would_refuse {
+            Some(why) => ("refuse", format!("{}; would refuse now: {why}", a.reason)),
+            None => ("delete", a.reason.clone()),
+        };
         let _ = writeln!(
             o,
-            "delete  {:<48} {:>10}  {:<14} {:<9} {}",
+            "{word:<7} {:<48} {:>10}  {:<14} {:<9} {why}",
             loc(&a.entry.store, &a.entry.path),
             ByteSize(a.entry.size).to_string(),
             a.class_name,
             a.rule.to_string(),
-            a.reason
         );
     }
     let _ = writeln!(
@@ -731,11 +734,20 @@ fn render_plan(p: &Plan) -> String {
             c.retained
         );
     }
+    let refused: Vec<&crate::policy::Action> = p
+        .actions
+        .iter()
+        .filter(|a| a.would_refuse.is_some())
+        .collect();
     let _ = writeln!(
         o,
-        "total: {} files to delete ({})",
-        p.actions.len(),
-        ByteSize(p.delete_bytes())
+        "total: {} files to delete ({}){}",
+        p.actions.len() - refused.len(),
+        ByteSize(p.delete_bytes() - refused.iter().map(|a| a.entry.size).sum::<u64>()),
+        match refused.len() {
+            0 => String::new(),
+            n => format!("; {n} more due but refused now (in use, retained, no copy…)"),
+        }
     );
     if let Some(t) = p.next_due {
         let _ = writeln!(o, "next file becomes due at {}", fmt_time(t));
@@ -746,10 +758,10 @@ fn render_plan(p: &Plan) -> String {
 fn render_gc(r: &GcReport) -> String {
     let mut o = String::new();
     for f in &r.results {
-        let word = if r.dry_run {
-            "would delete"
-        } else {
-            f.result.word()
+        let word = match (&f.result, r.dry_run) {
+            (Outcome::Refused(_), true) => "would refuse",
+            (_, true) => "would delete",
+            (o, false) => o.word(),
         };
         let detail = match &f.result {
             Outcome::Refused(d) | Outcome::Failed(d) => d.clone(),
@@ -874,7 +886,18 @@ fn render_explain(x: &Explanation, now: Nanos) -> String {
         );
     }
     if let Some(Verdict::Delete { rule, .. }) = &x.verdict {
-        let _ = writeln!(o, "  verdict: delete by {rule}");
+        match x.in_use.is_empty() {
+            true => {
+                let _ = writeln!(o, "  verdict: delete by {rule}");
+            }
+            false => {
+                let _ = writeln!(
+                    o,
+                    "  verdict: due by {rule}, but refused while in use ({})",
+                    x.in_use.join(", ")
+                );
+            }
+        }
     }
     if let Some(b) = &x.offload_backoff {
         let _ = writeln!(o, "  offload backing off: {b}");

@@ -390,6 +390,25 @@ struct Signals {
 /// deletion chunk) and at least this often (to find new playlists in the registry).
 const PLAYLIST_REFRESH: Nanos = 1_000_000_000;
 
+/// What a deletion re-checks against: the version that was planned.
+fn expect_of(a: &policy::Action) -> Expect {
+    Expect {
+        size: a.entry.size,
+        mtime: a.entry.mtime,
+        ino: a.entry.ino,
+    }
+}
+
+/// What one chunk of a pass checks files against (read once per chunk).
+struct Checks<'a> {
+    /// Paths pinned since the plan.
+    pinned: &'a std::collections::HashSet<PathBuf>,
+    /// Active leases.
+    leases: &'a LeaseSet,
+    /// Writers' temporary files in the registry.
+    parts: &'a std::collections::HashSet<PathBuf>,
+}
+
 /// Whether two sets of remembered playlist references hold the same things (the times
 /// of references still listed aside: they move with every reading).
 fn same_refs(
@@ -815,9 +834,17 @@ impl Engine {
         }
         let actions = &plan.actions[..take];
         if dry_run {
+            let outcomes = self.would(&rt, actions)?;
             report.results = actions
                 .iter()
-                .map(|a| file_result(a, Outcome::WouldDelete))
+                .zip(outcomes)
+                .map(|(a, o)| {
+                    if matches!(o, Outcome::Refused(_)) {
+                        report.refused += 1;
+                        report.refused_bytes += a.entry.size;
+                    }
+                    file_result(a, o)
+                })
                 .collect();
             report.millis = started.elapsed().as_millis() as u64;
             return Ok(report);
@@ -1002,36 +1029,14 @@ impl Engine {
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for a in chunk {
-                        // The class is derived again from the running config: an entry
-                        // labelled under an older config never decides a deletion.
-                        let class_now = rt.classifier.classify(store.name(), &a.entry.path);
-                        let leased = leases.holders(store.name(), &a.entry.path);
-                        let outcome = if pinned.contains(&a.entry.path) {
-                            Outcome::Refused("retained (pinned after the plan was made)".into())
-                        } else if !leased.is_empty() {
-                            Outcome::Refused(format!("in use: {}", leased.join(", ")))
-                        } else if let Some(why) =
-                            self.playlist_reason(rt, store.name(), &a.entry.path)
-                        {
-                            Outcome::Refused(format!("in use: {why}"))
-                        } else if let Some(why) =
-                            self.writer_reason(rt, store, &a.entry.path, &parts, &mut in_use)
-                        {
-                            Outcome::Refused(format!("in use: {why}"))
-                        } else if class_now != Some(a.class_name.as_str()) {
-                            Outcome::Refused(format!(
-                                "its class is now {}; it is re-evaluated on the next pass",
-                                class_now.unwrap_or("none")
-                            ))
-                        } else if let Some(why) = self.offload_guard(rt, a) {
-                            Outcome::Refused(why)
-                        } else {
-                            let expect = Expect {
-                                size: a.entry.size,
-                                mtime: a.entry.mtime,
-                                ino: a.entry.ino,
-                            };
-                            del.delete(&a.entry.path, expect, &mut in_use)
+                        let checks = Checks {
+                            pinned: &pinned,
+                            leases: &leases,
+                            parts: &parts,
+                        };
+                        let outcome = match self.refusal(rt, store, a, &checks, &mut in_use) {
+                            Some(why) => Outcome::Refused(why),
+                            None => del.delete(&a.entry.path, expect_of(a), &mut in_use),
                         };
                         self.account(a, outcome, trigger, detail, report, &mut gone, &mut records);
                     }
@@ -1066,6 +1071,127 @@ impl Engine {
             drop(tx);
             recorder.join().expect("recorder thread panicked")
         })
+    }
+
+    /// Why local file `a` of `store` may not go now, by every check the pass makes before
+    /// the deleter's own, in the pass's order: pinned since the plan, leased, listed by a
+    /// live playlist, a writer's final name, its class changed, offload before delete.
+    /// The pass, a dry run and `plan` all ask this one function.
+    fn refusal(
+        &self,
+        rt: &Runtime,
+        store: &LocalStore,
+        a: &policy::Action,
+        c: &Checks<'_>,
+        in_use: &mut dyn FnMut(u64, u64) -> crate::store::local::Users,
+    ) -> Option<String> {
+        let path = &a.entry.path;
+        if c.pinned.contains(path) {
+            return Some("retained (pinned after the plan was made)".into());
+        }
+        let leased = c.leases.holders(store.name(), path);
+        if !leased.is_empty() {
+            return Some(format!("in use: {}", leased.join(", ")));
+        }
+        if let Some(why) = self.playlist_reason(rt, store.name(), path) {
+            return Some(format!("in use: {why}"));
+        }
+        if let Some(why) = self.writer_reason(rt, store, path, c.parts, in_use) {
+            return Some(format!("in use: {why}"));
+        }
+        // The class is derived again from the running config: an entry labelled under an
+        // older config never decides a deletion.
+        let class_now = rt.classifier.classify(store.name(), path);
+        if class_now != Some(a.class_name.as_str()) {
+            return Some(format!(
+                "its class is now {}; it is re-evaluated on the next pass",
+                class_now.unwrap_or("none")
+            ));
+        }
+        self.offload_guard(rt, a)
+    }
+
+    /// What the pass would do with each of `actions` now, changing nothing: the same checks
+    /// in the same order, then the deleter's own (the planned version, not open by anyone
+    /// by the `/proc` snapshot). S3 objects: `WouldDelete` unless pinned or leased.
+    fn would(&self, rt: &Runtime, actions: &[policy::Action]) -> Result<Vec<Outcome>> {
+        let leases = self.lease_set()?;
+        let mut users: Option<crate::inuse::Snapshot> = None;
+        let mut in_use = |dev: u64, ino: u64| {
+            let u = users.get_or_insert_with(crate::inuse::Snapshot::take);
+            crate::store::local::Users {
+                who: u.reason(dev, ino),
+                blind_spot: u.blind_spot(),
+            }
+        };
+        let mut per_store: HashMap<
+            String,
+            (
+                std::collections::HashSet<PathBuf>,
+                std::collections::HashSet<PathBuf>,
+            ),
+        > = HashMap::new();
+        let mut dirs: Vec<(&str, &Path)> = actions
+            .iter()
+            .map(|a| {
+                (
+                    a.entry.store.as_str(),
+                    a.entry.path.parent().unwrap_or(Path::new("")),
+                )
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        self.refresh_playlists(rt, &dirs)?;
+        let mut out = Vec::with_capacity(actions.len());
+        for a in actions {
+            let Some(store) = rt.store(&a.entry.store) else {
+                let pinned = self
+                    .reg()
+                    .pinned_paths(&a.entry.store)?
+                    .contains(&a.entry.path);
+                let leased = leases.holders(&a.entry.store, &a.entry.path);
+                out.push(match (pinned, leased.is_empty()) {
+                    (true, _) => {
+                        Outcome::Refused("retained (pinned after the plan was made)".into())
+                    }
+                    (_, false) => Outcome::Refused(format!("in use: {}", leased.join(", "))),
+                    _ => Outcome::WouldDelete,
+                });
+                continue;
+            };
+            if !per_store.contains_key(store.name()) {
+                let pinned = self.reg().pinned_paths(store.name())?;
+                let parts = self.part_files(rt, store.name())?;
+                per_store.insert(store.name().to_string(), (pinned, parts));
+            }
+            let (pinned, parts) = &per_store[store.name()];
+            let checks = Checks {
+                pinned,
+                leases: &leases,
+                parts,
+            };
+            out.push(match self.refusal(rt, store, a, &checks, &mut in_use) {
+                Some(why) => Outcome::Refused(why),
+                None => store.would_delete(&a.entry.path, expect_of(a), &mut in_use),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The plan at `at`, each action saying whether the pass would refuse it now (what
+    /// `plan` prints: the same answer as `gc --dry-run` and the pass).
+    pub fn plan_checked(&self, at: Nanos) -> Result<Plan> {
+        let rt = self.runtime();
+        let _pass = self.pass.lock().expect("pass lock");
+        let mut plan = self.plan(at)?;
+        let outcomes = self.would(&rt, &plan.actions)?;
+        for (a, o) in plan.actions.iter_mut().zip(outcomes) {
+            if let Outcome::Refused(why) = o {
+                a.would_refuse = Some(why);
+            }
+        }
+        Ok(plan)
     }
 
     /// Counts, logs and audits one file's outcome.
@@ -1258,8 +1384,9 @@ impl Engine {
         );
         if !in_use.is_empty() {
             summary = format!(
-                "IN USE ({}): never deleted while in use. By the rules: {summary}",
-                in_use.join(", ")
+                "IN USE ({}): the next pass refuses to delete it while it is in use. By the rules alone: {}",
+                in_use.join(", "),
+                summary.trim_end_matches("; the next pass deletes it unless it is in use then")
             );
         }
         let offload_backoff = self
@@ -2075,7 +2202,7 @@ fn summarize(
     match verdict {
         Some(Verdict::Delete { rule, reason }) => {
             format!(
-                "eligible now (class {}, {rule}): {reason}; the next pass deletes it",
+                "eligible now (class {}, {rule}): {reason}; the next pass deletes it unless it is in use then",
                 class.rules.name
             )
         }

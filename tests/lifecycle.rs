@@ -624,3 +624,87 @@ fn a_lease_on_a_name_with_glob_characters_covers_that_file() {
     assert_eq!(gc["refused"], 1, "{gc}");
     assert!(f.exists());
 }
+
+// Issue 12, item 6: `plan`, `gc --dry-run`, `explain` and the real pass agree on every file,
+// in text and JSON, on one tree with an open file, a lease, a live playlist's segments and
+// files that are simply due.
+#[test]
+fn plan_dry_run_explain_and_the_pass_agree_on_every_file() {
+    let classes = "[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"0s\"\nquiet_period = \"0s\"\n\n[[class]]\nname = \"hls\"\nstore = \"media\"\nmatch = [\"hls/**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\n";
+    let b = Box_::new("", "", classes);
+    let open = b.file("tmp/open.bin", 10, MIN);
+    let leased = b.file("tmp/leased.bin", 10, MIN);
+    let plain = b.file("tmp/plain.bin", 10, MIN);
+    let listed = b.file("hls/live/seg1.ts", 10, MIN);
+    let left = b.file("hls/live/seg0.ts", 10, HOUR);
+    fs::write(
+        b.path("hls/live/index.m3u8"),
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:1.0,\nseg1.ts\n",
+    )
+    .unwrap();
+    let _holder = fs::File::open(&open).unwrap();
+    b.lease(leased.to_str().unwrap(), "1h", "thumbnailer");
+    let refused = ["tmp/open.bin", "tmp/leased.bin", "hls/live/seg1.ts"];
+    let deleted = ["tmp/plain.bin", "hls/live/seg0.ts"];
+
+    let plan = b.cli(&["plan", "--json"]).ok().json();
+    let plan_says = |p: &str| {
+        let a = plan["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["path"] == p)
+            .unwrap_or_else(|| panic!("{p} not planned: {plan}"));
+        a["would_refuse"].as_str().map(str::to_string)
+    };
+    let text = b.cli(&["plan"]).ok().stdout;
+    let dry = b.cli(&["gc", "--dry-run", "--json"]).ok().json();
+    let dry_text = b.cli(&["gc", "--dry-run"]).ok().stdout;
+    let dry_says = |p: &str| {
+        dry["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["path"] == p)
+            .map(|r| r["result"]["outcome"].as_str().unwrap().to_string())
+    };
+    let explain = |p: &str| b.cli(&["explain", &format!("media:{p}")]).ok().stdout;
+    for p in refused {
+        let why = plan_says(p).unwrap_or_else(|| panic!("plan would delete {p}: {plan}"));
+        assert!(why.starts_with("in use: "), "{p}: {why}");
+        assert_eq!(dry_says(p).as_deref(), Some("refused"), "{p}: {dry}");
+        assert!(text.contains(&format!("refuse  media:{p}")), "{p}: {text}");
+        assert!(
+            dry_text.contains(&format!("would refuse media:{p}")),
+            "{p}: {dry_text}"
+        );
+        let x = explain(p);
+        assert!(
+            x.contains("IN USE") && !x.contains("the next pass deletes it"),
+            "{p}: {x}"
+        );
+    }
+    for p in deleted {
+        assert_eq!(plan_says(p), None, "{p}: {plan}");
+        assert_eq!(dry_says(p).as_deref(), Some("would_delete"), "{p}: {dry}");
+        let x = explain(p);
+        assert!(x.contains("the next pass deletes it"), "{p}: {x}");
+    }
+    assert!(text.contains("total: 2 files to delete"), "{text}");
+    assert_eq!(dry["refused"], 3, "{dry}");
+
+    // The pass does exactly that.
+    let gc = b.cli(&["gc", "--json"]).json();
+    for r in gc["results"].as_array().unwrap() {
+        let p = r["path"].as_str().unwrap();
+        let want = if refused.contains(&p) {
+            "refused"
+        } else {
+            "deleted"
+        };
+        assert_eq!(r["result"]["outcome"], want, "{p}: {gc}");
+    }
+    assert_eq!(gc["deleted_files"], 2, "{gc}");
+    assert!(open.exists() && leased.exists() && listed.exists());
+    assert!(!plain.exists() && !left.exists());
+}

@@ -160,7 +160,7 @@ async fn status(State(c): State<Ctl>) -> ApiResult<crate::engine::Status> {
 }
 
 async fn plan(State(c): State<Ctl>, Query(q): Query<PlanQuery>) -> ApiResult<crate::policy::Plan> {
-    blocking(&c, move |e| e.plan(q.at.unwrap_or_else(|| e.now()))).await
+    blocking(&c, move |e| e.plan_checked(q.at.unwrap_or_else(|| e.now()))).await
 }
 
 async fn gc(State(c): State<Ctl>, Json(r): Json<GcRequest>) -> ApiResult<crate::engine::GcReport> {

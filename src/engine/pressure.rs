@@ -417,6 +417,7 @@ impl Candidates {
                     false => format!("{}: {}, oldest first", self.why, g.tier),
                 },
                 entry: e,
+                would_refuse: None,
             }));
         }
         Ok(None)

@@ -242,6 +242,10 @@ pub struct Action {
     pub reason: String,
     /// The time its age counts from.
     pub age_ref: Nanos,
+    /// Set by the engine when a dry run or `plan` asks: why the pass would refuse it now
+    /// (in use, retained since, no verified copy…). The pure planner leaves it empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would_refuse: Option<String>,
 }
 
 /// One planned offload: a local file copied to an S3 store (same key).
@@ -359,6 +363,7 @@ pub fn plan_classes<E>(
                         rule,
                         reason,
                         age_ref,
+                        would_refuse: None,
                     });
                 }
                 Verdict::Keep {

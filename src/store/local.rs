@@ -412,6 +412,57 @@ impl LocalStore {
             .collect()
     }
 
+    /// What [`Deleter::delete`] would do with `rel` now, changing nothing: the same
+    /// re-check of the planned version, and whether anyone has it open by `users` (the
+    /// `/proc` snapshot; the kernel is asked only when the pass acts).
+    pub fn would_delete(
+        &self,
+        rel: &Path,
+        expect: Expect,
+        users: &mut dyn FnMut(u64, u64) -> Users,
+    ) -> Outcome {
+        if !is_confined(rel) {
+            return Outcome::Refused(format!(
+                "{} is not a plain path inside the store",
+                rel.display()
+            ));
+        }
+        let (parent, name) = split(rel);
+        let dir = match self.open_dir(parent) {
+            Ok(d) => d,
+            Err(Errno::NOENT) => return Outcome::Vanished,
+            Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => {
+                return Outcome::Refused("a directory on its path is a symlink or leaves the store root; symlinks are never followed".into());
+            }
+            Err(e) => return Outcome::Failed(format!("cannot open its directory: {e}")),
+        };
+        let st = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Outcome::Vanished,
+            Err(e) => return Outcome::Failed(format!("cannot stat: {e}")),
+        };
+        let ft = FileType::from_raw_mode(st.st_mode);
+        if ft != FileType::RegularFile {
+            return Outcome::Refused(format!(
+                "not a regular file ({ft:?}); only regular files are deleted"
+            ));
+        }
+        if st.st_size as u64 != expect.size
+            || stat_mtime(&st) != expect.mtime
+            || st.st_ino != expect.ino
+        {
+            return Outcome::Refused(format!(
+                "changed since it was planned (now {} bytes, modified {}); it is re-evaluated on the next pass",
+                st.st_size,
+                crate::units::fmt_time(stat_mtime(&st))
+            ));
+        }
+        match users(st.st_dev, st.st_ino).who {
+            Some(who) => Outcome::Refused(format!("in use: {who}")),
+            None => Outcome::WouldDelete,
+        }
+    }
+
     /// A deletion session; it remembers the directories it touched, for pruning.
     pub fn deleter(&self) -> Deleter<'_> {
         Deleter {
