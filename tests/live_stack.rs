@@ -93,3 +93,47 @@ fn a_real_live_stack_keeps_what_players_need_and_bounds_the_disk() {
         "{recs} recordings on disk (max_count 3, one being written)"
     );
 }
+
+/// Benchmark for BENCHMARKS.md, not part of the suite (it runs for minutes): the journal
+/// (info and above) and the audit of one live stream with the rules above, a player and a
+/// thumbnailer, over `MEDIARETAIN_BENCH_SECS` (default 600); then the same stream for 120 s
+/// with a 60 s lease on the whole segment directory from its 30th second. Against another
+/// build with `MEDIARETAIN_TEST_BIN=PATH`:
+/// `cargo test --test live_stack -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_journal_and_audit_volume() {
+    let secs: u64 = std::env::var("MEDIARETAIN_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    for (scenario, total) in [("stream", secs), ("lease 60 s", 120)] {
+        let b = Box_::new("gc_interval = \"1s\"", "", CLASSES);
+        let mut s = Stack::start(&b.media);
+        wait_for("nginx to write the playlist", Duration::from_secs(30), || {
+            s.playlist().exists()
+        });
+        s.players(1);
+        s.thumbnailer();
+        let d = b.daemon(None);
+        if scenario == "stream" {
+            std::thread::sleep(Duration::from_secs(total));
+        } else {
+            std::thread::sleep(Duration::from_secs(30));
+            b.lease("media:hls/**", "60s", "bench");
+            std::thread::sleep(Duration::from_secs(total - 30));
+        }
+        let (_, log) = d.stop();
+        let lines = log.lines().count();
+        let warn = log.lines().filter(|l| l.contains(" WARN ")).count();
+        let refusals = log.matches("refused to delete").count();
+        let db = rusqlite::Connection::open(b.state().join("registry.db")).unwrap();
+        let count = |q: &str| -> i64 { db.query_row(q, [], |r| r.get(0)).unwrap() };
+        let audit = count("SELECT COUNT(*) FROM audit");
+        let refused = count("SELECT COUNT(*) FROM audit WHERE outcome = 'refused'");
+        let deleted = count("SELECT COUNT(*) FROM audit WHERE outcome = 'deleted'");
+        println!(
+            "{scenario}, {total} s: journal {lines} lines ({warn} WARN, {refusals} refusals); audit {audit} rows ({refused} refused, {deleted} deleted)"
+        );
+    }
+}
