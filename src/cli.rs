@@ -22,52 +22,13 @@ use crate::control::{
 };
 use crate::engine::{Engine, EngineError, Explanation, GcReport, Mark, MarkResult, Status};
 use crate::exit;
+pub use crate::failure::Failure;
 use crate::policy::{Plan, Verdict};
 use crate::registry::{Entry, Filter, Lease};
 use crate::scan::ScanStats;
 use crate::statedir::{StateError, StateLock};
 use crate::store::Outcome;
 use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
-
-/// A command's failure: what to print and the exit code.
-#[derive(Debug)]
-pub struct Failure {
-    /// sysexits code.
-    pub code: u8,
-    /// One or more lines.
-    pub message: String,
-}
-
-impl Failure {
-    /// A failure with `code`.
-    pub fn new(code: u8, message: impl Into<String>) -> Failure {
-        Failure {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<EngineError> for Failure {
-    fn from(e: EngineError) -> Self {
-        Failure::new(e.exit_code(), e.to_string())
-    }
-}
-
-impl From<ConfigError> for Failure {
-    fn from(e: ConfigError) -> Self {
-        Failure::new(exit::CONFIG, e.to_string())
-    }
-}
-
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Self {
-        match e {
-            ClientError::Remote { body } => Failure::new(body.exit, body.error),
-            e => Failure::new(exit::UNAVAILABLE, e.to_string()),
-        }
-    }
-}
 
 /// mediaretain: keeps streaming and recording boxes from filling their disks.
 #[derive(Debug, Parser)]

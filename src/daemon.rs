@@ -19,12 +19,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::cli::Failure;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::control::server::{self, Ctl, ReloadReply};
 use crate::engine::{Engine, EngineError, Scope};
 use crate::exit;
+use crate::failure::Failure;
 use crate::statedir::StateLock;
 use crate::units::{ByteSize, Nanos};
 use crate::watch::{self, Change, Signals, Watch};

@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod engine;
+pub mod failure;
 pub mod inuse;
 pub mod logging;
 pub mod policy;

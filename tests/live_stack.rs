@@ -110,9 +110,11 @@ fn bench_journal_and_audit_volume() {
     for (scenario, total) in [("stream", secs), ("lease 60 s", 120)] {
         let b = Box_::new("gc_interval = \"1s\"", "", CLASSES);
         let mut s = Stack::start(&b.media);
-        wait_for("nginx to write the playlist", Duration::from_secs(30), || {
-            s.playlist().exists()
-        });
+        wait_for(
+            "nginx to write the playlist",
+            Duration::from_secs(30),
+            || s.playlist().exists(),
+        );
         s.players(1);
         s.thumbnailer();
         let d = b.daemon(None);
