@@ -1210,18 +1210,29 @@ impl Engine {
         // A refusal is audited and logged when its episode starts or its kind changes, not
         // on every pass while it lasts (a file in use is normal; the journal and the audit
         // must grow with what changed, not with the number of passes).
+        let churn = self
+            .runtime()
+            .config
+            .class(&a.class_name)
+            .is_some_and(|c| c.lifecycle == crate::config::Lifecycle::Segment);
         if let Outcome::Refused(why) = &outcome {
             let kind = refusal_kind(why);
-            let same = self
-                .reg()
-                .history(&a.entry.store, &a.entry.path, 1)
-                .ok()
-                .and_then(|h| h.into_iter().next())
-                .is_some_and(|h| {
-                    h.action == "delete"
-                        && h.outcome == "refused"
-                        && refusal_kind(&h.reason) == kind
-                });
+            // A segment being written (open, growing), listed by its playlist or in its
+            // removal grace is the ordinary life of a live stream (with keep_for 0s every
+            // segment goes through it): `explain` shows it live; the journal and the audit
+            // are not told.
+            let routine = churn && matches!(kind, "open" | "playlist" | "writer" | "changed");
+            let same = routine
+                || self
+                    .reg()
+                    .history(&a.entry.store, &a.entry.path, 1)
+                    .ok()
+                    .and_then(|h| h.into_iter().next())
+                    .is_some_and(|h| {
+                        h.action == "delete"
+                            && h.outcome == "refused"
+                            && refusal_kind(&h.reason) == kind
+                    });
             report.refused += 1;
             report.refused_bytes += a.entry.size;
             if same {
@@ -1233,11 +1244,6 @@ impl Engine {
             }
             report.refusals_started += 1;
         }
-        let churn = self
-            .runtime()
-            .config
-            .class(&a.class_name)
-            .is_some_and(|c| c.lifecycle == crate::config::Lifecycle::Segment);
         log_outcome(a, &outcome, trigger, churn);
         match &outcome {
             Outcome::Deleted => {
