@@ -371,33 +371,63 @@ struct Signals {
 /// Segments live playlists referenced, each kept in use until its grace runs out.
 #[derive(Default)]
 struct PlaylistMemory {
-    /// (store, segment) → (playlist, last seen listed, in use until).
-    refs: HashMap<(String, PathBuf), (PathBuf, Nanos, Nanos)>,
-    /// store → directories of unreadable playlists, with why.
+    /// (store, segment) → who lists it, or since when it is no longer listed.
+    refs: HashMap<(String, PathBuf), SegRef>,
+    /// store → directories protected by their playlist (unreadable, or changed and not
+    /// re-read yet), with why.
     broken: HashMap<String, Vec<(PathBuf, String)>>,
-    /// store → when its playlists were last read.
+    /// store → when its playlists were last looked at.
     read_at: HashMap<String, Nanos>,
-    /// store → what its playlists were when read.
-    stamps: HashMap<String, Vec<(PathBuf, crate::inuse::playlist::Stamp)>>,
+    /// store → playlist → what it was when last read.
+    lists: HashMap<String, HashMap<PathBuf, Listed>>,
+    /// Bytes of playlists read since the current pass began.
+    pass_bytes: u64,
+}
+
+/// A segment's playlist references.
+struct SegRef {
+    /// The playlists listing it now (usually one).
+    by: Vec<PathBuf>,
+    /// The last playlist that listed it, when `by` is empty.
+    last: PathBuf,
+    /// When it left its last playlist.
+    left: Nanos,
+    /// In use until then, once no playlist lists it.
+    until: Nanos,
+}
+
+/// A playlist as last read.
+#[derive(Clone)]
+struct Listed {
+    stamp: crate::inuse::playlist::Stamp,
+    grace: Nanos,
+    broken: Option<(PathBuf, String)>,
 }
 
 /// Playlists are re-read when any of them changed since the last reading (a stat each, per
-/// deletion chunk) and at least this often (to find new playlists in the registry).
+/// deletion chunk) and at least this often (to find new playlists in the registry). Only
+/// the playlists that changed are read again.
 const PLAYLIST_REFRESH: Nanos = 1_000_000_000;
+
+/// At most this many bytes of playlists are read per pass (and at least the smaller bound
+/// may be); a playlist that changes again after that protects its whole directory until
+/// the next pass reads it.
+const PLAYLIST_PASS_BYTES: u64 = 32 << 20;
+const PLAYLIST_PASS_BYTES_MIN: u64 = 1 << 20;
 
 impl PlaylistMemory {
     /// Why `path` of `store` is in use by a playlist, if it is.
     fn reason(&self, store: &str, path: &Path, now: Nanos) -> Option<String> {
-        if let Some((pl, seen, until)) = self.refs.get(&(store.to_string(), path.to_path_buf())) {
-            if Some(seen) == self.read_at.get(store) {
+        if let Some(r) = self.refs.get(&(store.to_string(), path.to_path_buf())) {
+            if let Some(pl) = r.by.first() {
                 return Some(format!("referenced by playlist {}", pl.display()));
             }
-            if *until > now {
+            if r.until > now {
                 return Some(format!(
                     "left playlist {} at {}; kept until {}",
-                    pl.display(),
-                    fmt_time(*seen),
-                    fmt_time(*until)
+                    r.last.display(),
+                    fmt_time(r.left),
+                    fmt_time(r.until)
                 ));
             }
         }
@@ -406,6 +436,28 @@ impl PlaylistMemory {
             .iter()
             .find(|(dir, _)| path.starts_with(dir))
             .map(|(_, why)| format!("in the directory of an unreadable playlist ({why})"))
+    }
+
+    /// Playlist `pl` of `store` no longer lists the segments of `refs` not in `keep`: they
+    /// stay in use for `grace` from `now` unless another playlist lists them.
+    fn drop_listing(
+        &mut self,
+        store: &str,
+        pl: &Path,
+        keep: &std::collections::HashSet<&PathBuf>,
+        grace: Nanos,
+        now: Nanos,
+    ) {
+        for ((s, seg), r) in self.refs.iter_mut() {
+            if s == store && !keep.contains(seg) && r.by.iter().any(|p| p == pl) {
+                r.by.retain(|p| p != pl);
+                if r.by.is_empty() {
+                    r.last = pl.to_path_buf();
+                    r.left = now;
+                    r.until = now.saturating_add(grace);
+                }
+            }
+        }
     }
 }
 
@@ -860,6 +912,8 @@ impl Engine {
         report: &mut GcReport,
         after_chunk: Option<&dyn Fn() -> String>,
     ) -> Result<()> {
+        // Playlists changed meanwhile are read again, up to a budget per pass.
+        self.playlists.lock().expect("playlists").pass_bytes = 0;
         std::thread::scope(|scope| -> Result<()> {
             // With each chunk's results, the ids of its intents (local chunks), which the
             // same transaction drops.
@@ -1266,27 +1320,98 @@ impl Engine {
                 mem.read_at
                     .get(store.name())
                     .is_some_and(|t| now - t < PLAYLIST_REFRESH)
-                    && mem
-                        .stamps
-                        .get(store.name())
-                        .is_some_and(|stamps| !crate::inuse::playlist::changed(store, stamps))
+                    && mem.lists.get(store.name()).is_some_and(|lists| {
+                        lists
+                            .iter()
+                            .all(|(pl, l)| crate::inuse::playlist::stamp(store, pl) == l.stamp)
+                    })
             };
             if fresh {
                 continue;
             }
             let lists = self.reg().paths_ending(store.name(), ".m3u8")?;
-            let refs = crate::inuse::playlist::read(store, &lists);
+            let name = store.name().to_string();
             let mut mem = self.playlists.lock().expect("playlists");
-            for (seg, (pl, grace)) in refs.segments {
-                mem.refs.insert(
-                    (store.name().to_string(), seg),
-                    (pl, now, now.saturating_add(grace)),
+            let known = mem.lists.remove(&name).unwrap_or_default();
+            let mut listed = HashMap::with_capacity(lists.len());
+            let stamped: Vec<(PathBuf, crate::inuse::playlist::Stamp)> = lists
+                .into_iter()
+                .map(|pl| {
+                    let st = crate::inuse::playlist::stamp(store, &pl);
+                    (pl, st)
+                })
+                .collect();
+            // A pass reads at most as many bytes as the playlists hold together (once
+            // through), within [1 MiB, 32 MiB]: however busy their writers, a pass costs at
+            // most about twice what reading them once does.
+            let total: u64 = stamped.iter().filter_map(|(_, s)| s.map(|s| s.1)).sum();
+            let budget = total.clamp(PLAYLIST_PASS_BYTES_MIN, PLAYLIST_PASS_BYTES);
+            for (pl, stamp) in stamped {
+                if let Some(l) = known.get(&pl).filter(|l| l.stamp == stamp) {
+                    listed.insert(pl, l.clone()); // unchanged: what it lists is known
+                    continue;
+                }
+                if mem.pass_bytes >= budget {
+                    // Over this pass's budget: what it lists now is not known, so its
+                    // whole directory is protected until a later pass reads it.
+                    let dir = pl.parent().unwrap_or(Path::new("")).to_path_buf();
+                    let why = format!(
+                        "{} changed; it is read again at the next pass (playlists are read at most {} per pass)",
+                        pl.display(),
+                        ByteSize(budget)
+                    );
+                    let mut l = known.get(&pl).cloned().unwrap_or(Listed {
+                        stamp: None,
+                        grace: 0,
+                        broken: None,
+                    });
+                    l.broken = Some((dir, why));
+                    listed.insert(pl, l);
+                    continue;
+                }
+                let one = crate::inuse::playlist::read_one(store, &pl);
+                mem.pass_bytes += one.bytes;
+                {
+                    let keep: std::collections::HashSet<&PathBuf> = one.segments.iter().collect();
+                    if let Some(old) = known.get(&pl) {
+                        mem.drop_listing(&name, &pl, &keep, old.grace, now);
+                    }
+                }
+                for seg in one.segments {
+                    let r = mem
+                        .refs
+                        .entry((name.clone(), seg))
+                        .or_insert_with(|| SegRef {
+                            by: Vec::new(),
+                            last: PathBuf::new(),
+                            left: now,
+                            until: now,
+                        });
+                    if !r.by.contains(&pl) {
+                        r.by.push(pl.clone());
+                    }
+                }
+                listed.insert(
+                    pl,
+                    Listed {
+                        stamp: one.stamp,
+                        grace: one.grace,
+                        broken: one.broken,
+                    },
                 );
             }
-            mem.refs.retain(|_, (_, _, until)| *until > now);
-            mem.broken.insert(store.name().to_string(), refs.broken);
-            mem.stamps.insert(store.name().to_string(), refs.stamps);
-            mem.read_at.insert(store.name().to_string(), now);
+            // Playlists gone from the registry no longer list anything.
+            let none = std::collections::HashSet::new();
+            for (pl, l) in &known {
+                if !listed.contains_key(pl) {
+                    mem.drop_listing(&name, pl, &none, l.grace, now);
+                }
+            }
+            mem.refs.retain(|_, r| !r.by.is_empty() || r.until > now);
+            let broken = listed.values().filter_map(|l| l.broken.clone()).collect();
+            mem.broken.insert(name.clone(), broken);
+            mem.lists.insert(name.clone(), listed);
+            mem.read_at.insert(name, now);
         }
         Ok(())
     }

@@ -43,52 +43,84 @@ pub fn changed(store: &LocalStore, stamps: &[(PathBuf, Stamp)]) -> bool {
     stamps.iter().any(|(pl, was)| stamp(store, pl) != *was)
 }
 
+/// What one playlist references, as read at one instant.
+#[derive(Debug, Default)]
+pub struct One {
+    /// What it was (inode, size, mtime) just before it was read.
+    pub stamp: Stamp,
+    /// The segments it lists (relative to the store root).
+    pub segments: Vec<PathBuf>,
+    /// How long a segment stays in use after it leaves it.
+    pub grace: Nanos,
+    /// Why it protects its whole directory (unreadable, unparsable): (dir, why).
+    pub broken: Option<(PathBuf, String)>,
+    /// Bytes read.
+    pub bytes: u64,
+}
+
+/// Reads playlist `pl` (relative to the store root) of `store`.
+pub fn read_one(store: &LocalStore, pl: &Path) -> One {
+    let dir = pl.parent().unwrap_or(Path::new("")).to_path_buf();
+    let mut one = One {
+        stamp: stamp(store, pl),
+        grace: DEFAULT_GRACE,
+        ..Default::default()
+    };
+    let text = match store.read_small(pl, MAX_PLAYLIST) {
+        Ok(Some(t)) => t,
+        Ok(None) => return one, // gone meanwhile
+        Err(e) => {
+            one.broken = Some((dir, format!("{} cannot be read: {e}", pl.display())));
+            return one;
+        }
+    };
+    one.bytes = text.len() as u64;
+    match m3u8_rs::parse_playlist_res(&text) {
+        Ok(Playlist::MediaPlaylist(mp)) => {
+            one.grace = (3 * mp.target_duration.max(1) as i64).saturating_mul(1_000_000_000);
+            let segments = mp.segments.iter().flat_map(|s| {
+                std::iter::once(s.uri.as_str())
+                    .chain(s.map.as_ref().map(|m| m.uri.as_str()))
+                    .chain(s.key.as_ref().and_then(|k| k.uri.as_deref()))
+            });
+            // Low-latency parts, preload hints and the like: every URI="…" attribute of an
+            // EXT tag, wherever the parser put (or dropped) the tag.
+            let attributes = String::from_utf8_lossy(&text)
+                .lines()
+                .filter(|l| l.starts_with("#EXT"))
+                .filter_map(uri_attribute)
+                .collect::<Vec<_>>();
+            one.segments = segments
+                .chain(attributes.iter().map(String::as_str))
+                .filter_map(|uri| resolve(&dir, uri))
+                .collect();
+        }
+        Ok(Playlist::MasterPlaylist(_)) => {} // lists playlists, not segments
+        Err(e) => {
+            let why = format!(
+                "{} does not parse as HLS: {}",
+                pl.display(),
+                short(&format!("{e:?}"))
+            );
+            tracing::warn!(path = %pl.display(), reason = %why, "unparsable playlist; protecting its directory");
+            one.broken = Some((dir, why));
+        }
+    }
+    one
+}
+
+/// The grace of a playlist that says nothing (three target durations of 1 s).
+const DEFAULT_GRACE: Nanos = 3_000_000_000;
+
 /// Reads `playlists` (paths relative to the store root) of `store`.
 pub fn read(store: &LocalStore, playlists: &[PathBuf]) -> Refs {
     let mut refs = Refs::default();
     for pl in playlists {
-        let dir = pl.parent().unwrap_or(Path::new("")).to_path_buf();
-        refs.stamps.push((pl.clone(), stamp(store, pl)));
-        let text = match store.read_small(pl, MAX_PLAYLIST) {
-            Ok(Some(t)) => t,
-            Ok(None) => continue, // gone meanwhile
-            Err(e) => {
-                refs.broken
-                    .push((dir, format!("{} cannot be read: {e}", pl.display())));
-                continue;
-            }
-        };
-        match m3u8_rs::parse_playlist_res(&text) {
-            Ok(Playlist::MediaPlaylist(mp)) => {
-                let grace = (3 * mp.target_duration.max(1) as i64).saturating_mul(1_000_000_000);
-                let segments = mp.segments.iter().flat_map(|s| {
-                    std::iter::once(s.uri.as_str())
-                        .chain(s.map.as_ref().map(|m| m.uri.as_str()))
-                        .chain(s.key.as_ref().and_then(|k| k.uri.as_deref()))
-                });
-                // Low-latency parts, preload hints and the like: every URI="…" attribute of an
-                // EXT tag, wherever the parser put (or dropped) the tag.
-                let attributes = String::from_utf8_lossy(&text)
-                    .lines()
-                    .filter(|l| l.starts_with("#EXT"))
-                    .filter_map(uri_attribute)
-                    .collect::<Vec<_>>();
-                for uri in segments.chain(attributes.iter().map(String::as_str)) {
-                    if let Some(p) = resolve(&dir, uri) {
-                        refs.segments.insert(p, (pl.clone(), grace));
-                    }
-                }
-            }
-            Ok(Playlist::MasterPlaylist(_)) => {} // lists playlists, not segments
-            Err(e) => {
-                let why = format!(
-                    "{} does not parse as HLS: {}",
-                    pl.display(),
-                    short(&format!("{e:?}"))
-                );
-                tracing::warn!(path = %pl.display(), reason = %why, "unparsable playlist; protecting its directory");
-                refs.broken.push((dir, why));
-            }
+        let one = read_one(store, pl);
+        refs.stamps.push((pl.clone(), one.stamp));
+        refs.broken.extend(one.broken);
+        for seg in one.segments {
+            refs.segments.insert(seg, (pl.clone(), one.grace));
         }
     }
     refs
