@@ -372,7 +372,9 @@ struct Signals {
 #[derive(Default)]
 struct PlaylistMemory {
     /// (store, segment) → who lists it, or since when it is no longer listed.
-    refs: HashMap<(String, PathBuf), SegRef>,
+    /// Per store; paths boxed to their length, playlist names shared: a million listed
+    /// segments must fit in the unit's MemoryMax.
+    refs: HashMap<String, HashMap<Box<Path>, SegRef>>,
     /// store → directories protected by their playlist (unreadable, or changed and not
     /// re-read yet), with why.
     broken: HashMap<String, Vec<(PathBuf, String)>>,
@@ -386,10 +388,12 @@ struct PlaylistMemory {
 
 /// A segment's playlist references.
 struct SegRef {
-    /// The playlists listing it now (usually one).
-    by: Vec<PathBuf>,
-    /// The last playlist that listed it, when `by` is empty.
-    last: PathBuf,
+    /// The playlist listing it now, if any.
+    by: Option<Arc<Path>>,
+    /// Further playlists listing it (rare: no allocation for one).
+    more: Vec<Arc<Path>>,
+    /// The last playlist that listed it, when none does.
+    last: Option<Arc<Path>>,
     /// When it left its last playlist.
     left: Nanos,
     /// In use until then, once no playlist lists it.
@@ -418,14 +422,14 @@ const PLAYLIST_PASS_BYTES_MIN: u64 = 1 << 20;
 impl PlaylistMemory {
     /// Why `path` of `store` is in use by a playlist, if it is.
     fn reason(&self, store: &str, path: &Path, now: Nanos) -> Option<String> {
-        if let Some(r) = self.refs.get(&(store.to_string(), path.to_path_buf())) {
-            if let Some(pl) = r.by.first() {
+        if let Some(r) = self.refs.get(store).and_then(|m| m.get(path)) {
+            if let Some(pl) = &r.by {
                 return Some(format!("referenced by playlist {}", pl.display()));
             }
             if r.until > now {
                 return Some(format!(
                     "left playlist {} at {}; kept until {}",
-                    r.last.display(),
+                    r.last.as_deref().unwrap_or(Path::new("?")).display(),
                     fmt_time(r.left),
                     fmt_time(r.until)
                 ));
@@ -444,18 +448,29 @@ impl PlaylistMemory {
         &mut self,
         store: &str,
         pl: &Path,
-        keep: &std::collections::HashSet<&PathBuf>,
+        keep: &std::collections::HashSet<&Path>,
         grace: Nanos,
         now: Nanos,
     ) {
-        for ((s, seg), r) in self.refs.iter_mut() {
-            if s == store && !keep.contains(seg) && r.by.iter().any(|p| p == pl) {
-                r.by.retain(|p| p != pl);
-                if r.by.is_empty() {
-                    r.last = pl.to_path_buf();
-                    r.left = now;
-                    r.until = now.saturating_add(grace);
-                }
+        let Some(refs) = self.refs.get_mut(store) else {
+            return;
+        };
+        for (seg, r) in refs.iter_mut() {
+            if keep.contains(&**seg) {
+                continue;
+            }
+            if r.by.as_deref() == Some(pl) {
+                r.by = r.more.pop();
+            } else if let Some(i) = r.more.iter().position(|p| **p == *pl) {
+                r.more.swap_remove(i);
+                continue;
+            } else {
+                continue;
+            }
+            if r.by.is_none() {
+                r.last = Some(Arc::from(pl));
+                r.left = now;
+                r.until = now.saturating_add(grace);
             }
         }
     }
@@ -1372,23 +1387,30 @@ impl Engine {
                 let one = crate::inuse::playlist::read_one(store, &pl);
                 mem.pass_bytes += one.bytes;
                 {
-                    let keep: std::collections::HashSet<&PathBuf> = one.segments.iter().collect();
+                    let keep: std::collections::HashSet<&Path> =
+                        one.segments.iter().map(PathBuf::as_path).collect();
                     if let Some(old) = known.get(&pl) {
                         mem.drop_listing(&name, &pl, &keep, old.grace, now);
                     }
                 }
+                let shared: Arc<Path> = Arc::from(pl.as_path());
+                let refs = mem.refs.entry(name.clone()).or_default();
                 for seg in one.segments {
-                    let r = mem
-                        .refs
-                        .entry((name.clone(), seg))
-                        .or_insert_with(|| SegRef {
-                            by: Vec::new(),
-                            last: PathBuf::new(),
-                            left: now,
-                            until: now,
-                        });
-                    if !r.by.contains(&pl) {
-                        r.by.push(pl.clone());
+                    let r = refs.entry(seg.into_boxed_path()).or_insert_with(|| SegRef {
+                        by: None,
+                        more: Vec::new(),
+                        last: None,
+                        left: now,
+                        until: now,
+                    });
+                    match &r.by {
+                        None => r.by = Some(shared.clone()),
+                        Some(p) if **p == *pl => {}
+                        Some(_) => {
+                            if !r.more.iter().any(|p| **p == *pl) {
+                                r.more.push(shared.clone());
+                            }
+                        }
                     }
                 }
                 listed.insert(
@@ -1407,7 +1429,13 @@ impl Engine {
                     mem.drop_listing(&name, pl, &none, l.grace, now);
                 }
             }
-            mem.refs.retain(|_, r| !r.by.is_empty() || r.until > now);
+            if let Some(refs) = mem.refs.get_mut(&name) {
+                refs.retain(|_, r| r.by.is_some() || r.until > now);
+                // Give memory back after a big playlist went, not at every refresh.
+                if refs.capacity() > 4 * refs.len().max(4096) {
+                    refs.shrink_to_fit();
+                }
+            }
             let broken = listed.values().filter_map(|l| l.broken.clone()).collect();
             mem.broken.insert(name.clone(), broken);
             mem.lists.insert(name.clone(), listed);
