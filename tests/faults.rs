@@ -788,3 +788,108 @@ fn a_tree_deeper_than_path_max_never_makes_budgets_count_vanished_files() {
     let ls = b.cli(&["ls", "--class", "rec", "--json"]).ok().stdout;
     assert!(!ls.contains("p1.mp4") && !ls.contains("p2.mp4"), "{ls}");
 }
+
+/// Writes a live media playlist of `n` segments at `rel` (no ENDLIST).
+fn big_playlist(b: &Box_, rel: &str, n: usize) {
+    let mut t = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n",
+    );
+    for i in 0..n {
+        t.push_str(&format!("#EXTINF:2.000,\nseg{i:07}.ts\n"));
+    }
+    let p = b.path(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, t).unwrap();
+}
+
+/// Seconds a one-shot `gc` over `files` expired segments takes beside five 1.9 MB live
+/// playlists, with or without a writer rewriting one of them every 0.2 s.
+fn pass_beside_playlists(files: usize, writer: bool) -> f64 {
+    let b = Box_::new("max_delete_per_pass = { files = 100000 }", "", BASE_CLASSES);
+    for k in 0..5 {
+        big_playlist(&b, &format!("hls/live{k}/index.m3u8"), 70_000);
+    }
+    for i in 0..files {
+        b.file(&format!("hls/old/x{i}.ts"), 1, Duration::from_secs(7200));
+    }
+    b.cli(&["scan"]).ok();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let touch = {
+        let (stop, p) = (stop.clone(), b.path("hls/live0/index.m3u8"));
+        std::thread::spawn(move || {
+            while writer && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let f = fs::File::options().write(true).open(&p).unwrap();
+                f.set_modified(std::time::SystemTime::now()).unwrap();
+                drop(f);
+                std::thread::sleep(Duration::from_millis(200)); // the writer's own pace
+            }
+        })
+    };
+    let t = std::time::Instant::now();
+    let r = b.cli(&["gc", "--json"]).ok();
+    let took = t.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    touch.join().unwrap();
+    assert_eq!(
+        r.json()["deleted_files"],
+        files,
+        "{}",
+        &r.stdout[..r.stdout.len().min(400)]
+    );
+    took
+}
+
+/// Issue 10.4: one writer of one big playlist must not stall every pass: a pass of ten
+/// 512-file chunks beside it costs at most twice a one-chunk pass beside quiet playlists
+/// (plus 2 s for the extra files). Playlists are read once per pass, not per chunk, and
+/// only those that changed. Old code: every playlist was read again for each chunk (as
+/// soon as any changed, or the last reading was a second old).
+#[test]
+fn a_busy_writer_of_one_big_playlist_does_not_stall_passes() {
+    let one_chunk = pass_beside_playlists(500, false);
+    let busy = pass_beside_playlists(5000, true);
+    eprintln!(
+        "beside five 1.9 MB playlists: 500 files {one_chunk:.2} s (quiet); 5000 files {busy:.2} s (one rewritten every 0.2 s)"
+    );
+    assert!(
+        busy < 2.0 * one_chunk + 2.0,
+        "{busy:.2} s for ten chunks beside a busy writer vs {one_chunk:.2} s for one"
+    );
+}
+
+/// Issue 10.4: re-reading only the playlists that changed keeps every reference: a
+/// segment two playlists list stays referenced when one drops it, and gets its grace when
+/// the other drops it too.
+#[test]
+fn a_segment_stays_protected_while_any_playlist_lists_it() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let pl = |name: &str, segs: &[&str]| {
+        let mut t = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n");
+        for s in segs {
+            t.push_str(&format!("#EXTINF:2.0,\n{s}\n"));
+        }
+        fs::write(b.path(&format!("hls/s/{name}")), t).unwrap();
+    };
+    b.file("hls/s/seg1.ts", 10, Duration::from_secs(7200));
+    b.file("hls/s/seg2.ts", 10, Duration::from_secs(7200));
+    pl("a.m3u8", &["seg1.ts", "seg2.ts"]);
+    pl("b.m3u8", &["seg1.ts"]);
+    let d = b.daemon(None);
+    let explain = || b.cli(&["explain", "media:hls/s/seg1.ts"]).ok().stdout;
+    wait_for("seg1 referenced", Duration::from_secs(10), || {
+        explain().contains("referenced by playlist")
+    });
+    pl("a.m3u8", &["seg2.ts"]);
+    wait_for("a.m3u8 read again", Duration::from_secs(10), || {
+        let x = b.cli(&["explain", "media:hls/s/seg2.ts"]).ok().stdout;
+        x.contains("referenced by playlist hls/s/a.m3u8")
+    });
+    let x = explain();
+    assert!(x.contains("referenced by playlist hls/s/b.m3u8"), "{x}");
+    pl("b.m3u8", &["seg2.ts"]);
+    wait_for("seg1 left b.m3u8", Duration::from_secs(10), || {
+        explain().contains("left playlist hls/s/b.m3u8")
+    });
+    assert!(b.path("hls/s/seg1.ts").exists(), "kept for its grace");
+    d.stop();
+}

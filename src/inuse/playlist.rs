@@ -3,7 +3,6 @@
 //! stays so for a grace period after it leaves the playlist (default: three target
 //! durations). A playlist that cannot be parsed protects its whole directory.
 
-use std::collections::HashMap;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -21,30 +20,6 @@ const MAX_PLAYLIST: usize = 8 << 20;
 const DEAD_TARGETS: i64 = 6;
 const DEAD_MIN: Nanos = 10_000_000_000;
 
-/// One segment as a playlist lists it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Listed {
-    /// The playlist.
-    pub playlist: PathBuf,
-    /// RFC 8216 §6.2.2: once removed, it stays available for its own duration plus the
-    /// playlist's (the longest it was in).
-    pub grace: Nanos,
-    /// Set for a live playlist that stopped changing (its stream ended): the moment it
-    /// counts as dead, when its segments count as removed.
-    pub dead_since: Option<Nanos>,
-}
-
-/// What the playlists of one store reference, as read at one instant.
-#[derive(Debug, Default)]
-pub struct Refs {
-    /// Segment path → how it is listed.
-    pub segments: HashMap<PathBuf, Listed>,
-    /// Directories protected because their playlist could not be read: dir → why.
-    pub broken: Vec<(PathBuf, String)>,
-    /// What each playlist was (inode, size, mtime) just before it was read.
-    pub stamps: Vec<(PathBuf, Stamp)>,
-}
-
 /// A playlist's identity at one instant: `None` when it is not there. A muxer that writes a
 /// new version (renamed over the old one, or rewritten in place) changes it.
 pub type Stamp = Option<(u64, u64, Nanos)>;
@@ -57,190 +32,107 @@ pub fn stamp(store: &LocalStore, pl: &Path) -> Stamp {
     }
 }
 
-/// Whether any of `stamps` differs from its playlist now.
-pub fn changed(store: &LocalStore, stamps: &[(PathBuf, Stamp)]) -> bool {
-    stamps.iter().any(|(pl, was)| stamp(store, pl) != *was)
-}
-
-/// Reads `playlists` (paths relative to the store root) of `store` at `now`.
-pub fn read(store: &LocalStore, playlists: &[PathBuf], now: Nanos) -> Refs {
-    let mut refs = Refs::default();
-    for pl in playlists {
-        let dir = pl.parent().unwrap_or(Path::new("")).to_path_buf();
-        let st = stamp(store, pl);
-        refs.stamps.push((pl.clone(), st));
-        let text = match store.read_small(pl, MAX_PLAYLIST) {
-            Ok(Some(t)) => t,
-            Ok(None) => continue, // gone meanwhile
-            Err(e) => {
-                refs.broken
-                    .push((dir, format!("{} cannot be read: {e}", pl.display())));
-                continue;
-            }
-        };
-        match m3u8_rs::parse_playlist_res(&text) {
-            Ok(Playlist::MediaPlaylist(mp)) => {
-                let secs = |d: f64| (d.max(0.0) * 1e9) as Nanos;
-                let target = secs(mp.target_duration as f64).max(1_000_000_000);
-                let total: Nanos = mp.segments.iter().map(|s| secs(s.duration as f64)).sum();
-                let dead_since = st
-                    .map(|(_, _, mtime)| mtime + (DEAD_TARGETS * target).max(DEAD_MIN))
-                    .filter(|t| !mp.end_list && *t <= now);
-                let listed = |grace: Nanos| Listed {
-                    playlist: pl.clone(),
-                    grace,
-                    dead_since,
-                };
-                // Init segments, keys, parts and hints: for as long as the longest segment.
-                let longest = mp.segments.iter().map(|s| secs(s.duration as f64)).max();
-                let other = listed(total + longest.unwrap_or(target));
-                for s in &mp.segments {
-                    if let Some(p) = resolve(&dir, &s.uri) {
-                        refs.segments
-                            .insert(p, listed(secs(s.duration as f64) + total));
-                    }
-                }
-                let segments = mp.segments.iter().flat_map(|s| {
-                    s.map
-                        .as_ref()
-                        .map(|m| m.uri.as_str())
-                        .into_iter()
-                        .chain(s.key.as_ref().and_then(|k| k.uri.as_deref()))
-                });
-                // Low-latency parts, preload hints and the like: every URI="…" attribute of an
-                // EXT tag, wherever the parser put (or dropped) the tag.
-                let attributes = String::from_utf8_lossy(&text)
-                    .lines()
-                    .filter(|l| l.starts_with("#EXT"))
-                    .filter_map(uri_attribute)
-                    .collect::<Vec<_>>();
-                for uri in segments.chain(attributes.iter().map(String::as_str)) {
-                    if let Some(p) = resolve(&dir, uri) {
-                        refs.segments.entry(p).or_insert_with(|| other.clone());
-                    }
-                }
-            }
-            Ok(Playlist::MasterPlaylist(_)) => {} // lists playlists, not segments
-            Err(e) => {
-                let why = format!(
-                    "{} does not parse as HLS: {}",
-                    pl.display(),
-                    short(&format!("{e:?}"))
-                );
-                tracing::warn!(path = %pl.display(), reason = %why, "unparsable playlist; protecting its directory");
-                refs.broken.push((dir, why));
-            }
-        }
-    }
-    refs
-}
-
-/// One remembered reference: listed now (`until` is `None`), or removed and kept until.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Remembered {
-    /// The playlist that listed it.
-    pub playlist: PathBuf,
-    /// Its removal grace.
-    pub grace: Nanos,
-    /// When it was last seen listed.
-    pub listed_at: Nanos,
-    /// Removed (or its playlist went dead): in use until then.
-    pub until: Option<Nanos>,
-    /// Its playlist went dead (the stream ended) rather than dropping it.
-    pub dead: bool,
-}
-
-/// What live playlists referenced, remembered for the removal grace — also across a
-/// restart: the engine keeps it in the registry.
+/// What one playlist references, as read at one instant.
 #[derive(Debug, Default)]
-pub struct Memory {
-    /// (store, segment) → its reference.
-    pub refs: HashMap<(String, PathBuf), Remembered>,
-    /// store → directories of unreadable playlists, with why.
-    pub broken: HashMap<String, Vec<(PathBuf, String)>>,
-    /// store → when its playlists were last read.
-    pub read_at: HashMap<String, Nanos>,
-    /// store → what its playlists were when read.
-    pub stamps: HashMap<String, Vec<(PathBuf, Stamp)>>,
+pub struct One {
+    /// What it was (inode, size, mtime) just before it was read.
+    pub stamp: Stamp,
+    /// The segments it lists (relative to the store root), each with its removal grace:
+    /// RFC 8216 §6.2.2, its own duration plus the playlist's.
+    pub segments: Vec<(PathBuf, Nanos)>,
+    /// The grace of what it references besides segments (init segments, keys, parts,
+    /// hints): the playlist's duration plus its longest segment.
+    pub grace: Nanos,
+    /// A live playlist (no `#EXT-X-ENDLIST`): it dies when it stops changing.
+    pub live: bool,
+    /// How long a live playlist may stay unchanged before it counts as dead: six target
+    /// durations, at least 10 s.
+    pub dead_after: Nanos,
+    /// Why it protects its whole directory (unreadable, unparsable): (dir, why).
+    pub broken: Option<(PathBuf, String)>,
+    /// Bytes read.
+    pub bytes: u64,
 }
 
-impl Memory {
-    /// Takes in a reading of `store`'s playlists at `now`: a segment no longer listed left
-    /// now (not at the last reading that listed it — it may have stayed until a moment ago),
-    /// so it stays in use for its grace from now.
-    pub fn update(&mut self, store: &str, refs: Refs, now: Nanos) {
-        let mut listed = refs.segments;
-        for ((s, seg), r) in self.refs.iter_mut() {
-            if s != store {
-                continue;
-            }
-            match listed.remove(seg) {
-                Some(l) => {
-                    r.playlist = l.playlist;
-                    r.grace = r.grace.max(l.grace);
-                    match l.dead_since {
-                        Some(t) => {
-                            r.until = Some(r.until.unwrap_or(t.saturating_add(r.grace)));
-                            r.dead = true;
-                        }
-                        None => (r.listed_at, r.until, r.dead) = (now, None, false),
-                    }
-                }
-                None if r.until.is_none() => r.until = Some(now.saturating_add(r.grace)),
-                None => {}
-            }
+impl One {
+    /// When a live playlist last changed at `mtime` counts as dead (its stream ended), if
+    /// it does by `now`.
+    pub fn dead_since(live: bool, dead_after: Nanos, mtime: Nanos, now: Nanos) -> Option<Nanos> {
+        let t = mtime.saturating_add(dead_after);
+        (live && t <= now).then_some(t)
+    }
+}
+
+/// Reads playlist `pl` (relative to the store root) of `store`.
+pub fn read_one(store: &LocalStore, pl: &Path) -> One {
+    let dir = pl.parent().unwrap_or(Path::new("")).to_path_buf();
+    let mut one = One {
+        stamp: stamp(store, pl),
+        grace: DEFAULT_GRACE,
+        dead_after: DEAD_MIN,
+        ..Default::default()
+    };
+    let text = match store.read_small(pl, MAX_PLAYLIST) {
+        Ok(Some(t)) => t,
+        Ok(None) => return one, // gone meanwhile
+        Err(e) => {
+            one.broken = Some((dir, format!("{} cannot be read: {e}", pl.display())));
+            return one;
         }
-        for (seg, l) in listed {
-            let until = l.dead_since.map(|t| t.saturating_add(l.grace));
-            self.refs.insert(
-                (store.to_string(), seg),
-                Remembered {
-                    playlist: l.playlist,
-                    grace: l.grace,
-                    listed_at: now,
-                    until,
-                    dead: until.is_some(),
-                },
+    };
+    one.bytes = text.len() as u64;
+    match m3u8_rs::parse_playlist_res(&text) {
+        Ok(Playlist::MediaPlaylist(mp)) => {
+            let secs = |d: f64| (d.max(0.0) * 1e9) as Nanos;
+            let target = secs(mp.target_duration as f64).max(1_000_000_000);
+            let total: Nanos = mp.segments.iter().map(|s| secs(s.duration as f64)).sum();
+            let longest = mp.segments.iter().map(|s| secs(s.duration as f64)).max();
+            one.grace = total + longest.unwrap_or(target);
+            one.live = !mp.end_list;
+            one.dead_after = (DEAD_TARGETS * target).max(DEAD_MIN);
+            one.segments = mp
+                .segments
+                .iter()
+                .filter_map(|s| Some((resolve(&dir, &s.uri)?, secs(s.duration as f64) + total)))
+                .collect();
+            let others = mp.segments.iter().flat_map(|s| {
+                s.map
+                    .as_ref()
+                    .map(|m| m.uri.as_str())
+                    .into_iter()
+                    .chain(s.key.as_ref().and_then(|k| k.uri.as_deref()))
+            });
+            // Low-latency parts, preload hints and the like: every URI="…" attribute of an
+            // EXT tag, wherever the parser put (or dropped) the tag.
+            let attributes = String::from_utf8_lossy(&text)
+                .lines()
+                .filter(|l| l.starts_with("#EXT"))
+                .filter_map(uri_attribute)
+                .collect::<Vec<_>>();
+            let grace = one.grace;
+            one.segments.extend(
+                others
+                    .chain(attributes.iter().map(String::as_str))
+                    .filter_map(|uri| resolve(&dir, uri))
+                    .map(|p| (p, grace)),
             );
         }
-        self.refs.retain(|_, r| r.until.is_none_or(|u| u > now));
-        self.broken.insert(store.to_string(), refs.broken);
-        self.stamps.insert(store.to_string(), refs.stamps);
-        self.read_at.insert(store.to_string(), now);
-    }
-
-    /// Why `path` of `store` is in use by a playlist, if it is.
-    pub fn reason(&self, store: &str, path: &Path, now: Nanos) -> Option<String> {
-        use crate::units::{fmt_span, fmt_time};
-        if let Some(r) = self.refs.get(&(store.to_string(), path.to_path_buf())) {
-            match r.until {
-                None => return Some(format!("referenced by playlist {}", r.playlist.display())),
-                Some(u) if u > now && r.dead => {
-                    return Some(format!(
-                        "listed by playlist {}, which stopped changing (the stream ended); kept until {} (removal grace {})",
-                        r.playlist.display(),
-                        fmt_time(u),
-                        fmt_span(r.grace)
-                    ));
-                }
-                Some(u) if u > now => {
-                    return Some(format!(
-                        "left playlist {}; kept until {} (its duration plus the playlist's, {}, RFC 8216 §6.2.2)",
-                        r.playlist.display(),
-                        fmt_time(u),
-                        fmt_span(r.grace)
-                    ));
-                }
-                Some(_) => {}
-            }
+        Ok(Playlist::MasterPlaylist(_)) => {} // lists playlists, not segments
+        Err(e) => {
+            let why = format!(
+                "{} does not parse as HLS: {}",
+                pl.display(),
+                short(&format!("{e:?}"))
+            );
+            tracing::warn!(path = %pl.display(), reason = %why, "unparsable playlist; protecting its directory");
+            one.broken = Some((dir, why));
         }
-        self.broken
-            .get(store)?
-            .iter()
-            .find(|(dir, _)| path.starts_with(dir))
-            .map(|(_, why)| format!("in the directory of an unreadable playlist ({why})"))
     }
+    one
 }
+
+/// The grace of a playlist that says nothing (three target durations of 1 s).
+const DEFAULT_GRACE: Nanos = 3_000_000_000;
 
 /// The value of a `URI="…"` attribute in an EXT tag line.
 fn uri_attribute(line: &str) -> Option<String> {
@@ -324,38 +216,6 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_segment_is_kept_for_its_grace_from_the_reading_that_missed_it() {
-        const S: Nanos = 1_000_000_000;
-        let listed = |grace| {
-            let mut r = Refs::default();
-            r.segments.insert(
-                "hls/a.ts".into(),
-                Listed {
-                    playlist: "hls/i.m3u8".into(),
-                    grace,
-                    dead_since: None,
-                },
-            );
-            r
-        };
-        let mut m = Memory::default();
-        let a = Path::new("hls/a.ts");
-        m.update("m", listed(5 * S), 0);
-        assert!(m.reason("m", a, 0).unwrap().starts_with("referenced"));
-        // Still listed at 10 s (last seen), gone at the reading of 12 s: kept until 17 s.
-        m.update("m", listed(5 * S), 10 * S);
-        m.update("m", Refs::default(), 12 * S);
-        assert!(
-            m.reason("m", a, 16 * S)
-                .unwrap()
-                .starts_with("left playlist")
-        );
-        assert_eq!(m.reason("m", a, 17 * S), None);
-        m.update("m", Refs::default(), 18 * S);
-        assert!(m.refs.is_empty(), "forgotten once its grace is over");
-    }
-
-    #[test]
     fn low_latency_parts_keys_and_hints_are_referenced() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("ll")).unwrap();
@@ -365,7 +225,13 @@ mod tests {
 #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg11.part1.m4s\"\n";
         std::fs::write(dir.path().join("ll/index.m3u8"), text).unwrap();
         let store = LocalStore::open("m", dir.path()).unwrap();
-        let refs = read(&store, &[PathBuf::from("ll/index.m3u8")], 0);
+        let one = read_one(&store, Path::new("ll/index.m3u8"));
+        let grace = |p: &str| {
+            one.segments
+                .iter()
+                .find(|(q, _)| q == Path::new(p))
+                .map(|(_, g)| *g)
+        };
         for p in [
             "ll/seg10.m4s",
             "ll/init.mp4",
@@ -373,16 +239,13 @@ mod tests {
             "ll/seg11.part0.m4s",
             "ll/seg11.part1.m4s",
         ] {
-            assert!(
-                refs.segments.contains_key(Path::new(p)),
-                "{p} missing from {:?}",
-                refs.segments.keys()
-            );
+            assert!(grace(p).is_some(), "{p} missing from {:?}", one.segments);
         }
         assert_eq!(
-            refs.segments[Path::new("ll/seg10.m4s")].grace,
-            8_000_000_000,
+            grace("ll/seg10.m4s"),
+            Some(8_000_000_000),
             "its duration plus the playlist's"
         );
+        assert!(one.live, "no ENDLIST");
     }
 }

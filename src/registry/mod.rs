@@ -1027,63 +1027,6 @@ impl Registry {
             .map_err(self.err())
     }
 
-    /// Every remembered playlist reference: (store, segment, reference).
-    pub fn playlist_refs(
-        &self,
-    ) -> Result<Vec<(String, PathBuf, crate::inuse::playlist::Remembered)>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT store, segment, playlist, grace, listed_at, until, dead FROM playlist_refs",
-            )
-            .map_err(self.err())?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    bytes_path(r.get(1)?),
-                    crate::inuse::playlist::Remembered {
-                        playlist: bytes_path(r.get(2)?),
-                        grace: r.get(3)?,
-                        listed_at: r.get(4)?,
-                        until: r.get(5)?,
-                        dead: r.get(6)?,
-                    },
-                ))
-            })
-            .map_err(self.err())?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(self.err())?;
-        Ok(rows)
-    }
-
-    /// Replaces the remembered playlist references of `store`.
-    pub fn set_playlist_refs(
-        &mut self,
-        store: &str,
-        refs: &[(PathBuf, crate::inuse::playlist::Remembered)],
-    ) -> Result<()> {
-        self.write(|tx| {
-            tx.execute("DELETE FROM playlist_refs WHERE store = ?1", [store])?;
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO playlist_refs(store, segment, playlist, grace, listed_at, until, dead)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for (seg, r) in refs {
-                ins.execute(params![
-                    store,
-                    path_bytes(seg),
-                    path_bytes(&r.playlist),
-                    r.grace,
-                    r.listed_at,
-                    r.until,
-                    r.dead
-                ])?;
-            }
-            Ok(())
-        })
-    }
-
     /// Notes a multipart upload about to start (found again after a crash); its row id.
     pub fn add_upload(
         &mut self,

@@ -109,27 +109,13 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (store_id, path)
     ) WITHOUT ROWID;
     "#,
-    // 6: what live playlists listed and when each segment left them, so that a restart or
-    // a one-shot command keeps the RFC 8216 removal grace.
-    r#"
-    CREATE TABLE playlist_refs (
-        store     TEXT NOT NULL,
-        segment   BLOB NOT NULL,
-        playlist  BLOB NOT NULL,
-        grace     INTEGER NOT NULL,     -- ns
-        listed_at INTEGER NOT NULL,     -- last seen listed (ns since the epoch)
-        until     INTEGER,              -- NULL: listed; else in use until then
-        dead      INTEGER NOT NULL,     -- its playlist stopped changing
-        PRIMARY KEY (store, segment)
-    ) WITHOUT ROWID;
-    "#,
-    // 7: the uid that took each lease (NULL: before owners were recorded — root's). A
+    // 6: the uid that took each lease (NULL: before owners were recorded — root's). A
     // client of the socket may renew and release only its own, and hold a bounded number.
     r#"
     ALTER TABLE leases ADD COLUMN owner INTEGER;
     CREATE INDEX leases_owner ON leases(owner);
     "#,
-    // 8 (issue 10): deletion intents. A chunk's intents are committed in one transaction
+    // 7 (issue 10): deletion intents. A chunk's intents are committed in one transaction
     // before any of its files is unlinked; the chunk's audit records replace them in one
     // transaction after. What a kill -9 leaves here is reconciled at the next start: a
     // file gone is audited as deleted, a file still there is dropped.
