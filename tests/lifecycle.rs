@@ -533,10 +533,16 @@ fn leases_protect_paths_and_globs_until_released_or_expired() {
 
     // A lease runs out by itself: a crashed holder cannot pin files forever.
     b.cli(&["release", &gid]).ok();
-    b.cli(&["lease", "media:hls/s2/later.ts", "--ttl", "1s"])
+    let taken = std::time::Instant::now();
+    b.cli(&["lease", "media:hls/s2/later.ts", "--ttl", "5s"])
         .ok();
-    assert_eq!(b.cli(&["gc", "--json"]).ok().json()["refused"], 1);
-    wait_for("the 1s lease to expire", Duration::from_secs(15), || {
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    // (A one-shot gc rescans first: on a loaded machine it may outlast a short lease, which
+    // is why the lease is 5 s and the check holds only for a gc that ran within it.)
+    if taken.elapsed() < Duration::from_secs(5) {
+        assert_eq!(gc["refused"], 1, "{gc}");
+    }
+    wait_for("the 5s lease to expire", Duration::from_secs(20), || {
         b.cli(&["gc", "--json"]).ok().json()["deleted_files"] == 1
     });
     assert!(!later.exists());
