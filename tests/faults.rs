@@ -893,3 +893,127 @@ fn a_segment_stays_protected_while_any_playlist_lists_it() {
     assert!(b.path("hls/s/seg1.ts").exists(), "kept for its grace");
     d.stop();
 }
+
+/// Issue 10.2, offloads: 30 SIGKILLs of a one-shot `gc` that copies recordings to a real S3
+/// server (moto) and then removes the local files (`delete_local`). The kill points are
+/// spread over the pass: round i is killed at i/30 of the time a whole pass took, so the
+/// kills land in uploads, between an upload and its copy record, and among the unlinks.
+/// Afterwards the registry is intact, no local file is gone without an object of its size
+/// in the bucket, and every local file that went has its "deleted" audit record.
+#[test]
+fn kill_9_during_offloads_never_costs_a_recording() {
+    use common::s3::S3Server;
+    use mediaretain::store::Store;
+    const KILLS: usize = 30;
+    const FILES: usize = 12;
+    let server = S3Server::moto();
+    let b = Box_::new("", "", "");
+    let creds = b.dir.path().join("archive.credentials");
+    fs::write(
+        &creds,
+        format!(
+            "aws_access_key_id = {}\naws_secret_access_key = {}\n",
+            server.key_id, server.secret
+        ),
+    )
+    .unwrap();
+    let store = format!(
+        "\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"box1/\"\ncredentials_file = \"archive.credentials\"\nretry_timeout = \"3s\"\n",
+        server.endpoint, server.region, server.bucket
+    );
+    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n";
+    b.write_config("", &store, classes);
+    let mut sizes = std::collections::BTreeMap::new();
+    let mut n = 0usize;
+    let mut make = |sizes: &mut std::collections::BTreeMap<String, u64>| {
+        for _ in 0..FILES {
+            let size = 64 * 1024 + n; // unique sizes: an object's size names its file
+            let rel = format!("rec/r{n:04}.mp4");
+            b.file(&rel, size, Duration::from_secs(60));
+            sizes.insert(rel, size as u64);
+            n += 1;
+        }
+    };
+    let gc = || {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&b.config)
+            .arg("gc")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // How long a whole pass takes here.
+    make(&mut sizes);
+    let t = std::time::Instant::now();
+    assert!(gc().wait().unwrap().success());
+    let whole = t.elapsed();
+    let started = std::time::Instant::now();
+    for i in 0..KILLS {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "campaign took too long"
+        );
+        make(&mut sizes);
+        let mut p = gc();
+        let at = whole.mul_f64(i as f64 / KILLS as f64);
+        let t = std::time::Instant::now();
+        while t.elapsed() < at && p.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = p.kill(); // SIGKILL, wherever the pass is
+        p.wait().unwrap();
+    }
+    // One last pass to the end (it settles what the last kill interrupted first).
+    let r = b.cli(&["gc"]);
+    assert!(r.code == 0 || r.code == 74, "{r:?}");
+
+    let db = rusqlite::Connection::open(b.state().join("registry.db")).unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let remote = mediaretain::store::s3::S3Store::new(server.settings("archive", "box1")).unwrap();
+    let objects: std::collections::BTreeSet<u64> = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            use futures::StreamExt;
+            remote
+                .list()
+                .map(|o| o.unwrap().size)
+                .collect::<Vec<u64>>()
+                .await
+        })
+        .into_iter()
+        .collect();
+    let present = files_under(&b.media, &b.path("rec"));
+    let mut audited = std::collections::BTreeSet::new();
+    let mut st = db
+        .prepare(
+            "SELECT CAST(path AS TEXT) FROM audit WHERE action = 'delete' AND outcome = 'deleted'",
+        )
+        .unwrap();
+    for p in st.query_map([], |r| r.get::<_, String>(0)).unwrap() {
+        audited.insert(p.unwrap());
+    }
+    let mut gone = 0;
+    for (rel, size) in &sizes {
+        if present.contains(rel) {
+            continue;
+        }
+        gone += 1;
+        assert!(
+            objects.contains(size),
+            "{rel} is gone locally without an object of its {size} bytes"
+        );
+        assert!(audited.contains(rel), "{rel} went without an audit record");
+    }
+    assert!(
+        gone >= sizes.len() / 2,
+        "only {gone} of {} offloaded and removed",
+        sizes.len()
+    );
+}
