@@ -386,146 +386,6 @@ struct Signals {
     now: Nanos,
 }
 
-/// Segments live playlists referenced, each kept in use until its grace runs out.
-#[derive(Default)]
-struct PlaylistMemory {
-    /// (store, segment) → who lists it, or since when it is no longer listed.
-    /// Per store, by a 64-bit hash of the segment's path ([`seg_key`]), playlist names
-    /// shared: a million listed segments must fit in the unit's MemoryMax. A collision can
-    /// only make a file look listed — kept, never deleted.
-    refs: HashMap<String, HashMap<u64, SegRef>>,
-    /// store → directories protected by their playlist (unreadable, or changed and not
-    /// re-read yet), with why.
-    broken: HashMap<String, Vec<(PathBuf, String)>>,
-    /// store → when its playlists were last looked at.
-    read_at: HashMap<String, Nanos>,
-    /// store → playlist → what it was when last read.
-    lists: HashMap<String, HashMap<PathBuf, Listed>>,
-    /// Bytes of playlists read since the current pass began.
-    pass_bytes: u64,
-}
-
-/// A segment's playlist references.
-struct SegRef {
-    /// The playlist listing it now, if any.
-    by: Option<Arc<Path>>,
-    /// Further playlists listing it (rare: no allocation for one; boxed, 8 bytes instead
-    /// of a Vec's 24 in each of a million entries).
-    #[allow(clippy::box_collection)]
-    more: Option<Box<Vec<Arc<Path>>>>,
-    /// The last playlist that listed it, when none does.
-    last: Option<Arc<Path>>,
-    /// When it left its last playlist.
-    left: Nanos,
-    /// In use until then, once no playlist lists it.
-    until: Nanos,
-    /// Its removal grace (RFC 8216 §6.2.2), the longest any playlist gave it.
-    grace: Nanos,
-    /// It left because its playlist stopped changing (the stream ended).
-    dead: bool,
-}
-
-/// The key of segment `path` in [`PlaylistMemory::refs`].
-fn seg_key(path: &Path) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    path.hash(&mut h);
-    h.finish()
-}
-
-/// A playlist as last read.
-#[derive(Clone)]
-struct Listed {
-    stamp: crate::inuse::playlist::Stamp,
-    grace: Nanos,
-    broken: Option<(PathBuf, String)>,
-    /// No ENDLIST: it dies when unchanged for `dead_after`.
-    live: bool,
-    dead_after: Nanos,
-    /// Its listing was dropped because it died.
-    dead: bool,
-}
-
-/// Playlists are re-read when any of them changed since the last reading (a stat each, per
-/// deletion chunk) and at least this often (to find new playlists in the registry). Only
-/// the playlists that changed are read again.
-const PLAYLIST_REFRESH: Nanos = 1_000_000_000;
-
-/// At most this many bytes of playlists are read per pass (and at least the smaller bound
-/// may be); a playlist that changes again after that protects its whole directory until
-/// the next pass reads it.
-const PLAYLIST_PASS_BYTES: u64 = 32 << 20;
-const PLAYLIST_PASS_BYTES_MIN: u64 = 1 << 20;
-
-impl PlaylistMemory {
-    /// Why `path` of `store` is in use by a playlist, if it is.
-    fn reason(&self, store: &str, path: &Path, now: Nanos) -> Option<String> {
-        if let Some(r) = self.refs.get(store).and_then(|m| m.get(&seg_key(path))) {
-            if let Some(pl) = &r.by {
-                return Some(format!("referenced by playlist {}", pl.display()));
-            }
-            let last = r.last.as_deref().unwrap_or(Path::new("?")).display();
-            if r.until > now && r.dead {
-                return Some(format!(
-                    "listed by playlist {last}, which stopped changing (the stream ended); kept until {} (removal grace {})",
-                    fmt_time(r.until),
-                    fmt_span(r.grace)
-                ));
-            }
-            if r.until > now {
-                return Some(format!(
-                    "left playlist {last} at {}; kept until {} (its duration plus the playlist's, RFC 8216 §6.2.2)",
-                    fmt_time(r.left),
-                    fmt_time(r.until)
-                ));
-            }
-        }
-        self.broken
-            .get(store)?
-            .iter()
-            .find(|(dir, _)| path.starts_with(dir))
-            .map(|(_, why)| format!("in the directory of an unreadable playlist ({why})"))
-    }
-
-    /// Playlist `pl` of `store` no longer lists the segments of `refs` not in `keep`: they
-    /// stay in use for `grace` from `now` unless another playlist lists them.
-    fn drop_listing(
-        &mut self,
-        store: &str,
-        pl: &Path,
-        keep: &std::collections::HashSet<u64>,
-        grace: Nanos,
-        now: Nanos,
-        dead: bool,
-    ) {
-        let Some(refs) = self.refs.get_mut(store) else {
-            return;
-        };
-        for (seg, r) in refs.iter_mut() {
-            if keep.contains(seg) {
-                continue;
-            }
-            let more = r.more.as_deref_mut();
-            if r.by.as_deref() == Some(pl) {
-                r.by = more.and_then(Vec::pop);
-            } else if let Some((m, i)) =
-                more.and_then(|m| m.iter().position(|p| **p == *pl).map(|i| (m, i)))
-            {
-                m.swap_remove(i);
-                continue;
-            } else {
-                continue;
-            }
-            if r.by.is_none() {
-                r.last = Some(Arc::from(pl));
-                r.left = now;
-                r.until = now.saturating_add(r.grace.max(grace));
-                r.dead = dead;
-            }
-        }
-    }
-}
-
 /// What a deletion re-checks against: the version that was planned.
 fn expect_of(a: &policy::Action) -> Expect {
     Expect {
@@ -690,7 +550,7 @@ pub struct Engine {
     /// Held while pins are re-checked and a chunk is deleted, and while a pin is written.
     pin_gate: Mutex<()>,
     /// What live playlists referenced, remembered for their grace period.
-    playlists: Mutex<PlaylistMemory>,
+    playlists: Mutex<crate::inuse::playlist::Memory>,
     /// A playlist arrived or changed through the watcher since playlists were last read:
     /// the next chunk reads them again, not up to a second later.
     playlists_dirty: std::sync::atomic::AtomicBool,
@@ -739,7 +599,7 @@ impl Engine {
             clock,
             activity: Mutex::new(activity),
             pin_gate: Mutex::new(()),
-            playlists: Mutex::new(PlaylistMemory::default()),
+            playlists: Mutex::new(Default::default()),
             playlists_dirty: std::sync::atomic::AtomicBool::new(false),
             prune_candidates: Mutex::new(Default::default()),
             watch: Mutex::new(HashMap::new()),
@@ -1057,7 +917,7 @@ impl Engine {
         after_chunk: Option<&dyn Fn() -> String>,
     ) -> Result<()> {
         // Playlists changed meanwhile are read again, up to a budget per pass.
-        self.playlists.lock().expect("playlists").pass_bytes = 0;
+        self.playlists.lock().expect("playlists").start_pass();
         std::thread::scope(|scope| -> Result<()> {
             // With each chunk's results, the ids of its intents (local chunks), which the
             // same transaction drops.
@@ -1619,18 +1479,12 @@ impl Engine {
                 .collect();
             on_disk.sort();
             on_disk.dedup();
-            let fresh = !dirty && {
-                let mem = self.playlists.lock().expect("playlists");
-                mem.read_at
-                    .get(store.name())
-                    .is_some_and(|t| now - t < PLAYLIST_REFRESH)
-                    && mem.lists.get(store.name()).is_some_and(|lists| {
-                        on_disk.iter().all(|p| lists.contains_key(p))
-                            && lists
-                                .iter()
-                                .all(|(pl, l)| crate::inuse::playlist::stamp(store, pl) == l.stamp)
-                    })
-            };
+            let fresh = !dirty
+                && self
+                    .playlists
+                    .lock()
+                    .expect("playlists")
+                    .fresh(store, &on_disk, now);
             if fresh {
                 continue;
             }
@@ -1638,175 +1492,12 @@ impl Engine {
             lists.extend(on_disk);
             lists.sort();
             lists.dedup();
-            let name = store.name().to_string();
-            let mut mem = self.playlists.lock().expect("playlists");
-            let known = mem.lists.remove(&name).unwrap_or_default();
-            let mut listed = HashMap::with_capacity(lists.len());
-            let stamped: Vec<(PathBuf, crate::inuse::playlist::Stamp)> = lists
-                .into_iter()
-                .map(|pl| {
-                    let st = crate::inuse::playlist::stamp(store, &pl);
-                    (pl, st)
-                })
-                .collect();
-            // A pass reads at most as many bytes as the playlists hold together (once
-            // through), within [1 MiB, 32 MiB]: however busy their writers, a pass costs at
-            // most about twice what reading them once does.
-            let total: u64 = stamped.iter().filter_map(|(_, s)| s.map(|s| s.1)).sum();
-            let budget = total.clamp(PLAYLIST_PASS_BYTES_MIN, PLAYLIST_PASS_BYTES);
-            for (pl, stamp) in stamped {
-                if let Some(l) = known.get(&pl).filter(|l| l.stamp == stamp) {
-                    listed.insert(pl, l.clone()); // unchanged: what it lists is known
-                    continue;
-                }
-                if mem.pass_bytes >= budget {
-                    // Over this pass's budget: what it lists now is not known, so its
-                    // whole directory is protected until a later pass reads it.
-                    let dir = pl.parent().unwrap_or(Path::new("")).to_path_buf();
-                    let why = format!(
-                        "{} changed; it is read again at the next pass (playlists are read at most {} per pass)",
-                        pl.display(),
-                        ByteSize(budget)
-                    );
-                    let mut l = known.get(&pl).cloned().unwrap_or(Listed {
-                        stamp: None,
-                        grace: 0,
-                        broken: None,
-                        live: false,
-                        dead_after: 0,
-                        dead: false,
-                    });
-                    l.broken = Some((dir, why));
-                    listed.insert(pl, l);
-                    continue;
-                }
-                let one = crate::inuse::playlist::read_one(store, &pl);
-                mem.pass_bytes += one.bytes;
-                {
-                    let keep: std::collections::HashSet<u64> =
-                        one.segments.iter().map(|(p, _)| seg_key(p)).collect();
-                    match known.get(&pl) {
-                        Some(old) => mem.drop_listing(&name, &pl, &keep, old.grace, now, false),
-                        // First read by this process (a start, a one-shot command): what it
-                        // listed a moment ago is unknown, so every recent file of its
-                        // directory that it does not list may have just left it.
-                        None => self.protect_recent(&mut mem, store, &pl, &keep, one.grace, now),
-                    }
-                }
-                let shared: Arc<Path> = Arc::from(pl.as_path());
-                let refs = mem.refs.entry(name.clone()).or_default();
-                for (seg, grace) in one.segments {
-                    let r = refs.entry(seg_key(&seg)).or_insert_with(|| SegRef {
-                        by: None,
-                        more: None,
-                        last: None,
-                        left: now,
-                        until: now,
-                        grace,
-                        dead: false,
-                    });
-                    r.grace = r.grace.max(grace);
-                    r.dead = false;
-                    match &r.by {
-                        None => r.by = Some(shared.clone()),
-                        Some(p) if **p == *pl => {}
-                        Some(_) => {
-                            let more = r.more.get_or_insert_with(Default::default);
-                            if !more.iter().any(|p| **p == *pl) {
-                                more.push(shared.clone());
-                            }
-                        }
-                    }
-                }
-                listed.insert(
-                    pl,
-                    Listed {
-                        stamp: one.stamp,
-                        grace: one.grace,
-                        broken: one.broken,
-                        live: one.live,
-                        dead_after: one.dead_after,
-                        dead: false,
-                    },
-                );
-            }
-            // Playlists gone from the registry no longer list anything.
-            let none = std::collections::HashSet::new();
-            for (pl, l) in &known {
-                if !listed.contains_key(pl) {
-                    mem.drop_listing(&name, pl, &none, l.grace, now, false);
-                }
-            }
-            // A live playlist unchanged for its dead_after belongs to a stream that ended:
-            // what it lists counts as removed from then on (a VOD playlist never dies).
-            for (pl, l) in listed.iter_mut() {
-                let mtime = l.stamp.map(|s| s.2);
-                let died = mtime.and_then(|m| {
-                    crate::inuse::playlist::One::dead_since(l.live, l.dead_after, m, now)
-                });
-                if let (Some(t), false) = (died, l.dead) {
-                    l.dead = true;
-                    mem.drop_listing(&name, pl, &none, l.grace, t, true);
-                }
-            }
-            if let Some(refs) = mem.refs.get_mut(&name) {
-                refs.retain(|_, r| r.by.is_some() || r.until > now);
-                // Give memory back after a big playlist went, not at every refresh.
-                if refs.capacity() > 4 * refs.len().max(4096) {
-                    refs.shrink_to_fit();
-                }
-            }
-            let broken = listed.values().filter_map(|l| l.broken.clone()).collect();
-            mem.broken.insert(name.clone(), broken);
-            mem.lists.insert(name.clone(), listed);
-            mem.read_at.insert(name, now);
+            self.playlists
+                .lock()
+                .expect("playlists")
+                .refresh(store, lists, now);
         }
         Ok(())
-    }
-
-    /// At the first reading of playlist `pl` by this process: every file of its directory
-    /// that it does not list (`keep`) and that is recent enough to have left it within the
-    /// last `grace` stays in use for `grace` from now. A restart or a one-shot command
-    /// does not know what the playlist listed a moment ago; a segment written more than
-    /// twice the grace ago left it (if ever) long enough ago to be free.
-    fn protect_recent(
-        &self,
-        mem: &mut PlaylistMemory,
-        store: &LocalStore,
-        pl: &Path,
-        keep: &std::collections::HashSet<u64>,
-        grace: Nanos,
-        now: Nanos,
-    ) {
-        let dir = pl.parent().unwrap_or(Path::new(""));
-        let since = now.saturating_sub(grace.saturating_mul(2));
-        let shared: Arc<Path> = Arc::from(pl);
-        let refs = mem.refs.entry(store.name().to_string()).or_default();
-        for f in store.names_ending(dir, "") {
-            let key = seg_key(&f);
-            if keep.contains(&key) || f == pl || refs.contains_key(&key) {
-                continue;
-            }
-            if store
-                .stat(&f)
-                .ok()
-                .flatten()
-                .is_some_and(|m| m.mtime >= since)
-            {
-                refs.insert(
-                    key,
-                    SegRef {
-                        by: None,
-                        more: None,
-                        last: Some(shared.clone()),
-                        left: now,
-                        until: now.saturating_add(grace),
-                        grace,
-                        dead: false,
-                    },
-                );
-            }
-        }
     }
 
     /// The registry's files of `store` that carry a writer's temporary suffix of any class.
