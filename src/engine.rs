@@ -15,6 +15,7 @@ use crate::access::Caller;
 use crate::classify::Classifier;
 use crate::clock::Clock;
 use crate::config::{AgeFrom, Class, Config, ConfigError};
+use crate::inuse::leases::LeaseSet;
 use crate::policy::{self, ClassPlanner, Plan, Rule, Verdict};
 use crate::registry::{
     AuditRecord, ClassTotals, Entry, Filter, Intent, Lease, Registry, RegistryError,
@@ -325,56 +326,6 @@ pub struct ClassInfo {
     /// The class as configured.
     #[serde(flatten)]
     pub rules: Class,
-}
-
-/// Active leases compiled for matching, as of one instant.
-pub struct LeaseSet {
-    leases: Vec<(Lease, Option<globset::GlobSet>)>,
-}
-
-impl LeaseSet {
-    fn new(leases: Vec<Lease>) -> LeaseSet {
-        let leases = leases
-            .into_iter()
-            .map(|l| {
-                let m = l
-                    .glob
-                    // Never Glob::compile_matcher: it panics on a glob that parses but
-                    // does not compile. Such a lease matches its literal path only.
-                    .then(|| crate::config::glob_set(std::slice::from_ref(&l.pattern)).ok())
-                    .flatten();
-                (l, m)
-            })
-            .collect();
-        LeaseSet { leases }
-    }
-
-    /// The leases covering `path` of `store`, in words ("lease 7 by thumbnailer until …").
-    pub fn holders(&self, store: &str, path: &Path) -> Vec<String> {
-        self.leases
-            .iter()
-            .filter(|(l, m)| {
-                l.store == store
-                    && match m {
-                        Some(m) => m.is_match(path) || Path::new(&l.pattern) == path,
-                        None => Path::new(&l.pattern) == path,
-                    }
-            })
-            .map(|(l, _)| {
-                format!(
-                    "lease {} by {} until {}",
-                    l.id,
-                    l.holder,
-                    fmt_time(l.expires)
-                )
-            })
-            .collect()
-    }
-
-    /// The earliest expiry, if any lease is active.
-    pub fn next_expiry(&self) -> Option<Nanos> {
-        self.leases.iter().map(|(l, _)| l.expires).min()
-    }
 }
 
 /// Every in-use signal at one instant, for explain and ls: leases, open files and locks,

@@ -6,6 +6,7 @@
 //! (device, inode), whoever they are — not by process name. Processes whose fds we may not
 //! read (another user's, when not running as root) are counted, so the gap is visible.
 
+pub mod leases;
 pub mod playlist;
 
 use std::collections::HashMap;
