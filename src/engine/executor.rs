@@ -1,0 +1,441 @@
+//! The executor: for each planned file, the guard chain (pinned since the plan, leased,
+//! listed by a live playlist, a writer's final name, its class changed, offload before
+//! delete), then the deleter's own re-check and act — unlink the checked inode under the
+//! kernel lease, verify it gone — then the intent, log and audit record. The pass, a dry
+//! run and `plan` ask the same chain ([`Engine::refusal`]), so they agree.
+
+use super::*;
+
+/// What a deletion re-checks against: the version that was planned.
+fn expect_of(a: &policy::Action) -> Expect {
+    Expect {
+        size: a.entry.size,
+        mtime: a.entry.mtime,
+        ino: a.entry.ino,
+    }
+}
+
+/// What one chunk of a pass checks files against (read once per chunk).
+struct Checks<'a> {
+    /// Paths pinned since the plan.
+    pinned: &'a std::collections::HashSet<PathBuf>,
+    /// Active leases.
+    leases: &'a LeaseSet,
+    /// Writers' temporary files in the registry.
+    parts: &'a std::collections::HashSet<PathBuf>,
+}
+
+impl Engine {
+    /// Deletes `actions` store by store in chunks. File work and registry writes overlap:
+    /// the deleting thread hands each finished chunk to a recorder thread.
+    /// `after_chunk`, if given, runs when a chunk's files are done; what it returns is added
+    /// to each of their audit reasons (the pressure pass's volume usage before and after).
+    pub(super) fn execute(
+        &self,
+        rt: &Runtime,
+        actions: &[policy::Action],
+        trigger: &str,
+        detail: bool,
+        report: &mut GcReport,
+        after_chunk: Option<&dyn Fn() -> String>,
+    ) -> Result<()> {
+        // Playlists changed meanwhile are read again, up to a budget per pass.
+        self.playlists.lock().expect("playlists").start_pass();
+        std::thread::scope(|scope| -> Result<()> {
+            // With each chunk's results, the ids of its intents (local chunks), which the
+            // same transaction drops.
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<(remote::Recorded, Option<(i64, i64)>)>(2);
+            let recorder = scope.spawn(move || -> Result<()> {
+                for ((gone, records), intents) in rx {
+                    self.reg().record_chunk(&gone, &records, intents)?;
+                }
+                Ok(())
+            });
+            let mut users: Option<crate::inuse::Snapshot> = None;
+            // (taken, slowest µs), added to the report after each chunk.
+            let mut snapshots = (0u64, 0u64);
+            'stores: for store in &rt.stores {
+                let mine: Vec<&policy::Action> = actions
+                    .iter()
+                    .filter(|a| a.entry.store == store.name())
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let mut del = store.deleter();
+                // Writers' temporary files, once per store and pass (a full registry scan).
+                let parts = self.part_files(rt, store.name())?;
+                for chunk in mine.chunks(CHUNK) {
+                    // No pin can land between this re-check and the chunk's unlinks (retain
+                    // waits for the gate): a pin set since the plan wins.
+                    let _gate = self.pin_gate.lock().expect("pin gate");
+                    let pinned = self.reg().pinned_paths(store.name())?;
+                    // Names the users of a file the kernel says is busy (or decides, where
+                    // there are no leases): a /proc snapshot, taken only when needed and
+                    // reused while younger than SNAPSHOT_MAX_AGE.
+                    let mut in_use = |dev: u64, ino: u64| {
+                        if users
+                            .as_ref()
+                            .is_none_or(|u: &crate::inuse::Snapshot| u.age() > SNAPSHOT_MAX_AGE)
+                        {
+                            let snap = crate::inuse::Snapshot::take();
+                            snapshots.0 += 1;
+                            snapshots.1 = snapshots.1.max(snap.micros);
+                            users = Some(snap);
+                        }
+                        let u = users.as_ref().expect("taken above");
+                        crate::store::local::Users {
+                            who: u.reason(dev, ino),
+                            blind_spot: u.blind_spot(),
+                        }
+                    };
+                    let leases = self.lease_set()?;
+                    let mut dirs: Vec<(&str, &Path)> = chunk
+                        .iter()
+                        .filter(|a| {
+                            rt.config
+                                .class(&a.class_name)
+                                .is_some_and(|c| c.protect_playlist_refs)
+                        })
+                        .map(|a| (store.name(), a.entry.path.parent().unwrap_or(Path::new(""))))
+                        .collect();
+                    dirs.sort();
+                    dirs.dedup();
+                    self.refresh_playlists(rt, &dirs)?;
+                    // Durable before any unlink of the chunk: a kill -9 from here on leaves
+                    // intents that the next start reconciles into audit records.
+                    let now = self.now();
+                    let intents: Vec<Intent> = chunk
+                        .iter()
+                        .map(|a| Intent {
+                            id: 0,
+                            at: now,
+                            store: a.entry.store.clone(),
+                            path: a.entry.path.clone(),
+                            entry_id: a.entry.id,
+                            ino: a.entry.ino,
+                            size: a.entry.size,
+                            mtime: a.entry.mtime,
+                            class: Some(a.class_name.clone()),
+                            rule: Some(a.rule.to_string()),
+                            reason: a.reason.clone(),
+                            trigger: trigger.into(),
+                        })
+                        .collect();
+                    let intents = self.reg().intend(&intents)?;
+                    let mut gone = Vec::new();
+                    let mut records = Vec::with_capacity(chunk.len());
+                    for a in chunk {
+                        let checks = Checks {
+                            pinned: &pinned,
+                            leases: &leases,
+                            parts: &parts,
+                        };
+                        let outcome = match self.refusal(rt, store, a, &checks, &mut in_use) {
+                            Some(why) => Outcome::Refused(why),
+                            None => del.delete(&a.entry.path, expect_of(a), &mut in_use),
+                        };
+                        self.account(a, outcome, trigger, detail, report, &mut gone, &mut records);
+                    }
+                    report.snapshots += std::mem::take(&mut snapshots.0);
+                    report.snapshot_max_us = report.snapshot_max_us.max(snapshots.1);
+                    if let Some(note) = after_chunk.map(|f| f()) {
+                        for r in &mut records {
+                            r.reason = format!("{}; {note}", r.reason);
+                        }
+                    }
+                    if tx.send(((gone, records), intents)).is_err() {
+                        // The recorder failed (e.g. the registry's disk is full): stop the
+                        // whole pass rather than delete without an audit trail.
+                        break 'stores;
+                    }
+                }
+                self.add_prune_candidates(rt, store.name(), del.finish());
+            }
+            for remote in &rt.remotes {
+                let mine: Vec<&policy::Action> = actions
+                    .iter()
+                    .filter(|a| a.entry.store == remote.name())
+                    .collect();
+                for chunk in mine.chunks(remote::DELETE_CHUNK) {
+                    let (gone, records) =
+                        self.delete_remote(rt, remote, chunk, trigger, detail, report)?;
+                    if tx.send(((gone, records), None)).is_err() {
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            recorder.join().expect("recorder thread panicked")
+        })
+    }
+
+    /// Why local file `a` of `store` may not go now, by every check the pass makes before
+    /// the deleter's own, in the pass's order: pinned since the plan, leased, listed by a
+    /// live playlist, a writer's final name, its class changed, offload before delete.
+    /// The pass, a dry run and `plan` all ask this one function.
+    fn refusal(
+        &self,
+        rt: &Runtime,
+        store: &LocalStore,
+        a: &policy::Action,
+        c: &Checks<'_>,
+        in_use: &mut dyn FnMut(u64, u64) -> crate::store::local::Users,
+    ) -> Option<String> {
+        let path = &a.entry.path;
+        if c.pinned.contains(path) {
+            return Some("retained (pinned after the plan was made)".into());
+        }
+        let leased = c.leases.holders(store.name(), path);
+        if !leased.is_empty() {
+            return Some(format!("in use: {}", leased.join(", ")));
+        }
+        if let Some(why) = self.playlist_reason(rt, store.name(), path) {
+            return Some(format!("in use: {why}"));
+        }
+        if let Some(why) = self.writer_reason(rt, store, path, c.parts, in_use) {
+            return Some(format!("in use: {why}"));
+        }
+        // The class is derived again from the running config: an entry labelled under an
+        // older config never decides a deletion.
+        let class_now = rt.classifier.classify(store.name(), path);
+        if class_now != Some(a.class_name.as_str()) {
+            return Some(format!(
+                "its class is now {}; it is re-evaluated on the next pass",
+                class_now.unwrap_or("none")
+            ));
+        }
+        self.offload_guard(rt, a)
+    }
+
+    /// What the pass would do with each of `actions` now, changing nothing: the same checks
+    /// in the same order, then the deleter's own (the planned version, not open by anyone
+    /// by the `/proc` snapshot). S3 objects: `WouldDelete` unless pinned or leased.
+    pub(super) fn would(&self, rt: &Runtime, actions: &[policy::Action]) -> Result<Vec<Outcome>> {
+        let leases = self.lease_set()?;
+        let mut users: Option<crate::inuse::Snapshot> = None;
+        let mut in_use = |dev: u64, ino: u64| {
+            let u = users.get_or_insert_with(crate::inuse::Snapshot::take);
+            crate::store::local::Users {
+                who: u.reason(dev, ino),
+                blind_spot: u.blind_spot(),
+            }
+        };
+        let mut per_store: HashMap<
+            String,
+            (
+                std::collections::HashSet<PathBuf>,
+                std::collections::HashSet<PathBuf>,
+            ),
+        > = HashMap::new();
+        let mut dirs: Vec<(&str, &Path)> = actions
+            .iter()
+            .map(|a| {
+                (
+                    a.entry.store.as_str(),
+                    a.entry.path.parent().unwrap_or(Path::new("")),
+                )
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        self.refresh_playlists(rt, &dirs)?;
+        let mut out = Vec::with_capacity(actions.len());
+        for a in actions {
+            let Some(store) = rt.store(&a.entry.store) else {
+                let pinned = self
+                    .reg()
+                    .pinned_paths(&a.entry.store)?
+                    .contains(&a.entry.path);
+                let leased = leases.holders(&a.entry.store, &a.entry.path);
+                out.push(match (pinned, leased.is_empty()) {
+                    (true, _) => {
+                        Outcome::Refused("retained (pinned after the plan was made)".into())
+                    }
+                    (_, false) => Outcome::Refused(format!("in use: {}", leased.join(", "))),
+                    _ => Outcome::WouldDelete,
+                });
+                continue;
+            };
+            if !per_store.contains_key(store.name()) {
+                let pinned = self.reg().pinned_paths(store.name())?;
+                let parts = self.part_files(rt, store.name())?;
+                per_store.insert(store.name().to_string(), (pinned, parts));
+            }
+            let (pinned, parts) = &per_store[store.name()];
+            let checks = Checks {
+                pinned,
+                leases: &leases,
+                parts,
+            };
+            out.push(match self.refusal(rt, store, a, &checks, &mut in_use) {
+                Some(why) => Outcome::Refused(why),
+                None => store.would_delete(&a.entry.path, expect_of(a), &mut in_use),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The plan at `at`, each action saying whether the pass would refuse it now (what
+    /// `plan` prints: the same answer as `gc --dry-run` and the pass).
+    pub fn plan_checked(&self, at: Nanos) -> Result<Plan> {
+        // Read-only, and it may ask S3 servers (copies): not under the pass lock, which a
+        // disk-pressure pass must always get quickly.
+        let rt = self.runtime();
+        let mut plan = self.plan(at)?;
+        let outcomes = self.would(&rt, &plan.actions)?;
+        for (a, o) in plan.actions.iter_mut().zip(outcomes) {
+            if let Outcome::Refused(why) = o {
+                a.would_refuse = Some(why);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Counts, logs and audits one file's outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn account(
+        &self,
+        a: &policy::Action,
+        outcome: Outcome,
+        trigger: &str,
+        detail: bool,
+        report: &mut GcReport,
+        gone: &mut Vec<(i64, PathBuf)>,
+        records: &mut Vec<AuditRecord>,
+    ) {
+        // A refusal is audited and logged when its episode starts or its kind changes, not
+        // on every pass while it lasts (a file in use is normal; the journal and the audit
+        // must grow with what changed, not with the number of passes).
+        let churn = self
+            .runtime()
+            .config
+            .class(&a.class_name)
+            .is_some_and(|c| c.lifecycle == crate::config::Lifecycle::Segment);
+        if let Outcome::Refused(why) = &outcome {
+            let kind = refusal_kind(why);
+            // A segment being written (open, growing), listed by its playlist or in its
+            // removal grace is the ordinary life of a live stream (with keep_for 0s every
+            // segment goes through it): `explain` shows it live; the journal and the audit
+            // are not told.
+            let routine = churn && matches!(kind, "open" | "playlist" | "writer" | "changed");
+            let same = routine
+                || self
+                    .reg()
+                    .history(&a.entry.store, &a.entry.path, 1)
+                    .ok()
+                    .and_then(|h| h.into_iter().next())
+                    .is_some_and(|h| {
+                        h.action == "delete"
+                            && h.outcome == "refused"
+                            && refusal_kind(&h.reason) == kind
+                    });
+            report.refused += 1;
+            report.refused_bytes += a.entry.size;
+            if same {
+                debug!(action = "refuse", path = %format!("{}:{}", a.entry.store, a.entry.path.display()), reason = %why, "still refused");
+                if detail {
+                    report.results.push(file_result(a, outcome));
+                }
+                return;
+            }
+            report.refusals_started += 1;
+        }
+        log_outcome(a, &outcome, trigger, churn);
+        match &outcome {
+            Outcome::Deleted => {
+                report.first_unlink.get_or_insert_with(Instant::now);
+                report.deleted_files += 1;
+                report.deleted_bytes += a.entry.size;
+                if churn {
+                    report.churn_files += 1;
+                    report.churn_bytes += a.entry.size;
+                }
+                gone.push((a.entry.id, a.entry.path.clone()));
+            }
+            Outcome::Vanished => {
+                report.vanished += 1;
+                gone.push((a.entry.id, a.entry.path.clone()));
+            }
+            Outcome::Refused(_) => {} // counted above
+            Outcome::Failed(_) => report.failed += 1,
+            Outcome::WouldDelete => {} // dry runs never get here
+        }
+        records.push(AuditRecord {
+            at: self.now(),
+            store: a.entry.store.clone(),
+            path: a.entry.path.clone(),
+            action: "delete".into(),
+            outcome: outcome.word().into(),
+            class: Some(a.class_name.clone()),
+            rule: Some(a.rule.to_string()),
+            reason: match outcome.detail() {
+                Some(d) => format!("{}; {d}", a.reason),
+                None => a.reason.clone(),
+            },
+            trigger: trigger.into(),
+            bytes: Some(a.entry.size),
+        });
+        if detail {
+            report.results.push(file_result(a, outcome));
+        }
+    }
+}
+
+/// The kind of a refusal, whatever pid, lease id or time its words name: the same kind on
+/// the next pass continues the same episode.
+pub fn refusal_kind(reason: &str) -> &'static str {
+    const KINDS: &[(&str, &str)] = &[
+        ("retained", "retained"),
+        ("in use: lease", "lease"),
+        ("playlist", "playlist"),
+        ("its writer is still writing", "writer"),
+        ("lock held", "lock"),
+        ("open by", "open"),
+        ("exclusive access", "open"),
+        ("cannot verify it is unused", "unverifiable"),
+        ("changed since it was planned", "changed"),
+        ("changed while being checked", "changed"),
+        ("its class is now", "reclassified"),
+        ("offload before delete", "offload"),
+        ("its copy", "offload"),
+        ("no verified remote copy", "offload"),
+        ("symlink", "link"),
+        ("not a regular file", "not-a-file"),
+    ];
+    KINDS
+        .iter()
+        .find(|(needle, _)| reason.contains(needle))
+        .map_or("other", |(_, kind)| kind)
+}
+
+/// Logs one file's outcome. Deletions of segments (`churn`: a live stream makes one a
+/// second) go at debug, summed up at info once a minute; every other deletion at info.
+/// A refusal is an ordinary event (a file in use): info, once per episode.
+fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, churn: bool) {
+    let path = format!("{}:{}", a.entry.store, a.entry.path.display());
+    match o {
+        Outcome::Deleted if churn => debug!(
+            action = "delete", path = %path, class = %a.class_name, rule = %a.rule,
+            reason = %a.reason, bytes = a.entry.size, trigger, "deleted {path}: {}", a.reason
+        ),
+        Outcome::Deleted => info!(
+            action = "delete", path = %path, class = %a.class_name, rule = %a.rule,
+            reason = %a.reason, bytes = a.entry.size, trigger, "deleted {path}: {}", a.reason
+        ),
+        Outcome::Vanished => info!(
+            action = "vanished", path = %path, class = %a.class_name, trigger,
+            "{path} was already gone"
+        ),
+        Outcome::WouldDelete => {}
+        Outcome::Refused(why) => info!(
+            action = "refuse", path = %path, class = %a.class_name, reason = %why, trigger,
+            "refused to delete {path}: {why}"
+        ),
+        Outcome::Failed(err) => error!(
+            action = "fail", path = %path, class = %a.class_name, reason = %err, trigger,
+            "failed to delete {path}: {err}"
+        ),
+    }
+}
