@@ -15,6 +15,58 @@ fn expect_of(a: &policy::Action) -> Expect {
     }
 }
 
+/// What a guard sees besides the file: the engine, the running config, the store, what
+/// the chunk read once (pins, leases, writers' files) and who holds files open.
+struct Guarded<'a, 'b> {
+    engine: &'a Engine,
+    rt: &'a Runtime,
+    store: &'a LocalStore,
+    checks: &'a Checks<'a>,
+    in_use: &'b mut dyn FnMut(u64, u64) -> crate::store::local::Users,
+}
+
+/// One small check before a deletion: why the file may not go, if it may not.
+type Guard = fn(&mut Guarded<'_, '_>, &policy::Action) -> Option<String>;
+
+/// The guard chain, in order; a new in-use signal (a webhook fact, a duplicate, a remote
+/// lease) is one more entry here. The names are the refusal kinds.
+const GUARDS: &[(&str, Guard)] = &[
+    ("retained", |g, a| {
+        g.checks
+            .pinned
+            .contains(&a.entry.path)
+            .then(|| "retained (pinned after the plan was made)".into())
+    }),
+    ("lease", |g, a| {
+        let leased = g.checks.leases.holders(g.store.name(), &a.entry.path);
+        (!leased.is_empty()).then(|| format!("in use: {}", leased.join(", ")))
+    }),
+    ("playlist", |g, a| {
+        let why = g
+            .engine
+            .playlist_reason(g.rt, g.store.name(), &a.entry.path)?;
+        Some(format!("in use: {why}"))
+    }),
+    ("writer", |g, a| {
+        let why =
+            g.engine
+                .writer_reason(g.rt, g.store, &a.entry.path, g.checks.parts, &mut *g.in_use)?;
+        Some(format!("in use: {why}"))
+    }),
+    // The class is derived again from the running config: an entry labelled under an
+    // older config never decides a deletion.
+    ("reclassified", |g, a| {
+        let now = g.rt.classifier.classify(g.store.name(), &a.entry.path);
+        (now != Some(a.class_name.as_str())).then(|| {
+            format!(
+                "its class is now {}; it is re-evaluated on the next pass",
+                now.unwrap_or("none")
+            )
+        })
+    }),
+    ("offload", |g, a| g.engine.offload_guard(g.rt, a)),
+];
+
 /// What one chunk of a pass checks files against (read once per chunk).
 struct Checks<'a> {
     /// Paths pinned since the plan.
@@ -172,9 +224,8 @@ impl Engine {
     }
 
     /// Why local file `a` of `store` may not go now, by every check the pass makes before
-    /// the deleter's own, in the pass's order: pinned since the plan, leased, listed by a
-    /// live playlist, a writer's final name, its class changed, offload before delete.
-    /// The pass, a dry run and `plan` all ask this one function.
+    /// the deleter's own, in [`GUARDS`] order (the first that refuses answers). The pass, a
+    /// dry run and `plan` all ask this one function.
     fn refusal(
         &self,
         rt: &Runtime,
@@ -183,30 +234,14 @@ impl Engine {
         c: &Checks<'_>,
         in_use: &mut dyn FnMut(u64, u64) -> crate::store::local::Users,
     ) -> Option<String> {
-        let path = &a.entry.path;
-        if c.pinned.contains(path) {
-            return Some("retained (pinned after the plan was made)".into());
-        }
-        let leased = c.leases.holders(store.name(), path);
-        if !leased.is_empty() {
-            return Some(format!("in use: {}", leased.join(", ")));
-        }
-        if let Some(why) = self.playlist_reason(rt, store.name(), path) {
-            return Some(format!("in use: {why}"));
-        }
-        if let Some(why) = self.writer_reason(rt, store, path, c.parts, in_use) {
-            return Some(format!("in use: {why}"));
-        }
-        // The class is derived again from the running config: an entry labelled under an
-        // older config never decides a deletion.
-        let class_now = rt.classifier.classify(store.name(), path);
-        if class_now != Some(a.class_name.as_str()) {
-            return Some(format!(
-                "its class is now {}; it is re-evaluated on the next pass",
-                class_now.unwrap_or("none")
-            ));
-        }
-        self.offload_guard(rt, a)
+        let mut g = Guarded {
+            engine: self,
+            rt,
+            store,
+            checks: c,
+            in_use,
+        };
+        GUARDS.iter().find_map(|(_, guard)| guard(&mut g, a))
     }
 
     /// What the pass would do with each of `actions` now, changing nothing: the same checks
