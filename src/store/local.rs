@@ -412,6 +412,52 @@ impl LocalStore {
             .collect()
     }
 
+    /// The re-check before a deletion, shared by [`Deleter::delete`] and
+    /// [`LocalStore::would_delete`]: `rel` must be a plain path beneath the root (no
+    /// symlink on the way) naming the regular file that was planned (size, mtime, inode).
+    /// Its directory (opened now, never cached) and its stat, or the outcome to report.
+    fn recheck(&self, rel: &Path, expect: &Expect) -> Result<(OwnedFd, rustix::fs::Stat), Outcome> {
+        if !is_confined(rel) {
+            return Err(Outcome::Refused(format!(
+                "{} is not a plain path inside the store",
+                rel.display()
+            )));
+        }
+        let (parent, name) = split(rel);
+        // Resolved beneath the root for every file, never cached: a directory moved out of
+        // the store during a pass must not take a deletion along with it.
+        let dir = match self.open_dir(parent) {
+            Ok(d) => d,
+            Err(Errno::NOENT) => return Err(Outcome::Vanished),
+            Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => {
+                return Err(Outcome::Refused("a directory on its path is a symlink or leaves the store root; symlinks are never followed".into()));
+            }
+            Err(e) => return Err(Outcome::Failed(format!("cannot open its directory: {e}"))),
+        };
+        let st = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Err(Outcome::Vanished),
+            Err(e) => return Err(Outcome::Failed(format!("cannot stat: {e}"))),
+        };
+        let ft = FileType::from_raw_mode(st.st_mode);
+        if ft != FileType::RegularFile {
+            return Err(Outcome::Refused(format!(
+                "not a regular file ({ft:?}); only regular files are deleted"
+            )));
+        }
+        if st.st_size as u64 != expect.size
+            || stat_mtime(&st) != expect.mtime
+            || st.st_ino != expect.ino
+        {
+            return Err(Outcome::Refused(format!(
+                "changed since it was planned (now {} bytes, modified {}); it is re-evaluated on the next pass",
+                st.st_size,
+                crate::units::fmt_time(stat_mtime(&st))
+            )));
+        }
+        Ok((dir, st))
+    }
+
     /// What [`Deleter::delete`] would do with `rel` now, changing nothing: the same
     /// re-check of the planned version, and whether anyone has it open by `users` (the
     /// `/proc` snapshot; the kernel is asked only when the pass acts).
@@ -421,45 +467,12 @@ impl LocalStore {
         expect: Expect,
         users: &mut dyn FnMut(u64, u64) -> Users,
     ) -> Outcome {
-        if !is_confined(rel) {
-            return Outcome::Refused(format!(
-                "{} is not a plain path inside the store",
-                rel.display()
-            ));
-        }
-        let (parent, name) = split(rel);
-        let dir = match self.open_dir(parent) {
-            Ok(d) => d,
-            Err(Errno::NOENT) => return Outcome::Vanished,
-            Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => {
-                return Outcome::Refused("a directory on its path is a symlink or leaves the store root; symlinks are never followed".into());
-            }
-            Err(e) => return Outcome::Failed(format!("cannot open its directory: {e}")),
-        };
-        let st = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::NOENT) => return Outcome::Vanished,
-            Err(e) => return Outcome::Failed(format!("cannot stat: {e}")),
-        };
-        let ft = FileType::from_raw_mode(st.st_mode);
-        if ft != FileType::RegularFile {
-            return Outcome::Refused(format!(
-                "not a regular file ({ft:?}); only regular files are deleted"
-            ));
-        }
-        if st.st_size as u64 != expect.size
-            || stat_mtime(&st) != expect.mtime
-            || st.st_ino != expect.ino
-        {
-            return Outcome::Refused(format!(
-                "changed since it was planned (now {} bytes, modified {}); it is re-evaluated on the next pass",
-                st.st_size,
-                crate::units::fmt_time(stat_mtime(&st))
-            ));
-        }
-        match users(st.st_dev, st.st_ino).who {
-            Some(who) => Outcome::Refused(format!("in use: {who}")),
-            None => Outcome::WouldDelete,
+        match self.recheck(rel, &expect) {
+            Err(o) => o,
+            Ok((_, st)) => match users(st.st_dev, st.st_ino).who {
+                Some(who) => Outcome::Refused(format!("in use: {who}")),
+                None => Outcome::WouldDelete,
+            },
         }
     }
 
@@ -631,45 +644,12 @@ impl Deleter<'_> {
         expect: Expect,
         users: &mut dyn FnMut(u64, u64) -> Users,
     ) -> Outcome {
-        if !is_confined(rel) {
-            return Outcome::Refused(format!(
-                "{} is not a plain path inside the store",
-                rel.display()
-            ));
-        }
+        let (dir_fd, before) = match self.store.recheck(rel, &expect) {
+            Ok(checked) => checked,
+            Err(o) => return o,
+        };
         let (parent, name) = split(rel);
-        // Resolved beneath the root for every file, never cached: a directory moved out of
-        // the store during a pass must not take a deletion along with it.
-        let dir_fd = match self.store.open_dir(parent) {
-            Ok(d) => d,
-            Err(Errno::NOENT) => return Outcome::Vanished,
-            Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => {
-                return Outcome::Refused("a directory on its path is a symlink or leaves the store root; symlinks are never followed".into());
-            }
-            Err(e) => return Outcome::Failed(format!("cannot open its directory: {e}")),
-        };
         let dir = dir_fd.as_fd();
-        let before = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::NOENT) => return Outcome::Vanished,
-            Err(e) => return Outcome::Failed(format!("cannot stat: {e}")),
-        };
-        let ft = FileType::from_raw_mode(before.st_mode);
-        if ft != FileType::RegularFile {
-            return Outcome::Refused(format!(
-                "not a regular file ({ft:?}); only regular files are deleted"
-            ));
-        }
-        if before.st_size as u64 != expect.size
-            || stat_mtime(&before) != expect.mtime
-            || before.st_ino != expect.ino
-        {
-            return Outcome::Refused(format!(
-                "changed since it was planned (now {} bytes, modified {}); it is re-evaluated on the next pass",
-                before.st_size,
-                crate::units::fmt_time(stat_mtime(&before))
-            ));
-        }
         // Held until after the unlink: while we hold the lease, any open() of the file
         // waits; either way the descriptor pins the inode, so that its number identifies
         // it until we are done (a freed inode number could be reused by a newcomer).
