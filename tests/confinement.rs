@@ -160,19 +160,7 @@ fn secret(dir: &Path) -> PathBuf {
 // ---------------------------------------------------------------------------------------
 
 fn archive(b: &Box_, server: &S3Server) -> String {
-    let creds = b.dir.path().join("archive.credentials");
-    fs::write(
-        &creds,
-        format!(
-            "aws_access_key_id = {}\naws_secret_access_key = {}\n",
-            server.key_id, server.secret
-        ),
-    )
-    .unwrap();
-    format!(
-        "\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"box1/\"\ncredentials_file = \"archive.credentials\"\nretry_timeout = \"3s\"\n",
-        server.endpoint, server.region, server.bucket
-    )
+    server.store_section(b.dir.path(), &server.endpoint, "box1/")
 }
 
 /// The attacker keeps planting symlinks to a root-only 0600 file at DEST and at every name

@@ -908,19 +908,7 @@ fn kill_9_during_offloads_never_costs_a_recording() {
     const FILES: usize = 12;
     let server = S3Server::moto();
     let b = Box_::new("", "", "");
-    let creds = b.dir.path().join("archive.credentials");
-    fs::write(
-        &creds,
-        format!(
-            "aws_access_key_id = {}\naws_secret_access_key = {}\n",
-            server.key_id, server.secret
-        ),
-    )
-    .unwrap();
-    let store = format!(
-        "\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"box1/\"\ncredentials_file = \"archive.credentials\"\nretry_timeout = \"3s\"\n",
-        server.endpoint, server.region, server.bucket
-    );
+    let store = server.store_section(b.dir.path(), &server.endpoint, "box1/");
     let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n";
     b.write_config("", &store, classes);
     let mut sizes = std::collections::BTreeMap::new();

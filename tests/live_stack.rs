@@ -107,7 +107,7 @@ fn a_real_live_stack_keeps_what_players_need_and_bounds_the_disk() {
 /// build with `MEDIARETAIN_TEST_BIN=PATH`:
 /// `cargo test --test live_stack -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "benchmark: runs a live stream for 12 minutes; run with --ignored --nocapture"]
 fn bench_journal_and_audit_volume() {
     let secs: u64 = std::env::var("MEDIARETAIN_BENCH_SECS")
         .ok()

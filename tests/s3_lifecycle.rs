@@ -23,19 +23,7 @@ fn archive(b: &Box_, server: &S3Server, prefix: &str) -> String {
 
 /// The same, reached at `endpoint` (a proxy in front of `server`).
 fn archive_at(b: &Box_, server: &S3Server, endpoint: &str, prefix: &str) -> String {
-    let creds = b.dir.path().join("archive.credentials");
-    fs::write(
-        &creds,
-        format!(
-            "aws_access_key_id = {}\naws_secret_access_key = {}\n",
-            server.key_id, server.secret
-        ),
-    )
-    .unwrap();
-    format!(
-        "\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\ncredentials_file = \"archive.credentials\"\nretry_timeout = \"3s\"\n",
-        endpoint, server.region, server.bucket
-    )
+    server.store_section(b.dir.path(), endpoint, prefix)
 }
 
 fn client(server: &S3Server, prefix: &str) -> S3Store {

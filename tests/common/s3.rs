@@ -258,6 +258,24 @@ api_bind_addr = "127.0.0.1:{admin}"
         s
     }
 
+    /// The `[[store]]` section of an S3 store `archive` on this server, reached at
+    /// `endpoint` (the server's own, or a proxy's), under `prefix`, with its credentials
+    /// in `archive.credentials` written into `dir` (beside the config).
+    pub fn store_section(&self, dir: &Path, endpoint: &str, prefix: &str) -> String {
+        std::fs::write(
+            dir.join("archive.credentials"),
+            format!(
+                "aws_access_key_id = {}\naws_secret_access_key = {}\n",
+                self.key_id, self.secret
+            ),
+        )
+        .unwrap();
+        format!(
+            "\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = \"{endpoint}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\ncredentials_file = \"archive.credentials\"\nretry_timeout = \"3s\"\n",
+            self.region, self.bucket
+        )
+    }
+
     /// A scratch directory that lives as long as the server.
     pub fn dir(&self) -> &Path {
         self.dir.path()
