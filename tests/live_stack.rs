@@ -10,6 +10,21 @@ use std::time::{Duration, Instant};
 
 const CLASSES: &str = "[[class]]\nname = \"hls\"\nstore = \"media\"\nmatch = [\"hls/**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\n\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**/*.flv\"]\nlifecycle = \"recording\"\nmax_count = 3\nquiet_period = \"0s\"\n";
 
+/// A box with the rules above and a live stream into it (the playlist written), read by
+/// `players` HLS players and the thumbnailer.
+fn streaming(players: usize) -> (Box_, Stack) {
+    let b = Box_::new("gc_interval = \"1s\"", "", CLASSES);
+    let mut s = Stack::start(&b.media);
+    wait_for(
+        "nginx to write the playlist",
+        Duration::from_secs(30),
+        || s.playlist().exists(),
+    );
+    s.players(players);
+    s.thumbnailer();
+    (b, s)
+}
+
 /// Runs the stack for `secs`, checking every 200 ms that the recording nginx was writing at
 /// the last look is still there; returns what was violated.
 fn run_for(s: &Stack, secs: u64) -> Vec<String> {
@@ -30,15 +45,7 @@ fn run_for(s: &Stack, secs: u64) -> Vec<String> {
 
 #[test]
 fn a_real_live_stack_keeps_what_players_need_and_bounds_the_disk() {
-    let b = Box_::new("gc_interval = \"1s\"", "", CLASSES);
-    let mut s = Stack::start(&b.media);
-    wait_for(
-        "nginx to write the playlist",
-        Duration::from_secs(30),
-        || s.playlist().exists(),
-    );
-    s.players(2);
-    s.thumbnailer();
+    let (b, mut s) = streaming(2);
     let d = b.daemon(None);
     let mut bad = run_for(&s, 20);
     // A restart in the middle: what the old daemon knew about playlists must hold on.
@@ -114,15 +121,7 @@ fn bench_journal_and_audit_volume() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
     for (scenario, total) in [("stream", secs), ("lease 60 s", 120)] {
-        let b = Box_::new("gc_interval = \"1s\"", "", CLASSES);
-        let mut s = Stack::start(&b.media);
-        wait_for(
-            "nginx to write the playlist",
-            Duration::from_secs(30),
-            || s.playlist().exists(),
-        );
-        s.players(1);
-        s.thumbnailer();
+        let (b, _stack) = streaming(1);
         let d = b.daemon(None);
         if scenario == "stream" {
             std::thread::sleep(Duration::from_secs(total));

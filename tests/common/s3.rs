@@ -109,7 +109,7 @@ fn run(program: &str, args: &[&str]) -> Output {
 }
 
 /// Spawns `program args` with stdout and stderr to `log`.
-fn spawn(program: &str, args: &[&str], log: &Path) -> Child {
+pub fn spawn(program: &str, args: &[&str], log: &Path) -> Child {
     let out = std::fs::File::create(log).unwrap();
     Command::new(program)
         .args(args)

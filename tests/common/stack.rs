@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::s3::free_port;
+use super::s3::{free_port, spawn};
 
 /// nginx's HLS fragment and playlist length, as configured below (seconds).
 pub const FRAGMENT: f64 = 1.0;
@@ -49,17 +49,6 @@ pub struct Stack {
     pub seen: Arc<Mutex<HashMap<String, Seen>>>,
     /// Thumbnails made, and the failures (with ffmpeg's words).
     pub thumbs: Arc<Mutex<(u32, Vec<String>)>>,
-}
-
-fn spawn(program: &str, args: &[&str], log: &Path) -> Child {
-    let out = std::fs::File::create(log).unwrap();
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {program}: {e} (.ci/run installs it)"))
 }
 
 /// Parses a media playlist: (segment name, duration) in order, and whether it has ENDLIST.
