@@ -1,0 +1,477 @@
+//! Configuration: the TOML model, loading, and validation with `FILE:LINE:COL` diagnostics.
+//!
+//! Parsing happens in two layers: `raw` mirrors the file (with source spans, unknown keys
+//! refused), and [`Config`] is the validated model the rest of the daemon uses. Relative
+//! paths are resolved against the directory of the config file.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use globset::{Glob, GlobBuilder};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::units::{ByteSize, Dur, Percent};
+
+/// The default config path when neither `--config` nor `$MEDIARETAIN_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/mediaretain/config.toml";
+
+/// The longest scan_interval/gc_interval accepted (a year).
+const MAX_INTERVAL_SECS: u64 = 365 * 86400;
+
+/// One problem in a config file, located by line and column (both 1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The config file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{}: cannot read config: {source}", path.display())]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but has one or more problems.
+    #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The file it was loaded from (absolute when possible).
+    pub path: PathBuf,
+    /// Daemon settings.
+    pub daemon: Daemon,
+    /// Stores, in file order.
+    pub stores: Vec<Store>,
+    /// Classes, in file order (first match wins within a store).
+    pub classes: Vec<Class>,
+    /// Disk-pressure watermarks.
+    pub watchdog: Watchdog,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Daemon {
+    /// Registry, lock and staging live here.
+    pub state_dir: PathBuf,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// Full reconciliation of every store this often.
+    pub scan_interval: Dur,
+    /// A lifecycle pass at least this often (passes also run when files arrive or expire).
+    pub gc_interval: Dur,
+    /// Blast-radius guard: at most this many files in one pass.
+    pub max_delete_files: u64,
+    /// Blast-radius guard: at most this many bytes in one pass.
+    pub max_delete_bytes: ByteSize,
+    /// Audit records older than this are pruned.
+    pub audit_retention: Dur,
+    /// At most this many audit records are kept (the oldest go first): a bound by size as
+    /// well as by age (a record takes about 200 bytes).
+    pub audit_max_records: u64,
+    /// Members of this group may connect to the control socket: read, and take, renew and
+    /// release their own leases. None: only root and the daemon's user.
+    pub socket_group: Option<String>,
+    /// At most this many active leases per client uid (root and the daemon's user: no limit).
+    pub max_leases_per_uid: u32,
+}
+
+/// `[[store]]`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Store {
+    /// Unique name, used in `STORE:KEY` paths and in classes.
+    pub name: String,
+    /// The backend.
+    pub kind: StoreKind,
+    /// Root directory of a local store (empty for S3).
+    pub root: PathBuf,
+    /// Remove empty directories untouched for this long (never the root); None: never.
+    pub prune_empty_dirs: Option<Dur>,
+    /// Follow changes with inotify (else only periodic scans).
+    pub watch: bool,
+    /// Where an S3 store's objects are.
+    pub s3: Option<S3Location>,
+}
+
+impl Store {
+    /// A directory on this machine (not an S3 bucket).
+    pub fn is_local(&self) -> bool {
+        self.kind == StoreKind::Local
+    }
+}
+
+/// An S3 store's bucket, prefix and credentials.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct S3Location {
+    /// `https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:3900`.
+    pub endpoint: String,
+    /// `us-east-1`, `garage`, `auto` (R2).
+    pub region: String,
+    /// The bucket.
+    pub bucket: String,
+    /// Keys under this prefix only (`box1/`).
+    pub prefix: String,
+    /// `bucket.host` requests instead of `host/bucket`.
+    pub virtual_hosted: bool,
+    /// Plain HTTP to a non-loopback endpoint.
+    pub allow_http: bool,
+    /// Access keys from this file (`aws_access_key_id = …`); None: the standard
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` environment variables.
+    pub credentials_file: Option<PathBuf>,
+    /// Multipart uploads under the prefix older than this are aborted (crash leftovers).
+    pub abort_uploads_after: Dur,
+    /// A failing request is retried (with backoff) for at most this long.
+    pub retry_timeout: Dur,
+}
+
+/// The backend of a store.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// A directory on a local filesystem.
+    Local,
+    /// A bucket (and prefix) on an S3-compatible service.
+    S3,
+}
+
+/// `[[class]]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Class {
+    /// Unique name.
+    pub name: String,
+    /// The store whose files it matches.
+    pub store: String,
+    /// Globs relative to the store root.
+    pub patterns: Vec<String>,
+    /// Globs that take a file back out of this class.
+    pub exclude: Vec<String>,
+    /// What kind of data this is.
+    pub lifecycle: Lifecycle,
+    /// `temporary`: expires this long after its age reference.
+    pub ttl: Option<Dur>,
+    /// `segment`/`recording`: kept this long after its age reference.
+    pub keep_for: Option<Dur>,
+    /// Keep at most this many files (oldest go first).
+    pub max_count: Option<u64>,
+    /// Keep at most this many bytes (oldest go first).
+    pub max_total: Option<ByteSize>,
+    /// What the age of a file is counted from.
+    pub age_from: AgeFrom,
+    /// A file modified more recently than this is still being written: in use.
+    pub quiet_period: Dur,
+    /// Segments listed by a live media playlist of the store are in use (default: on for
+    /// `segment` classes).
+    pub protect_playlist_refs: bool,
+    /// `X` is in use while `X` + one of these (a writer's temporary name) is being written.
+    pub part_suffixes: Vec<String>,
+    /// Under disk pressure, files younger than this are never freed. Default: 5m for
+    /// temporary, 0s for segment classes; a recording class without it is never freed
+    /// under pressure.
+    pub min_keep: Option<Dur>,
+    /// Under disk pressure, classes of one tier with a lower value are freed first.
+    pub pressure_priority: i64,
+    /// Copy files to an S3 store once they are old enough (local classes only).
+    pub offload: Option<Offload>,
+}
+
+/// `offload = { to = "archive", after = "1h", delete_local = true }`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Offload {
+    /// The S3 store the copies go to, under the key `SOURCE-STORE/PATH` (see
+    /// [`crate::store::offload_key`]), so no two local files can share one.
+    pub to: String,
+    /// Copied once this old (and quiet, and not in use).
+    #[serde(default)]
+    pub after: Dur,
+    /// Remove the local file once its remote copy is verified.
+    #[serde(default)]
+    pub delete_local: bool,
+    /// Lets disk pressure free files of this class that have no verified remote copy
+    /// (audited as such). Off: offload before delete holds under pressure too.
+    #[serde(default)]
+    pub free_uncopied_under_pressure: bool,
+}
+
+impl Class {
+    /// The minimum age under disk pressure (None: never freed under pressure).
+    pub fn pressure_min_keep(&self) -> Option<Dur> {
+        self.min_keep.or(match self.lifecycle {
+            Lifecycle::Temporary => Some(Dur(std::time::Duration::from_secs(300))),
+            Lifecycle::Segment => Some(Dur::ZERO),
+            Lifecycle::Recording => None,
+        })
+    }
+}
+
+/// The lifecycle of a class.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// Scratch files; expire after `ttl`.
+    Temporary,
+    /// Short-lived media pieces (HLS/DASH).
+    Segment,
+    /// Finished media.
+    Recording,
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lifecycle::Temporary => "temporary",
+            Lifecycle::Segment => "segment",
+            Lifecycle::Recording => "recording",
+        })
+    }
+}
+
+/// The age reference of a class.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgeFrom {
+    /// The file's modification time.
+    #[default]
+    Mtime,
+    /// When mediaretain first saw the file (for files that arrive with old mtimes).
+    FirstSeen,
+}
+
+impl fmt::Display for AgeFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AgeFrom::Mtime => "mtime",
+            AgeFrom::FirstSeen => "first_seen",
+        })
+    }
+}
+
+/// `[watchdog]`: when a volume holding local stores is under pressure, and how far to free.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Watchdog {
+    /// Sampling interval (volumes are also sampled right after bursts of write events).
+    pub interval: Dur,
+    /// The limits of every volume without an override.
+    pub limits: Limits,
+    /// `[[watchdog.volume]]`: limits for the volume holding `path`.
+    pub volumes: Vec<VolumeLimits>,
+}
+
+/// When one volume is under pressure.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Limits {
+    /// Watch this volume at all.
+    pub enabled: bool,
+    /// Start freeing at this usage (as `df` counts it).
+    pub high: Percent,
+    /// Free until usage is down to this.
+    pub low: Percent,
+    /// Also start when the volume is forecast to be full within this time (0s: never).
+    pub horizon: Dur,
+    /// Also start when fewer bytes than this are free.
+    pub min_free: Option<ByteSize>,
+    /// Also start when fewer inodes than this share are free.
+    pub min_free_inodes: Percent,
+}
+
+/// `[[watchdog.volume]]`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VolumeLimits {
+    /// Any path on the volume (its mount point, a store root).
+    pub path: PathBuf,
+    /// Its limits (unset keys inherit `[watchdog]`).
+    pub limits: Limits,
+}
+
+impl Watchdog {
+    /// The limits of the volume of device `dev` (`dev_of` maps an override's path to its
+    /// device).
+    pub fn limits_for(&self, dev: u64, dev_of: impl Fn(&Path) -> Option<u64>) -> &Limits {
+        self.volumes
+            .iter()
+            .find(|v| dev_of(&v.path) == Some(dev))
+            .map(|v| &v.limits)
+            .unwrap_or(&self.limits)
+    }
+}
+
+/// Turns byte spans of the config text into `FILE:LINE:COL` diagnostics.
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn at(&self, span: Range<usize>, message: String) -> Diagnostic {
+        let mut start = span.start.min(self.text.len());
+        while !self.text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let col = self.text[line_start..start].chars().count() + 1;
+        Diagnostic {
+            file: self.file.to_path_buf(),
+            line,
+            col,
+            message,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse_bytes(path, bytes, true)
+    }
+
+    /// Like [`Config::parse_with`], from the raw bytes of a file: text that is not UTF-8 is
+    /// an error located at its first bad byte.
+    pub fn parse_bytes(
+        path: &Path,
+        bytes: Vec<u8>,
+        fs_checks: bool,
+    ) -> Result<Config, ConfigError> {
+        let text = utf8(path, bytes)?;
+        Config::parse_with(path, &text, fs_checks)
+    }
+
+    /// Parses and validates `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(path, text, true)
+    }
+
+    /// Like [`Config::parse`]; with `fs_checks` false, store roots and the state directory
+    /// are not looked at (for checking example configs on another machine).
+    pub fn parse_with(path: &Path, text: &str, fs_checks: bool) -> Result<Config, ConfigError> {
+        let locate = Locator { file: path, text };
+        let raw: raw::File = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ConfigError::Invalid(vec![locate.at(span, e.message().trim().to_string())])
+        })?;
+        validate::validate(raw, locate, path, config_dir(path), fs_checks)
+            .map_err(ConfigError::Invalid)
+    }
+
+    /// The store called `name`.
+    pub fn store(&self, name: &str) -> Option<&Store> {
+        self.stores.iter().find(|s| s.name == name)
+    }
+
+    /// The class called `name`.
+    pub fn class(&self, name: &str) -> Option<&Class> {
+        self.classes.iter().find(|c| c.name == name)
+    }
+}
+
+/// `bytes` as text, or a located error at the first byte that is not UTF-8.
+pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bad = e.as_bytes().get(at).copied().unwrap_or(0);
+        let valid = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
+        let locate = Locator {
+            file: path,
+            text: &valid,
+        };
+        ConfigError::Invalid(vec![locate.at(
+            at..at,
+            format!("invalid UTF-8 (byte 0x{bad:02x}); the config must be UTF-8 text"),
+        )])
+    })
+}
+
+/// The control socket named by the config at `path`, read leniently: only `[daemon]` is
+/// looked at, so the CLI still reaches a running daemon while the file on disk has an
+/// error elsewhere (the daemon keeps its running config until the file is fixed).
+pub fn control_socket(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    let daemon = table.get("daemon")?.as_table()?;
+    let base = config_dir(path);
+    let resolve = |s: &str| normalize(&base.join(s));
+    match daemon.get("socket").and_then(|v| v.as_str()) {
+        Some(s) => Some(resolve(s)),
+        None => Some(resolve(daemon.get("state_dir")?.as_str()?).join("control.sock")),
+    }
+}
+
+/// The directory relative paths in the config at `path` are resolved against.
+fn config_dir(path: &Path) -> PathBuf {
+    path.canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .or_else(|| path.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+}
+
+/// Folds `.` and `..` out of an absolute path, lexically.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Builds a glob the way every class pattern is interpreted: `*` stays within one
+/// directory, `**` crosses directories, `{a,b}` alternates.
+pub fn glob(pattern: &str) -> Result<Glob, globset::Error> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+}
+
+/// Compiles `patterns` into one matcher the way classes and leases use them. A glob can
+/// parse and still not compile (a 260-deep `{a,{b,…}}` exceeds the regex size limit).
+pub fn glob_set(patterns: &[String]) -> Result<globset::GlobSet, globset::Error> {
+    let mut b = globset::GlobSetBuilder::new();
+    for p in patterns {
+        b.add(glob(p)?);
+    }
+    b.build()
+}
+
+mod raw;
+mod validate;

@@ -1,0 +1,586 @@
+//! Validation: the file as written (`raw`) becomes the [`Config`] model, every problem found
+//! reported with its `FILE:LINE:COL` — all of them, not only the first. One method per
+//! section (daemon, stores, classes, watchdog), then the checks across sections.
+
+use std::collections::HashMap;
+
+use super::*;
+struct Validator<'a> {
+    locate: Locator<'a>,
+    base: PathBuf,
+    fs_checks: bool,
+    diags: Vec<Diagnostic>,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        let d = self.locate.at(span, msg.into());
+        self.diags.push(d);
+    }
+
+    /// Offload keys are `SOURCE/PATH` beneath the target's prefix, unique per local file
+    /// within one target; two S3 stores whose key spaces overlap (same endpoint and bucket,
+    /// one prefix inside the other) would let a copy land on another store's key.
+    fn check_offload_targets(
+        &mut self,
+        stores: &[Store],
+        classes: &[Class],
+        spans: &HashMap<String, Range<usize>>,
+    ) {
+        let targets: HashSet<&str> = classes
+            .iter()
+            .filter_map(|c| c.offload.as_ref().map(|o| o.to.as_str()))
+            .collect();
+        let space = |l: &S3Location| {
+            let p = l.prefix.trim_matches('/');
+            let p = if p.is_empty() {
+                String::new()
+            } else {
+                format!("{p}/")
+            };
+            (
+                l.endpoint.trim_end_matches('/').to_string(),
+                l.bucket.clone(),
+                p,
+            )
+        };
+        let s3: Vec<(&str, (String, String, String))> = stores
+            .iter()
+            .filter_map(|s| s.s3.as_ref().map(|l| (s.name.as_str(), space(l))))
+            .collect();
+        for (i, (a, (ea, ba, pa))) in s3.iter().enumerate() {
+            for (b, (eb, bb, pb)) in &s3[i + 1..] {
+                let overlap = ea == eb
+                    && ba == bb
+                    && (pa.starts_with(pb.as_str()) || pb.starts_with(pa.as_str()));
+                if overlap && (targets.contains(a) || targets.contains(b)) {
+                    let span = spans.get(*b).cloned().unwrap_or(0..0);
+                    self.err(
+                        span,
+                        format!("store {b:?}: its keys overlap those of store {a:?} (bucket {bb:?}, prefixes {pa:?} and {pb:?}), and offloaded copies go to one of them: give each S3 store a prefix of its own"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Makes `p` absolute against the config's directory, folding `.` and `..`.
+    fn resolve(&self, p: &Path) -> PathBuf {
+        normalize(&self.base.join(p))
+    }
+
+    /// Limits from `t`, unset keys taken from `inherit` (else the defaults), validated.
+    fn limits(
+        &mut self,
+        t: &raw::VolumeTable,
+        inherit: Option<&Limits>,
+        span: Range<usize>,
+        what: &str,
+    ) -> Limits {
+        let l = Limits {
+            enabled: t.enabled.or(inherit.map(|i| i.enabled)).unwrap_or(true),
+            high: t.high.or(inherit.map(|i| i.high)).unwrap_or(Percent(90.0)),
+            low: t.low.or(inherit.map(|i| i.low)).unwrap_or(Percent(80.0)),
+            horizon: t
+                .horizon
+                .or(inherit.map(|i| i.horizon))
+                .unwrap_or(Dur::ZERO),
+            min_free: t.min_free.or(inherit.and_then(|i| i.min_free)),
+            min_free_inodes: t
+                .min_free_inodes
+                .or(inherit.map(|i| i.min_free_inodes))
+                .unwrap_or(Percent(0.0)),
+        };
+        if l.low.0 >= l.high.0 {
+            self.err(
+                span.clone(),
+                format!("{what}: low ({}) must be below high ({})", l.low, l.high),
+            );
+        }
+        if l.min_free_inodes.0 >= 50.0 {
+            self.err(
+                span,
+                format!(
+                    "{what}: min_free_inodes ({}) must be below 50%",
+                    l.min_free_inodes
+                ),
+            );
+        }
+        l
+    }
+
+    fn validate(&mut self, raw: raw::File, path: &Path) -> Config {
+        let state_dir_span = raw.daemon.get_ref().state_dir.span();
+        let daemon = self.daemon(raw.daemon);
+        let (stores, store_spans) = self.stores(raw.store);
+        // Our own files must never be candidates for deletion.
+        for (what, p) in [("state_dir", &daemon.state_dir), ("socket", &daemon.socket)] {
+            if let Some(st) = stores
+                .iter()
+                .find(|st| st.is_local() && p.starts_with(&st.root))
+            {
+                self.err(
+                    state_dir_span.clone(),
+                    format!("daemon.{what} {} is inside the root of store {:?}; keep mediaretain's own files outside every store", p.display(), st.name),
+                );
+            }
+        }
+        let mut names = HashSet::new();
+        let classes: Vec<Class> = raw
+            .class
+            .into_iter()
+            .map(|c| self.class(c, &stores, &mut names))
+            .collect();
+        self.check_offload_targets(&stores, &classes, &store_spans);
+        let watchdog = self.watchdog(raw.watchdog, &stores);
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        Config {
+            path,
+            daemon,
+            stores,
+            classes,
+            watchdog,
+        }
+    }
+
+    /// `[daemon]`.
+    fn daemon(&mut self, raw: Spanned<raw::DaemonTable>) -> Daemon {
+        let dspan = raw.span();
+        let d = raw.into_inner();
+        let (guard, guard_span) = match d.max_delete_per_pass {
+            Some(g) => (*g.get_ref(), g.span()),
+            None => (raw::Guard::default(), dspan.clone()),
+        };
+        let state_dir = self.resolve(d.state_dir.get_ref());
+        if let Some(md) = std::fs::metadata(&state_dir)
+            .ok()
+            .filter(|_| self.fs_checks)
+        {
+            if !md.is_dir() {
+                self.err(
+                    d.state_dir.span(),
+                    format!("state_dir {} is not a directory", state_dir.display()),
+                );
+            } else if rustix::fs::access(&state_dir, rustix::fs::Access::WRITE_OK).is_err() {
+                self.err(
+                    d.state_dir.span(),
+                    format!("state_dir {} is not writable", state_dir.display()),
+                );
+            }
+        }
+        let socket = d
+            .socket
+            .as_deref()
+            .map(|s| self.resolve(s))
+            .unwrap_or_else(|| state_dir.join("control.sock"));
+        if let Some(g) = d.socket_group.as_deref().filter(|_| self.fs_checks)
+            && let Err(e) = crate::access::group_gid(g)
+        {
+            self.err(dspan.clone(), e.to_string());
+        }
+        if guard.files == 0 {
+            self.err(guard_span, "max_delete_per_pass.files must be at least 1");
+        }
+        let daemon = Daemon {
+            state_dir,
+            socket,
+            scan_interval: d.scan_interval,
+            gc_interval: d.gc_interval,
+            max_delete_files: guard.files,
+            max_delete_bytes: guard.bytes,
+            audit_retention: d.audit_retention,
+            audit_max_records: d.audit_max_records.max(1),
+            socket_group: d.socket_group,
+            max_leases_per_uid: d.max_leases_per_uid,
+        };
+        for (name, v, min) in [
+            ("scan_interval", d.scan_interval, 1),
+            ("gc_interval", d.gc_interval, 1),
+        ] {
+            if v.0.as_secs() < min || v.0.as_secs() > MAX_INTERVAL_SECS {
+                self.err(
+                    dspan.clone(),
+                    format!("daemon.{name} must be between {min}s and 365d"),
+                );
+            }
+        }
+        daemon
+    }
+
+    /// Every `[[store]]`, with where each is named (for errors found after all are read).
+    fn stores(&mut self, raw: Vec<raw::StoreTable>) -> (Vec<Store>, HashMap<String, Range<usize>>) {
+        let mut stores = Vec::new();
+        let mut names = HashSet::new();
+        let mut store_spans = HashMap::new();
+        for s in raw {
+            let name = s.name.get_ref().clone();
+            store_spans.insert(name.clone(), s.name.span());
+            if name.is_empty() || name.contains([':', '/']) || name.trim() != name {
+                self.err(s.name.span(), format!("store name {name:?} must be non-empty, without ':', '/' or surrounding spaces"));
+            } else if !names.insert(name.clone()) {
+                self.err(s.name.span(), format!("duplicate store name {name:?}"));
+            }
+            let store = match s.kind {
+                StoreKind::Local => self.local_store(&s, name, &stores),
+                StoreKind::S3 => self.s3_store(&s, name),
+            };
+            stores.extend(store);
+        }
+        (stores, store_spans)
+    }
+
+    /// A `kind = "local"` store; `others` are the stores read before it.
+    fn local_store(
+        &mut self,
+        s: &raw::StoreTable,
+        name: String,
+        others: &[Store],
+    ) -> Option<Store> {
+        let s3_keys = [
+            ("endpoint", s.endpoint.is_some()),
+            ("bucket", s.bucket.is_some()),
+            ("region", s.region.is_some()),
+            ("prefix", s.prefix.is_some()),
+            ("credentials_file", s.credentials_file.is_some()),
+            ("virtual_hosted", s.virtual_hosted.is_some()),
+            ("allow_http", s.allow_http.is_some()),
+            ("abort_uploads_after", s.abort_uploads_after.is_some()),
+            ("retry_timeout", s.retry_timeout.is_some()),
+        ];
+        let span = s.name.span();
+        for (k, _) in s3_keys.iter().filter(|(_, set)| *set) {
+            self.err(
+                span.clone(),
+                format!("store {name:?}: {k} is for kind = \"s3\" stores"),
+            );
+        }
+        let Some(root_spanned) = &s.root else {
+            self.err(span, format!("store {name:?}: a local store needs root"));
+            return None;
+        };
+        let root = self.resolve(root_spanned.get_ref());
+        if let Some(problem) = self.fs_checks.then(|| root_problem(&root)).flatten() {
+            self.err(
+                root_spanned.span(),
+                format!("store {name:?}: root {} {problem}", root.display()),
+            );
+        }
+        let root = root.canonicalize().unwrap_or(root);
+        // A file belongs to one store: pins, classes and confinement are per store.
+        if let Some(other) = others.iter().find(|o: &&Store| {
+            o.is_local() && (o.root.starts_with(&root) || root.starts_with(&o.root))
+        }) {
+            self.err(
+                    root_spanned.span(),
+                    format!("store {name:?}: root {} overlaps the root of store {:?} ({}); store roots must not nest", root.display(), other.name, other.root.display()),
+                );
+        }
+        Some(Store {
+            name,
+            kind: s.kind,
+            root,
+            prune_empty_dirs: s.prune_empty_dirs.then_some(s.prune_grace),
+            watch: s.watch,
+            s3: None,
+        })
+    }
+
+    /// A `kind = "s3"` store.
+    fn s3_store(&mut self, s: &raw::StoreTable, name: String) -> Option<Store> {
+        let span = s.name.span();
+        if s.root.is_some() || s.prune_empty_dirs {
+            self.err(span.clone(), format!("store {name:?}: root and prune_empty_dirs are for local stores; an S3 store has endpoint, bucket and prefix"));
+        }
+        let (Some(endpoint), Some(bucket)) = (&s.endpoint, &s.bucket) else {
+            self.err(
+                span,
+                format!("store {name:?}: an S3 store needs endpoint and bucket"),
+            );
+            return None;
+        };
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            self.err(span.clone(), format!("store {name:?}: endpoint {endpoint:?} must start with https:// (or http:// for loopback or with allow_http)"));
+        }
+        let prefix = s.prefix.clone().unwrap_or_default();
+        if prefix.starts_with('/') || prefix.split('/').any(|x| x == "..") {
+            self.err(
+                span.clone(),
+                format!("store {name:?}: prefix {prefix:?} must be relative, without '..'"),
+            );
+        }
+        let credentials_file = s.credentials_file.as_ref().map(|f| self.resolve(f));
+        if let Some((f, Err(e))) = credentials_file
+            .as_ref()
+            .filter(|_| self.fs_checks)
+            .map(|f| (f, std::fs::metadata(f)))
+        {
+            self.err(
+                span.clone(),
+                format!("store {name:?}: credentials_file {}: {e}", f.display()),
+            );
+        }
+        Some(Store {
+            name,
+            kind: s.kind,
+            root: PathBuf::new(),
+            prune_empty_dirs: None,
+            watch: false,
+            s3: Some(S3Location {
+                endpoint: endpoint.clone(),
+                region: s.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                bucket: bucket.clone(),
+                prefix,
+                virtual_hosted: s.virtual_hosted.unwrap_or(false),
+                allow_http: s.allow_http.unwrap_or(false),
+                credentials_file,
+                abort_uploads_after: s
+                    .abort_uploads_after
+                    .unwrap_or(Dur(std::time::Duration::from_secs(86400))),
+                retry_timeout: s
+                    .retry_timeout
+                    .unwrap_or(Dur(std::time::Duration::from_secs(120))),
+            }),
+        })
+    }
+
+    /// One `[[class]]`; `names` holds the class names seen so far.
+    fn class(
+        &mut self,
+        raw: Spanned<raw::ClassTable>,
+        stores: &[Store],
+        class_names: &mut HashSet<String>,
+    ) -> Class {
+        let span = raw.span();
+        let c = raw.into_inner();
+        let name = c.name.get_ref().clone();
+        if name.is_empty() {
+            self.err(c.name.span(), "class name must not be empty");
+        } else if !class_names.insert(name.clone()) {
+            self.err(c.name.span(), format!("duplicate class name {name:?}"));
+        }
+        if !stores.iter().any(|s| &s.name == c.store.get_ref()) {
+            let known: Vec<_> = stores.iter().map(|s| s.name.as_str()).collect();
+            self.err(
+                c.store.span(),
+                format!(
+                    "class {name:?}: unknown store {:?} (stores: {})",
+                    c.store.get_ref(),
+                    known.join(", ")
+                ),
+            );
+        }
+        if c.patterns.get_ref().is_empty() {
+            self.err(
+                c.patterns.span(),
+                format!("class {name:?}: match must list at least one glob"),
+            );
+        }
+        let mut each_ok = true;
+        for p in c.patterns.get_ref().iter().chain(c.exclude.get_ref()) {
+            if let Err(e) = glob(p) {
+                each_ok = false;
+                let sp = if c.patterns.get_ref().contains(p) {
+                    c.patterns.span()
+                } else {
+                    c.exclude.span()
+                };
+                self.err(sp, format!("class {name:?}: bad glob {p:?}: {}", e.kind()));
+            } else if p.starts_with('/') {
+                self.err(
+                    c.patterns.span(),
+                    format!("class {name:?}: glob {p:?} must be relative to the store root"),
+                );
+            }
+        }
+        // Each glob parses; together they must also compile, as the classifier does.
+        for (list, key) in [(&c.patterns, "match"), (&c.exclude, "exclude")] {
+            if each_ok && let Err(e) = glob_set(list.get_ref()) {
+                self.err(
+                        list.span(),
+                        format!("class {name:?}: the {key} globs cannot be compiled (too large or nested too deeply): {}", e.kind()),
+                    );
+            }
+        }
+        match c.lifecycle {
+            Lifecycle::Temporary => {
+                if c.ttl.is_none() {
+                    self.err(
+                        span.clone(),
+                        format!("class {name:?}: lifecycle \"temporary\" needs ttl"),
+                    );
+                }
+                if c.keep_for.is_some() {
+                    self.err(span.clone(), format!("class {name:?}: keep_for is for segment and recording classes; a temporary class uses ttl"));
+                }
+            }
+            Lifecycle::Segment | Lifecycle::Recording => {
+                if c.ttl.is_some() {
+                    self.err(span.clone(), format!("class {name:?}: ttl is for temporary classes; a {} class uses keep_for", c.lifecycle));
+                }
+                if c.lifecycle == Lifecycle::Segment && c.keep_for.is_none() {
+                    self.err(
+                        span.clone(),
+                        format!("class {name:?}: lifecycle \"segment\" needs keep_for"),
+                    );
+                }
+            }
+        }
+        if c.part_suffixes
+            .iter()
+            .any(|x| x.is_empty() || x.contains('/'))
+        {
+            self.err(
+                span.clone(),
+                format!("class {name:?}: part_suffixes must be non-empty and contain no '/'"),
+            );
+        }
+        if c.max_count == Some(0) || c.max_total.is_some_and(|t| t.0 == 0) {
+            self.err(
+                    span.clone(),
+                    format!("class {name:?}: max_count and max_total must be above 0 (a ttl of 0s expires files at once)"),
+                );
+        }
+        if let Some(o) = &c.offload {
+            let local = stores
+                .iter()
+                .find(|s| &s.name == c.store.get_ref())
+                .is_some_and(Store::is_local);
+            match stores.iter().find(|s| s.name == o.to) {
+                None => self.err(
+                    span.clone(),
+                    format!("class {name:?}: offload.to names unknown store {:?}", o.to),
+                ),
+                Some(t) if t.is_local() => self.err(
+                    span.clone(),
+                    format!(
+                        "class {name:?}: offload.to must name an S3 store; {:?} is local",
+                        o.to
+                    ),
+                ),
+                Some(_) if !local => self.err(
+                    span.clone(),
+                    format!("class {name:?}: offload is for classes of local stores"),
+                ),
+                Some(_) => {}
+            }
+        }
+        Class {
+            name,
+            store: c.store.into_inner(),
+            patterns: c.patterns.into_inner(),
+            exclude: c.exclude.into_inner(),
+            lifecycle: c.lifecycle,
+            ttl: c.ttl,
+            keep_for: c.keep_for,
+            max_count: c.max_count,
+            max_total: c.max_total,
+            age_from: c.age_from,
+            quiet_period: c.quiet_period,
+            protect_playlist_refs: c
+                .protect_playlist_refs
+                .unwrap_or(c.lifecycle == Lifecycle::Segment),
+            part_suffixes: c.part_suffixes,
+            min_keep: c.min_keep,
+            pressure_priority: c.pressure_priority,
+            offload: c.offload,
+        }
+    }
+
+    /// `[watchdog]` and its `[[watchdog.volume]]`s.
+    fn watchdog(&mut self, raw: Option<Spanned<raw::Watchdog>>, stores: &[Store]) -> Watchdog {
+        let (wspan, w) = match raw {
+            Some(w) => (w.span(), w.into_inner()),
+            None => (0..0, raw::Watchdog::default()),
+        };
+        if w.interval.0.is_zero() || w.interval.0.as_secs() > 3600 {
+            self.err(
+                wspan.clone(),
+                "watchdog: interval must be above 0s and at most 1h",
+            );
+        }
+        let base = raw::VolumeTable {
+            path: Spanned::new(0..0, PathBuf::new()),
+            enabled: Some(w.enabled),
+            high: Some(w.high),
+            low: Some(w.low),
+            horizon: Some(w.horizon),
+            min_free: w.min_free,
+            min_free_inodes: Some(w.min_free_inodes),
+        };
+        let limits = self.limits(&base, None, wspan.clone(), "watchdog");
+        let mut volumes: Vec<VolumeLimits> = Vec::new();
+        for v in &w.volume {
+            let span = v.span();
+            let v = v.get_ref();
+            let path = self.resolve(v.path.get_ref());
+            let what = format!("watchdog.volume {}", path.display());
+            if self.fs_checks {
+                match std::fs::metadata(&path) {
+                    Err(e) => self.err(v.path.span(), format!("{what}: {e}")),
+                    Ok(md) => {
+                        use std::os::unix::fs::MetadataExt;
+                        let dev_of = |p: &Path| std::fs::metadata(p).ok().map(|m| m.dev());
+                        if !stores
+                            .iter()
+                            .any(|s| s.is_local() && dev_of(&s.root) == Some(md.dev()))
+                        {
+                            self.err(
+                                v.path.span(),
+                                format!("{what}: no local store lies on this volume"),
+                            );
+                        }
+                        if volumes.iter().any(|o| dev_of(&o.path) == Some(md.dev())) {
+                            self.err(
+                                v.path.span(),
+                                format!(
+                                    "{what}: another [[watchdog.volume]] names the same volume"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            let limits = self.limits(v, Some(&limits), span, &what);
+            volumes.push(VolumeLimits { path, limits });
+        }
+        Watchdog {
+            interval: w.interval,
+            limits,
+            volumes,
+        }
+    }
+}
+
+/// Why `root` cannot serve as a store root, if it cannot.
+fn root_problem(root: &Path) -> Option<String> {
+    match std::fs::metadata(root) {
+        Err(e) => Some(format!("is not accessible: {e}")),
+        Ok(md) if !md.is_dir() => Some("is not a directory".into()),
+        Ok(_) => std::fs::read_dir(root)
+            .err()
+            .map(|e| format!("is not readable: {e}")),
+    }
+}
+
+/// Validates `raw`, read from `path` (whose text `locate` holds); relative paths resolve
+/// against `base`. With `fs_checks` false, nothing on this machine is looked at.
+pub(super) fn validate(
+    raw: raw::File,
+    locate: Locator<'_>,
+    path: &Path,
+    base: PathBuf,
+    fs_checks: bool,
+) -> Result<Config, Vec<Diagnostic>> {
+    let mut v = Validator {
+        locate,
+        base,
+        fs_checks,
+        diags: Vec::new(),
+    };
+    let cfg = v.validate(raw, path);
+    if v.diags.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(v.diags)
+    }
+}
