@@ -15,6 +15,7 @@ use crate::access::Caller;
 use crate::classify::Classifier;
 use crate::clock::Clock;
 use crate::config::{AgeFrom, Class, Config, ConfigError};
+use crate::inuse::InUse;
 use crate::inuse::leases::LeaseSet;
 use crate::policy::{self, ClassPlanner, Plan, Rule, Verdict};
 use crate::registry::{
@@ -126,6 +127,13 @@ impl Runtime {
 
     fn store(&self, name: &str) -> Option<&LocalStore> {
         self.stores.iter().find(|s| s.name() == name)
+    }
+
+    /// The class `path` of `store` falls in under the running config.
+    fn class_of(&self, store: &str, path: &Path) -> Option<&Class> {
+        self.classifier
+            .classify(store, path)
+            .and_then(|c| self.config.class(c))
     }
 
     /// Resolves a CLI/API path argument: an absolute path inside a store root, or
@@ -331,15 +339,6 @@ pub struct ClassInfo {
     pub rules: Class,
 }
 
-/// Every in-use signal at one instant, for explain and ls: leases, open files and locks,
-/// writers' temporary files, and (from the file's mtime) a class's quiet period.
-struct Signals {
-    leases: LeaseSet,
-    users: crate::inuse::Snapshot,
-    parts: HashMap<String, std::collections::HashSet<PathBuf>>,
-    now: Nanos,
-}
-
 /// Longest lease a single call grants (a holder renews for longer).
 const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
 
@@ -484,11 +483,8 @@ pub struct Engine {
     activity: Mutex<Activity>,
     /// Held while pins are re-checked and a chunk is deleted, and while a pin is written.
     pin_gate: Mutex<()>,
-    /// What live playlists referenced, remembered for their grace period.
-    playlists: Mutex<crate::inuse::playlist::Memory>,
-    /// A playlist arrived or changed through the watcher since playlists were last read:
-    /// the next chunk reads them again, not up to a second later.
-    playlists_dirty: std::sync::atomic::AtomicBool,
+    /// Every in-use signal's state between passes (what live playlists listed).
+    inuse: InUse,
     /// Directories that may be empty: (store, dir), tried at the end of each pass.
     prune_candidates: Mutex<std::collections::BTreeSet<(String, PathBuf)>>,
     /// The watchdog's view of each volume, by device (filled by a daemon's watchdog).
@@ -534,8 +530,7 @@ impl Engine {
             clock,
             activity: Mutex::new(activity),
             pin_gate: Mutex::new(()),
-            playlists: Mutex::new(Default::default()),
-            playlists_dirty: std::sync::atomic::AtomicBool::new(false),
+            inuse: InUse::default(),
             prune_candidates: Mutex::new(Default::default()),
             watch: Mutex::new(HashMap::new()),
             pass_soon: Arc::new(tokio::sync::Notify::new()),
@@ -929,7 +924,11 @@ impl Engine {
             _ => None,
         };
         let in_use = match (&on_disk, rt.store(&store)) {
-            (Some(_), Some(local)) => self.in_use_reasons(&rt, &self.signals(&rt)?, local, &path),
+            (Some(_), Some(local)) => {
+                let sig = self.signals(&rt)?;
+                self.inuse
+                    .reasons(&sig, rt.class_of(&store, &path), local, &path)
+            }
             // An object: only a lease says it is in use.
             (Some(_), None) => self.lease_set()?.holders(&store, &path),
             (None, _) => Vec::new(),
@@ -968,193 +967,21 @@ impl Engine {
         })
     }
 
-    /// Reads every in-use signal now (playlists refreshed if stale).
-    fn signals(&self, rt: &Runtime) -> Result<Signals> {
-        self.refresh_playlists(rt, &[])?;
-        let parts = rt
-            .stores
-            .iter()
-            .map(|st| Ok((st.name().to_string(), self.part_files(rt, st.name())?)))
-            .collect::<Result<_>>()?;
-        Ok(Signals {
-            leases: self.lease_set()?,
-            users: crate::inuse::Snapshot::take(),
-            parts,
-            now: self.now(),
-        })
+    /// Every in-use signal now, for `explain` and `ls`.
+    fn signals(&self, rt: &Runtime) -> Result<crate::inuse::Signals> {
+        let now = self.now();
+        Ok(self
+            .inuse
+            .signals(&self.registry, &rt.config, &rt.stores, now)?)
     }
 
-    /// Why `path` of `store` is in use now, in words (empty: it is not).
-    fn in_use_reasons(
-        &self,
-        rt: &Runtime,
-        sig: &Signals,
-        store: &LocalStore,
-        path: &Path,
-    ) -> Vec<String> {
-        use std::os::unix::fs::MetadataExt;
-        let name = store.name();
-        let mut why = sig.leases.holders(name, path);
-        if let Ok(md) = std::fs::symlink_metadata(store.root().join(path)) {
-            why.extend(
-                sig.users
-                    .users(md.dev(), md.ino())
-                    .iter()
-                    .map(|u| u.to_string()),
-            );
-            let quiet = rt
-                .classifier
-                .classify(name, path)
-                .and_then(|c| rt.config.class(c))
-                .map(|c| c.quiet_period);
-            let since = sig
-                .now
-                .saturating_sub(md.mtime() * 1_000_000_000 + md.mtime_nsec());
-            if let Some(q) = quiet.filter(|q| since < q.as_nanos_i64()) {
-                why.push(format!(
-                    "still being written (modified {} ago, within quiet_period {q})",
-                    fmt_span(since)
-                ));
-            }
-        }
-        why.extend(self.playlist_reason(rt, name, path));
-        if let Some(parts) = sig.parts.get(name) {
-            let names = &mut |d, i| crate::store::local::Users {
-                who: sig.users.reason(d, i),
-                blind_spot: None,
-            };
-            why.extend(self.writer_reason(rt, store, path, parts, names));
-        }
-        why
-    }
-
-    /// Re-reads the media playlists of stores whose classes protect playlist references,
-    /// if any of them changed since the last reading or that reading is older than a second.
-    /// (A reading kept for a second regardless once let a pass delete the segments a muxer
-    /// had listed since.)
-    /// `dirs` are directories (store, path) about to lose files: their playlists are found
-    /// on disk too, so one the registry has not heard of yet (its event is still queued, or
-    /// the start-up walk missed it) protects what it lists all the same.
+    /// Re-reads the playlists that changed (and those found in `dirs`), see
+    /// [`InUse::refresh_playlists`].
     fn refresh_playlists(&self, rt: &Runtime, dirs: &[(&str, &Path)]) -> Result<()> {
         let now = self.now();
-        // Taken before the registry is read: a playlist registered after this is either
-        // read now or marks the next refresh.
-        let dirty = self
-            .playlists_dirty
-            .swap(false, std::sync::atomic::Ordering::SeqCst);
-        for store in &rt.stores {
-            let protects = rt
-                .config
-                .classes
-                .iter()
-                .any(|c| c.store == store.name() && c.protect_playlist_refs);
-            if !protects {
-                continue;
-            }
-            let mut on_disk: Vec<PathBuf> = dirs
-                .iter()
-                .filter(|(s, _)| *s == store.name())
-                .flat_map(|(_, d)| store.names_ending(d, ".m3u8"))
-                .collect();
-            on_disk.sort();
-            on_disk.dedup();
-            let fresh = !dirty
-                && self
-                    .playlists
-                    .lock()
-                    .expect("playlists")
-                    .fresh(store, &on_disk, now);
-            if fresh {
-                continue;
-            }
-            let mut lists = self.reg().paths_ending(store.name(), ".m3u8")?;
-            lists.extend(on_disk);
-            lists.sort();
-            lists.dedup();
-            self.playlists
-                .lock()
-                .expect("playlists")
-                .refresh(store, lists, now);
-        }
-        Ok(())
-    }
-
-    /// The registry's files of `store` that carry a writer's temporary suffix of any class.
-    fn part_files(&self, rt: &Runtime, store: &str) -> Result<std::collections::HashSet<PathBuf>> {
-        let mut suffixes: Vec<&String> = rt
-            .config
-            .classes
-            .iter()
-            .filter(|c| c.store == store)
-            .flat_map(|c| &c.part_suffixes)
-            .collect();
-        suffixes.sort();
-        suffixes.dedup();
-        let mut parts = std::collections::HashSet::new();
-        for suf in suffixes {
-            parts.extend(self.reg().paths_ending(store, suf)?);
-        }
-        Ok(parts)
-    }
-
-    /// Why the final name `path` is in use: a live writer is still writing `path` + a
-    /// temporary suffix (it is quiet-period fresh, or `users` names a holder of it).
-    fn writer_reason(
-        &self,
-        rt: &Runtime,
-        store: &LocalStore,
-        path: &Path,
-        parts: &std::collections::HashSet<PathBuf>,
-        users: &mut dyn FnMut(u64, u64) -> crate::store::local::Users,
-    ) -> Option<String> {
-        use std::os::unix::fs::MetadataExt;
-        let class = rt
-            .classifier
-            .classify(store.name(), path)
-            .and_then(|c| rt.config.class(c))?;
-        for suf in &class.part_suffixes {
-            let mut name = path.as_os_str().to_os_string();
-            name.push(suf);
-            let part = PathBuf::from(name);
-            if !parts.contains(&part) {
-                continue;
-            }
-            let Ok(md) = std::fs::symlink_metadata(store.root().join(&part)) else {
-                continue;
-            };
-            let since = self
-                .now()
-                .saturating_sub(md.mtime() * 1_000_000_000 + md.mtime_nsec());
-            if since < class.quiet_period.as_nanos_i64() {
-                return Some(format!(
-                    "its writer is still writing {} (modified {} ago)",
-                    part.display(),
-                    fmt_span(since)
-                ));
-            }
-            if let Some(who) = users(md.dev(), md.ino()).who {
-                return Some(format!(
-                    "its writer is still writing {} ({who})",
-                    part.display()
-                ));
-            }
-        }
-        None
-    }
-
-    /// Why a playlist keeps `path` of `store` in use (for classes that protect references).
-    fn playlist_reason(&self, rt: &Runtime, store: &str, path: &Path) -> Option<String> {
-        let class = rt
-            .classifier
-            .classify(store, path)
-            .and_then(|c| rt.config.class(c))?;
-        if !class.protect_playlist_refs {
-            return None;
-        }
-        self.playlists
-            .lock()
-            .expect("playlists")
-            .reason(store, path, self.now())
+        Ok(self
+            .inuse
+            .refresh_playlists(&self.registry, &rt.config, &rt.stores, dirs, now)?)
     }
 
     /// The active leases, compiled.
@@ -1279,7 +1106,8 @@ impl Engine {
                 let Some(local) = rt.store(&e.store) else {
                     return false;
                 };
-                e.in_use = self.in_use_reasons(&rt, &signals, local, &e.path);
+                let class = rt.class_of(&e.store, &e.path);
+                e.in_use = self.inuse.reasons(&signals, class, local, &e.path);
                 !e.in_use.is_empty()
             });
             entries.truncate(filter.limit.map_or(usize::MAX, |l| l as usize));
@@ -1453,8 +1281,7 @@ impl Engine {
             // it lists may arrive in the same burst.
             let m3u8 = |p: &Path| p.extension().is_some_and(|x| x == "m3u8");
             if seen.iter().any(|f| m3u8(&f.path)) {
-                self.playlists_dirty
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                self.inuse.playlist_changed();
             }
         }
         Ok(effect)

@@ -5,6 +5,7 @@
 //! run and `plan` ask the same chain ([`Engine::refusal`]), so they agree.
 
 use super::*;
+use crate::inuse::writers;
 
 /// What a deletion re-checks against: the version that was planned.
 fn expect_of(a: &policy::Action) -> Expect {
@@ -42,15 +43,15 @@ const GUARDS: &[(&str, Guard)] = &[
         (!leased.is_empty()).then(|| format!("in use: {}", leased.join(", ")))
     }),
     ("playlist", |g, a| {
-        let why = g
-            .engine
-            .playlist_reason(g.rt, g.store.name(), &a.entry.path)?;
+        let class = g.rt.class_of(g.store.name(), &a.entry.path)?;
+        let now = g.engine.now();
+        let why = (g.engine.inuse).playlist_reason(class, g.store.name(), &a.entry.path, now)?;
         Some(format!("in use: {why}"))
     }),
     ("writer", |g, a| {
-        let why =
-            g.engine
-                .writer_reason(g.rt, g.store, &a.entry.path, g.checks.parts, &mut *g.in_use)?;
+        let class = g.rt.class_of(g.store.name(), &a.entry.path)?;
+        let (parts, now) = (g.checks.parts, g.engine.now());
+        let why = writers::writer_reason(class, g.store, &a.entry.path, parts, now, g.in_use)?;
         Some(format!("in use: {why}"))
     }),
     // The class is derived again from the running config: an entry labelled under an
@@ -92,7 +93,7 @@ impl Engine {
         after_chunk: Option<&dyn Fn() -> String>,
     ) -> Result<()> {
         // Playlists changed meanwhile are read again, up to a budget per pass.
-        self.playlists.lock().expect("playlists").start_pass();
+        self.inuse.start_pass();
         std::thread::scope(|scope| -> Result<()> {
             // With each chunk's results, the ids of its intents (local chunks), which the
             // same transaction drops.
@@ -117,7 +118,7 @@ impl Engine {
                 }
                 let mut del = store.deleter();
                 // Writers' temporary files, once per store and pass (a full registry scan).
-                let parts = self.part_files(rt, store.name())?;
+                let parts = writers::part_files(&mut self.reg(), &rt.config, store.name())?;
                 for chunk in mine.chunks(CHUNK) {
                     // No pin can land between this re-check and the chunk's unlinks (retain
                     // waits for the gate): a pin set since the plan wins.
@@ -295,7 +296,7 @@ impl Engine {
             };
             if !per_store.contains_key(store.name()) {
                 let pinned = self.reg().pinned_paths(store.name())?;
-                let parts = self.part_files(rt, store.name())?;
+                let parts = writers::part_files(&mut self.reg(), &rt.config, store.name())?;
                 per_store.insert(store.name().to_string(), (pinned, parts));
             }
             let (pinned, parts) = &per_store[store.name()];

@@ -41,7 +41,8 @@ pub enum RegistryError {
     },
 }
 
-type Result<T> = std::result::Result<T, RegistryError>;
+/// What registry operations return.
+pub type Result<T> = std::result::Result<T, RegistryError>;
 
 /// What a scan or event saw of one file.
 #[derive(Debug, Clone)]
