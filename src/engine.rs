@@ -28,8 +28,11 @@ use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 use crate::watchdog::{VolumeSpec, VolumeWatch};
 
 mod executor;
+mod explain;
+mod marks;
 mod pressure;
 mod remote;
+mod status;
 
 pub use executor::refusal_kind;
 
@@ -338,9 +341,6 @@ pub struct ClassInfo {
     #[serde(flatten)]
     pub rules: Class,
 }
-
-/// Longest lease a single call grants (a holder renews for longer).
-const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
 
 /// What an operator changes on paths.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -873,100 +873,6 @@ impl Engine {
         removed
     }
 
-    /// Why `arg` is kept or when it goes; for a deleted path, when and why it went.
-    pub fn explain(&self, arg: &str) -> Result<Explanation> {
-        let rt = self.runtime();
-        let (store, path) = rt.resolve(arg)?;
-        let now = self.now();
-        let on_disk = self.stat_any(&rt, &store, &path)?;
-        let mut entry = self.reg().get(&store, &path)?;
-        if let (None, Some(meta)) = (&entry, &on_disk) {
-            // On disk but not yet seen (a scan or event is on its way): record it now.
-            let class_of = |p: &Path| rt.classifier.classify(&store, p).map(str::to_string);
-            self.reg()
-                .upsert(&store, std::slice::from_ref(meta), now, &class_of)?;
-            entry = self.reg().get(&store, &path)?;
-        }
-        let history = self.reg().history(&store, &path, 10)?;
-        let m = rt.classifier.explain(&store, &path);
-        let class = m
-            .as_ref()
-            .and_then(|m| rt.config.class(m.class))
-            .map(|c| ClassInfo {
-                pattern: m
-                    .as_ref()
-                    .map(|m| m.pattern.to_string())
-                    .unwrap_or_default(),
-                rules: c.clone(),
-            });
-        let mut pressure = None;
-        let verdict = match (&entry, m.as_ref().and_then(|m| rt.config.class(m.class))) {
-            (Some(e), Some(c)) => {
-                pressure = Some(match policy::pressure::eligibility(c, e, now) {
-                    Ok(tier) => {
-                        format!("eligible in {tier}, oldest first; never while in use or retained")
-                    }
-                    Err(why) => why,
-                });
-                let mut planner = ClassPlanner::new(c, now);
-                let mut found = None;
-                self.reg()
-                    .for_each_in_class(&store, &c.name, c.age_from, |x| {
-                        if found.is_none() {
-                            let v = planner.decide(&x);
-                            if x.id == e.id {
-                                found = Some(v);
-                            }
-                        }
-                    })?;
-                found
-            }
-            _ => None,
-        };
-        let in_use = match (&on_disk, rt.store(&store)) {
-            (Some(_), Some(local)) => {
-                let sig = self.signals(&rt)?;
-                self.inuse
-                    .reasons(&sig, rt.class_of(&store, &path), local, &path)
-            }
-            // An object: only a lease says it is in use.
-            (Some(_), None) => self.lease_set()?.holders(&store, &path),
-            (None, _) => Vec::new(),
-        };
-        let mut summary = summarize(
-            &store,
-            &entry,
-            &class,
-            &verdict,
-            &history,
-            on_disk.is_some(),
-            now,
-        );
-        if !in_use.is_empty() {
-            summary = format!(
-                "IN USE ({}): the next pass refuses to delete it while it is in use. By the rules alone: {}",
-                in_use.join(", "),
-                summary.trim_end_matches("; the next pass deletes it unless it is in use then")
-            );
-        }
-        let offload_backoff = self
-            .backing_off(&store, &path)
-            .map(|b| format!("{} (at {})", b.last, fmt_time(b.next)));
-        Ok(Explanation {
-            store,
-            path,
-            on_disk: on_disk.is_some(),
-            entry,
-            class,
-            verdict,
-            history,
-            in_use,
-            pressure,
-            offload_backoff,
-            summary,
-        })
-    }
-
     /// Every in-use signal now, for `explain` and `ls`.
     fn signals(&self, rt: &Runtime) -> Result<crate::inuse::Signals> {
         let now = self.now();
@@ -982,237 +888,6 @@ impl Engine {
         Ok(self
             .inuse
             .refresh_playlists(&self.registry, &rt.config, &rt.stores, dirs, now)?)
-    }
-
-    /// The active leases, compiled.
-    pub fn lease_set(&self) -> Result<LeaseSet> {
-        let now = self.now();
-        Ok(LeaseSet::new(self.reg().leases(now)?))
-    }
-
-    /// Takes a lease on a path or glob (`STORE:hls/s1/**`, `/abs/root/hls/s1/*.ts`) for `ttl`.
-    /// A glob covers files that appear later too.
-    /// A socket client (`Caller::Client`) holds at most `max_leases_per_uid` at a time.
-    pub fn lease(
-        &self,
-        arg: &str,
-        ttl: crate::units::Dur,
-        holder: &str,
-        caller: Caller,
-    ) -> Result<Lease> {
-        if ttl.0.is_zero() || ttl.0 > MAX_LEASE {
-            return Err(EngineError::BadInput(format!(
-                "lease ttl {ttl} must be above 0s and at most 30d (renew for longer)"
-            )));
-        }
-        if holder.is_empty() || holder.len() > 64 || holder.chars().any(char::is_control) {
-            return Err(EngineError::BadInput(
-                "lease holder must be 1 to 64 printable characters".into(),
-            ));
-        }
-        let rt = self.runtime();
-        let glob = arg.contains(['*', '?', '[', '{']);
-        let (store, rel) = rt.resolve(arg)?;
-        let pattern = rel.to_string_lossy().into_owned();
-        if glob {
-            crate::config::glob_set(std::slice::from_ref(&pattern)).map_err(|e| {
-                EngineError::BadInput(format!("bad glob {pattern:?}: {}", e.kind()))
-            })?;
-        }
-        let now = self.now();
-        // Like a pin: no chunk is between its re-check and its unlinks while a lease lands.
-        let _gate = self.pin_gate.lock().expect("pin gate");
-        if let Caller::Client(uid) = caller {
-            let max = u64::from(rt.config.daemon.max_leases_per_uid);
-            if self.reg().count_leases(uid, now)? >= max {
-                return Err(EngineError::TooMany(format!(
-                    "uid {uid} already holds {max} active leases (max_leases_per_uid); release some first"
-                )));
-            }
-        }
-        let lease = self.reg().add_lease(Lease {
-            id: 0,
-            store: store.clone(),
-            pattern,
-            glob,
-            holder: holder.to_string(),
-            created: now,
-            expires: now.saturating_add(ttl.as_nanos_i64()),
-            owner: Some(caller.owner_uid()),
-        })?;
-        info!(action = "lease", owner = caller.owner_uid(), store = %store, path = %lease.pattern, holder, lease = lease.id, "lease {} on {store}:{} by {holder} until {}", lease.id, lease.pattern, fmt_time(lease.expires));
-        Ok(lease)
-    }
-
-    /// Extends lease `id` to `ttl` from now.
-    pub fn renew(&self, id: i64, ttl: crate::units::Dur, caller: Caller) -> Result<Lease> {
-        if ttl.0.is_zero() || ttl.0 > MAX_LEASE {
-            return Err(EngineError::BadInput(format!(
-                "lease ttl {ttl} must be above 0s and at most 30d"
-            )));
-        }
-        let now = self.now();
-        self.check_lease_owner(id, now, caller)?;
-        self.reg()
-            .renew_lease(id, now.saturating_add(ttl.as_nanos_i64()), now)?
-            .ok_or_else(|| {
-                EngineError::BadInput(format!("no active lease {id} (expired or released)"))
-            })
-    }
-
-    /// Ends lease `id`.
-    pub fn release(&self, id: i64, caller: Caller) -> Result<()> {
-        self.check_lease_owner(id, self.now(), caller)?;
-        if !self.reg().release_lease(id)? {
-            return Err(EngineError::BadInput(format!(
-                "no active lease {id} (expired or released)"
-            )));
-        }
-        info!(action = "release", lease = id, "lease {id} released");
-        Ok(())
-    }
-
-    /// A socket client may renew and release only the leases it took.
-    fn check_lease_owner(&self, id: i64, now: Nanos, caller: Caller) -> Result<()> {
-        let Caller::Client(uid) = caller else {
-            return Ok(());
-        };
-        match self.reg().lease_owner(id, now)? {
-            Some(owner) if owner != Some(uid) => Err(EngineError::Forbidden(format!(
-                "lease {id} was taken by another user; uid {uid} may renew and release only its own leases"
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    /// Active leases.
-    pub fn leases(&self) -> Result<Vec<Lease>> {
-        let now = self.now();
-        Ok(self.reg().leases(now)?)
-    }
-
-    /// Entries for `ls`; with `in_use`, only those in use now, each with its reasons.
-    pub fn ls(&self, filter: &Filter, in_use: bool) -> Result<Vec<Entry>> {
-        // With --in-use the limit applies to what is in use, not to what is looked at.
-        let unlimited = Filter {
-            limit: None,
-            ..filter.clone()
-        };
-        let mut entries = self.reg().list(if in_use { &unlimited } else { filter })?;
-        if in_use {
-            let rt = self.runtime();
-            let signals = self.signals(&rt)?;
-            entries.retain_mut(|e| {
-                let Some(local) = rt.store(&e.store) else {
-                    return false;
-                };
-                let class = rt.class_of(&e.store, &e.path);
-                e.in_use = self.inuse.reasons(&signals, class, local, &e.path);
-                !e.in_use.is_empty()
-            });
-            entries.truncate(filter.limit.map_or(usize::MAX, |l| l as usize));
-        }
-        Ok(entries)
-    }
-
-    /// Pins, unpins or tags each path; every argument gets its own result.
-    pub fn mark(&self, args: &[String], mark: &Mark, trigger: &str) -> Result<Vec<MarkResult>> {
-        let rt = self.runtime();
-        let now = self.now();
-        if let Mark::Tags { add, remove } = mark
-            && let Some(bad) = add.iter().chain(remove).find_map(|t| check_tag(t).err())
-        {
-            return Err(EngineError::BadInput(bad));
-        }
-        let mut out = Vec::new();
-        for arg in args {
-            let result = |store: Option<String>,
-                          path: Option<PathBuf>,
-                          changed,
-                          error: Option<String>| MarkResult {
-                arg: arg.clone(),
-                store,
-                path,
-                changed,
-                error,
-            };
-            let (store, path) = match rt.resolve(arg) {
-                Ok(x) => x,
-                Err(e) => {
-                    out.push(result(None, None, false, Some(e.to_string())));
-                    continue;
-                }
-            };
-            let on_disk = self.stat_any(&rt, &store, &path)?;
-            let known = self.reg().get(&store, &path)?.is_some();
-            let unpinning = matches!(mark, Mark::Retain(false));
-            if !known && !unpinning {
-                // Marks need the file: record it now if it is on disk but not yet seen.
-                let Some(meta) = on_disk else {
-                    out.push(result(
-                        Some(store),
-                        Some(path),
-                        false,
-                        Some("no such file in the store".into()),
-                    ));
-                    continue;
-                };
-                let class_of = |p: &Path| rt.classifier.classify(&store, p).map(str::to_string);
-                self.reg()
-                    .upsert(&store, std::slice::from_ref(&meta), now, &class_of)?;
-            }
-            let (changed, action, reason) = match mark {
-                Mark::Retain(pin) => {
-                    let _gate = self.pin_gate.lock().expect("pin gate");
-                    // Looked at again under the gate: a pass may have deleted it meanwhile.
-                    if *pin && self.stat_any(&rt, &store, &path)?.is_none() {
-                        let why =
-                            "no such file in the store (see `explain` if it was just deleted)";
-                        out.push(result(Some(store), Some(path), false, Some(why.into())));
-                        continue;
-                    }
-                    let changed = self.reg().set_retained(&store, &path, *pin, now)?;
-                    if *pin {
-                        (changed, "retain", "pinned by an operator".to_string())
-                    } else {
-                        (
-                            changed,
-                            "unretain",
-                            "pin removed by an operator".to_string(),
-                        )
-                    }
-                }
-                Mark::Tags { add, remove } => {
-                    let changed = self
-                        .reg()
-                        .set_tags(&store, &path, add, remove)?
-                        .unwrap_or(false);
-                    (
-                        changed,
-                        "tag",
-                        format!("tags +[{}] -[{}]", add.join(" "), remove.join(" ")),
-                    )
-                }
-            };
-            if changed {
-                info!(action, store = %store, path = %path.display(), reason = %reason, trigger, "{action} {store}:{}", path.display());
-                let rec = AuditRecord {
-                    at: now,
-                    store: store.clone(),
-                    path: path.clone(),
-                    action: action.into(),
-                    outcome: "done".into(),
-                    class: rt.classifier.classify(&store, &path).map(str::to_string),
-                    rule: None,
-                    reason,
-                    trigger: trigger.into(),
-                    bytes: None,
-                };
-                self.reg().record(&[], &[rec])?;
-            }
-            out.push(result(Some(store), Some(path), changed, None));
-        }
-        Ok(out)
     }
 
     /// Applies watched changes: each path is looked at again (no-follow) and recorded or
@@ -1287,59 +962,6 @@ impl Engine {
         Ok(effect)
     }
 
-    /// Volumes, classes and activity.
-    pub fn status(&self) -> Result<Status> {
-        let rt = self.runtime();
-        let now = self.now();
-        let watch = self.watch.lock().expect("watch lock");
-        let volumes = rt
-            .volumes
-            .iter()
-            .filter_map(|(v, limits)| {
-                let sample = crate::watchdog::Sample::read(&v.probe, now).ok()?;
-                let w = watch.get(&v.dev);
-                let rate = w.and_then(|w| w.rate.rate());
-                Some(Volume {
-                    mount: v.mount.clone(),
-                    stores: v.stores.clone(),
-                    used_pct: sample.used_pct(),
-                    inodes_free_pct: sample.inodes_free_pct(),
-                    limits: limits.clone(),
-                    rate,
-                    time_to_full: crate::watchdog::time_to_full(&sample, rate),
-                    state: w.map(|w| w.state),
-                    triggers: crate::watchdog::triggers(limits, &sample, rate)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                    last_pass: w.and_then(|w| w.last_pass.clone()),
-                    stuck_since: w.and_then(|w| w.stuck_since),
-                    sample,
-                })
-            })
-            .collect();
-        drop(watch);
-        let (files, next) = self.reg().backoff_census(now)?;
-        Ok(Status {
-            config: rt.config.path.clone(),
-            state_dir: rt.config.daemon.state_dir.clone(),
-            activity: self.activity.lock().expect("activity lock").clone(),
-            classes: self.reg().totals()?,
-            volumes,
-            offload_backing_off: OffloadBackoff { files, next },
-        })
-    }
-
-    /// What the engine has been doing.
-    pub fn activity(&self) -> Activity {
-        self.activity.lock().expect("activity lock").clone()
-    }
-
-    /// Records when the next pass is due (for `status`).
-    pub fn set_next_pass(&self, at: Option<Nanos>) {
-        self.activity.lock().expect("activity lock").next_pass_at = at;
-    }
-
     /// Swaps in `config` after validating what cannot change at runtime; re-classifies
     /// every entry. On error the running config stays.
     pub fn reload(&self, config: Config) -> Result<usize> {
@@ -1371,14 +993,6 @@ impl Engine {
         })();
         self.note_reload(now, outcome.as_ref().err().map(|e| e.to_string()));
         outcome
-    }
-
-    /// Records the outcome of a reload attempt (for `status`).
-    pub fn note_reload(&self, at: Nanos, error: Option<String>) {
-        if let Some(e) = &error {
-            error!(action = "reload", reason = %e, "reload refused; the running config stays");
-        }
-        self.activity.lock().expect("activity lock").last_reload = Some((at, error));
     }
 }
 
@@ -1475,73 +1089,5 @@ fn file_result(a: &policy::Action, result: Outcome) -> FileResult {
         bytes: a.entry.size,
         result,
         reason: a.reason.clone(),
-    }
-}
-
-fn summarize(
-    store: &str,
-    entry: &Option<Entry>,
-    class: &Option<ClassInfo>,
-    verdict: &Option<Verdict>,
-    history: &[AuditRecord],
-    on_disk: bool,
-    now: Nanos,
-) -> String {
-    let deleted = history
-        .iter()
-        .find(|h| h.action == "delete" && h.outcome == "deleted");
-    if !on_disk {
-        return match deleted {
-            Some(h) => format!(
-                "deleted at {} by class {}, rule {} (trigger: {}): {}",
-                fmt_time(h.at),
-                h.class.as_deref().unwrap_or("?"),
-                h.rule.as_deref().unwrap_or("?"),
-                h.trigger,
-                h.reason
-            ),
-            None if entry.is_some() => {
-                "in the registry but no longer on disk; the next scan forgets it".into()
-            }
-            None => "not on disk, and mediaretain never deleted it".into(),
-        };
-    }
-    let Some(class) = class else {
-        return format!("matches no class of store {store:?}: mediaretain never touches it");
-    };
-    match verdict {
-        Some(Verdict::Delete { rule, reason }) => {
-            format!(
-                "eligible now (class {}, {rule}): {reason}; the next pass deletes it unless it is in use then",
-                class.rules.name
-            )
-        }
-        Some(Verdict::Keep {
-            reason,
-            eligible_at: Some(t),
-        }) => format!(
-            "kept (class {}): {reason}; becomes eligible at {} (in {})",
-            class.rules.name,
-            fmt_time(*t),
-            fmt_span(t - now)
-        ),
-        Some(Verdict::Keep {
-            reason,
-            eligible_at: None,
-        }) => {
-            let retained = entry.as_ref().is_some_and(|e| e.retained);
-            if retained {
-                format!(
-                    "kept (class {}): {reason}; never deleted automatically until unretained",
-                    class.rules.name
-                )
-            } else {
-                format!(
-                    "kept (class {}): {reason}; no time rule applies, it goes only when newer files push it past a budget",
-                    class.rules.name
-                )
-            }
-        }
-        None => format!("class {}; not yet in the registry", class.rules.name),
     }
 }

@@ -1,0 +1,193 @@
+//! Answers about files: `explain` (why a file is kept or goes: its class, rule, verdict,
+//! what uses it, pressure tier, history) and `ls`. Read-only; they ask the same planner,
+//! in-use view and guards as the pass, so they agree with it.
+
+use super::*;
+
+impl Engine {
+    /// Why `arg` is kept or when it goes; for a deleted path, when and why it went.
+    pub fn explain(&self, arg: &str) -> Result<Explanation> {
+        let rt = self.runtime();
+        let (store, path) = rt.resolve(arg)?;
+        let now = self.now();
+        let on_disk = self.stat_any(&rt, &store, &path)?;
+        let mut entry = self.reg().get(&store, &path)?;
+        if let (None, Some(meta)) = (&entry, &on_disk) {
+            // On disk but not yet seen (a scan or event is on its way): record it now.
+            let class_of = |p: &Path| rt.classifier.classify(&store, p).map(str::to_string);
+            self.reg()
+                .upsert(&store, std::slice::from_ref(meta), now, &class_of)?;
+            entry = self.reg().get(&store, &path)?;
+        }
+        let history = self.reg().history(&store, &path, 10)?;
+        let m = rt.classifier.explain(&store, &path);
+        let class = m
+            .as_ref()
+            .and_then(|m| rt.config.class(m.class))
+            .map(|c| ClassInfo {
+                pattern: m
+                    .as_ref()
+                    .map(|m| m.pattern.to_string())
+                    .unwrap_or_default(),
+                rules: c.clone(),
+            });
+        let mut pressure = None;
+        let verdict = match (&entry, m.as_ref().and_then(|m| rt.config.class(m.class))) {
+            (Some(e), Some(c)) => {
+                pressure = Some(match policy::pressure::eligibility(c, e, now) {
+                    Ok(tier) => {
+                        format!("eligible in {tier}, oldest first; never while in use or retained")
+                    }
+                    Err(why) => why,
+                });
+                let mut planner = ClassPlanner::new(c, now);
+                let mut found = None;
+                self.reg()
+                    .for_each_in_class(&store, &c.name, c.age_from, |x| {
+                        if found.is_none() {
+                            let v = planner.decide(&x);
+                            if x.id == e.id {
+                                found = Some(v);
+                            }
+                        }
+                    })?;
+                found
+            }
+            _ => None,
+        };
+        let in_use = match (&on_disk, rt.store(&store)) {
+            (Some(_), Some(local)) => {
+                let sig = self.signals(&rt)?;
+                self.inuse
+                    .reasons(&sig, rt.class_of(&store, &path), local, &path)
+            }
+            // An object: only a lease says it is in use.
+            (Some(_), None) => self.lease_set()?.holders(&store, &path),
+            (None, _) => Vec::new(),
+        };
+        let mut summary = summarize(
+            &store,
+            &entry,
+            &class,
+            &verdict,
+            &history,
+            on_disk.is_some(),
+            now,
+        );
+        if !in_use.is_empty() {
+            summary = format!(
+                "IN USE ({}): the next pass refuses to delete it while it is in use. By the rules alone: {}",
+                in_use.join(", "),
+                summary.trim_end_matches("; the next pass deletes it unless it is in use then")
+            );
+        }
+        let offload_backoff = self
+            .backing_off(&store, &path)
+            .map(|b| format!("{} (at {})", b.last, fmt_time(b.next)));
+        Ok(Explanation {
+            store,
+            path,
+            on_disk: on_disk.is_some(),
+            entry,
+            class,
+            verdict,
+            history,
+            in_use,
+            pressure,
+            offload_backoff,
+            summary,
+        })
+    }
+
+    /// Entries for `ls`; with `in_use`, only those in use now, each with its reasons.
+    pub fn ls(&self, filter: &Filter, in_use: bool) -> Result<Vec<Entry>> {
+        // With --in-use the limit applies to what is in use, not to what is looked at.
+        let unlimited = Filter {
+            limit: None,
+            ..filter.clone()
+        };
+        let mut entries = self.reg().list(if in_use { &unlimited } else { filter })?;
+        if in_use {
+            let rt = self.runtime();
+            let signals = self.signals(&rt)?;
+            entries.retain_mut(|e| {
+                let Some(local) = rt.store(&e.store) else {
+                    return false;
+                };
+                let class = rt.class_of(&e.store, &e.path);
+                e.in_use = self.inuse.reasons(&signals, class, local, &e.path);
+                !e.in_use.is_empty()
+            });
+            entries.truncate(filter.limit.map_or(usize::MAX, |l| l as usize));
+        }
+        Ok(entries)
+    }
+}
+
+fn summarize(
+    store: &str,
+    entry: &Option<Entry>,
+    class: &Option<ClassInfo>,
+    verdict: &Option<Verdict>,
+    history: &[AuditRecord],
+    on_disk: bool,
+    now: Nanos,
+) -> String {
+    let deleted = history
+        .iter()
+        .find(|h| h.action == "delete" && h.outcome == "deleted");
+    if !on_disk {
+        return match deleted {
+            Some(h) => format!(
+                "deleted at {} by class {}, rule {} (trigger: {}): {}",
+                fmt_time(h.at),
+                h.class.as_deref().unwrap_or("?"),
+                h.rule.as_deref().unwrap_or("?"),
+                h.trigger,
+                h.reason
+            ),
+            None if entry.is_some() => {
+                "in the registry but no longer on disk; the next scan forgets it".into()
+            }
+            None => "not on disk, and mediaretain never deleted it".into(),
+        };
+    }
+    let Some(class) = class else {
+        return format!("matches no class of store {store:?}: mediaretain never touches it");
+    };
+    match verdict {
+        Some(Verdict::Delete { rule, reason }) => {
+            format!(
+                "eligible now (class {}, {rule}): {reason}; the next pass deletes it unless it is in use then",
+                class.rules.name
+            )
+        }
+        Some(Verdict::Keep {
+            reason,
+            eligible_at: Some(t),
+        }) => format!(
+            "kept (class {}): {reason}; becomes eligible at {} (in {})",
+            class.rules.name,
+            fmt_time(*t),
+            fmt_span(t - now)
+        ),
+        Some(Verdict::Keep {
+            reason,
+            eligible_at: None,
+        }) => {
+            let retained = entry.as_ref().is_some_and(|e| e.retained);
+            if retained {
+                format!(
+                    "kept (class {}): {reason}; never deleted automatically until unretained",
+                    class.rules.name
+                )
+            } else {
+                format!(
+                    "kept (class {}): {reason}; no time rule applies, it goes only when newer files push it past a budget",
+                    class.rules.name
+                )
+            }
+        }
+        None => format!("class {}; not yet in the registry", class.rules.name),
+    }
+}

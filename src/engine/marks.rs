@@ -1,0 +1,217 @@
+//! What operators and consumers put on files: pins (`retain`/`unretain`), tags, and leases
+//! (`lease`/`renew`/`release`). Each argument gets its own result; a pin waits for the pin
+//! gate, so it never lands between a chunk's re-check and its unlinks.
+
+use super::*;
+
+impl Engine {
+    /// The active leases, compiled.
+    pub fn lease_set(&self) -> Result<LeaseSet> {
+        let now = self.now();
+        Ok(LeaseSet::new(self.reg().leases(now)?))
+    }
+
+    /// Takes a lease on a path or glob (`STORE:hls/s1/**`, `/abs/root/hls/s1/*.ts`) for `ttl`.
+    /// A glob covers files that appear later too.
+    /// A socket client (`Caller::Client`) holds at most `max_leases_per_uid` at a time.
+    pub fn lease(
+        &self,
+        arg: &str,
+        ttl: crate::units::Dur,
+        holder: &str,
+        caller: Caller,
+    ) -> Result<Lease> {
+        if ttl.0.is_zero() || ttl.0 > MAX_LEASE {
+            return Err(EngineError::BadInput(format!(
+                "lease ttl {ttl} must be above 0s and at most 30d (renew for longer)"
+            )));
+        }
+        if holder.is_empty() || holder.len() > 64 || holder.chars().any(char::is_control) {
+            return Err(EngineError::BadInput(
+                "lease holder must be 1 to 64 printable characters".into(),
+            ));
+        }
+        let rt = self.runtime();
+        let glob = arg.contains(['*', '?', '[', '{']);
+        let (store, rel) = rt.resolve(arg)?;
+        let pattern = rel.to_string_lossy().into_owned();
+        if glob {
+            crate::config::glob_set(std::slice::from_ref(&pattern)).map_err(|e| {
+                EngineError::BadInput(format!("bad glob {pattern:?}: {}", e.kind()))
+            })?;
+        }
+        let now = self.now();
+        // Like a pin: no chunk is between its re-check and its unlinks while a lease lands.
+        let _gate = self.pin_gate.lock().expect("pin gate");
+        if let Caller::Client(uid) = caller {
+            let max = u64::from(rt.config.daemon.max_leases_per_uid);
+            if self.reg().count_leases(uid, now)? >= max {
+                return Err(EngineError::TooMany(format!(
+                    "uid {uid} already holds {max} active leases (max_leases_per_uid); release some first"
+                )));
+            }
+        }
+        let lease = self.reg().add_lease(Lease {
+            id: 0,
+            store: store.clone(),
+            pattern,
+            glob,
+            holder: holder.to_string(),
+            created: now,
+            expires: now.saturating_add(ttl.as_nanos_i64()),
+            owner: Some(caller.owner_uid()),
+        })?;
+        info!(action = "lease", owner = caller.owner_uid(), store = %store, path = %lease.pattern, holder, lease = lease.id, "lease {} on {store}:{} by {holder} until {}", lease.id, lease.pattern, fmt_time(lease.expires));
+        Ok(lease)
+    }
+
+    /// Extends lease `id` to `ttl` from now.
+    pub fn renew(&self, id: i64, ttl: crate::units::Dur, caller: Caller) -> Result<Lease> {
+        if ttl.0.is_zero() || ttl.0 > MAX_LEASE {
+            return Err(EngineError::BadInput(format!(
+                "lease ttl {ttl} must be above 0s and at most 30d"
+            )));
+        }
+        let now = self.now();
+        self.check_lease_owner(id, now, caller)?;
+        self.reg()
+            .renew_lease(id, now.saturating_add(ttl.as_nanos_i64()), now)?
+            .ok_or_else(|| {
+                EngineError::BadInput(format!("no active lease {id} (expired or released)"))
+            })
+    }
+
+    /// Ends lease `id`.
+    pub fn release(&self, id: i64, caller: Caller) -> Result<()> {
+        self.check_lease_owner(id, self.now(), caller)?;
+        if !self.reg().release_lease(id)? {
+            return Err(EngineError::BadInput(format!(
+                "no active lease {id} (expired or released)"
+            )));
+        }
+        info!(action = "release", lease = id, "lease {id} released");
+        Ok(())
+    }
+
+    /// A socket client may renew and release only the leases it took.
+    fn check_lease_owner(&self, id: i64, now: Nanos, caller: Caller) -> Result<()> {
+        let Caller::Client(uid) = caller else {
+            return Ok(());
+        };
+        match self.reg().lease_owner(id, now)? {
+            Some(owner) if owner != Some(uid) => Err(EngineError::Forbidden(format!(
+                "lease {id} was taken by another user; uid {uid} may renew and release only its own leases"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Active leases.
+    pub fn leases(&self) -> Result<Vec<Lease>> {
+        let now = self.now();
+        Ok(self.reg().leases(now)?)
+    }
+
+    /// Pins, unpins or tags each path; every argument gets its own result.
+    pub fn mark(&self, args: &[String], mark: &Mark, trigger: &str) -> Result<Vec<MarkResult>> {
+        let rt = self.runtime();
+        let now = self.now();
+        if let Mark::Tags { add, remove } = mark
+            && let Some(bad) = add.iter().chain(remove).find_map(|t| check_tag(t).err())
+        {
+            return Err(EngineError::BadInput(bad));
+        }
+        let mut out = Vec::new();
+        for arg in args {
+            let result = |store: Option<String>,
+                          path: Option<PathBuf>,
+                          changed,
+                          error: Option<String>| MarkResult {
+                arg: arg.clone(),
+                store,
+                path,
+                changed,
+                error,
+            };
+            let (store, path) = match rt.resolve(arg) {
+                Ok(x) => x,
+                Err(e) => {
+                    out.push(result(None, None, false, Some(e.to_string())));
+                    continue;
+                }
+            };
+            let on_disk = self.stat_any(&rt, &store, &path)?;
+            let known = self.reg().get(&store, &path)?.is_some();
+            let unpinning = matches!(mark, Mark::Retain(false));
+            if !known && !unpinning {
+                // Marks need the file: record it now if it is on disk but not yet seen.
+                let Some(meta) = on_disk else {
+                    out.push(result(
+                        Some(store),
+                        Some(path),
+                        false,
+                        Some("no such file in the store".into()),
+                    ));
+                    continue;
+                };
+                let class_of = |p: &Path| rt.classifier.classify(&store, p).map(str::to_string);
+                self.reg()
+                    .upsert(&store, std::slice::from_ref(&meta), now, &class_of)?;
+            }
+            let (changed, action, reason) = match mark {
+                Mark::Retain(pin) => {
+                    let _gate = self.pin_gate.lock().expect("pin gate");
+                    // Looked at again under the gate: a pass may have deleted it meanwhile.
+                    if *pin && self.stat_any(&rt, &store, &path)?.is_none() {
+                        let why =
+                            "no such file in the store (see `explain` if it was just deleted)";
+                        out.push(result(Some(store), Some(path), false, Some(why.into())));
+                        continue;
+                    }
+                    let changed = self.reg().set_retained(&store, &path, *pin, now)?;
+                    if *pin {
+                        (changed, "retain", "pinned by an operator".to_string())
+                    } else {
+                        (
+                            changed,
+                            "unretain",
+                            "pin removed by an operator".to_string(),
+                        )
+                    }
+                }
+                Mark::Tags { add, remove } => {
+                    let changed = self
+                        .reg()
+                        .set_tags(&store, &path, add, remove)?
+                        .unwrap_or(false);
+                    (
+                        changed,
+                        "tag",
+                        format!("tags +[{}] -[{}]", add.join(" "), remove.join(" ")),
+                    )
+                }
+            };
+            if changed {
+                info!(action, store = %store, path = %path.display(), reason = %reason, trigger, "{action} {store}:{}", path.display());
+                let rec = AuditRecord {
+                    at: now,
+                    store: store.clone(),
+                    path: path.clone(),
+                    action: action.into(),
+                    outcome: "done".into(),
+                    class: rt.classifier.classify(&store, &path).map(str::to_string),
+                    rule: None,
+                    reason,
+                    trigger: trigger.into(),
+                    bytes: None,
+                };
+                self.reg().record(&[], &[rec])?;
+            }
+            out.push(result(Some(store), Some(path), changed, None));
+        }
+        Ok(out)
+    }
+}
+
+/// Longest lease a single call grants (a holder renews for longer).
+const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
