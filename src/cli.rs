@@ -294,9 +294,15 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Run => crate::daemon::run(&path).await,
         Cmd::CheckConfig => {
             let cfg = Config::load(&path)?;
+            let drop_ins: Vec<String> = cfg
+                .drop_ins
+                .iter()
+                .map(|p| format!(" + {}", p.display()))
+                .collect();
             println!(
-                "{}: ok ({} stores, {} classes; state_dir {}, socket {})",
+                "{}{}: ok ({} stores, {} classes; state_dir {}, socket {})",
                 path.display(),
+                drop_ins.concat(),
                 cfg.stores.len(),
                 cfg.classes.len(),
                 cfg.daemon.state_dir.display(),

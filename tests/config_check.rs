@@ -220,3 +220,83 @@ fn unwritable_state_dir_and_missing_file_are_clear() {
     assert_eq!(r.code, 78);
     assert!(r.stderr.contains("is not a directory"), "{}", r.stderr);
 }
+
+/// `conf.d/*.toml` beside the config is merged in name order: a drop-in's stores and
+/// classes join the main file's (its relative paths resolve against its own directory),
+/// its errors name its own file, a class defined twice names both places, and hidden
+/// files (editor swap files, `.dpkg-new`) and other extensions are not read.
+#[test]
+fn conf_d_drop_ins_merge_in_name_order_with_located_errors() {
+    let b = Box_::new("", "", "");
+    let d = b.dir.path().join("conf.d");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::create_dir_all(b.dir.path().join("srs")).unwrap();
+    let class = |name: &str, store: &str, glob: &str, keep: &str| {
+        format!(
+            "[[class]]\nname = \"{name}\"\nstore = \"{store}\"\nmatch = [\"{glob}\"]\nlifecycle = \"recording\"\nkeep_for = \"{keep}\"\n"
+        )
+    };
+    // Name order, not creation order: 20- is written first and still merged second.
+    std::fs::write(
+        d.join("20-late.toml"),
+        class("late", "media", "**/*.flv", "1d"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("10-srs.toml"),
+        format!(
+            "[[store]]\nname = \"srs\"\nkind = \"local\"\nroot = \"../srs\"\n\n{}{}",
+            class("srs-dvr", "srs", "**/*.flv", "2d"),
+            class("early", "media", "**/*.flv", "3d")
+        ),
+    )
+    .unwrap();
+    std::fs::write(d.join(".10-srs.toml.swp"), "garbage = [").unwrap();
+    std::fs::write(d.join("10-srs.toml.dpkg-old"), "garbage = [").unwrap();
+    let r = b.cli(&["check-config"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("10-srs.toml + ")
+            && r.stdout.contains("20-late.toml: ok (2 stores, 3 classes"),
+        "{}",
+        r.stdout
+    );
+    // First match wins within a store, in merge order: 10-srs.toml's class before 20-late's.
+    b.file("x/a.flv", 10, std::time::Duration::from_secs(60));
+    let r = b.cli(&["explain", "media:x/a.flv"]).ok();
+    assert!(r.stdout.contains("class early"), "{}", r.stdout);
+    // The drop-in's relative root resolved against conf.d/, not the main file's directory.
+    std::fs::write(b.dir.path().join("srs/s.flv"), "x").unwrap();
+    let r = b.cli(&["explain", "srs:s.flv"]).ok();
+    assert!(r.stdout.contains("class srs-dvr"), "{}", r.stdout);
+
+    // Errors: located in the file that has them; a duplicate class names its first place.
+    std::fs::write(
+        d.join("30-bad.toml"),
+        format!("{}\n[[class]]\nname = \"x\"\nstore = \"nosuch\"\nmatch = [\"a\"]\nlifecycle = \"recording\"\n", class("early", "media", "*.mkv", "1d")),
+    )
+    .unwrap();
+    let r = b.cli(&["check-config"]);
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    let bad = d.join("30-bad.toml").display().to_string();
+    let srs = d.join("10-srs.toml").display().to_string();
+    assert!(
+        r.stderr.contains(&format!(
+            "{bad}:2:8: duplicate class name \"early\" (first defined at {srs}:"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "{bad}:10:9: class \"x\": unknown store \"nosuch\""
+        )),
+        "{}",
+        r.stderr
+    );
+    // A syntax error in a drop-in: its own FILE:LINE:COL too.
+    std::fs::write(d.join("30-bad.toml"), "[[class]]\nname = \n").unwrap();
+    let r = b.cli(&["check-config"]);
+    assert_eq!(r.code, 78);
+    assert!(r.stderr.contains(&format!("{bad}:2:")), "{}", r.stderr);
+}

@@ -68,11 +68,15 @@ pub enum ConfigError {
 pub struct Config {
     /// The file it was loaded from (absolute when possible).
     pub path: PathBuf,
+    /// The drop-ins of `conf.d/` merged after it, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drop_ins: Vec<PathBuf>,
     /// Daemon settings.
     pub daemon: Daemon,
     /// Stores, in file order.
     pub stores: Vec<Store>,
-    /// Classes, in file order (first match wins within a store).
+    /// Classes, in file order, the main file's before the drop-ins' (first match wins
+    /// within a store).
     pub classes: Vec<Class>,
     /// Disk-pressure watermarks.
     pub watchdog: Watchdog,
@@ -350,13 +354,23 @@ impl Locator<'_> {
 }
 
 impl Config {
-    /// Reads and validates the config at `path`.
+    /// Reads and validates the config at `path`, with the drop-ins of the `conf.d/`
+    /// directory beside it (`*.toml`, merged in name order, like tmpfiles.d).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::parse_bytes(path, bytes, true)
+        let read = |p: &Path| {
+            let bytes = std::fs::read(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            utf8(p, bytes)
+        };
+        let text = read(path)?;
+        let mut drop_ins = Vec::new();
+        for p in drop_in_files(path)? {
+            let t = read(&p)?;
+            drop_ins.push((p, t));
+        }
+        Config::parse_all(path, &text, &drop_ins, true)
     }
 
     /// Like [`Config::parse_with`], from the raw bytes of a file: text that is not UTF-8 is
@@ -378,13 +392,41 @@ impl Config {
     /// Like [`Config::parse`]; with `fs_checks` false, store roots and the state directory
     /// are not looked at (for checking example configs on another machine).
     pub fn parse_with(path: &Path, text: &str, fs_checks: bool) -> Result<Config, ConfigError> {
-        let locate = Locator { file: path, text };
-        let raw: raw::File = toml::from_str(text).map_err(|e| {
-            let span = e.span().unwrap_or(0..0);
-            ConfigError::Invalid(vec![locate.at(span, e.message().trim().to_string())])
-        })?;
-        validate::validate(raw, locate, path, config_dir(path), fs_checks)
-            .map_err(ConfigError::Invalid)
+        Config::parse_all(path, text, &[], fs_checks)
+    }
+
+    /// Like [`Config::parse_with`], with drop-ins (file, text) merged after the main file:
+    /// their stores and classes join the main file's; each error names its own file.
+    pub fn parse_all(
+        path: &Path,
+        text: &str,
+        drop_ins: &[(PathBuf, String)],
+        fs_checks: bool,
+    ) -> Result<Config, ConfigError> {
+        let mut diags = Vec::new();
+        let mut sources = vec![validate::Source {
+            locate: Locator { file: path, text },
+            base: config_dir(path),
+        }];
+        let raw: Option<raw::File> = parse_toml(&sources[0].locate, &mut diags);
+        let mut tables = Vec::new();
+        for (p, t) in drop_ins {
+            let locate = Locator { file: p, text: t };
+            tables.extend(parse_toml::<raw::DropIn>(&locate, &mut diags));
+            sources.push(validate::Source {
+                locate,
+                base: config_dir(p),
+            });
+        }
+        match raw {
+            Some(raw) if diags.is_empty() => {
+                let mut cfg = validate::validate(raw, tables, sources, path, fs_checks)
+                    .map_err(ConfigError::Invalid)?;
+                cfg.drop_ins = drop_ins.iter().map(|(p, _)| p.clone()).collect();
+                Ok(cfg)
+            }
+            _ => Err(ConfigError::Invalid(diags)),
+        }
     }
 
     /// The store called `name`.
@@ -413,6 +455,45 @@ pub fn utf8(path: &Path, bytes: Vec<u8>) -> Result<String, ConfigError> {
             format!("invalid UTF-8 (byte 0x{bad:02x}); the config must be UTF-8 text"),
         )])
     })
+}
+
+/// Parses one file's TOML; a syntax error or an unknown key goes to `diags`.
+fn parse_toml<T: serde::de::DeserializeOwned>(
+    locate: &Locator<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    toml::from_str(locate.text)
+        .map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            diags.push(locate.at(span, e.message().trim().to_string()));
+        })
+        .ok()
+}
+
+/// The drop-ins of the config at `path`: `conf.d/*.toml` beside it, in name order (none
+/// when there is no such directory).
+pub fn drop_in_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let dir = path.parent().unwrap_or(Path::new(".")).join("conf.d");
+    let list = match std::fs::read_dir(&dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ConfigError::Read { path: dir, source }),
+    };
+    let mut files = Vec::new();
+    for e in list {
+        let e = e.map_err(|source| ConfigError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let p = e.path();
+        // Hidden files are editors' and package managers' leftovers (.x.toml.swp, .dpkg-new).
+        let hidden = e.file_name().as_encoded_bytes().starts_with(b".");
+        if !hidden && p.extension().is_some_and(|x| x == "toml") && p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// The control socket named by the config at `path`, read leniently: only `[daemon]` is

@@ -14,6 +14,16 @@ pub struct File {
     pub watchdog: Option<Spanned<Watchdog>>,
 }
 
+/// A drop-in of `conf.d/`: one server's stores and classes, merged after the main file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropIn {
+    #[serde(default)]
+    pub store: Vec<StoreTable>,
+    #[serde(default)]
+    pub class: Vec<Spanned<ClassTable>>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonTable {

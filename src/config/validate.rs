@@ -5,17 +5,37 @@
 use std::collections::HashMap;
 
 use super::*;
+/// One file being validated: the main config or a drop-in of `conf.d/`.
+pub(super) struct Source<'a> {
+    /// Locates its spans.
+    pub locate: Locator<'a>,
+    /// Its relative paths resolve against this directory (the file's own).
+    pub base: PathBuf,
+}
+
+/// Where something was written: (index of its source, span).
+type Place = (usize, Range<usize>);
+
 struct Validator<'a> {
-    locate: Locator<'a>,
-    base: PathBuf,
+    sources: Vec<Source<'a>>,
+    /// The source being read; spans given to [`Validator::err`] are in it.
+    cur: usize,
     fs_checks: bool,
     diags: Vec<Diagnostic>,
 }
 
 impl Validator<'_> {
     fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
-        let d = self.locate.at(span, msg.into());
+        let d = self.sources[self.cur].locate.at(span, msg.into());
         self.diags.push(d);
+    }
+
+    /// `FILE:LINE:COL` of `place`, for errors that name where else something is.
+    fn at(&self, place: &Place) -> String {
+        let d = self.sources[place.0]
+            .locate
+            .at(place.1.clone(), String::new());
+        format!("{}:{}:{}", d.file.display(), d.line, d.col)
     }
 
     /// Offload keys are `SOURCE/PATH` beneath the target's prefix, unique per local file
@@ -25,7 +45,7 @@ impl Validator<'_> {
         &mut self,
         stores: &[Store],
         classes: &[Class],
-        spans: &HashMap<String, Range<usize>>,
+        spans: &HashMap<String, Place>,
     ) {
         let targets: HashSet<&str> = classes
             .iter()
@@ -54,7 +74,8 @@ impl Validator<'_> {
                     && ba == bb
                     && (pa.starts_with(pb.as_str()) || pb.starts_with(pa.as_str()));
                 if overlap && (targets.contains(a) || targets.contains(b)) {
-                    let span = spans.get(*b).cloned().unwrap_or(0..0);
+                    let (src, span) = spans.get(*b).cloned().unwrap_or((0, 0..0));
+                    self.cur = src;
                     self.err(
                         span,
                         format!("store {b:?}: its keys overlap those of store {a:?} (bucket {bb:?}, prefixes {pa:?} and {pb:?}), and offloaded copies go to one of them: give each S3 store a prefix of its own"),
@@ -66,7 +87,7 @@ impl Validator<'_> {
 
     /// Makes `p` absolute against the config's directory, folding `.` and `..`.
     fn resolve(&self, p: &Path) -> PathBuf {
-        normalize(&self.base.join(p))
+        normalize(&self.sources[self.cur].base.join(p))
     }
 
     /// Limits from `t`, unset keys taken from `inherit` (else the defaults), validated.
@@ -109,10 +130,23 @@ impl Validator<'_> {
         l
     }
 
-    fn validate(&mut self, raw: raw::File, path: &Path) -> Config {
+    fn validate(&mut self, raw: raw::File, drop_ins: Vec<raw::DropIn>, path: &Path) -> Config {
         let state_dir_span = raw.daemon.get_ref().state_dir.span();
         let daemon = self.daemon(raw.daemon);
-        let (stores, store_spans) = self.stores(raw.store);
+        // Stores of every file first: a class may name a store of another file.
+        let mut stores = Vec::new();
+        let mut store_spans = HashMap::new();
+        let mut store_tables = vec![(0, raw.store)];
+        let mut class_tables = vec![(0, raw.class)];
+        for (i, d) in drop_ins.into_iter().enumerate() {
+            store_tables.push((i + 1, d.store));
+            class_tables.push((i + 1, d.class));
+        }
+        for (src, list) in store_tables {
+            self.cur = src;
+            self.stores(list, &mut stores, &mut store_spans);
+        }
+        self.cur = 0;
         // Our own files must never be candidates for deletion.
         for (what, p) in [("state_dir", &daemon.state_dir), ("socket", &daemon.socket)] {
             if let Some(st) = stores
@@ -125,17 +159,21 @@ impl Validator<'_> {
                 );
             }
         }
-        let mut names = HashSet::new();
-        let classes: Vec<Class> = raw
-            .class
-            .into_iter()
-            .map(|c| self.class(c, &stores, &mut names))
-            .collect();
+        let mut names = HashMap::new();
+        let mut classes = Vec::new();
+        for (src, list) in class_tables {
+            self.cur = src;
+            for c in list {
+                classes.push(self.class(c, &stores, &mut names));
+            }
+        }
         self.check_offload_targets(&stores, &classes, &store_spans);
+        self.cur = 0;
         let watchdog = self.watchdog(raw.watchdog, &stores);
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         Config {
             path,
+            drop_ins: Vec::new(),
             daemon,
             stores,
             classes,
@@ -207,26 +245,33 @@ impl Validator<'_> {
         daemon
     }
 
-    /// Every `[[store]]`, with where each is named (for errors found after all are read).
-    fn stores(&mut self, raw: Vec<raw::StoreTable>) -> (Vec<Store>, HashMap<String, Range<usize>>) {
-        let mut stores = Vec::new();
-        let mut names = HashSet::new();
-        let mut store_spans = HashMap::new();
+    /// The `[[store]]`s of the current source, added to `stores`; `spans` holds where
+    /// each store is named (for duplicates and errors found after all are read).
+    fn stores(
+        &mut self,
+        raw: Vec<raw::StoreTable>,
+        stores: &mut Vec<Store>,
+        spans: &mut HashMap<String, Place>,
+    ) {
         for s in raw {
             let name = s.name.get_ref().clone();
-            store_spans.insert(name.clone(), s.name.span());
             if name.is_empty() || name.contains([':', '/']) || name.trim() != name {
                 self.err(s.name.span(), format!("store name {name:?} must be non-empty, without ':', '/' or surrounding spaces"));
-            } else if !names.insert(name.clone()) {
-                self.err(s.name.span(), format!("duplicate store name {name:?}"));
+            } else if let Some(first) = spans.get(&name) {
+                let first = self.at(first);
+                self.err(
+                    s.name.span(),
+                    format!("duplicate store name {name:?} (first defined at {first})"),
+                );
+            } else {
+                spans.insert(name.clone(), (self.cur, s.name.span()));
             }
             let store = match s.kind {
-                StoreKind::Local => self.local_store(&s, name, &stores),
+                StoreKind::Local => self.local_store(&s, name, stores),
                 StoreKind::S3 => self.s3_store(&s, name),
             };
             stores.extend(store);
         }
-        (stores, store_spans)
     }
 
     /// A `kind = "local"` store; `others` are the stores read before it.
@@ -343,20 +388,26 @@ impl Validator<'_> {
         })
     }
 
-    /// One `[[class]]`; `names` holds the class names seen so far.
+    /// One `[[class]]`; `class_names` holds where each class name seen so far is.
     fn class(
         &mut self,
         raw: Spanned<raw::ClassTable>,
         stores: &[Store],
-        class_names: &mut HashSet<String>,
+        class_names: &mut HashMap<String, Place>,
     ) -> Class {
         let span = raw.span();
         let c = raw.into_inner();
         let name = c.name.get_ref().clone();
         if name.is_empty() {
             self.err(c.name.span(), "class name must not be empty");
-        } else if !class_names.insert(name.clone()) {
-            self.err(c.name.span(), format!("duplicate class name {name:?}"));
+        } else if let Some(first) = class_names.get(&name) {
+            let first = self.at(first);
+            self.err(
+                c.name.span(),
+                format!("duplicate class name {name:?} (first defined at {first})"),
+            );
+        } else {
+            class_names.insert(name.clone(), (self.cur, c.name.span()));
         }
         if !stores.iter().any(|s| &s.name == c.store.get_ref()) {
             let known: Vec<_> = stores.iter().map(|s| s.name.as_str()).collect();
@@ -562,22 +613,23 @@ fn root_problem(root: &Path) -> Option<String> {
     }
 }
 
-/// Validates `raw`, read from `path` (whose text `locate` holds); relative paths resolve
-/// against `base`. With `fs_checks` false, nothing on this machine is looked at.
+/// Validates `raw`, read from `path`, and the `drop_ins` merged after it: `sources[0]` is
+/// the main file, `sources[i]` the i-th drop-in. With `fs_checks` false, nothing on this
+/// machine is looked at.
 pub(super) fn validate(
     raw: raw::File,
-    locate: Locator<'_>,
+    drop_ins: Vec<raw::DropIn>,
+    sources: Vec<Source<'_>>,
     path: &Path,
-    base: PathBuf,
     fs_checks: bool,
 ) -> Result<Config, Vec<Diagnostic>> {
     let mut v = Validator {
-        locate,
-        base,
+        sources,
+        cur: 0,
         fs_checks,
         diags: Vec::new(),
     };
-    let cfg = v.validate(raw, path);
+    let cfg = v.validate(raw, drop_ins, path);
     if v.diags.is_empty() {
         Ok(cfg)
     } else {
