@@ -58,8 +58,9 @@ impl Engine {
         let in_use = match (&on_disk, rt.store(&store)) {
             (Some(_), Some(local)) => {
                 let sig = self.signals(&rt)?;
-                self.inuse
-                    .reasons(&sig, rt.class_of(&store, &path), local, &path)
+                let complete = entry.as_ref().is_some_and(|e| e.complete.is_some());
+                let class = rt.class_of(&store, &path);
+                self.inuse.reasons(&sig, class, local, &path, complete)
             }
             // An object: only a lease says it is in use.
             (Some(_), None) => self.lease_set()?.holders(&store, &path),
@@ -115,7 +116,10 @@ impl Engine {
                     return false;
                 };
                 let class = rt.class_of(&e.store, &e.path);
-                e.in_use = self.inuse.reasons(&signals, class, local, &e.path);
+                let complete = e.complete.is_some();
+                e.in_use = self
+                    .inuse
+                    .reasons(&signals, class, local, &e.path, complete);
                 !e.in_use.is_empty()
             });
             entries.truncate(filter.limit.map_or(usize::MAX, |l| l as usize));

@@ -401,7 +401,7 @@ impl Candidates {
             };
             let c = &mut g.cursors[i];
             let e = c.buf.pop_front().expect("a front entry");
-            if self.now.saturating_sub(e.mtime) < c.quiet {
+            if e.being_written(c.quiet, self.now) {
                 self.in_use_bytes += e.size;
                 continue;
             }

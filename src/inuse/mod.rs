@@ -154,13 +154,15 @@ impl InUse {
     }
 
     /// Why `path` of `store` (of `class`, if it has one) is in use, in words (empty: it is
-    /// not), by the signals read in `sig`.
+    /// not), by the signals read in `sig`. `complete`: its server announced it complete
+    /// (a webhook), so a recent mtime does not mean it is still being written.
     pub fn reasons(
         &self,
         sig: &Signals,
         class: Option<&Class>,
         store: &LocalStore,
         path: &Path,
+        complete: bool,
     ) -> Vec<String> {
         let name = store.name();
         let mut why = sig.leases.holders(name, path);
@@ -176,7 +178,7 @@ impl InUse {
                 .saturating_sub(md.mtime() * 1_000_000_000 + md.mtime_nsec());
             if let Some(q) = class
                 .map(|c| c.quiet_period)
-                .filter(|q| since < q.as_nanos_i64())
+                .filter(|q| !complete && since < q.as_nanos_i64())
             {
                 why.push(format!(
                     "still being written (modified {} ago, within quiet_period {q})",

@@ -116,7 +116,7 @@ impl<'a> ClassPlanner<'a> {
         // Still being written: in use, kept, and counted toward budgets like any kept file.
         let quiet = c.quiet_period.as_nanos_i64();
         let since_write = self.now.saturating_sub(e.mtime);
-        if since_write < quiet {
+        if e.being_written(quiet, self.now) {
             self.kept_files += 1;
             self.kept_bytes += e.size;
             return Verdict::Keep {
@@ -337,11 +337,15 @@ pub fn plan_classes<E>(
             sum.retained += e.retained as u64;
             let offloadable = e.copy.is_none() && e.path.to_str().is_some();
             if let Some(o) = class.offload.as_ref().filter(|_| offloadable) {
-                // Due once old enough and quiet; in-use checks come at execution.
-                let due = (e
-                    .age_ref(class.age_from)
-                    .saturating_add(o.after.as_nanos_i64()))
-                .max(e.mtime.saturating_add(class.quiet_period.as_nanos_i64()));
+                // Due once old enough and quiet — or at once when its server announced it
+                // complete; in-use checks come at execution.
+                let due = match e.complete {
+                    Some(_) => now,
+                    None => (e
+                        .age_ref(class.age_from)
+                        .saturating_add(o.after.as_nanos_i64()))
+                    .max(e.mtime.saturating_add(class.quiet_period.as_nanos_i64())),
+                };
                 if due <= now {
                     p.offloads.push(OffloadAction {
                         entry: e.clone(),
@@ -441,6 +445,7 @@ mod tests {
             class: Some("c".into()),
             retained: false,
             copy: None,
+            complete: None,
             tags: vec![],
             in_use: vec![],
         }

@@ -78,8 +78,7 @@ pub fn eligibility(class: &Class, e: &Entry, now: Nanos) -> Result<Tier, String>
     if e.retained {
         return Err("retained: never freed".into());
     }
-    let quiet = class.quiet_period.as_nanos_i64();
-    if now.saturating_sub(e.mtime) < quiet {
+    if e.being_written(class.quiet_period.as_nanos_i64(), now) {
         return Err("in use: still being written".into());
     }
     if let Some(o) = &class.offload {
@@ -168,6 +167,7 @@ mod tests {
             class: None,
             retained: false,
             copy: None,
+            complete: None,
             tags: vec![],
             in_use: vec![],
         }

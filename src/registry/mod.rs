@@ -82,6 +82,10 @@ pub struct Entry {
     /// Its verified remote copy (`archive:rec/x.mp4`), for offloaded local files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<String>,
+    /// When a media server announced this version complete (a webhook): no quiet period
+    /// is waited out for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<Nanos>,
     /// Free labels.
     pub tags: Vec<String>,
     /// Why it is in use right now (filled by `ls --in-use`; never stored).
@@ -90,6 +94,12 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether it may still be being written at `now`: modified within `quiet` ns, and no
+    /// media server has announced this version complete.
+    pub fn being_written(&self, quiet: Nanos, now: Nanos) -> bool {
+        self.complete.is_none() && now.saturating_sub(self.mtime) < quiet
+    }
+
     /// The time its age is counted from under `age_from`.
     pub fn age_ref(&self, age_from: AgeFrom) -> Nanos {
         match age_from {
@@ -212,12 +222,15 @@ pub struct Registry {
 }
 
 /// Column 9 names the verified remote copy of this very version (same size and mtime) —
-/// only while the remote object is still in the registry with that size.
+/// only while the remote object is still in the registry with that size; column 10 is when
+/// a media server announced this very version complete.
 const ENTRY_COLS: &str = "e.id, s.name, e.path, e.size, e.mtime, e.first_seen, e.class, (p.store_id IS NOT NULL), e.ino,
      (SELECT c.remote || ':' || CAST(c.key AS TEXT) FROM copies c
         JOIN stores rs ON rs.name = c.remote
         JOIN entries re ON re.store_id = rs.id AND re.path = c.key AND re.size = c.size
-      WHERE c.store_id = e.store_id AND c.path = e.path AND c.size = e.size AND c.mtime = e.mtime) AS copy";
+      WHERE c.store_id = e.store_id AND c.path = e.path AND c.size = e.size AND c.mtime = e.mtime) AS copy,
+     (SELECT f.at FROM facts f
+      WHERE f.store_id = e.store_id AND f.path = e.path AND f.size = e.size AND f.mtime = e.mtime) AS complete";
 const ENTRY_FROM: &str = "entries e JOIN stores s ON s.id = e.store_id
      LEFT JOIN pins p ON p.store_id = e.store_id AND p.path = e.path";
 
@@ -250,6 +263,7 @@ fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         retained: r.get::<_, i64>(7)? != 0,
         ino: r.get::<_, i64>(8)? as u64,
         copy: r.get(9)?,
+        complete: r.get(10)?,
         tags: Vec::new(),
         in_use: Vec::new(),
     })
@@ -714,6 +728,34 @@ impl Registry {
         .map_err(self.err())?
         .collect::<rusqlite::Result<_>>()
         .map_err(self.err())
+    }
+
+    /// Records that the version (`size`, `mtime`) of `path` is complete, as `source` said
+    /// at `at`. A later version of the file does not inherit it.
+    pub fn set_complete(
+        &mut self,
+        store: &str,
+        path: &Path,
+        size: u64,
+        mtime: Nanos,
+        at: Nanos,
+        source: &str,
+    ) -> Result<()> {
+        let sid = self.store_id(store)?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO facts(store_id, path, size, mtime, at, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![sid, path_bytes(path), size as i64, mtime, at, source],
+            )?;
+            // Facts about files no longer in the registry are dropped after a day.
+            tx.execute(
+                "DELETE FROM facts WHERE at < ?1 AND NOT EXISTS
+                   (SELECT 1 FROM entries e WHERE e.store_id = facts.store_id AND e.path = facts.path)",
+                [at.saturating_sub(86_400_000_000_000)],
+            )?;
+            Ok(())
+        })
     }
 
     /// Adds and removes tags of the entry at `path`; `None` when there is no such entry,

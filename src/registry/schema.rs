@@ -135,4 +135,17 @@ pub const MIGRATIONS: &[&str] = &[
         trigger  TEXT NOT NULL
     );
     "#,
+    // 8 (issue 13): what a media server said about a file (a webhook): this version (size
+    // and mtime) of it is a complete recording, so no quiet period is waited out for it.
+    r#"
+    CREATE TABLE facts (
+        store_id INTEGER NOT NULL REFERENCES stores(id),
+        path     BLOB NOT NULL,
+        size     INTEGER NOT NULL,       -- the version the server announced
+        mtime    INTEGER NOT NULL,
+        at       INTEGER NOT NULL,       -- when (ns since the epoch)
+        source   TEXT NOT NULL,          -- e.g. "nginx-rtmp record_done"
+        PRIMARY KEY (store_id, path)
+    ) WITHOUT ROWID;
+    "#,
 ];
