@@ -28,6 +28,206 @@ fn every_example_config_parses() {
     assert!(n >= 3, "expected the example configs in config/");
 }
 
+/// The server recipes in config/recipes/: conf.d drop-ins with `[[store]]` and `[[class]]`
+/// tables only, no `[daemon]`.
+const RECIPES: [&str; 5] = ["nginx-rtmp", "srs", "zlmediakit", "owncast", "azuracast"];
+
+/// The smallest `[daemon]` a recipe needs to be a whole config (conf.d merging is not there
+/// yet: a recipe is checked as the tail of a main config).
+const RECIPE_DAEMON: &str = "[daemon]\nstate_dir = \"/var/lib/mediaretain\"\n\n";
+
+fn recipe_text(name: &str) -> (std::path::PathBuf, String) {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/recipes/{name}.toml"));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (p, text)
+}
+
+#[test]
+fn every_recipe_parses_as_a_drop_in() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/recipes");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut listed = RECIPES.map(String::from).to_vec();
+    listed.sort();
+    assert_eq!(
+        on_disk, listed,
+        "a recipe in config/recipes/ that this test does not cover"
+    );
+    for name in RECIPES {
+        let (p, text) = recipe_text(name);
+        // A drop-in: the daemon section belongs to the main config.
+        let doc: toml::Table = text.parse().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut keys: Vec<&str> = doc.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            ["class", "store"],
+            "{name}: only [[store]] and [[class]]"
+        );
+        // Store roots are this box's server directories, absent here: no fs checks.
+        let cfg =
+            mediaretain::config::Config::parse_with(&p, &format!("{RECIPE_DAEMON}{text}"), false)
+                .unwrap_or_else(|e| panic!("{name} does not parse:\n{e}"));
+        assert!(!cfg.stores.is_empty() && !cfg.classes.is_empty(), "{name}");
+        for s in &cfg.stores {
+            assert!(
+                s.name.starts_with(name),
+                "{name}: store {:?} lacks the prefix",
+                s.name
+            );
+        }
+        for c in &cfg.classes {
+            assert!(
+                c.name.starts_with(name),
+                "{name}: class {:?} lacks the prefix",
+                c.name
+            );
+        }
+    }
+}
+
+#[test]
+fn all_recipes_together_parse() {
+    // Every recipe dropped into one conf.d at once: no store or class name twice, no
+    // nested store roots.
+    let mut text = RECIPE_DAEMON.to_string();
+    for name in RECIPES {
+        text.push_str(&recipe_text(name).1);
+        text.push('\n');
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/recipes/all.toml");
+    let cfg = mediaretain::config::Config::parse_with(&p, &text, false)
+        .unwrap_or_else(|e| panic!("the recipes together do not parse:\n{e}"));
+    assert_eq!(cfg.stores.len(), RECIPES.len());
+}
+
+/// A path relative to a store root and the class that must own it (None: no class).
+type Expect = (&'static str, Option<&'static str>);
+
+#[test]
+fn recipes_classify_each_servers_default_layout() {
+    // Paths each server writes with its default configuration (the recipes' header
+    // comments cite where each comes from) and the class that must own them; None: a file
+    // the recipe must never touch.
+    let cases: &[(&str, &[Expect])] = &[
+        (
+            "nginx-rtmp",
+            &[
+                ("hls/cam1.m3u8", None),
+                ("hls/cam1.m3u8.bak", Some("nginx-rtmp-playlist-leftovers")),
+                ("hls/cam1-17.ts", Some("nginx-rtmp-hls")),
+                ("hls/cam1/17.ts", Some("nginx-rtmp-hls")),
+                ("dash/cam1.mpd", None),
+                ("dash/cam1-init.m4v", None),
+                ("dash/cam1-raw.m4a", None),
+                ("dash/cam1-120000.m4v", Some("nginx-rtmp-dash")),
+                ("rec/cam1-1700000000.flv", Some("nginx-rtmp-recordings")),
+            ],
+        ),
+        (
+            "srs",
+            &[
+                ("live/livestream.m3u8", None),
+                ("live/livestream.m3u8.temp", Some("srs-segment-partials")),
+                ("live/livestream-12.ts", Some("srs-hls")),
+                ("live/livestream-13.ts.tmp", Some("srs-segment-partials")),
+                ("live/livestream/video-3.m4s", Some("srs-dash")),
+                ("live/livestream/video-init.mp4", None),
+                ("live/livestream.1420254068776.flv", Some("srs-dvr")),
+                (
+                    "live/livestream.1420254068776.flv.tmp",
+                    Some("srs-dvr-partials"),
+                ),
+                ("players/srs_player.html", None),
+                ("console/ng_index.html", None),
+                ("index.html", None),
+            ],
+        ),
+        (
+            "zlmediakit",
+            &[
+                (
+                    "record/live/cam1/2024-05-01/2024-05-01-10-00-00-0.mp4",
+                    Some("zlmediakit-mp4"),
+                ),
+                (
+                    "record/live/cam1/2024-05-01/.2024-05-01-11-00-00-1.mp4",
+                    Some("zlmediakit-mp4-writing"),
+                ),
+                (
+                    "__defaultVhost__/record/live/cam1/2024-05-01/2024-05-01-10-00-00-0.mp4",
+                    Some("zlmediakit-mp4"),
+                ),
+                ("live/cam1/hls.m3u8", None),
+                ("live/cam1/2024-05-01/10/00-02_7.ts", Some("zlmediakit-hls")),
+                ("live/cam1/2024-05-01/10/vod.m3u8", None),
+                (
+                    "snap/0123abcd/1714557600.jpeg",
+                    Some("zlmediakit-snapshots"),
+                ),
+                (
+                    "snap/0123abcd/1714557600.jpeg.tmp",
+                    Some("zlmediakit-snap-partials"),
+                ),
+                ("index.html", None),
+                ("webrtc/index.html", None),
+            ],
+        ),
+        (
+            "owncast",
+            &[
+                ("hls/stream.m3u8", None),
+                ("hls/0/stream.m3u8", None),
+                ("hls/0/stream-abc123-42.ts", Some("owncast-hls")),
+                ("owncast.db", None),
+                ("backup/owncastdb.bak", None),
+                ("tmp/tempthumbnail.jpg", Some("owncast-thumbnail-partials")),
+                ("tmp/thumbnail.jpg", None),
+            ],
+        ),
+        (
+            "azuracast",
+            &[
+                ("radio/media/song.mp3", None),
+                (
+                    "radio/temp/dj1/stream_20240501-100000.mp3.tmp",
+                    Some("azuracast-live-partials"),
+                ),
+                // Finished, waiting for AzuraCast to move it: the only copy.
+                ("radio/temp/dj1/stream_20240501-100000.mp3", None),
+                (
+                    "radio/recordings/dj1/stream_20240501-100000.mp3",
+                    Some("azuracast-recordings"),
+                ),
+                ("radio/hls/live.m3u8", None),
+                (
+                    "radio/hls/aac_hifi_4_1714557600_3.aac",
+                    Some("azuracast-hls"),
+                ),
+            ],
+        ),
+    ];
+    for (name, paths) in cases {
+        let (p, text) = recipe_text(name);
+        let cfg =
+            mediaretain::config::Config::parse_with(&p, &format!("{RECIPE_DAEMON}{text}"), false)
+                .unwrap_or_else(|e| panic!("{name} does not parse:\n{e}"));
+        let classes = mediaretain::classify::Classifier::new(&cfg).unwrap();
+        for (rel, want) in *paths {
+            assert_eq!(
+                classes.classify(name, Path::new(rel)),
+                *want,
+                "{name}: {rel}"
+            );
+        }
+    }
+}
+
 #[test]
 fn demo_config_passes_check_config() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
