@@ -243,6 +243,22 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
         policy: Arc::new(policy),
     };
     tracker.spawn(server::serve(listener, ctl, cancel.clone()));
+    // Wakes the offload worker: after passes and scans, and when a hook announces a
+    // finished recording of an offload class.
+    let remote_kick = Arc::new(tokio::sync::Notify::new());
+    let hooks = engine.runtime().config.hooks.clone();
+    if let Some(h) = hooks {
+        let listener = crate::hooks::bind(&h).await.map_err(|e| {
+            Failure::new(exit::CANTCREAT, format!("hooks.listen {}: {e}", h.listen))
+        })?;
+        info!(listen = %h.listen, "hook receiver listening on http://{}/hooks/", h.listen);
+        tracker.spawn(crate::hooks::serve(
+            listener,
+            engine.clone(),
+            remote_kick.clone(),
+            cancel.clone(),
+        ));
+    }
 
     let io = |e: std::io::Error| Failure::new(exit::SOFTWARE, format!("signal handler: {e}"));
     let mut hup = signal(SignalKind::hangup()).map_err(io)?;
@@ -275,7 +291,6 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
         }
         Err(e) => error!(error = %e, "initial scan failed; retrying at the next scan"),
     }
-    let remote_kick = Arc::new(tokio::sync::Notify::new());
     let remote_scan_due = Arc::new(std::sync::atomic::AtomicBool::new(true));
     tracker.spawn(remote_worker(
         engine.clone(),

@@ -29,6 +29,7 @@ use crate::watchdog::{VolumeSpec, VolumeWatch};
 
 mod executor;
 mod explain;
+mod facts;
 mod marks;
 mod pressure;
 mod remote;
@@ -36,6 +37,7 @@ mod status;
 
 pub use executor::refusal_kind;
 
+pub use facts::{Announced, fact_tag};
 pub use remote::fetch;
 
 /// Failures of an operation; each maps to a sysexits code.

@@ -18,6 +18,7 @@ pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod failure;
+pub mod hooks;
 pub mod inuse;
 pub mod logging;
 pub mod policy;

@@ -80,6 +80,66 @@ pub struct Config {
     pub classes: Vec<Class>,
     /// Disk-pressure watermarks.
     pub watchdog: Watchdog,
+    /// The webhook receiver for media servers (off when None).
+    pub hooks: Option<Hooks>,
+}
+
+/// A media server's webhook dialect: one endpoint each, `/hooks/<name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dialect {
+    /// nginx-rtmp's `on_publish`, `on_publish_done`, `on_record_done` (form-encoded).
+    NginxRtmp,
+    /// SRS's `on_publish`, `on_unpublish`, `on_dvr`, `on_hls` (JSON).
+    Srs,
+    /// ZLMediaKit's `on_record_mp4`, `on_record_ts`, `on_stream_changed` (JSON).
+    Zlmediakit,
+    /// Owncast's `STREAM_STARTED` / `STREAM_STOPPED` webhooks (JSON).
+    Owncast,
+}
+
+impl Dialect {
+    /// Every dialect.
+    pub const ALL: [Dialect; 4] = [
+        Dialect::NginxRtmp,
+        Dialect::Srs,
+        Dialect::Zlmediakit,
+        Dialect::Owncast,
+    ];
+
+    /// Its name in the config and in the endpoint's path.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::NginxRtmp => "nginx-rtmp",
+            Dialect::Srs => "srs",
+            Dialect::Zlmediakit => "zlmediakit",
+            Dialect::Owncast => "owncast",
+        }
+    }
+}
+
+/// `[hooks]`: where media servers post their events.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Hooks {
+    /// TCP address to listen on (loopback unless a token is set).
+    pub listen: std::net::SocketAddr,
+    /// Shared secret every hook URL carries as its last path segment.
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// What each server's events refer to.
+    pub servers: std::collections::BTreeMap<Dialect, ServerHooks>,
+}
+
+/// `[hooks.<dialect>]`: how one server's events map onto stores.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ServerHooks {
+    /// The store holding its live playlists.
+    pub store: Option<String>,
+    /// Its live playlists, relative to that store's root, with `{app}` and `{stream}`
+    /// standing for the event's; globs allowed (`hls/{stream}/*.m3u8`).
+    pub playlists: Vec<String>,
+    /// Path prefixes as the server sees them (in its container) → as they are here.
+    pub paths: Vec<(PathBuf, PathBuf)>,
 }
 
 /// `[daemon]`.

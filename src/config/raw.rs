@@ -12,6 +12,29 @@ pub struct File {
     #[serde(default)]
     pub class: Vec<Spanned<ClassTable>>,
     pub watchdog: Option<Spanned<Watchdog>>,
+    pub hooks: Option<Spanned<HooksTable>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksTable {
+    pub listen: Spanned<String>,
+    pub token: Option<Spanned<String>>,
+    #[serde(rename = "nginx-rtmp")]
+    pub nginx_rtmp: Option<Spanned<ServerHooksTable>>,
+    pub srs: Option<Spanned<ServerHooksTable>>,
+    pub zlmediakit: Option<Spanned<ServerHooksTable>>,
+    pub owncast: Option<Spanned<ServerHooksTable>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerHooksTable {
+    pub store: Option<String>,
+    #[serde(default)]
+    pub playlists: Vec<String>,
+    #[serde(default)]
+    pub paths: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// A drop-in of `conf.d/`: one server's stores and classes, merged after the main file.

@@ -170,6 +170,7 @@ impl Validator<'_> {
         self.check_offload_targets(&stores, &classes, &store_spans);
         self.cur = 0;
         let watchdog = self.watchdog(raw.watchdog, &stores);
+        let hooks = raw.hooks.map(|h| self.hooks(h, &stores));
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         Config {
             path,
@@ -178,6 +179,93 @@ impl Validator<'_> {
             stores,
             classes,
             watchdog,
+            hooks,
+        }
+    }
+
+    /// `[hooks]` and its `[hooks.<dialect>]` tables.
+    fn hooks(&mut self, raw: Spanned<raw::HooksTable>, stores: &[Store]) -> Hooks {
+        let h = raw.into_inner();
+        let listen = match h.listen.get_ref().parse::<std::net::SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.err(
+                    h.listen.span(),
+                    format!(
+                        "hooks.listen {:?} must be an address and port, like \"127.0.0.1:8089\"",
+                        h.listen.get_ref()
+                    ),
+                );
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        };
+        let token = h.token.as_ref().map(|t| t.get_ref().clone());
+        if let Some(t) = &h.token {
+            let ok = t.get_ref().len() >= 16
+                && t.get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b));
+            if !ok {
+                self.err(t.span(), "hooks.token must be at least 16 characters of A-Z, a-z, 0-9, '-', '_', '.', '~' (it travels in the URL path)");
+            }
+        }
+        if !listen.ip().is_loopback() && token.is_none() {
+            self.err(
+                h.listen.span(),
+                format!("hooks.listen {listen} is not a loopback address: set hooks.token too, so that only your media servers can post events"),
+            );
+        }
+        let mut servers = std::collections::BTreeMap::new();
+        for (d, t) in [
+            (Dialect::NginxRtmp, h.nginx_rtmp),
+            (Dialect::Srs, h.srs),
+            (Dialect::Zlmediakit, h.zlmediakit),
+            (Dialect::Owncast, h.owncast),
+        ] {
+            let Some(t) = t else { continue };
+            let span = t.span();
+            let t = t.into_inner();
+            let what = format!("hooks.{}", d.name());
+            match &t.store {
+                Some(s) if !stores.iter().any(|x| &x.name == s && x.is_local()) => self.err(
+                    span.clone(),
+                    format!("{what}: store {s:?} is not a local store"),
+                ),
+                None if !t.playlists.is_empty() => self.err(
+                    span.clone(),
+                    format!("{what}: playlists need the store they are in (store = \"…\")"),
+                ),
+                _ => {}
+            }
+            for p in &t.playlists {
+                let probe = p.replace("{app}", "a").replace("{stream}", "s");
+                if p.starts_with('/') || glob(&probe).is_err() {
+                    self.err(span.clone(), format!("{what}: playlist pattern {p:?} must be a glob relative to the store root ({{app}} and {{stream}} stand for the event's)"));
+                }
+            }
+            let mut paths = Vec::new();
+            for (from, to) in t.paths {
+                let to = self.resolve(&to);
+                if !from.starts_with('/') {
+                    self.err(span.clone(), format!("{what}: paths key {from:?} must be absolute (the path as the server sees it)"));
+                }
+                paths.push((PathBuf::from(from), to));
+            }
+            // The longest prefix first, so that the most specific mapping applies.
+            paths.sort_by_key(|(f, _)| std::cmp::Reverse(f.as_os_str().len()));
+            servers.insert(
+                d,
+                ServerHooks {
+                    store: t.store,
+                    playlists: t.playlists,
+                    paths,
+                },
+            );
+        }
+        Hooks {
+            listen,
+            token,
+            servers,
         }
     }
 

@@ -39,7 +39,13 @@ pub struct InUse {
     /// A playlist arrived or changed through the watcher since playlists were last read:
     /// the next refresh reads them again, not up to a second later.
     playlists_dirty: AtomicBool,
+    /// What media servers said about their live playlists (webhooks): (store, playlist)
+    /// → (live, since). Kept in memory: after a restart, playlists are judged by reading.
+    streams: Mutex<HashMap<(String, PathBuf), (bool, Nanos)>>,
 }
+
+/// At most this many playlists' stream states are remembered (the oldest go first).
+const MAX_STREAM_STATES: usize = 10_000;
 
 /// Every in-use signal at one instant, for `explain` and `ls`.
 pub struct Signals {
@@ -66,6 +72,26 @@ impl InUse {
     /// A playlist arrived or changed (a watcher event): the next refresh reads playlists.
     pub fn playlist_changed(&self) {
         self.playlists_dirty.store(true, Ordering::SeqCst);
+    }
+
+    /// A media server said the stream of `playlist` started (`live`) or stopped at `at`.
+    pub fn stream_state(&self, store: &str, playlist: &Path, live: bool, at: Nanos) {
+        let mut s = lock(&self.streams);
+        if s.len() >= MAX_STREAM_STATES {
+            if let Some(k) = s.iter().min_by_key(|(_, v)| v.1).map(|(k, _)| k.clone()) {
+                s.remove(&k);
+            }
+        }
+        s.insert((store.to_string(), playlist.to_path_buf()), (live, at));
+        drop(s);
+        self.playlist_changed();
+    }
+
+    /// What a media server last said about the stream of `playlist`: (live, since).
+    pub fn stream_of(&self, store: &str, playlist: &Path) -> Option<(bool, Nanos)> {
+        lock(&self.streams)
+            .get(&(store.to_string(), playlist.to_path_buf()))
+            .copied()
     }
 
     /// A pass starts: playlists changed meanwhile are read again, up to a budget per pass.
