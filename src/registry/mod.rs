@@ -65,6 +65,7 @@ pub struct Entry {
     /// Store name.
     pub store: String,
     /// Relative to the store root.
+    #[serde(with = "crate::spell::serde_path")]
     pub path: PathBuf,
     /// Bytes.
     pub size: u64,
@@ -106,6 +107,7 @@ pub struct AuditRecord {
     /// Store name.
     pub store: String,
     /// Relative to the store root.
+    #[serde(with = "crate::spell::serde_path")]
     pub path: PathBuf,
     /// delete, retain, unretain.
     pub action: String,
