@@ -160,10 +160,57 @@ fn retain_pins_exactly_the_odd_name_given_raw_or_spelled() {
         for (j, f) in files.iter().enumerate() {
             assert_eq!(f.exists(), i == j, "{how}: {}", f.display());
         }
+        // The report names each deleted file in the spelling too.
+        let mut deleted: Vec<&str> = gc["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["path"].as_str().unwrap())
+            .collect();
+        deleted.sort();
+        let mut others: Vec<&str> = (0..4).filter(|&j| j != i).map(|j| NAMES[j].1).collect();
+        others.sort();
+        assert_eq!(deleted, others, "{how}");
         let pinned = b.cli(&["ls", "--retained", "--json"]).ok().json();
         assert_eq!(pinned[0]["path"], spelled, "{how}: {pinned}");
         assert_eq!(pinned.as_array().unwrap().len(), 1, "{how}: {pinned}");
+        // The audit trail is found by the same name.
+        let x = b
+            .cli(&["explain", &format!("media:{spelled}"), "--json"])
+            .ok()
+            .json();
+        assert_eq!(x["history"][0]["action"], "retain", "{how}: {x}");
+        assert_eq!(x["history"][0]["path"], spelled, "{how}: {x}");
     }
+}
+
+#[test]
+fn tag_and_unretain_take_odd_names_raw_or_spelled() {
+    let (b, _files) = odd_box();
+    let mut key = OsString::from("media:");
+    key.push(OsStr::from_bytes(NAMES[1].0));
+    let r = cli_os(&b, &[os("tag"), &key, os("--add"), os("event=x")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, format!("tagged: media:{}\n", NAMES[1].1));
+    let tagged = b.cli(&["ls", "--tag", "event=x", "--json"]).ok().json();
+    assert_eq!(tagged.as_array().unwrap().len(), 1, "{tagged}");
+    assert_eq!(tagged[0]["path"], NAMES[1].1, "{tagged}");
+    // A backslash name given as `find` prints it (one backslash) or as `ls` spells it.
+    for arg in [r"media:rec/back\slash.mp4", r"media:rec/back\\slash.mp4"] {
+        let r = b.cli(&["retain", arg]).ok();
+        assert_eq!(
+            r.stdout.trim_end().rsplit(' ').next(),
+            Some(r"media:rec/back\\slash.mp4"),
+            "{arg}: {}",
+            r.stdout
+        );
+    }
+    let r = b.cli(&["unretain", r"media:rec/back\\slash.mp4"]).ok();
+    assert_eq!(r.stdout, "unretained: media:rec/back\\\\slash.mp4\n");
+    assert_eq!(
+        b.cli(&["ls", "--retained", "--json"]).ok().json(),
+        serde_json::json!([])
+    );
 }
 
 #[test]
@@ -201,6 +248,14 @@ fn a_lease_on_an_odd_name_over_the_api_protects_exactly_that_file() {
     assert!(x.contains("IN USE (lease "), "{x}");
     let leases = b.cli(&["leases"]).ok().stdout;
     assert!(leases.contains(r"media:rec/a\xffb.mp4"), "{leases}");
+    // Log lines name the deleted files in the spelling, each distinct.
+    let log = d.log.lock().unwrap().clone();
+    for spelled in [r"rec/a\xfeb.mp4", r"rec/back\\slash.mp4"] {
+        assert!(
+            log.contains(&format!("media:{spelled}")),
+            "{spelled}:\n{log}"
+        );
+    }
 
     // A glob cannot name a byte that is not UTF-8: refused, not silently matching nothing.
     let (status, body) = common::api(
