@@ -161,7 +161,8 @@ pub struct Lease {
     pub id: i64,
     /// Store name.
     pub store: String,
-    /// A path relative to the store root, or a glob.
+    /// A path relative to the store root in the lossless spelling of [`crate::spell`]
+    /// (exact, whatever its bytes), or a glob (UTF-8 text for globset).
     pub pattern: String,
     /// Whether `pattern` is a glob.
     pub glob: bool,
