@@ -100,7 +100,8 @@ pub enum Cmd {
     },
     /// Why a file is kept or when it goes; for a deleted file, when and why it went.
     Explain {
-        /// An absolute path inside a store root, or STORE:KEY.
+        /// An absolute path inside a store root, or STORE:KEY (see "Odd names" in the README).
+        #[arg(value_parser = spelled())]
         path: String,
         /// Machine-readable output.
         #[arg(long)]
@@ -109,19 +110,19 @@ pub enum Cmd {
     /// Pin files: never deleted automatically until unretained.
     Retain {
         /// Absolute paths inside store roots, or STORE:KEY.
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = spelled())]
         paths: Vec<String>,
     },
     /// Remove pins.
     Unretain {
         /// Absolute paths inside store roots, or STORE:KEY.
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = spelled())]
         paths: Vec<String>,
     },
     /// Add or remove free labels (like event=match-42) on files.
     Tag {
         /// Absolute paths inside store roots, or STORE:KEY.
-        #[arg(required = true)]
+        #[arg(required = true, value_parser = spelled())]
         paths: Vec<String>,
         /// Tags to add.
         #[arg(long)]
@@ -134,6 +135,7 @@ pub enum Cmd {
     /// is released or expires. Prints the lease id.
     Lease {
         /// A path or glob: absolute inside a store root, or STORE:KEY (`media:hls/s1/**`).
+        #[arg(value_parser = spelled())]
         path: String,
         /// How long, e.g. 60s.
         #[arg(long)]
@@ -183,6 +185,13 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// A path argument as a lossless spelling ([`crate::spell::from_arg`]): raw bytes from the
+/// shell and the spelling `ls` prints both work.
+fn spelled() -> impl clap::builder::TypedValueParser<Value = String> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::OsStringValueParser::new().map(crate::spell::from_arg)
 }
 
 /// Where commands go.
@@ -531,7 +540,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                 match (&r.error, &r.store, &r.path) {
                     (Some(err), _, _) => {
                         bad += 1;
-                        eprintln!("{}: {err}", r.arg);
+                        eprintln!("{}: {err}", crate::spell::canonical(&r.arg));
                     }
                     (None, Some(s), Some(p)) => {
                         let what = match (&mark, r.changed) {
@@ -542,7 +551,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                             (Mark::Tags { .. }, true) => "tagged",
                             (Mark::Tags { .. }, false) => "tags unchanged",
                         };
-                        println!("{what}: {s}:{}", p.display());
+                        println!("{what}: {}", loc(s, p));
                     }
                     _ => {}
                 }
@@ -652,7 +661,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
 }
 
 fn loc(store: &str, path: &Path) -> String {
-    format!("{store}:{}", path.display())
+    format!("{store}:{}", crate::spell::show(path))
 }
 
 fn render_plan(p: &Plan) -> String {
@@ -666,7 +675,7 @@ fn render_plan(p: &Plan) -> String {
             ByteSize(f.entry.size).to_string(),
             f.class_name,
             f.to,
-            f.entry.path.display()
+            crate::spell::show(&f.entry.path)
         );
     }
     for a in &p.actions {
@@ -920,7 +929,7 @@ fn render_volume(o: &mut String, v: &crate::engine::Volume, now: Nanos) {
     let _ = writeln!(
         o,
         "\nvolume {} (stores: {}): {state}",
-        v.mount.display(),
+        crate::spell::show(&v.mount),
         v.stores.join(", ")
     );
     let _ = writeln!(
@@ -984,8 +993,8 @@ fn render_status(s: &Status, now: Nanos) -> String {
     let _ = writeln!(
         o,
         "mediaretain: {who}; config {}; state {}",
-        s.config.display(),
-        s.state_dir.display()
+        crate::spell::show(&s.config),
+        crate::spell::show(&s.state_dir)
     );
     if let Some(t) = a.last_scan_at {
         let files: u64 = a.last_scan.iter().map(|x| x.files).sum();

@@ -142,35 +142,39 @@ impl Runtime {
     }
 
     /// Resolves a CLI/API path argument: an absolute path inside a store root, or
-    /// `STORE:KEY`. Anything else — or anything with `..` — is refused.
+    /// `STORE:KEY`, in the lossless spelling of [`crate::spell`] (`rec/a\xffb.mp4` names
+    /// the bytes). Anything else — or anything with `..` — is refused.
     pub fn resolve(&self, arg: &str) -> Result<(String, PathBuf)> {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = crate::spell::unspell(arg);
+        let shown = crate::spell::spell(&bytes);
         // An overlong argument is named by its start only.
-        let shown: String = arg.chars().take(200).collect();
+        let cut: String = shown.chars().take(200).collect();
         let refuse = |why: &str| {
             EngineError::BadInput(format!(
-                "{shown:?}{} {why}; give an absolute path inside a store root or STORE:KEY (stores: {})",
-                if shown.len() < arg.len() { "…" } else { "" },
+                "\"{cut}\"{} {why}; give an absolute path inside a store root or STORE:KEY (stores: {})",
+                if cut.len() < shown.len() { "…" } else { "" },
                 self.stores
                     .iter()
-                    .map(|s| format!("{}={}", s.name(), s.root().display()))
+                    .map(|s| format!("{}={}", s.name(), crate::spell::show(s.root())))
                     .collect::<Vec<_>>()
                     .join(", ")
             ))
         };
         // No file can have such a name: bad input, not an I/O failure further down.
-        if arg.contains('\0') {
+        if bytes.contains(&0) {
             return Err(refuse("contains a NUL byte"));
         }
-        if arg.len() > libc::PATH_MAX as usize {
+        if bytes.len() > libc::PATH_MAX as usize {
             return Err(refuse(&format!(
                 "is longer than {} bytes (PATH_MAX)",
                 libc::PATH_MAX
             )));
         }
-        if arg.split('/').any(|c| c.len() > 255) {
+        if bytes.split(|&b| b == b'/').any(|c| c.len() > 255) {
             return Err(refuse("has a name longer than 255 bytes (NAME_MAX)"));
         }
-        let p = Path::new(arg);
+        let p = Path::new(std::ffi::OsStr::from_bytes(&bytes));
         if p.is_absolute() {
             if p.components().any(|c| matches!(c, Component::ParentDir)) {
                 return Err(refuse("contains '..'"));
@@ -185,14 +189,23 @@ impl Runtime {
                 _ => Err(refuse("is not inside any store root")),
             };
         }
-        if let Some((store, key)) = arg.split_once(':') {
-            if self.store(store).is_none() && !self.remotes.iter().any(|r| r.name() == store) {
-                return Err(refuse(&format!("names unknown store {store:?}")));
-            }
-            if !is_confined(Path::new(key)) {
+        if let Some(colon) = bytes.iter().position(|&b| b == b':') {
+            let (store, key) = (
+                &bytes[..colon],
+                Path::new(std::ffi::OsStr::from_bytes(&bytes[colon + 1..])),
+            );
+            let known =
+                |s: &str| self.store(s).is_some() || self.remotes.iter().any(|r| r.name() == s);
+            let Some(store) = std::str::from_utf8(store).ok().filter(|s| known(s)) else {
+                return Err(refuse(&format!(
+                    "names unknown store \"{}\"",
+                    crate::spell::spell(store)
+                )));
+            };
+            if !is_confined(key) {
                 return Err(refuse("has a key that is not a plain relative path"));
             }
-            return Ok((store.to_string(), canonical(Path::new(key))));
+            return Ok((store.to_string(), canonical(key)));
         }
         Err(refuse("is neither absolute nor STORE:KEY"))
     }
@@ -210,6 +223,7 @@ pub struct FileResult {
     /// Store name.
     pub store: String,
     /// Relative path.
+    #[serde(with = "crate::spell::serde_path")]
     pub path: PathBuf,
     /// Class.
     pub class: String,
@@ -300,6 +314,7 @@ pub struct Explanation {
     /// Store name.
     pub store: String,
     /// Relative path.
+    #[serde(with = "crate::spell::serde_path")]
     pub path: PathBuf,
     /// Is a regular file there now?
     pub on_disk: bool,
@@ -377,6 +392,7 @@ pub struct MarkResult {
     /// Resolved store.
     pub store: Option<String>,
     /// Resolved path.
+    #[serde(with = "crate::spell::serde_opt_path")]
     pub path: Option<PathBuf>,
     /// Whether anything changed.
     pub changed: bool,
@@ -388,6 +404,7 @@ pub struct MarkResult {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Volume {
     /// Mount point.
+    #[serde(with = "crate::spell::serde_path")]
     pub mount: PathBuf,
     /// The stores on it.
     pub stores: Vec<String>,
@@ -442,8 +459,10 @@ pub struct Activity {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     /// The config file.
+    #[serde(with = "crate::spell::serde_path")]
     pub config: PathBuf,
     /// The state directory.
+    #[serde(with = "crate::spell::serde_path")]
     pub state_dir: PathBuf,
     /// Activity.
     pub activity: Activity,
@@ -865,7 +884,7 @@ impl Engine {
                 Pruned::Done => false,
                 Pruned::Removed(dirs) => {
                     for d in &dirs {
-                        info!(action = "rmdir", store = %store, path = %d.display(), "removed empty directory");
+                        info!(action = "rmdir", store = %store, path = %crate::spell::show(d), "removed empty directory");
                     }
                     removed += dirs.len() as u64;
                     false
@@ -1023,10 +1042,10 @@ fn reconcile_after_crash(rt: &Runtime, reg: &mut Registry, now: Nanos) -> Result
                 for r in done {
                     match r {
                         Recovered::Deleted(p) => {
-                            info!(action = "delete", store = store.name(), path = %p.display(), "removed the checked file an interrupted deletion had moved to the trash")
+                            info!(action = "delete", store = store.name(), path = %crate::spell::show(&p), "removed the checked file an interrupted deletion had moved to the trash")
                         }
                         Recovered::Restored(p) => {
-                            info!(action = "restore", store = store.name(), path = %p.display(), "put back a file an interrupted deletion had moved to the trash")
+                            info!(action = "restore", store = store.name(), path = %crate::spell::show(&p), "put back a file an interrupted deletion had moved to the trash")
                         }
                         Recovered::Kept(p, name, why) => {
                             warn!(action = "trash", store = store.name(), path = ?p, trash = %name, reason = %why, "a file in the store's trash directory was left there; move it back by hand")
@@ -1052,7 +1071,7 @@ fn reconcile_after_crash(rt: &Runtime, reg: &mut Registry, now: Nanos) -> Result
         let still_there = match local.stat(&i.path) {
             Ok(m) => m.is_some_and(|m| m.ino == i.ino),
             Err(e) => {
-                warn!(store = %i.store, path = %i.path.display(), error = %e, "cannot check a deletion interrupted by a crash; it is checked again at the next start");
+                warn!(store = %i.store, path = %crate::spell::show(&i.path), error = %e, "cannot check a deletion interrupted by a crash; it is checked again at the next start");
                 continue;
             }
         };
@@ -1060,7 +1079,7 @@ fn reconcile_after_crash(rt: &Runtime, reg: &mut Registry, now: Nanos) -> Result
         if still_there {
             continue;
         }
-        info!(action = "delete", store = %i.store, path = %i.path.display(), "reconciled a deletion interrupted by a crash");
+        info!(action = "delete", store = %i.store, path = %crate::spell::show(&i.path), "reconciled a deletion interrupted by a crash");
         gone.push((i.entry_id, i.path.clone()));
         records.push(AuditRecord {
             at: now,

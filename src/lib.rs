@@ -24,6 +24,7 @@ pub mod logging;
 pub mod policy;
 pub mod registry;
 pub mod scan;
+pub mod spell;
 pub mod statedir;
 pub mod store;
 pub mod units;

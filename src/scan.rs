@@ -101,11 +101,11 @@ pub fn walk(
         Err(Errno::NOENT) => return (0, 0),
         // A link (or a non-directory) where a directory was: nothing of ours to list there.
         Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => {
-            debug!(path = %root.join(prefix).display(), "not a directory beneath the root; skipped");
+            debug!(path = %crate::spell::show(&root.join(prefix)), "not a directory beneath the root; skipped");
             return (0, 0);
         }
         Err(e) => {
-            warn!(path = %root.join(prefix).display(), error = %e, "cannot read directory; its entries are kept as they were");
+            warn!(path = %crate::spell::show(&root.join(prefix)), error = %e, "cannot read directory; its entries are kept as they were");
             return (0, 1);
         }
     };
@@ -130,11 +130,11 @@ pub fn walk(
                 Ok(fd) => fd,
                 Err(Errno::NOENT) => continue,
                 Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
-                    debug!(path = %abs().display(), "replaced by a symlink or file since it was listed; not entered");
+                    debug!(path = %crate::spell::show(&abs()), "replaced by a symlink or file since it was listed; not entered");
                     continue;
                 }
                 Err(e) => {
-                    warn!(path = %abs().display(), error = %e, "cannot read directory; its entries are kept as they were");
+                    warn!(path = %crate::spell::show(&abs()), error = %e, "cannot read directory; its entries are kept as they were");
                     unreadable += 1;
                     continue;
                 }
@@ -143,7 +143,7 @@ pub fn walk(
         let dir = match rustix::fs::Dir::read_from(&fd) {
             Ok(d) => d,
             Err(e) => {
-                warn!(path = %abs().display(), error = %e, "cannot read directory; its entries are kept as they were");
+                warn!(path = %crate::spell::show(&abs()), error = %e, "cannot read directory; its entries are kept as they were");
                 unreadable += 1;
                 continue;
             }
@@ -157,7 +157,7 @@ pub fn walk(
                 Err(e) => {
                     // A listing error makes this walk partial: counted, so the sweep keeps
                     // (does not forget) what it could not see.
-                    warn!(path = %abs().display(), error = %e, "directory listing failed part-way");
+                    warn!(path = %crate::spell::show(&abs()), error = %e, "directory listing failed part-way");
                     unreadable += 1;
                     break;
                 }
@@ -190,7 +190,7 @@ pub fn walk(
             }
             match ft {
                 FileType::Directory if depth + 1 >= MAX_DEPTH => {
-                    warn!(path = %root.join(&child).display(), max_depth = MAX_DEPTH, "directory nested too deep; not walked, its entries are kept as they were");
+                    warn!(path = %crate::spell::show(&root.join(&child)), max_depth = MAX_DEPTH, "directory nested too deep; not walked, its entries are kept as they were");
                     unreadable += 1;
                 }
                 FileType::Directory => stack.push((Some(fd.clone()), fname, child, depth + 1)),
@@ -210,7 +210,7 @@ pub fn walk(
                     }
                 }
                 FileType::Symlink => {
-                    debug!(path = %root.join(&child).display(), "symlink skipped: never followed");
+                    debug!(path = %crate::spell::show(&root.join(&child)), "symlink skipped: never followed");
                 }
                 _ => {}
             }

@@ -107,11 +107,11 @@ impl Watches {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return,
             Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => {
-                debug!(store = %self.roots[r].name, path = %rel.display(), "not a directory beneath the root (a symlink?); not watched");
+                debug!(store = %self.roots[r].name, path = %crate::spell::show(rel), "not a directory beneath the root (a symlink?); not watched");
                 return;
             }
             Err(e) => {
-                warn!(store = %self.roots[r].name, path = %rel.display(), error = %e, "cannot watch directory");
+                warn!(store = %self.roots[r].name, path = %crate::spell::show(rel), error = %e, "cannot watch directory");
                 return;
             }
         };
@@ -139,7 +139,7 @@ impl Watches {
                 let t = de.file_type();
                 if t != rustix::fs::FileType::Directory && t != rustix::fs::FileType::Unknown {
                     if t == rustix::fs::FileType::Symlink {
-                        debug!(store = %self.roots[r].name, path = %rel.join(OsStr::from_bytes(name)).display(), "symlink not watched");
+                        debug!(store = %self.roots[r].name, path = %crate::spell::show(&rel.join(OsStr::from_bytes(name))), "symlink not watched");
                     }
                     continue;
                 }
@@ -152,7 +152,7 @@ impl Watches {
                 ) {
                     Ok(child) => stack.push((child, rel.join(name))),
                     Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
-                        debug!(store = %self.roots[r].name, path = %rel.join(name).display(), "not a directory (a symlink?); not watched");
+                        debug!(store = %self.roots[r].name, path = %crate::spell::show(&rel.join(name)), "not a directory (a symlink?); not watched");
                     }
                     Err(_) => {}
                 }
@@ -172,12 +172,12 @@ impl Watches {
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 if !self.limit_warned {
                     self.limit_warned = true;
-                    warn!(store = %self.roots[r].name, path = %rel.display(), watches = self.dirs.len(), "inotify watch limit reached; directories beyond it are seen by scans only (raise fs.inotify.max_user_watches?)");
+                    warn!(store = %self.roots[r].name, path = %crate::spell::show(rel), watches = self.dirs.len(), "inotify watch limit reached; directories beyond it are seen by scans only (raise fs.inotify.max_user_watches?)");
                 }
                 false
             }
             Err(e) => {
-                warn!(store = %self.roots[r].name, path = %rel.display(), error = %e, "cannot watch directory; changes there are seen by the next scan");
+                warn!(store = %self.roots[r].name, path = %crate::spell::show(rel), error = %e, "cannot watch directory; changes there are seen by the next scan");
                 false
             }
         }
@@ -224,7 +224,7 @@ impl Watch {
             });
             let r = w.roots.len() - 1;
             w.add_tree(r, Path::new(""));
-            debug!(store = %name, root = %root.display(), watches = w.dirs.len(), "watching");
+            debug!(store = %name, root = %crate::spell::show(root), watches = w.dirs.len(), "watching");
         }
         let task = tokio::spawn(run(w, tx, signals));
         Ok(Watch { task })

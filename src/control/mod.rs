@@ -20,6 +20,10 @@
 //!
 //! Errors answer 4xx/5xx with `{"error": "...", "exit": CODE}`.
 //!
+//! Every path, in request bodies and in answers, is a string in the lossless spelling of
+//! [`crate::spell`] (`"media:rec/a\\xffb.mp4"` in JSON names the byte 0xff), so a name that is
+//! not UTF-8 can be listed, explained, retained and leased.
+//!
 //! Access is decided per request by the peer's kernel credentials (`SO_PEERCRED`,
 //! `SO_PEERGROUPS`; see [`crate::access`]): root and the daemon's user may call everything;
 //! members of `[daemon] socket_group` may call status, plan, ls, explain and leases, and

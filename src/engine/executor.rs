@@ -370,7 +370,7 @@ impl Engine {
             report.refused += 1;
             report.refused_bytes += a.entry.size;
             if same {
-                debug!(action = "refuse", path = %format!("{}:{}", a.entry.store, a.entry.path.display()), reason = %why, "still refused");
+                debug!(action = "refuse", path = %format!("{}:{}", a.entry.store, crate::spell::show(&a.entry.path)), reason = %why, "still refused");
                 if detail {
                     report.results.push(file_result(a, outcome));
                 }
@@ -450,7 +450,7 @@ pub fn refusal_kind(reason: &str) -> &'static str {
 /// second) go at debug, summed up at info once a minute; every other deletion at info.
 /// A refusal is an ordinary event (a file in use): info, once per episode.
 fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, churn: bool) {
-    let path = format!("{}:{}", a.entry.store, a.entry.path.display());
+    let path = format!("{}:{}", a.entry.store, crate::spell::show(&a.entry.path));
     match o {
         Outcome::Deleted if churn => debug!(
             action = "delete", path = %path, class = %a.class_name, rule = %a.rule,

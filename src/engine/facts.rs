@@ -11,6 +11,7 @@ pub struct Announced {
     /// Store name.
     pub store: String,
     /// Relative path.
+    #[serde(with = "crate::spell::serde_path")]
     pub path: PathBuf,
     /// Its class, if any matches.
     pub class: Option<String>,
@@ -57,9 +58,9 @@ impl Engine {
         source: &str,
     ) -> Result<Announced> {
         let rt = self.runtime();
-        let arg = abs
-            .to_str()
-            .ok_or_else(|| EngineError::BadInput(format!("{}: not UTF-8", abs.display())))?;
+        // The path is the server's, byte for byte: spelled so that resolve reads it back.
+        let arg = crate::spell::path(abs);
+        let arg = arg.as_ref();
         if !abs.is_absolute() {
             return Err(EngineError::BadInput(format!(
                 "{arg:?} is not an absolute path"

@@ -34,7 +34,18 @@ impl Engine {
         let rt = self.runtime();
         let glob = arg.contains(['*', '?', '[', '{']);
         let (store, rel) = rt.resolve(arg)?;
-        let pattern = rel.to_string_lossy().into_owned();
+        // A literal name is kept in the spelling (exact, whatever its bytes); a glob is
+        // text for globset, which matches bytes but cannot name one that is not UTF-8.
+        let pattern = match (glob, rel.to_str()) {
+            (false, _) => crate::spell::path(&rel).into_owned(),
+            (true, Some(g)) => g.to_string(),
+            (true, None) => {
+                return Err(EngineError::BadInput(format!(
+                    "glob \"{}\" names bytes that are not UTF-8: a glob cannot; match them with '?' or '*', or lease the file by its exact name",
+                    crate::spell::show(&rel)
+                )));
+            }
+        };
         if glob {
             crate::config::glob_set(std::slice::from_ref(&pattern)).map_err(|e| {
                 EngineError::BadInput(format!("bad glob {pattern:?}: {}", e.kind()))
@@ -192,7 +203,7 @@ impl Engine {
                 }
             };
             if changed {
-                info!(action, store = %store, path = %path.display(), reason = %reason, trigger, "{action} {store}:{}", path.display());
+                info!(action, store = %store, path = %crate::spell::show(&path), reason = %reason, trigger, "{action} {store}:{}", crate::spell::show(&path));
                 let rec = AuditRecord {
                     at: now,
                     store: store.clone(),

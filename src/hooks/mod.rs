@@ -212,7 +212,7 @@ async fn handle(State(cx): State<Ctx>, req: Request) -> Response {
                 tokio::task::spawn_blocking(move || engine.announce_complete(&p, &tags, &source));
             match tokio::time::timeout(DEADLINE, job).await {
                 Ok(Ok(Ok(a))) => {
-                    let shown = format!("{}:{}", a.store, a.path.display());
+                    let shown = format!("{}:{}", a.store, crate::spell::show(&a.path));
                     if recording {
                         info!(action = "complete", dialect = d.name(), path = %shown, class = a.class.as_deref().unwrap_or(""), bytes = a.bytes, "{} says {shown} is complete ({}); tagged {}{}", d.name(), crate::units::ByteSize(a.bytes), a.tags.join(" "), if a.offload { "; offloading it now" } else { "" });
                     } else {
@@ -227,7 +227,7 @@ async fn handle(State(cx): State<Ctx>, req: Request) -> Response {
                     refuse(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
                 }
                 Ok(Ok(Err(e))) => {
-                    error!(dialect = d.name(), path = %path.display(), error = %e, "recording a hook's fact failed");
+                    error!(dialect = d.name(), path = %crate::spell::show(&path), error = %e, "recording a hook's fact failed");
                     reply(
                         Some(d),
                         StatusCode::INTERNAL_SERVER_ERROR,
@@ -240,7 +240,7 @@ async fn handle(State(cx): State<Ctx>, req: Request) -> Response {
                     Some(&e.to_string()),
                 ),
                 Err(_) => {
-                    warn!(dialect = d.name(), path = %path.display(), "a hook's fact took longer than {DEADLINE:?}; it completes in the background");
+                    warn!(dialect = d.name(), path = %crate::spell::show(&path), "a hook's fact took longer than {DEADLINE:?}; it completes in the background");
                     reply(Some(d), StatusCode::ACCEPTED, None)
                 }
             }

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use crate::registry::Lease;
+use crate::spell::unspell_path;
 use crate::units::{Nanos, fmt_time};
 
 /// Active leases compiled for matching, as of one instant.
@@ -38,8 +39,8 @@ impl LeaseSet {
             .filter(|(l, m)| {
                 l.store == store
                     && match m {
-                        Some(m) => m.is_match(path) || Path::new(&l.pattern) == path,
-                        None => Path::new(&l.pattern) == path,
+                        Some(m) => m.is_match(path) || *unspell_path(&l.pattern) == *path,
+                        None => *unspell_path(&l.pattern) == *path,
                     }
             })
             .map(|(l, _)| {

@@ -77,10 +77,10 @@ impl InUse {
     /// A media server said the stream of `playlist` started (`live`) or stopped at `at`.
     pub fn stream_state(&self, store: &str, playlist: &Path, live: bool, at: Nanos) {
         let mut s = lock(&self.streams);
-        if s.len() >= MAX_STREAM_STATES {
-            if let Some(k) = s.iter().min_by_key(|(_, v)| v.1).map(|(k, _)| k.clone()) {
-                s.remove(&k);
-            }
+        if s.len() >= MAX_STREAM_STATES
+            && let Some(k) = s.iter().min_by_key(|(_, v)| v.1).map(|(k, _)| k.clone())
+        {
+            s.remove(&k);
         }
         s.insert((store.to_string(), playlist.to_path_buf()), (live, at));
         drop(s);

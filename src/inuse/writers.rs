@@ -52,14 +52,14 @@ pub fn writer_reason(
         if since < class.quiet_period.as_nanos_i64() {
             return Some(format!(
                 "its writer is still writing {} (modified {} ago)",
-                part.display(),
+                crate::spell::show(&part),
                 fmt_span(since)
             ));
         }
         if let Some(who) = users(md.dev(), md.ino()).who {
             return Some(format!(
                 "its writer is still writing {} ({who})",
-                part.display()
+                crate::spell::show(&part)
             ));
         }
     }

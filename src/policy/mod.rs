@@ -395,7 +395,7 @@ pub fn describe(a: &Action) -> String {
     format!(
         "{}:{} ({}, class {}, {}): {}; age counted from {}",
         a.entry.store,
-        a.entry.path.display(),
+        crate::spell::show(&a.entry.path),
         ByteSize(a.entry.size),
         a.class_name,
         a.rule,

@@ -66,6 +66,7 @@ pub struct Entry {
     /// Store name.
     pub store: String,
     /// Relative to the store root.
+    #[serde(with = "crate::spell::serde_path")]
     pub path: PathBuf,
     /// Bytes.
     pub size: u64,
@@ -117,6 +118,7 @@ pub struct AuditRecord {
     /// Store name.
     pub store: String,
     /// Relative to the store root.
+    #[serde(with = "crate::spell::serde_path")]
     pub path: PathBuf,
     /// delete, retain, unretain.
     pub action: String,
@@ -170,7 +172,8 @@ pub struct Lease {
     pub id: i64,
     /// Store name.
     pub store: String,
-    /// A path relative to the store root, or a glob.
+    /// A path relative to the store root in the lossless spelling of [`crate::spell`]
+    /// (exact, whatever its bytes), or a glob (UTF-8 text for globset).
     pub pattern: String,
     /// Whether `pattern` is a glob.
     pub glob: bool,
@@ -223,7 +226,7 @@ pub struct Registry {
 
 /// Column 9 names the verified remote copy of this very version (same size and mtime) —
 /// only while the remote object is still in the registry with that size; column 10 is when
-/// a media server announced this very version complete.
+/// a media server announced this very version complete. Queries that add columns start at 11.
 const ENTRY_COLS: &str = "e.id, s.name, e.path, e.size, e.mtime, e.first_seen, e.class, (p.store_id IS NOT NULL), e.ino,
      (SELECT c.remote || ':' || CAST(c.key AS TEXT) FROM copies c
         JOIN stores rs ON rs.name = c.remote
@@ -717,7 +720,7 @@ impl Registry {
             params![filter.class, filter.retained as i64, limit, filter.tag],
             |r| {
                 let mut e = row_entry(r)?;
-                let tags: Option<String> = r.get(10)?;
+                let tags: Option<String> = r.get(11)?;
                 e.tags = tags
                     .map(|t| t.split('\n').map(str::to_string).collect())
                     .unwrap_or_default();

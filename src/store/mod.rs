@@ -58,7 +58,10 @@ impl Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The root could not be opened.
-    #[error("store {store:?}: cannot open root {}: {source}", root.display())]
+    #[error(
+        "store {store:?}: cannot open root {}: {source}",
+        crate::spell::show(root)
+    )]
     OpenRoot {
         /// Store name.
         store: String,
@@ -68,7 +71,10 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// A path is not a plain relative path inside the store.
-    #[error("store {store:?}: {} is not a path inside the store", path.display())]
+    #[error(
+        "store {store:?}: {} is not a path inside the store",
+        crate::spell::show(path)
+    )]
     Outside {
         /// Store name.
         store: String,
@@ -76,7 +82,7 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// Reading a file or directory failed.
-    #[error("store {store:?}: {}: {source}", path.display())]
+    #[error("store {store:?}: {}: {source}", crate::spell::show(path))]
     Io {
         /// Store name.
         store: String,

@@ -163,7 +163,7 @@ impl LocalStore {
         if !is_confined(rel) {
             return Err(Outcome::Refused(format!(
                 "{} is not a plain path inside the store",
-                rel.display()
+                crate::spell::show(rel)
             )));
         }
         let (parent, name) = split(rel);
