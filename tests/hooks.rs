@@ -1,0 +1,297 @@
+//! The webhook receiver (issue 13) with the real binary: each dialect's real payloads (field
+//! names from nginx-rtmp's, SRS's, ZLMediaKit's and Owncast's sources), the answers each
+//! server expects, and hostile events that must create nothing and delete nothing.
+
+mod common;
+use common::s3::{S3Server, free_port};
+use common::*;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// Posts `body` to `path` on the receiver the way a media server does (HTTP/1.0, the
+/// connection closed after the answer); returns (status, body).
+fn post(port: u16, path: &str, ctype: &str, body: &[u8]) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {ctype}\r\nConnection: Close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const JSON: &str = "application/json";
+
+/// Classes whose quiet period is an hour: only a server's word can make a file complete.
+const CLASSES: &str = "[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\", \"zlm/**\", \"srs/**\"]\nlifecycle = \"recording\"\nkeep_for = \"7d\"\nquiet_period = \"1h\"\n";
+
+fn hooks(port: u16, extra: &str) -> String {
+    format!("\n[hooks]\nlisten = \"127.0.0.1:{port}\"\n{extra}\n")
+}
+
+fn explain(b: &Box_, target: &str) -> serde_json::Value {
+    b.cli(&["explain", target, "--json"]).ok().json()
+}
+
+#[test]
+fn each_dialect_announces_a_finished_recording_and_hostile_events_change_nothing() {
+    let port = free_port();
+    let b = Box_::new("", "", "");
+    // SRS runs in a container: its paths are mapped onto the store's root.
+    let map = format!(
+        "[hooks.srs]\npaths = {{ \"/usr/local/srs/objs/nginx/html\" = \"{}\" }}\n",
+        b.path("srs").display()
+    );
+    b.write_config("", "", &format!("{CLASSES}{}", hooks(port, &map)));
+    b.file("rec/cam1-1714557600.flv", 5000, Duration::ZERO);
+    b.file(
+        "zlm/live/cam1/2024-05-01/10-00-00-0.mp4",
+        7000,
+        Duration::ZERO,
+    );
+    b.file(
+        "srs/live/livestream.1420254068776.flv",
+        3000,
+        Duration::ZERO,
+    );
+    let d = b.daemon(None);
+
+    // Fresh files: in use, still being written, by their quiet period.
+    let x = explain(&b, "media:rec/cam1-1714557600.flv");
+    assert!(
+        x["summary"]
+            .as_str()
+            .unwrap()
+            .contains("still being written"),
+        "{x}"
+    );
+
+    // nginx-rtmp on_record_done; the publisher's own RTMP arguments come last and try to
+    // name another file and another call: the module's own fields win.
+    let rec = b.path("rec/cam1-1714557600.flv");
+    let body = format!(
+        "app=live&flashver=FMLE/3.0%20(compatible%3B%20FMSc/1.0)&swfurl=&tcurl=rtmp://127.0.0.1:1935/live&pageurl=&addr=127.0.0.1&clientid=7&call=record_done&recorder=&name=cam1&path={}&path=/etc/passwd&call=publish",
+        rec.display()
+    );
+    let (st, answer) = post(port, "/hooks/nginx-rtmp", FORM, body.as_bytes());
+    assert_eq!(st, 200, "{answer}");
+    let x = explain(&b, "media:rec/cam1-1714557600.flv");
+    let tags = x["entry"]["tags"].to_string();
+    for t in ["app=live", "stream=cam1", "server=nginx-rtmp"] {
+        assert!(tags.contains(t), "{t} in {x}");
+    }
+    assert!(x["entry"]["complete"].is_i64(), "{x}");
+    let summary = x["summary"].as_str().unwrap();
+    assert!(!summary.contains("still being written"), "{summary}");
+    assert!(x["in_use"].as_array().unwrap().is_empty(), "{x}");
+
+    // ZLMediaKit on_record_mp4 (the event named in the URL): {"code":0,"msg":"success"}.
+    let zlm = b.path("zlm/live/cam1/2024-05-01/10-00-00-0.mp4");
+    let body = format!(
+        r#"{{
+   "app" : "live",
+   "file_name" : "10-00-00-0.mp4",
+   "file_path" : "{}",
+   "file_size" : 7000,
+   "folder" : "{}/",
+   "hook_index" : 12,
+   "mediaServerId" : "your_server_id",
+   "params" : "",
+   "start_time" : 1714557600,
+   "stream" : "cam1",
+   "time_len" : 3600.04,
+   "url" : "record/live/cam1/2024-05-01/10-00-00-0.mp4",
+   "vhost" : "__defaultVhost__"
+}}"#,
+        zlm.display(),
+        zlm.parent().unwrap().display()
+    );
+    let (st, answer) = post(
+        port,
+        "/hooks/zlmediakit/on_record_mp4",
+        JSON,
+        body.as_bytes(),
+    );
+    assert_eq!(
+        (st, answer.as_str()),
+        (200, r#"{"code":0,"msg":"success"}"#)
+    );
+    let x = explain(&b, "media:zlm/live/cam1/2024-05-01/10-00-00-0.mp4");
+    assert!(
+        x["entry"]["tags"].to_string().contains("duration=3600s"),
+        "{x}"
+    );
+    // The same body without the event in the URL: refused, ZLMediaKit's way.
+    let (st, answer) = post(port, "/hooks/zlmediakit", JSON, body.as_bytes());
+    assert_eq!(st, 400, "{answer}");
+    assert!(answer.contains(r#""code":-1"#), "{answer}");
+
+    // SRS on_dvr: `file` relative to `cwd`, inside the container; {"code":0}.
+    let body = r#"{"server_id":"vid-werty","service_id":"x","action":"on_dvr","client_id":"9308h583","ip":"192.168.1.10","vhost":"__defaultVhost__","app":"live","tcUrl":"rtmp://127.0.0.1/live","stream":"livestream","param":"?token=xxx","cwd":"/usr/local/srs","file":"./objs/nginx/html/live/livestream.1420254068776.flv","stream_url":"/live/livestream","stream_id":"vid-124q9y3"}"#;
+    let (st, answer) = post(port, "/hooks/srs", JSON, body.as_bytes());
+    assert_eq!((st, answer.as_str()), (200, r#"{"code":0}"#));
+    let x = explain(&b, "media:srs/live/livestream.1420254068776.flv");
+    assert!(x["entry"]["tags"].to_string().contains("server=srs"), "{x}");
+
+    // Owncast: stream events are acknowledged with 200 (they carry no path).
+    let body = r#"{"type":"STREAM_STARTED","eventData":{"id":"id","name":"my server","streamTitle":"my stream","summary":"s","timestamp":"1970-01-01T00:01:12.000000006Z"}}"#;
+    assert_eq!(post(port, "/hooks/owncast", JSON, body.as_bytes()).0, 200);
+
+    // Hostile and malformed events: a clear 4xx, nothing registered, nothing deleted.
+    let before = b.cli(&["ls", "--json"]).ok().json();
+    let outside = "call=record_done&app=live&name=x&path=/etc/passwd";
+    let (st, answer) = post(port, "/hooks/nginx-rtmp", FORM, outside.as_bytes());
+    assert_eq!(st, 422, "{answer}");
+    assert!(answer.contains("not inside any store root"), "{answer}");
+    let dotdot = format!(
+        "call=record_done&path={}/../../../etc/passwd",
+        b.path("rec").display()
+    );
+    assert_eq!(
+        post(port, "/hooks/nginx-rtmp", FORM, dotdot.as_bytes()).0,
+        400
+    );
+    let missing = format!(
+        "call=record_done&path={}",
+        b.path("rec/nosuch.flv").display()
+    );
+    assert_eq!(
+        post(port, "/hooks/nginx-rtmp", FORM, missing.as_bytes()).0,
+        422
+    );
+    let link = b.path("rec/link.flv");
+    std::os::unix::fs::symlink("/etc/passwd", &link).unwrap();
+    let sym = format!("call=record_done&path={}", link.display());
+    assert_eq!(
+        post(port, "/hooks/nginx-rtmp", FORM, sym.as_bytes()).0,
+        422,
+        "a symlink is not a recording"
+    );
+    assert_eq!(post(port, "/hooks/nginx-rtmp", JSON, b"{}").0, 415);
+    assert_eq!(post(port, "/hooks/srs", FORM, b"action=on_dvr").0, 415);
+    assert_eq!(post(port, "/hooks/srs", JSON, b"{\"action\":").0, 400);
+    assert_eq!(post(port, "/hooks/srs", JSON, b"[0]").0, 400);
+    assert_eq!(post(port, "/hooks/nosuch", JSON, b"{}").0, 404);
+    let huge = vec![b'a'; 1 << 20];
+    assert_eq!(post(port, "/hooks/nginx-rtmp", FORM, &huge).0, 413);
+    let after = b.cli(&["ls", "--json"]).ok().json();
+    assert_eq!(before, after, "hostile events changed the registry");
+    assert!(std::path::Path::new("/etc/passwd").exists());
+
+    let (_, log) = d.stop();
+    assert!(
+        log.contains("nginx-rtmp says media:rec/cam1-1714557600.flv is complete"),
+        "{log}"
+    );
+    assert!(log.contains("hook refused"), "{log}");
+}
+
+/// With a token, a hook must carry it as a path segment; a non-loopback listen address
+/// without one is a config error.
+#[test]
+fn a_token_guards_the_receiver_and_a_public_address_needs_one() {
+    let port = free_port();
+    let b = Box_::new("", "", "");
+    b.write_config(
+        "",
+        "",
+        &format!(
+            "{CLASSES}{}",
+            hooks(0, "").replace("127.0.0.1:0", "0.0.0.0:8089")
+        ),
+    );
+    let r = b.cli(&["check-config"]);
+    assert_eq!(r.code, 78);
+    assert!(
+        r.stderr
+            .contains("is not a loopback address: set hooks.token"),
+        "{}",
+        r.stderr
+    );
+
+    let token = "0123456789abcdef-token";
+    b.write_config(
+        "",
+        "",
+        &format!("{CLASSES}{}", hooks(port, &format!("token = \"{token}\""))),
+    );
+    b.file("rec/a.flv", 10, Duration::ZERO);
+    let d = b.daemon(None);
+    let body = format!("call=record_done&path={}", b.path("rec/a.flv").display());
+    assert_eq!(
+        post(port, "/hooks/nginx-rtmp", FORM, body.as_bytes()).0,
+        403
+    );
+    assert_eq!(
+        post(
+            port,
+            "/hooks/nginx-rtmp/wrong-token-0123456",
+            FORM,
+            body.as_bytes()
+        )
+        .0,
+        403
+    );
+    assert!(explain(&b, "media:rec/a.flv")["entry"]["complete"].is_null());
+    let (st, a) = post(
+        port,
+        &format!("/hooks/nginx-rtmp/{token}"),
+        FORM,
+        body.as_bytes(),
+    );
+    assert_eq!(st, 200, "{a}");
+    assert!(explain(&b, "media:rec/a.flv")["entry"]["complete"].is_i64());
+    d.stop();
+}
+
+/// A finished recording of an offload class is offloaded within about a second of the
+/// event — not after its quiet period (an hour) or `after` (an hour).
+#[test]
+fn an_announced_recording_is_offloaded_at_once() {
+    let server = S3Server::moto();
+    let port = free_port();
+    let b = Box_::new("", "", "");
+    let store = server.store_section(b.dir.path(), &server.endpoint, "box/");
+    let class = "[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"1h\"\noffload = { to = \"archive\", after = \"1h\" }\n";
+    b.write_config(
+        "gc_interval = \"1h\"",
+        &store,
+        &format!("{class}{}", hooks(port, "")),
+    );
+    b.file("rec/cam1/2024-05-01.mp4", 100_000, Duration::ZERO);
+    let d = b.daemon(None);
+    let x = explain(&b, "media:rec/cam1/2024-05-01.mp4");
+    assert!(x["entry"]["copy"].is_null(), "{x}");
+    let body = format!(
+        r#"{{"app":"live","file_name":"2024-05-01.mp4","file_path":"{}","file_size":100000,"stream":"cam1","time_len":60.0,"vhost":"__defaultVhost__"}}"#,
+        b.path("rec/cam1/2024-05-01.mp4").display()
+    );
+    let sent = Instant::now();
+    let (st, a) = post(
+        port,
+        "/hooks/zlmediakit/on_record_mp4",
+        JSON,
+        body.as_bytes(),
+    );
+    assert_eq!(st, 200, "{a}");
+    wait_for("the copy", Duration::from_secs(10), || {
+        explain(&b, "media:rec/cam1/2024-05-01.mp4")["entry"]["copy"].is_string()
+    });
+    let took = sent.elapsed();
+    eprintln!("announced → offloaded and verified in {took:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    d.stop();
+}
