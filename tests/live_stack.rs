@@ -144,3 +144,56 @@ fn bench_journal_and_audit_volume() {
         );
     }
 }
+
+/// nginx-rtmp's own `on_record_done` (issue 13) reaches the receiver: every recording nginx
+/// finishes is registered, tagged with its app and stream, known complete, and — its class
+/// offloading to a real S3 server — offloaded within about a second of nginx closing it,
+/// although its quiet period and `after` are an hour. Both tags and copy are read back
+/// with `explain`; the time is from the tag's arrival to the verified copy.
+#[test]
+fn nginx_rtmp_on_record_done_reaches_the_receiver_and_the_recording_is_offloaded_at_once() {
+    let server = common::s3::S3Server::moto();
+    let port = common::s3::free_port();
+    let b = Box_::new("", "", "");
+    let store = server.store_section(b.dir.path(), &server.endpoint, "stack/");
+    let classes = format!(
+        "[[class]]\nname = \"hls\"\nstore = \"media\"\nmatch = [\"hls/**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"10m\"\n\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**/*.flv\"]\nlifecycle = \"recording\"\nquiet_period = \"1h\"\noffload = {{ to = \"archive\", after = \"1h\" }}\n\n[hooks]\nlisten = \"127.0.0.1:{port}\"\n"
+    );
+    b.write_config("gc_interval = \"1h\"", &store, &classes);
+    let d = b.daemon(None);
+    let s = Stack::start_with(
+        &b.media,
+        &format!("on_record_done http://127.0.0.1:{port}/hooks/nginx-rtmp;"),
+    );
+    // record_interval 5s: nginx closes a recording every 5 seconds and calls the hook.
+    let mut done: Option<(String, Instant)> = None;
+    let mut copied = None;
+    let until = Instant::now() + Duration::from_secs(60);
+    while copied.is_none() && Instant::now() < until {
+        for f in std::fs::read_dir(b.media.join("rec")).unwrap().flatten() {
+            let target = format!("media:rec/{}", f.file_name().to_string_lossy());
+            let x = b.cli(&["explain", &target, "--json"]).json();
+            let e = &x["entry"];
+            if done.is_none() && e["tags"].to_string().contains("server=nginx-rtmp") {
+                let tags = e["tags"].to_string();
+                assert!(tags.contains("app=live"), "{x}");
+                assert!(e["complete"].is_i64(), "{x}");
+                done = Some((target.clone(), Instant::now()));
+            }
+            if let Some((t, at)) = &done
+                && *t == target
+                && e["copy"].is_string()
+            {
+                copied = Some(at.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = s.nginx_log();
+    let (_, journal) = d.stop();
+    let (target, _) = done.unwrap_or_else(|| panic!("no on_record_done arrived\n{log}\n{journal}"));
+    let took = copied.unwrap_or_else(|| panic!("{target} was not offloaded\n{journal}"));
+    eprintln!("{target}: hook → verified copy in {took:?}");
+    assert!(took < Duration::from_secs(3), "{target}: {took:?}");
+    assert!(journal.contains("nginx-rtmp says media:rec/"), "{journal}");
+}

@@ -68,6 +68,11 @@ pub fn parse(text: &str) -> (Vec<(String, f64)>, bool) {
 impl Stack {
     /// Starts nginx on `media` (made writable for nginx's worker user), then the publisher.
     pub fn start(media: &Path) -> Stack {
+        Stack::start_with(media, "")
+    }
+
+    /// The same, with `extra` lines in nginx's `application live` block (hooks).
+    pub fn start_with(media: &Path, extra: &str) -> Stack {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let (http, rtmp) = (free_port(), free_port());
@@ -118,6 +123,7 @@ rtmp {{
             record_path {rec};
             record_interval 5s;
             record_unique on;
+            {extra}
         }}
     }}
 }}
