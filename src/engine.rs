@@ -30,15 +30,22 @@ use crate::watchdog::{VolumeSpec, VolumeWatch};
 mod executor;
 mod explain;
 mod facts;
+mod index;
 mod marks;
 mod pressure;
 mod remote;
+mod runtime;
 mod status;
 
 pub use executor::refusal_kind;
 
+pub use explain::{ClassInfo, Explanation};
 pub use facts::{Announced, fact_tag};
+pub use index::ChangeEffect;
+pub use marks::{Mark, MarkResult, check_tag};
 pub use remote::fetch;
+pub use runtime::Runtime;
+pub use status::{Activity, OffloadBackoff, Status, Volume};
 
 /// Failures of an operation; each maps to a sysexits code.
 #[derive(Debug, thiserror::Error)]
@@ -85,137 +92,6 @@ impl EngineError {
 }
 
 type Result<T> = std::result::Result<T, EngineError>;
-
-/// A config with its compiled classifier and opened stores.
-pub struct Runtime {
-    /// The validated config.
-    pub config: Config,
-    /// Path → class.
-    pub classifier: Classifier,
-    /// Opened local stores, in config order.
-    pub stores: Vec<LocalStore>,
-    /// The volumes holding them, with their watchdog limits.
-    pub volumes: Vec<(VolumeSpec, crate::config::Limits)>,
-    /// S3 stores, in config order.
-    pub remotes: Vec<Arc<crate::store::s3::S3Store>>,
-}
-
-impl Runtime {
-    /// Opens every store of `config`.
-    pub fn new(config: Config) -> Result<Runtime> {
-        let stores = config
-            .stores
-            .iter()
-            .filter(|s| s.is_local())
-            .map(|s| LocalStore::open(&s.name, &s.root))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let volumes = crate::watchdog::volumes(&config)
-            .into_iter()
-            .map(|v| {
-                let l = crate::watchdog::limits_of(&config, &v).clone();
-                (v, l)
-            })
-            .collect();
-        let remotes = config
-            .stores
-            .iter()
-            .filter_map(|s| s.s3.as_ref().map(|loc| remote::open(&s.name, loc)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Runtime {
-            classifier: Classifier::new(&config)?,
-            config,
-            stores,
-            volumes,
-            remotes,
-        })
-    }
-
-    fn store(&self, name: &str) -> Option<&LocalStore> {
-        self.stores.iter().find(|s| s.name() == name)
-    }
-
-    /// The class `path` of `store` falls in under the running config.
-    fn class_of(&self, store: &str, path: &Path) -> Option<&Class> {
-        self.classifier
-            .classify(store, path)
-            .and_then(|c| self.config.class(c))
-    }
-
-    /// Resolves a CLI/API path argument: an absolute path inside a store root, or
-    /// `STORE:KEY`, in the lossless spelling of [`crate::spell`] (`rec/a\xffb.mp4` names
-    /// the bytes). Anything else — or anything with `..` — is refused.
-    pub fn resolve(&self, arg: &str) -> Result<(String, PathBuf)> {
-        use std::os::unix::ffi::OsStrExt;
-        let bytes = crate::spell::unspell(arg);
-        let shown = crate::spell::spell(&bytes);
-        // An overlong argument is named by its start only.
-        let cut: String = shown.chars().take(200).collect();
-        let refuse = |why: &str| {
-            EngineError::BadInput(format!(
-                "\"{cut}\"{} {why}; give an absolute path inside a store root or STORE:KEY (stores: {})",
-                if cut.len() < shown.len() { "…" } else { "" },
-                self.stores
-                    .iter()
-                    .map(|s| format!("{}={}", s.name(), crate::spell::show(s.root())))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        };
-        // No file can have such a name: bad input, not an I/O failure further down.
-        if bytes.contains(&0) {
-            return Err(refuse("contains a NUL byte"));
-        }
-        if bytes.len() > libc::PATH_MAX as usize {
-            return Err(refuse(&format!(
-                "is longer than {} bytes (PATH_MAX)",
-                libc::PATH_MAX
-            )));
-        }
-        if bytes.split(|&b| b == b'/').any(|c| c.len() > 255) {
-            return Err(refuse("has a name longer than 255 bytes (NAME_MAX)"));
-        }
-        let p = Path::new(std::ffi::OsStr::from_bytes(&bytes));
-        if p.is_absolute() {
-            if p.components().any(|c| matches!(c, Component::ParentDir)) {
-                return Err(refuse("contains '..'"));
-            }
-            let hit = self
-                .stores
-                .iter()
-                .filter_map(|s| p.strip_prefix(s.root()).ok().map(|rel| (s, rel)))
-                .max_by_key(|(s, _)| s.root().as_os_str().len());
-            return match hit {
-                Some((s, rel)) if is_confined(rel) => Ok((s.name().to_string(), canonical(rel))),
-                _ => Err(refuse("is not inside any store root")),
-            };
-        }
-        if let Some(colon) = bytes.iter().position(|&b| b == b':') {
-            let (store, key) = (
-                &bytes[..colon],
-                Path::new(std::ffi::OsStr::from_bytes(&bytes[colon + 1..])),
-            );
-            let known =
-                |s: &str| self.store(s).is_some() || self.remotes.iter().any(|r| r.name() == s);
-            let Some(store) = std::str::from_utf8(store).ok().filter(|s| known(s)) else {
-                return Err(refuse(&format!(
-                    "names unknown store \"{}\"",
-                    crate::spell::spell(store)
-                )));
-            };
-            if !is_confined(key) {
-                return Err(refuse("has a key that is not a plain relative path"));
-            }
-            return Ok((store.to_string(), canonical(key)));
-        }
-        Err(refuse("is neither absolute nor STORE:KEY"))
-    }
-}
-
-/// The one spelling of a confined relative path the registry uses: `a//b/./c/` → `a/b/c`,
-/// so a pin or tag given with a stray slash lands on the file's own entry.
-fn canonical(rel: &Path) -> PathBuf {
-    rel.components().collect()
-}
 
 /// One file's result in a pass.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -306,182 +182,6 @@ pub struct GcReport {
     /// Their bytes.
     #[serde(skip)]
     pub churn_bytes: u64,
-}
-
-/// What `explain` says about one path.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Explanation {
-    /// Store name.
-    pub store: String,
-    /// Relative path.
-    #[serde(with = "crate::spell::serde_path")]
-    pub path: PathBuf,
-    /// Is a regular file there now?
-    pub on_disk: bool,
-    /// The registry entry, if any.
-    pub entry: Option<Entry>,
-    /// The matching class and the glob that matched.
-    pub class: Option<ClassInfo>,
-    /// The policy's verdict now (for classified entries).
-    pub verdict: Option<Verdict>,
-    /// Latest audit records, newest first.
-    pub history: Vec<AuditRecord>,
-    /// What uses it right now (open files, locks); a deletion is refused while any does.
-    pub in_use: Vec<String>,
-    /// Whether the disk-pressure watchdog may free it (and in which tier), or why not.
-    pub pressure: Option<String>,
-    /// Its offloads keep failing: the last failure and when it is tried again.
-    #[serde(default)]
-    pub offload_backoff: Option<String>,
-    /// The answer in one sentence.
-    pub summary: String,
-}
-
-/// What a batch of watched changes means for the schedule: arrivals only make a pass
-/// necessary when they fall due or push a class past a budget.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ChangeEffect {
-    /// Paths looked at.
-    pub paths: usize,
-    /// The earliest time a changed file becomes due by its class's time rule.
-    pub due: Option<Nanos>,
-    /// A new file arrived in a class with a count or size budget.
-    pub budget: bool,
-}
-
-/// A class as explained.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ClassInfo {
-    /// The glob that matched.
-    pub pattern: String,
-    /// The class as configured.
-    #[serde(flatten)]
-    pub rules: Class,
-}
-
-/// What an operator changes on paths.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum Mark {
-    /// Pin (true) or unpin (false).
-    Retain(bool),
-    /// Add and remove free labels such as `event=match-42`.
-    Tags {
-        /// Tags to add.
-        add: Vec<String>,
-        /// Tags to remove.
-        remove: Vec<String>,
-    },
-}
-
-/// Checks a tag: non-empty, at most 128 bytes, no whitespace or control characters.
-pub fn check_tag(t: &str) -> std::result::Result<(), String> {
-    if t.is_empty() || t.len() > 128 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "bad tag {t:?}: 1 to 128 characters, no spaces (like event=match-42)"
-        ));
-    }
-    Ok(())
-}
-
-/// The result of retain/unretain/tag for one path.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct MarkResult {
-    /// The argument as given.
-    pub arg: String,
-    /// Resolved store.
-    pub store: Option<String>,
-    /// Resolved path.
-    #[serde(with = "crate::spell::serde_opt_path")]
-    pub path: Option<PathBuf>,
-    /// Whether anything changed.
-    pub changed: bool,
-    /// Set when the path was refused.
-    pub error: Option<String>,
-}
-
-/// One volume holding local stores, in `status`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Volume {
-    /// Mount point.
-    #[serde(with = "crate::spell::serde_path")]
-    pub mount: PathBuf,
-    /// The stores on it.
-    pub stores: Vec<String>,
-    /// Its `statvfs` now.
-    pub sample: crate::watchdog::Sample,
-    /// Used percentage (as `df`).
-    pub used_pct: f64,
-    /// Free inodes, percent (None: no inode limit).
-    pub inodes_free_pct: Option<f64>,
-    /// Its watchdog limits.
-    pub limits: crate::config::Limits,
-    /// Fill rate, bytes per second (a daemon's watchdog measures it).
-    pub rate: Option<f64>,
-    /// Seconds until full at that rate.
-    pub time_to_full: Option<f64>,
-    /// The watchdog's state (None: no daemon watching).
-    pub state: Option<crate::watchdog::State>,
-    /// What puts it under pressure now.
-    pub triggers: Vec<String>,
-    /// The newest pressure pass.
-    pub last_pass: Option<crate::watchdog::PressureReport>,
-    /// Stuck since.
-    pub stuck_since: Option<Nanos>,
-}
-
-/// What the daemon (or a one-shot command) has been doing.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
-pub struct Activity {
-    /// Running as a daemon.
-    pub daemon: bool,
-    /// Its pid.
-    pub pid: u32,
-    /// Since.
-    pub started_at: Nanos,
-    /// The last full scan finished at.
-    pub last_scan_at: Option<Nanos>,
-    /// What it found.
-    pub last_scan: Vec<ScanStats>,
-    /// The last lifecycle pass (without per-file results).
-    pub last_pass: Option<GcReport>,
-    /// Files deleted since start.
-    pub deleted_files: u64,
-    /// Bytes deleted since start.
-    pub deleted_bytes: u64,
-    /// The next scheduled pass.
-    pub next_pass_at: Option<Nanos>,
-    /// The last reload: (at, error if it was refused).
-    pub last_reload: Option<(Nanos, Option<String>)>,
-}
-
-/// `status`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Status {
-    /// The config file.
-    #[serde(with = "crate::spell::serde_path")]
-    pub config: PathBuf,
-    /// The state directory.
-    #[serde(with = "crate::spell::serde_path")]
-    pub state_dir: PathBuf,
-    /// Activity.
-    pub activity: Activity,
-    /// Per store and class.
-    pub classes: Vec<ClassTotals>,
-    /// Per store volume.
-    pub volumes: Vec<Volume>,
-    /// Files whose offloads keep failing and wait before they are tried again.
-    #[serde(default)]
-    pub offload_backing_off: OffloadBackoff,
-}
-
-/// Offloads backing off after failures, in `status`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
-pub struct OffloadBackoff {
-    /// Files waiting.
-    pub files: u64,
-    /// The earliest time one is tried again.
-    pub next: Option<Nanos>,
 }
 
 /// Which part of a lifecycle pass to run (see [`Engine::gc_scoped`]).
@@ -585,68 +285,6 @@ impl Engine {
 
     fn reg(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().expect("registry lock")
-    }
-
-    /// Full reconciliation of every store.
-    pub fn scan_all(&self) -> Result<Vec<ScanStats>> {
-        let mut out = self.scan_local()?;
-        out.extend(self.scan_remotes());
-        Ok(out)
-    }
-
-    /// Full reconciliation of the local stores (no network: the daemon's loop waits for it).
-    pub fn scan_local(&self) -> Result<Vec<ScanStats>> {
-        // Serialized with passes and reloads: a scan classifying with the old config must
-        // not write its labels after a reload re-classified everything.
-        let pass = self.pass.lock().expect("pass lock");
-        let rt = self.runtime();
-        let now = self.now();
-        let mut out = Vec::new();
-        for s in &rt.stores {
-            let mut st = scan::scan_store(s.name(), s.root(), &self.registry, &rt.classifier, now)?;
-            self.add_prune_candidates(&rt, s.name(), std::mem::take(&mut st.empty_dirs));
-            out.push(st);
-        }
-        drop(pass);
-        let names: Vec<&str> = rt
-            .stores
-            .iter()
-            .map(|s| s.name())
-            .chain(rt.remotes.iter().map(|r| r.name()))
-            .collect();
-        self.reg().forget_stores_except(&names)?;
-        let mut a = self.activity.lock().expect("activity lock");
-        a.last_scan_at = Some(self.now());
-        // The remote stores' last listings stay until they are listed again.
-        a.last_scan.retain(|s| {
-            rt.store(&s.store).is_none() && rt.remotes.iter().any(|r| r.name() == s.store)
-        });
-        a.last_scan.splice(0..0, out.iter().cloned());
-        Ok(out)
-    }
-
-    /// Lists every S3 store into the registry. Listings wait on the network (a server that
-    /// is down: retry_timeout): never under the pass lock, which a disk-pressure pass must
-    /// always get quickly, and in the daemon never in its main loop. A label written with a
-    /// config replaced meanwhile never decides anything: each deletion derives its class
-    /// again from the running config.
-    pub fn scan_remotes(&self) -> Vec<ScanStats> {
-        let rt = self.runtime();
-        if rt.remotes.is_empty() {
-            return Vec::new();
-        }
-        let now = self.now();
-        let _remote = self.remote_pass.lock().expect("remote pass lock");
-        let out: Vec<ScanStats> = rt
-            .remotes
-            .iter()
-            .map(|r| self.scan_remote(&rt, r, now))
-            .collect();
-        let mut a = self.activity.lock().expect("activity lock");
-        a.last_scan
-            .retain(|s| !out.iter().any(|o| o.store == s.store));
-        a.last_scan.extend(out.iter().cloned());
-        out
     }
 
     /// The plan at `at`.
@@ -909,78 +547,6 @@ impl Engine {
         Ok(self
             .inuse
             .refresh_playlists(&self.registry, &rt.config, &rt.stores, dirs, now)?)
-    }
-
-    /// Applies watched changes: each path is looked at again (no-follow) and recorded or
-    /// forgotten; a new directory is walked. One transaction per store.
-    pub fn apply_changes(&self, changes: &[crate::watch::Change]) -> Result<ChangeEffect> {
-        let rt = self.runtime();
-        let now = self.now();
-        let mut by_store: std::collections::BTreeMap<&str, std::collections::BTreeSet<&Path>> =
-            Default::default();
-        for (s, p) in changes {
-            by_store.entry(s).or_default().insert(p);
-        }
-        let mut effect = ChangeEffect::default();
-        for (store, paths) in by_store {
-            let Some(local) = rt.store(store) else {
-                continue;
-            };
-            let class_of = |p: &Path| rt.classifier.classify(store, p).map(str::to_string);
-            let (mut seen, mut gone) = (Vec::new(), Vec::new());
-            for rel in paths {
-                match local.stat(rel)? {
-                    Some(meta) => seen.push(meta),
-                    None if std::fs::symlink_metadata(local.root().join(rel))
-                        .is_ok_and(|m| m.is_dir()) =>
-                    {
-                        scan::walk(local.root(), rel, |b| seen.extend(b), &mut Vec::new());
-                    }
-                    None => gone.push(rel.to_path_buf()),
-                }
-            }
-            effect.paths += seen.len() + gone.len();
-            for f in &seen {
-                let Some(class) = rt
-                    .classifier
-                    .classify(store, &f.path)
-                    .and_then(|c| rt.config.class(c))
-                else {
-                    continue;
-                };
-                // A file growing in place moves a size budget slowly (gc_interval covers it);
-                // a new file can push a class past its budget now, and so can one whose
-                // mtime was set back (`touch -d`, a copy keeping times): it may now be the
-                // oldest, and no longer quiet.
-                if (class.max_count.is_some() || class.max_total.is_some()) && !effect.budget {
-                    effect.budget = self
-                        .reg()
-                        .mtime_of(store, &f.path)?
-                        .is_none_or(|old| f.mtime < old);
-                }
-                if let Some((_, limit)) = policy::time_limit(class) {
-                    // A file first seen now is due `limit` from now; one seen before was
-                    // already counted by the last plan's next_due.
-                    let age_ref = match class.age_from {
-                        AgeFrom::Mtime => f.mtime,
-                        AgeFrom::FirstSeen => now,
-                    };
-                    let due = age_ref.saturating_add(limit.as_nanos_i64());
-                    effect.due = Some(effect.due.map_or(due, |d: Nanos| d.min(due)));
-                }
-            }
-            let mut reg = self.reg();
-            reg.upsert(store, &seen, now, &class_of)?;
-            reg.forget(store, &gone)?;
-            drop(reg);
-            // A new playlist must protect its segments from the next chunk on: a segment
-            // it lists may arrive in the same burst.
-            let m3u8 = |p: &Path| p.extension().is_some_and(|x| x == "m3u8");
-            if seen.iter().any(|f| m3u8(&f.path)) {
-                self.inuse.playlist_changed();
-            }
-        }
-        Ok(effect)
     }
 
     /// Swaps in `config` after validating what cannot change at runtime; re-classifies

@@ -195,3 +195,42 @@ fn summarize(
         None => format!("class {}; not yet in the registry", class.rules.name),
     }
 }
+
+/// What `explain` says about one path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Explanation {
+    /// Store name.
+    pub store: String,
+    /// Relative path.
+    #[serde(with = "crate::spell::serde_path")]
+    pub path: PathBuf,
+    /// Is a regular file there now?
+    pub on_disk: bool,
+    /// The registry entry, if any.
+    pub entry: Option<Entry>,
+    /// The matching class and the glob that matched.
+    pub class: Option<ClassInfo>,
+    /// The policy's verdict now (for classified entries).
+    pub verdict: Option<Verdict>,
+    /// Latest audit records, newest first.
+    pub history: Vec<AuditRecord>,
+    /// What uses it right now (open files, locks); a deletion is refused while any does.
+    pub in_use: Vec<String>,
+    /// Whether the disk-pressure watchdog may free it (and in which tier), or why not.
+    pub pressure: Option<String>,
+    /// Its offloads keep failing: the last failure and when it is tried again.
+    #[serde(default)]
+    pub offload_backoff: Option<String>,
+    /// The answer in one sentence.
+    pub summary: String,
+}
+
+/// A class as explained.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClassInfo {
+    /// The glob that matched.
+    pub pattern: String,
+    /// The class as configured.
+    #[serde(flatten)]
+    pub rules: Class,
+}

@@ -226,3 +226,44 @@ impl Engine {
 
 /// Longest lease a single call grants (a holder renews for longer).
 const MAX_LEASE: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
+
+/// What an operator changes on paths.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mark {
+    /// Pin (true) or unpin (false).
+    Retain(bool),
+    /// Add and remove free labels such as `event=match-42`.
+    Tags {
+        /// Tags to add.
+        add: Vec<String>,
+        /// Tags to remove.
+        remove: Vec<String>,
+    },
+}
+
+/// Checks a tag: non-empty, at most 128 bytes, no whitespace or control characters.
+pub fn check_tag(t: &str) -> std::result::Result<(), String> {
+    if t.is_empty() || t.len() > 128 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "bad tag {t:?}: 1 to 128 characters, no spaces (like event=match-42)"
+        ));
+    }
+    Ok(())
+}
+
+/// The result of retain/unretain/tag for one path.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MarkResult {
+    /// The argument as given.
+    pub arg: String,
+    /// Resolved store.
+    pub store: Option<String>,
+    /// Resolved path.
+    #[serde(with = "crate::spell::serde_opt_path")]
+    pub path: Option<PathBuf>,
+    /// Whether anything changed.
+    pub changed: bool,
+    /// Set when the path was refused.
+    pub error: Option<String>,
+}
