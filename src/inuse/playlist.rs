@@ -8,7 +8,8 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use m3u8_rs::Playlist;
+#[path = "hls.rs"]
+mod hls;
 
 use crate::store::local::LocalStore;
 use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
@@ -83,54 +84,49 @@ pub fn read_one(store: &LocalStore, pl: &Path) -> One {
         }
     };
     one.bytes = text.len() as u64;
-    match m3u8_rs::parse_playlist_res(&text) {
-        Ok(Playlist::MediaPlaylist(mp)) => {
+    read_text(&mut one, dir, pl, &text);
+    one
+}
+
+/// What playlist `pl` (in `dir`) lists, read from its `text` into `one`.
+fn read_text(one: &mut One, dir: PathBuf, pl: &Path, text: &[u8]) {
+    match hls::parse(text) {
+        Ok(hls::Playlist::Media(mp)) => {
             let secs = |d: f64| (d.max(0.0) * 1e9) as Nanos;
             let target = secs(mp.target_duration as f64).max(1_000_000_000);
-            let total: Nanos = mp.segments.iter().map(|s| secs(s.duration as f64)).sum();
-            let longest = mp.segments.iter().map(|s| secs(s.duration as f64)).max();
-            one.grace = total + longest.unwrap_or(target);
+            // Saturating: a hostile EXTINF (a 40-digit duration) must not wrap the grace.
+            let total: Nanos = mp
+                .segments
+                .iter()
+                .fold(0, |t: Nanos, s| t.saturating_add(secs(s.1 as f64)));
+            let longest = mp.segments.iter().map(|s| secs(s.1 as f64)).max();
+            one.grace = total.saturating_add(longest.unwrap_or(target));
             one.live = !mp.end_list;
             one.dead_after = (DEAD_TARGETS * target).max(DEAD_MIN);
             one.segments = mp
                 .segments
                 .iter()
-                .filter_map(|s| Some((resolve(&dir, &s.uri)?, secs(s.duration as f64) + total)))
+                .filter_map(|&(uri, d)| {
+                    Some((resolve_bytes(&dir, uri)?, secs(d as f64).saturating_add(total)))
+                })
                 .collect();
-            let others = mp.segments.iter().flat_map(|s| {
-                s.map
-                    .as_ref()
-                    .map(|m| m.uri.as_str())
-                    .into_iter()
-                    .chain(s.key.as_ref().and_then(|k| k.uri.as_deref()))
-            });
-            // Low-latency parts, preload hints and the like: every URI="…" attribute of an
-            // EXT tag, wherever the parser put (or dropped) the tag.
-            let attributes = String::from_utf8_lossy(&text)
-                .lines()
-                .filter(|l| l.starts_with("#EXT"))
-                .filter_map(uri_attribute)
-                .collect::<Vec<_>>();
+            // Init segments, keys, low-latency parts, preload hints and the like: every
+            // URI="…" attribute of an EXT tag.
             let grace = one.grace;
             one.segments.extend(
-                others
-                    .chain(attributes.iter().map(String::as_str))
-                    .filter_map(|uri| resolve(&dir, uri))
+                mp.attributes
+                    .iter()
+                    .filter_map(|uri| resolve_bytes(&dir, uri))
                     .map(|p| (p, grace)),
             );
         }
-        Ok(Playlist::MasterPlaylist(_)) => {} // lists playlists, not segments
+        Ok(hls::Playlist::Master) => {} // lists playlists, not segments
         Err(e) => {
-            let why = format!(
-                "{} does not parse as HLS: {}",
-                pl.display(),
-                short(&format!("{e:?}"))
-            );
+            let why = format!("{} does not parse as HLS: {}", pl.display(), short(&e));
             tracing::warn!(path = %pl.display(), reason = %why, "unparsable playlist; protecting its directory");
             one.broken = Some((dir, why));
         }
     }
-    one
 }
 
 /// The grace of a playlist that says nothing (three target durations of 1 s).
@@ -139,11 +135,8 @@ const DEFAULT_GRACE: Nanos = 3_000_000_000;
 /// Segments live playlists referenced, each kept in use until its grace runs out.
 #[derive(Default)]
 pub struct Memory {
-    /// (store, segment) → who lists it, or since when it is no longer listed.
-    /// Per store, by a 64-bit hash of the segment's path ([`seg_key`]), playlist names
-    /// shared: a million listed segments must fit in the unit's MemoryMax. A collision can
-    /// only make a file look listed — kept, never deleted.
-    refs: HashMap<String, HashMap<u64, SegRef>>,
+    /// Per store: which segments its playlists list, and which left one recently.
+    refs: HashMap<String, Segs>,
     /// store → directories protected by their playlist (unreadable, or changed and not
     /// re-read yet), with why.
     broken: HashMap<String, Vec<(PathBuf, String)>>,
@@ -155,27 +148,146 @@ pub struct Memory {
     pass_bytes: u64,
 }
 
-/// A segment's playlist references.
-struct SegRef {
-    /// The playlist listing it now, if any.
-    by: Option<Arc<Path>>,
-    /// Further playlists listing it (rare: no allocation for one; boxed, 8 bytes instead
-    /// of a Vec's 24 in each of a million entries).
-    #[allow(clippy::box_collection)]
-    more: Option<Box<Vec<Arc<Path>>>>,
-    /// The last playlist that listed it, when none does.
-    last: Option<Arc<Path>>,
+/// The segments of one store's playlists, by a 64-bit hash of the segment's path
+/// ([`seg_key`]). A collision can only make a file look listed — kept, never deleted.
+///
+/// Compact because a million listed segments must fit in the unit's MemoryMax with room
+/// to spare: a listed segment is 16 bytes of a hash table (its key, its first playlist's
+/// number, its grace in milliseconds), 17 MB per million at 7/8 load where the former map
+/// of full records took 81 bytes a slot (issue 10.4). What is rare has maps of its own:
+/// segments listed by more than one playlist, and segments that left their playlists and
+/// are still within their grace.
+#[derive(Default)]
+struct Segs {
+    /// Listed now: segment → its first playlist and grace.
+    listed: HashMap<u64, Listing>,
+    /// Listed by further playlists too: segment → their numbers.
+    more: HashMap<u64, Vec<u32>>,
+    /// Listed by none any more, in use until its grace runs out.
+    gone: HashMap<u64, Gone>,
+    /// Playlist numbers ([`Listing::by`]) → names.
+    names: Vec<Arc<Path>>,
+    ids: HashMap<Arc<Path>, u32>,
+}
+
+/// A listed segment.
+#[derive(Clone, Copy)]
+struct Listing {
+    /// The number of the playlist listing it ([`Segs::names`]).
+    by: u32,
+    /// Its removal grace (RFC 8216 §6.2.2), the longest any playlist gave it, in
+    /// milliseconds rounded up (49 days at most; the playlist's own grace still applies
+    /// when it leaves).
+    grace_ms: u32,
+}
+
+/// A segment no playlist lists any more.
+struct Gone {
+    /// The last playlist that listed it.
+    last: Arc<Path>,
     /// When it left its last playlist.
     left: Nanos,
-    /// In use until then, once no playlist lists it.
+    /// In use until then.
     until: Nanos,
-    /// Its removal grace (RFC 8216 §6.2.2), the longest any playlist gave it.
+    /// Its removal grace, the longest any playlist gave it.
     grace: Nanos,
     /// It left because its playlist stopped changing (the stream ended).
     dead: bool,
 }
 
-/// The key of segment `path` in [`PlaylistMemory::refs`].
+fn to_ms(n: Nanos) -> u32 {
+    u32::try_from((n.max(0) as u64).div_ceil(1_000_000)).unwrap_or(u32::MAX)
+}
+
+fn from_ms(ms: u32) -> Nanos {
+    ms as Nanos * 1_000_000
+}
+
+impl Segs {
+    /// The number of playlist `pl`.
+    fn id(&mut self, pl: &Path) -> u32 {
+        if let Some(&id) = self.ids.get(pl) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        let name: Arc<Path> = Arc::from(pl);
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &Path {
+        self.names
+            .get(id as usize)
+            .map_or(Path::new("?"), |p| p.as_ref())
+    }
+
+    /// Whether `key` is listed or within its grace.
+    fn contains(&self, key: u64) -> bool {
+        self.listed.contains_key(&key) || self.gone.contains_key(&key)
+    }
+
+    /// Playlist `pl` lists `key` with `grace`.
+    fn list(&mut self, key: u64, pl: u32, grace: Nanos) {
+        if let Some(l) = self.listed.get_mut(&key) {
+            l.grace_ms = l.grace_ms.max(to_ms(grace));
+            if l.by != pl {
+                let more = self.more.entry(key).or_default();
+                if !more.contains(&pl) {
+                    more.push(pl);
+                }
+            }
+            return;
+        }
+        let before = self.gone.remove(&key).map_or(0, |g| g.grace);
+        self.listed.insert(
+            key,
+            Listing {
+                by: pl,
+                grace_ms: to_ms(before.max(grace)),
+            },
+        );
+    }
+
+    /// Numbers only the playlists in `keep` (those a store still has), so that names of
+    /// playlists long gone do not pile up.
+    fn renumber(&mut self, keep: impl Iterator<Item = PathBuf>) {
+        let names: Vec<Arc<Path>> = keep.map(|p| Arc::from(p.as_path())).collect();
+        let ids: HashMap<Arc<Path>, u32> = names
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.clone(), i as u32))
+            .collect();
+        let map = |old: u32| {
+            let name = self.names.get(old as usize)?;
+            ids.get(name).copied()
+        };
+        let old: Vec<Option<u32>> = (0..self.names.len() as u32).map(map).collect();
+        let at = |id: u32| old.get(id as usize).copied().flatten();
+        // A listing by a playlist no longer kept was dropped (drop_listing) before.
+        self.listed.retain(|_, l| match at(l.by) {
+            Some(id) => {
+                l.by = id;
+                true
+            }
+            None => false,
+        });
+        self.more.retain(|_, m| {
+            m.retain_mut(|id| match at(*id) {
+                Some(new) => {
+                    *id = new;
+                    true
+                }
+                None => false,
+            });
+            !m.is_empty()
+        });
+        self.names = names;
+        self.ids = ids;
+    }
+}
+
+/// The key of segment `path` in [`Segs`].
 fn seg_key(path: &Path) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -210,24 +322,28 @@ const PLAYLIST_PASS_BYTES_MIN: u64 = 1 << 20;
 impl Memory {
     /// Why `path` of `store` is in use by a playlist, if it is.
     pub fn reason(&self, store: &str, path: &Path, now: Nanos) -> Option<String> {
-        if let Some(r) = self.refs.get(store).and_then(|m| m.get(&seg_key(path))) {
-            if let Some(pl) = &r.by {
-                return Some(format!("referenced by playlist {}", pl.display()));
+        if let Some(segs) = self.refs.get(store) {
+            let key = seg_key(path);
+            if let Some(l) = segs.listed.get(&key) {
+                let pl = segs.name(l.by).display();
+                return Some(format!("referenced by playlist {pl}"));
             }
-            let last = r.last.as_deref().unwrap_or(Path::new("?")).display();
-            if r.until > now && r.dead {
-                return Some(format!(
-                    "listed by playlist {last}, which stopped changing (the stream ended); kept until {} (removal grace {})",
-                    fmt_time(r.until),
-                    fmt_span(r.grace)
-                ));
-            }
-            if r.until > now {
-                return Some(format!(
-                    "left playlist {last} at {}; kept until {} (its duration plus the playlist's, RFC 8216 §6.2.2)",
-                    fmt_time(r.left),
-                    fmt_time(r.until)
-                ));
+            if let Some(r) = segs.gone.get(&key) {
+                let last = r.last.display();
+                if r.until > now && r.dead {
+                    return Some(format!(
+                        "listed by playlist {last}, which stopped changing (the stream ended); kept until {} (removal grace {})",
+                        fmt_time(r.until),
+                        fmt_span(r.grace)
+                    ));
+                }
+                if r.until > now {
+                    return Some(format!(
+                        "left playlist {last} at {}; kept until {} (its duration plus the playlist's, RFC 8216 §6.2.2)",
+                        fmt_time(r.left),
+                        fmt_time(r.until)
+                    ));
+                }
             }
         }
         self.broken
@@ -248,31 +364,53 @@ impl Memory {
         now: Nanos,
         dead: bool,
     ) {
-        let Some(refs) = self.refs.get_mut(store) else {
+        let Some(segs) = self.refs.get_mut(store) else {
             return;
         };
-        for (seg, r) in refs.iter_mut() {
+        let Some(&id) = segs.ids.get(pl) else {
+            return; // it never listed anything
+        };
+        let Segs {
+            listed, more, gone, ..
+        } = segs;
+        let last: Arc<Path> = Arc::from(pl);
+        listed.retain(|seg, l| {
             if keep.contains(seg) {
-                continue;
+                return true;
             }
-            let more = r.more.as_deref_mut();
-            if r.by.as_deref() == Some(pl) {
-                r.by = more.and_then(Vec::pop);
-            } else if let Some((m, i)) =
-                more.and_then(|m| m.iter().position(|p| **p == *pl).map(|i| (m, i)))
+            if l.by != id {
+                if let Some(m) = more.get_mut(seg)
+                    && let Some(i) = m.iter().position(|&p| p == id)
+                {
+                    m.swap_remove(i);
+                    if m.is_empty() {
+                        more.remove(seg);
+                    }
+                }
+                return true;
+            }
+            if let Some(m) = more.get_mut(seg)
+                && let Some(next) = m.pop()
             {
-                m.swap_remove(i);
-                continue;
-            } else {
-                continue;
+                if m.is_empty() {
+                    more.remove(seg);
+                }
+                l.by = next;
+                return true;
             }
-            if r.by.is_none() {
-                r.last = Some(Arc::from(pl));
-                r.left = now;
-                r.until = now.saturating_add(r.grace.max(grace));
-                r.dead = dead;
-            }
-        }
+            let g = from_ms(l.grace_ms);
+            gone.insert(
+                *seg,
+                Gone {
+                    last: last.clone(),
+                    left: now,
+                    until: now.saturating_add(g.max(grace)),
+                    grace: g,
+                    dead,
+                },
+            );
+            false
+        });
     }
 
     /// Whether what was read of `store`'s playlists still holds at `now`: read less than
@@ -351,30 +489,11 @@ impl Memory {
                     None => self.protect_recent(store, &pl, &keep, one.grace, now),
                 }
             }
-            let shared: Arc<Path> = Arc::from(pl.as_path());
-            let refs = self.refs.entry(name.clone()).or_default();
+            let segs = self.refs.entry(name.clone()).or_default();
+            let id = segs.id(&pl);
+            segs.listed.reserve(one.segments.len());
             for (seg, grace) in one.segments {
-                let r = refs.entry(seg_key(&seg)).or_insert_with(|| SegRef {
-                    by: None,
-                    more: None,
-                    last: None,
-                    left: now,
-                    until: now,
-                    grace,
-                    dead: false,
-                });
-                r.grace = r.grace.max(grace);
-                r.dead = false;
-                match &r.by {
-                    None => r.by = Some(shared.clone()),
-                    Some(p) if **p == *pl => {}
-                    Some(_) => {
-                        let more = r.more.get_or_insert_with(Default::default);
-                        if !more.iter().any(|p| **p == *pl) {
-                            more.push(shared.clone());
-                        }
-                    }
-                }
+                segs.list(seg_key(&seg), id, grace);
             }
             listed.insert(
                 pl,
@@ -405,11 +524,17 @@ impl Memory {
                 self.drop_listing(&name, pl, &none, l.grace, t, true);
             }
         }
-        if let Some(refs) = self.refs.get_mut(&name) {
-            refs.retain(|_, r| r.by.is_some() || r.until > now);
+        if let Some(segs) = self.refs.get_mut(&name) {
+            segs.gone.retain(|_, r| r.until > now);
+            if segs.names.len() > 2 * listed.len() + 64 {
+                segs.renumber(listed.keys().cloned());
+            }
             // Give memory back after a big playlist went, not at every refresh.
-            if refs.capacity() > 4 * refs.len().max(4096) {
-                refs.shrink_to_fit();
+            if segs.listed.capacity() > 4 * segs.listed.len().max(4096) {
+                segs.listed.shrink_to_fit();
+            }
+            if segs.gone.capacity() > 4 * segs.gone.len().max(4096) {
+                segs.gone.shrink_to_fit();
             }
         }
         let broken = listed.values().filter_map(|l| l.broken.clone()).collect();
@@ -434,10 +559,10 @@ impl Memory {
         let dir = pl.parent().unwrap_or(Path::new(""));
         let since = now.saturating_sub(grace.saturating_mul(2));
         let shared: Arc<Path> = Arc::from(pl);
-        let refs = self.refs.entry(store.name().to_string()).or_default();
+        let segs = self.refs.entry(store.name().to_string()).or_default();
         for f in store.names_ending(dir, "") {
             let key = seg_key(&f);
-            if keep.contains(&key) || f == pl || refs.contains_key(&key) {
+            if keep.contains(&key) || f == pl || segs.contains(key) {
                 continue;
             }
             if store
@@ -446,12 +571,10 @@ impl Memory {
                 .flatten()
                 .is_some_and(|m| m.mtime >= since)
             {
-                refs.insert(
+                segs.gone.insert(
                     key,
-                    SegRef {
-                        by: None,
-                        more: None,
-                        last: Some(shared.clone()),
+                    Gone {
+                        last: shared.clone(),
                         left: now,
                         until: now.saturating_add(grace),
                         grace,
@@ -463,16 +586,8 @@ impl Memory {
     }
 }
 
-/// The value of a `URI="…"` attribute in an EXT tag line.
-fn uri_attribute(line: &str) -> Option<String> {
-    let start = line.find("URI=\"")? + 5;
-    let len = line[start..].find('"')?;
-    Some(line[start..start + len].to_string())
-}
-
 /// Decodes `%XX` escapes (invalid ones are kept as written).
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
+fn percent_decode(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -498,12 +613,18 @@ fn short(s: &str) -> String {
 /// A segment URI as a path relative to the store root: relative to the playlist's
 /// directory, or rooted at the store for `/…`; query and fragment dropped; URLs with a
 /// scheme, and anything escaping the root, are not ours.
+#[cfg(test)]
 fn resolve(dir: &Path, uri: &str) -> Option<PathBuf> {
-    if uri.contains("://") {
+    resolve_bytes(dir, uri.as_bytes())
+}
+
+/// [`resolve`] of a URI as written in the playlist (not necessarily UTF-8).
+fn resolve_bytes(dir: &Path, uri: &[u8]) -> Option<PathBuf> {
+    if uri.windows(3).any(|w| w == b"://") {
         return None;
     }
-    let uri = uri.split(['?', '#']).next()?;
-    let decoded = std::ffi::OsString::from_vec(percent_decode(uri));
+    let end = uri.iter().position(|&c| c == b'?' || c == b'#').unwrap_or(uri.len());
+    let decoded = std::ffi::OsString::from_vec(percent_decode(&uri[..end]));
     let uri = Path::new(&decoded);
     let joined = match uri.strip_prefix("/") {
         Ok(abs) => abs.to_path_buf(),
