@@ -117,14 +117,16 @@ pub fn parse(text: &[u8]) -> Result<Playlist<'_>, String> {
 /// Whether the first line (after `#EXTM3U`) that begins with a deciding tag says master.
 fn is_master(mut rest: &[u8]) -> bool {
     while !rest.is_empty() {
-        let skip = rest.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
+        let skip = rest
+            .iter()
+            .take_while(|&&c| c == b'\r' || c == b'\n')
+            .count();
         rest = &rest[skip..];
         let verdict = DECIDING
             .iter()
             .find(|(tag, _)| {
                 rest.starts_with(tag)
-                    && (*tag != b"#EXT-X-MEDIA"
-                        || rest.get(tag.len()).is_some_and(|&c| c != b'-'))
+                    && (*tag != b"#EXT-X-MEDIA" || rest.get(tag.len()).is_some_and(|&c| c != b'-'))
             })
             .map(|&(_, master)| master);
         let end = rest
@@ -197,9 +199,14 @@ mod tests {
         let m = |t: &str| matches!(parse(t.as_bytes()), Ok(Playlist::Master));
         assert!(m("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n"));
         assert!(m("#EXTM3U\r\n#EXT-X-MEDIA:TYPE=AUDIO,URI=\"a.m3u8\"\r\n"));
-        assert!(!m("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-STREAM-INF:B=1\n"));
+        assert!(!m(
+            "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-STREAM-INF:B=1\n"
+        ));
         assert!(!m("#EXTM3U\n#EXTINF:1,\na.ts\n"));
-        assert!(parse(b"\xef\xbb\xbf#EXTM3U\n").is_err(), "m3u8-rs rejects a BOM");
+        assert!(
+            parse(b"\xef\xbb\xbf#EXTM3U\n").is_err(),
+            "m3u8-rs rejects a BOM"
+        );
         assert!(parse(b"\x00\x01garbage").is_err());
     }
 

@@ -107,7 +107,10 @@ fn read_text(one: &mut One, dir: PathBuf, pl: &Path, text: &[u8]) {
                 .segments
                 .iter()
                 .filter_map(|&(uri, d)| {
-                    Some((resolve_bytes(&dir, uri)?, secs(d as f64).saturating_add(total)))
+                    Some((
+                        resolve_bytes(&dir, uri)?,
+                        secs(d as f64).saturating_add(total),
+                    ))
                 })
                 .collect();
             // Init segments, keys, low-latency parts, preload hints and the like: every
@@ -623,7 +626,10 @@ fn resolve_bytes(dir: &Path, uri: &[u8]) -> Option<PathBuf> {
     if uri.windows(3).any(|w| w == b"://") {
         return None;
     }
-    let end = uri.iter().position(|&c| c == b'?' || c == b'#').unwrap_or(uri.len());
+    let end = uri
+        .iter()
+        .position(|&c| c == b'?' || c == b'#')
+        .unwrap_or(uri.len());
     let decoded = std::ffi::OsString::from_vec(percent_decode(&uri[..end]));
     let uri = Path::new(&decoded);
     let joined = match uri.strip_prefix("/") {
@@ -697,5 +703,302 @@ mod tests {
             "its duration plus the playlist's"
         );
         assert!(one.live, "no ENDLIST");
+    }
+    #[test]
+    fn hostile_playlists_are_read_in_bounded_memory_and_protect_their_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("h")).unwrap();
+        let store = LocalStore::open("m", dir.path()).unwrap();
+        let broken = |name: &str| {
+            let one = read_one(&store, &Path::new("h").join(name));
+            assert!(one.segments.is_empty(), "{name}");
+            one.broken.map(|(d, why)| (d, why)).unwrap_or_default()
+        };
+        // 1 GiB (sparse): only MAX_PLAYLIST + 1 bytes are read.
+        let f = std::fs::File::create(dir.path().join("h/huge.m3u8")).unwrap();
+        f.set_len(1 << 30).unwrap();
+        let (d, why) = broken("huge.m3u8");
+        assert_eq!(d, Path::new("h"));
+        assert!(
+            why.contains("cannot be read") && why.contains("larger than"),
+            "{why}"
+        );
+        // A 100 MB line without a newline, after #EXTM3U.
+        let mut line = b"#EXTM3U\n".to_vec();
+        line.resize(100 << 20, b'a');
+        std::fs::write(dir.path().join("h/line.m3u8"), &line).unwrap();
+        assert!(broken("line.m3u8").1.contains("larger than"));
+        // Binary garbage within the size bound.
+        let garbage: Vec<u8> = (0..(4u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        std::fs::write(dir.path().join("h/garbage.m3u8"), &garbage).unwrap();
+        let why = broken("garbage.m3u8").1;
+        assert!(
+            why.contains("does not parse as HLS: it does not begin with #EXTM3U"),
+            "{why}"
+        );
+        // A line of nearly MAX_PLAYLIST bytes is one (unmatchable) segment name, no more.
+        let mut long = b"#EXTM3U\n#EXTINF:2,\n".to_vec();
+        long.resize(MAX_PLAYLIST - 1, b'a');
+        long.push(b'\n');
+        std::fs::write(dir.path().join("h/long.m3u8"), &long).unwrap();
+        let one = read_one(&store, Path::new("h/long.m3u8"));
+        assert!(one.broken.is_none());
+        assert_eq!(one.segments.len(), 1);
+    }
+    #[test]
+    fn a_segment_listed_twice_stays_until_its_last_playlist_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("s")).unwrap();
+        let store = LocalStore::open("m", dir.path()).unwrap();
+        let write = |name: &str, segs: &[&str]| {
+            let mut t = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n");
+            for s in segs {
+                t.push_str(&format!("#EXTINF:2.0,\n{s}\n"));
+            }
+            t.push_str("#EXT-X-ENDLIST\n"); // VOD: never dies of staying unchanged
+            std::fs::write(dir.path().join("s").join(name), t).unwrap();
+        };
+        let lists = || vec![PathBuf::from("s/a.m3u8"), PathBuf::from("s/b.m3u8")];
+        let why = |m: &Memory, seg: &str, now| m.reason("m", &Path::new("s").join(seg), now);
+        let s = 1_000_000_000;
+        let now = fmt_now();
+        write("a.m3u8", &["x.ts", "y.ts"]);
+        write("b.m3u8", &["y.ts"]);
+        let mut m = Memory::default();
+        m.refresh(&store, lists(), now);
+        assert_eq!(
+            why(&m, "x.ts", now).unwrap(),
+            "referenced by playlist s/a.m3u8"
+        );
+        assert_eq!(
+            why(&m, "y.ts", now).unwrap(),
+            "referenced by playlist s/a.m3u8"
+        );
+        assert_eq!(why(&m, "z.ts", now), None);
+        // a drops both: y is still b's; x left a, kept for a's grace (4 s + 2 s).
+        write("a.m3u8", &["z.ts"]);
+        m.refresh(&store, lists(), now + s);
+        assert_eq!(
+            why(&m, "y.ts", now + s).unwrap(),
+            "referenced by playlist s/b.m3u8"
+        );
+        let x = why(&m, "x.ts", now + s).unwrap();
+        assert!(x.starts_with("left playlist s/a.m3u8 at "), "{x}");
+        assert!(why(&m, "x.ts", now + 7 * s - 1).is_some());
+        m.refresh(&store, lists(), now + 7 * s);
+        assert_eq!(why(&m, "x.ts", now + 7 * s), None, "its grace ran out");
+        // b goes from the registry: y left b.
+        m.refresh(&store, vec![PathBuf::from("s/a.m3u8")], now + 8 * s);
+        let y = why(&m, "y.ts", now + 8 * s).unwrap();
+        assert!(y.starts_with("left playlist s/b.m3u8 at "), "{y}");
+        // Many playlists come and go: their numbers are reused, listings stay right.
+        for k in 0..200 {
+            let name = format!("t{k}.m3u8");
+            write(&name, &[&format!("t{k}.ts")]);
+            let l = vec![PathBuf::from("s/a.m3u8"), Path::new("s").join(&name)];
+            m.refresh(&store, l, now + (9 + k) * s);
+        }
+        let t = now + 300 * s;
+        assert_eq!(
+            why(&m, "z.ts", t).unwrap(),
+            "referenced by playlist s/a.m3u8"
+        );
+        assert_eq!(
+            why(&m, "t199.ts", t).unwrap(),
+            "referenced by playlist s/t199.m3u8"
+        );
+        assert!(m.refs["m"].names.len() <= 2 * 2 + 64 + 1);
+    }
+
+    fn fmt_now() -> Nanos {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as Nanos
+    }
+}
+
+/// The reader against m3u8-rs, which it replaced: the same listed names, graces, life and
+/// verdict on real muxers' playlists and odd but valid ones.
+#[cfg(test)]
+mod differential {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    /// What the former reader (m3u8-rs) made of `text`, as read_one did.
+    fn with_m3u8_rs(dir: &Path, text: &[u8]) -> One {
+        use m3u8_rs::Playlist;
+        let mut one = One {
+            grace: DEFAULT_GRACE,
+            dead_after: DEAD_MIN,
+            ..Default::default()
+        };
+        match m3u8_rs::parse_playlist_res(text) {
+            Ok(Playlist::MediaPlaylist(mp)) => {
+                let secs = |d: f64| (d.max(0.0) * 1e9) as Nanos;
+                let target = secs(mp.target_duration as f64).max(1_000_000_000);
+                let total: Nanos = mp.segments.iter().map(|s| secs(s.duration as f64)).sum();
+                let longest = mp.segments.iter().map(|s| secs(s.duration as f64)).max();
+                one.grace = total + longest.unwrap_or(target);
+                one.live = !mp.end_list;
+                one.dead_after = (DEAD_TARGETS * target).max(DEAD_MIN);
+                one.segments = mp
+                    .segments
+                    .iter()
+                    .filter_map(|s| Some((resolve(dir, &s.uri)?, secs(s.duration as f64) + total)))
+                    .collect();
+                let others = mp.segments.iter().flat_map(|s| {
+                    s.map
+                        .as_ref()
+                        .map(|m| m.uri.clone())
+                        .into_iter()
+                        .chain(s.key.as_ref().and_then(|k| k.uri.clone()))
+                });
+                let attributes = String::from_utf8_lossy(text)
+                    .lines()
+                    .filter(|l| l.starts_with("#EXT"))
+                    .filter_map(|l| {
+                        let start = l.find("URI=\"")? + 5;
+                        let len = l[start..].find('"')?;
+                        Some(l[start..start + len].to_string())
+                    })
+                    .collect::<Vec<_>>();
+                let grace = one.grace;
+                let extra: Vec<_> = others
+                    .chain(attributes)
+                    .filter_map(|uri| resolve(dir, &uri))
+                    .map(|p| (p, grace))
+                    .collect();
+                one.segments.extend(extra);
+            }
+            Ok(Playlist::MasterPlaylist(_)) => {}
+            Err(_) => one.broken = Some((dir.to_path_buf(), String::new())),
+        }
+        one
+    }
+
+    fn ours(dir: &Path, text: &[u8]) -> One {
+        let mut one = One {
+            grace: DEFAULT_GRACE,
+            dead_after: DEAD_MIN,
+            ..Default::default()
+        };
+        read_text(&mut one, dir.to_path_buf(), Path::new("p/index.m3u8"), text);
+        one
+    }
+
+    type Summary = (BTreeSet<(PathBuf, Nanos)>, Nanos, bool, Nanos, bool);
+
+    fn summary(o: &One) -> Summary {
+        (
+            o.segments.iter().cloned().collect(),
+            o.grace,
+            o.live,
+            o.dead_after,
+            o.broken.is_some(),
+        )
+    }
+
+    fn same(text: &str) {
+        let dir = Path::new("p");
+        let (a, b) = (
+            ours(dir, text.as_bytes()),
+            with_m3u8_rs(dir, text.as_bytes()),
+        );
+        assert_eq!(summary(&a), summary(&b), "{text}");
+    }
+
+    #[test]
+    fn real_and_odd_playlists_list_what_m3u8_rs_lists() {
+        // ffmpeg 5.1 (-f hls, TS, sliding window), then fMP4 with a segment name that needs
+        // escaping and a query string.
+        same(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:2\n\
+#EXTINF:1.000000,\nindex2.ts\n#EXTINF:1.000000,\nindex3.ts\n#EXTINF:1.000000,\nindex4.ts\n\
+#EXTINF:1.000000,\nindex5.ts\n#EXTINF:1.000000,\nindex6.ts\n",
+        );
+        same(
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n\
+#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:1.000000,\nseg%20000.m4s?x\n\
+#EXTINF:1.000000,\nseg%20001.m4s?x\n#EXT-X-ENDLIST\n",
+        );
+        // nginx-rtmp's hls module.
+        same(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:12\n#EXT-X-TARGETDURATION:3\n\
+#EXT-X-DISCONTINUITY\n#EXTINF:3.000,\n12.ts\n#EXTINF:2.967,\n13.ts\n#EXTINF:3.033,\n14.ts\n",
+        );
+        // CRLF, comments, blank lines, leading blanks, titles, absolute and foreign URIs,
+        // byte ranges, keys, dates, LL-HLS parts, hints and rendition reports.
+        same(
+            "#EXTM3U\r\n# a comment\r\n\r\n#EXT-X-TARGETDURATION:4\r\n\
+#EXT-X-KEY:METHOD=AES-128,URI=\"../keys/k1.bin\",IV=0x1\r\n\
+#EXT-X-PROGRAM-DATE-TIME:2026-12-03T11:00:00.000Z\r\n#EXTINF:4.0,a title\r\n\
+  /hls/abs/seg1.ts\r\n#EXT-X-BYTERANGE:1000@0\r\n#EXTINF:3.5,\r\nhttps://cdn.example/seg2.ts\r\n\
+#EXTINF:4,\r\n../up/seg3.ts?token=abc#frag\r\n\
+#EXT-X-PART:DURATION=1.0,INDEPENDENT=YES,URI=\"seg4.part0.m4s\"\r\n\
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg4.part1.m4s\"\r\n\
+#EXT-X-RENDITION-REPORT:URI=\"../alt/index.m3u8\",LAST-MSN=4\r\n",
+        );
+        same(
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nlow/index.m3u8\n\
+#EXT-X-STREAM-INF:BANDWIDTH=1600000\nhigh/index.m3u8\n",
+        );
+        same("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n");
+        same("#EXTM3U\n");
+        same("#EXTM3U\n#EXTINF:2.5,\nlast-without-newline.ts");
+        same("#EXTM3U\n#EXT-X-ENDLIST\n");
+        same("\u{feff}#EXTM3U\n#EXTINF:2,\na.ts\n");
+        same("not a playlist\n");
+        same("");
+    }
+
+    /// One line of a well-formed media playlist.
+    fn line() -> impl Strategy<Value = String> {
+        let uri = prop_oneof![
+            "[a-z0-9_-]{1,12}\\.(ts|m4s|mp4)",
+            "\\.\\./[a-z]{1,6}/[a-z0-9]{1,8}\\.ts",
+            "/[a-z]{1,6}/[a-z0-9]{1,8}\\.ts",
+            "[a-z0-9]{1,8}%20[a-z]{1,4}\\.ts\\?[a-z]=[0-9]{1,3}",
+            "https://cdn\\.example/[a-z]{1,8}\\.ts",
+        ];
+        prop_oneof![
+            4 => uri.clone(),
+            4 => ("[0-9]{1,3}(\\.[0-9]{1,6})?", "[a-zA-Z ]{0,8}")
+                .prop_map(|(d, t)| format!("#EXTINF:{d},{t}")),
+            1 => "[0-9]{1,2}".prop_map(|t| format!("#EXT-X-TARGETDURATION:{t}")),
+            1 => "[0-9]{1,6}".prop_map(|n| format!("#EXT-X-MEDIA-SEQUENCE:{n}")),
+            1 => Just("#EXT-X-ENDLIST".to_string()),
+            1 => Just("#EXT-X-DISCONTINUITY".to_string()),
+            1 => Just("# a comment".to_string()),
+            1 => Just(String::new()),
+            1 => "[0-9]{1,5}@[0-9]{1,5}".prop_map(|r| format!("#EXT-X-BYTERANGE:{r}")),
+            1 => uri.clone().prop_map(|u| format!("#EXT-X-MAP:URI=\"{u}\"")),
+            1 => uri.clone().prop_map(|u| format!("#EXT-X-KEY:METHOD=AES-128,URI=\"{u}\",IV=0x0")),
+            1 => uri.clone().prop_map(|u| format!("#EXT-X-PART:DURATION=0.5,URI=\"{u}\"")),
+            1 => uri.prop_map(|u| format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{u}\"")),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn generated_playlists_list_what_m3u8_rs_lists(
+            lines in proptest::collection::vec(line(), 0..40),
+            crlf in any::<bool>(),
+            indent in any::<bool>(),
+        ) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let mut text = format!("#EXTM3U{nl}");
+            for l in &lines {
+                // Blanks before a line are skipped by both (the old attribute scan only
+                // saw tags at the start of a line, so tags stay there).
+                let pad = if indent && !l.starts_with('#') { "  \t" } else { "" };
+                text.push_str(&format!("{pad}{l}{nl}"));
+            }
+            same(&text);
+        }
     }
 }
