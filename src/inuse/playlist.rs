@@ -494,7 +494,12 @@ impl Memory {
             }
             let segs = self.refs.entry(name.clone()).or_default();
             let id = segs.id(&pl);
-            segs.listed.reserve(one.segments.len());
+            if !known.contains_key(&pl) {
+                // New: room for what it lists at once. (Not for one read again: what it
+                // lists is mostly there already, and room for all of it anew could double
+                // the table for good.)
+                segs.listed.reserve(one.segments.len());
+            }
             for (seg, grace) in one.segments {
                 segs.list(seg_key(&seg), id, grace);
             }
