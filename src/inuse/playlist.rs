@@ -166,8 +166,13 @@ struct Segs {
     listed: HashMap<u64, Listing>,
     /// Listed by further playlists too: segment → their numbers.
     more: HashMap<u64, Vec<u32>>,
-    /// Listed by none any more, in use until its grace runs out.
+    /// Listed by none any more, in use until its grace runs out: segment → its
+    /// departure and grace. As compact as a listing: a stream that ends moves all its
+    /// playlist listed here at once.
     gone: HashMap<u64, Gone>,
+    /// Departures ([`Gone::at`]): segments that left one playlist at one instant share one.
+    departures: HashMap<u32, Departure>,
+    next_departure: u32,
     /// Playlist numbers ([`Listing::by`]) → names.
     names: Vec<Arc<Path>>,
     ids: HashMap<Arc<Path>, u32>,
@@ -185,17 +190,46 @@ struct Listing {
 }
 
 /// A segment no playlist lists any more.
+#[derive(Clone, Copy)]
 struct Gone {
-    /// The last playlist that listed it.
+    /// How it left ([`Segs::departures`]).
+    at: u32,
+    /// Its removal grace, the longest any playlist gave it, in milliseconds rounded up.
+    grace_ms: u32,
+}
+
+/// Segments leaving a playlist at one instant.
+struct Departure {
+    /// The last playlist that listed them.
     last: Arc<Path>,
-    /// When it left its last playlist.
+    /// When they left it.
     left: Nanos,
-    /// In use until then.
-    until: Nanos,
-    /// Its removal grace, the longest any playlist gave it.
+    /// The playlist's grace then: each stays in use until `left` plus the longer of this
+    /// and its own.
     grace: Nanos,
-    /// It left because its playlist stopped changing (the stream ended).
+    /// They left because the playlist stopped changing (the stream ended).
     dead: bool,
+}
+
+impl Segs {
+    /// A new departure.
+    fn depart(&mut self, d: Departure) -> u32 {
+        while self.departures.contains_key(&self.next_departure) {
+            self.next_departure = self.next_departure.wrapping_add(1);
+        }
+        let id = self.next_departure;
+        self.next_departure = self.next_departure.wrapping_add(1);
+        self.departures.insert(id, d);
+        id
+    }
+
+    /// Since when and until when gone segment `g` is in use, with its grace and how it
+    /// left.
+    fn gone(&self, g: Gone) -> Option<(&Departure, Nanos, Nanos)> {
+        let d = self.departures.get(&g.at)?;
+        let grace = from_ms(g.grace_ms);
+        Some((d, d.left.saturating_add(grace.max(d.grace)), grace))
+    }
 }
 
 fn to_ms(n: Nanos) -> u32 {
@@ -242,7 +276,7 @@ impl Segs {
             }
             return;
         }
-        let before = self.gone.remove(&key).map_or(0, |g| g.grace);
+        let before = self.gone.remove(&key).map_or(0, |g| from_ms(g.grace_ms));
         self.listed.insert(
             key,
             Listing {
@@ -331,20 +365,20 @@ impl Memory {
                 let pl = segs.name(l.by).display();
                 return Some(format!("referenced by playlist {pl}"));
             }
-            if let Some(r) = segs.gone.get(&key) {
-                let last = r.last.display();
-                if r.until > now && r.dead {
+            if let Some((d, until, grace)) = segs.gone.get(&key).and_then(|&g| segs.gone(g)) {
+                let last = d.last.display();
+                if until > now && d.dead {
                     return Some(format!(
                         "listed by playlist {last}, which stopped changing (the stream ended); kept until {} (removal grace {})",
-                        fmt_time(r.until),
-                        fmt_span(r.grace)
+                        fmt_time(until),
+                        fmt_span(grace)
                     ));
                 }
-                if r.until > now {
+                if until > now {
                     return Some(format!(
                         "left playlist {last} at {}; kept until {} (its duration plus the playlist's, RFC 8216 §6.2.2)",
-                        fmt_time(r.left),
-                        fmt_time(r.until)
+                        fmt_time(d.left),
+                        fmt_time(until)
                     ));
                 }
             }
@@ -373,10 +407,15 @@ impl Memory {
         let Some(&id) = segs.ids.get(pl) else {
             return; // it never listed anything
         };
+        let at = segs.depart(Departure {
+            last: Arc::from(pl),
+            left: now,
+            grace,
+            dead,
+        });
         let Segs {
             listed, more, gone, ..
         } = segs;
-        let last: Arc<Path> = Arc::from(pl);
         listed.retain(|seg, l| {
             if keep.contains(seg) {
                 return true;
@@ -401,15 +440,11 @@ impl Memory {
                 l.by = next;
                 return true;
             }
-            let g = from_ms(l.grace_ms);
             gone.insert(
                 *seg,
                 Gone {
-                    last: last.clone(),
-                    left: now,
-                    until: now.saturating_add(g.max(grace)),
-                    grace: g,
-                    dead,
+                    at,
+                    grace_ms: l.grace_ms,
                 },
             );
             false
@@ -533,7 +568,20 @@ impl Memory {
             }
         }
         if let Some(segs) = self.refs.get_mut(&name) {
-            segs.gone.retain(|_, r| r.until > now);
+            let Segs {
+                gone, departures, ..
+            } = segs;
+            let mut used = std::collections::HashSet::new();
+            gone.retain(|_, g| {
+                let until = departures.get(&g.at).map_or(0, |d| {
+                    d.left.saturating_add(from_ms(g.grace_ms).max(d.grace))
+                });
+                if until > now {
+                    used.insert(g.at);
+                }
+                until > now
+            });
+            departures.retain(|id, _| used.contains(id));
             if segs.names.len() > 2 * listed.len() + 64 {
                 segs.renumber(listed.keys().cloned());
             }
@@ -566,8 +614,8 @@ impl Memory {
     ) {
         let dir = pl.parent().unwrap_or(Path::new(""));
         let since = now.saturating_sub(grace.saturating_mul(2));
-        let shared: Arc<Path> = Arc::from(pl);
         let segs = self.refs.entry(store.name().to_string()).or_default();
+        let mut at = None;
         for f in store.names_ending(dir, "") {
             let key = seg_key(&f);
             if keep.contains(&key) || f == pl || segs.contains(key) {
@@ -579,14 +627,19 @@ impl Memory {
                 .flatten()
                 .is_some_and(|m| m.mtime >= since)
             {
+                let at = *at.get_or_insert_with(|| {
+                    segs.depart(Departure {
+                        last: Arc::from(pl),
+                        left: now,
+                        grace,
+                        dead: false,
+                    })
+                });
                 segs.gone.insert(
                     key,
                     Gone {
-                        last: shared.clone(),
-                        left: now,
-                        until: now.saturating_add(grace),
-                        grace,
-                        dead: false,
+                        at,
+                        grace_ms: to_ms(grace),
                     },
                 );
             }
