@@ -295,3 +295,84 @@ fn an_announced_recording_is_offloaded_at_once() {
     assert!(took < Duration::from_secs(3), "took {took:?}");
     d.stop();
 }
+
+/// Stream events and live playlists: a stream its server says is live keeps its segments
+/// listed even when its playlist looks stale (a muxer stalled on a slow disk), and one it
+/// says stopped is retired at once — its segments go after the RFC 8216 grace (here 4 s),
+/// not after the ten seconds of staleness plus grace it would otherwise take.
+#[test]
+fn stream_events_keep_a_live_playlist_alive_and_retire_a_stopped_one() {
+    let port = free_port();
+    let b = Box_::new("", "", "");
+    let seg = "[[class]]\nname = \"hls\"\nstore = \"media\"\nmatch = [\"hls/**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\n";
+    let srs = "[hooks.srs]\nstore = \"media\"\nplaylists = [\"hls/{app}/{stream}.m3u8\"]\n";
+    b.write_config(
+        "gc_interval = \"1h\"",
+        "",
+        &format!("{seg}{}", hooks(port, srs)),
+    );
+    let playlist = |stream: &str, age: Duration| {
+        let mut text = String::from(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:1\n",
+        );
+        for i in 1..=3 {
+            b.file(
+                &format!("hls/live/{stream}-{i}.ts"),
+                100,
+                Duration::from_secs(120),
+            );
+            text.push_str(&format!("#EXTINF:1.000,\n{stream}-{i}.ts\n"));
+        }
+        let p = b.path(&format!("hls/live/{stream}.m3u8"));
+        std::fs::write(&p, text).unwrap();
+        set_age(&p, age);
+    };
+    playlist("s1", Duration::ZERO);
+    playlist("s2", Duration::ZERO);
+    let d = b.daemon(None);
+    let event = |action: &str, stream: &str| {
+        let body = format!(
+            r#"{{"action":"{action}","client_id":"x","ip":"127.0.0.1","vhost":"__defaultVhost__","app":"live","stream":"{stream}","param":"","server_id":"s","stream_url":"/live/{stream}","stream_id":"y"}}"#
+        );
+        let (st, a) = post(port, "/hooks/srs", JSON, body.as_bytes());
+        assert_eq!((st, a.as_str()), (200, r#"{"code":0}"#));
+    };
+    event("on_publish", "s1");
+    // s1's muxer stalls: its playlist now looks a minute old, dead by its look alone.
+    set_age(&b.path("hls/live/s1.m3u8"), Duration::from_secs(60));
+    let stopped = Instant::now();
+    event("on_unpublish", "s2");
+    let gc = || b.cli(&["gc"]).ok();
+    gc();
+    for i in 1..=3 {
+        assert!(
+            b.path(&format!("hls/live/s1-{i}.ts")).exists(),
+            "a live stream's segment went"
+        );
+        assert!(
+            b.path(&format!("hls/live/s2-{i}.ts")).exists(),
+            "deleted within the grace"
+        );
+    }
+    let x = explain(&b, "media:hls/live/s1-1.ts");
+    assert!(
+        x["in_use"].to_string().contains("referenced by playlist"),
+        "{x}"
+    );
+    wait_for(
+        "the stopped stream's segments to go",
+        Duration::from_secs(20),
+        || {
+            gc();
+            !b.path("hls/live/s2-1.ts").exists()
+        },
+    );
+    let took = stopped.elapsed();
+    eprintln!("stopped stream's segments freed {took:?} after the event");
+    assert!(
+        took < Duration::from_secs(10),
+        "{took:?}: not retired by the event"
+    );
+    assert!(b.path("hls/live/s1-1.ts").exists());
+    d.stop();
+}

@@ -11,6 +11,7 @@
 //! A new signal (a webhook fact, a duplicate alarm) is one more module here, one more
 //! reason in [`InUse::reasons`] and one more guard in the executor's table.
 
+mod hls;
 pub mod leases;
 pub mod playlist;
 pub mod procfs;
@@ -137,7 +138,8 @@ impl InUse {
             lists.extend(on_disk);
             lists.sort();
             lists.dedup();
-            lock(&self.playlists).refresh(store, lists, now);
+            let said = |pl: &Path| self.stream_of(store.name(), pl);
+            lock(&self.playlists).refresh(store, lists, now, &said);
         }
         Ok(())
     }

@@ -8,8 +8,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-#[path = "hls.rs"]
-mod hls;
+use super::hls;
 
 use crate::store::local::LocalStore;
 use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
@@ -22,6 +21,10 @@ const MAX_PLAYLIST: usize = 8 << 20;
 /// after the removal grace.
 const DEAD_TARGETS: i64 = 6;
 const DEAD_MIN: Nanos = 10_000_000_000;
+
+/// A muxer writes its last playlist as the stream stops: written this long after its
+/// server said the stream stopped, a playlist still counts as stopped then.
+const STOP_SLACK: Nanos = 2_000_000_000;
 
 /// A playlist's identity at one instant: `None` when it is not there. A muxer that writes a
 /// new version (renamed over the old one, or rewritten in place) changes it.
@@ -471,8 +474,15 @@ impl Memory {
 
     /// Reads again those of `lists` (the playlists of `store`) that changed since they were
     /// last read, within this pass's byte budget; what they no longer list stays in use for
-    /// its grace from `now`; a live playlist that stopped changing dies.
-    pub fn refresh(&mut self, store: &LocalStore, lists: Vec<PathBuf>, now: Nanos) {
+    /// its grace from `now`; a live playlist that stopped changing dies. `said` is what its
+    /// media server last said about a playlist's stream (a webhook): (live, since).
+    pub fn refresh(
+        &mut self,
+        store: &LocalStore,
+        lists: Vec<PathBuf>,
+        now: Nanos,
+        said: &dyn Fn(&Path) -> Option<(bool, Nanos)>,
+    ) {
         let name = store.name().to_string();
         let known = self.lists.remove(&name).unwrap_or_default();
         let mut listed = HashMap::with_capacity(lists.len());
@@ -558,10 +568,19 @@ impl Memory {
             }
         }
         // A live playlist unchanged for its dead_after belongs to a stream that ended:
-        // what it lists counts as removed from then on (a VOD playlist never dies).
+        // what it lists counts as removed from then on (a VOD playlist never dies). Its
+        // server's word comes first: a stream it says stopped ends its playlists then
+        // (unless written again since: a new publish), one it says is live never dies of
+        // staleness.
         for (pl, l) in listed.iter_mut() {
             let mtime = l.stamp.map(|s| s.2);
-            let died = mtime.and_then(|m| One::dead_since(l.live, l.dead_after, m, now));
+            let died = match said(pl) {
+                Some((false, t)) if mtime.is_none_or(|m| m <= t.saturating_add(STOP_SLACK)) => {
+                    Some(t)
+                }
+                Some((true, _)) => None,
+                _ => mtime.and_then(|m| One::dead_since(l.live, l.dead_after, m, now)),
+            };
             if let (Some(t), false) = (died, l.dead) {
                 l.dead = true;
                 self.drop_listing(&name, pl, &none, l.grace, t, true);
@@ -825,7 +844,7 @@ mod tests {
         write("a.m3u8", &["x.ts", "y.ts"]);
         write("b.m3u8", &["y.ts"]);
         let mut m = Memory::default();
-        m.refresh(&store, lists(), now);
+        m.refresh(&store, lists(), now, &|_| None);
         assert_eq!(
             why(&m, "x.ts", now).unwrap(),
             "referenced by playlist s/a.m3u8"
@@ -837,7 +856,7 @@ mod tests {
         assert_eq!(why(&m, "z.ts", now), None);
         // a drops both: y is still b's; x left a, kept for a's grace (4 s + 2 s).
         write("a.m3u8", &["z.ts"]);
-        m.refresh(&store, lists(), now + s);
+        m.refresh(&store, lists(), now + s, &|_| None);
         assert_eq!(
             why(&m, "y.ts", now + s).unwrap(),
             "referenced by playlist s/b.m3u8"
@@ -845,10 +864,15 @@ mod tests {
         let x = why(&m, "x.ts", now + s).unwrap();
         assert!(x.starts_with("left playlist s/a.m3u8 at "), "{x}");
         assert!(why(&m, "x.ts", now + 7 * s - 1).is_some());
-        m.refresh(&store, lists(), now + 7 * s);
+        m.refresh(&store, lists(), now + 7 * s, &|_| None);
         assert_eq!(why(&m, "x.ts", now + 7 * s), None, "its grace ran out");
         // b goes from the registry: y left b.
-        m.refresh(&store, vec![PathBuf::from("s/a.m3u8")], now + 8 * s);
+        m.refresh(
+            &store,
+            vec![PathBuf::from("s/a.m3u8")],
+            now + 8 * s,
+            &|_| None,
+        );
         let y = why(&m, "y.ts", now + 8 * s).unwrap();
         assert!(y.starts_with("left playlist s/b.m3u8 at "), "{y}");
         // Many playlists come and go: their numbers are reused, listings stay right.
@@ -856,7 +880,7 @@ mod tests {
             let name = format!("t{k}.m3u8");
             write(&name, &[&format!("t{k}.ts")]);
             let l = vec![PathBuf::from("s/a.m3u8"), Path::new("s").join(&name)];
-            m.refresh(&store, l, now + (9 + k) * s);
+            m.refresh(&store, l, now + (9 + k) * s, &|_| None);
         }
         let t = now + 300 * s;
         assert_eq!(
