@@ -1,4 +1,5 @@
-//! S3 stores in the engine: listing into the registry, verified bulk deletion, offload of
+//! S3 stores in the engine: listing into the registry, verified bulk deletion (with
+//! durable intents, settled by the next listing after a crash), offload of
 //! local files (a streamed, verified multipart upload whose id is noted first, so a crash
 //! leaves something to abort), fetch, and the start-up capability probe.
 //!
@@ -13,10 +14,11 @@ use futures::StreamExt;
 use super::*;
 use crate::config::S3Location;
 use crate::policy::OffloadAction;
-use crate::registry::FileMeta;
+use crate::registry::{FileMeta, Intent};
 use crate::store::newfile::{self, NewFile, NewFileError};
 use crate::store::s3::{CredentialSource, Credentials, S3Settings, S3Store};
 use crate::store::{Store, Verified};
+use std::collections::HashSet;
 
 /// What a chunk of deletions hands the recorder: entries gone, audit records.
 pub(super) type Recorded = (Vec<(i64, PathBuf)>, Vec<AuditRecord>);
@@ -62,6 +64,38 @@ fn remove_object(remote: &S3Store, key: &str) -> String {
             remote.name()
         ),
     }
+}
+
+/// A deletion intent a crash left for an object that is still there is dropped once it
+/// is this old: by then the server has carried out or dropped any DeleteObjects request
+/// the dead process sent (10 minutes; one request's deadline is at most a few).
+const SETTLE_GRACE: Nanos = 600_000_000_000;
+
+/// The intent of deleting planned object `a` (made durable before the DeleteObjects call).
+fn intent_of(a: &policy::Action, now: Nanos, trigger: &str) -> Intent {
+    Intent {
+        id: 0,
+        at: now,
+        store: a.entry.store.clone(),
+        path: a.entry.path.clone(),
+        entry_id: a.entry.id,
+        ino: a.entry.ino,
+        size: a.entry.size,
+        mtime: a.entry.mtime,
+        class: Some(a.class_name.clone()),
+        rule: Some(a.rule.to_string()),
+        reason: a.reason.clone(),
+        trigger: trigger.into(),
+    }
+}
+
+/// The intents of local stores (and of stores no longer configured) among `all`: those of
+/// S3 stores are settled by asking their server, at their next listing
+/// ([`Engine::scan_remote`]), never at start-up without it.
+pub(super) fn local_only(rt: &Runtime, all: Vec<Intent>) -> Vec<Intent> {
+    all.into_iter()
+        .filter(|i| !rt.remotes.iter().any(|r| r.name() == i.store))
+        .collect()
 }
 
 /// Listed objects are recorded this many at a time.
@@ -163,6 +197,21 @@ impl Engine {
             store: name.clone(),
             ..Default::default()
         };
+        // Deletions a crash interrupted: the listing says which of their objects are gone.
+        let pending = match self.reg().intents_of(&name) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(store = %name, error = %e, "cannot read deletion intents; nothing is forgotten by this listing");
+                stats.unreadable = 1;
+                self.abort_leftover_uploads(rt, remote, now);
+                stats.millis = started.elapsed().as_millis() as u64;
+                return stats;
+            }
+        };
+        let mut watched: HashMap<String, Option<u64>> = pending
+            .iter()
+            .map(|i| (i.path.to_string_lossy().into_owned(), None))
+            .collect();
         let listed: std::result::Result<(), EngineError> = io(async {
             let mut objects = std::pin::pin!(remote.list());
             let mut batch = Vec::with_capacity(LIST_BATCH);
@@ -177,6 +226,9 @@ impl Engine {
                 }
                 let Some(o) = next else { break };
                 let o = o?;
+                if let Some(seen) = watched.get_mut(&o.key) {
+                    *seen = Some(etag_ino(o.e_tag.as_deref()));
+                }
                 batch.push(FileMeta {
                     path: PathBuf::from(&o.key),
                     size: o.size,
@@ -184,6 +236,12 @@ impl Engine {
                     ino: etag_ino(o.e_tag.as_deref()),
                 });
             }
+            Ok(())
+        });
+        // Settled before the sweep: an object gone since the crash is audited, never just
+        // forgotten.
+        let listed = listed.and_then(|()| {
+            self.settle_intents(&name, pending, |k| watched.get(k).copied(), now)?;
             Ok(())
         });
         match listed {
@@ -331,11 +389,120 @@ impl Engine {
         if keys.is_empty() {
             return Ok((gone, records));
         }
+        // Durable before the server hears of it: a kill -9 from here on leaves intents
+        // that the next listing settles (`settle_intents`). This chunk's own are dropped
+        // with its records below, before the next chunk starts — so every intent of this
+        // store found here was left by a crash (or by a deletion that failed).
+        let now = self.now();
+        let intents: Vec<Intent> = todo.iter().map(|a| intent_of(a, now, trigger)).collect();
+        let mut earlier: HashMap<PathBuf, Vec<i64>> = HashMap::new();
+        {
+            let wanted: HashSet<&Path> = todo.iter().map(|a| a.entry.path.as_path()).collect();
+            for i in self.reg().intents_of(remote.name())? {
+                if wanted.contains(i.path.as_path()) {
+                    earlier.entry(i.path).or_default().push(i.id);
+                }
+            }
+        }
+        let ids = self.reg().intend_each(&intents)?;
         let results = io(remote.delete_many(&keys));
-        for (a, (_, outcome)) in todo.iter().zip(results) {
+        // Each key's intents go with its record, in one transaction: the earlier ones
+        // too, since this outcome is the one recorded. A failed deletion keeps its new
+        // intent (the request may have reached the server all the same: the next listing
+        // settles it) and only that one.
+        let mut settled = Vec::with_capacity(ids.len());
+        for ((a, (_, outcome)), id) in todo.iter().zip(results).zip(ids) {
+            settled.extend(earlier.remove(&a.entry.path).unwrap_or_default());
+            if !matches!(outcome, Outcome::Failed(_)) {
+                settled.push(id);
+            }
             self.account(a, outcome, trigger, detail, report, &mut gone, &mut records);
         }
-        Ok((gone, records))
+        // Recorded here rather than by the pass's recorder thread: the next chunk's look
+        // for earlier intents must not find these.
+        self.reg().settle_intents(&settled, &gone, &records)?;
+        Ok((Vec::new(), Vec::new()))
+    }
+
+    /// Settles the deletion intents of S3 store `store` that a crash (kill -9, power cut)
+    /// left between a DeleteObjects call and its audit records, by what the server says of
+    /// each key now: `seen(key)` is `None` if unknown (the intent stays, settled later —
+    /// never guessed), `Some(None)` if the key is absent, `Some(Some(ino))` if an object
+    /// with that etag-inode is there. An object that is gone is audited as deleted (and
+    /// forgotten); one still there is dropped from the intents once [`SETTLE_GRACE`] has
+    /// passed (until then the server may still be carrying out the dead process's request,
+    /// and the next pass that deletes it records it instead). Returns how many were
+    /// audited.
+    fn settle_intents(
+        &self,
+        store: &str,
+        pending: Vec<Intent>,
+        seen: impl Fn(&str) -> Option<Option<u64>>,
+        now: Nanos,
+    ) -> Result<usize> {
+        // A key may have two intents (a deletion that failed, then a crash while deleting
+        // it again): one record for the key, every intent settled with it.
+        let mut by_key: std::collections::BTreeMap<String, Vec<Intent>> = Default::default();
+        for i in pending {
+            by_key
+                .entry(i.path.to_string_lossy().into_owned())
+                .or_default()
+                .push(i);
+        }
+        let (mut settled, mut gone, mut records) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, mut all) in by_key {
+            let Some(now_there) = seen(&key) else {
+                continue;
+            };
+            let ids = all.iter().map(|i| i.id);
+            let why = match now_there {
+                Some(ino) if all.iter().any(|i| i.ino == ino) => {
+                    if all.iter().all(|i| now.saturating_sub(i.at) > SETTLE_GRACE) {
+                        settled.extend(ids);
+                    }
+                    continue;
+                }
+                None => "gone from the server at the next listing",
+                // Its entry now describes the newcomer: not forgotten.
+                Some(_) => {
+                    "gone from the server at the next listing (another object has its key now)"
+                }
+            };
+            settled.extend(ids);
+            let i = all.swap_remove(0);
+            if now_there.is_none() {
+                gone.push((i.entry_id, i.path.clone()));
+            }
+            debug!(action = "delete", store, key = %key, "reconciled an S3 deletion interrupted by a crash");
+            records.push(AuditRecord {
+                at: now,
+                store: store.to_string(),
+                path: i.path,
+                action: "delete".into(),
+                outcome: "deleted".into(),
+                class: i.class,
+                rule: i.rule,
+                reason: format!(
+                    "{}; reconciled after a crash or a failed request: {why}, its deletion was under way",
+                    i.reason
+                ),
+                trigger: i.trigger,
+                bytes: Some(i.size),
+            });
+        }
+        if !records.is_empty() {
+            info!(
+                action = "delete",
+                store,
+                objects = records.len(),
+                "reconciled {} S3 deletions interrupted by a crash: the objects are gone, audited now",
+                records.len()
+            );
+        }
+        if !settled.is_empty() {
+            self.reg().settle_intents(&settled, &gone, &records)?;
+        }
+        Ok(records.len())
     }
 
     /// Offload before delete, on every path (any rule, budget, pressure tier): why local
