@@ -27,6 +27,7 @@ use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 use crate::watchdog::{VolumeSpec, VolumeWatch};
 
 mod executor;
+mod offload;
 mod pressure;
 mod remote;
 
