@@ -32,6 +32,7 @@ mod explain;
 mod facts;
 mod index;
 mod marks;
+mod offload;
 mod pressure;
 mod remote;
 mod runtime;
@@ -588,7 +589,7 @@ impl Engine {
 /// (or is no longer the inode that was checked) is audited as deleted; one still there is
 /// dropped from the intents, and the next pass decides about it again.
 fn reconcile_after_crash(rt: &Runtime, reg: &mut Registry, now: Nanos) -> Result<()> {
-    let intents = reg.intents()?;
+    let intents = remote::local_only(rt, reg.intents()?);
     for store in &rt.stores {
         let mut checked = |rel: &Path, st: &rustix::fs::Stat| {
             let mtime = st

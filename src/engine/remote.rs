@@ -1,6 +1,7 @@
-//! S3 stores in the engine: listing into the registry, verified bulk deletion, offload of
-//! local files (a streamed, verified multipart upload whose id is noted first, so a crash
-//! leaves something to abort), fetch, and the start-up capability probe.
+//! S3 stores in the engine — the stores themselves, not the copying of local files to them
+//! (that is `offload.rs`): opening them, listing into the registry (aborting uploads a
+//! crash left), verified bulk deletion with durable intents settled by the next listing
+//! after a crash, fetch, and the start-up capability probe.
 //!
 //! The engine is synchronous (its callers run on blocking threads); S3 calls run to
 //! completion on one small I/O runtime of their own.
@@ -12,11 +13,11 @@ use futures::StreamExt;
 
 use super::*;
 use crate::config::S3Location;
-use crate::policy::OffloadAction;
-use crate::registry::FileMeta;
+use crate::registry::{FileMeta, Intent};
 use crate::store::newfile::{self, NewFile, NewFileError};
 use crate::store::s3::{CredentialSource, Credentials, S3Settings, S3Store};
 use crate::store::{Store, Verified};
+use std::collections::HashSet;
 
 /// What a chunk of deletions hands the recorder: entries gone, audit records.
 pub(super) type Recorded = (Vec<(i64, PathBuf)>, Vec<AuditRecord>);
@@ -24,44 +25,36 @@ pub(super) type Recorded = (Vec<(i64, PathBuf)>, Vec<AuditRecord>);
 /// Keys per bulk deletion call: eight DeleteObjects requests of 1000, which the store
 /// sends concurrently (one request at a time took 93 s for 100k objects on Garage).
 pub const DELETE_CHUNK: usize = 8000;
-/// A copy check before an unlink gives up after this long…
-const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// …and a store that failed one is not asked again for this long.
-const CHECK_BACKOFF: std::time::Duration = std::time::Duration::from_secs(60);
+/// A deletion intent a crash left for an object that is still there is dropped once it
+/// is this old: by then the server has carried out or dropped any DeleteObjects request
+/// the dead process sent (10 minutes; one request's deadline is at most a few).
+const SETTLE_GRACE: Nanos = 600_000_000_000;
 
-/// A file whose offload failed is tried again after this long, doubling with each failure
-/// in a row…
-const BACKOFF_FIRST: Nanos = 30_000_000_000;
-/// …up to this long.
-const BACKOFF_MAX: Nanos = 3_600_000_000_000;
-
-/// A file whose offloads keep failing: when it is tried again, and the last failure in
-/// words, with how often in a row (shown by `explain`).
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    /// Not tried again before this time.
-    pub next: Nanos,
-    /// The last failure, with when it is tried again.
-    pub last: String,
+/// The intent of deleting planned object `a` (made durable before the DeleteObjects call).
+fn intent_of(a: &policy::Action, now: Nanos, trigger: &str) -> Intent {
+    Intent {
+        id: 0,
+        at: now,
+        store: a.entry.store.clone(),
+        path: a.entry.path.clone(),
+        entry_id: a.entry.id,
+        ino: a.entry.ino,
+        size: a.entry.size,
+        mtime: a.entry.mtime,
+        class: Some(a.class_name.clone()),
+        rule: Some(a.rule.to_string()),
+        reason: a.reason.clone(),
+        trigger: trigger.into(),
+    }
 }
 
-/// Deletes object `key` of `remote` (within the copy-check deadline): the words for it.
-fn remove_object(remote: &S3Store, key: &str) -> String {
-    let gone = io(async { tokio::time::timeout(CHECK_TIMEOUT, remote.delete(key)).await });
-    match gone {
-        Ok(crate::store::Outcome::Deleted | crate::store::Outcome::Vanished) => {
-            format!("its object {}:{key} was removed", remote.name())
-        }
-        Ok(o) => format!(
-            "its object {}:{key} could not be removed ({}); the next offload replaces it",
-            remote.name(),
-            o.detail().unwrap_or(o.word())
-        ),
-        Err(_) => format!(
-            "its object {}:{key} could not be removed (no answer within 5 s); the next offload replaces it",
-            remote.name()
-        ),
-    }
+/// The intents of local stores (and of stores no longer configured) among `all`: those of
+/// S3 stores are settled by asking their server, at their next listing
+/// ([`Engine::scan_remote`]), never at start-up without it.
+pub(super) fn local_only(rt: &Runtime, all: Vec<Intent>) -> Vec<Intent> {
+    all.into_iter()
+        .filter(|i| !rt.remotes.iter().any(|r| r.name() == i.store))
+        .collect()
 }
 
 /// Listed objects are recorded this many at a time.
@@ -118,7 +111,7 @@ where
 }
 
 /// An entity tag as a stand-in inode: an object rewritten under the same key is a new one.
-fn etag_ino(tag: Option<&str>) -> u64 {
+pub(super) fn etag_ino(tag: Option<&str>) -> u64 {
     tag.map_or(0, |t| {
         let d = md5::Md5::digest(t.as_bytes());
         u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
@@ -163,6 +156,21 @@ impl Engine {
             store: name.clone(),
             ..Default::default()
         };
+        // Deletions a crash interrupted: the listing says which of their objects are gone.
+        let pending = match self.reg().intents_of(&name) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(store = %name, error = %e, "cannot read deletion intents; nothing is forgotten by this listing");
+                stats.unreadable = 1;
+                self.abort_leftover_uploads(rt, remote, now);
+                stats.millis = started.elapsed().as_millis() as u64;
+                return stats;
+            }
+        };
+        let mut watched: HashMap<String, Option<u64>> = pending
+            .iter()
+            .map(|i| (i.path.to_string_lossy().into_owned(), None))
+            .collect();
         let listed: std::result::Result<(), EngineError> = io(async {
             let mut objects = std::pin::pin!(remote.list());
             let mut batch = Vec::with_capacity(LIST_BATCH);
@@ -177,6 +185,9 @@ impl Engine {
                 }
                 let Some(o) = next else { break };
                 let o = o?;
+                if let Some(seen) = watched.get_mut(&o.key) {
+                    *seen = Some(etag_ino(o.e_tag.as_deref()));
+                }
                 batch.push(FileMeta {
                     path: PathBuf::from(&o.key),
                     size: o.size,
@@ -184,6 +195,12 @@ impl Engine {
                     ino: etag_ino(o.e_tag.as_deref()),
                 });
             }
+            Ok(())
+        });
+        // Settled before the sweep: an object gone since the crash is audited, never just
+        // forgotten.
+        let listed = listed.and_then(|()| {
+            self.settle_intents(&name, pending, |k| watched.get(k).copied(), now)?;
             Ok(())
         });
         match listed {
@@ -331,408 +348,120 @@ impl Engine {
         if keys.is_empty() {
             return Ok((gone, records));
         }
+        // Durable before the server hears of it: a kill -9 from here on leaves intents
+        // that the next listing settles (`settle_intents`). This chunk's own are dropped
+        // with its records below, before the next chunk starts — so every intent of this
+        // store found here was left by a crash (or by a deletion that failed).
+        let now = self.now();
+        let intents: Vec<Intent> = todo.iter().map(|a| intent_of(a, now, trigger)).collect();
+        let mut earlier: HashMap<PathBuf, Vec<i64>> = HashMap::new();
+        {
+            let wanted: HashSet<&Path> = todo.iter().map(|a| a.entry.path.as_path()).collect();
+            for i in self.reg().intents_of(remote.name())? {
+                if wanted.contains(i.path.as_path()) {
+                    earlier.entry(i.path).or_default().push(i.id);
+                }
+            }
+        }
+        let ids = self.reg().intend_each(&intents)?;
         let results = io(remote.delete_many(&keys));
-        for (a, (_, outcome)) in todo.iter().zip(results) {
+        // Each key's intents go with its record, in one transaction: the earlier ones
+        // too, since this outcome is the one recorded. A failed deletion keeps its new
+        // intent (the request may have reached the server all the same: the next listing
+        // settles it) and only that one.
+        let mut settled = Vec::with_capacity(ids.len());
+        for ((a, (_, outcome)), id) in todo.iter().zip(results).zip(ids) {
+            settled.extend(earlier.remove(&a.entry.path).unwrap_or_default());
+            if !matches!(outcome, Outcome::Failed(_)) {
+                settled.push(id);
+            }
             self.account(a, outcome, trigger, detail, report, &mut gone, &mut records);
         }
-        Ok((gone, records))
+        // Recorded here rather than by the pass's recorder thread: the next chunk's look
+        // for earlier intents must not find these.
+        self.reg().settle_intents(&settled, &gone, &records)?;
+        Ok((Vec::new(), Vec::new()))
     }
 
-    /// Offload before delete, on every path (any rule, budget, pressure tier): why local
-    /// file `a` of an offload class may not go now — no verified copy of this version is
-    /// recorded, or its server does not confirm it right now. `None` for other classes, and
-    /// for a pressure deletion of a class with `free_uncopied_under_pressure` (its audit
-    /// reason says so).
-    pub(super) fn offload_guard(&self, rt: &Runtime, a: &policy::Action) -> Option<String> {
-        let o = rt.config.class(&a.class_name)?.offload.as_ref()?;
-        if a.entry.copy.is_none() {
-            if a.rule == Rule::Pressure && o.free_uncopied_under_pressure {
-                return None;
-            }
-            return Some(format!(
-                "offload before delete: no verified copy of this version in {}",
-                o.to
-            ));
-        }
-        self.copy_problem(rt, &a.entry)
-    }
-
-    /// Why the verified remote copy of local entry `e` cannot be relied on now (it is gone
-    /// or differs from what was verified): checked right before the local file goes.
-    pub(super) fn copy_problem(&self, rt: &Runtime, e: &Entry) -> Option<String> {
-        let copy = match self.reg().copy_of(&e.store, &e.path) {
-            Ok(Some(c)) => c,
-            Ok(None) => return Some("no verified remote copy is recorded".into()),
-            Err(err) => return Some(format!("cannot read its copy record: {err}")),
-        };
-        let (remote, key, size, checksum) = copy;
-        let Some(r) = rt.remotes.iter().find(|r| r.name() == remote) else {
-            return Some(format!(
-                "its copy is in store {remote:?}, which is no longer configured"
-            ));
-        };
-        // Quick or not at all: this runs under the pass lock, also for disk pressure, which
-        // must not wait out a dead server's retries file by file. A store that failed a
-        // check is not asked again for a while; its files stay, refused with the reason.
-        let mut down = self.unanswered.lock().expect("unanswered lock");
-        if let Some((at, why)) = down
-            .get(&remote)
-            .filter(|(at, _)| at.elapsed() < CHECK_BACKOFF)
-        {
-            return Some(format!(
-                "cannot check its copy {remote}:{key}: the store failed a check {}s ago ({why})",
-                at.elapsed().as_secs()
-            ));
-        }
-        let checked = io(async {
-            tokio::time::timeout(CHECK_TIMEOUT, r.stat(&key))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(StoreError::io(
-                        &remote,
-                        &e.path,
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 5 s"),
-                    ))
-                })
-        });
-        match &checked {
-            Err(err) => {
-                down.insert(remote.clone(), (Instant::now(), err.to_string()));
-            }
-            Ok(_) => {
-                down.remove(&remote);
-            }
-        }
-        drop(down);
-        let confirmed = matches!(&checked, Ok(Some(o)) if o.size == size && o.e_tag.as_deref() == Some(checksum.as_str()));
-        if !confirmed && checked.is_ok() {
-            // The server answered: the copy is gone or another object. Forget it, so the
-            // file is offloaded again; until then no rule may delete it.
-            if let Err(err) = self.reg().forget_copy(&e.store, &e.path) {
-                error!(error = %err, "cannot forget a lost copy");
-            }
-            // Copied again by the next pass, not at gc_interval: disk pressure may be
-            // waiting for that copy.
-            self.pass_soon.notify_one();
-            warn!(action = "copy-lost", path = %format!("{}:{}", e.store, e.path.display()), key = %key, "the remote copy {remote}:{key} of {}:{} is gone or changed: the local file is kept and offloaded again", e.store, e.path.display());
-        }
-        match checked {
-            _ if confirmed => None,
-            Ok(Some(o)) => Some(format!(
-                "its copy {remote}:{key} changed ({} bytes, etag {:?}; verified {size} bytes, {checksum}); it will be offloaded again",
-                o.size, o.e_tag
-            )),
-            Ok(None) => Some(format!(
-                "its copy {remote}:{key} is gone; it will be offloaded again"
-            )),
-            Err(err) => Some(format!("cannot check its copy {remote}:{key}: {err}")),
-        }
-    }
-
-    /// Copies each due file to its S3 store: still the planned version and not in use
-    /// (leases, open or locked by any process), streamed with a noted upload id, verified
-    /// by the server's checksum, then recorded as the file's copy.
-    pub(super) fn offload(
+    /// Settles the deletion intents of S3 store `store` that a crash (kill -9, power cut)
+    /// left between a DeleteObjects call and its audit records, by what the server says of
+    /// each key now: `seen(key)` is `None` if unknown (the intent stays, settled later —
+    /// never guessed), `Some(None)` if the key is absent, `Some(Some(ino))` if an object
+    /// with that etag-inode is there. An object that is gone is audited as deleted (and
+    /// forgotten); one still there is dropped from the intents once [`SETTLE_GRACE`] has
+    /// passed (until then the server may still be carrying out the dead process's request,
+    /// and the next pass that deletes it records it instead). Returns how many were
+    /// audited.
+    fn settle_intents(
         &self,
-        rt: &Runtime,
-        due: &[OffloadAction],
-        trigger: &str,
-        report: &mut GcReport,
-    ) -> Result<()> {
-        let mut users: Option<crate::inuse::Snapshot> = None;
-        for o in due {
-            let e = &o.entry;
-            let (Some(local), Some(remote), Some(key)) = (
-                rt.store(&e.store),
-                rt.remotes.iter().find(|r| r.name() == o.to),
-                crate::store::offload_key(&e.store, &e.path),
-            ) else {
-                continue; // the planner never plans a name that has no key
-            };
-            // A file that keeps failing, or a store that did not answer a moment ago, waits:
-            // a dead server costs one try per pass, not one per file.
-            if self.backing_off(&e.store, &e.path).is_some() || self.unreachable(remote.name()) {
-                report.offload_backing_off += 1;
-                continue;
-            }
-            let leased = self.lease_set()?.holders(&e.store, &e.path);
-            let want = Expect {
-                size: e.size,
-                mtime: e.mtime,
-                ino: e.ino,
-            };
-            // Every byte uploaded comes from this descriptor: opened beneath the root with
-            // no link followed, and checked to be the planned version.
-            let file = match leased.is_empty() {
-                true => local.open_version(&e.path, &want)?,
-                false => None,
-            };
-            let busy = if !leased.is_empty() {
-                Some(format!("in use: {}", leased.join(", ")))
-            } else if let Some(f) = &file {
-                let snap = users.get_or_insert_with(crate::inuse::Snapshot::take);
-                if snap.age() > std::time::Duration::from_millis(50) {
-                    *snap = crate::inuse::Snapshot::take();
-                }
-                use std::os::unix::fs::MetadataExt;
-                f.metadata()
-                    .ok()
-                    .and_then(|m| snap.reason(m.dev(), m.ino()))
-                    .map(|who| format!("in use: {who}"))
-            } else {
-                Some("changed or gone since it was planned; the next pass looks again".into())
-            };
-            let Some(file) = file.filter(|_| busy.is_none()) else {
-                let why = busy.unwrap_or_default();
-                self.note_offload(o, &key, "refused", &why, trigger, report);
+        store: &str,
+        pending: Vec<Intent>,
+        seen: impl Fn(&str) -> Option<Option<u64>>,
+        now: Nanos,
+    ) -> Result<usize> {
+        // A key may have two intents (a deletion that failed, then a crash while deleting
+        // it again): one record for the key, every intent settled with it.
+        let mut by_key: std::collections::BTreeMap<String, Vec<Intent>> = Default::default();
+        for i in pending {
+            by_key
+                .entry(i.path.to_string_lossy().into_owned())
+                .or_default()
+                .push(i);
+        }
+        let (mut settled, mut gone, mut records) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, mut all) in by_key {
+            let Some(now_there) = seen(&key) else {
                 continue;
             };
-            // Never over another object: an earlier version of this path (a recorder that
-            // reuses names, a file rewritten) keeps its copy, this version gets a key of its own.
-            let key = match self.free_key(remote, &key, e.mtime) {
-                Ok(k) => k,
-                Err(why) => {
-                    let why = self.back_off(&e.store, &e.path, why);
-                    self.note_offload(o, &key, "failed", &why, trigger, report);
+            let ids = all.iter().map(|i| i.id);
+            let why = match now_there {
+                Some(ino) if all.iter().any(|i| i.ino == ino) => {
+                    if all.iter().all(|i| now.saturating_sub(i.at) > SETTLE_GRACE) {
+                        settled.extend(ids);
+                    }
                     continue;
                 }
+                None => "gone from the server at the next listing",
+                // Its entry now describes the newcomer: not forgotten.
+                Some(_) => {
+                    "gone from the server at the next listing (another object has its key now)"
+                }
             };
-            // Noted before the server hears of it, so a crash at any point leaves a row: the
-            // next listing aborts the upload it names — or, if the id never came back, every
-            // upload the server lists for that key.
-            let row = self.reg().add_upload(remote.name(), &key, "", self.now())?;
-            let src = local.root().join(&e.path);
-            let (copied, settled) = io(async {
-                let id = match remote.start_upload(&key).await {
-                    Ok(id) => id,
-                    // Nothing started, as far as we know (abort_uploads_after covers a lost
-                    // answer).
-                    Err(e) => {
-                        self.unanswered
-                            .lock()
-                            .expect("unanswered lock")
-                            .insert(remote.name().to_string(), (Instant::now(), e.to_string()));
-                        return (Err(e), true);
-                    }
-                };
-                let _ = self.reg().set_upload_id(row, &id.0);
-                let file = tokio::fs::File::from_std(file);
-                let done = remote.upload_from(&key, &id, file, &src).await;
-                let settled = done.is_ok() || remote.abort_upload(&key, &id).await.is_ok();
-                (done, settled)
+            settled.extend(ids);
+            let i = all.swap_remove(0);
+            if now_there.is_none() {
+                gone.push((i.entry_id, i.path.clone()));
+            }
+            debug!(action = "delete", store, key = %key, "reconciled an S3 deletion interrupted by a crash");
+            records.push(AuditRecord {
+                at: now,
+                store: store.to_string(),
+                path: i.path,
+                action: "delete".into(),
+                outcome: "deleted".into(),
+                class: i.class,
+                rule: i.rule,
+                reason: format!(
+                    "{}; reconciled after a crash or a failed request: {why}, its deletion was under way",
+                    i.reason
+                ),
+                trigger: i.trigger,
+                bytes: Some(i.size),
             });
-            if settled {
-                self.reg().remove_upload(row)?;
-            }
-            let failure = match copied {
-                Ok(v) => self.record_copy(rt, o, local, remote, &key, &v, trigger, report)?,
-                // Completed but not what was sent (a server that lies about the ETag, a
-                // short object): the object must not stay looking like a copy. (A source
-                // that changed before completion is an I/O error: the key was not touched.)
-                Err(err @ StoreError::Verify { .. }) => {
-                    Some(format!("{err}; {}", remove_object(remote, &key)))
-                }
-                Err(err) => Some(err.to_string()),
-            };
-            match failure {
-                None => self.clear_backoff(&e.store, &e.path),
-                Some(why) => {
-                    let why = self.back_off(&e.store, &e.path, why);
-                    self.note_offload(o, &key, "failed", &why, trigger, report);
-                }
-            }
         }
-        Ok(())
-    }
-
-    /// The key to upload the version of a file modified at `mtime` to: `base` if nothing
-    /// is stored there, else the first free [`version_key`](crate::store::version_key).
-    fn free_key(
-        &self,
-        remote: &S3Store,
-        base: &str,
-        mtime: Nanos,
-    ) -> std::result::Result<String, String> {
-        const TRIES: u32 = 16;
-        io(async {
-            for n in 0..=TRIES {
-                let key = match n {
-                    0 => base.to_string(),
-                    n => crate::store::version_key(base, mtime, n),
-                };
-                match tokio::time::timeout(CHECK_TIMEOUT, remote.stat(&key)).await {
-                    Ok(Ok(None)) => return Ok(key),
-                    Ok(Ok(Some(_))) => continue,
-                    Ok(Err(err)) => {
-                        self.unanswered
-                            .lock()
-                            .expect("unanswered lock")
-                            .insert(remote.name().to_string(), (Instant::now(), err.to_string()));
-                        return Err(format!("cannot check whether {key} is free: {err}"));
-                    }
-                    Err(_) => {
-                        return Err(format!(
-                            "cannot check whether {key} is free: no answer within 5 s"
-                        ));
-                    }
-                }
-            }
-            Err(format!(
-                "{base} and {TRIES} version keys of it are all taken in {}; nothing is overwritten",
-                remote.name()
-            ))
-        })
-    }
-
-    /// Whether S3 store `remote` failed a request within the last minute.
-    fn unreachable(&self, remote: &str) -> bool {
-        let down = self.unanswered.lock().expect("unanswered lock");
-        down.get(remote)
-            .is_some_and(|(at, _)| at.elapsed() < CHECK_BACKOFF)
-    }
-
-    /// When the next offload of `store:path` may be tried, if it is backing off.
-    pub(super) fn backing_off(&self, store: &str, path: &Path) -> Option<Backoff> {
-        let now = self.now();
-        match self.reg().backoff_of(store, path) {
-            Ok(Some((_, next, last))) if next > now => Some(Backoff { next, last }),
-            Ok(_) => None,
-            Err(err) => {
-                // Unreadable: try the offload (it is bounded per pass anyway).
-                error!(error = %err, "cannot read an offload backoff");
-                None
-            }
+        if !records.is_empty() {
+            info!(
+                action = "delete",
+                store,
+                objects = records.len(),
+                "reconciled {} S3 deletions interrupted by a crash: the objects are gone, audited now",
+                records.len()
+            );
         }
-    }
-
-    /// Notes one more failed offload of `store:path` in the registry (so a restart or a
-    /// one-shot `gc` keeps backing off); `why` with when it is tried again.
-    fn back_off(&self, store: &str, path: &Path, why: String) -> String {
-        let now = self.now();
-        let mut reg = self.reg();
-        let failures = match reg.backoff_of(store, path) {
-            Ok(b) => b.map_or(0, |(f, _, _)| f).saturating_add(1),
-            Err(_) => 1,
-        };
-        let wait = BACKOFF_FIRST
-            .saturating_mul(1 << (failures - 1).min(20))
-            .min(BACKOFF_MAX);
-        let next = now.saturating_add(wait);
-        let last = format!(
-            "{why}; failure {failures} in a row, tried again in {}",
-            fmt_span(wait)
-        );
-        if let Err(err) = reg.set_backoff(store, path, failures, next, &last) {
-            error!(error = %err, "cannot record an offload backoff");
+        if !settled.is_empty() {
+            self.reg().settle_intents(&settled, &gone, &records)?;
         }
-        last
-    }
-
-    fn clear_backoff(&self, store: &str, path: &Path) {
-        if let Err(err) = self.reg().clear_backoff(store, path) {
-            error!(error = %err, "cannot clear an offload backoff");
-        }
-    }
-
-    /// Records a verified copy — if the local file is still the version that was read.
-    #[allow(clippy::too_many_arguments)]
-    fn record_copy(
-        &self,
-        rt: &Runtime,
-        o: &OffloadAction,
-        local: &LocalStore,
-        remote: &S3Store,
-        key: &str,
-        v: &Verified,
-        trigger: &str,
-        report: &mut GcReport,
-    ) -> Result<Option<String>> {
-        let e = &o.entry;
-        let unchanged = local
-            .stat(&e.path)?
-            .is_some_and(|m| m.size == e.size && m.mtime == e.mtime && m.ino == e.ino);
-        if !unchanged || v.size != e.size {
-            // What was read is no version we keep: the object must not pass for a copy.
-            return Ok(Some(format!(
-                "the file changed while it was copied; {}; it is copied again once quiet",
-                remove_object(remote, key)
-            )));
-        }
-        let now = self.now();
-        let mut reg = self.reg();
-        reg.set_copy(
-            &e.store,
-            &e.path,
-            e.size,
-            e.mtime,
-            remote.name(),
-            key,
-            &v.checksum,
-            now,
-        )?;
-        let class_of = |p: &Path| rt.classifier.classify(remote.name(), p).map(str::to_string);
-        let meta = FileMeta {
-            path: PathBuf::from(key),
-            size: v.size,
-            mtime: now,
-            ino: etag_ino(Some(&v.checksum)),
-        };
-        reg.upsert(remote.name(), std::slice::from_ref(&meta), now, &class_of)?;
-        drop(reg);
-        report.offloaded_files += 1;
-        report.offloaded_bytes += v.size;
-        let why = format!(
-            "copied to {}:{key}, verified: {} bytes, etag {}",
-            remote.name(),
-            v.size,
-            v.checksum
-        );
-        self.note_offload(o, key, "done", &why, trigger, report);
-        Ok(None)
-    }
-
-    /// Logs and audits one offload's outcome.
-    fn note_offload(
-        &self,
-        o: &OffloadAction,
-        key: &str,
-        outcome: &str,
-        why: &str,
-        trigger: &str,
-        report: &mut GcReport,
-    ) {
-        let path = format!("{}:{}", o.entry.store, o.entry.path.display());
-        match outcome {
-            "done" => {
-                info!(action = "offload", path = %path, to = %o.to, key, bytes = o.entry.size, class = %o.class_name, trigger, "offloaded {path}: {why}")
-            }
-            "refused" => {
-                // Retried every pass while it lasts: logged, not audited (explain names the
-                // holder anyway).
-                report.offload_refused += 1;
-                tracing::debug!(action = "offload", path = %path, reason = why, "not offloaded yet {path}: {why}");
-                return;
-            }
-            _ => {
-                report.offload_failed += 1;
-                warn!(action = "offload", path = %path, to = %o.to, reason = why, "offload of {path} failed: {why}");
-            }
-        }
-        let record = AuditRecord {
-            at: self.now(),
-            store: o.entry.store.clone(),
-            path: o.entry.path.clone(),
-            action: "offload".into(),
-            outcome: outcome.into(),
-            class: Some(o.class_name.clone()),
-            rule: None,
-            reason: why.into(),
-            trigger: trigger.into(),
-            bytes: Some(o.entry.size),
-        };
-        if let Err(e) = self.reg().record(&[], std::slice::from_ref(&record)) {
-            error!(error = %e, "cannot audit an offload");
-        }
+        Ok(records.len())
     }
 
     /// Probes every S3 store's capabilities and logs them (the daemon's start-up).

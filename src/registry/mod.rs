@@ -855,15 +855,26 @@ impl Registry {
     /// Makes the intents of one chunk of deletions durable, in one transaction, before any
     /// of them is attempted; returns the range of their ids for [`Registry::record_chunk`].
     pub fn intend(&mut self, intents: &[Intent]) -> Result<Option<(i64, i64)>> {
+        let ids = self.intend_each(intents)?;
+        Ok(ids
+            .iter()
+            .min()
+            .zip(ids.iter().max())
+            .map(|(a, b)| (*a, *b)))
+    }
+
+    /// Like [`Registry::intend`], returning the id of each intent in order (for
+    /// [`Registry::settle_intents`], which drops the ones whose outcome is known).
+    pub fn intend_each(&mut self, intents: &[Intent]) -> Result<Vec<i64>> {
         if intents.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         self.write(|tx| {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO intents(at, store, path, entry_id, ino, size, mtime, class, rule, reason, trigger)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
-            let mut range: Option<(i64, i64)> = None;
+            let mut ids = Vec::with_capacity(intents.len());
             for i in intents {
                 ins.execute(params![
                     i.at,
@@ -878,10 +889,9 @@ impl Registry {
                     i.reason,
                     i.trigger
                 ])?;
-                let id = tx.last_insert_rowid();
-                range = Some(range.map_or((id, id), |(a, b)| (a.min(id), b.max(id))));
+                ids.push(tx.last_insert_rowid());
             }
-            Ok(range)
+            Ok(ids)
         })
     }
 
@@ -907,14 +917,23 @@ impl Registry {
 
     /// Intents left by a pass that never finished (a crash), oldest first.
     pub fn intents(&self) -> Result<Vec<Intent>> {
+        self.intents_where(None)
+    }
+
+    /// The intents of store `store` only, oldest first.
+    pub fn intents_of(&self, store: &str) -> Result<Vec<Intent>> {
+        self.intents_where(Some(store))
+    }
+
+    fn intents_where(&self, store: Option<&str>) -> Result<Vec<Intent>> {
         let mut st = self
             .conn
             .prepare(
                 "SELECT id, at, store, path, entry_id, ino, size, mtime, class, rule, reason, trigger
-                 FROM intents ORDER BY id",
+                 FROM intents WHERE ?1 IS NULL OR store = ?1 ORDER BY id",
             )
             .map_err(self.err())?;
-        st.query_map([], |r| {
+        st.query_map([store], |r| {
             Ok(Intent {
                 id: r.get(0)?,
                 at: r.get(1)?,
@@ -935,8 +954,8 @@ impl Registry {
         .map_err(self.err())
     }
 
-    /// Settles intents after a crash in one transaction: the files in `gone` are audited
-    /// with `records` and forgotten; every intent in `settled` is dropped.
+    /// Settles intents in one transaction: the files in `gone` are forgotten, `records`
+    /// appended to the audit trail, and every intent in `settled` dropped.
     pub fn settle_intents(
         &mut self,
         settled: &[i64],

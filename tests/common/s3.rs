@@ -357,3 +357,88 @@ impl Drop for LyingProxy {
         let _ = self.child.wait();
     }
 }
+
+/// A plain S3 client of a test server (object_store, no mediaretain code) for setting up
+/// and checking what is on the server: many objects at once, one key, a listing.
+pub struct Raw {
+    s3: std::sync::Arc<object_store::aws::AmazonS3>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl S3Server {
+    /// A plain client of this server's bucket (keys are full keys, prefix included).
+    pub fn raw(&self) -> Raw {
+        let s3 = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_region(&self.region)
+            .with_bucket_name(&self.bucket)
+            .with_access_key_id(&self.key_id)
+            .with_secret_access_key(&self.secret)
+            .with_allow_http(true)
+            .build()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Raw {
+            s3: std::sync::Arc::new(s3),
+            rt,
+        }
+    }
+}
+
+impl Raw {
+    /// Creates one-byte objects `keys`, 32 requests at once.
+    pub fn put_many(&self, keys: &[String]) {
+        use futures::{StreamExt, TryStreamExt};
+        use object_store::ObjectStoreExt;
+        self.rt.block_on(async {
+            futures::stream::iter(keys.iter().map(|k| {
+                let s3 = std::sync::Arc::clone(&self.s3);
+                let path = object_store::path::Path::from(k.as_str());
+                async move { s3.put(&path, "x".into()).await }
+            }))
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap();
+        });
+    }
+
+    /// Whether `key` is there (a HEAD).
+    pub fn exists(&self, key: &str) -> bool {
+        use object_store::ObjectStoreExt;
+        let path = object_store::path::Path::from(key);
+        match self.rt.block_on(self.s3.head(&path)) {
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => panic!("HEAD {key}: {e}"),
+        }
+    }
+
+    /// Every key under `prefix`.
+    pub fn keys(&self, prefix: &str) -> std::collections::BTreeSet<String> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let prefix = object_store::path::Path::from(prefix);
+        self.rt.block_on(async {
+            self.s3
+                .list(Some(&prefix))
+                .map_ok(|m| m.location.to_string())
+                .try_collect()
+                .await
+                .unwrap()
+        })
+    }
+}
+
+impl Raw {
+    /// Deletes `key` (behind the back of anything that recorded it).
+    pub fn delete(&self, key: &str) {
+        use object_store::ObjectStoreExt;
+        let path = object_store::path::Path::from(key);
+        self.rt.block_on(self.s3.delete(&path)).unwrap();
+    }
+}
