@@ -33,12 +33,14 @@ mod facts;
 mod marks;
 mod pressure;
 mod remote;
+mod rm;
 mod status;
 
 pub use executor::refusal_kind;
 
 pub use facts::{Announced, fact_tag};
 pub use remote::fetch;
+pub use rm::{RM_TRIGGER, RemovedDir, RmReport, RmRequest};
 
 /// Failures of an operation; each maps to a sysexits code.
 #[derive(Debug, thiserror::Error)]
