@@ -20,7 +20,9 @@ use crate::control::{
     GcRequest, LeaseIdRequest, LeaseRequest, LsRequest, PathRequest, PathsRequest, Released,
     ReloadResponse, TagRequest,
 };
-use crate::engine::{Engine, EngineError, Explanation, GcReport, Mark, MarkResult, Status};
+use crate::engine::{
+    Engine, EngineError, Explanation, GcReport, Mark, MarkResult, RmReport, RmRequest, Status,
+};
 use crate::exit;
 pub use crate::failure::Failure;
 use crate::policy::{Plan, Verdict};
@@ -162,6 +164,29 @@ pub enum Cmd {
     },
     /// List active leases.
     Leases {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete files and directories now, through the same checks as a pass, each file
+    /// verified gone and audited (trigger "manual"). Retained files are refused unless
+    /// --force-retained; files open in another process are refused naming it; files of an
+    /// offload class stay until their copy is verified ("offload before delete"); symlinks
+    /// are never followed and left in place. Exit 0 when everything named is gone, 74 when
+    /// anything remains (each with its reason), 65 for a path outside every store.
+    Rm {
+        /// Absolute paths inside store roots, or STORE:KEY (files, or directories with -r).
+        #[arg(required = true, value_parser = spelled())]
+        paths: Vec<String>,
+        /// Delete what directories hold, then the directories emptied (never the store root).
+        #[arg(short, long)]
+        recursive: bool,
+        /// Check everything and say what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Unpin retained files (audited) and delete them too.
+        #[arg(long)]
+        force_retained: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -627,6 +652,45 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                 o
             })
         }
+        Cmd::Rm {
+            paths,
+            recursive,
+            dry_run,
+            force_retained,
+            json,
+        } => {
+            let req = RmRequest {
+                paths,
+                recursive,
+                dry_run,
+                force_retained,
+            };
+            let local = req.clone();
+            let r: RmReport = b
+                .ask(Method::POST, "/v1/rm", Some(&req), move |e| e.rm(&local))
+                .await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                print!("{}", render_rm(&r));
+            }
+            if r.remaining > 0 {
+                return Err(Failure::new(
+                    exit::IOERR,
+                    format!(
+                        "{} {} {}; each result says why",
+                        r.remaining,
+                        if r.remaining == 1 { "entry" } else { "entries" },
+                        match (r.remaining, r.dry_run) {
+                            (1, false) => "remains",
+                            (_, false) => "remain",
+                            (_, true) => "would remain (dry run)",
+                        },
+                    ),
+                ));
+            }
+            Ok(())
+        }
         Cmd::Scan { json } => {
             let st: Vec<ScanStats> = b
                 .ask(Method::POST, "/v1/scan", NONE, |e| e.scan_all())
@@ -784,6 +848,72 @@ fn render_gc(r: &GcReport) -> String {
             r.failed,
             r.vanished,
             r.pruned_dirs,
+            r.millis
+        );
+    }
+    o
+}
+
+fn render_rm(r: &RmReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "rm: {} files ({}) named{}",
+        r.files,
+        ByteSize(r.bytes),
+        if r.dry_run {
+            "; dry run, nothing is changed"
+        } else {
+            ""
+        }
+    );
+    for f in &r.results {
+        let word = match (&f.result, r.dry_run) {
+            (Outcome::Refused(_), true) => "would refuse",
+            (Outcome::WouldDelete, _) => "would delete",
+            (Outcome::Vanished, _) => "not there",
+            (o, _) => o.word(),
+        };
+        let detail = match &f.result {
+            Outcome::Refused(d) | Outcome::Failed(d) => d.clone(),
+            _ => f.reason.clone(),
+        };
+        let class = if f.class.is_empty() { "-" } else { &f.class };
+        let _ = writeln!(
+            o,
+            "{word:<12} {:<48} {:>10}  {class:<14} {detail}",
+            loc(&f.store, &f.path),
+            ByteSize(f.bytes).to_string(),
+        );
+    }
+    for d in &r.removed_dirs {
+        let _ = writeln!(o, "{:<12} {}/", "rmdir", loc(&d.store, &d.path));
+    }
+    if r.dry_run {
+        let _ = writeln!(
+            o,
+            "dry run: {} would be deleted, {} would remain; nothing was changed",
+            r.results
+                .iter()
+                .filter(|f| f.result == Outcome::WouldDelete)
+                .count(),
+            r.remaining
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "{} deleted ({}), {} refused, {} failed, {} not there; {} directories removed{}; {} remaining; {} ms",
+            r.deleted_files,
+            ByteSize(r.deleted_bytes),
+            r.refused,
+            r.failed,
+            r.gone,
+            r.removed_dirs.len(),
+            match r.unpinned {
+                0 => String::new(),
+                n => format!("; {n} unpinned"),
+            },
+            r.remaining,
             r.millis
         );
     }

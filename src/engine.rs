@@ -35,6 +35,7 @@ mod marks;
 mod offload;
 mod pressure;
 mod remote;
+mod rm;
 mod runtime;
 mod status;
 
@@ -45,6 +46,7 @@ pub use facts::{Announced, fact_tag};
 pub use index::ChangeEffect;
 pub use marks::{Mark, MarkResult, check_tag};
 pub use remote::fetch;
+pub use rm::{RM_TRIGGER, RemovedDir, RmReport, RmRequest};
 pub use runtime::Runtime;
 pub use status::{Activity, OffloadBackoff, Status, Volume};
 

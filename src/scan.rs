@@ -91,8 +91,75 @@ pub fn open_root(root: &Path) -> Result<OwnedFd, Errno> {
 pub fn walk(
     root: &Path,
     prefix: &Path,
+    sink: impl FnMut(Vec<FileMeta>),
+    empty: &mut Vec<PathBuf>,
+) -> (u64, u64) {
+    walk_noting(root, prefix, sink, empty, None)
+}
+
+/// At most this many directories and this many other entries are noted by a walk (see
+/// [`Passed`]); the rest are only counted.
+pub const MAX_PASSED: usize = 100_000;
+
+/// What a walk passed by without handing it to its sink — for `rm`, which must account
+/// for everything below a directory it was asked to delete: each directory it read (in
+/// the order read: a parent before its children), and each entry it did not list as a
+/// file, saying what it is (a symlink, a socket, a FIFO, a device, a directory it could
+/// not read or that is nested too deep). At most [`MAX_PASSED`] of each; `more` counts
+/// the rest.
+#[derive(Debug, Default)]
+pub struct Passed {
+    /// Directories read, relative to the root.
+    pub dirs: Vec<PathBuf>,
+    /// Entries skipped, with what they are.
+    pub others: Vec<(PathBuf, &'static str)>,
+    /// Directories and entries beyond the bound (not listed).
+    pub more: u64,
+}
+
+impl Passed {
+    fn dir(&mut self, rel: &Path) {
+        if self.dirs.len() < MAX_PASSED {
+            self.dirs.push(rel.to_path_buf());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn other(&mut self, rel: PathBuf, what: &'static str) {
+        if self.others.len() < MAX_PASSED {
+            self.others.push((rel, what));
+        } else {
+            self.more += 1;
+        }
+    }
+}
+
+/// What a directory entry that is not a regular file or directory is, in words.
+pub fn kind_of(ft: FileType) -> &'static str {
+    match ft {
+        FileType::Symlink => "a symlink",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "of an unknown type",
+    }
+}
+
+fn note(passed: &mut Option<&mut Passed>, rel: PathBuf, what: &'static str) {
+    if let Some(p) = passed.as_deref_mut() {
+        p.other(rel, what);
+    }
+}
+
+/// [`walk`], noting in `passed` (when given) what it passed by.
+pub fn walk_noting(
+    root: &Path,
+    prefix: &Path,
     mut sink: impl FnMut(Vec<FileMeta>),
     empty: &mut Vec<PathBuf>,
+    mut passed: Option<&mut Passed>,
 ) -> (u64, u64) {
     let mut batch = Vec::with_capacity(BATCH);
     let (mut dirs, mut unreadable) = (0, 0);
@@ -106,6 +173,11 @@ pub fn walk(
         }
         Err(e) => {
             warn!(path = %crate::spell::show(&root.join(prefix)), error = %e, "cannot read directory; its entries are kept as they were");
+            note(
+                &mut passed,
+                prefix.to_path_buf(),
+                "a directory that cannot be read",
+            );
             return (0, 1);
         }
     };
@@ -136,6 +208,7 @@ pub fn walk(
                 Err(e) => {
                     warn!(path = %crate::spell::show(&abs()), error = %e, "cannot read directory; its entries are kept as they were");
                     unreadable += 1;
+                    note(&mut passed, rel, "a directory that cannot be read");
                     continue;
                 }
             },
@@ -145,10 +218,14 @@ pub fn walk(
             Err(e) => {
                 warn!(path = %crate::spell::show(&abs()), error = %e, "cannot read directory; its entries are kept as they were");
                 unreadable += 1;
+                note(&mut passed, rel, "a directory that cannot be read");
                 continue;
             }
         };
         dirs += 1;
+        if let Some(p) = passed.as_deref_mut() {
+            p.dir(&rel);
+        }
         let fd = Arc::new(fd);
         let mut any = false;
         for de in dir {
@@ -159,6 +236,11 @@ pub fn walk(
                     // (does not forget) what it could not see.
                     warn!(path = %crate::spell::show(&abs()), error = %e, "directory listing failed part-way");
                     unreadable += 1;
+                    note(
+                        &mut passed,
+                        rel.clone(),
+                        "a directory whose listing failed part-way",
+                    );
                     break;
                 }
             };
@@ -184,6 +266,7 @@ pub fn walk(
                     Err(Errno::NOENT) => continue,
                     Err(_) => {
                         unreadable += 1;
+                        note(&mut passed, child, "an entry that cannot be looked at");
                         continue;
                     }
                 }
@@ -192,6 +275,7 @@ pub fn walk(
                 FileType::Directory if depth + 1 >= MAX_DEPTH => {
                     warn!(path = %crate::spell::show(&root.join(&child)), max_depth = MAX_DEPTH, "directory nested too deep; not walked, its entries are kept as they were");
                     unreadable += 1;
+                    note(&mut passed, child, "a directory nested too deep to walk");
                 }
                 FileType::Directory => stack.push((Some(fd.clone()), fname, child, depth + 1)),
                 FileType::RegularFile => {
@@ -211,8 +295,9 @@ pub fn walk(
                 }
                 FileType::Symlink => {
                     debug!(path = %crate::spell::show(&root.join(&child)), "symlink skipped: never followed");
+                    note(&mut passed, child, kind_of(ft));
                 }
-                _ => {}
+                other => note(&mut passed, child, kind_of(other)),
             }
         }
         if !any && !rel.as_os_str().is_empty() {

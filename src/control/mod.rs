@@ -17,6 +17,7 @@
 //! | GET    | /v1/leases     |                                       | `[Lease]`         |
 //! | POST   | /v1/scan       |                                       | `[ScanStats]`     |
 //! | POST   | /v1/reload     |                                       | `{"reclassified": N}` |
+//! | POST   | /v1/rm         | `{"paths": ["media:rec/cam1"], "recursive": true, "dry_run": false, "force_retained": false}` | `RmReport` |
 //!
 //! Errors answer 4xx/5xx with `{"error": "...", "exit": CODE}`.
 //!
@@ -33,6 +34,8 @@
 
 pub mod client;
 pub mod server;
+
+pub use crate::engine::RmRequest;
 
 use serde::{Deserialize, Serialize};
 

@@ -270,6 +270,25 @@ async fn release(
     res
 }
 
+/// `POST /v1/rm` (root and the daemon's user only: not in [`member_may`]). A body that is
+/// not a well-formed request (an unknown field such as a misspelt `dry_run`) answers a
+/// JSON error like every other refusal, and changes nothing.
+async fn rm(
+    State(c): State<Ctl>,
+    body: Result<Json<crate::engine::RmRequest>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<crate::engine::RmReport> {
+    let Json(r) = body.map_err(|e| {
+        ApiError(
+            e.status(),
+            ErrorBody {
+                error: format!("rm: {}", e.body_text()),
+                exit: crate::exit::DATAERR,
+            },
+        )
+    })?;
+    blocking(&c, move |e| e.rm(&r)).await
+}
+
 async fn leases(State(c): State<Ctl>) -> ApiResult<Vec<crate::registry::Lease>> {
     blocking(&c, |e| e.leases()).await
 }
@@ -317,6 +336,7 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/v1/renew", post(renew))
         .route("/v1/release", post(release))
         .route("/v1/leases", get(leases))
+        .route("/v1/rm", post(rm))
         .route("/v1/scan", post(scan))
         .route("/v1/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(ctl.clone(), authorize))

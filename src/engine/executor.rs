@@ -55,10 +55,16 @@ const GUARDS: &[(&str, Guard)] = &[
         Some(format!("in use: {why}"))
     }),
     // The class is derived again from the running config: an entry labelled under an
-    // older config never decides a deletion.
+    // older config never decides a deletion. Only `rm` names unclassified files (class
+    // ""): for it, "still no class" is the same class; a pass never plans one.
     ("reclassified", |g, a| {
         let now = g.rt.classifier.classify(g.store.name(), &a.entry.path);
-        (now != Some(a.class_name.as_str())).then(|| {
+        let unclassified = a.rule == policy::Rule::Manual && a.class_name.is_empty();
+        let same = match now {
+            Some(c) => c == a.class_name,
+            None => unclassified,
+        };
+        (!same).then(|| {
             format!(
                 "its class is now {}; it is re-evaluated on the next pass",
                 now.unwrap_or("none")
@@ -170,7 +176,7 @@ impl Engine {
                             ino: a.entry.ino,
                             size: a.entry.size,
                             mtime: a.entry.mtime,
-                            class: Some(a.class_name.clone()),
+                            class: (!a.class_name.is_empty()).then(|| a.class_name.clone()),
                             rule: Some(a.rule.to_string()),
                             reason: a.reason.clone(),
                             trigger: trigger.into(),
@@ -249,6 +255,17 @@ impl Engine {
     /// in the same order, then the deleter's own (the planned version, not open by anyone
     /// by the `/proc` snapshot). S3 objects: `WouldDelete` unless pinned or leased.
     pub(super) fn would(&self, rt: &Runtime, actions: &[policy::Action]) -> Result<Vec<Outcome>> {
+        self.would_unpinned(rt, actions, &Default::default())
+    }
+
+    /// [`Engine::would`] as if the files in `unpin` (store, path) were not pinned: what
+    /// `rm --force-retained --dry-run` says (the real run unpins them first).
+    pub(super) fn would_unpinned(
+        &self,
+        rt: &Runtime,
+        actions: &[policy::Action],
+        unpin: &std::collections::HashSet<(String, PathBuf)>,
+    ) -> Result<Vec<Outcome>> {
         let leases = self.lease_set()?;
         let mut users: Option<crate::inuse::Snapshot> = None;
         let mut in_use = |dev: u64, ino: u64| {
@@ -295,7 +312,8 @@ impl Engine {
                 continue;
             };
             if !per_store.contains_key(store.name()) {
-                let pinned = self.reg().pinned_paths(store.name())?;
+                let mut pinned = self.reg().pinned_paths(store.name())?;
+                pinned.retain(|p| !unpin.contains(&(store.name().to_string(), p.clone())));
                 let parts = writers::part_files(&mut self.reg(), &rt.config, store.name())?;
                 per_store.insert(store.name().to_string(), (pinned, parts));
             }
@@ -404,7 +422,7 @@ impl Engine {
             path: a.entry.path.clone(),
             action: "delete".into(),
             outcome: outcome.word().into(),
-            class: Some(a.class_name.clone()),
+            class: (!a.class_name.is_empty()).then(|| a.class_name.clone()),
             rule: Some(a.rule.to_string()),
             reason: match outcome.detail() {
                 Some(d) => format!("{}; {d}", a.reason),

@@ -31,6 +31,8 @@ pub enum Rule {
     Pressure,
     /// A local file whose remote copy is verified, of a class with `delete_local`.
     Offloaded,
+    /// Named by an operator or a platform: `mediaretain rm`, `POST /v1/rm`.
+    Manual,
 }
 
 impl fmt::Display for Rule {
@@ -42,6 +44,7 @@ impl fmt::Display for Rule {
             Rule::MaxTotal => "max_total",
             Rule::Pressure => "pressure",
             Rule::Offloaded => "offloaded",
+            Rule::Manual => "manual",
         })
     }
 }

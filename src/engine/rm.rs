@@ -1,0 +1,469 @@
+//! `mediaretain rm` and `POST /v1/rm`: delete named files and directories now, through the
+//! one executor — a delete call a platform can trust, where ZLMediaKit's
+//! `deleteRecordDirectory` answers code 0 while the MP4s stay on disk.
+//!
+//! Each argument is an absolute path inside a store root or STORE:KEY (the lossless
+//! spelling); a bad one (outside every store, `..`, a NUL byte, an S3 store) refuses the
+//! whole request before anything changes. A regular file is one action. A directory (only
+//! with `recursive`) is walked by descriptor — never following a symlink, never leaving the
+//! store — and each regular file in it is one action; whatever else is there (a symlink, a
+//! socket, a FIFO, a device, a directory that cannot be read) is left in place with a
+//! result saying what it is. The actions go through the same guards and deleter as a
+//! lifecycle pass ([`Engine::execute`]; [`Engine::would`] for a dry run): leases,
+//! playlists, writers, offload before delete, the kernel's exclusive lease (a file open in
+//! another process is refused naming it), the trash rename with its inode check, verified
+//! gone, a durable intent and an audit record (trigger `manual`) per file. A retained file
+//! is refused unless `force_retained`, which unpins it first through the audited `unretain`
+//! path. Then the directories emptied are removed bottom-up, the named one included, never
+//! the store root. Every file gets its own result, and `remaining` counts what is still
+//! there: 0 means everything named is gone.
+
+use super::*;
+use crate::scan::Passed;
+use rustix::fs::{AtFlags, FileType};
+use rustix::io::Errno;
+
+/// The audit trigger of every `rm`.
+pub const RM_TRIGGER: &str = "manual";
+/// Why each file was selected, in its audit record.
+const RM_REASON: &str = "requested by mediaretain rm";
+
+/// What `rm` is asked (also the body of `POST /v1/rm`). Unknown fields are refused: a
+/// misspelt `dry_run` must not delete.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RmRequest {
+    /// Absolute paths inside store roots, or STORE:KEY.
+    pub paths: Vec<String>,
+    /// Delete what directories hold, then the directories emptied.
+    #[serde(default)]
+    pub recursive: bool,
+    /// Check everything and say what would happen; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Unpin retained files (audited) and delete them too.
+    #[serde(default)]
+    pub force_retained: bool,
+}
+
+/// A directory `rm` removed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RemovedDir {
+    /// Store name.
+    pub store: String,
+    /// Relative path.
+    #[serde(with = "crate::spell::serde_path")]
+    pub path: PathBuf,
+}
+
+/// What `rm` did: a result per file (and per entry left in place), counts, and the
+/// directories removed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RmReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Regular files found under the paths given.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Deleted and verified gone.
+    pub deleted_files: u64,
+    /// Bytes of those.
+    pub deleted_bytes: u64,
+    /// Refused (or, in a dry run, would be refused), each with its reason; they stay.
+    pub refused: u64,
+    /// Attempted and failed: they may still be there.
+    pub failed: u64,
+    /// Named but not there (or gone before they were reached): nothing to do.
+    pub gone: u64,
+    /// Retained files unpinned by `force_retained`.
+    pub unpinned: u64,
+    /// What is still there: refused and failed files, entries left in place, directories
+    /// that could not be removed. 0 when everything named is gone.
+    pub remaining: u64,
+    /// Per file and per entry left in place.
+    pub results: Vec<FileResult>,
+    /// Directories removed, deepest first.
+    pub removed_dirs: Vec<RemovedDir>,
+    /// Wall time.
+    pub millis: u64,
+}
+
+/// What is at a path, looked at without following any symlink.
+enum At {
+    Missing,
+    File,
+    Dir,
+    /// A symlink, socket, FIFO, device.
+    Other(FileType),
+    /// A directory on its path is a symlink or not a directory.
+    BadPath,
+}
+
+/// What is at `rel` of `store`: its parent opened beneath the root without following a
+/// symlink, then the name `fstatat`-ed no-follow.
+fn what_is(store: &LocalStore, rel: &Path) -> std::result::Result<At, Errno> {
+    let (Some(name), parent) = (rel.file_name(), rel.parent().unwrap_or(Path::new(""))) else {
+        return Ok(At::BadPath);
+    };
+    let root = scan::open_root(store.root())?;
+    let dir = match scan::open_dir_beneath(&root, parent) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(At::Missing),
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => return Ok(At::BadPath),
+        Err(e) => return Err(e),
+    };
+    match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => At::File,
+            FileType::Directory => At::Dir,
+            ft => At::Other(ft),
+        }),
+        Err(Errno::NOENT) => Ok(At::Missing),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes directory `rel` of `store` if it is empty (never the root, never through a
+/// symlink). `Ok(false)`: not empty, or not there.
+fn rmdir_if_empty(store: &LocalStore, rel: &Path) -> std::result::Result<bool, Errno> {
+    let (Some(name), Some(parent)) = (rel.file_name(), rel.parent()) else {
+        return Ok(false);
+    };
+    if !is_confined(rel) {
+        return Ok(false);
+    }
+    let root = scan::open_root(store.root())?;
+    let dir = scan::open_dir_beneath(&root, parent)?;
+    match rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR) {
+        Ok(()) => Ok(true),
+        Err(Errno::NOTEMPTY) | Err(Errno::EXIST) | Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The words for an entry `rm` leaves in place.
+fn left_in_place(ft: FileType) -> String {
+    match ft {
+        FileType::Symlink => "a symlink: never followed; left in place".into(),
+        ft => format!("{}: not a regular file; left in place", scan::kind_of(ft)),
+    }
+}
+
+/// A result for a path that is not (or no longer) a planned file.
+fn result_at(store: &str, path: &Path, result: Outcome, reason: &str) -> FileResult {
+    FileResult {
+        store: store.to_string(),
+        path: path.to_path_buf(),
+        class: String::new(),
+        rule: Rule::Manual,
+        bytes: 0,
+        result,
+        reason: reason.into(),
+    }
+}
+
+fn result_of(a: &policy::Action, result: Outcome) -> FileResult {
+    FileResult {
+        store: a.entry.store.clone(),
+        path: a.entry.path.clone(),
+        class: a.class_name.clone(),
+        rule: a.rule,
+        bytes: a.entry.size,
+        result,
+        reason: a.reason.clone(),
+    }
+}
+
+impl Engine {
+    /// Deletes the files and directories `req` names now; see the module doc. Errors only
+    /// for bad input (nothing changed then) and registry or store failures.
+    pub fn rm(&self, req: &RmRequest) -> Result<RmReport> {
+        let started = Instant::now();
+        let rt = self.runtime();
+        if req.paths.is_empty() {
+            return Err(EngineError::BadInput(
+                "rm: give at least one path (absolute inside a store root, or STORE:KEY)".into(),
+            ));
+        }
+        // Every argument first: a bad one refuses the request before anything changes.
+        let mut targets: Vec<(String, PathBuf)> = Vec::with_capacity(req.paths.len());
+        for arg in &req.paths {
+            let (store, rel) = rt.resolve(arg)?;
+            if rt.store(&store).is_none() {
+                return Err(EngineError::BadInput(format!(
+                    "{store}:{}: {store} is an S3 store; rm works on local stores",
+                    crate::spell::show(&rel)
+                )));
+            }
+            if !targets.contains(&(store.clone(), rel.clone())) {
+                targets.push((store, rel));
+            }
+        }
+        // One deletion at a time, like a pass (a pass and rm never race for a file).
+        let _pass = self.pass.lock().expect("pass lock");
+        let mut report = RmReport {
+            dry_run: req.dry_run,
+            ..Default::default()
+        };
+        let mut files: std::collections::BTreeSet<(String, PathBuf)> = Default::default();
+        let mut missing: Vec<(String, PathBuf)> = Vec::new();
+        // Entries left in place, by path (a directory named twice is walked twice).
+        let mut others: std::collections::BTreeMap<(String, PathBuf), Outcome> = Default::default();
+        // Directories walked, to be removed once emptied.
+        let mut walked: Vec<(String, PathBuf)> = Vec::new();
+        for (store_name, rel) in &targets {
+            let Some(store) = rt.store(store_name) else {
+                continue; // checked above
+            };
+            let key = (store_name.clone(), rel.clone());
+            if rel.starts_with(crate::store::local::TRASH_DIR) {
+                others.insert(
+                    key,
+                    Outcome::Refused(
+                        "mediaretain's own trash directory (files on their way out): never named"
+                            .into(),
+                    ),
+                );
+                continue;
+            }
+            match what_is(store, rel) {
+                Err(e) => {
+                    others.insert(key, Outcome::Failed(format!("cannot look at it: {e}")));
+                }
+                Ok(At::Missing) => missing.push(key),
+                Ok(At::BadPath) => {
+                    others.insert(
+                        key,
+                        Outcome::Refused(
+                            "a directory on its path is a symlink or not a directory; symlinks are never followed"
+                                .into(),
+                        ),
+                    );
+                }
+                Ok(At::File) => {
+                    files.insert(key);
+                }
+                Ok(At::Other(ft)) => {
+                    others.insert(key, Outcome::Refused(left_in_place(ft)));
+                }
+                Ok(At::Dir) if !req.recursive => {
+                    others.insert(
+                        key,
+                        Outcome::Refused(
+                            "is a directory: give --recursive (\"recursive\": true) to delete what it holds"
+                                .into(),
+                        ),
+                    );
+                }
+                Ok(At::Dir) => {
+                    let mut passed = Passed::default();
+                    scan::walk_noting(
+                        store.root(),
+                        rel,
+                        |batch| {
+                            files.extend(batch.into_iter().map(|f| (store_name.clone(), f.path)))
+                        },
+                        &mut Vec::new(),
+                        Some(&mut passed),
+                    );
+                    for (p, what) in passed.others {
+                        let why = match what {
+                            "a symlink" => left_in_place(FileType::Symlink),
+                            w if w.starts_with("a directory") || w.starts_with("an entry") => {
+                                format!("{w}; what it holds is left in place")
+                            }
+                            w => format!("{w}: not a regular file; left in place"),
+                        };
+                        others.insert((store_name.clone(), p), Outcome::Refused(why));
+                    }
+                    if passed.more > 0 {
+                        others.insert(
+                            key,
+                            Outcome::Refused(format!(
+                                "{} more directories and entries than one rm lists ({} of each); run it again",
+                                passed.more,
+                                scan::MAX_PASSED
+                            )),
+                        );
+                    }
+                    walked.extend(passed.dirs.into_iter().map(|d| (store_name.clone(), d)));
+                }
+            }
+        }
+        // Registered (or forgotten) as they are now: every action deletes a known version.
+        let changes: Vec<crate::watch::Change> = files
+            .iter()
+            .chain(&missing)
+            .map(|(s, p)| (Arc::<str>::from(s.as_str()), p.clone()))
+            .collect();
+        for chunk in changes.chunks(8192) {
+            self.apply_changes(chunk)?;
+        }
+        for (s, p) in &missing {
+            report.gone += 1;
+            report.results.push(result_at(
+                s,
+                p,
+                Outcome::Vanished,
+                "no such file or directory in the store",
+            ));
+        }
+        let mut actions = Vec::with_capacity(files.len());
+        let mut retained: Vec<policy::Action> = Vec::new();
+        let mut audit: Vec<AuditRecord> = Vec::new();
+        let now = self.now();
+        for (store, path) in &files {
+            let Some(entry) = self.reg().get(store, path)? else {
+                report.gone += 1;
+                report.results.push(result_at(
+                    store,
+                    path,
+                    Outcome::Vanished,
+                    "gone before it could be deleted",
+                ));
+                continue;
+            };
+            report.files += 1;
+            report.bytes += entry.size;
+            let a = policy::Action {
+                class_name: rt
+                    .classifier
+                    .classify(store, path)
+                    .unwrap_or_default()
+                    .to_string(),
+                rule: Rule::Manual,
+                reason: RM_REASON.into(),
+                age_ref: entry.mtime,
+                would_refuse: None,
+                entry,
+            };
+            if a.entry.retained && !req.force_retained {
+                let why = "retained: pinned by an operator; --force-retained unpins and deletes it";
+                if !req.dry_run {
+                    info!(action = "refuse", path = %format!("{store}:{}", crate::spell::show(path)), reason = why, trigger = RM_TRIGGER, "refused to delete {store}:{}: {why}", crate::spell::show(path));
+                    audit.push(AuditRecord {
+                        at: now,
+                        store: store.clone(),
+                        path: path.clone(),
+                        action: "delete".into(),
+                        outcome: "refused".into(),
+                        class: (!a.class_name.is_empty()).then(|| a.class_name.clone()),
+                        rule: Some(Rule::Manual.to_string()),
+                        reason: format!("{RM_REASON}; {why}"),
+                        trigger: RM_TRIGGER.into(),
+                        bytes: Some(a.entry.size),
+                    });
+                }
+                report.refused += 1;
+                report
+                    .results
+                    .push(result_of(&a, Outcome::Refused(why.into())));
+                continue;
+            }
+            if a.entry.retained {
+                retained.push(a.clone());
+            }
+            actions.push(a);
+        }
+        if !audit.is_empty() {
+            self.reg().record(&[], &audit)?;
+        }
+        // --force-retained: unpinned through `unretain` (audited), then deleted like the rest.
+        if !retained.is_empty() && !req.dry_run {
+            let args: Vec<String> = retained
+                .iter()
+                .map(|a| format!("{}:{}", a.entry.store, crate::spell::path(&a.entry.path)))
+                .collect();
+            let marked = self.mark(&args, &Mark::Retain(false), RM_TRIGGER)?;
+            for (a, m) in retained.iter().zip(marked) {
+                match m.error {
+                    Some(err) => {
+                        actions.retain(|x| x.entry.id != a.entry.id);
+                        report.refused += 1;
+                        report.results.push(result_of(
+                            a,
+                            Outcome::Refused(format!("retained, and could not be unpinned: {err}")),
+                        ));
+                    }
+                    None => report.unpinned += u64::from(m.changed),
+                }
+            }
+        }
+        if req.dry_run {
+            let unpin = retained
+                .iter()
+                .map(|a| (a.entry.store.clone(), a.entry.path.clone()))
+                .collect();
+            let outcomes = self.would_unpinned(&rt, &actions, &unpin)?;
+            for (a, o) in actions.iter().zip(outcomes) {
+                if matches!(o, Outcome::Refused(_)) {
+                    report.refused += 1;
+                }
+                report.results.push(result_of(a, o));
+            }
+        } else if !actions.is_empty() {
+            let mut pass = GcReport::default();
+            self.execute(&rt, &actions, RM_TRIGGER, true, &mut pass, None)?;
+            report.deleted_files += pass.deleted_files;
+            report.deleted_bytes += pass.deleted_bytes;
+            report.refused += pass.refused;
+            report.failed += pass.failed;
+            report.gone += pass.vanished;
+            report.results.extend(pass.results);
+            let mut a = self.activity.lock().expect("activity lock");
+            a.deleted_files += pass.deleted_files;
+            a.deleted_bytes += pass.deleted_bytes;
+        }
+        for ((s, p), o) in others {
+            match o {
+                Outcome::Failed(_) => report.failed += 1,
+                _ => report.refused += 1,
+            }
+            report.results.push(result_at(&s, &p, o, RM_REASON));
+        }
+        // The directories emptied, deepest first; one still holding anything stays.
+        if req.recursive && !req.dry_run {
+            walked.sort_by_key(|(s, d)| (std::cmp::Reverse(d.components().count()), s.clone()));
+            walked.dedup();
+            for (s, d) in walked {
+                let Some(store) = rt.store(&s) else { continue };
+                match rmdir_if_empty(store, &d) {
+                    Ok(true) => {
+                        info!(action = "rmdir", store = %s, path = %crate::spell::show(&d), trigger = RM_TRIGGER, "removed emptied directory");
+                        report.removed_dirs.push(RemovedDir { store: s, path: d });
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        report.failed += 1;
+                        report.results.push(result_at(
+                            &s,
+                            &d,
+                            Outcome::Failed(format!("cannot remove the emptied directory: {e}")),
+                            RM_REASON,
+                        ));
+                    }
+                }
+            }
+        }
+        report.remaining = report.refused + report.failed;
+        report.millis = started.elapsed().as_millis() as u64;
+        if !req.dry_run {
+            info!(
+                action = "rm",
+                trigger = RM_TRIGGER,
+                deleted = report.deleted_files,
+                bytes = report.deleted_bytes,
+                remaining = report.remaining,
+                "rm: {} deleted ({}), {} refused, {} failed, {} already gone, {} directories removed",
+                report.deleted_files,
+                ByteSize(report.deleted_bytes),
+                report.refused,
+                report.failed,
+                report.gone,
+                report.removed_dirs.len()
+            );
+        }
+        Ok(report)
+    }
+}
