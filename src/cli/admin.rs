@@ -1,0 +1,80 @@
+//! The operator's housekeeping: `scan`, `reload` (through the daemon), `check-config` and
+//! `fetch` (no registry needed).
+
+use super::*;
+
+/// `mediaretain scan`.
+pub(super) async fn scan(b: &Backend, json: bool) -> Result<(), Failure> {
+    let st: Vec<ScanStats> = b
+        .ask(Method::POST, "/v1/scan", NONE, |e| e.scan_all())
+        .await?;
+    if json {
+        return print_json(&st);
+    }
+    for s in &st {
+        println!(
+            "{}: {} files ({}) in {} directories, {} forgotten, {} unreadable, {} ms",
+            s.store,
+            s.files,
+            ByteSize(s.bytes),
+            s.dirs,
+            s.forgotten,
+            s.unreadable,
+            s.millis
+        );
+    }
+    Ok(())
+}
+
+/// `mediaretain reload`.
+pub(super) async fn reload(b: &Backend) -> Result<(), Failure> {
+    let r: ReloadResponse = b
+        .ask(Method::POST, "/v1/reload", NONE, |_| {
+            Err(EngineError::Reload("no daemon runs".into()))
+        })
+        .await?;
+    println!("reloaded; {} entries changed class", r.reclassified);
+    Ok(())
+}
+
+/// `mediaretain check-config`.
+pub(super) fn check_config(path: &Path) -> Result<(), Failure> {
+    let cfg = Config::load(path)?;
+    let drop_ins: Vec<String> = cfg
+        .drop_ins
+        .iter()
+        .map(|p| format!(" + {}", p.display()))
+        .collect();
+    println!(
+        "{}{}: ok ({} stores, {} classes; state_dir {}, socket {})",
+        path.display(),
+        drop_ins.concat(),
+        cfg.stores.len(),
+        cfg.classes.len(),
+        cfg.daemon.state_dir.display(),
+        cfg.daemon.socket.display()
+    );
+    Ok(())
+}
+
+/// `mediaretain fetch`.
+pub(super) async fn fetch(
+    path: &Path,
+    src: String,
+    dest: PathBuf,
+    force: bool,
+) -> Result<(), Failure> {
+    // No registry needed: it works beside a running daemon.
+    let cfg = Config::load(path)?;
+    let (s, d) = (src.clone(), dest.clone());
+    let v = tokio::task::spawn_blocking(move || crate::engine::fetch(&cfg, &s, &d, force))
+        .await
+        .expect("fetch task")?;
+    println!(
+        "fetched {src} to {}: {} bytes, etag {} (verified)",
+        dest.display(),
+        v.size,
+        v.checksum
+    );
+    Ok(())
+}

@@ -1,0 +1,383 @@
+//! The command line: subcommands, how each reaches the engine (through the daemon's
+//! socket when it runs, directly under the state lock when it does not), and output as
+//! tables or `--json`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::access::Caller;
+use crate::clock::{SystemClock, system_now};
+use crate::config::{self, Config, ConfigError};
+use crate::control::client::{self, ClientError};
+use crate::control::{
+    GcRequest, LeaseIdRequest, LeaseRequest, LsRequest, PathRequest, PathsRequest, Released,
+    ReloadResponse, TagRequest,
+};
+use crate::engine::{
+    Engine, EngineError, Explanation, GcReport, Mark, MarkResult, RmReport, RmRequest, Status,
+};
+use crate::exit;
+pub use crate::failure::Failure;
+use crate::policy::{Plan, Verdict};
+use crate::registry::{Entry, Filter, Lease};
+use crate::scan::ScanStats;
+use crate::statedir::{StateError, StateLock};
+use crate::store::Outcome;
+use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
+
+mod admin;
+mod backend;
+mod files;
+mod marks;
+mod passes;
+mod rm;
+mod status;
+
+use backend::Backend;
+
+/// mediaretain: keeps streaming and recording boxes from filling their disks.
+#[derive(Debug, Parser)]
+#[command(name = "mediaretain", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "MEDIARETAIN_CONFIG", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// The running daemon's control socket. Client commands (status, plan, ls, explain,
+    /// leases, lease, renew, release…) then need nothing else: not even a readable config.
+    #[arg(long, global = true, env = "MEDIARETAIN_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the daemon (systemd ExecStart).
+    Run,
+    /// Validate the config: exit 0, or 78 with FILE:LINE:COL: message lines.
+    CheckConfig,
+    /// Show what would be deleted and why; changes nothing.
+    Plan {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Plan for another time: RFC 3339 ("2026-11-22T08:00:00Z") or "+2h".
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Run one lifecycle pass now (through the daemon if it runs).
+    Gc {
+        /// Plan and check only; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Volumes, watermarks, classes and activity.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List registry entries.
+    Ls {
+        /// Only this class.
+        #[arg(long)]
+        class: Option<String>,
+        /// Only retained (pinned) files.
+        #[arg(long)]
+        retained: bool,
+        /// Only files with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only files in use now (leases, open files, locks, still being written), with why.
+        #[arg(long)]
+        in_use: bool,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a file is kept or when it goes; for a deleted file, when and why it went.
+    Explain {
+        /// An absolute path inside a store root, or STORE:KEY (see "Odd names" in the README).
+        #[arg(value_parser = spelled())]
+        path: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin files: never deleted automatically until unretained.
+    Retain {
+        /// Absolute paths inside store roots, or STORE:KEY.
+        #[arg(required = true, value_parser = spelled())]
+        paths: Vec<String>,
+    },
+    /// Remove pins.
+    Unretain {
+        /// Absolute paths inside store roots, or STORE:KEY.
+        #[arg(required = true, value_parser = spelled())]
+        paths: Vec<String>,
+    },
+    /// Add or remove free labels (like event=match-42) on files.
+    Tag {
+        /// Absolute paths inside store roots, or STORE:KEY.
+        #[arg(required = true, value_parser = spelled())]
+        paths: Vec<String>,
+        /// Tags to add.
+        #[arg(long)]
+        add: Vec<String>,
+        /// Tags to remove.
+        #[arg(long)]
+        remove: Vec<String>,
+    },
+    /// Say "I am using this": files matching PATH or GLOB are not deleted until the lease
+    /// is released or expires. Prints the lease id.
+    Lease {
+        /// A path or glob: absolute inside a store root, or STORE:KEY (`media:hls/s1/**`).
+        #[arg(value_parser = spelled())]
+        path: String,
+        /// How long, e.g. 60s.
+        #[arg(long)]
+        ttl: crate::units::Dur,
+        /// Who holds it (shown by explain).
+        #[arg(long, default_value = "cli")]
+        holder: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extend a lease to TTL from now.
+    Renew {
+        /// The lease id.
+        id: i64,
+        /// How long from now.
+        #[arg(long)]
+        ttl: crate::units::Dur,
+    },
+    /// End a lease.
+    Release {
+        /// The lease id.
+        id: i64,
+    },
+    /// List active leases.
+    Leases {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete files and directories now, through the same checks as a pass, each file
+    /// verified gone and audited (trigger "manual"). Retained files are refused unless
+    /// --force-retained; files open in another process are refused naming it; files of an
+    /// offload class stay until their copy is verified ("offload before delete"); symlinks
+    /// are never followed and left in place. Exit 0 when everything named is gone, 74 when
+    /// anything remains (each with its reason), 65 for a path outside every store.
+    Rm {
+        /// Absolute paths inside store roots, or STORE:KEY (files, or directories with -r).
+        #[arg(required = true, value_parser = spelled())]
+        paths: Vec<String>,
+        /// Delete what directories hold, then the directories emptied (never the store root).
+        #[arg(short, long)]
+        recursive: bool,
+        /// Check everything and say what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Unpin retained files (audited) and delete them too.
+        #[arg(long)]
+        force_retained: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reconcile the registry with the stores now.
+    Scan {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon to reload its config (like SIGHUP), reporting errors.
+    Reload,
+    /// Stream an object of an S3 store to a local file (memory flat for any size),
+    /// verified; its partial file lives in the state directory.
+    Fetch {
+        /// STORE:KEY of an S3 store (`archive:rec/2026/cam1.mp4`).
+        src: String,
+        /// The local file to write.
+        dest: PathBuf,
+        /// Replace DEST if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// A path argument as a lossless spelling ([`crate::spell::from_arg`]): raw bytes from the
+/// shell and the spelling `ls` prints both work.
+fn spelled() -> impl clap::builder::TypedValueParser<Value = String> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::OsStringValueParser::new().map(crate::spell::from_arg)
+}
+
+const NONE: Option<&()> = None;
+
+/// Prints `v` as JSON, or the human rendering.
+fn show<T: Serialize>(json: bool, v: &T, human: impl FnOnce() -> String) -> Result<(), Failure> {
+    if json {
+        return print_json(v);
+    }
+    print!("{}", human());
+    Ok(())
+}
+
+fn print_json(v: &impl Serialize) -> Result<(), Failure> {
+    // Streamed: a pass over 100k files must not build its whole answer in memory twice.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, v)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .map_err(|e| Failure::new(exit::IOERR, format!("writing output: {e}")))
+}
+
+/// Parses `--at`: RFC 3339, "+DURATION", or "now".
+pub fn parse_at(s: &str, now: Nanos) -> Result<Nanos, Failure> {
+    let bad = |m: String| Failure::new(exit::USAGE, format!("--at {s:?}: {m}"));
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Some(d) = s.strip_prefix('+') {
+        let d: crate::units::Dur = d.parse().map_err(bad)?;
+        return Ok(now.saturating_add(d.as_nanos_i64()));
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        bad(format!(
+            "{e}; use RFC 3339 like 2026-11-22T08:00:00Z or +2h"
+        ))
+    })?;
+    Ok(crate::clock::to_nanos(t))
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let path = cli.config.clone();
+    match cli.cmd {
+        Cmd::Run => crate::daemon::run(&path).await,
+        Cmd::CheckConfig => admin::check_config(&path),
+        Cmd::Fetch { src, dest, force } => admin::fetch(&path, src, dest, force).await,
+        cmd => {
+            let needs_daemon = matches!(cmd, Cmd::Reload);
+            // A client of a running daemon needs only its socket: a socket_group member
+            // may be unable to read the config, or to write its state_dir.
+            let lenient = cli.socket.clone().or_else(|| config::control_socket(&path));
+            if let Some(socket) = &lenient
+                && let Err(ClientError::Connect { source, .. }) = client::connect(socket).await
+                && source.kind() == std::io::ErrorKind::PermissionDenied
+            {
+                return Err(Failure::new(
+                    exit::NOPERM,
+                    format!(
+                        "cannot connect to {}: permission denied; only root, the daemon's user and members of its socket_group may use it",
+                        socket.display()
+                    ),
+                ));
+            }
+            if let Some(socket) = lenient
+                && client::connect(&socket).await.is_ok()
+            {
+                if cli.socket.is_none() && !needs_daemon && owns(&socket) {
+                    // The operator's own typo must not go unnoticed while the daemon runs
+                    // on its last good config.
+                    if let Err(e) = Config::load(&path) {
+                        eprintln!(
+                            "mediaretain: warning: {} has errors; the daemon runs on its last good config:",
+                            path.display()
+                        );
+                        for line in e.to_string().lines() {
+                            eprintln!("mediaretain:   {line}");
+                        }
+                    }
+                }
+                return dispatch(&Backend::Daemon(socket), cmd).await;
+            }
+            if let Some(socket) = cli.socket {
+                return Err(Failure::new(
+                    exit::UNAVAILABLE,
+                    format!(
+                        "the daemon is not running (nothing answers on {})",
+                        socket.display()
+                    ),
+                ));
+            }
+            // `scan` is itself the reconciliation; everything else refreshes first.
+            let cfg = Config::load(&path).map_err(|e| match e {
+                e @ ConfigError::Read { .. } => Failure::new(
+                    exit::CONFIG,
+                    format!("{e}\n(a client of a running daemon needs only its socket: give --socket PATH or MEDIARETAIN_SOCKET)"),
+                ),
+                e => e.into(),
+            })?;
+            let b = Backend::open(cfg, needs_daemon, !matches!(cmd, Cmd::Scan { .. })).await?;
+            dispatch(&b, cmd).await
+        }
+    }
+}
+
+/// Whether this process is root or owns `socket` (the daemon's user): who administers it.
+fn owns(socket: &Path) -> bool {
+    let me = rustix::process::geteuid();
+    me.is_root() || rustix::fs::stat(socket).is_ok_and(|st| st.st_uid == me.as_raw())
+}
+
+/// One line per subcommand: each lives in its module, with its rendering.
+async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
+    match cmd {
+        Cmd::Run | Cmd::CheckConfig | Cmd::Fetch { .. } => unreachable!("handled by run()"),
+        Cmd::Status { json } => status::status(b, json).await,
+        Cmd::Plan { json, at } => passes::plan(b, json, at).await,
+        Cmd::Gc { dry_run, json } => passes::gc(b, dry_run, json).await,
+        Cmd::Ls {
+            class,
+            retained,
+            tag,
+            in_use,
+            limit,
+            json,
+        } => files::ls(b, class, retained, tag, in_use, limit, json).await,
+        Cmd::Explain { path, json } => files::explain(b, path, json).await,
+        cmd @ (Cmd::Retain { .. } | Cmd::Unretain { .. } | Cmd::Tag { .. }) => {
+            marks::mark(b, cmd).await
+        }
+        Cmd::Lease {
+            path,
+            ttl,
+            holder,
+            json,
+        } => marks::lease(b, path, ttl, holder, json).await,
+        Cmd::Renew { id, ttl } => marks::renew(b, id, ttl).await,
+        Cmd::Release { id } => marks::release(b, id).await,
+        Cmd::Leases { json } => marks::leases(b, json).await,
+        Cmd::Rm {
+            paths,
+            recursive,
+            dry_run,
+            force_retained,
+            json,
+        } => rm::rm(b, paths, recursive, dry_run, force_retained, json).await,
+        Cmd::Scan { json } => admin::scan(b, json).await,
+        Cmd::Reload => admin::reload(b).await,
+    }
+}
+
+fn loc(store: &str, path: &Path) -> String {
+    format!("{store}:{}", crate::spell::show(path))
+}
