@@ -2,6 +2,11 @@
 //! playlist (`.m3u8`) of the store lists is in use — players fetch exactly those — and
 //! stays so for a grace period after it leaves the playlist (default: three target
 //! durations). A playlist that cannot be parsed protects its whole directory.
+//!
+//! About 700 lines of code: the memory of listed and departed segments is kept compact (16
+//! bytes per segment, shared departure records) so that a box with millions of listed
+//! segments stays within the unit's MemoryMax — see BENCHMARKS.md, "Hostile playlists".
+//! Parsing itself is in hls.rs.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStringExt;
