@@ -4,10 +4,50 @@
 //! lifecycle rules (ttl, keep_for, count and size budgets, operator pins), and deletes only
 //! what it has re-checked, with every deletion verified and audited.
 //!
-//! Data flow: [`scan`] and [`watch`] fill the [`registry`]; [`policy::plan`] — a pure
-//! function of entries, config and now — decides; the [`engine`] acts through the
-//! [`store`]s; the [`daemon`] wires it to signals, timers, systemd and the [`control`]
-//! socket; [`cli`] is what an operator types.
+//! # Architecture: one room per concept
+//!
+//! Data flows one way (an arrow: "calls"; nothing calls back up):
+//!
+//! ```text
+//!   main ─▶ cli ─────────────▶ control::client ──(Unix socket, JSON)──▶ control::server ─┐
+//!             └─(no daemon: the engine in-process, under the state lock)───────────────┐  │
+//!   daemon ─▶ watch, watchdog (volumes), timers, sd_notify, hooks (media servers' TCP) │  │
+//!     └──────────────────────────────────────────────────────────────────────▶ engine ◀┘◀─┘
+//!   engine ─▶ policy (pure: entries + config + now → plan)
+//!          ─▶ inuse (is it in use? leases, /proc, playlists, writers)
+//!          ─▶ store (local: beneath-the-root I/O and the deleter; s3) ─▶ scan
+//!          ─▶ registry (SQLite) ─▶ config ─▶ units, spell
+//! ```
+//!
+//! Each module's one job — the room it is, and what may be changed there:
+//!
+//! - [`cli`]: what an operator types; one module per concern (`status`, `passes` = plan and
+//!   gc, `files` = ls and explain, `marks`, `rm`, `admin`), each with its rendering; the
+//!   backend picks the daemon's socket or the in-process engine.
+//! - [`daemon`]: the long-running service: signals, reload, the pass schedule, the offload
+//!   worker, the watchdog loop, systemd notifications; it owns no policy.
+//! - [`control`]: the socket API (routes, access by peer credentials, JSON errors).
+//! - [`hooks`]: the webhook receiver: each media server's dialect parsed into one event.
+//! - [`engine`]: the façade that wires registry, running config and the parts below —
+//!   `engine/executor.rs` (the guard chain as a table, act, verify, record: the only way a
+//!   file goes), `runtime.rs` (the running config), `index.rs` (scans and watched changes),
+//!   `explain.rs`, `marks.rs`, `status.rs`, `facts.rs` (what servers announce), `rm.rs`,
+//!   `pressure.rs` (the disk-pressure pass), `offload.rs` (copy, verify, backoff),
+//!   `remote.rs` (S3 listing and deletion), `recover.rs` (crash leftovers).
+//! - [`inuse`]: every in-use signal behind one view, [`inuse::InUse`]; a new signal is a
+//!   module there, a reason in `InUse::reasons` and a guard in the executor's table.
+//! - [`policy`]: pure decisions (ttl, keep_for, budgets, pressure tiers): no I/O, unit-tested
+//!   with a manual clock.
+//! - [`store`]: I/O confined beneath a store root ([`store::local`], its deleter in
+//!   `store/local/delete.rs`) or an S3 prefix ([`store::s3`]); the [`store::Store`] trait
+//!   and its conformance suite.
+//! - [`scan`], [`watch`]: descriptor-based walks and inotify; they only report.
+//! - [`registry`]: the SQLite registry: entries, marks, audit and intents, offload
+//!   bookkeeping, numbered migrations.
+//! - [`config`]: the model, loading with `conf.d/`, validation with `FILE:LINE:COL`.
+//! - [`watchdog`]: volume sampling and the fill-rate forecast; [`access`]: peer credentials;
+//!   [`statedir`]: the single-instance lock; [`spell`]: the lossless spelling of paths as
+//!   text; [`failure`]: an error with its exit code; [`logging`]: journald or stderr.
 
 pub mod access;
 pub mod classify;

@@ -3,6 +3,9 @@
 //! Parsing happens in two layers: `raw` mirrors the file (with source spans, unknown keys
 //! refused), and [`Config`] is the validated model the rest of the daemon uses. Relative
 //! paths are resolved against the directory of the config file.
+//!
+//! This file is the model (every field documented, about 400 lines) and loading with the
+//! `conf.d/` drop-ins; raw.rs is the file as written, validate.rs the rules.
 
 use std::collections::HashSet;
 use std::fmt;
