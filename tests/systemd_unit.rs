@@ -69,6 +69,8 @@ fn unit_has_required_settings() {
     assert_eq!(value("RuntimeDirectory"), "mediaretain");
     assert_eq!(value("ConfigurationDirectory"), "mediaretain");
     assert_eq!(value("ProtectSystem"), "strict");
+    // A broken config exits 78 (EX_CONFIG): restarting cannot fix it (issue 15).
+    assert_eq!(value("RestartPreventExitStatus"), "78");
     assert!(
         ["yes", "true", "on", "1"].contains(&value("NoNewPrivileges")),
         "NoNewPrivileges= must be enabled, got {:?}",
