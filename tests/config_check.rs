@@ -288,6 +288,25 @@ fn bad_configs_name_file_line_and_column() {
             "[daemon]\nstate_dir = \"state\"\n[[store]]\nname = \"m\"\nkind = \"local\"\nroot = \"/nonexistent/x\"\n",
             "CONFIG:6:8: store \"m\": root /nonexistent/x is not accessible",
         ),
+        // typos: did you mean (issue 15)
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"1h\"\nquiet_perod = \"1s\"\n"
+            ),
+            "CONFIG:14:1: unknown field `quiet_perod`, expected one of `name`, `store`, `match`, `exclude`, `lifecycle`, `ttl`, `keep_for`, `max_count`, `max_total`, `age_from`, `quiet_period`, `protect_playlist_refs`, `part_suffixes`, `min_keep`, `pressure_priority`, `offload`; did you mean `quiet_period`?",
+        ),
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporray\"\nttl = \"1h\"\n"
+            ),
+            "did you mean `temporary`?",
+        ),
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"mdia\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"1h\"\n"
+            ),
+            "CONFIG:10:9: class \"t\": unknown store \"mdia\"; did you mean \"media\"? (stores: media)",
+        ),
         // empty match, bad glob
         (
             &format!(
@@ -499,4 +518,18 @@ fn conf_d_drop_ins_merge_in_name_order_with_located_errors() {
     let r = b.cli(&["check-config"]);
     assert_eq!(r.code, 78);
     assert!(r.stderr.contains(&format!("{bad}:2:")), "{}", r.stderr);
+}
+
+/// A store with its own error (a missing root) is reported once: its classes get no
+/// knock-on "unknown store" errors (issue 15).
+#[test]
+fn a_broken_store_gives_no_knock_on_errors() {
+    let text = "[daemon]\nstate_dir = \"state\"\n[[store]]\nname = \"m\"\nkind = \"local\"\n\n[[class]]\nname = \"a\"\nstore = \"m\"\nmatch = [\"x/**\"]\nlifecycle = \"recording\"\n\n[[class]]\nname = \"b\"\nstore = \"m\"\nmatch = [\"y/**\"]\nlifecycle = \"recording\"\n";
+    let (code, err) = check(text);
+    assert_eq!(code, 78);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("CONFIG:4:8: store \"m\": a local store needs root"),
+        "{err}"
+    );
 }

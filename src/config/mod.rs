@@ -528,9 +528,38 @@ fn parse_toml<T: serde::de::DeserializeOwned>(
     toml::from_str(locate.text)
         .map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            diags.push(locate.at(span, e.message().trim().to_string()));
+            let msg = e.message().trim();
+            diags.push(locate.at(span, format!("{msg}{}", suggest_for(msg))));
         })
         .ok()
+}
+
+/// The closest of `known` to `word`, if one is close enough to be a typo of it.
+pub fn did_you_mean<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .into_iter()
+        .map(|k| (strsim::damerau_levenshtein(word, k), k))
+        .filter(|&(d, k)| d > 0 && d <= 2.max(k.len() / 3))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// "; did you mean `x`?" for serde's "unknown field `y`, expected one of `x`, …" and
+/// "unknown variant …" messages.
+fn suggest_for(msg: &str) -> String {
+    let Some(rest) = msg
+        .strip_prefix("unknown field `")
+        .or_else(|| msg.strip_prefix("unknown variant `"))
+    else {
+        return String::new();
+    };
+    let Some((word, expected)) = rest.split_once('`') else {
+        return String::new();
+    };
+    let known = expected.split('`').skip(1).step_by(2);
+    did_you_mean(word, known)
+        .map(|k| format!("; did you mean `{k}`?"))
+        .unwrap_or_default()
 }
 
 /// The drop-ins of the config at `path`: `conf.d/*.toml` beside it, in name order (none

@@ -166,7 +166,7 @@ impl Validator<'_> {
         for (src, list) in class_tables {
             self.cur = src;
             for c in list {
-                classes.push(self.class(c, &stores, &mut names));
+                classes.push(self.class(c, &stores, &store_spans, &mut names));
             }
         }
         self.check_offload_targets(&stores, &classes, &store_spans);
@@ -483,6 +483,7 @@ impl Validator<'_> {
         &mut self,
         raw: Spanned<raw::ClassTable>,
         stores: &[Store],
+        declared: &HashMap<String, Place>,
         class_names: &mut HashMap<String, Place>,
     ) -> Class {
         let span = raw.span();
@@ -499,12 +500,17 @@ impl Validator<'_> {
         } else {
             class_names.insert(name.clone(), (self.cur, c.name.span()));
         }
-        if !stores.iter().any(|s| &s.name == c.store.get_ref()) {
+        // A store that is declared but has its own error (a missing root) was reported
+        // there: no knock-on "unknown store" for each of its classes.
+        if !declared.contains_key(c.store.get_ref()) {
             let known: Vec<_> = stores.iter().map(|s| s.name.as_str()).collect();
+            let hint = did_you_mean(c.store.get_ref(), known.iter().copied())
+                .map(|k| format!("; did you mean {k:?}?"))
+                .unwrap_or_default();
             self.err(
                 c.store.span(),
                 format!(
-                    "class {name:?}: unknown store {:?} (stores: {})",
+                    "class {name:?}: unknown store {:?}{hint} (stores: {})",
                     c.store.get_ref(),
                     known.join(", ")
                 ),
@@ -582,11 +588,13 @@ impl Validator<'_> {
                 );
         }
         if let Some(o) = &c.offload {
+            // A store with its own error is not held against the class (no knock-on).
             let local = stores
                 .iter()
                 .find(|s| &s.name == c.store.get_ref())
-                .is_some_and(Store::is_local);
+                .is_none_or(Store::is_local);
             match stores.iter().find(|s| s.name == o.to) {
+                None if declared.contains_key(&o.to) => {}
                 None => self.err(
                     span.clone(),
                     format!("class {name:?}: offload.to names unknown store {:?}", o.to),
