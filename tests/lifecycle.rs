@@ -714,3 +714,47 @@ fn plan_dry_run_explain_and_the_pass_agree_on_every_file() {
     assert!(open.exists() && leased.exists() && listed.exists());
     assert!(!plain.exists() && !left.exists());
 }
+
+/// Like every Unix tool: a relative path is taken against the working directory (leading
+/// `../` folded), and an unknown class is an error with a suggestion, not an empty list
+/// (issue 15).
+#[test]
+fn relative_paths_and_unknown_class_names() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    b.file("rec/cam1/a.mp4", 10, std::time::Duration::from_secs(60));
+    let run = |dir: &std::path::Path, args: &[&str]| {
+        Run::from(
+            std::process::Command::new(bin())
+                .current_dir(dir)
+                .arg("--config")
+                .arg(&b.config)
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let cam = b.path("rec/cam1");
+    for arg in ["a.mp4", "./a.mp4", "../cam1/a.mp4"] {
+        let r = run(&cam, &["explain", arg]);
+        assert_eq!(r.code, 0, "{arg}: {}", r.stderr);
+        assert!(
+            r.stdout.starts_with("media:rec/cam1/a.mp4"),
+            "{arg}: {}",
+            r.stdout
+        );
+    }
+    let r = run(&b.media, &["retain", "rec/cam1/a.mp4"]);
+    assert!(
+        r.stdout.contains("retained: media:rec/cam1/a.mp4"),
+        "{}",
+        r.stderr
+    );
+    let r = b.cli(&["ls", "--class", "recs"]);
+    assert_eq!(r.code, 65);
+    assert!(
+        r.stderr
+            .contains("unknown class \"recs\"; did you mean \"rec\"?"),
+        "{}",
+        r.stderr
+    );
+}

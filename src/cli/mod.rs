@@ -226,7 +226,40 @@ pub enum Cmd {
 /// shell and the spelling `ls` prints both work.
 fn spelled() -> impl clap::builder::TypedValueParser<Value = String> {
     use clap::builder::TypedValueParser as _;
-    clap::builder::OsStringValueParser::new().map(crate::spell::from_arg)
+    clap::builder::OsStringValueParser::new().map(|a| absolute(crate::spell::from_arg(a)))
+}
+
+/// A relative path argument made absolute against the working directory, as every Unix
+/// tool takes it (`explain rec/a.mp4` inside the store root); leading `../` are folded.
+/// `STORE:KEY` (a `:` with no `/` before it) and absolute paths pass unchanged.
+fn absolute(arg: String) -> String {
+    let store_key = arg.find(':').is_some_and(|c| !arg[..c].contains('/'));
+    if arg.is_empty() || arg.starts_with('/') || store_key {
+        return arg;
+    }
+    let Ok(mut dir) = std::env::current_dir() else {
+        return arg;
+    };
+    let mut rest = arg.as_str();
+    loop {
+        rest = rest.trim_start_matches("./");
+        match rest.strip_prefix("../") {
+            Some(r) => {
+                dir.pop();
+                rest = r;
+            }
+            None if rest == ".." => {
+                dir.pop();
+                rest = "";
+            }
+            None => break,
+        }
+    }
+    let dir = crate::spell::path(&dir).into_owned();
+    match rest {
+        "" | "." => dir,
+        r => format!("{}/{r}", dir.trim_end_matches('/')),
+    }
 }
 
 const NONE: Option<&()> = None;
