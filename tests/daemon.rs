@@ -548,3 +548,58 @@ fn logs_are_coloured_only_on_a_terminal_without_no_color() {
     let tty = log_on_a_terminal(&b, "RUST_LOG=info NO_COLOR=1");
     assert!(!tty.contains('\x1b'), "NO_COLOR: {tty:?}");
 }
+
+/// The control API as curl uses it (issue 15): `curl -d '{…}'` sends no JSON content type
+/// and must work; every error, the framework's own included (no such endpoint, wrong
+/// method, malformed JSON), answers `{"error": …, "exit": …}`.
+#[test]
+fn the_api_takes_curl_bodies_and_answers_every_error_as_json() {
+    use std::io::{Read, Write};
+    let b = Box_::new("", "", BASE_CLASSES);
+    b.file("tmp/a.bin", 10, Duration::from_secs(60));
+    let d = b.daemon(None);
+    let sock = b.state().join("control.sock");
+    let raw = |req: String| {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status: u16 = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+        (status, body)
+    };
+    let post = |path: &str, ctype: &str, body: &str| {
+        raw(format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{ctype}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    // What `curl --unix-socket S -d '{"path":"media:tmp/a.bin"}' http://x/v1/explain` sends.
+    let form = "Content-Type: application/x-www-form-urlencoded\r\n";
+    let (st, body) = post("/v1/explain", form, r#"{"path":"media:tmp/a.bin"}"#);
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("\"store\":\"media\""), "{body}");
+    let (st, _) = post("/v1/explain", "", r#"{"path":"media:tmp/a.bin"}"#);
+    assert_eq!(st, 200);
+    for (st, body, want) in [
+        (post("/v1/explain", form, "{\"path\":"), 400),
+        (post("/v1/explain", form, "{\"paht\":\"x\"}"), 422),
+        (post("/v1/nosuch", form, "{}"), 404),
+        (
+            raw("DELETE /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into()),
+            405,
+        ),
+    ]
+    .map(|((st, body), want)| (st, body, want))
+    {
+        assert_eq!(st, want, "{body}");
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+        assert!(v["error"].is_string() && v["exit"].is_u64(), "{body}");
+    }
+    d.stop();
+}

@@ -133,6 +133,67 @@ impl From<EngineError> for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// A JSON request body, whatever its `Content-Type` (`curl -d` sends a form type): a body
+/// that is not the request answers `{"error", "exit"}` — 400 for malformed JSON, 422 for
+/// a well-formed body that is not the request (a missing or unknown field).
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                ApiError(
+                    e.status(),
+                    ErrorBody {
+                        error: e.body_text(),
+                        exit: crate::exit::DATAERR,
+                    },
+                )
+            })?;
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
+            let status = if e.is_data() {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            ApiError(
+                status,
+                ErrorBody {
+                    error: format!("request body: {e}"),
+                    exit: crate::exit::DATAERR,
+                },
+            )
+        })
+    }
+}
+
+/// The framework's own refusals, in the API's shape: no such endpoint, or not this method.
+async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        ErrorBody {
+            error: format!(
+                "no endpoint {method} {}: see the table in the README (Control socket)",
+                uri.path()
+            ),
+            exit: crate::exit::USAGE,
+        },
+    )
+}
+
+async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorBody {
+            error: format!("{} does not take {method}", uri.path()),
+            exit: crate::exit::USAGE,
+        },
+    )
+}
+
 async fn blocking<T: Send + 'static>(
     ctl: &Ctl,
     f: impl FnOnce(&Engine) -> Result<T, EngineError> + Send + 'static,
@@ -163,13 +224,13 @@ async fn plan(State(c): State<Ctl>, Query(q): Query<PlanQuery>) -> ApiResult<cra
     blocking(&c, move |e| e.plan_checked(q.at.unwrap_or_else(|| e.now()))).await
 }
 
-async fn gc(State(c): State<Ctl>, Json(r): Json<GcRequest>) -> ApiResult<crate::engine::GcReport> {
+async fn gc(State(c): State<Ctl>, Body(r): Body<GcRequest>) -> ApiResult<crate::engine::GcReport> {
     blocking(&c, move |e| e.gc(r.dry_run, &trigger_of(&r.trigger), true)).await
 }
 
 async fn ls(
     State(c): State<Ctl>,
-    Json(r): Json<LsRequest>,
+    Body(r): Body<LsRequest>,
 ) -> ApiResult<Vec<crate::registry::Entry>> {
     blocking(&c, move |e| {
         e.ls(
@@ -187,14 +248,14 @@ async fn ls(
 
 async fn explain(
     State(c): State<Ctl>,
-    Json(r): Json<PathRequest>,
+    Body(r): Body<PathRequest>,
 ) -> ApiResult<crate::engine::Explanation> {
     blocking(&c, move |e| e.explain(&r.path)).await
 }
 
 async fn retain(
     State(c): State<Ctl>,
-    Json(r): Json<PathsRequest>,
+    Body(r): Body<PathsRequest>,
 ) -> ApiResult<Vec<crate::engine::MarkResult>> {
     blocking(&c, move |e| {
         e.mark(&r.paths, &Mark::Retain(true), &trigger_of(&r.trigger))
@@ -204,7 +265,7 @@ async fn retain(
 
 async fn unretain(
     State(c): State<Ctl>,
-    Json(r): Json<PathsRequest>,
+    Body(r): Body<PathsRequest>,
 ) -> ApiResult<Vec<crate::engine::MarkResult>> {
     blocking(&c, move |e| {
         e.mark(&r.paths, &Mark::Retain(false), &trigger_of(&r.trigger))
@@ -214,7 +275,7 @@ async fn unretain(
 
 async fn tag(
     State(c): State<Ctl>,
-    Json(r): Json<TagRequest>,
+    Body(r): Body<TagRequest>,
 ) -> ApiResult<Vec<crate::engine::MarkResult>> {
     blocking(&c, move |e| {
         e.mark(
@@ -232,7 +293,7 @@ async fn tag(
 async fn lease(
     State(c): State<Ctl>,
     Extension(caller): Extension<Caller>,
-    Json(r): Json<LeaseRequest>,
+    Body(r): Body<LeaseRequest>,
 ) -> ApiResult<crate::registry::Lease> {
     blocking(&c, move |e| e.lease(&r.path, r.ttl, &r.holder, caller)).await
 }
@@ -240,7 +301,7 @@ async fn lease(
 async fn renew(
     State(c): State<Ctl>,
     Extension(caller): Extension<Caller>,
-    Json(r): Json<LeaseIdRequest>,
+    Body(r): Body<LeaseIdRequest>,
 ) -> ApiResult<crate::registry::Lease> {
     let Some(ttl) = r.ttl else {
         return Err(ApiError(
@@ -257,7 +318,7 @@ async fn renew(
 async fn release(
     State(c): State<Ctl>,
     Extension(caller): Extension<Caller>,
-    Json(r): Json<LeaseIdRequest>,
+    Body(r): Body<LeaseIdRequest>,
 ) -> ApiResult<Released> {
     let res = blocking(&c, move |e| {
         e.release(r.id, caller)
@@ -275,17 +336,8 @@ async fn release(
 /// JSON error like every other refusal, and changes nothing.
 async fn rm(
     State(c): State<Ctl>,
-    body: Result<Json<crate::engine::RmRequest>, axum::extract::rejection::JsonRejection>,
+    Body(r): Body<crate::engine::RmRequest>,
 ) -> ApiResult<crate::engine::RmReport> {
-    let Json(r) = body.map_err(|e| {
-        ApiError(
-            e.status(),
-            ErrorBody {
-                error: format!("rm: {}", e.body_text()),
-                exit: crate::exit::DATAERR,
-            },
-        )
-    })?;
     blocking(&c, move |e| e.rm(&r)).await
 }
 
@@ -339,6 +391,8 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/v1/rm", post(rm))
         .route("/v1/scan", post(scan))
         .route("/v1/reload", post(reload))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .route_layer(middleware::from_fn_with_state(ctl.clone(), authorize))
         .with_state(ctl)
 }
