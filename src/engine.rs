@@ -574,6 +574,15 @@ impl Engine {
                     "socket_group cannot change while running; restart the service".into(),
                 ));
             }
+            // The receiver's socket is bound at start: a reload that moved it (or dropped
+            // its token while it listens beyond loopback) would leave the old socket open
+            // under the new rules.
+            let listen = |c: &Config| c.hooks.as_ref().map(|h| h.listen);
+            if listen(&config) != listen(&cur.config) {
+                return Err(EngineError::Reload(
+                    "[hooks] listen cannot change (nor [hooks] come or go) while running; restart the service".into(),
+                ));
+            }
             let rt = Arc::new(Runtime::new(config)?);
             let _pass = self.pass.lock().expect("pass lock");
             *self.runtime.write().expect("runtime lock") = rt.clone();

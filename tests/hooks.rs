@@ -254,7 +254,33 @@ fn a_token_guards_the_receiver_and_a_public_address_needs_one() {
     );
     assert_eq!(st, 200, "{a}");
     assert!(explain(&b, "media:rec/a.flv")["entry"]["complete"].is_i64());
-    d.stop();
+    // The receiver's socket is bound at start: a reload may not move it or drop [hooks]
+    // (the old socket would stay open under the new rules).
+    let other = free_port();
+    b.write_config("", "", &format!("{CLASSES}{}", hooks(other, "")));
+    let r = b.cli(&["reload"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("[hooks] listen cannot change"),
+        "{}",
+        r.stderr
+    );
+    b.write_config("", "", CLASSES);
+    assert!(
+        b.cli(&["reload"])
+            .stderr
+            .contains("[hooks] listen cannot change")
+    );
+    // Still served, with the token of the running config.
+    let (st, _) = post(
+        port,
+        &format!("/hooks/nginx-rtmp/{token}"),
+        FORM,
+        body.as_bytes(),
+    );
+    assert_eq!(st, 200);
+    let (_, log) = d.stop();
+    assert!(!log.contains(token), "the token was logged:\n{log}");
 }
 
 /// A finished recording of an offload class is offloaded within about a second of the
@@ -329,6 +355,12 @@ fn stream_events_keep_a_live_playlist_alive_and_retire_a_stopped_one() {
     };
     playlist("s1", Duration::ZERO);
     playlist("s2", Duration::ZERO);
+    // s3 is a finished recording's playlist (VOD, with ENDLIST): viewers may still watch.
+    playlist("s3", Duration::ZERO);
+    let vod = b.path("hls/live/s3.m3u8");
+    let mut text = std::fs::read_to_string(&vod).unwrap();
+    text.push_str("#EXT-X-ENDLIST\n");
+    std::fs::write(&vod, text).unwrap();
     let d = b.daemon(None);
     let event = |action: &str, stream: &str| {
         let body = format!(
@@ -342,6 +374,7 @@ fn stream_events_keep_a_live_playlist_alive_and_retire_a_stopped_one() {
     set_age(&b.path("hls/live/s1.m3u8"), Duration::from_secs(60));
     let stopped = Instant::now();
     event("on_unpublish", "s2");
+    event("on_unpublish", "s3");
     let gc = || b.cli(&["gc"]).ok();
     gc();
     for i in 1..=3 {
@@ -374,5 +407,9 @@ fn stream_events_keep_a_live_playlist_alive_and_retire_a_stopped_one() {
         "{took:?}: not retired by the event"
     );
     assert!(b.path("hls/live/s1-1.ts").exists());
+    assert!(
+        b.path("hls/live/s3-1.ts").exists(),
+        "a VOD playlist's segment went"
+    );
     d.stop();
 }

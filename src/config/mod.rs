@@ -478,7 +478,11 @@ impl Config {
             tables.extend(parse_toml::<raw::DropIn>(&locate, &mut diags));
             sources.push(validate::Source {
                 locate,
-                base: config_dir(p),
+                // conf.d/ itself, even for a drop-in that is a symlink to a packaged file.
+                base: p
+                    .parent()
+                    .map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()))
+                    .unwrap_or_default(),
             });
         }
         match raw {
@@ -580,7 +584,9 @@ pub fn drop_in_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         let p = e.path();
         // Hidden files are editors' and package managers' leftovers (.x.toml.swp, .dpkg-new).
         let hidden = e.file_name().as_encoded_bytes().starts_with(b".");
-        if !hidden && p.extension().is_some_and(|x| x == "toml") && p.is_file() {
+        // A dangling symlink or a directory named *.toml is an error when it is read,
+        // not a drop-in skipped without a word.
+        if !hidden && p.extension().is_some_and(|x| x == "toml") {
             files.push(p);
         }
     }

@@ -49,13 +49,16 @@ pub fn fact_tag(key: &str, value: &str) -> Option<String> {
 impl Engine {
     /// A media server (`source`, e.g. "nginx-rtmp record_done") says the file at `abs`
     /// (an absolute path inside a local store) is complete. Registers it, adds `tags`, and
-    /// records the fact for its current version. Refused (bad input) outside every local
-    /// store, for anything but a regular file, and for a file that is not there.
+    /// records the fact for its current version — if that version is not newer than the
+    /// event (`received`: a file written again since, say by an appending recorder, is
+    /// not the one announced). Refused (bad input) outside every local store, for anything
+    /// but a regular file, and for a file that is not there.
     pub fn announce_complete(
         &self,
         abs: &Path,
         tags: &[String],
         source: &str,
+        received: Nanos,
     ) -> Result<Announced> {
         let rt = self.runtime();
         // The path is the server's, byte for byte: spelled so that resolve reads it back.
@@ -86,6 +89,11 @@ impl Engine {
             )));
         };
         reg.set_tags(&store, &rel, tags, &[])?;
+        if e.mtime > received {
+            return Err(EngineError::BadInput(format!(
+                "{arg:?} was modified after the event arrived: not marked complete"
+            )));
+        }
         reg.set_complete(&store, &rel, e.size, e.mtime, now, source)?;
         drop(reg);
         let class = rt.class_of(&store, &rel);
@@ -128,9 +136,11 @@ impl Engine {
         // The event's names are literal text in the patterns, never glob syntax.
         let mut set = globset::GlobSetBuilder::new();
         for p in &server.playlists {
+            // globset::escape leaves `\` alone, which config::glob reads as an escape.
+            let lit = |s: &str| globset::escape(&s.replace('\\', "\\\\"));
             let p = p
-                .replace("{app}", &globset::escape(app))
-                .replace("{stream}", &globset::escape(stream));
+                .replace("{app}", &lit(app))
+                .replace("{stream}", &lit(stream));
             let g = crate::config::glob(&p)
                 .map_err(|e| EngineError::BadInput(format!("playlist pattern {p:?}: {e}")))?;
             set.add(g);

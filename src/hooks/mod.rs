@@ -49,10 +49,13 @@ pub async fn serve(
     offload_now: Arc<tokio::sync::Notify>,
     cancel: CancellationToken,
 ) {
-    let app = Router::new().fallback(handle).with_state(Ctx {
-        engine,
-        offload_now,
-    });
+    let app = Router::new()
+        .fallback(handle)
+        .with_state(Ctx {
+            engine,
+            offload_now,
+        })
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
@@ -81,6 +84,12 @@ fn route(
     token: Option<&str>,
 ) -> Result<(Dialect, Option<String>), (StatusCode, String)> {
     let mut parts = path.trim_start_matches('/').split('/');
+    // The token never appears in an answer or a log line.
+    let shown = match token {
+        Some(t) if !t.is_empty() => path.replace(t, "<token>"),
+        _ => path.to_string(),
+    };
+    let path = shown.as_str();
     if parts.next() != Some("hooks") {
         return Err((
             StatusCode::NOT_FOUND,
@@ -119,7 +128,12 @@ fn route(
     Ok((d, event))
 }
 
-async fn handle(State(cx): State<Ctx>, req: Request) -> Response {
+async fn handle(
+    State(cx): State<Ctx>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+) -> Response {
+    let received = cx.engine.now();
     let rt = cx.engine.runtime();
     let Some(hooks) = rt.config.hooks.clone() else {
         return reply(
@@ -128,10 +142,20 @@ async fn handle(State(cx): State<Ctx>, req: Request) -> Response {
             Some("the hook receiver is off ([hooks] is not configured)"),
         );
     };
+    // Without a token only this machine may post (the config refuses a public address
+    // without one; this holds whatever the socket is bound to).
+    if hooks.token.is_none() && !peer.ip().is_loopback() {
+        warn!(action = "hook_refused", peer = %peer, "hook from {peer} refused: without hooks.token only loopback may post");
+        return reply(
+            None,
+            StatusCode::FORBIDDEN,
+            Some("without hooks.token only loopback may post hooks"),
+        );
+    }
     let (d, event) = match route(req.uri().path(), hooks.token.as_deref()) {
         Ok(x) => x,
         Err((status, why)) => {
-            warn!(action = "hook_refused", uri = %req.uri().path(), "hook refused: {why}");
+            warn!(action = "hook_refused", "hook refused: {why}");
             return reply(None, status, Some(&why));
         }
     };
@@ -195,6 +219,16 @@ async fn handle(State(cx): State<Ctx>, req: Request) -> Response {
             debug!(dialect = d.name(), event = %what, "hook ignored");
             reply(Some(d), StatusCode::OK, None)
         }
+        // A finished segment (SRS on_hls, ZLMediaKit on_record_ts): a playlist and its quiet
+        // period already protect it, and a fact per segment would only grow the registry.
+        Event::Complete {
+            path,
+            recording: false,
+            ..
+        } => {
+            debug!(dialect = d.name(), path = %crate::spell::show(&path), "segment complete (noted, nothing recorded)");
+            reply(Some(d), StatusCode::OK, None)
+        }
         Event::Complete {
             path,
             tags,
@@ -208,8 +242,9 @@ async fn handle(State(cx): State<Ctx>, req: Request) -> Response {
             );
             let engine = cx.engine.clone();
             let p = path.clone();
-            let job =
-                tokio::task::spawn_blocking(move || engine.announce_complete(&p, &tags, &source));
+            let job = tokio::task::spawn_blocking(move || {
+                engine.announce_complete(&p, &tags, &source, received)
+            });
             match tokio::time::timeout(DEADLINE, job).await {
                 Ok(Ok(Ok(a))) => {
                     let shown = format!("{}:{}", a.store, crate::spell::show(&a.path));

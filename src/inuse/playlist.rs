@@ -580,7 +580,10 @@ impl Memory {
         for (pl, l) in listed.iter_mut() {
             let mtime = l.stamp.map(|s| s.2);
             let died = match said(pl) {
-                Some((false, t)) if mtime.is_none_or(|m| m <= t.saturating_add(STOP_SLACK)) => {
+                // (A VOD playlist, with ENDLIST, stays what it is: viewers may be watching.)
+                Some((false, t))
+                    if l.live && mtime.is_none_or(|m| m <= t.saturating_add(STOP_SLACK)) =>
+                {
                     Some(t)
                 }
                 Some((true, _)) => None,

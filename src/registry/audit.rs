@@ -174,6 +174,15 @@ impl Registry {
                 [max as i64],
             )
             .map_err(self.err())?;
+        // Servers' facts about files no longer in the registry, a day after they were said
+        // (here, with the audit's pruning, not on every hook).
+        self.conn
+            .execute(
+                "DELETE FROM facts WHERE at < ?1 AND NOT EXISTS
+                   (SELECT 1 FROM entries e WHERE e.store_id = facts.store_id AND e.path = facts.path)",
+                [before.min(crate::clock::system_now().saturating_sub(86_400_000_000_000))],
+            )
+            .map_err(self.err())?;
         Ok(old + over)
     }
 }

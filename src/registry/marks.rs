@@ -22,12 +22,6 @@ impl Registry {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![sid, path_bytes(path), size as i64, mtime, at, source],
             )?;
-            // Facts about files no longer in the registry are dropped after a day.
-            tx.execute(
-                "DELETE FROM facts WHERE at < ?1 AND NOT EXISTS
-                   (SELECT 1 FROM entries e WHERE e.store_id = facts.store_id AND e.path = facts.path)",
-                [at.saturating_sub(86_400_000_000_000)],
-            )?;
             Ok(())
         })
     }

@@ -147,5 +147,6 @@ pub const MIGRATIONS: &[&str] = &[
         source   TEXT NOT NULL,          -- e.g. "nginx-rtmp record_done"
         PRIMARY KEY (store_id, path)
     ) WITHOUT ROWID;
+    CREATE INDEX facts_at ON facts(at);
     "#,
 ];
