@@ -758,3 +758,32 @@ fn relative_paths_and_unknown_class_names() {
         r.stderr
     );
 }
+
+/// `retain` takes globs, as `lease` does (issue 15): a glob pins the files that match it
+/// now (one result each), `unretain` with a glob unpins the pinned ones, and a glob that
+/// matches nothing is an error.
+#[test]
+fn retain_and_unretain_take_globs() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    for f in ["rec/cam1/a.mp4", "rec/cam1/b.mp4", "rec/cam2/c.mp4"] {
+        b.file(f, 10, Duration::from_secs(60));
+    }
+    let r = b.cli(&["retain", "media:rec/cam1/*.mp4"]).ok();
+    assert!(
+        r.stdout.contains("retained: media:rec/cam1/a.mp4"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("retained: media:rec/cam1/b.mp4"),
+        "{}",
+        r.stdout
+    );
+    let pinned = b.cli(&["ls", "--retained", "--json"]).ok().json();
+    assert_eq!(pinned.as_array().unwrap().len(), 2, "{pinned}");
+    let r = b.cli(&["unretain", "media:rec/**"]).ok();
+    assert_eq!(r.stdout.matches("unretained:").count(), 2, "{}", r.stdout);
+    let r = b.cli(&["retain", "media:rec/cam9/*"]);
+    assert_eq!(r.code, 65);
+    assert!(r.stderr.contains("matches no file"), "{}", r.stderr);
+}

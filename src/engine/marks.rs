@@ -123,7 +123,53 @@ impl Engine {
         Ok(self.reg().leases(now)?)
     }
 
-    /// Pins, unpins or tags each path; every argument gets its own result.
+    /// A glob argument (`media:rec/2026-12-*/**`) as the files it names now: the registry's
+    /// entries (for unretain, the pinned paths) that match it, as `STORE:KEY` arguments.
+    /// None: not a glob (or a file by that very name exists). Some(Err): why it names none.
+    fn expand(
+        &self,
+        rt: &Runtime,
+        arg: &str,
+        mark: &Mark,
+    ) -> Result<Option<std::result::Result<Vec<String>, String>>> {
+        if !arg.contains(['*', '?', '[', '{']) {
+            return Ok(None);
+        }
+        let Ok((store, pattern)) = rt.resolve(arg) else {
+            return Ok(None); // resolve's own refusal comes with the literal
+        };
+        if self.stat_any(rt, &store, &pattern)?.is_some() {
+            return Ok(None);
+        }
+        let Some(text) = pattern.to_str() else {
+            return Ok(Some(Err(
+                "a glob must be UTF-8 text; match odd bytes with '?' or '*'".into(),
+            )));
+        };
+        let set = match crate::config::glob_set(&[text.to_string()]) {
+            Ok(s) => s,
+            Err(e) => return Ok(Some(Err(format!("bad glob {text:?}: {}", e.kind())))),
+        };
+        let candidates: Vec<PathBuf> = match mark {
+            Mark::Retain(false) => self.reg().pinned_paths(&store)?.into_iter().collect(),
+            _ => self.reg().paths(&store)?,
+        };
+        let mut list: Vec<String> = candidates
+            .iter()
+            .filter(|p| set.is_match(p))
+            .map(|p| format!("{store}:{}", crate::spell::path(p)))
+            .collect();
+        list.sort();
+        if list.is_empty() {
+            return Ok(Some(Err(format!(
+                "{store}:{text} matches no file mediaretain knows"
+            ))));
+        }
+        Ok(Some(Ok(list)))
+    }
+
+    /// Pins, unpins or tags each path; every argument gets its own result. A glob names
+    /// the files that match it now (see [`Engine::expand`]).
     pub fn mark(&self, args: &[String], mark: &Mark, trigger: &str) -> Result<Vec<MarkResult>> {
         let rt = self.runtime();
         let now = self.now();
@@ -133,7 +179,21 @@ impl Engine {
             return Err(EngineError::BadInput(bad));
         }
         let mut out = Vec::new();
+        let mut expanded = Vec::new();
         for arg in args {
+            match self.expand(&rt, arg, mark)? {
+                Some(Ok(list)) => expanded.extend(list),
+                Some(Err(why)) => out.push(MarkResult {
+                    arg: arg.clone(),
+                    store: None,
+                    path: None,
+                    changed: false,
+                    error: Some(why),
+                }),
+                None => expanded.push(arg.clone()),
+            }
+        }
+        for arg in &expanded {
             let result = |store: Option<String>,
                           path: Option<PathBuf>,
                           changed,

@@ -612,6 +612,19 @@ impl Registry {
         .map_err(self.err())
     }
 
+    /// Every path of `store` (for expanding an operator's glob).
+    pub fn paths(&mut self, store: &str) -> Result<Vec<PathBuf>> {
+        let sid = self.store_id(store)?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT path FROM entries WHERE store_id = ?1 ORDER BY path")
+            .map_err(self.err())?;
+        st.query_map(params![sid], |r| r.get(0).map(bytes_path))
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.err())
+    }
+
     /// The recorded mtime of `path` in `store`, if it is known.
     pub fn mtime_of(&mut self, store: &str, path: &Path) -> Result<Option<Nanos>> {
         let sid = self.store_id(store)?;
