@@ -370,8 +370,14 @@ fn stream_events_keep_a_live_playlist_alive_and_retire_a_stopped_one() {
         assert_eq!((st, a.as_str()), (200, r#"{"code":0}"#));
     };
     event("on_publish", "s1");
-    // s1's muxer stalls: its playlist now looks a minute old, dead by its look alone.
+    // s4 is announced before its muxer wrote anything (a first publish); its playlist
+    // comes later and must count as live too.
+    event("on_publish", "s4");
+    playlist("s4", Duration::ZERO);
+    b.cli(&["scan"]).ok();
+    // The muxers stall: their playlists now look a minute old, dead by their look alone.
     set_age(&b.path("hls/live/s1.m3u8"), Duration::from_secs(60));
+    set_age(&b.path("hls/live/s4.m3u8"), Duration::from_secs(60));
     let stopped = Instant::now();
     event("on_unpublish", "s2");
     event("on_unpublish", "s3");
@@ -407,6 +413,10 @@ fn stream_events_keep_a_live_playlist_alive_and_retire_a_stopped_one() {
         "{took:?}: not retired by the event"
     );
     assert!(b.path("hls/live/s1-1.ts").exists());
+    assert!(
+        b.path("hls/live/s4-1.ts").exists(),
+        "announced before its playlist"
+    );
     assert!(
         b.path("hls/live/s3-1.ts").exists(),
         "a VOD playlist's segment went"

@@ -148,16 +148,16 @@ impl Engine {
         let set = set
             .build()
             .map_err(|e| EngineError::BadInput(format!("playlist patterns: {e}")))?;
-        let lists: Vec<PathBuf> = self
+        let known = self
             .reg()
             .paths_ending(store, ".m3u8")?
             .into_iter()
             .filter(|p| set.is_match(p))
-            .collect();
+            .count();
+        let key = format!("{}\0{app}\0{stream}", dialect.name());
         let now = self.now();
-        for p in &lists {
-            self.inuse.stream_state(store, p, live, now);
-        }
-        Ok(lists.len())
+        self.inuse
+            .stream_state(key, store, std::sync::Arc::new(set), live, now);
+        Ok(known)
     }
 }

@@ -40,13 +40,24 @@ pub struct InUse {
     /// A playlist arrived or changed through the watcher since playlists were last read:
     /// the next refresh reads them again, not up to a second later.
     playlists_dirty: AtomicBool,
-    /// What media servers said about their live playlists (webhooks): (store, playlist)
-    /// → (live, since). Kept in memory: after a restart, playlists are judged by reading.
-    streams: Mutex<HashMap<(String, PathBuf), (bool, Nanos)>>,
+    /// What media servers said about their streams (webhooks), by stream: the store, the
+    /// playlists it names (matched when read, so a playlist written after `on_publish`
+    /// counts too), live or stopped, and since when. Kept in memory: after a restart,
+    /// playlists are judged by reading them.
+    streams: Mutex<HashMap<String, StreamWord>>,
 }
 
-/// At most this many playlists' stream states are remembered (the oldest go first).
-const MAX_STREAM_STATES: usize = 10_000;
+/// A media server's last word about one stream.
+struct StreamWord {
+    store: String,
+    playlists: std::sync::Arc<globset::GlobSet>,
+    live: bool,
+    at: Nanos,
+}
+
+/// At most this many streams' words are remembered (the oldest go first): each playlist
+/// read is matched against them.
+const MAX_STREAM_STATES: usize = 1_000;
 
 /// Every in-use signal at one instant, for `explain` and `ls`.
 pub struct Signals {
@@ -75,24 +86,42 @@ impl InUse {
         self.playlists_dirty.store(true, Ordering::SeqCst);
     }
 
-    /// A media server said the stream of `playlist` started (`live`) or stopped at `at`.
-    pub fn stream_state(&self, store: &str, playlist: &Path, live: bool, at: Nanos) {
+    /// A media server said stream `key` (dialect, app, stream), whose live playlists in
+    /// `store` match `playlists`, started (`live`) or stopped at `at`.
+    pub fn stream_state(
+        &self,
+        key: String,
+        store: &str,
+        playlists: std::sync::Arc<globset::GlobSet>,
+        live: bool,
+        at: Nanos,
+    ) {
         let mut s = lock(&self.streams);
         if s.len() >= MAX_STREAM_STATES
-            && let Some(k) = s.iter().min_by_key(|(_, v)| v.1).map(|(k, _)| k.clone())
+            && !s.contains_key(&key)
+            && let Some(k) = s.iter().min_by_key(|(_, v)| v.at).map(|(k, _)| k.clone())
         {
             s.remove(&k);
         }
-        s.insert((store.to_string(), playlist.to_path_buf()), (live, at));
+        let word = StreamWord {
+            store: store.to_string(),
+            playlists,
+            live,
+            at,
+        };
+        s.insert(key, word);
         drop(s);
         self.playlist_changed();
     }
 
-    /// What a media server last said about the stream of `playlist`: (live, since).
+    /// What a media server last said about the stream of `playlist`: (live, since) — the
+    /// latest word of any stream whose playlists it matches.
     pub fn stream_of(&self, store: &str, playlist: &Path) -> Option<(bool, Nanos)> {
         lock(&self.streams)
-            .get(&(store.to_string(), playlist.to_path_buf()))
-            .copied()
+            .values()
+            .filter(|w| w.store == store && w.playlists.is_match(playlist))
+            .max_by_key(|w| w.at)
+            .map(|w| (w.live, w.at))
     }
 
     /// A pass starts: playlists changed meanwhile are read again, up to a budget per pass.
