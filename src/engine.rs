@@ -596,6 +596,26 @@ impl Engine {
     }
 }
 
+/// The intent of deleting planned file or object `a`, made durable before the unlink or the
+/// DeleteObjects call.
+fn intent_of(a: &policy::Action, now: Nanos, trigger: &str) -> Intent {
+    Intent {
+        id: 0,
+        at: now,
+        store: a.entry.store.clone(),
+        path: a.entry.path.clone(),
+        entry_id: a.entry.id,
+        ino: a.entry.ino,
+        size: a.entry.size,
+        mtime: a.entry.mtime,
+        class: (!a.class_name.is_empty()).then(|| a.class_name.clone()),
+        rule: Some(a.rule.to_string()),
+        reason: a.reason.clone(),
+        trigger: trigger.into(),
+    }
+}
+
+/// One planned file's result in a report.
 fn file_result(a: &policy::Action, result: Outcome) -> FileResult {
     FileResult {
         store: a.entry.store.clone(),

@@ -679,27 +679,6 @@ fn mutated_example_configs_never_panic_and_every_error_is_located() {
     eprintln!("5000 mutated configs: {located} located errors, {ok} valid");
 }
 
-/// One HTTP request over the control socket: (status, body).
-fn api(sock: &std::path::Path, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    (status, body)
-}
-
 /// Issue 10.7: a NUL byte or an overlong path is bad input — 4xx with a JSON error from
 /// the API, exit 65 from the CLI — not an I/O failure. Old code: HTTP 500 / exit 74.
 #[test]

@@ -165,23 +165,8 @@ impl Engine {
                     // Durable before any unlink of the chunk: a kill -9 from here on leaves
                     // intents that the next start reconciles into audit records.
                     let now = self.now();
-                    let intents: Vec<Intent> = chunk
-                        .iter()
-                        .map(|a| Intent {
-                            id: 0,
-                            at: now,
-                            store: a.entry.store.clone(),
-                            path: a.entry.path.clone(),
-                            entry_id: a.entry.id,
-                            ino: a.entry.ino,
-                            size: a.entry.size,
-                            mtime: a.entry.mtime,
-                            class: (!a.class_name.is_empty()).then(|| a.class_name.clone()),
-                            rule: Some(a.rule.to_string()),
-                            reason: a.reason.clone(),
-                            trigger: trigger.into(),
-                        })
-                        .collect();
+                    let intents: Vec<Intent> =
+                        chunk.iter().map(|a| intent_of(a, now, trigger)).collect();
                     let intents = self.reg().intend(&intents)?;
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());

@@ -30,24 +30,6 @@ pub const DELETE_CHUNK: usize = 8000;
 /// the dead process sent (10 minutes; one request's deadline is at most a few).
 const SETTLE_GRACE: Nanos = 600_000_000_000;
 
-/// The intent of deleting planned object `a` (made durable before the DeleteObjects call).
-fn intent_of(a: &policy::Action, now: Nanos, trigger: &str) -> Intent {
-    Intent {
-        id: 0,
-        at: now,
-        store: a.entry.store.clone(),
-        path: a.entry.path.clone(),
-        entry_id: a.entry.id,
-        ino: a.entry.ino,
-        size: a.entry.size,
-        mtime: a.entry.mtime,
-        class: Some(a.class_name.clone()),
-        rule: Some(a.rule.to_string()),
-        reason: a.reason.clone(),
-        trigger: trigger.into(),
-    }
-}
-
 /// The intents of local stores (and of stores no longer configured) among `all`: those of
 /// S3 stores are settled by asking their server, at their next listing
 /// ([`Engine::scan_remote`]), never at start-up without it.

@@ -163,18 +163,6 @@ fn result_at(store: &str, path: &Path, result: Outcome, reason: &str) -> FileRes
     }
 }
 
-fn result_of(a: &policy::Action, result: Outcome) -> FileResult {
-    FileResult {
-        store: a.entry.store.clone(),
-        path: a.entry.path.clone(),
-        class: a.class_name.clone(),
-        rule: a.rule,
-        bytes: a.entry.size,
-        result,
-        reason: a.reason.clone(),
-    }
-}
-
 impl Engine {
     /// Deletes the files and directories `req` names now; see the module doc. Errors only
     /// for bad input (nothing changed then) and registry or store failures.
@@ -358,7 +346,7 @@ impl Engine {
                 report.refused += 1;
                 report
                     .results
-                    .push(result_of(&a, Outcome::Refused(why.into())));
+                    .push(file_result(&a, Outcome::Refused(why.into())));
                 continue;
             }
             if a.entry.retained {
@@ -381,7 +369,7 @@ impl Engine {
                     Some(err) => {
                         actions.retain(|x| x.entry.id != a.entry.id);
                         report.refused += 1;
-                        report.results.push(result_of(
+                        report.results.push(file_result(
                             a,
                             Outcome::Refused(format!("retained, and could not be unpinned: {err}")),
                         ));
@@ -400,7 +388,7 @@ impl Engine {
                 if matches!(o, Outcome::Refused(_)) {
                     report.refused += 1;
                 }
-                report.results.push(result_of(a, o));
+                report.results.push(file_result(a, o));
             }
         } else if !actions.is_empty() {
             let mut pass = GcReport::default();
