@@ -26,6 +26,9 @@ pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// them): a scrape never costs more than one grouped query per this period.
 pub const TOTALS_MAX_AGE: Duration = Duration::from_secs(10);
 
+/// The S3 operations whose failures are counted.
+pub const S3_OPS: &[&str] = &["list", "upload", "delete", "check", "probe"];
+
 /// A float gauge.
 type FGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
@@ -341,6 +344,45 @@ impl Metrics {
     /// after shows them gone).
     pub fn totals_changed(&self) {
         *self.totals.lock().expect("totals lock") = None;
+    }
+
+    /// Creates the zero series of every bounded label set the running config implies
+    /// (failures per class, offloads per offload class, S3 errors per store and operation,
+    /// pressure per volume), so that they exist before their first event: `increase()`
+    /// and alerts then see the first one.
+    pub(crate) fn touch(&self, config: &crate::config::Config, volumes: &[String]) {
+        for c in &config.classes {
+            let sc = StoreClass {
+                store: c.store.clone(),
+                class: class_label(&c.name),
+            };
+            let _ = self.failed.get_or_create(&sc);
+            if let Some(o) = &c.offload {
+                let to = StoreClass {
+                    store: o.to.clone(),
+                    class: class_label(&c.name),
+                };
+                let _ = self.offloaded_files.get_or_create(&to);
+                let _ = self.offloaded_bytes.get_or_create(&to);
+            }
+        }
+        for s in config.stores.iter().filter(|s| !s.is_local()) {
+            let store = s.name.clone();
+            let _ = self.offload_failed.get_or_create(&StoreLabel {
+                store: store.clone(),
+            });
+            for op in S3_OPS {
+                let _ = self.s3_errors.get_or_create(&S3Error {
+                    store: store.clone(),
+                    op: (*op).into(),
+                });
+            }
+        }
+        for v in volumes {
+            let l = VolumeLabel { volume: v.clone() };
+            let _ = self.pressure_passes.get_or_create(&l);
+            let _ = self.pressure_freed.get_or_create(&l);
+        }
     }
 
     /// Registers the counters (shared, not copied) in `reg`.

@@ -162,7 +162,6 @@ impl Engine {
         let now = self.now();
         let secs = |n: Nanos| n as f64 / 1e9;
         let mut reg = prometheus_client::registry::Registry::with_prefix("mediaretain");
-        self.metrics.register(&mut reg);
 
         let totals = self.metrics.totals(|| Ok(self.reg().totals()?))?;
         let sc = |t: &ClassTotals| StoreClass {
@@ -267,6 +266,8 @@ impl Engine {
             })
             .collect();
         drop(watch);
+        let mounts: Vec<String> = vols.iter().map(|v| v.0.clone()).collect();
+        self.metrics.touch(&rt.config, &mounts);
         let vl = |m: &String| VolumeLabel { volume: m.clone() };
         type V = (
             String,
@@ -340,6 +341,13 @@ impl Engine {
         );
         per_volume(
             &mut reg,
+            "volume_horizon_seconds",
+            "The watchdog frees space when a volume is forecast full within this (absent: no forecast trigger)",
+            None,
+            &|v| (v.1.enabled && !v.1.horizon.0.is_zero()).then_some(v.1.horizon.0.as_secs_f64()),
+        );
+        per_volume(
+            &mut reg,
             "volume_fill_rate_bytes_per_second",
             "How fast a volume fills, measured by the watchdog (absent: not enough history)",
             None,
@@ -382,6 +390,7 @@ impl Engine {
             },
         );
 
+        self.metrics.register(&mut reg);
         // The last lifecycle pass and the process.
         let a = self.activity();
         if let Some(p) = &a.last_pass {
