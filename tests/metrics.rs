@@ -6,8 +6,8 @@
 //! exports. Needs root (a tmpfs), like CI.
 
 mod common;
-use common::*;
 use common::s3;
+use common::*;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -403,7 +403,9 @@ fn exported() -> std::collections::BTreeSet<String> {
     let sock = b.state().join("control.sock");
     let scrape = || socket_get(&sock, "/metrics").1;
     wait_for("the recording to be offloaded", T, || {
-        scrape().contains("mediaretain_offload_uploaded_bytes_total{store=\"archive\",class=\"rec\"} 5000")
+        scrape().contains(
+            "mediaretain_offload_uploaded_bytes_total{store=\"archive\",class=\"rec\"} 5000",
+        )
     });
     let mut body = scrape();
     server.stop();
@@ -500,7 +502,10 @@ fn the_dashboard_and_the_alerts_name_only_exported_metrics_and_promtool_accepts_
     used.extend(names_in(&fs::read_to_string(&rules).unwrap()));
     let readme = fs::read_to_string(root.join("README.md")).unwrap();
     for n in NEED_HISTORY {
-        assert!(readme.contains(&format!("`{n}`")), "README's table names {n}");
+        assert!(
+            readme.contains(&format!("`{n}`")),
+            "README's table names {n}"
+        );
     }
     let missing: Vec<_> = used
         .iter()
