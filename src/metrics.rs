@@ -22,9 +22,10 @@ use prometheus_client::registry::{Registry, Unit};
 /// The content type of what [`Engine::metrics_text`](crate::engine::Engine) returns.
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// Class totals are read from the registry at most this often (scrapes in between reuse
-/// them): a scrape never costs more than one grouped query per this period.
-pub const TOTALS_MAX_AGE: Duration = Duration::from_secs(10);
+/// Class totals are read from the registry at most this often, and again after each full
+/// scan (scrapes in between reuse them): the grouped query costs ~80 ms at 100k entries
+/// (BENCHMARKS.md), so however often Prometheus scrapes, the registry is read once a minute.
+pub const TOTALS_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// The S3 operations whose failures are counted.
 pub const S3_OPS: &[&str] = &["list", "upload", "delete", "check", "probe"];
@@ -132,8 +133,9 @@ pub struct Metrics {
     pub(crate) pass_seconds: Family<PassLabel, Histogram>,
     pub(crate) reloads: Family<ReloadLabel, Counter>,
     pub(crate) config_loaded_at: FGauge,
-    /// The class totals of the last read, and when.
-    totals: Mutex<Option<(Instant, Vec<crate::registry::ClassTotals>)>>,
+    /// The class totals of the last read: when, and the last full scan it followed.
+    #[allow(clippy::type_complexity)]
+    totals: Mutex<Option<(Instant, Option<i64>, Vec<crate::registry::ClassTotals>)>>,
     /// The process's own figures (one `sysinfo` handle, refreshed for our pid only).
     sys: Mutex<Option<sysinfo::System>>,
 }
@@ -324,26 +326,23 @@ impl Metrics {
         }
     }
 
-    /// The class totals, read again when older than [`TOTALS_MAX_AGE`] (or `fresh`).
+    /// The class totals, read again when older than [`TOTALS_MAX_AGE`] or when a full scan
+    /// finished (`last_scan`) since they were read.
     pub(crate) fn totals(
         &self,
+        last_scan: Option<i64>,
         read: impl FnOnce() -> Result<Vec<crate::registry::ClassTotals>, crate::engine::EngineError>,
     ) -> Result<Vec<crate::registry::ClassTotals>, crate::engine::EngineError> {
         let mut t = self.totals.lock().expect("totals lock");
-        if let Some((at, v)) = t.as_ref()
+        if let Some((at, scan, v)) = t.as_ref()
             && at.elapsed() < TOTALS_MAX_AGE
+            && *scan == last_scan
         {
             return Ok(v.clone());
         }
         let v = read()?;
-        *t = Some((Instant::now(), v.clone()));
+        *t = Some((Instant::now(), last_scan, v.clone()));
         Ok(v)
-    }
-
-    /// Forgets the cached class totals (after a pass deleted files, so that a scrape right
-    /// after shows them gone).
-    pub fn totals_changed(&self) {
-        *self.totals.lock().expect("totals lock") = None;
     }
 
     /// Creates the zero series of every bounded label set the running config implies

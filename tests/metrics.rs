@@ -309,6 +309,8 @@ fn prometheus_sees_deletions_refusals_and_a_stuck_volume() {
     );
     // Nothing was deleted to get there (the archive is protected, the held file open).
     prom.expect("sum(mediaretain_deleted_files_total)", 8.0);
+    // Class totals are re-read after a full scan (else at most once a minute).
+    b.cli(&["scan"]).ok();
     prom.expect("sum(mediaretain_files{class=\"archive\"})", f64::from(n));
 
     // Freed by hand: the volume recovers, the stuck gauge drops.
