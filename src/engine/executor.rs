@@ -404,7 +404,8 @@ impl Engine {
                 report.deleted_files += 1;
                 report.deleted_bytes += a.entry.size;
                 let rule = a.rule.to_string();
-                (self.metrics).deleted(&a.entry.store, &a.class_name, &rule, trigger, a.entry.size);
+                self.metrics
+                    .deleted(&a.entry.store, &a.class_name, &rule, trigger, a.entry.size);
                 if churn {
                     report.churn_files += 1;
                     report.churn_bytes += a.entry.size;

@@ -265,7 +265,7 @@ impl Engine {
             report.offloaded_files - before.0,
             report.offloaded_bytes - before.1,
         );
-        (self.metrics).offload_backlog(
+        self.metrics.offload_backlog(
             (due.len() as u64).saturating_sub(done.0),
             due_bytes.saturating_sub(done.1),
         );
@@ -431,7 +431,7 @@ impl Engine {
         let path = format!("{}:{}", o.entry.store, o.entry.path.display());
         match outcome {
             "done" => {
-                (self.metrics).offloaded(&o.to, &o.class_name, o.entry.size);
+                self.metrics.offloaded(&o.to, &o.class_name, o.entry.size);
                 info!(action = "offload", path = %path, to = %o.to, key, bytes = o.entry.size, class = %o.class_name, trigger, "offloaded {path}: {why}")
             }
             "refused" => {

@@ -206,7 +206,7 @@ impl Engine {
         match listed {
             Ok(()) => match self.reg().sweep(&name, generation) {
                 Ok(n) => {
-                    (self.metrics).s3_listed(&name, stats.files, stats.bytes);
+                    self.metrics.s3_listed(&name, stats.files, stats.bytes);
                     stats.forgotten = n as u64
                 }
                 Err(e) => warn!(store = %name, error = %e, "cannot forget vanished objects"),
