@@ -259,6 +259,19 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
             cancel.clone(),
         ));
     }
+    // Prometheus over TCP ([metrics] listen; the control socket serves /metrics anyway).
+    let metrics = engine.runtime().config.metrics.clone();
+    if let Some(m) = metrics {
+        let listener = tokio::net::TcpListener::bind(m.listen).await.map_err(|e| {
+            Failure::new(exit::CANTCREAT, format!("metrics.listen {}: {e}", m.listen))
+        })?;
+        info!(listen = %m.listen, "metrics on http://{}/metrics", m.listen);
+        tracker.spawn(crate::metrics::serve(
+            listener,
+            engine.clone(),
+            cancel.clone(),
+        ));
+    }
 
     let io = |e: std::io::Error| Failure::new(exit::SOFTWARE, format!("signal handler: {e}"));
     let mut hup = signal(SignalKind::hangup()).map_err(io)?;

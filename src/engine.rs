@@ -224,6 +224,8 @@ pub struct Engine {
     remote_pass: Mutex<()>,
     /// S3 stores that failed a copy check: when, and why.
     unanswered: Mutex<HashMap<String, (Instant, String)>>,
+    /// Prometheus counters (see [`crate::metrics`]).
+    metrics: crate::metrics::Metrics,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -263,7 +265,13 @@ impl Engine {
             offloading: Mutex::new(()),
             remote_pass: Mutex::new(()),
             unanswered: Mutex::new(HashMap::new()),
+            metrics: Default::default(),
         })
+    }
+
+    /// The Prometheus counters.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The running config.
@@ -441,6 +449,8 @@ impl Engine {
         self.reg()
             .prune_backoff(now.saturating_sub(86_400_000_000_000))?;
         report.millis = started.elapsed().as_millis() as u64;
+        self.metrics
+            .pass(scope.into(), started.elapsed().as_secs_f64());
         // Segment churn is summed up once a minute; a pass is worth an info line only when
         // it did something beyond that (deleted other files, failed, a refusal started).
         let minute = {

@@ -61,6 +61,7 @@ pub mod failure;
 pub mod hooks;
 pub mod inuse;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod registry;
 pub mod scan;

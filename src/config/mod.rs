@@ -85,6 +85,16 @@ pub struct Config {
     pub watchdog: Watchdog,
     /// The webhook receiver for media servers (off when None).
     pub hooks: Option<Hooks>,
+    /// The Prometheus metrics listener on TCP (off when None; the control socket always
+    /// serves `GET /metrics`).
+    pub metrics: Option<MetricsListen>,
+}
+
+/// `[metrics]`: where Prometheus scrapes the daemon over TCP.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MetricsListen {
+    /// TCP address to listen on (loopback unless `allow_remote`).
+    pub listen: std::net::SocketAddr,
 }
 
 /// A media server's webhook dialect: one endpoint each, `/hooks/<name>`.

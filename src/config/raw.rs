@@ -13,6 +13,15 @@ pub struct File {
     pub class: Vec<Spanned<ClassTable>>,
     pub watchdog: Option<Spanned<Watchdog>>,
     pub hooks: Option<Spanned<HooksTable>>,
+    pub metrics: Option<Spanned<MetricsTable>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsTable {
+    pub listen: Spanned<String>,
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 #[derive(Deserialize)]

@@ -173,6 +173,7 @@ impl Validator<'_> {
         self.cur = 0;
         let watchdog = self.watchdog(raw.watchdog, &stores);
         let hooks = raw.hooks.map(|h| self.hooks(h, &stores));
+        let metrics = raw.metrics.map(|m| self.metrics(m));
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         Config {
             path,
@@ -182,7 +183,34 @@ impl Validator<'_> {
             classes,
             watchdog,
             hooks,
+            metrics,
         }
+    }
+
+    /// `[metrics]`: a TCP address, loopback unless `allow_remote = true` says otherwise
+    /// (the metrics name stores, classes and mount points; there is no authentication).
+    fn metrics(&mut self, raw: Spanned<raw::MetricsTable>) -> MetricsListen {
+        let m = raw.into_inner();
+        let listen = match m.listen.get_ref().parse::<std::net::SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.err(
+                    m.listen.span(),
+                    format!(
+                        "metrics.listen {:?} must be an address and port, like \"127.0.0.1:9464\"",
+                        m.listen.get_ref()
+                    ),
+                );
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        };
+        if !listen.ip().is_loopback() && !m.allow_remote {
+            self.err(
+                m.listen.span(),
+                format!("metrics.listen {listen} is not a loopback address: anyone who reaches it reads the metrics (store, class and volume names, sizes) without authentication; set metrics.allow_remote = true if that is intended"),
+            );
+        }
+        MetricsListen { listen }
     }
 
     /// `[hooks]` and its `[hooks.<dialect>]` tables.

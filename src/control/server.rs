@@ -50,7 +50,7 @@ impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for PeerInfo {
 fn member_may(method: &Method, path: &str) -> bool {
     matches!(
         (method.as_str(), path),
-        ("GET", "/v1/status" | "/v1/plan" | "/v1/leases")
+        ("GET", "/v1/status" | "/v1/plan" | "/v1/leases" | "/metrics")
             | (
                 "POST",
                 "/v1/ls" | "/v1/explain" | "/v1/lease" | "/v1/renew" | "/v1/release"
@@ -373,6 +373,11 @@ async fn reload(State(c): State<Ctl>) -> ApiResult<ReloadResponse> {
     }
 }
 
+/// `GET /metrics`: Prometheus's text exposition format (see [`crate::metrics`]).
+async fn metrics(State(c): State<Ctl>) -> Response {
+    crate::metrics::respond(c.engine.clone()).await
+}
+
 /// The routes.
 pub fn router(ctl: Ctl) -> Router {
     Router::new()
@@ -391,6 +396,7 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/v1/rm", post(rm))
         .route("/v1/scan", post(scan))
         .route("/v1/reload", post(reload))
+        .route("/metrics", get(metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .route_layer(middleware::from_fn_with_state(ctl.clone(), authorize))

@@ -380,6 +380,7 @@ impl Engine {
                 return;
             }
             report.refusals_started += 1;
+            self.metrics.refused(&a.entry.store, &a.class_name, kind);
         }
         log_outcome(a, &outcome, trigger, churn);
         match &outcome {
@@ -387,6 +388,9 @@ impl Engine {
                 report.first_unlink.get_or_insert_with(Instant::now);
                 report.deleted_files += 1;
                 report.deleted_bytes += a.entry.size;
+                let rule = a.rule.to_string();
+                self.metrics
+                    .deleted(&a.entry.store, &a.class_name, &rule, trigger, a.entry.size);
                 if churn {
                     report.churn_files += 1;
                     report.churn_bytes += a.entry.size;
@@ -398,7 +402,10 @@ impl Engine {
                 gone.push((a.entry.id, a.entry.path.clone()));
             }
             Outcome::Refused(_) => {} // counted above
-            Outcome::Failed(_) => report.failed += 1,
+            Outcome::Failed(_) => {
+                report.failed += 1;
+                self.metrics.failed(&a.entry.store, &a.class_name);
+            }
             Outcome::WouldDelete => {} // dry runs never get here
         }
         records.push(AuditRecord {

@@ -110,6 +110,7 @@ impl Engine {
         });
         match &checked {
             Err(err) => {
+                self.metrics.s3_error(&remote, "check");
                 down.insert(remote.clone(), (Instant::now(), err.to_string()));
             }
             Ok(_) => {
@@ -153,6 +154,8 @@ impl Engine {
         report: &mut GcReport,
     ) -> Result<()> {
         let mut users: Option<crate::inuse::Snapshot> = None;
+        let before = (report.offloaded_files, report.offloaded_bytes);
+        let due_bytes: u64 = due.iter().map(|o| o.entry.size).sum();
         for o in due {
             let e = &o.entry;
             let (Some(local), Some(remote), Some(key)) = (
@@ -237,6 +240,9 @@ impl Engine {
             if settled {
                 self.reg().remove_upload(row)?;
             }
+            if copied.is_err() {
+                self.metrics.s3_error(remote.name(), "upload");
+            }
             let failure = match copied {
                 Ok(v) => self.record_copy(rt, o, local, remote, &key, &v, trigger, report)?,
                 // Completed but not what was sent (a server that lies about the ETag, a
@@ -255,6 +261,14 @@ impl Engine {
                 }
             }
         }
+        let done = (
+            report.offloaded_files - before.0,
+            report.offloaded_bytes - before.1,
+        );
+        self.metrics.offload_backlog(
+            (due.len() as u64).saturating_sub(done.0),
+            due_bytes.saturating_sub(done.1),
+        );
         Ok(())
     }
 
@@ -417,6 +431,7 @@ impl Engine {
         let path = format!("{}:{}", o.entry.store, o.entry.path.display());
         match outcome {
             "done" => {
+                self.metrics.offloaded(&o.to, &o.class_name, o.entry.size);
                 info!(action = "offload", path = %path, to = %o.to, key, bytes = o.entry.size, class = %o.class_name, trigger, "offloaded {path}: {why}")
             }
             "refused" => {
@@ -428,6 +443,7 @@ impl Engine {
             }
             _ => {
                 report.offload_failed += 1;
+                self.metrics.offload_failed(&o.to);
                 warn!(action = "offload", path = %path, to = %o.to, reason = why, "offload of {path} failed: {why}");
             }
         }

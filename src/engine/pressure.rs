@@ -252,6 +252,10 @@ impl Engine {
             });
         }
         report.millis = started.elapsed().as_millis() as u64;
+        let volume = v.mount.display().to_string();
+        let seconds = started.elapsed().as_secs_f64();
+        self.metrics
+            .pressure_pass(&volume, report.freed_bytes, seconds);
         if was_stuck && report.deleted_files == 0 && !report.goal_met {
             // Still stuck and nothing changed: the alarm was raised once already.
             return Ok(report);

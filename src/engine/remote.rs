@@ -187,13 +187,17 @@ impl Engine {
         });
         match listed {
             Ok(()) => match self.reg().sweep(&name, generation) {
-                Ok(n) => stats.forgotten = n as u64,
+                Ok(n) => {
+                    self.metrics.s3_listed(&name, stats.files, stats.bytes);
+                    stats.forgotten = n as u64
+                }
                 Err(e) => warn!(store = %name, error = %e, "cannot forget vanished objects"),
             },
             Err(e) => {
                 // Nothing is forgotten on a failed listing: an unreachable server is not an
                 // empty bucket.
                 stats.unreadable = 1;
+                self.metrics.s3_error(&name, "list");
                 warn!(store = %name, error = %e, "listing failed; the registry keeps what it knew");
             }
         }
@@ -356,6 +360,8 @@ impl Engine {
             settled.extend(earlier.remove(&a.entry.path).unwrap_or_default());
             if !matches!(outcome, Outcome::Failed(_)) {
                 settled.push(id);
+            } else {
+                self.metrics.s3_error(remote.name(), "delete");
             }
             self.account(a, outcome, trigger, detail, report, &mut gone, &mut records);
         }
@@ -462,6 +468,7 @@ impl Engine {
                     r.name(), c.conditional_create, c.object_tags, c.checksum_sha256, c.multipart_etag_md5, c.list_uploads
                 ),
                 Err(e) => {
+                    self.metrics.s3_error(r.name(), "probe");
                     warn!(store = %r.name(), error = %e, "cannot probe S3 store; it is retried at every pass")
                 }
             }
