@@ -554,24 +554,11 @@ fn logs_are_coloured_only_on_a_terminal_without_no_color() {
 /// method, malformed JSON), answers `{"error": …, "exit": …}`.
 #[test]
 fn the_api_takes_curl_bodies_and_answers_every_error_as_json() {
-    use std::io::{Read, Write};
     let b = Box_::new("", "", BASE_CLASSES);
     b.file("tmp/a.bin", 10, Duration::from_secs(60));
     let d = b.daemon(None);
     let sock = b.state().join("control.sock");
-    let raw = |req: String| {
-        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-        s.write_all(req.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let status: u16 = out
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-        (status, body)
-    };
+    let raw = |req: String| socket_http(&sock, &req);
     let post = |path: &str, ctype: &str, body: &str| {
         raw(format!(
             "POST {path} HTTP/1.1\r\nHost: x\r\n{ctype}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Box_, Run, bin, wait_for};
+use common::{Box_, Run, api, bin, wait_for};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -335,28 +335,6 @@ fn rm_bad_input_changes_nothing() {
     }
 }
 
-/// One HTTP POST over the control socket: (status, body). Like `common::api`, but a server
-/// that answers before reading the body (404 on the old code) is heard, not a broken pipe.
-fn post(sock: &Path, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
-    let _ = write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let out = String::from_utf8_lossy(&out);
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    (status, body)
-}
-
 /// `setpriv` to the test's socket_group member (created once, like tests/confinement.rs).
 fn member() -> Option<(u32, u32)> {
     if !rustix::process::geteuid().is_root() {
@@ -416,7 +394,7 @@ fn rm_over_the_control_socket() {
         ),
         (r#"{"paths": []}"#, "at least one path"),
     ] {
-        let (status, answer) = post(&sock, "/v1/rm", body);
+        let (status, answer) = api(&sock, "/v1/rm", body);
         assert_eq!(status, 422, "{body}: {answer}");
         let v: serde_json::Value = serde_json::from_str(&answer)
             .unwrap_or_else(|e| panic!("{body}: not JSON ({e}): {answer}"));
@@ -442,7 +420,7 @@ fn rm_over_the_control_socket() {
         assert_eq!(left(&b), before);
     }
 
-    let (status, answer) = post(
+    let (status, answer) = api(
         &sock,
         "/v1/rm",
         &format!(r#"{{"paths": ["media:{DAY}"], "recursive": true}}"#),
