@@ -180,6 +180,9 @@ pub struct GcReport {
     /// Refusals that started (or changed kind) this pass; the others continue an episode.
     #[serde(default)]
     pub refusals_started: u64,
+    /// Refused because in use, by (store, class): the `in_use_files` metric.
+    #[serde(skip)]
+    pub in_use: std::collections::HashMap<(String, String), u64>,
     /// Segments deleted (logged at debug, summed up once a minute).
     #[serde(skip)]
     pub churn_files: u64,
@@ -436,6 +439,7 @@ impl Engine {
         if local_part {
             self.execute(&rt, &local, trigger, detail, &mut report, None)?;
             report.pruned_dirs = self.prune(&rt, now);
+            self.metrics.in_use_after_pass(&rt.config, &report.in_use);
         }
         drop(_pass);
         if !remote.is_empty() {

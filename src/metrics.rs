@@ -22,10 +22,15 @@ use prometheus_client::registry::{Registry, Unit};
 /// The content type of what [`Engine::metrics_text`](crate::engine::Engine) returns.
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// Class totals are read from the registry at most this often, and again after each full
-/// scan (scrapes in between reuse them): the grouped query costs ~80 ms at 100k entries
-/// (BENCHMARKS.md), so however often Prometheus scrapes, the registry is read once a minute.
+/// Class totals older than this (or older than the last full scan) are read again from the
+/// registry — in the background, after the scrape that found them stale was answered with
+/// them: the grouped query costs ~80 ms at 100k entries (BENCHMARKS.md), so a scrape never
+/// waits for it (only the very first one does) and the registry is read at most once a
+/// minute however often Prometheus scrapes.
 pub const TOTALS_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// The refusal kinds that mean "in use" (see `executor::refusal_kind`).
+pub const IN_USE_KINDS: &[&str] = &["lease", "open", "lock", "playlist", "writer"];
 
 /// The S3 operations whose failures are counted.
 pub const S3_OPS: &[&str] = &["list", "upload", "delete", "check", "probe"];
@@ -133,9 +138,13 @@ pub struct Metrics {
     pub(crate) pass_seconds: Family<PassLabel, Histogram>,
     pub(crate) reloads: Family<ReloadLabel, Counter>,
     pub(crate) config_loaded_at: FGauge,
+    /// Files due for deletion that the last local pass kept because they are in use.
+    pub(crate) in_use: Family<StoreClass, Gauge>,
     /// The class totals of the last read: when, and the last full scan it followed.
     #[allow(clippy::type_complexity)]
     totals: Mutex<Option<(Instant, Option<i64>, Vec<crate::registry::ClassTotals>)>>,
+    /// A background read of the class totals is under way.
+    totals_reading: std::sync::atomic::AtomicBool,
     /// The process's own figures (one `sysinfo` handle, refreshed for our pid only).
     sys: Mutex<Option<sysinfo::System>>,
 }
@@ -168,7 +177,9 @@ impl Default for Metrics {
             pass_seconds: Family::new_with_constructor(pass_histogram as fn() -> Histogram),
             reloads: Family::default(),
             config_loaded_at: FGauge::default(),
+            in_use: Family::default(),
             totals: Mutex::new(None),
+            totals_reading: std::sync::atomic::AtomicBool::new(false),
             sys: Mutex::new(None),
         };
         m.config_loaded_at.set(unix_now());
@@ -326,23 +337,67 @@ impl Metrics {
         }
     }
 
-    /// The class totals, read again when older than [`TOTALS_MAX_AGE`] or when a full scan
-    /// finished (`last_scan`) since they were read.
+    /// The class totals last read, and whether they are stale (older than
+    /// [`TOTALS_MAX_AGE`], or a full scan finished — `last_scan` — since). Only when none
+    /// were ever read are they read here, by `read`.
     pub(crate) fn totals(
         &self,
         last_scan: Option<i64>,
         read: impl FnOnce() -> Result<Vec<crate::registry::ClassTotals>, crate::engine::EngineError>,
-    ) -> Result<Vec<crate::registry::ClassTotals>, crate::engine::EngineError> {
-        let mut t = self.totals.lock().expect("totals lock");
-        if let Some((at, scan, v)) = t.as_ref()
-            && at.elapsed() < TOTALS_MAX_AGE
-            && *scan == last_scan
-        {
-            return Ok(v.clone());
+    ) -> Result<(Vec<crate::registry::ClassTotals>, bool), crate::engine::EngineError> {
+        let cached = self.totals.lock().expect("totals lock").clone();
+        match cached {
+            Some((at, scan, v)) => Ok((v, at.elapsed() >= TOTALS_MAX_AGE || scan != last_scan)),
+            None => {
+                let v = read()?;
+                self.set_totals(last_scan, v.clone());
+                Ok((v, false))
+            }
         }
-        let v = read()?;
-        *t = Some((Instant::now(), last_scan, v.clone()));
-        Ok(v)
+    }
+
+    /// Stores freshly read class totals.
+    pub(crate) fn set_totals(&self, last_scan: Option<i64>, v: Vec<crate::registry::ClassTotals>) {
+        *self.totals.lock().expect("totals lock") = Some((Instant::now(), last_scan, v));
+    }
+
+    /// Claims the one background read of the class totals (false: one is under way).
+    pub(crate) fn start_totals_read(&self) -> bool {
+        !self
+            .totals_reading
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The background read is over.
+    pub(crate) fn end_totals_read(&self) {
+        self.totals_reading
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// After a local pass: per store and class, the files due for deletion that it kept
+    /// because they are in use (`counts`); every local class gets a series, zero or not.
+    pub fn in_use_after_pass(
+        &self,
+        config: &crate::config::Config,
+        counts: &std::collections::HashMap<(String, String), u64>,
+    ) {
+        self.in_use.clear();
+        for c in config.classes.iter() {
+            if config.store(&c.store).is_some_and(|s| s.is_local()) {
+                let _ = self.in_use.get_or_create(&StoreClass {
+                    store: c.store.clone(),
+                    class: class_label(&c.name),
+                });
+            }
+        }
+        for ((store, class), n) in counts {
+            self.in_use
+                .get_or_create(&StoreClass {
+                    store: store.clone(),
+                    class: class_label(class),
+                })
+                .set(*n as i64);
+        }
     }
 
     /// Creates the zero series of every bounded label set the running config implies
@@ -478,6 +533,11 @@ impl Metrics {
             self.reloads.clone(),
         );
         reg.register(
+            "in_use_files",
+            "Files due for deletion that the last local pass kept because they are in use (open, locked, leased, listed by a live playlist, still being written by a recorder)",
+            self.in_use.clone(),
+        );
+        reg.register(
             "config_last_load_timestamp_seconds",
             "When the running config was loaded (Unix time)",
             self.config_loaded_at.clone(),
@@ -583,7 +643,18 @@ pub async fn handler(
 pub async fn respond(engine: std::sync::Arc<crate::engine::Engine>) -> axum::response::Response {
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse;
-    match tokio::task::spawn_blocking(move || engine.metrics_text()).await {
+    let e = engine.clone();
+    let answer = tokio::task::spawn_blocking(move || e.metrics_text()).await;
+    if let Ok(Ok((_, true))) = &answer
+        && engine.metrics().start_totals_read()
+    {
+        // Stale class totals: this scrape had the old ones; the next gets fresh ones.
+        tokio::task::spawn_blocking(move || {
+            engine.refresh_totals();
+            engine.metrics().end_totals_read();
+        });
+    }
+    match answer.map(|r| r.map(|(body, _)| body)) {
         Ok(Ok(body)) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Err(e) => (

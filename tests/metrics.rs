@@ -230,6 +230,8 @@ fn prometheus_sees_deletions_refusals_and_a_stuck_volume() {
         "sum(mediaretain_refused_total{class=\"tmp\",kind=\"open\"})",
         1.0,
     );
+    // The held file is in use now (a gauge, from the last pass).
+    prom.expect("sum(mediaretain_in_use_files{class=\"tmp\"})", 1.0);
     // Failures exist per class from the start, at zero.
     assert_eq!(
         prom.value("sum(mediaretain_failed_deletions_total{class=\"tmp\"})"),
@@ -286,8 +288,15 @@ fn prometheus_sees_deletions_refusals_and_a_stuck_volume() {
     // Nothing was deleted to get there (the archive is protected, the held file open).
     prom.expect("sum(mediaretain_deleted_files_total)", 8.0);
     // Class totals are re-read after a full scan (else at most once a minute).
+    b.cli(&["retain", b.path("archive/cam-000.mkv").to_str().unwrap()])
+        .ok();
     b.cli(&["scan"]).ok();
     prom.expect("sum(mediaretain_files{class=\"archive\"})", f64::from(n));
+    prom.expect("sum(mediaretain_retained_files{class=\"archive\"})", 1.0);
+    prom.expect(
+        "sum(mediaretain_retained_bytes{class=\"archive\"})",
+        MIB as f64,
+    );
 
     // Freed by hand: the volume recovers, the stuck gauge drops.
     fs::remove_dir_all(b.path("archive")).unwrap();
@@ -296,6 +305,9 @@ fn prometheus_sees_deletions_refusals_and_a_stuck_volume() {
         0.0,
     );
     drop(reader);
+    b.cli(&["gc"]).ok();
+    assert!(!held.exists(), "closed and expired: deleted");
+    prom.expect("sum(mediaretain_in_use_files{class=\"tmp\"})", 0.0);
 
     // The daemon's own figures (sysinfo).
     assert!(

@@ -372,6 +372,12 @@ impl Engine {
                     });
             report.refused += 1;
             report.refused_bytes += a.entry.size;
+            if crate::metrics::IN_USE_KINDS.contains(&kind) {
+                *report
+                    .in_use
+                    .entry((a.entry.store.clone(), a.class_name.clone()))
+                    .or_default() += 1;
+            }
             if same {
                 debug!(action = "refuse", path = %format!("{}:{}", a.entry.store, crate::spell::show(&a.entry.path)), reason = %why, "still refused");
                 if detail {

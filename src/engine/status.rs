@@ -155,7 +155,18 @@ impl Engine {
     /// `GET /metrics`: the counters and, computed now, the gauges (see [`crate::metrics`]),
     /// in the Prometheus text exposition format. Reads no file list: the class totals come
     /// from one grouped query at most every [`crate::metrics::TOTALS_MAX_AGE`].
-    pub fn metrics_text(&self) -> Result<String> {
+    /// Reads the class totals again (the registry's grouped query) for the metrics.
+    pub fn refresh_totals(&self) {
+        let last_scan = self.activity().last_scan_at;
+        match self.reg().totals() {
+            Ok(v) => self.metrics.set_totals(last_scan, v),
+            Err(e) => tracing::warn!(error = %e, "cannot read the class totals for the metrics"),
+        }
+    }
+
+    /// The metrics in the text exposition format, and whether the class totals it used are
+    /// stale (the caller reads them again in the background: [`Engine::refresh_totals`]).
+    pub fn metrics_text(&self) -> Result<(String, bool)> {
         use crate::metrics::{StoreClass, VolumeLabel, VolumeState, class_label, gauge, gauges};
         use prometheus_client::registry::Unit;
         let rt = self.runtime();
@@ -163,7 +174,7 @@ impl Engine {
         let secs = |n: Nanos| n as f64 / 1e9;
         let mut reg = prometheus_client::registry::Registry::with_prefix("mediaretain");
 
-        let totals = self
+        let (totals, stale) = self
             .metrics
             .totals(self.activity().last_scan_at, || Ok(self.reg().totals()?))?;
         let sc = |t: &ClassTotals| StoreClass {
@@ -200,6 +211,17 @@ impl Engine {
             |f| {
                 for t in &totals {
                     f.get_or_create(&sc(t)).set(t.retained as f64);
+                }
+            },
+        );
+        gauges(
+            &mut reg,
+            "retained",
+            "Bytes of the files retained (pinned), per store and class",
+            Some(Unit::Bytes),
+            |f| {
+                for t in &totals {
+                    f.get_or_create(&sc(t)).set(t.retained_bytes as f64);
                 }
             },
         );
@@ -470,6 +492,6 @@ impl Engine {
         let mut out = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut out, &reg)
             .map_err(|e| EngineError::BadInput(format!("cannot encode the metrics: {e}")))?;
-        Ok(out)
+        Ok((out, stale))
     }
 }

@@ -209,6 +209,9 @@ pub struct ClassTotals {
     pub bytes: u64,
     /// Pinned files.
     pub retained: u64,
+    /// Bytes of the pinned files.
+    #[serde(default)]
+    pub retained_bytes: u64,
 }
 
 /// Selects entries for `ls`.
@@ -746,7 +749,8 @@ impl Registry {
         let mut st = self
             .conn
             .prepare(
-                "SELECT e.class, s.name, COUNT(*), COALESCE(SUM(e.size), 0), COUNT(p.store_id)
+                "SELECT e.class, s.name, COUNT(*), COALESCE(SUM(e.size), 0), COUNT(p.store_id),
+                        COALESCE(SUM(CASE WHEN p.store_id IS NULL THEN 0 ELSE e.size END), 0)
                  FROM entries e JOIN stores s ON s.id = e.store_id
                  LEFT JOIN pins p ON p.store_id = e.store_id AND p.path = e.path
                  GROUP BY s.name, e.class ORDER BY s.name, e.class",
@@ -759,6 +763,7 @@ impl Registry {
                 files: r.get::<_, i64>(2)? as u64,
                 bytes: r.get::<_, i64>(3)? as u64,
                 retained: r.get::<_, i64>(4)? as u64,
+                retained_bytes: r.get::<_, i64>(5)? as u64,
             })
         })
         .map_err(self.err())?
