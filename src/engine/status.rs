@@ -155,10 +155,12 @@ impl Engine {
     /// `GET /metrics`: the counters and, computed now, the gauges (see [`crate::metrics`]),
     /// in the Prometheus text exposition format. Reads no file list: the class totals come
     /// from one grouped query at most every [`crate::metrics::TOTALS_MAX_AGE`].
-    /// Reads the class totals again (the registry's grouped query) for the metrics.
+    /// Reads the class totals again (the registry's grouped query, on a connection of its
+    /// own: passes and scrapes do not wait for it) for the metrics.
     pub fn refresh_totals(&self) {
         let last_scan = self.activity().last_scan_at;
-        match self.reg().totals() {
+        let db = self.reg().path().to_path_buf();
+        match crate::registry::Registry::totals_apart(&db) {
             Ok(v) => self.metrics.set_totals(last_scan, v),
             Err(e) => tracing::warn!(error = %e, "cannot read the class totals for the metrics"),
         }

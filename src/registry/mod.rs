@@ -746,30 +746,48 @@ impl Registry {
 
     /// Totals per store and class.
     pub fn totals(&self) -> Result<Vec<ClassTotals>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT e.class, s.name, COUNT(*), COALESCE(SUM(e.size), 0), COUNT(p.store_id),
-                        COALESCE(SUM(CASE WHEN p.store_id IS NULL THEN 0 ELSE e.size END), 0)
-                 FROM entries e JOIN stores s ON s.id = e.store_id
-                 LEFT JOIN pins p ON p.store_id = e.store_id AND p.path = e.path
-                 GROUP BY s.name, e.class ORDER BY s.name, e.class",
-            )
-            .map_err(self.err())?;
-        st.query_map([], |r| {
-            Ok(ClassTotals {
-                class: r.get(0)?,
-                store: r.get(1)?,
-                files: r.get::<_, i64>(2)? as u64,
-                bytes: r.get::<_, i64>(3)? as u64,
-                retained: r.get::<_, i64>(4)? as u64,
-                retained_bytes: r.get::<_, i64>(5)? as u64,
-            })
-        })
-        .map_err(self.err())?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(self.err())
+        totals_on(&self.conn).map_err(self.err())
     }
+
+    /// The per-class totals read on a connection of its own (read-only; the database is in
+    /// WAL mode, so this reader neither waits for the daemon's writes nor holds them up,
+    /// and nobody waits on the registry's mutex while the grouped query runs).
+    pub fn totals_apart(path: &Path) -> Result<Vec<ClassTotals>> {
+        let e = |source| RegistryError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(e)?;
+        totals_on(&conn).map_err(e)
+    }
+}
+
+/// The per-class totals (one grouped query over the entries).
+fn totals_on(conn: &Connection) -> rusqlite::Result<Vec<ClassTotals>> {
+    let mut st = conn.prepare(
+        "SELECT e.class, s.name, COUNT(*), COALESCE(SUM(e.size), 0), COUNT(p.store_id),
+                COALESCE(SUM(CASE WHEN p.store_id IS NULL THEN 0 ELSE e.size END), 0)
+         FROM entries e JOIN stores s ON s.id = e.store_id
+         LEFT JOIN pins p ON p.store_id = e.store_id AND p.path = e.path
+         GROUP BY s.name, e.class ORDER BY s.name, e.class",
+    )?;
+    st.query_map([], |r| {
+        Ok(ClassTotals {
+            class: r.get(0)?,
+            store: r.get(1)?,
+            files: r.get::<_, i64>(2)? as u64,
+            bytes: r.get::<_, i64>(3)? as u64,
+            retained: r.get::<_, i64>(4)? as u64,
+            retained_bytes: r.get::<_, i64>(5)? as u64,
+        })
+    })?
+    .collect()
 }
 
 #[cfg(test)]
