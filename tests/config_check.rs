@@ -28,13 +28,27 @@ fn every_example_config_parses() {
     assert!(n >= 3, "expected the example configs in config/");
 }
 
-/// The server recipes in config/recipes/: conf.d drop-ins with `[[store]]` and `[[class]]`
-/// tables only, no `[daemon]`.
+/// The server recipes in config/recipes/: conf.d drop-ins with `[[store]]`, `[[class]]` and
+/// `[hooks.<dialect>]` tables only, no `[daemon]`.
 const RECIPES: [&str; 5] = ["nginx-rtmp", "srs", "zlmediakit", "owncast", "azuracast"];
 
-/// The smallest `[daemon]` a recipe needs to be a whole config (conf.d merging is not there
-/// yet: a recipe is checked as the tail of a main config).
+/// The smallest main config the recipes are dropped in beside.
 const RECIPE_DAEMON: &str = "[daemon]\nstate_dir = \"/var/lib/mediaretain\"\n\n";
+
+/// The recipes `names` as drop-ins of a minimal main config (with a webhook listener when
+/// `listen`), without file-system checks: store roots are servers' directories, absent here.
+fn with_recipes(
+    names: &[&str],
+    listen: bool,
+) -> Result<mediaretain::config::Config, mediaretain::config::ConfigError> {
+    let main = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mediaretain.toml");
+    let mut text = RECIPE_DAEMON.to_string();
+    if listen {
+        text.push_str("[hooks]\nlisten = \"127.0.0.1:8089\"\n");
+    }
+    let drop_ins: Vec<_> = names.iter().map(|n| recipe_text(n)).collect();
+    mediaretain::config::Config::parse_all(&main, &text, &drop_ins, false)
+}
 
 fn recipe_text(name: &str) -> (std::path::PathBuf, String) {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("config/recipes/{name}.toml"));
@@ -59,20 +73,32 @@ fn every_recipe_parses_as_a_drop_in() {
         "a recipe in config/recipes/ that this test does not cover"
     );
     for name in RECIPES {
-        let (p, text) = recipe_text(name);
+        let (_, text) = recipe_text(name);
         // A drop-in: the daemon section belongs to the main config.
         let doc: toml::Table = text.parse().unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut keys: Vec<&str> = doc.keys().map(String::as_str).collect();
         keys.sort();
+        keys.retain(|k| *k != "hooks");
         assert_eq!(
             keys,
             ["class", "store"],
-            "{name}: only [[store]] and [[class]]"
+            "{name}: only [[store]], [[class]] and [hooks.<dialect>]"
         );
-        // Store roots are this box's server directories, absent here: no fs checks.
+        // Webhooks off (no listener in the main file): the recipe's mapping is only checked.
         let cfg =
-            mediaretain::config::Config::parse_with(&p, &format!("{RECIPE_DAEMON}{text}"), false)
-                .unwrap_or_else(|e| panic!("{name} does not parse:\n{e}"));
+            with_recipes(&[name], false).unwrap_or_else(|e| panic!("{name} does not parse:\n{e}"));
+        assert!(cfg.hooks.is_none());
+        // With a listener, its dialect's events map onto the recipe's own store.
+        let on = with_recipes(&[name], true).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let hooks = on.hooks.as_ref().unwrap();
+        for (d, server) in &hooks.servers {
+            assert!(
+                d.name() == name && server.store.as_deref() == Some(name),
+                "{name}: [hooks.{}] maps onto {:?}",
+                d.name(),
+                server.store
+            );
+        }
         assert!(!cfg.stores.is_empty() && !cfg.classes.is_empty(), "{name}");
         for s in &cfg.stores {
             assert!(
@@ -95,15 +121,11 @@ fn every_recipe_parses_as_a_drop_in() {
 fn all_recipes_together_parse() {
     // Every recipe dropped into one conf.d at once: no store or class name twice, no
     // nested store roots.
-    let mut text = RECIPE_DAEMON.to_string();
-    for name in RECIPES {
-        text.push_str(&recipe_text(name).1);
-        text.push('\n');
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/recipes/all.toml");
-    let cfg = mediaretain::config::Config::parse_with(&p, &text, false)
+    let cfg = with_recipes(&RECIPES, true)
         .unwrap_or_else(|e| panic!("the recipes together do not parse:\n{e}"));
     assert_eq!(cfg.stores.len(), RECIPES.len());
+    // Four servers with webhooks (AzuraCast has none), one mapping each.
+    assert_eq!(cfg.hooks.as_ref().unwrap().servers.len(), 4);
 }
 
 /// A path relative to a store root and the class that must own it (None: no class).
@@ -213,10 +235,8 @@ fn recipes_classify_each_servers_default_layout() {
         ),
     ];
     for (name, paths) in cases {
-        let (p, text) = recipe_text(name);
         let cfg =
-            mediaretain::config::Config::parse_with(&p, &format!("{RECIPE_DAEMON}{text}"), false)
-                .unwrap_or_else(|e| panic!("{name} does not parse:\n{e}"));
+            with_recipes(&[name], false).unwrap_or_else(|e| panic!("{name} does not parse:\n{e}"));
         let classes = mediaretain::classify::Classifier::new(&cfg).unwrap();
         for (rel, want) in *paths {
             assert_eq!(

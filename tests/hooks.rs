@@ -423,3 +423,58 @@ fn stream_events_keep_a_live_playlist_alive_and_retire_a_stopped_one() {
     );
     d.stop();
 }
+
+/// A drop-in (like a recipe in conf.d/) brings its server's `[hooks.<dialect>]` mapping
+/// along with its store and class; the listener stays the main file's. Before, a drop-in
+/// could not say how its server's events map onto its store.
+#[test]
+fn a_drop_in_maps_its_servers_events_and_may_not_move_the_listener() {
+    let port = free_port();
+    let b = Box_::new("", "", "");
+    b.write_config("", "", &hooks(port, ""));
+    let d = b.dir.path().join("conf.d");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::create_dir_all(b.dir.path().join("srs")).unwrap();
+    let drop_in = "[[store]]\nname = \"srs\"\nkind = \"local\"\nroot = \"../srs\"\n\n[[class]]\nname = \"srs-dvr\"\nstore = \"srs\"\nmatch = [\"**/*.flv\"]\nlifecycle = \"recording\"\nkeep_for = \"7d\"\nquiet_period = \"1h\"\n\n[hooks.srs]\nstore = \"srs\"\npaths = { \"/usr/local/srs/objs/nginx/html\" = \"../srs\" }\n";
+    std::fs::write(d.join("50-srs.toml"), drop_in).unwrap();
+    b.cli(&["check-config"]).ok();
+    std::fs::create_dir_all(b.dir.path().join("srs/live")).unwrap();
+    std::fs::write(b.dir.path().join("srs/live/cam.1.flv"), vec![7u8; 4000]).unwrap();
+    let daemon = b.daemon(None);
+    let body = r#"{"action":"on_dvr","app":"live","stream":"cam","cwd":"/usr/local/srs","file":"./objs/nginx/html/live/cam.1.flv"}"#;
+    let (st, answer) = post(port, "/hooks/srs", JSON, body.as_bytes());
+    assert_eq!((st, answer.as_str()), (200, r#"{"code":0}"#));
+    let x = explain(&b, "srs:live/cam.1.flv");
+    assert!(x["entry"]["tags"].to_string().contains("server=srs"), "{x}");
+    drop(daemon);
+
+    // The listener is the main file's: a drop-in's `listen` is refused at its line; the
+    // same dialect mapped twice names both places.
+    std::fs::write(
+        d.join("60-more.toml"),
+        "[hooks]\nlisten = \"0.0.0.0:1\"\n\n[hooks.srs]\nstore = \"srs\"\n",
+    )
+    .unwrap();
+    let r = b.cli(&["check-config"]);
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    let more = d.join("60-more.toml").display().to_string();
+    let srs = d.join("50-srs.toml").display().to_string();
+    assert!(
+        r.stderr.contains(&format!(
+            "{more}:2:10: hooks.listen and hooks.token belong in the main config file"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "{more}:4:1: [hooks.srs] is defined twice: first at {srs}:"
+        )),
+        "{}",
+        r.stderr
+    );
+    // Without a listener in the main file, a drop-in's mapping is checked and inert.
+    std::fs::remove_file(d.join("60-more.toml")).unwrap();
+    b.write_config("", "", "");
+    b.cli(&["check-config"]).ok();
+}

@@ -27,7 +27,8 @@ pub struct MetricsTable {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HooksTable {
-    pub listen: Spanned<String>,
+    /// Required in the main file; refused in a drop-in.
+    pub listen: Option<Spanned<String>>,
     pub token: Option<Spanned<String>>,
     #[serde(rename = "nginx-rtmp")]
     pub nginx_rtmp: Option<Spanned<ServerHooksTable>>,
@@ -46,7 +47,8 @@ pub struct ServerHooksTable {
     pub paths: std::collections::BTreeMap<String, PathBuf>,
 }
 
-/// A drop-in of `conf.d/`: one server's stores and classes, merged after the main file.
+/// A drop-in of `conf.d/`: one server's stores and classes, and how its webhooks map onto
+/// them, merged after the main file.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DropIn {
@@ -54,6 +56,8 @@ pub struct DropIn {
     pub store: Vec<StoreTable>,
     #[serde(default)]
     pub class: Vec<Spanned<ClassTable>>,
+    /// Only `[hooks.<dialect>]` tables: the listener is the main file's.
+    pub hooks: Option<Spanned<HooksTable>>,
 }
 
 #[derive(Deserialize)]

@@ -140,9 +140,11 @@ impl Validator<'_> {
         let mut store_spans = HashMap::new();
         let mut store_tables = vec![(0, raw.store)];
         let mut class_tables = vec![(0, raw.class)];
+        let mut hook_tables = vec![(0, raw.hooks)];
         for (i, d) in drop_ins.into_iter().enumerate() {
             store_tables.push((i + 1, d.store));
             class_tables.push((i + 1, d.class));
+            hook_tables.push((i + 1, d.hooks));
         }
         for (src, list) in store_tables {
             self.cur = src;
@@ -172,7 +174,7 @@ impl Validator<'_> {
         self.check_offload_targets(&stores, &classes, &store_spans);
         self.cur = 0;
         let watchdog = self.watchdog(raw.watchdog, &stores);
-        let hooks = raw.hooks.map(|h| self.hooks(h, &stores));
+        let hooks = self.hooks(hook_tables, &stores);
         let metrics = raw.metrics.map(|m| self.metrics(m));
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         Config {
@@ -213,17 +215,80 @@ impl Validator<'_> {
         MetricsListen { listen }
     }
 
-    /// `[hooks]` and its `[hooks.<dialect>]` tables.
-    fn hooks(&mut self, raw: Spanned<raw::HooksTable>, stores: &[Store]) -> Hooks {
-        let h = raw.into_inner();
-        let listen = match h.listen.get_ref().parse::<std::net::SocketAddr>() {
+    /// `[hooks]` of the main file (`tables[0]`) and the `[hooks.<dialect>]` tables of every
+    /// file: a drop-in may map its server's events (not move the listener); a dialect
+    /// mapped twice is an error naming both places. Without `[hooks] listen` in the main
+    /// file, webhooks are off and the drop-ins' tables are only checked.
+    fn hooks(
+        &mut self,
+        tables: Vec<(usize, Option<Spanned<raw::HooksTable>>)>,
+        stores: &[Store],
+    ) -> Option<Hooks> {
+        let mut main: Option<(std::net::SocketAddr, Option<String>)> = None;
+        let mut servers = std::collections::BTreeMap::new();
+        let mut seen: HashMap<Dialect, Place> = HashMap::new();
+        for (src, t) in tables {
+            let Some(t) = t else { continue };
+            self.cur = src;
+            let span = t.span();
+            let h = t.into_inner();
+            if src == 0 {
+                main = self.listener(&h, span);
+            } else if let Some(k) = h
+                .listen
+                .as_ref()
+                .map(|l| l.span())
+                .or(h.token.as_ref().map(|t| t.span()))
+            {
+                self.err(k, "hooks.listen and hooks.token belong in the main config file (one listener for every server); a drop-in may only add [hooks.<dialect>] tables");
+            }
+            for (d, t) in [
+                (Dialect::NginxRtmp, h.nginx_rtmp),
+                (Dialect::Srs, h.srs),
+                (Dialect::Zlmediakit, h.zlmediakit),
+                (Dialect::Owncast, h.owncast),
+            ] {
+                let Some(t) = t else { continue };
+                if let Some(first) = seen.get(&d) {
+                    let at = self.at(first);
+                    self.err(
+                        t.span(),
+                        format!("[hooks.{}] is defined twice: first at {at}", d.name()),
+                    );
+                    continue;
+                }
+                seen.insert(d, (src, t.span()));
+                let server = self.server_hooks(d, t, stores);
+                servers.insert(d, server);
+            }
+        }
+        self.cur = 0;
+        let (listen, token) = main?;
+        Some(Hooks {
+            listen,
+            token,
+            servers,
+        })
+    }
+
+    /// `[hooks] listen` and `token` of the main file (None: no listener, webhooks off).
+    fn listener(
+        &mut self,
+        h: &raw::HooksTable,
+        span: Range<usize>,
+    ) -> Option<(std::net::SocketAddr, Option<String>)> {
+        let Some(l) = &h.listen else {
+            self.err(span, "[hooks] needs listen = \"ADDRESS:PORT\" (like \"127.0.0.1:8089\"), where media servers post their events");
+            return None;
+        };
+        let listen = match l.get_ref().parse::<std::net::SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
                 self.err(
-                    h.listen.span(),
+                    l.span(),
                     format!(
                         "hooks.listen {:?} must be an address and port, like \"127.0.0.1:8089\"",
-                        h.listen.get_ref()
+                        l.get_ref()
                     ),
                 );
                 std::net::SocketAddr::from(([127, 0, 0, 1], 0))
@@ -241,61 +306,54 @@ impl Validator<'_> {
         }
         if !listen.ip().is_loopback() && token.is_none() {
             self.err(
-                h.listen.span(),
+                l.span(),
                 format!("hooks.listen {listen} is not a loopback address: set hooks.token too, so that only your media servers can post events"),
             );
         }
-        let mut servers = std::collections::BTreeMap::new();
-        for (d, t) in [
-            (Dialect::NginxRtmp, h.nginx_rtmp),
-            (Dialect::Srs, h.srs),
-            (Dialect::Zlmediakit, h.zlmediakit),
-            (Dialect::Owncast, h.owncast),
-        ] {
-            let Some(t) = t else { continue };
-            let span = t.span();
-            let t = t.into_inner();
-            let what = format!("hooks.{}", d.name());
-            match &t.store {
-                Some(s) if !stores.iter().any(|x| &x.name == s && x.is_local()) => self.err(
-                    span.clone(),
-                    format!("{what}: store {s:?} is not a local store"),
-                ),
-                None if !t.playlists.is_empty() => self.err(
-                    span.clone(),
-                    format!("{what}: playlists need the store they are in (store = \"…\")"),
-                ),
-                _ => {}
-            }
-            for p in &t.playlists {
-                let probe = p.replace("{app}", "a").replace("{stream}", "s");
-                if p.starts_with('/') || glob(&probe).is_err() {
-                    self.err(span.clone(), format!("{what}: playlist pattern {p:?} must be a glob relative to the store root ({{app}} and {{stream}} stand for the event's)"));
-                }
-            }
-            let mut paths = Vec::new();
-            for (from, to) in t.paths {
-                let to = self.resolve(&to);
-                if !from.starts_with('/') {
-                    self.err(span.clone(), format!("{what}: paths key {from:?} must be absolute (the path as the server sees it)"));
-                }
-                paths.push((PathBuf::from(from), to));
-            }
-            // The longest prefix first, so that the most specific mapping applies.
-            paths.sort_by_key(|(f, _)| std::cmp::Reverse(f.as_os_str().len()));
-            servers.insert(
-                d,
-                ServerHooks {
-                    store: t.store,
-                    playlists: t.playlists,
-                    paths,
-                },
-            );
+        Some((listen, token))
+    }
+
+    /// One `[hooks.<dialect>]` table, resolved against its own file.
+    fn server_hooks(
+        &mut self,
+        d: Dialect,
+        t: Spanned<raw::ServerHooksTable>,
+        stores: &[Store],
+    ) -> ServerHooks {
+        let span = t.span();
+        let t = t.into_inner();
+        let what = format!("hooks.{}", d.name());
+        match &t.store {
+            Some(s) if !stores.iter().any(|x| &x.name == s && x.is_local()) => self.err(
+                span.clone(),
+                format!("{what}: store {s:?} is not a local store"),
+            ),
+            None if !t.playlists.is_empty() => self.err(
+                span.clone(),
+                format!("{what}: playlists need the store they are in (store = \"…\")"),
+            ),
+            _ => {}
         }
-        Hooks {
-            listen,
-            token,
-            servers,
+        for p in &t.playlists {
+            let probe = p.replace("{app}", "a").replace("{stream}", "s");
+            if p.starts_with('/') || glob(&probe).is_err() {
+                self.err(span.clone(), format!("{what}: playlist pattern {p:?} must be a glob relative to the store root ({{app}} and {{stream}} stand for the event's)"));
+            }
+        }
+        let mut paths = Vec::new();
+        for (from, to) in t.paths {
+            let to = self.resolve(&to);
+            if !from.starts_with('/') {
+                self.err(span.clone(), format!("{what}: paths key {from:?} must be absolute (the path as the server sees it)"));
+            }
+            paths.push((PathBuf::from(from), to));
+        }
+        // The longest prefix first, so that the most specific mapping applies.
+        paths.sort_by_key(|(f, _)| std::cmp::Reverse(f.as_os_str().len()));
+        ServerHooks {
+            store: t.store,
+            playlists: t.playlists,
+            paths,
         }
     }
 
