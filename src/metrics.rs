@@ -138,8 +138,9 @@ pub struct Metrics {
     pub(crate) pass_seconds: Family<PassLabel, Histogram>,
     pub(crate) reloads: Family<ReloadLabel, Counter>,
     pub(crate) config_loaded_at: FGauge,
-    /// Files due for deletion that the last local pass kept because they are in use.
-    pub(crate) in_use: Family<StoreClass, Gauge>,
+    /// Files due for deletion that the last local pass kept because they are in use, per
+    /// store and class (every local class, zero or not), replaced whole after each pass.
+    pub(crate) in_use: Mutex<Vec<(StoreClass, u64)>>,
     /// The class totals of the last read: when, and the last full scan it followed.
     #[allow(clippy::type_complexity)]
     totals: Mutex<Option<(Instant, Option<i64>, Vec<crate::registry::ClassTotals>)>>,
@@ -177,7 +178,7 @@ impl Default for Metrics {
             pass_seconds: Family::new_with_constructor(pass_histogram as fn() -> Histogram),
             reloads: Family::default(),
             config_loaded_at: FGauge::default(),
-            in_use: Family::default(),
+            in_use: Mutex::new(Vec::new()),
             totals: Mutex::new(None),
             totals_reading: std::sync::atomic::AtomicBool::new(false),
             sys: Mutex::new(None),
@@ -381,23 +382,24 @@ impl Metrics {
         config: &crate::config::Config,
         counts: &std::collections::HashMap<(String, String), u64>,
     ) {
-        self.in_use.clear();
-        for c in config.classes.iter() {
-            if config.store(&c.store).is_some_and(|s| s.is_local()) {
-                let _ = self.in_use.get_or_create(&StoreClass {
+        let mut all: Vec<(StoreClass, u64)> = config
+            .classes
+            .iter()
+            .filter(|c| config.store(&c.store).is_some_and(|s| s.is_local()))
+            .map(|c| {
+                let n = counts
+                    .get(&(c.store.clone(), c.name.clone()))
+                    .copied()
+                    .unwrap_or(0);
+                let labels = StoreClass {
                     store: c.store.clone(),
                     class: class_label(&c.name),
-                });
-            }
-        }
-        for ((store, class), n) in counts {
-            self.in_use
-                .get_or_create(&StoreClass {
-                    store: store.clone(),
-                    class: class_label(class),
-                })
-                .set(*n as i64);
-        }
+                };
+                (labels, n)
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.0.store, &a.0.class).cmp(&(&b.0.store, &b.0.class)));
+        *self.in_use.lock().expect("in-use lock") = all;
     }
 
     /// Creates the zero series of every bounded label set the running config implies
@@ -531,11 +533,6 @@ impl Metrics {
             "reloads",
             "Reload attempts, by result",
             self.reloads.clone(),
-        );
-        reg.register(
-            "in_use_files",
-            "Files due for deletion that the last local pass kept because they are in use (open, locked, leased, listed by a live playlist, still being written by a recorder)",
-            self.in_use.clone(),
         );
         reg.register(
             "config_last_load_timestamp_seconds",

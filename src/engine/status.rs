@@ -152,9 +152,6 @@ pub struct OffloadBackoff {
 }
 
 impl Engine {
-    /// `GET /metrics`: the counters and, computed now, the gauges (see [`crate::metrics`]),
-    /// in the Prometheus text exposition format. Reads no file list: the class totals come
-    /// from one grouped query at most every [`crate::metrics::TOTALS_MAX_AGE`].
     /// Reads the class totals again (the registry's grouped query, on a connection of its
     /// own: passes and scrapes do not wait for it) for the metrics.
     pub fn refresh_totals(&self) {
@@ -166,8 +163,10 @@ impl Engine {
         }
     }
 
-    /// The metrics in the text exposition format, and whether the class totals it used are
+    /// `GET /metrics`: the counters and, computed now, the gauges (see [`crate::metrics`]),
+    /// in the Prometheus text exposition format, and whether the class totals it used are
     /// stale (the caller reads them again in the background: [`Engine::refresh_totals`]).
+    /// Reads no file list.
     pub fn metrics_text(&self) -> Result<(String, bool)> {
         use crate::metrics::{StoreClass, VolumeLabel, VolumeState, class_label, gauge, gauges};
         use prometheus_client::registry::Unit;
@@ -224,6 +223,18 @@ impl Engine {
             |f| {
                 for t in &totals {
                     f.get_or_create(&sc(t)).set(t.retained_bytes as f64);
+                }
+            },
+        );
+        let in_use = self.metrics.in_use.lock().expect("in-use lock").clone();
+        gauges(
+            &mut reg,
+            "in_use_files",
+            "Files due for deletion that the last local pass kept because they are in use (open, locked, leased, listed by a live playlist, still being written by a recorder)",
+            None,
+            |f| {
+                for (labels, n) in &in_use {
+                    f.get_or_create(labels).set(*n as f64);
                 }
             },
         );
