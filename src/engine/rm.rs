@@ -86,6 +86,7 @@ pub struct RmReport {
     /// Directories removed, deepest first.
     pub removed_dirs: Vec<RemovedDir>,
     /// Wall time.
+    #[serde(rename = "took", with = "crate::units::millis")]
     pub millis: u64,
 }
 
