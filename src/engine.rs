@@ -105,8 +105,8 @@ pub struct FileResult {
     /// Relative path.
     #[serde(with = "crate::spell::serde_path")]
     pub path: PathBuf,
-    /// Class.
-    pub class: String,
+    /// Its class (None: no class matches, a file named by `rm`).
+    pub class: Option<String>,
     /// The rule that selected it.
     pub rule: Rule,
     /// Its size (`size`, as every file object says it).
@@ -635,7 +635,7 @@ fn file_result(a: &policy::Action, result: Outcome) -> FileResult {
     FileResult {
         store: a.entry.store.clone(),
         path: a.entry.path.clone(),
-        class: a.class_name.clone(),
+        class: (!a.class_name.is_empty()).then(|| a.class_name.clone()),
         rule: a.rule,
         bytes: a.entry.size,
         result,

@@ -133,7 +133,7 @@ fn render_gc(r: &GcReport) -> String {
             "{word:<12} {:<48} {:>10}  {:<14} {}",
             loc(&f.store, &f.path),
             ByteSize(f.bytes).to_string(),
-            f.class,
+            f.class.as_deref().unwrap_or("-"),
             detail
         );
     }

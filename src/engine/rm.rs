@@ -156,7 +156,7 @@ fn result_at(store: &str, path: &Path, result: Outcome, reason: &str) -> FileRes
     FileResult {
         store: store.to_string(),
         path: path.to_path_buf(),
-        class: String::new(),
+        class: None,
         rule: Rule::Manual,
         bytes: 0,
         result,
