@@ -217,7 +217,7 @@ fn every_json_answer_has_rfc3339_times_and_config_spans() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["id"].to_string() == lease)
+        .find(|l| Some(l["id"].clone()) == lease.parse::<i64>().ok().map(Value::from))
         .unwrap_or_else(|| panic!("lease {lease} not in {leases}"));
     assert_eq!(
         time_of(&l["expires"])
