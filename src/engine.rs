@@ -49,7 +49,7 @@ pub use marks::{Mark, MarkResult, check_tag};
 pub use remote::fetch;
 pub use rm::{RM_TRIGGER, RemovedDir, RmReport, RmRequest};
 pub use runtime::Runtime;
-pub use status::{Activity, OffloadBackoff, Status, Volume};
+pub use status::{Activity, OffloadBackoff, Reload, Status, Volume};
 
 /// Failures of an operation; each maps to a sysexits code.
 #[derive(Debug, thiserror::Error)]
@@ -105,11 +105,12 @@ pub struct FileResult {
     /// Relative path.
     #[serde(with = "crate::spell::serde_path")]
     pub path: PathBuf,
-    /// Class.
-    pub class: String,
+    /// Its class (None: no class matches, a file named by `rm`).
+    pub class: Option<String>,
     /// The rule that selected it.
     pub rule: Rule,
-    /// Its size.
+    /// Its size (`size`, as every file object says it).
+    #[serde(rename = "size")]
     pub bytes: u64,
     /// What happened.
     pub result: Outcome,
@@ -121,6 +122,7 @@ pub struct FileResult {
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct GcReport {
     /// Planned at.
+    #[serde(with = "crate::units::rfc3339")]
     pub at: Nanos,
     /// Nothing was changed.
     pub dry_run: bool,
@@ -147,12 +149,15 @@ pub struct GcReport {
     /// Empty directories removed.
     pub pruned_dirs: u64,
     /// Wall time.
+    #[serde(rename = "took", with = "crate::units::millis")]
     pub millis: u64,
     /// When the next kept file becomes due by a time rule.
+    #[serde(with = "crate::units::rfc3339_opt")]
     pub next_due: Option<Nanos>,
     /// Open-file/lock snapshots taken during the pass.
     pub snapshots: u64,
     /// The slowest of them, in microseconds.
+    #[serde(rename = "snapshot_max", with = "crate::units::micros")]
     pub snapshot_max_us: u64,
     /// Per file (empty in summaries).
     pub results: Vec<FileResult>,
@@ -634,7 +639,7 @@ fn file_result(a: &policy::Action, result: Outcome) -> FileResult {
     FileResult {
         store: a.entry.store.clone(),
         path: a.entry.path.clone(),
-        class: a.class_name.clone(),
+        class: (!a.class_name.is_empty()).then(|| a.class_name.clone()),
         rule: a.rule,
         bytes: a.entry.size,
         result,

@@ -36,7 +36,8 @@ pub struct ScanStats {
     pub unreadable: u64,
     /// Entries forgotten because their files are gone.
     pub forgotten: u64,
-    /// Wall time in milliseconds.
+    /// Wall time.
+    #[serde(rename = "took", with = "crate::units::millis")]
     pub millis: u64,
     /// Empty directories seen (candidates for pruning).
     #[serde(skip)]

@@ -138,11 +138,40 @@ impl FromStr for Dur {
 
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_zero() {
-            return write!(f, "0s");
-        }
-        write!(f, "{}", humantime::format_duration(self.0))
+        f.write_str(&fmt_dur(self.0))
     }
+}
+
+/// The units a duration is written in, as the config writes them, largest first.
+const DUR_UNITS: &[(&str, u128)] = &[
+    ("d", 86_400_000_000_000),
+    ("h", 3_600_000_000_000),
+    ("m", 60_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+    ("us", 1_000),
+    ("ns", 1),
+];
+
+/// Writes a duration as the config writes one: "7d", "10m", "1h 30m", "90s" is "1m 30s",
+/// "0s". Exact (down to "ns"), and [`Dur`]'s parser reads it back to the same value.
+pub fn fmt_dur(d: Duration) -> String {
+    let mut left = d.as_nanos();
+    if left == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, ns) in DUR_UNITS {
+        let n = left / ns;
+        if n > 0 {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&format!("{n}{unit}"));
+            left %= ns;
+        }
+    }
+    out
 }
 
 impl Dur {
@@ -207,12 +236,145 @@ pub fn fmt_time(t: Nanos) -> String {
 /// Formats a span of nanoseconds compactly ("2h 5m", "3d 4h"), dropping sub-second noise.
 pub fn fmt_span(ns: i64) -> String {
     let secs = (ns.max(0) / 1_000_000_000) as u64;
-    if secs == 0 {
-        return "0s".into();
-    }
-    let parts = humantime::format_duration(Duration::from_secs(secs)).to_string();
-    // Keep the two most significant units: "3days 4h 5m 6s" → "3days 4h".
+    let parts = fmt_dur(Duration::from_secs(secs));
+    // Keep the two most significant units: "3d 4h 5m 6s" → "3d 4h".
     parts.split(' ').take(2).collect::<Vec<_>>().join(" ")
+}
+
+/// A time as JSON shows it: RFC 3339, UTC, milliseconds ("2026-12-03T14:57:04.123Z").
+pub fn fmt_time_json(t: Nanos) -> String {
+    let st = if t >= 0 {
+        std::time::UNIX_EPOCH + Duration::from_nanos(t as u64)
+    } else {
+        std::time::UNIX_EPOCH
+    };
+    humantime::format_rfc3339_millis(st).to_string()
+}
+
+/// Reads an RFC 3339 time ("2026-11-22T08:00:00Z", "2026-11-22T08:00:00.123+01:00",
+/// "2026-11-22 08:00:00Z") to nanoseconds since the epoch.
+pub fn parse_time(s: &str) -> Result<Nanos, String> {
+    let t = s.trim();
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+        return dt
+            .timestamp_nanos_opt()
+            .ok_or_else(|| format!("time {s:?} is out of range"));
+    }
+    // Without an offset ("2026-11-22T08:00:00"): UTC, as `plan --at` always took it.
+    humantime::parse_rfc3339_weak(t)
+        .map(crate::clock::to_nanos)
+        .map_err(|_| bad_time(s))
+}
+
+fn bad_time(s: &str) -> String {
+    format!("invalid time {s:?}: write it in RFC 3339 like \"2026-11-22T08:00:00Z\"")
+}
+
+/// Reads a point in time as `plan --at` and `GET /v1/plan?at=` take it: "now", "+DURATION"
+/// ("+2h", "+7d") from `now`, or RFC 3339 ("2026-11-22T08:00:00Z").
+pub fn parse_at(s: &str, now: Nanos) -> Result<Nanos, String> {
+    let t = s.trim();
+    if t == "now" {
+        return Ok(now);
+    }
+    if let Some(d) = t.strip_prefix('+') {
+        let d: Dur = d.parse()?;
+        return Ok(now.saturating_add(d.as_nanos_i64()));
+    }
+    parse_time(t).map_err(|_| {
+        format!(
+            "invalid time {s:?}: write \"now\", a duration from now like \"+2h\" or \"+7d\", or RFC 3339 like \"2026-11-22T08:00:00Z\""
+        )
+    })
+}
+
+/// Serde for a time in JSON: RFC 3339 UTC with milliseconds ([`fmt_time_json`]), read
+/// back with [`parse_time`]. `#[serde(with = "crate::units::rfc3339")]` on a [`Nanos`].
+pub mod rfc3339 {
+    use super::*;
+
+    /// Writes `t` as RFC 3339.
+    pub fn serialize<S: Serializer>(t: &Nanos, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&fmt_time_json(*t))
+    }
+
+    /// Reads RFC 3339.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Nanos, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_time(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// [`rfc3339`] for an `Option<Nanos>` (`null` when absent).
+pub mod rfc3339_opt {
+    use super::*;
+
+    /// Writes `t` as RFC 3339, or null.
+    pub fn serialize<S: Serializer>(t: &Option<Nanos>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&fmt_time_json(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads RFC 3339 or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Nanos>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| parse_time(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Serde for a measured span kept as whole milliseconds, written as the config writes a
+/// duration ("1s 250ms"). `#[serde(with = "crate::units::millis")]` on a `u64`.
+pub mod millis {
+    use super::*;
+
+    /// Writes `ms` as a duration.
+    pub fn serialize<S: Serializer>(ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&fmt_dur(Duration::from_millis(*ms)))
+    }
+
+    /// Reads a duration, to whole milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let d = Dur::deserialize(d)?;
+        Ok(u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Serde for a measured span kept as whole microseconds, written as a duration ("1ms 500us").
+pub mod micros {
+    use super::*;
+
+    /// Writes `us` as a duration.
+    pub fn serialize<S: Serializer>(us: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&fmt_dur(Duration::from_micros(*us)))
+    }
+
+    /// Reads a duration, to whole microseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let d = Dur::deserialize(d)?;
+        Ok(u64::try_from(d.0.as_micros()).unwrap_or(u64::MAX))
+    }
+}
+
+/// [`micros`] for an `Option<u64>`.
+pub mod micros_opt {
+    use super::*;
+
+    /// Writes `us` as a duration, or null.
+    pub fn serialize<S: Serializer>(us: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match us {
+            Some(us) => s.serialize_str(&fmt_dur(Duration::from_micros(*us))),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Reads a duration or null.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        Ok(Option::<Dur>::deserialize(d)?
+            .map(|d| u64::try_from(d.0.as_micros()).unwrap_or(u64::MAX)))
+    }
 }
 
 #[cfg(test)]
@@ -253,7 +415,78 @@ mod tests {
         assert!("soon".parse::<Dur>().is_err());
         assert_eq!(
             fmt_span(3 * 86400 * 1_000_000_000 + 4 * 3600 * 1_000_000_000 + 5),
-            "3days 4h"
+            "3d 4h"
         );
+    }
+
+    #[test]
+    fn durations_are_written_as_the_config_writes_them() {
+        for (d, s) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(7 * 86400), "7d"),
+            (Duration::from_secs(600), "10m"),
+            (Duration::from_secs(90), "1m 30s"),
+            (Duration::from_secs(5400), "1h 30m"),
+            (Duration::from_millis(1500), "1s 500ms"),
+            (Duration::new(86400 + 1, 2_003_004), "1d 1s 2ms 3us 4ns"),
+        ] {
+            assert_eq!(Dur(d).to_string(), s);
+            assert_eq!(s.parse::<Dur>().unwrap(), Dur(d), "{s}");
+        }
+        // Every span reads back to itself, whatever its units.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let d = Duration::new(x % (400 * 86400), (x >> 20) as u32 % 1_000_000_000);
+            let d = [
+                d,
+                Duration::from_secs(d.as_secs()),
+                Duration::from_secs(d.as_secs() / 60 * 60),
+            ][(x % 3) as usize];
+            assert_eq!(Dur(d).to_string().parse::<Dur>().unwrap(), Dur(d));
+        }
+    }
+
+    #[test]
+    fn times() {
+        let t = 1_796_225_820_707_117_194;
+        assert_eq!(fmt_time_json(t), "2026-12-02T15:37:00.707Z");
+        assert_eq!(
+            parse_time("2026-12-02T15:37:00.707Z").unwrap(),
+            t / 1_000_000 * 1_000_000
+        );
+        assert_eq!(
+            parse_time("2026-12-02T16:37:00.707+01:00").unwrap(),
+            t / 1_000_000 * 1_000_000
+        );
+        assert_eq!(
+            parse_time("2026-12-02T15:07:00.707-00:30").unwrap(),
+            t / 1_000_000 * 1_000_000
+        );
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("1796225820707117194").is_err());
+        let now = 1_000_000_000_000;
+        assert_eq!(parse_at("now", now).unwrap(), now);
+        assert_eq!(parse_at("+2h", now).unwrap(), now + 7200 * 1_000_000_000);
+        assert_eq!(
+            parse_at("+7d", now).unwrap(),
+            now + 7 * 86400 * 1_000_000_000
+        );
+        assert_eq!(
+            parse_at("2026-11-22T08:00:00Z", now).unwrap(),
+            1_795_334_400_000_000_000
+        );
+        for bad in [
+            "",
+            "+",
+            "+soon",
+            "tomorrow",
+            "2026-13-01T00:00:00Z",
+            "1796225820707117194",
+        ] {
+            assert!(parse_at(bad, now).is_err(), "{bad:?}");
+        }
     }
 }

@@ -38,6 +38,7 @@ pub const RETRY_AFTER: Nanos = 5 * SEC;
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
 pub struct Sample {
     /// When.
+    #[serde(with = "crate::units::rfc3339")]
     pub at: Nanos,
     /// Bytes of the filesystem.
     pub total: u64,
@@ -324,6 +325,7 @@ impl fmt::Display for State {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct PressureReport {
     /// Started at.
+    #[serde(with = "crate::units::rfc3339")]
     pub at: Nanos,
     /// Why it ran.
     pub triggers: Vec<String>,
@@ -348,10 +350,12 @@ pub struct PressureReport {
     /// Nothing more was deletable.
     pub exhausted: bool,
     /// From the first trigger sample to the first unlink, microseconds.
+    #[serde(rename = "first_unlink_after", with = "crate::units::micros_opt")]
     pub first_unlink_us: Option<u64>,
     /// Why the rest stays (when the goal was not reached).
     pub kept: Option<Kept>,
-    /// Milliseconds.
+    /// Wall time.
+    #[serde(rename = "took", with = "crate::units::millis")]
     pub millis: u64,
 }
 

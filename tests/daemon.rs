@@ -159,7 +159,7 @@ fn reload_applies_new_rules_and_keeps_running_ones_on_a_bad_edit() {
     let st = n.expect("reload failed", T);
     assert!(st.contains("running config kept"), "{st}");
     let status = b.cli(&["status", "--json"]).ok().json();
-    let err = status["activity"]["last_reload"][1]
+    let err = status["activity"]["last_reload"]["error"]
         .as_str()
         .unwrap()
         .to_string();

@@ -152,14 +152,22 @@ fn a_writer_never_hits_enospc_and_protected_files_survive_then_stuck() {
         n += 1;
         assert!(n < 200, "the archive did not fill the volume");
     }
-    let filled = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    // Whole milliseconds, as the report's RFC 3339 times are written.
+    let filled = std::time::UNIX_EPOCH
+        + Duration::from_millis(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+        );
     // Stuck, as seen by a pass that started after the archive was written.
     wait_for("the volume to be reported stuck", T, || {
         let v = volume(&b);
-        v["state"] == "stuck" && v["last_pass"]["at"].as_u64().unwrap() > filled
+        v["state"] == "stuck"
+            && v["last_pass"]["at"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339(t).ok())
+                .is_some_and(|t| t > filled)
     });
     let v = volume(&b);
     let kept = &v["last_pass"]["kept"];

@@ -282,22 +282,10 @@ fn print_json(v: &impl Serialize) -> Result<(), Failure> {
         .map_err(|e| Failure::new(exit::IOERR, format!("writing output: {e}")))
 }
 
-/// Parses `--at`: RFC 3339, "+DURATION", or "now".
+/// Parses `--at`: RFC 3339, "+DURATION", or "now" ([`crate::units::parse_at`], which
+/// `GET /v1/plan?at=` takes too).
 pub fn parse_at(s: &str, now: Nanos) -> Result<Nanos, Failure> {
-    let bad = |m: String| Failure::new(exit::USAGE, format!("--at {s:?}: {m}"));
-    if s == "now" {
-        return Ok(now);
-    }
-    if let Some(d) = s.strip_prefix('+') {
-        let d: crate::units::Dur = d.parse().map_err(bad)?;
-        return Ok(now.saturating_add(d.as_nanos_i64()));
-    }
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
-        bad(format!(
-            "{e}; use RFC 3339 like 2026-11-22T08:00:00Z or +2h"
-        ))
-    })?;
-    Ok(crate::clock::to_nanos(t))
+    crate::units::parse_at(s, now).map_err(|m| Failure::new(exit::USAGE, format!("--at: {m}")))
 }
 
 /// Runs a parsed command line.

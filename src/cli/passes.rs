@@ -6,7 +6,8 @@ use super::*;
 pub(super) async fn plan(b: &Backend, json: bool, at: Option<String>) -> Result<(), Failure> {
     let at = at.map(|a| parse_at(&a, system_now())).transpose()?;
     let uri = match at {
-        Some(t) => format!("/v1/plan?at={t}"),
+        // RFC 3339 (digits, "-", ":", "T", ".", "Z": nothing to escape in a query).
+        Some(t) => format!("/v1/plan?at={}", crate::units::fmt_time_json(t)),
         None => "/v1/plan".into(),
     };
     let p: Plan = b
@@ -57,7 +58,7 @@ fn render_plan(p: &Plan) -> String {
             "offload {:<48} {:>10}  {:<14} to {}:{}",
             loc(&f.entry.store, &f.entry.path),
             ByteSize(f.entry.size).to_string(),
-            f.class_name,
+            f.entry.class.as_deref().unwrap_or(""),
             f.to,
             crate::spell::show(&f.entry.path)
         );
@@ -72,7 +73,7 @@ fn render_plan(p: &Plan) -> String {
             "{word:<7} {:<48} {:>10}  {:<14} {:<9} {why}",
             loc(&a.entry.store, &a.entry.path),
             ByteSize(a.entry.size).to_string(),
-            a.class_name,
+            a.entry.class.as_deref().unwrap_or(""),
             a.rule.to_string(),
         );
     }
@@ -132,7 +133,7 @@ fn render_gc(r: &GcReport) -> String {
             "{word:<12} {:<48} {:>10}  {:<14} {}",
             loc(&f.store, &f.path),
             ByteSize(f.bytes).to_string(),
-            f.class,
+            f.class.as_deref().unwrap_or("-"),
             detail
         );
     }

@@ -68,7 +68,7 @@ fn render_rm(r: &RmReport) -> String {
             Outcome::Refused(d) | Outcome::Failed(d) => d.clone(),
             _ => f.reason.clone(),
         };
-        let class = if f.class.is_empty() { "-" } else { &f.class };
+        let class = f.class.as_deref().unwrap_or("-");
         let _ = writeln!(
             o,
             "{word:<12} {:<48} {:>10}  {class:<14} {detail}",

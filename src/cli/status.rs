@@ -64,16 +64,16 @@ fn render_status(s: &Status, now: Nanos) -> String {
             fmt_time(next)
         );
     }
-    if let Some((t, err)) = &a.last_reload {
-        match err {
+    if let Some(r) = &a.last_reload {
+        match &r.error {
             None => {
-                let _ = writeln!(o, "reload:     {} ok", fmt_time(*t));
+                let _ = writeln!(o, "reload:     {} ok", fmt_time(r.at));
             }
             Some(e) => {
                 let _ = writeln!(
                     o,
                     "reload:     {} REFUSED, running config kept: {e}",
-                    fmt_time(*t)
+                    fmt_time(r.at)
                 );
             }
         }
@@ -133,7 +133,7 @@ fn render_volume(o: &mut String, v: &crate::engine::Volume, now: Nanos) {
         (Some(r), Some(t)) => format!(
             "filling at {}/s, full in {}",
             ByteSize(r as u64),
-            fmt_span((t * 1e9) as Nanos)
+            fmt_span(t.as_nanos_i64())
         ),
         (Some(r), None) if r < 0.0 => format!("shrinking at {}/s", ByteSize((-r) as u64)),
         (Some(_), None) => "not filling".into(),

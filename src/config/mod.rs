@@ -247,7 +247,8 @@ pub struct Class {
     pub name: String,
     /// The store whose files it matches.
     pub store: String,
-    /// Globs relative to the store root.
+    /// Globs relative to the store root (`match`, as the config writes it).
+    #[serde(rename = "match")]
     pub patterns: Vec<String>,
     /// Globs that take a file back out of this class.
     pub exclude: Vec<String>,

@@ -4,7 +4,7 @@
 //! | method | path           | body                                  | answer            |
 //! |--------|----------------|---------------------------------------|-------------------|
 //! | GET    | /v1/status     |                                       | `Status`          |
-//! | GET    | /v1/plan       | (query `at=NANOS`, optional)          | `Plan`            |
+//! | GET    | /v1/plan       | (query `at=`, optional: `now`, `+2h`, RFC 3339) | `Plan`  |
 //! | POST   | /v1/gc         | `{"dry_run": false}`                  | `GcReport`        |
 //! | POST   | /v1/ls         | `{"class": null, "retained": false}`  | `[Entry]`         |
 //! | POST   | /v1/explain    | `{"path": "media:tmp/x"}`             | `Explanation`     |
@@ -19,7 +19,9 @@
 //! | POST   | /v1/reload     |                                       | `{"reclassified": N}` |
 //! | POST   | /v1/rm         | `{"paths": ["media:rec/cam1"], "recursive": true, "dry_run": false, "force_retained": false}` | `RmReport` |
 //!
-//! Errors answer 4xx/5xx with `{"error": "...", "exit": CODE}`.
+//! Errors answer 4xx/5xx with `{"error": "...", "exit": CODE}`. The shapes of requests and
+//! answers are in docs/json.md: times are RFC 3339 UTC, spans are written as the config
+//! writes them.
 //!
 //! Every path, in request bodies and in answers, is a string in the lossless spelling of
 //! [`crate::spell`] (`"media:rec/a\\xffb.mp4"` in JSON names the byte 0xff), so a name that is

@@ -211,17 +211,60 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// `GET /v1/plan?at=`: what `plan --at` takes ([`crate::units::parse_at`]).
 #[derive(Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
 struct PlanQuery {
-    at: Option<i64>,
+    at: Option<String>,
+}
+
+/// A query string as `T`; one that is not answers 400 `{"error", "exit": 65}`.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Params<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Params(q))
+            .map_err(|e| bad_request(e.body_text()))
+    }
+}
+
+/// 400 with `{"error", "exit": 65}`: a request whose values are not understood.
+fn bad_request(error: String) -> ApiError {
+    ApiError(
+        StatusCode::BAD_REQUEST,
+        ErrorBody {
+            error,
+            exit: crate::exit::DATAERR,
+        },
+    )
 }
 
 async fn status(State(c): State<Ctl>) -> ApiResult<crate::engine::Status> {
     blocking(&c, |e| e.status()).await
 }
 
-async fn plan(State(c): State<Ctl>, Query(q): Query<PlanQuery>) -> ApiResult<crate::policy::Plan> {
-    blocking(&c, move |e| e.plan_checked(q.at.unwrap_or_else(|| e.now()))).await
+async fn plan(
+    State(c): State<Ctl>,
+    Params(q): Params<PlanQuery>,
+) -> ApiResult<crate::policy::Plan> {
+    let now = c.engine.now();
+    let at = match q.at {
+        // A "+" left unescaped in a query reads as a space ("?at=+2h", "…08:00:00+01:00").
+        Some(at) => crate::units::parse_at(&at, now)
+            .or_else(|m| crate::units::parse_at(&at.replace(' ', "+"), now).map_err(|_| m))
+            .map_err(|m| bad_request(format!("at: {m}")))?,
+        None => now,
+    };
+    blocking(&c, move |e| e.plan_checked(at)).await
 }
 
 async fn gc(State(c): State<Ctl>, Body(r): Body<GcRequest>) -> ApiResult<crate::engine::GcReport> {

@@ -15,7 +15,8 @@ pub struct Announced {
     pub path: PathBuf,
     /// Its class, if any matches.
     pub class: Option<String>,
-    /// Bytes.
+    /// Its size (`size`, as every file object says it).
+    #[serde(rename = "size")]
     pub bytes: u64,
     /// Its class offloads it: it is due for offload now.
     pub offload: bool,

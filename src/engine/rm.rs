@@ -86,6 +86,7 @@ pub struct RmReport {
     /// Directories removed, deepest first.
     pub removed_dirs: Vec<RemovedDir>,
     /// Wall time.
+    #[serde(rename = "took", with = "crate::units::millis")]
     pub millis: u64,
 }
 
@@ -155,7 +156,7 @@ fn result_at(store: &str, path: &Path, result: Outcome, reason: &str) -> FileRes
     FileResult {
         store: store.to_string(),
         path: path.to_path_buf(),
-        class: String::new(),
+        class: None,
         rule: Rule::Manual,
         bytes: 0,
         result,

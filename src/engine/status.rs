@@ -23,7 +23,11 @@ impl Engine {
                     inodes_free_pct: sample.inodes_free_pct(),
                     limits: limits.clone(),
                     rate,
-                    time_to_full: crate::watchdog::time_to_full(&sample, rate),
+                    time_to_full: crate::watchdog::time_to_full(&sample, rate).map(|secs| {
+                        crate::units::Dur(std::time::Duration::from_secs(
+                            secs.max(0.0).round() as u64
+                        ))
+                    }),
                     state: w.map(|w| w.state),
                     triggers: crate::watchdog::triggers(limits, &sample, rate)
                         .iter()
@@ -63,7 +67,7 @@ impl Engine {
         if let Some(e) = &error {
             error!(action = "reload", reason = %e, "reload refused; the running config stays");
         }
-        self.activity.lock().expect("activity lock").last_reload = Some((at, error));
+        self.activity.lock().expect("activity lock").last_reload = Some(Reload { at, error });
     }
 }
 
@@ -85,8 +89,8 @@ pub struct Volume {
     pub limits: crate::config::Limits,
     /// Fill rate, bytes per second (a daemon's watchdog measures it).
     pub rate: Option<f64>,
-    /// Seconds until full at that rate.
-    pub time_to_full: Option<f64>,
+    /// How long until full at that rate, to the second ("3h 20m 5s").
+    pub time_to_full: Option<crate::units::Dur>,
     /// The watchdog's state (None: no daemon watching).
     pub state: Option<crate::watchdog::State>,
     /// What puts it under pressure now.
@@ -94,6 +98,7 @@ pub struct Volume {
     /// The newest pressure pass.
     pub last_pass: Option<crate::watchdog::PressureReport>,
     /// Stuck since.
+    #[serde(with = "crate::units::rfc3339_opt")]
     pub stuck_since: Option<Nanos>,
 }
 
@@ -105,8 +110,10 @@ pub struct Activity {
     /// Its pid.
     pub pid: u32,
     /// Since.
+    #[serde(with = "crate::units::rfc3339")]
     pub started_at: Nanos,
     /// The last full scan finished at.
+    #[serde(with = "crate::units::rfc3339_opt")]
     pub last_scan_at: Option<Nanos>,
     /// What it found.
     pub last_scan: Vec<ScanStats>,
@@ -117,9 +124,20 @@ pub struct Activity {
     /// Bytes deleted since start.
     pub deleted_bytes: u64,
     /// The next scheduled pass.
+    #[serde(with = "crate::units::rfc3339_opt")]
     pub next_pass_at: Option<Nanos>,
-    /// The last reload: (at, error if it was refused).
-    pub last_reload: Option<(Nanos, Option<String>)>,
+    /// The last reload attempt.
+    pub last_reload: Option<Reload>,
+}
+
+/// A reload attempt, in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reload {
+    /// When.
+    #[serde(with = "crate::units::rfc3339")]
+    pub at: Nanos,
+    /// Why it was refused (None: the new config runs).
+    pub error: Option<String>,
 }
 
 /// `status`.
@@ -148,6 +166,7 @@ pub struct OffloadBackoff {
     /// Files waiting.
     pub files: u64,
     /// The earliest time one is tried again.
+    #[serde(with = "crate::units::rfc3339_opt")]
     pub next: Option<Nanos>,
 }
 

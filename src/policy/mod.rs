@@ -65,6 +65,7 @@ pub enum Verdict {
         /// Why, in words.
         reason: String,
         /// When a time rule will make it eligible (None: no time rule applies).
+        #[serde(with = "crate::units::rfc3339_opt")]
         eligible_at: Option<Nanos>,
     },
 }
@@ -237,13 +238,15 @@ pub struct Action {
     /// The entry.
     #[serde(flatten)]
     pub entry: Entry,
-    /// Its class.
+    /// Its class (in JSON only once: the entry's `class`).
+    #[serde(skip_serializing, default)]
     pub class_name: String,
     /// The rule that fired.
     pub rule: Rule,
     /// Why.
     pub reason: String,
     /// The time its age counts from.
+    #[serde(with = "crate::units::rfc3339")]
     pub age_ref: Nanos,
     /// Set by the engine when a dry run or `plan` asks: why the pass would refuse it now
     /// (in use, retained since, no verified copy…). The pure planner leaves it empty.
@@ -257,7 +260,8 @@ pub struct OffloadAction {
     /// The local entry.
     #[serde(flatten)]
     pub entry: Entry,
-    /// Its class.
+    /// Its class (in JSON only once: the entry's `class`).
+    #[serde(skip_serializing, default)]
     pub class_name: String,
     /// The S3 store.
     pub to: String,
@@ -286,6 +290,7 @@ pub struct ClassSummary {
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Plan {
     /// The time the plan is for.
+    #[serde(with = "crate::units::rfc3339")]
     pub at: Nanos,
     /// Deletions, oldest first.
     pub actions: Vec<Action>,
@@ -295,6 +300,7 @@ pub struct Plan {
     /// Per class.
     pub classes: Vec<ClassSummary>,
     /// The earliest time a kept entry becomes eligible by a time rule.
+    #[serde(with = "crate::units::rfc3339_opt")]
     pub next_due: Option<Nanos>,
 }
 

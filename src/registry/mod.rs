@@ -79,10 +79,12 @@ pub struct Entry {
     /// Bytes.
     pub size: u64,
     /// Modification time.
+    #[serde(with = "crate::units::rfc3339")]
     pub mtime: Nanos,
     /// Inode number.
     pub ino: u64,
     /// When mediaretain first saw it.
+    #[serde(with = "crate::units::rfc3339")]
     pub first_seen: Nanos,
     /// Its class, if any matches.
     pub class: Option<String>,
@@ -93,7 +95,11 @@ pub struct Entry {
     pub copy: Option<String>,
     /// When a media server announced this version complete (a webhook): no quiet period
     /// is waited out for it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::units::rfc3339_opt"
+    )]
     pub complete: Option<Nanos>,
     /// Free labels.
     pub tags: Vec<String>,
@@ -122,6 +128,7 @@ impl Entry {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AuditRecord {
     /// When.
+    #[serde(with = "crate::units::rfc3339")]
     pub at: Nanos,
     /// Store name.
     pub store: String,
@@ -140,7 +147,8 @@ pub struct AuditRecord {
     pub reason: String,
     /// What started it: schedule, gc, cli, api.
     pub trigger: String,
-    /// Bytes concerned.
+    /// The file's size (`size`, as every file object says it).
+    #[serde(rename = "size")]
     pub bytes: Option<u64>,
 }
 
@@ -188,8 +196,10 @@ pub struct Lease {
     /// Who holds it.
     pub holder: String,
     /// Since.
+    #[serde(with = "crate::units::rfc3339")]
     pub created: Nanos,
     /// Until.
+    #[serde(with = "crate::units::rfc3339")]
     pub expires: Nanos,
     /// The uid that took it (None: taken before owners were recorded, as root).
     #[serde(default)]
