@@ -225,6 +225,12 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let socket = config.daemon.socket.clone();
     let engine =
         Arc::new(Engine::open(config, Arc::new(SystemClock), true).map_err(Failure::from)?);
+    // A root the daemon cannot write (left out of the unit's ReadWritePaths=) would fail
+    // every deletion: say so once per store, now, not at the first pass.
+    for u in crate::engine::unwritable_stores(&engine.runtime().config) {
+        warn!(store = %u.store, root = %crate::spell::show(&u.root), error = %u.error,
+            "store {:?}: cannot write its root: {}; {}", u.store, u.error, u.hint);
+    }
     let listener = server::bind(&socket, policy.group).map_err(|e| {
         Failure::new(
             exit::CANTCREAT,

@@ -78,6 +78,16 @@ fn render_status(s: &Status, now: Nanos) -> String {
             }
         }
     }
+    for u in &s.unwritable_stores {
+        let _ = writeln!(
+            o,
+            "NOT WRITABLE: store {} ({}): {}; {}",
+            u.store,
+            crate::spell::show(&u.root),
+            u.error,
+            u.hint
+        );
+    }
     for v in &s.volumes {
         render_volume(&mut o, v, now);
     }

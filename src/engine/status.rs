@@ -37,6 +37,7 @@ impl Engine {
             .collect();
         drop(watch);
         let (files, next) = self.reg().backoff_census(now)?;
+        let unwritable_stores = unwritable_stores(&rt.config);
         Ok(Status {
             config: rt.config.path.clone(),
             state_dir: rt.config.daemon.state_dir.clone(),
@@ -44,6 +45,7 @@ impl Engine {
             classes: self.reg().totals()?,
             volumes,
             offload_backing_off: OffloadBackoff { files, next },
+            unwritable_stores,
         })
     }
 
@@ -65,6 +67,38 @@ impl Engine {
         }
         self.activity.lock().expect("activity lock").last_reload = Some((at, error));
     }
+}
+
+/// The local stores of `config` whose roots this process cannot write.
+pub fn unwritable_stores(config: &crate::config::Config) -> Vec<UnwritableStore> {
+    config
+        .stores
+        .iter()
+        .filter(|s| s.is_local())
+        .filter_map(|s| {
+            crate::store::local::unwritable(&s.root).map(|u| UnwritableStore {
+                store: s.name.clone(),
+                root: s.root.clone(),
+                error: u.error,
+                hint: u.hint,
+            })
+        })
+        .collect()
+}
+
+/// A local store whose root the daemon (or a one-shot command) cannot write: nothing in
+/// it can be deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UnwritableStore {
+    /// The store.
+    pub store: String,
+    /// Its root.
+    #[serde(with = "crate::spell::serde_path")]
+    pub root: PathBuf,
+    /// The error ("Read-only file system").
+    pub error: String,
+    /// What to do (names `ReadWritePaths=`).
+    pub hint: String,
 }
 
 /// One volume holding local stores, in `status`.
@@ -140,6 +174,9 @@ pub struct Status {
     /// Files whose offloads keep failing and wait before they are tried again.
     #[serde(default)]
     pub offload_backing_off: OffloadBackoff,
+    /// Local stores whose roots cannot be written (nothing in them can be deleted).
+    #[serde(default)]
+    pub unwritable_stores: Vec<UnwritableStore>,
 }
 
 /// Offloads backing off after failures, in `status`.

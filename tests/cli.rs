@@ -1,0 +1,89 @@
+//! The command line as an operator meets it (issue 15): a store root the daemon cannot
+//! write, `status` without a daemon, `-v`/`-q`, progress on a terminal only, plurals.
+
+mod common;
+use common::*;
+
+use std::process::Command;
+use std::time::Duration;
+
+/// A store root on a read-only mount (what systemd's `ProtectSystem=strict` makes of a
+/// root left out of `ReadWritePaths=`): the daemon warns once at start-up naming
+/// `ReadWritePaths=`, `status` shows it (text and JSON), and each deletion that fails there
+/// says why.
+#[test]
+fn a_read_only_store_root_is_reported_at_start_in_status_and_on_deletion() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let _fs = Tmpfs::mount(&b.path(""), "16m");
+    b.file("tmp/old.bin", 1000, Duration::from_secs(3600));
+    let st = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(b.path(""))
+        .status()
+        .unwrap();
+    assert!(st.success(), "remount read-only");
+
+    let d = b.daemon(None);
+    // The first pass tried the expired file and failed: wait for it, not a guess.
+    wait_for("the failed deletion", Duration::from_secs(20), || {
+        d.log.lock().unwrap().contains("failed to delete")
+    });
+    let log = d.log.lock().unwrap().clone();
+    let warning = "store \"media\": cannot write its root: Read-only file system";
+    assert_eq!(
+        log.matches(warning).count(),
+        1,
+        "one start-up warning for the store:\n{log}"
+    );
+    let line = log.lines().find(|l| l.contains(warning)).unwrap();
+    assert!(
+        line.contains("WARN") && line.contains("ReadWritePaths="),
+        "{line}"
+    );
+    let failed = log
+        .lines()
+        .find(|l| l.contains("failed to delete"))
+        .unwrap();
+    assert!(
+        failed.contains("Read-only file system") && failed.contains("ReadWritePaths="),
+        "the failure says why: {failed}"
+    );
+
+    let r = b.cli(&["status"]).ok();
+    assert!(
+        r.stdout.contains("NOT WRITABLE: store media (")
+            && r.stdout.contains("Read-only file system")
+            && r.stdout.contains("ReadWritePaths="),
+        "{}",
+        r.stdout
+    );
+    let j = b.cli(&["status", "--json"]).ok().json();
+    let u = &j["unwritable_stores"];
+    assert_eq!(u.as_array().map(Vec::len), Some(1), "{j}");
+    assert_eq!(u[0]["store"], "media");
+    assert_eq!(u[0]["error"], "Read-only file system (os error 30)");
+    assert!(u[0]["hint"].as_str().unwrap().contains("ReadWritePaths="));
+
+    // A manual deletion there: refused with the reason, exit 74.
+    let r = b.cli(&["rm", "media:tmp/old.bin"]);
+    assert_eq!(r.code, 74, "{r:?}");
+    assert!(
+        r.stdout.contains("ReadWritePaths=") || r.stderr.contains("ReadWritePaths="),
+        "{r:?}"
+    );
+    assert!(b.path("tmp/old.bin").exists());
+
+    // A writable store: no warning, an empty list.
+    drop(d);
+    let st = Command::new("mount")
+        .args(["-o", "remount,rw"])
+        .arg(b.path(""))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let d = b.daemon(None);
+    let j = b.cli(&["status", "--json"]).ok().json();
+    assert_eq!(j["unwritable_stores"], serde_json::json!([]), "{j}");
+    let (_, log) = d.stop();
+    assert!(!log.contains("cannot write its root"), "{log}");
+}
