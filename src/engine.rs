@@ -49,7 +49,10 @@ pub use marks::{Mark, MarkResult, check_tag};
 pub use remote::fetch;
 pub use rm::{RM_TRIGGER, RemovedDir, RmReport, RmRequest};
 pub use runtime::Runtime;
-pub use status::{Activity, OffloadBackoff, Status, UnwritableStore, Volume, unwritable_stores};
+pub use status::{
+    Activity, OffloadBackoff, Status, UnwritableStore, Volume, status_without_registry,
+    unwritable_stores,
+};
 
 /// Failures of an operation; each maps to a sysexits code.
 #[derive(Debug, thiserror::Error)]

@@ -87,3 +87,74 @@ fn a_read_only_store_root_is_reported_at_start_in_status_and_on_deletion() {
     let (_, log) = d.stop();
     assert!(!log.contains("cannot write its root"), "{log}");
 }
+
+/// Runs the CLI as `nobody` (what an operator without the daemon's rights is).
+fn as_nobody(b: &Box_, args: &[&str]) -> Run {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin())
+        .arg("--config")
+        .arg(&b.config)
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    Run::from(out)
+}
+
+/// With no daemon, `status` says so and still shows the volumes of the configured stores
+/// (size, used, free from statvfs) — also for a user who may not open the registry (the
+/// state directory is the daemon's) — instead of failing (issue 15).
+#[test]
+fn status_without_a_daemon_shows_the_volumes() {
+    use std::os::unix::fs::PermissionsExt;
+    let b = Box_::new("", "", BASE_CLASSES);
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let shows_volume = |out: &str| out.contains("\nvolume ") && out.contains(" free of ");
+    std::fs::create_dir_all(b.state()).unwrap();
+    mode(b.dir.path(), 0o755);
+    mode(&b.config, 0o644);
+    // A user who may read the config and the state directory but not write it: no
+    // registry for them, the volumes all the same.
+    mode(&b.state(), 0o755);
+    let r = as_nobody(&b, &["status"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .starts_with("mediaretain: the daemon is not running;")
+            && shows_volume(&r.stdout)
+            && r.stdout.contains("files and classes are not shown"),
+        "{}",
+        r.stdout
+    );
+    let j = as_nobody(&b, &["status", "--json"]).json();
+    assert_eq!(j["activity"]["daemon"], false, "{j}");
+    let v = &j["volumes"][0];
+    assert_eq!(v["stores"], serde_json::json!(["media"]), "{j}");
+    let (total, avail) = (
+        v["sample"]["total"].as_u64().unwrap(),
+        v["sample"]["avail"].as_u64().unwrap(),
+    );
+    assert!(total > 0 && avail <= total, "{j}");
+    // A state directory closed to them (as /var/lib/mediaretain is): whether a daemon
+    // runs cannot be known (exit 77), the volumes are shown anyway.
+    mode(&b.state(), 0o700);
+    let r = as_nobody(&b, &["status"]);
+    assert_eq!(r.code, 77, "{r:?}");
+    assert!(
+        r.stdout.contains("whether the daemon runs is not known") && shows_volume(&r.stdout),
+        "{r:?}"
+    );
+    assert!(r.stderr.contains("permission denied"), "{r:?}");
+    // As root: the one-shot status opens the registry itself.
+    let r = b.cli(&["status"]).ok();
+    assert!(
+        r.stdout
+            .starts_with("mediaretain: the daemon is not running;")
+            && shows_volume(&r.stdout),
+        "{}",
+        r.stdout
+    );
+}

@@ -316,13 +316,21 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 && let Err(ClientError::Connect { source, .. }) = client::connect(socket).await
                 && source.kind() == std::io::ErrorKind::PermissionDenied
             {
-                return Err(Failure::new(
+                let denied = Failure::new(
                     exit::NOPERM,
                     format!(
                         "cannot connect to {}: permission denied; only root, the daemon's user and members of its socket_group may use it",
                         socket.display()
                     ),
-                ));
+                );
+                // Whether or not a daemon runs, the volumes can be shown; the exit code
+                // still says the daemon could not be asked.
+                if let Cmd::Status { json } = &cmd
+                    && let Ok(cfg) = Config::load_with(&path, false)
+                {
+                    status::volumes_only(&cfg, *json, None)?;
+                }
+                return Err(denied);
             }
             if let Some(socket) = lenient
                 && client::connect(&socket).await.is_ok()
@@ -352,14 +360,34 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 ));
             }
             // `scan` is itself the reconciliation; everything else refreshes first.
-            let cfg = Config::load(&path).map_err(|e| match e {
+            let loaded = Config::load(&path);
+            if let (Cmd::Status { json }, Err(e @ ConfigError::Invalid(_))) = (&cmd, &loaded)
+                && let Ok(cfg) = Config::load_with(&path, false)
+            {
+                // Only this machine's state is in the way (a state directory this user
+                // may not write): show the volumes anyway.
+                return status::volumes_only(&cfg, *json, Some(&e.to_string()));
+            }
+            let cfg = loaded.map_err(|e| match e {
                 e @ ConfigError::Read { .. } => Failure::new(
                     exit::CONFIG,
                     format!("{e}\n(a client of a running daemon needs only its socket: give --socket PATH or MEDIARETAIN_SOCKET)"),
                 ),
                 e => e.into(),
             })?;
-            let b = Backend::open(cfg, needs_daemon, !matches!(cmd, Cmd::Scan { .. })).await?;
+            let refresh = !matches!(cmd, Cmd::Scan { .. });
+            let b = match Backend::open(cfg.clone(), needs_daemon, refresh).await {
+                Ok(b) => b,
+                // No daemon and no registry here (another user's state directory): the
+                // volumes still tell the operator how full the disks are.
+                Err(f) if matches!(cmd, Cmd::Status { .. }) => {
+                    let Cmd::Status { json } = cmd else {
+                        return Err(f);
+                    };
+                    return status::volumes_only(&cfg, json, Some(&f.message));
+                }
+                Err(f) => return Err(f),
+            };
             dispatch(&b, cmd).await
         }
     }

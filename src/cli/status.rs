@@ -10,13 +10,46 @@ pub(super) async fn status(b: &Backend, json: bool) -> Result<(), Failure> {
     show(json, &s, || render_status(&s, system_now()))
 }
 
+/// `mediaretain status` from the config alone: the volumes of the configured stores, from
+/// `statvfs`. With `no_registry`, the daemon is not running and the registry cannot be
+/// opened here (why); without, whether the daemon runs is not known (its socket refused us).
+pub(super) fn volumes_only(
+    cfg: &Config,
+    json: bool,
+    no_registry: Option<&str>,
+) -> Result<(), Failure> {
+    let mut s = crate::engine::status_without_registry(cfg, system_now());
+    // What this user may write says nothing of what the daemon's user may.
+    s.unwritable_stores.clear();
+    show(json, &s, || {
+        let mut o = render_status(&s, system_now());
+        match no_registry {
+            Some(why) => {
+                let why = why.lines().next().unwrap_or("");
+                let _ = writeln!(
+                    o,
+                    "\n(files and classes are not shown: without the daemon they come from the registry, which cannot be opened here: {why})"
+                );
+            }
+            None => {
+                o = o.replacen(
+                    "the daemon is not running",
+                    "whether the daemon runs is not known (its socket refused us)",
+                    1,
+                );
+            }
+        }
+        o
+    })
+}
+
 fn render_status(s: &Status, now: Nanos) -> String {
     let mut o = String::new();
     let a = &s.activity;
     let who = if a.daemon {
         format!("daemon pid {}, up {}", a.pid, fmt_span(now - a.started_at))
     } else {
-        "no daemon running (one-shot)".into()
+        "the daemon is not running".into()
     };
     let _ = writeln!(
         o,
@@ -90,6 +123,9 @@ fn render_status(s: &Status, now: Nanos) -> String {
     }
     for v in &s.volumes {
         render_volume(&mut o, v, now);
+    }
+    if s.classes.is_empty() && a.last_scan_at.is_none() {
+        return o;
     }
     let _ = writeln!(
         o,

@@ -430,6 +430,13 @@ impl Config {
     /// Reads and validates the config at `path`, with the drop-ins of the `conf.d/`
     /// directory beside it (`*.toml`, merged in name order, like tmpfiles.d).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, true)
+    }
+
+    /// Like [`Config::load`]; with `fs_checks` false, store roots and the state directory
+    /// are not looked at (what `status` needs from a config whose state directory belongs
+    /// to another user).
+    pub fn load_with(path: &Path, fs_checks: bool) -> Result<Config, ConfigError> {
         let read = |p: &Path| {
             let bytes = std::fs::read(p).map_err(|source| ConfigError::Read {
                 path: p.to_path_buf(),
@@ -443,7 +450,7 @@ impl Config {
             let t = read(&p)?;
             drop_ins.push((p, t));
         }
-        Config::parse_all(path, &text, &drop_ins, true)
+        Config::parse_all(path, &text, &drop_ins, fs_checks)
     }
 
     /// Like [`Config::parse_with`], from the raw bytes of a file: text that is not UTF-8 is

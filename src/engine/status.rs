@@ -13,26 +13,12 @@ impl Engine {
             .volumes
             .iter()
             .filter_map(|(v, limits)| {
-                let sample = crate::watchdog::Sample::read(&v.probe, now).ok()?;
                 let w = watch.get(&v.dev);
-                let rate = w.and_then(|w| w.rate.rate());
-                Some(Volume {
-                    mount: v.mount.clone(),
-                    stores: v.stores.clone(),
-                    used_pct: sample.used_pct(),
-                    inodes_free_pct: sample.inodes_free_pct(),
-                    limits: limits.clone(),
-                    rate,
-                    time_to_full: crate::watchdog::time_to_full(&sample, rate),
-                    state: w.map(|w| w.state),
-                    triggers: crate::watchdog::triggers(limits, &sample, rate)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                    last_pass: w.and_then(|w| w.last_pass.clone()),
-                    stuck_since: w.and_then(|w| w.stuck_since),
-                    sample,
-                })
+                let mut vol = volume_now(v, limits, now, w.and_then(|w| w.rate.rate()))?;
+                vol.state = w.map(|w| w.state);
+                vol.last_pass = w.and_then(|w| w.last_pass.clone());
+                vol.stuck_since = w.and_then(|w| w.stuck_since);
+                Some(vol)
             })
             .collect();
         drop(watch);
@@ -66,6 +52,53 @@ impl Engine {
             error!(action = "reload", reason = %e, "reload refused; the running config stays");
         }
         self.activity.lock().expect("activity lock").last_reload = Some((at, error));
+    }
+}
+
+/// Volume `v` as `statvfs` has it now (None: it cannot be read), at fill `rate`; nothing
+/// of a watchdog's state.
+fn volume_now(
+    v: &crate::watchdog::VolumeSpec,
+    limits: &crate::config::Limits,
+    now: Nanos,
+    rate: Option<f64>,
+) -> Option<Volume> {
+    let sample = crate::watchdog::Sample::read(&v.probe, now).ok()?;
+    Some(Volume {
+        mount: v.mount.clone(),
+        stores: v.stores.clone(),
+        used_pct: sample.used_pct(),
+        inodes_free_pct: sample.inodes_free_pct(),
+        limits: limits.clone(),
+        rate,
+        time_to_full: crate::watchdog::time_to_full(&sample, rate),
+        state: None,
+        triggers: crate::watchdog::triggers(limits, &sample, rate)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        last_pass: None,
+        stuck_since: None,
+        sample,
+    })
+}
+
+/// `status` from the config alone, for when there is no daemon and the registry cannot be
+/// opened here (another user's state directory): the volumes of the configured stores and
+/// the roots that cannot be written; no classes, no activity.
+pub fn status_without_registry(config: &crate::config::Config, now: Nanos) -> Status {
+    let volumes = crate::watchdog::volumes(config)
+        .iter()
+        .filter_map(|v| volume_now(v, crate::watchdog::limits_of(config, v), now, None))
+        .collect();
+    Status {
+        config: config.path.clone(),
+        state_dir: config.daemon.state_dir.clone(),
+        activity: Activity::default(),
+        classes: Vec::new(),
+        volumes,
+        offload_backing_off: OffloadBackoff::default(),
+        unwritable_stores: unwritable_stores(config),
     }
 }
 
