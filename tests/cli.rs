@@ -158,3 +158,60 @@ fn status_without_a_daemon_shows_the_volumes() {
         r.stdout
     );
 }
+
+/// Runs `mediaretain --config CONFIG args…` without `RUST_LOG` (the flags decide).
+fn cli(b: &Box_, args: &[&str]) -> Run {
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&b.config)
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    Run::from(out)
+}
+
+/// `-q` prints only errors (and what `--json` asks for); `-v` adds the log of what a
+/// one-shot command does; neither changes what is done.
+#[test]
+fn quiet_and_verbose() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let r = cli(&b, &["check-config"]).ok();
+    assert!(r.stdout.contains(": ok ("), "{r:?}");
+    for args in [
+        &["-q", "check-config"][..],
+        &["check-config", "--quiet"],
+        &["-q", "status"],
+        &["-q", "ls"],
+        &["-q", "gc"],
+    ] {
+        let r = cli(&b, args);
+        assert_eq!(
+            (r.code, r.stdout.as_str(), r.stderr.as_str()),
+            (0, "", ""),
+            "{args:?}"
+        );
+    }
+    // --json is asked for: printed under -q too.
+    let r = cli(&b, &["-q", "status", "--json"]).ok();
+    assert_eq!(r.json()["activity"]["daemon"], false, "{r:?}");
+    // Errors are printed under -q.
+    let r = cli(&b, &["-q", "explain", "nosuch:x"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stdout.is_empty() && r.stderr.contains("nosuch"), "{r:?}");
+    // -v: the one-shot pass logs what it does (info), silent without.
+    b.file("tmp/a.bin", 10, Duration::from_secs(3600));
+    b.file("tmp/b.bin", 10, Duration::from_secs(3600));
+    let r = cli(&b, &["gc", "--dry-run"]).ok();
+    assert!(r.stderr.is_empty(), "{r:?}");
+    let r = cli(&b, &["-v", "gc"]).ok();
+    assert!(
+        r.stderr.contains("INFO") && r.stderr.contains("deleted media:tmp/a.bin"),
+        "{r:?}"
+    );
+    assert!(!b.path("tmp/a.bin").exists() && !b.path("tmp/b.bin").exists());
+    // -q and -v together make no sense: a usage error.
+    let r = cli(&b, &["-q", "-v", "status"]);
+    assert_eq!(r.code, 64, "{r:?}");
+}

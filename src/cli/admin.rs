@@ -12,7 +12,7 @@ pub(super) async fn scan(b: &Backend, json: bool) -> Result<(), Failure> {
         return print_json(&st);
     }
     for s in &st {
-        println!(
+        say!(
             "{}: {} files ({}) in {} directories, {} forgotten, {} unreadable, {} ms",
             s.store,
             s.files,
@@ -33,7 +33,7 @@ pub(super) async fn reload(b: &Backend) -> Result<(), Failure> {
             Err(EngineError::Reload("no daemon runs".into()))
         })
         .await?;
-    println!("reloaded; {} entries changed class", r.reclassified);
+    say!("reloaded; {} entries changed class", r.reclassified);
     Ok(())
 }
 
@@ -45,7 +45,7 @@ pub(super) fn check_config(path: &Path) -> Result<(), Failure> {
         .iter()
         .map(|p| format!(" + {}", p.display()))
         .collect();
-    println!(
+    say!(
         "{}{}: ok ({} stores, {} classes; state_dir {}, socket {})",
         path.display(),
         drop_ins.concat(),
@@ -70,7 +70,7 @@ pub(super) async fn fetch(
     let v = tokio::task::spawn_blocking(move || crate::engine::fetch(&cfg, &s, &d, force))
         .await
         .expect("fetch task")?;
-    println!(
+    say!(
         "fetched {src} to {}: {} bytes, etag {} (verified)",
         dest.display(),
         v.size,

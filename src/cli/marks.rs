@@ -67,7 +67,7 @@ pub(super) async fn mark(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                     (Mark::Tags { .. }, true) => "tagged",
                     (Mark::Tags { .. }, false) => "tags unchanged",
                 };
-                println!("{what}: {}", loc(s, p));
+                say!("{what}: {}", loc(s, p));
             }
             _ => {}
         }
@@ -102,7 +102,7 @@ pub(super) async fn lease(
     if json {
         return print_json(&l);
     }
-    println!("{}", l.id);
+    say!("{}", l.id);
     Ok(())
 }
 
@@ -114,7 +114,7 @@ pub(super) async fn renew(b: &Backend, id: i64, ttl: crate::units::Dur) -> Resul
             e.renew(id, ttl, Caller::Admin)
         })
         .await?;
-    println!("lease {} until {}", l.id, fmt_time(l.expires));
+    say!("lease {} until {}", l.id, fmt_time(l.expires));
     Ok(())
 }
 
@@ -127,7 +127,7 @@ pub(super) async fn release(b: &Backend, id: i64) -> Result<(), Failure> {
                 .map(|()| Released { released: id })
         })
         .await?;
-    println!("released lease {}", r.released);
+    say!("released lease {}", r.released);
     Ok(())
 }
 

@@ -53,6 +53,12 @@ pub struct Cli {
     /// leases, lease, renew, release…) then need nothing else: not even a readable config.
     #[arg(long, global = true, env = "MEDIARETAIN_SOCKET")]
     pub socket: Option<PathBuf>,
+    /// More logging (-v: info, -vv: debug; the daemon: -v debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Print only errors (and what --json asks for).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -269,7 +275,9 @@ fn show<T: Serialize>(json: bool, v: &T, human: impl FnOnce() -> String) -> Resu
     if json {
         return print_json(v);
     }
-    print!("{}", human());
+    if !quiet() {
+        print!("{}", human());
+    }
     Ok(())
 }
 
@@ -300,8 +308,45 @@ pub fn parse_at(s: &str, now: Nanos) -> Result<Nanos, Failure> {
     Ok(crate::clock::to_nanos(t))
 }
 
+/// -1 with `-q`, else the number of `-v`s.
+static VERBOSITY: std::sync::atomic::AtomicI8 = std::sync::atomic::AtomicI8::new(0);
+
+impl Cli {
+    /// -1 with `-q`, else the number of `-v`s (at most 2 count).
+    pub fn verbosity(&self) -> i8 {
+        if self.quiet {
+            -1
+        } else {
+            self.verbose.min(2) as i8
+        }
+    }
+}
+
+/// `-q`: only errors are printed (and `--json` output).
+pub fn quiet() -> bool {
+    VERBOSITY.load(std::sync::atomic::Ordering::Relaxed) < 0
+}
+
+/// Prints a line of a command's human output, unless `-q`.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if !$crate::cli::quiet() {
+            println!($($t)*);
+        }
+    };
+}
+pub(crate) use say;
+
+/// Prints `text` (a rendered report) unless `-q`.
+fn say_all(text: &str) {
+    if !quiet() {
+        print!("{text}");
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    VERBOSITY.store(cli.verbosity(), std::sync::atomic::Ordering::Relaxed);
     let path = cli.config.clone();
     match cli.cmd {
         Cmd::Run => crate::daemon::run(&path).await,
@@ -335,7 +380,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(socket) = lenient
                 && client::connect(&socket).await.is_ok()
             {
-                if cli.socket.is_none() && !needs_daemon && owns(&socket) {
+                if cli.socket.is_none() && !needs_daemon && !quiet() && owns(&socket) {
                     // The operator's own typo must not go unnoticed while the daemon runs
                     // on its last good config.
                     if let Err(e) = Config::load(&path) {

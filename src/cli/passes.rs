@@ -33,7 +33,7 @@ pub(super) async fn gc(b: &Backend, dry_run: bool, json: bool) -> Result<(), Fai
     if json {
         print_json(&r)?;
     } else {
-        print!("{}", render_gc(&r));
+        say_all(&render_gc(&r));
     }
     if r.failed > 0 {
         return Err(Failure::new(

@@ -24,7 +24,7 @@ pub(super) async fn rm(
     if json {
         print_json(&r)?;
     } else {
-        print!("{}", render_rm(&r));
+        say_all(&render_rm(&r));
     }
     if r.remaining > 0 {
         return Err(Failure::new(
