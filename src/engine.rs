@@ -229,6 +229,8 @@ pub struct Engine {
     unanswered: Mutex<HashMap<String, (Instant, String)>>,
     /// Prometheus counters (see [`crate::metrics`]).
     metrics: crate::metrics::Metrics,
+    /// How far the current scan or pass has come (shown by one-shot commands).
+    progress: Arc<crate::progress::Progress>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -269,7 +271,13 @@ impl Engine {
             remote_pass: Mutex::new(()),
             unanswered: Mutex::new(HashMap::new()),
             metrics: Default::default(),
+            progress: Default::default(),
         })
+    }
+
+    /// How far the current scan or pass has come.
+    pub fn progress(&self) -> Arc<crate::progress::Progress> {
+        self.progress.clone()
     }
 
     /// The Prometheus counters.
@@ -334,6 +342,7 @@ impl Engine {
             Scope::Remote => (false, true),
         };
         let started = Instant::now();
+        self.progress.start("planning", None, false);
         let rt = self.runtime();
         let now = self.now();
         // Copies first, so that a file whose copy is verified now may go in this pass. They
@@ -410,6 +419,11 @@ impl Engine {
             report.guard = Some(msg);
         }
         let actions = &plan.actions[..take];
+        self.progress.start(
+            if dry_run { "checking" } else { "deleting" },
+            Some(take as u64),
+            false,
+        );
         if dry_run {
             let outcomes = self.would(&rt, actions)?;
             report.results = actions

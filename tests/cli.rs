@@ -215,3 +215,44 @@ fn quiet_and_verbose() {
     let r = cli(&b, &["-q", "-v", "status"]);
     assert_eq!(r.code, 64, "{r:?}");
 }
+
+/// Progress of a long one-shot `gc` (the scan that refreshes the registry, then the
+/// deletions) is drawn with indicatif when stderr is a terminal — a pty from `script(1)`
+/// here — and nothing of it appears when stderr is a pipe.
+#[test]
+fn progress_on_a_terminal_only() {
+    let b = Box_::new("max_delete_per_pass = { files = 100000 }", "", BASE_CLASSES);
+    let files = 20_000;
+    for i in 0..files {
+        let p = b.path(&format!("tmp/d{}/f{i}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        }
+        std::fs::write(&p, b"x").unwrap();
+        set_age(&p, Duration::from_secs(7200));
+    }
+    // A pipe: the report on stdout, nothing on stderr.
+    let r = cli(&b, &["gc", "--dry-run"]).ok();
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    assert!(!r.stdout.contains("scanning"), "no progress in the output");
+    // A terminal: script(1) runs the command on a pty and copies what it drew.
+    let cmd = format!("{} --config {} gc", bin(), b.config.display());
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let drawn = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{drawn}");
+    assert!(
+        drawn.contains("scanning media") && drawn.contains(&format!("/{}", "20,000")),
+        "a bar for the scan and one for the deletions:\n{}",
+        &drawn[..drawn.len().min(3000)]
+    );
+    assert!(
+        drawn.contains("deleting ["),
+        "{}",
+        &drawn[..drawn.len().min(3000)]
+    );
+    assert_eq!(std::fs::read_dir(b.path("tmp/d0")).unwrap().count(), 0);
+}

@@ -5,9 +5,11 @@ use super::*;
 
 /// `mediaretain scan`.
 pub(super) async fn scan(b: &Backend, json: bool) -> Result<(), Failure> {
+    let bar = b.progress();
     let st: Vec<ScanStats> = b
         .ask(Method::POST, "/v1/scan", NONE, |e| e.scan_all())
         .await?;
+    drop(bar);
     if json {
         return print_json(&st);
     }
@@ -67,9 +69,13 @@ pub(super) async fn fetch(
     // No registry needed: it works beside a running daemon.
     let cfg = Config::load(path)?;
     let (s, d) = (src.clone(), dest.clone());
-    let v = tokio::task::spawn_blocking(move || crate::engine::fetch(&cfg, &s, &d, force))
-        .await
-        .expect("fetch task")?;
+    let progress = Arc::new(crate::progress::Progress::default());
+    let bar = Bar::show(progress.clone());
+    let v =
+        tokio::task::spawn_blocking(move || crate::engine::fetch(&cfg, &s, &d, force, &progress))
+            .await
+            .expect("fetch task")?;
+    drop(bar);
     say!(
         "fetched {src} to {}: {} bytes, etag {} (verified)",
         dest.display(),

@@ -344,6 +344,82 @@ fn say_all(text: &str) {
     }
 }
 
+/// Shows a [`crate::progress::Progress`] on stderr while it lives, with `indicatif` —
+/// only when stderr is a terminal and not under `-q`: nothing extra in a pipe or a log.
+struct Bar {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Bar {
+    fn show(p: Arc<crate::progress::Progress>) -> Option<Bar> {
+        use std::io::IsTerminal;
+        if quiet() || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            let mut shown: Option<(String, Option<u64>)> = None;
+            loop {
+                let last = done.load(std::sync::atomic::Ordering::Relaxed);
+                let (phase, n) = p.now();
+                let key = (phase.what.clone(), phase.total);
+                if !phase.what.is_empty() && shown.as_ref() != Some(&key) {
+                    let unit = if phase.bytes {
+                        "{bytes} ({bytes_per_sec})"
+                    } else {
+                        "{human_pos} files ({per_sec})"
+                    };
+                    let template = match phase.total {
+                        Some(_) => format!(
+                            "{{msg}} [{{bar:30}}] {}/{{human_len}} {{elapsed}}, {{eta}} left",
+                            unit.split(' ').next().unwrap_or("{human_pos}")
+                        ),
+                        None => format!("{{spinner}} {{msg}}: {unit} {{elapsed}}"),
+                    };
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                    bar.reset();
+                    bar.set_length(phase.total.unwrap_or(0));
+                    bar.set_message(phase.what.clone());
+                    shown = Some(key);
+                }
+                if let Some((_, total)) = &shown {
+                    bar.set_position(n);
+                    if total.is_none() {
+                        bar.tick(); // the spinner turns
+                    }
+                }
+                if last {
+                    break;
+                }
+                std::thread::park_timeout(std::time::Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        Some(Bar {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     VERBOSITY.store(cli.verbosity(), std::sync::atomic::Ordering::Relaxed);

@@ -19,6 +19,7 @@ pub(super) async fn plan(b: &Backend, json: bool, at: Option<String>) -> Result<
 
 /// `mediaretain gc`.
 pub(super) async fn gc(b: &Backend, dry_run: bool, json: bool) -> Result<(), Failure> {
+    let bar = b.progress();
     let r: GcReport = b
         .ask(
             Method::POST,
@@ -30,6 +31,7 @@ pub(super) async fn gc(b: &Backend, dry_run: bool, json: bool) -> Result<(), Fai
             move |e| e.gc(dry_run, "cli", true),
         )
         .await?;
+    drop(bar);
     if json {
         print_json(&r)?;
     } else {
