@@ -104,7 +104,8 @@ fn summary_line(engine: &Engine) -> String {
     let files: u64 = a.last_scan.iter().map(|s| s.files).sum();
     let bytes: u64 = a.last_scan.iter().map(|s| s.bytes).sum();
     let line = format!(
-        "{files} files ({}) at the last scan; {} deleted ({}) since start",
+        "{} ({}) at the last scan; {} deleted ({}) since start",
+        crate::units::plural(files, "file"),
         ByteSize(bytes),
         a.deleted_files,
         ByteSize(a.deleted_bytes)
@@ -305,7 +306,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     match scanned {
         Ok(stats) => {
             for s in &stats {
-                info!(store = %s.store, files = s.files, bytes = s.bytes, millis = s.millis, "indexed {} files ({})", s.files, ByteSize(s.bytes));
+                info!(store = %s.store, files = s.files, bytes = s.bytes, millis = s.millis, "indexed {} ({})", crate::units::plural(s.files, "file"), ByteSize(s.bytes));
             }
         }
         Err(e) => error!(error = %e, "initial scan failed; retrying at the next scan"),
@@ -466,7 +467,8 @@ async fn reload(
                 info!(
                     action = "reload",
                     reclassified = n,
-                    "reloaded; {n} entries changed class"
+                    "reloaded; {} changed class",
+                    crate::units::plural(n as u64, "entry")
                 );
                 Ok(n)
             }

@@ -403,12 +403,12 @@ impl Engine {
         }
         if take < plan.actions.len() {
             let msg = format!(
-                "blast-radius guard: the plan selects {} files ({}), more than max_delete_per_pass allows ({} files, {}); this pass stops after {} files — check the config, or raise the limit if this is expected",
-                plan.actions.len(),
+                "blast-radius guard: the plan selects {} ({}), more than max_delete_per_pass allows ({}, {}); this pass stops after {} — check the config, or raise the limit if this is expected",
+                crate::units::plural(plan.actions.len() as u64, "file"),
                 ByteSize(report.planned_bytes),
-                d.max_delete_files,
+                crate::units::plural(d.max_delete_files, "file"),
                 d.max_delete_bytes,
-                take
+                crate::units::plural(take as u64, "file")
             );
             warn!(
                 action = "guard",

@@ -253,6 +253,25 @@ impl Serialize for ByteSize {
     }
 }
 
+/// `n` and `word`, in the plural unless `n` is 1: "1 file", "2 files", "3 classes",
+/// "0 entries", "2 directories".
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        return format!("1 {word}");
+    }
+    let vowel = |c: char| "aeiou".contains(c);
+    let w = if let Some(stem) = word.strip_suffix('y')
+        && !stem.ends_with(vowel)
+    {
+        format!("{stem}ies")
+    } else if ["s", "x", "ch", "sh"].iter().any(|e| word.ends_with(e)) {
+        format!("{word}es")
+    } else {
+        format!("{word}s")
+    };
+    format!("{n} {w}")
+}
+
 /// Nanoseconds since the Unix epoch, the registry's time unit.
 pub type Nanos = i64;
 

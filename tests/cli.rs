@@ -256,3 +256,58 @@ fn progress_on_a_terminal_only() {
     );
     assert_eq!(std::fs::read_dir(b.path("tmp/d0")).unwrap().count(), 0);
 }
+
+/// Counts in text output agree with their nouns: "1 store", "2 stores", "1 file",
+/// "3 classes" (issue 15: "1 stores", "1 files").
+#[test]
+fn plurals_in_text_output() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let r = cli(&b, &["check-config"]).ok();
+    assert!(
+        r.stdout.contains(": ok (1 store, 3 classes;"),
+        "{}",
+        r.stdout
+    );
+    b.file("tmp/a.bin", 10, Duration::from_secs(3600));
+    let r = cli(&b, &["plan"]).ok();
+    assert!(r.stdout.contains("total: 1 file to delete"), "{}", r.stdout);
+    let r = cli(&b, &["scan"]).ok();
+    assert!(r.stdout.contains("media: 1 file ("), "{}", r.stdout);
+    let r = cli(&b, &["status"]).ok();
+    assert!(r.stdout.contains("(1 file)"), "{}", r.stdout);
+    let r = cli(&b, &["gc", "--dry-run"]).ok();
+    assert!(
+        r.stdout.contains("dry run: 1 file (10 B) would be deleted"),
+        "{}",
+        r.stdout
+    );
+    let r = cli(&b, &["gc"]).ok();
+    assert!(
+        r.stdout.contains("0 empty directories removed"),
+        "{}",
+        r.stdout
+    );
+    b.file("tmp/b.bin", 10, Duration::from_secs(3600));
+    b.file("tmp/c.bin", 10, Duration::from_secs(3600));
+    let r = cli(
+        &b,
+        &["rm", "--dry-run", "media:tmp/b.bin", "media:tmp/c.bin"],
+    )
+    .ok();
+    assert!(
+        r.stdout.contains("rm: 2 files (20 B) named"),
+        "{}",
+        r.stdout
+    );
+    // Two stores.
+    std::fs::create_dir_all(b.dir.path().join("other")).unwrap();
+    let text = std::fs::read_to_string(&b.config).unwrap()
+        + "\n[[store]]\nname = \"other\"\nkind = \"local\"\nroot = \"other\"\n";
+    std::fs::write(&b.config, text).unwrap();
+    let r = cli(&b, &["check-config"]).ok();
+    assert!(
+        r.stdout.contains(": ok (2 stores, 3 classes;"),
+        "{}",
+        r.stdout
+    );
+}

@@ -242,7 +242,7 @@ fn demo_config_passes_check_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 stores, 3 classes"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 store, 3 classes"));
 }
 
 /// Writes `text` as the config and returns check-config's (exit code, stderr).

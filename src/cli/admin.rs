@@ -15,11 +15,11 @@ pub(super) async fn scan(b: &Backend, json: bool) -> Result<(), Failure> {
     }
     for s in &st {
         say!(
-            "{}: {} files ({}) in {} directories, {} forgotten, {} unreadable, {} ms",
+            "{}: {} ({}) in {}, {} forgotten, {} unreadable, {} ms",
             s.store,
-            s.files,
+            crate::units::plural(s.files, "file"),
             ByteSize(s.bytes),
-            s.dirs,
+            crate::units::plural(s.dirs, "directory"),
             s.forgotten,
             s.unreadable,
             s.millis
@@ -35,7 +35,10 @@ pub(super) async fn reload(b: &Backend) -> Result<(), Failure> {
             Err(EngineError::Reload("no daemon runs".into()))
         })
         .await?;
-    say!("reloaded; {} entries changed class", r.reclassified);
+    say!(
+        "reloaded; {} changed class",
+        crate::units::plural(r.reclassified as u64, "entry")
+    );
     Ok(())
 }
 
@@ -48,11 +51,11 @@ pub(super) fn check_config(path: &Path) -> Result<(), Failure> {
         .map(|p| format!(" + {}", p.display()))
         .collect();
     say!(
-        "{}{}: ok ({} stores, {} classes; state_dir {}, socket {})",
+        "{}{}: ok ({}, {}; state_dir {}, socket {})",
         path.display(),
         drop_ins.concat(),
-        cfg.stores.len(),
-        cfg.classes.len(),
+        crate::units::plural(cfg.stores.len() as u64, "store"),
+        crate::units::plural(cfg.classes.len() as u64, "class"),
         cfg.daemon.state_dir.display(),
         cfg.daemon.socket.display()
     );

@@ -75,7 +75,10 @@ pub(super) async fn mark(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
     if bad > 0 {
         return Err(Failure::new(
             exit::DATAERR,
-            format!("{bad} of {} paths refused", rs.len()),
+            format!(
+                "{bad} of {} refused",
+                crate::units::plural(rs.len() as u64, "path")
+            ),
         ));
     }
     Ok(())

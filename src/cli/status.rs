@@ -59,13 +59,18 @@ fn render_status(s: &Status, now: Nanos) -> String {
     );
     if let Some(t) = a.last_scan_at {
         let files: u64 = a.last_scan.iter().map(|x| x.files).sum();
-        let _ = writeln!(o, "last scan:  {} ({files} files)", fmt_time(t));
+        let _ = writeln!(
+            o,
+            "last scan:  {} ({})",
+            fmt_time(t),
+            crate::units::plural(files, "file")
+        );
     }
     if a.daemon {
         let _ = writeln!(
             o,
-            "deleted:    {} files ({}) since start",
-            a.deleted_files,
+            "deleted:    {} ({}) since start",
+            crate::units::plural(a.deleted_files, "file"),
             ByteSize(a.deleted_bytes)
         );
     }
@@ -196,11 +201,11 @@ fn render_volume(o: &mut String, v: &crate::engine::Volume, now: Nanos) {
     if let Some(p) = &v.last_pass {
         let _ = writeln!(
             o,
-            "  last pressure pass {} ago: {:.1}% → {:.1}% used, {} files deleted ({}), {} freed, {} refused",
+            "  last pressure pass {} ago: {:.1}% → {:.1}% used, {} deleted ({}), {} freed, {} refused",
             fmt_span(now.saturating_sub(p.at)),
             p.before_pct,
             p.after_pct,
-            p.deleted_files,
+            crate::units::plural(p.deleted_files, "file"),
             ByteSize(p.deleted_bytes),
             ByteSize(p.freed_bytes),
             p.refused
