@@ -97,6 +97,16 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// A root the daemon cannot write (left out of the unit's ReadWritePaths=) would fail
+/// every deletion: say so once per store, at start-up (and after a reload), not at the
+/// first pass.
+fn warn_unwritable(engine: &Engine) {
+    for u in crate::engine::unwritable_stores(&engine.runtime().config) {
+        warn!(store = %u.store, root = %crate::spell::show(&u.root), error = %u.error,
+            "store {:?}: cannot write its root: {}; {}", u.store, u.error, u.hint);
+    }
+}
+
 /// The one-line STATUS for systemd, from what the daemon already knows (no registry query:
 /// it is sent after every pass).
 fn summary_line(engine: &Engine) -> String {
@@ -226,12 +236,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let socket = config.daemon.socket.clone();
     let engine =
         Arc::new(Engine::open(config, Arc::new(SystemClock), true).map_err(Failure::from)?);
-    // A root the daemon cannot write (left out of the unit's ReadWritePaths=) would fail
-    // every deletion: say so once per store, now, not at the first pass.
-    for u in crate::engine::unwritable_stores(&engine.runtime().config) {
-        warn!(store = %u.store, root = %crate::spell::show(&u.root), error = %u.error,
-            "store {:?}: cannot write its root: {}; {}", u.store, u.error, u.hint);
-    }
+    warn_unwritable(&engine);
     let listener = server::bind(&socket, policy.group).map_err(|e| {
         Failure::new(
             exit::CANTCREAT,
@@ -464,6 +469,7 @@ async fn reload(
                 signals.rescan.store(true, Ordering::SeqCst);
                 signals.wake.notify_one();
                 engine.note_reload(at, None);
+                warn_unwritable(engine);
                 info!(
                     action = "reload",
                     reclassified = n,

@@ -574,8 +574,9 @@ fn duplicate_key(locate: &Locator<'_>, span: Range<usize>) -> String {
     if key.is_empty() {
         return "duplicate key".into();
     }
-    let line_start = text[..span.start.min(text.len())]
-        .rfind('\n')
+    let line_start = text
+        .get(..span.start)
+        .and_then(|t| t.rfind('\n'))
         .map_or(0, |i| i + 1);
     let line_end = text[line_start..]
         .find('\n')
