@@ -97,6 +97,16 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// A root the daemon cannot write (left out of the unit's ReadWritePaths=) would fail
+/// every deletion: say so once per store, at start-up (and after a reload), not at the
+/// first pass.
+fn warn_unwritable(engine: &Engine) {
+    for u in crate::engine::unwritable_stores(&engine.runtime().config) {
+        warn!(store = %u.store, root = %crate::spell::show(&u.root), error = %u.error,
+            "store {:?}: cannot write its root: {}; {}", u.store, u.error, u.hint);
+    }
+}
+
 /// The one-line STATUS for systemd, from what the daemon already knows (no registry query:
 /// it is sent after every pass).
 fn summary_line(engine: &Engine) -> String {
@@ -104,7 +114,8 @@ fn summary_line(engine: &Engine) -> String {
     let files: u64 = a.last_scan.iter().map(|s| s.files).sum();
     let bytes: u64 = a.last_scan.iter().map(|s| s.bytes).sum();
     let line = format!(
-        "{files} files ({}) at the last scan; {} deleted ({}) since start",
+        "{} ({}) at the last scan; {} deleted ({}) since start",
+        crate::units::plural(files, "file"),
         ByteSize(bytes),
         a.deleted_files,
         ByteSize(a.deleted_bytes)
@@ -225,6 +236,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let socket = config.daemon.socket.clone();
     let engine =
         Arc::new(Engine::open(config, Arc::new(SystemClock), true).map_err(Failure::from)?);
+    warn_unwritable(&engine);
     let listener = server::bind(&socket, policy.group).map_err(|e| {
         Failure::new(
             exit::CANTCREAT,
@@ -299,7 +311,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     match scanned {
         Ok(stats) => {
             for s in &stats {
-                info!(store = %s.store, files = s.files, bytes = s.bytes, millis = s.millis, "indexed {} files ({})", s.files, ByteSize(s.bytes));
+                info!(store = %s.store, files = s.files, bytes = s.bytes, millis = s.millis, "indexed {} ({})", crate::units::plural(s.files, "file"), ByteSize(s.bytes));
             }
         }
         Err(e) => error!(error = %e, "initial scan failed; retrying at the next scan"),
@@ -457,10 +469,12 @@ async fn reload(
                 signals.rescan.store(true, Ordering::SeqCst);
                 signals.wake.notify_one();
                 engine.note_reload(at, None);
+                warn_unwritable(engine);
                 info!(
                     action = "reload",
                     reclassified = n,
-                    "reloaded; {n} entries changed class"
+                    "reloaded; {} changed class",
+                    crate::units::plural(n as u64, "entry")
                 );
                 Ok(n)
             }

@@ -49,7 +49,10 @@ pub use marks::{Mark, MarkResult, check_tag};
 pub use remote::fetch;
 pub use rm::{RM_TRIGGER, RemovedDir, RmReport, RmRequest};
 pub use runtime::Runtime;
-pub use status::{Activity, OffloadBackoff, Reload, Status, Volume};
+pub use status::{
+    Activity, OffloadBackoff, Reload, Status, UnwritableStore, Volume, status_without_registry,
+    unwritable_stores,
+};
 
 /// Failures of an operation; each maps to a sysexits code.
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +237,8 @@ pub struct Engine {
     unanswered: Mutex<HashMap<String, (Instant, String)>>,
     /// Prometheus counters (see [`crate::metrics`]).
     metrics: crate::metrics::Metrics,
+    /// How far the current scan or pass has come (shown by one-shot commands).
+    progress: Arc<crate::progress::Progress>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -274,7 +279,13 @@ impl Engine {
             remote_pass: Mutex::new(()),
             unanswered: Mutex::new(HashMap::new()),
             metrics: Default::default(),
+            progress: Default::default(),
         })
+    }
+
+    /// How far the current scan or pass has come.
+    pub fn progress(&self) -> Arc<crate::progress::Progress> {
+        self.progress.clone()
     }
 
     /// The Prometheus counters.
@@ -339,6 +350,7 @@ impl Engine {
             Scope::Remote => (false, true),
         };
         let started = Instant::now();
+        self.progress.start("planning", None, false);
         let rt = self.runtime();
         let now = self.now();
         // Copies first, so that a file whose copy is verified now may go in this pass. They
@@ -399,12 +411,12 @@ impl Engine {
         }
         if take < plan.actions.len() {
             let msg = format!(
-                "blast-radius guard: the plan selects {} files ({}), more than max_delete_per_pass allows ({} files, {}); this pass stops after {} files — check the config, or raise the limit if this is expected",
-                plan.actions.len(),
+                "blast-radius guard: the plan selects {} ({}), more than max_delete_per_pass allows ({}, {}); this pass stops after {} — check the config, or raise the limit if this is expected",
+                crate::units::plural(plan.actions.len() as u64, "file"),
                 ByteSize(report.planned_bytes),
-                d.max_delete_files,
+                crate::units::plural(d.max_delete_files, "file"),
                 d.max_delete_bytes,
-                take
+                crate::units::plural(take as u64, "file")
             );
             warn!(
                 action = "guard",
@@ -415,6 +427,11 @@ impl Engine {
             report.guard = Some(msg);
         }
         let actions = &plan.actions[..take];
+        self.progress.start(
+            if dry_run { "checking" } else { "deleting" },
+            Some(take as u64),
+            false,
+        );
         if dry_run {
             let outcomes = self.would(&rt, actions)?;
             report.results = actions

@@ -63,6 +63,7 @@ pub mod inuse;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod progress;
 pub mod registry;
 pub mod scan;
 pub mod spell;

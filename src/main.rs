@@ -25,11 +25,11 @@ fn main() -> ExitCode {
     if !matches!(cli.cmd, Cmd::Fetch { .. }) {
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     }
-    logging::init(if matches!(cli.cmd, Cmd::Run) {
-        "info"
-    } else {
-        "warn"
-    });
+    // The daemon logs from info, one-shot commands from warn; -v raises, -q lowers.
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "trace"];
+    let base: i8 = if matches!(cli.cmd, Cmd::Run) { 2 } else { 1 };
+    let level = (base + cli.verbosity()).clamp(0, 5) as usize;
+    logging::init(LEVELS[level]);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)

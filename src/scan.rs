@@ -350,6 +350,7 @@ pub fn scan_store(
     registry: &Mutex<Registry>,
     classifier: &Classifier,
     now: Nanos,
+    progress: &crate::progress::Progress,
 ) -> Result<ScanStats, RegistryError> {
     let started = Instant::now();
     let generation = registry.lock().expect("registry lock").begin_scan();
@@ -367,6 +368,7 @@ pub fn scan_store(
             // Sorted batches touch the (store, path) index in order: fewer pages per commit.
             batch.sort_unstable_by(|a, b| a.path.cmp(&b.path));
             stats.files += batch.len() as u64;
+            progress.add(batch.len() as u64);
             stats.bytes += batch.iter().map(|f| f.size).sum::<u64>();
             registry
                 .lock()

@@ -10,6 +10,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// What a size looks like, for error messages.
+pub const SIZE_HINT: &str =
+    "expected a size like \"500MiB\" (units: B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)";
+
+/// What a duration looks like, for error messages.
+pub const DURATION_HINT: &str = "expected a duration like \"10m\" (units: s, m, h, d, w)";
+
+/// What a percentage looks like, for error messages.
+pub const PERCENT_HINT: &str = "expected a percentage like \"90%\"";
+
 /// A number of bytes: "512", "200 GiB", "1.5 GB", "64MiB".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ByteSize(pub u64);
@@ -39,11 +49,7 @@ impl FromStr for ByteSize {
             .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let unit = unit.trim().to_ascii_lowercase();
-        let bad = || {
-            format!(
-                "invalid size {s:?}: expected a number and a unit such as \"512 MiB\", \"200 GiB\" or \"1.5 TB\""
-            )
-        };
+        let bad = || format!("invalid size {s:?}: {SIZE_HINT}");
         let value: f64 = num.parse().map_err(|_| bad())?;
         let mult = if unit.is_empty() {
             1
@@ -94,11 +100,11 @@ impl FromStr for Percent {
         let t = s.trim();
         let num = t
             .strip_suffix('%')
-            .ok_or_else(|| format!("invalid percentage {s:?}: write it like \"90%\""))?;
+            .ok_or_else(|| format!("invalid percentage {s:?}: {PERCENT_HINT}"))?;
         let v: f64 = num
             .trim()
             .parse()
-            .map_err(|_| format!("invalid percentage {s:?}: write it like \"90%\""))?;
+            .map_err(|_| format!("invalid percentage {s:?}: {PERCENT_HINT}"))?;
         if !(0.0..=100.0).contains(&v) {
             return Err(format!("percentage {s:?} must be between 0% and 100%"));
         }
@@ -128,11 +134,9 @@ impl FromStr for Dur {
         if t == "0" {
             return Ok(Dur(Duration::ZERO));
         }
-        humantime::parse_duration(t).map(Dur).map_err(|e| {
-            format!(
-                "invalid duration {s:?} ({e}): write it like \"30s\", \"10m\", \"2h\" or \"7d\""
-            )
-        })
+        humantime::parse_duration(t)
+            .map(Dur)
+            .map_err(|e| format!("invalid duration {s:?} ({e}): {DURATION_HINT}"))
     }
 }
 
@@ -181,12 +185,53 @@ impl Dur {
     }
 }
 
+/// Reads a value written as a string; anything else (a bare number, a boolean) is an
+/// error that says what the string should look like: `ttl = 600` → "600 has no unit: expected
+/// a duration like \"10m\" …".
+struct StrVisitor<T> {
+    hint: &'static str,
+    /// Suggests a spelling for a bare number ("600s").
+    unit: &'static str,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: FromStr<Err = String>> serde::de::Visitor<'_> for StrVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.hint.trim_start_matches("expected "))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        v.parse().map_err(E::custom)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+        Err(E::custom(format!(
+            "{v} has no unit: {}; for instance \"{v}{}\"",
+            self.hint, self.unit
+        )))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        self.visit_i64(v.min(i64::MAX as u64) as i64)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<T, E> {
+        Err(E::custom(format!(
+            "{v} has no unit: {}; for instance \"{v}{}\"",
+            self.hint, self.unit
+        )))
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<T, E> {
+        Err(E::custom(format!("{v}: {}", self.hint)))
+    }
+}
+
 macro_rules! serde_via_str {
-    ($t:ty) => {
+    ($t:ty, $hint:expr, $unit:expr) => {
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+                d.deserialize_any(StrVisitor {
+                    hint: $hint,
+                    unit: $unit,
+                    _t: std::marker::PhantomData,
+                })
             }
         }
         impl Serialize for $t {
@@ -196,28 +241,64 @@ macro_rules! serde_via_str {
         }
     };
 }
-serde_via_str!(Percent);
-serde_via_str!(Dur);
+serde_via_str!(Percent, PERCENT_HINT, "%");
+serde_via_str!(Dur, DURATION_HINT, "s");
 
 // Sizes may also be written as a bare integer of bytes in TOML.
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(SIZE_HINT.trim_start_matches("expected "))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                v.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("{v} is negative: {SIZE_HINT}")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ByteSize, E> {
+                Err(E::custom(format!(
+                    "{v} is not a whole number of bytes: {SIZE_HINT}"
+                )))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<ByteSize, E> {
+                Err(E::custom(format!("{v}: {SIZE_HINT}")))
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(V)
     }
 }
 impl Serialize for ByteSize {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(self.0)
     }
+}
+
+/// `n` and `word`, in the plural unless `n` is 1: "1 file", "2 files", "3 classes",
+/// "0 entries", "2 directories".
+pub fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        return format!("1 {word}");
+    }
+    let vowel = |c: char| "aeiou".contains(c);
+    let w = if let Some(stem) = word.strip_suffix('y')
+        && !stem.ends_with(vowel)
+    {
+        format!("{stem}ies")
+    } else if ["s", "x", "ch", "sh"].iter().any(|e| word.ends_with(e)) {
+        format!("{word}es")
+    } else {
+        format!("{word}s")
+    };
+    format!("{n} {w}")
 }
 
 /// Nanoseconds since the Unix epoch, the registry's time unit.

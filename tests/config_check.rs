@@ -262,7 +262,7 @@ fn demo_config_passes_check_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 stores, 3 classes"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 store, 3 classes"));
 }
 
 /// Writes `text` as the config and returns check-config's (exit code, stderr).
@@ -361,7 +361,7 @@ fn bad_configs_name_file_line_and_column() {
             &format!(
                 "{GOOD_HEAD}[watchdog]\nhigh = \"90%\"\n\n[[watchdog.volume]]\npath = \"media\"\nlow = \"95%\"\n"
             ),
-            "CONFIG:11:1: watchdog.volume",
+            "CONFIG:13:7: watchdog.volume",
         ),
         (
             &format!("{GOOD_HEAD}[watchdog]\n\n[[watchdog.volume]]\npath = \"/nonexistent\"\n"),
@@ -399,7 +399,7 @@ fn bad_configs_name_file_line_and_column() {
             &format!(
                 "{GOOD_HEAD}[[class]]\nname = \"r\"\nstore = \"media\"\nmatch = [\"**\"]\nlifecycle = \"recording\"\nmax_total = 0\n"
             ),
-            "max_count and max_total must be above 0",
+            "CONFIG:13:13: class \"r\": max_total must be above 0",
         ),
         (
             &GOOD_HEAD.replace(
@@ -552,4 +552,217 @@ fn a_broken_store_gives_no_knock_on_errors() {
         err.contains("CONFIG:4:8: store \"m\": a local store needs root"),
         "{err}"
     );
+}
+
+/// A key written twice is named, at its second occurrence, with where it was first
+/// (issue 15: toml's bare "duplicate key").
+#[test]
+fn a_duplicate_key_is_named_at_its_second_occurrence() {
+    let (code, err) = check(&format!("{GOOD_HEAD}name = \"other\"\n"));
+    assert_eq!(code, 78);
+    assert_eq!(
+        err.trim(),
+        "mediaretain: CONFIG:8:1: duplicate key `name` (first defined at CONFIG:5:1); each may appear once"
+    );
+    let (code, err) = check(&format!("{GOOD_HEAD}\n[daemon]\nsocket = \"s\"\n"));
+    assert_eq!(code, 78);
+    assert_eq!(
+        err.trim(),
+        "mediaretain: CONFIG:9:2: duplicate table `daemon` (first defined at CONFIG:1:1); each may appear once"
+    );
+}
+
+/// A bare number where a duration, size or percentage belongs says what to write, with
+/// the units (issue 15: `ttl = 600` said "expected a string").
+#[test]
+fn units_are_explained() {
+    let class = |extra: &str| {
+        format!(
+            "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"x\"]\nlifecycle = \"temporary\"\n{extra}\n"
+        )
+    };
+    for (text, want) in [
+        (
+            class("ttl = 600"),
+            "CONFIG:13:7: 600 has no unit: expected a duration like \"10m\" (units: s, m, h, d, w); for instance \"600s\"",
+        ),
+        (
+            class("ttl = \"10 fortnights\""),
+            "CONFIG:13:7: invalid duration \"10 fortnights\"",
+        ),
+        (
+            class("ttl = \"1h\"\nmax_total = 1.5"),
+            "CONFIG:14:13: 1.5 is not a whole number of bytes: expected a size like \"500MiB\" (units: B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)",
+        ),
+        (
+            class("ttl = \"1h\"\nmax_total = \"5 parsecs\""),
+            "CONFIG:14:13: invalid size \"5 parsecs\": expected a size like \"500MiB\" (units: B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)",
+        ),
+        (
+            format!("{GOOD_HEAD}[watchdog]\nhigh = 90\n"),
+            "CONFIG:9:8: 90 has no unit: expected a percentage like \"90%\"; for instance \"90%\"",
+        ),
+    ] {
+        let (code, err) = check(&text);
+        assert_eq!(code, 78, "{text}\n{err}");
+        assert!(
+            err.contains(want),
+            "for config:\n{text}\nwanted {want:?} in:\n{err}"
+        );
+    }
+    // A bare integer is still a size in bytes.
+    let (code, err) = check(&class("ttl = \"1h\"\nmax_total = 5000"));
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Every error is reported at the line of the key at fault, not at the table or the
+/// store's `name` (issue 15: the credentials_file error pointed at `name`). Each case marks
+/// the line it must name with `# <-`; a missing key is reported at the key that needs it.
+#[test]
+fn every_error_is_at_the_line_of_its_key() {
+    let s3 = "[[store]]\nname = \"arc\"\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"b\"\n";
+    let class = |lifecycle: &str, extra: &str| {
+        format!(
+            "[[class]]\nname = \"c\"\nstore = \"media\"\nmatch = [\"x/**\"]\nlifecycle = \"{lifecycle}\"\n{extra}\n"
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            format!("{GOOD_HEAD}\n{s3}credentials_file = \"/nonexistent/creds\" # <-\n"),
+            "credentials_file /nonexistent/creds",
+        ),
+        (
+            format!(
+                "{GOOD_HEAD}\n{}",
+                s3.replace("endpoint = \"http", "endpoint = \"ftp")
+                    .replace("ftp://127.0.0.1:9\"", "ftp://127.0.0.1:9\" # <-")
+            ),
+            "must start with https://",
+        ),
+        (
+            format!("{GOOD_HEAD}\n{s3}prefix = \"../x\" # <-\n"),
+            "prefix \"../x\" must be relative",
+        ),
+        (
+            format!("{GOOD_HEAD}\n{s3}root = \"media\" # <-\n"),
+            "root is for local stores",
+        ),
+        (
+            format!("{GOOD_HEAD}bucket = \"b\" # <-\n"),
+            "bucket is for kind = \"s3\" stores",
+        ),
+        (
+            format!(
+                "{GOOD_HEAD}\n{}",
+                class("temporary # <-", "").replace("temporary # <-\"", "temporary\" # <-")
+            ),
+            "lifecycle \"temporary\" needs ttl",
+        ),
+        (
+            format!(
+                "{GOOD_HEAD}\n{}",
+                class("temporary", "ttl = \"1h\"\nkeep_for = \"1d\" # <-")
+            ),
+            "keep_for is for segment and recording classes",
+        ),
+        (
+            format!("{GOOD_HEAD}\n{}", class("recording", "ttl = \"1h\" # <-")),
+            "ttl is for temporary classes",
+        ),
+        (
+            format!(
+                "{GOOD_HEAD}\n{}",
+                class("recording", "part_suffixes = [\"a/b\"] # <-")
+            ),
+            "part_suffixes must be non-empty",
+        ),
+        (
+            format!("{GOOD_HEAD}\n{}", class("recording", "max_count = 0 # <-")),
+            "max_count must be above 0",
+        ),
+        (
+            format!(
+                "{GOOD_HEAD}\n{}",
+                class("recording", "exclude = [\"/abs\"] # <-")
+            ),
+            "glob \"/abs\" must be relative",
+        ),
+        (
+            format!(
+                "{GOOD_HEAD}\n{}",
+                class("recording", "offload = { to = \"media\" } # <-")
+            ),
+            "offload.to must name an S3 store",
+        ),
+        (
+            GOOD_HEAD.replace(
+                "state_dir = \"state\"",
+                "state_dir = \"state\"\ngc_interval = \"400d\" # <-",
+            ),
+            "daemon.gc_interval must be between 1s and 365d",
+        ),
+        (
+            GOOD_HEAD.replace(
+                "state_dir = \"state\"",
+                "state_dir = \"state\"\nsocket_group = \"no-such-group-x\" # <-",
+            ),
+            "no-such-group-x",
+        ),
+        (
+            GOOD_HEAD.replace(
+                "state_dir = \"state\"",
+                "state_dir = \"state\"\nsocket = \"media/s.sock\" # <-",
+            ),
+            "daemon.socket",
+        ),
+        (
+            GOOD_HEAD.replace(
+                "state_dir = \"state\"",
+                "state_dir = \"state\"\nmax_delete_per_pass = { files = 0 } # <-",
+            ),
+            "max_delete_per_pass.files must be at least 1",
+        ),
+        (
+            format!("{GOOD_HEAD}[watchdog]\ninterval = \"2h\" # <-\n"),
+            "watchdog: interval must be above 0s and at most 1h",
+        ),
+        (
+            format!("{GOOD_HEAD}[watchdog]\nhigh = \"80%\"\nlow = \"85%\" # <-\n"),
+            "watchdog: low (85%) must be below high (80%)",
+        ),
+        (
+            format!("{GOOD_HEAD}[watchdog]\nhigh = \"70%\" # <-\n"),
+            "watchdog: low (80%) must be below high (70%)",
+        ),
+        (
+            format!("{GOOD_HEAD}[watchdog]\nmin_free_inodes = \"60%\" # <-\n"),
+            "min_free_inodes (60%) must be below 50%",
+        ),
+        (
+            format!(
+                "{GOOD_HEAD}\n{s3}\n[hooks]\nlisten = \"127.0.0.1:0\"\n[hooks.srs]\nstore = \"arc\" # <-\n"
+            ),
+            "hooks.srs: store \"arc\" is not a local store",
+        ),
+        (
+            format!(
+                "{GOOD_HEAD}\n[hooks]\nlisten = \"127.0.0.1:0\"\n[hooks.srs]\nplaylists = [\"a.m3u8\"] # <-\n"
+            ),
+            "hooks.srs: playlists need the store",
+        ),
+    ];
+    for (text, want) in &cases {
+        let line = text
+            .lines()
+            .position(|l| l.contains("# <-"))
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("no marked line in:\n{text}"));
+        let (code, err) = check(text);
+        assert_eq!(code, 78, "for config:\n{text}\n{err}");
+        let at = format!("mediaretain: CONFIG:{line}:");
+        assert!(
+            err.lines().any(|l| l.starts_with(&at) && l.contains(want)),
+            "for config:\n{text}\nwanted {want:?} at line {line} in:\n{err}"
+        );
+    }
 }

@@ -530,7 +530,9 @@ fn log_on_a_terminal(b: &Box_, env: &str) -> String {
     let _ = script.kill(); // the terminal hangs up; the daemon goes with it
     let _ = script.wait();
     wait_for("the daemon to let go of its state", T, || {
-        b.cli(&["status"]).stdout.contains("no daemon")
+        b.cli(&["status"])
+            .stdout
+            .contains("the daemon is not running")
     });
     std::fs::read_to_string(&out).unwrap()
 }

@@ -244,6 +244,33 @@ fn fetch_streams_a_large_object_with_flat_memory() {
     // An existing destination is not overwritten without --force.
     let r = b.cli(&["fetch", "archive:rec/big.mp4", dest.to_str().unwrap()]);
     assert_eq!(r.code, 65, "{}", r.stderr);
+    // In a pipe no progress is drawn (issue 15); on a terminal (a pty from script(1)) the
+    // download shows it.
+    let r = b.cli(&[
+        "fetch",
+        "--force",
+        "archive:rec/big.mp4",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    let cmd = format!(
+        "{} --config {} fetch --force archive:rec/big.mp4 {}",
+        bin(),
+        b.config.display(),
+        dest.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let drawn = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{drawn}");
+    assert!(
+        drawn.contains("fetching archive:rec/big.mp4: ") && drawn.contains(" MiB ("),
+        "{}",
+        &drawn[..drawn.len().min(2000)]
+    );
 }
 
 /// A box whose daemon (passes every `gc_interval`) is uploading the 400 MiB recording

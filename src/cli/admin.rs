@@ -5,19 +5,21 @@ use super::*;
 
 /// `mediaretain scan`.
 pub(super) async fn scan(b: &Backend, json: bool) -> Result<(), Failure> {
+    let bar = b.progress();
     let st: Vec<ScanStats> = b
         .ask(Method::POST, "/v1/scan", NONE, |e| e.scan_all())
         .await?;
+    drop(bar);
     if json {
         return print_json(&st);
     }
     for s in &st {
-        println!(
-            "{}: {} files ({}) in {} directories, {} forgotten, {} unreadable, {} ms",
+        say!(
+            "{}: {} ({}) in {}, {} forgotten, {} unreadable, {} ms",
             s.store,
-            s.files,
+            crate::units::plural(s.files, "file"),
             ByteSize(s.bytes),
-            s.dirs,
+            crate::units::plural(s.dirs, "directory"),
             s.forgotten,
             s.unreadable,
             s.millis
@@ -33,7 +35,10 @@ pub(super) async fn reload(b: &Backend) -> Result<(), Failure> {
             Err(EngineError::Reload("no daemon runs".into()))
         })
         .await?;
-    println!("reloaded; {} entries changed class", r.reclassified);
+    say!(
+        "reloaded; {} changed class",
+        crate::units::plural(r.reclassified as u64, "entry")
+    );
     Ok(())
 }
 
@@ -45,12 +50,12 @@ pub(super) fn check_config(path: &Path) -> Result<(), Failure> {
         .iter()
         .map(|p| format!(" + {}", p.display()))
         .collect();
-    println!(
-        "{}{}: ok ({} stores, {} classes; state_dir {}, socket {})",
+    say!(
+        "{}{}: ok ({}, {}; state_dir {}, socket {})",
         path.display(),
         drop_ins.concat(),
-        cfg.stores.len(),
-        cfg.classes.len(),
+        crate::units::plural(cfg.stores.len() as u64, "store"),
+        crate::units::plural(cfg.classes.len() as u64, "class"),
         cfg.daemon.state_dir.display(),
         cfg.daemon.socket.display()
     );
@@ -67,10 +72,14 @@ pub(super) async fn fetch(
     // No registry needed: it works beside a running daemon.
     let cfg = Config::load(path)?;
     let (s, d) = (src.clone(), dest.clone());
-    let v = tokio::task::spawn_blocking(move || crate::engine::fetch(&cfg, &s, &d, force))
-        .await
-        .expect("fetch task")?;
-    println!(
+    let progress = Arc::new(crate::progress::Progress::default());
+    let bar = Bar::show(progress.clone());
+    let v =
+        tokio::task::spawn_blocking(move || crate::engine::fetch(&cfg, &s, &d, force, &progress))
+            .await
+            .expect("fetch task")?;
+    drop(bar);
+    say!(
         "fetched {src} to {}: {} bytes, etag {} (verified)",
         dest.display(),
         v.size,

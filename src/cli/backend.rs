@@ -37,12 +37,22 @@ impl Backend {
         })?;
         let engine = Arc::new(Engine::open(cfg, Arc::new(SystemClock), false)?);
         if refresh {
+            let _bar = Bar::show(engine.progress());
             let e = engine.clone();
             tokio::task::spawn_blocking(move || e.scan_all())
                 .await
                 .expect("scan task")?;
         }
         Ok(Backend::Local(engine, lock))
+    }
+
+    /// Shows the progress of the engine's work while the answer comes (no daemon only:
+    /// the daemon's work is its own).
+    pub(super) fn progress(&self) -> Option<Bar> {
+        match self {
+            Backend::Daemon(_) => None,
+            Backend::Local(e, _) => Bar::show(e.progress()),
+        }
     }
 
     pub(super) async fn ask<T, B>(

@@ -67,7 +67,7 @@ pub(super) async fn mark(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
                     (Mark::Tags { .. }, true) => "tagged",
                     (Mark::Tags { .. }, false) => "tags unchanged",
                 };
-                println!("{what}: {}", loc(s, p));
+                say!("{what}: {}", loc(s, p));
             }
             _ => {}
         }
@@ -75,7 +75,10 @@ pub(super) async fn mark(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
     if bad > 0 {
         return Err(Failure::new(
             exit::DATAERR,
-            format!("{bad} of {} paths refused", rs.len()),
+            format!(
+                "{bad} of {} refused",
+                crate::units::plural(rs.len() as u64, "path")
+            ),
         ));
     }
     Ok(())
@@ -102,7 +105,7 @@ pub(super) async fn lease(
     if json {
         return print_json(&l);
     }
-    println!("{}", l.id);
+    say!("{}", l.id);
     Ok(())
 }
 
@@ -114,7 +117,7 @@ pub(super) async fn renew(b: &Backend, id: i64, ttl: crate::units::Dur) -> Resul
             e.renew(id, ttl, Caller::Admin)
         })
         .await?;
-    println!("lease {} until {}", l.id, fmt_time(l.expires));
+    say!("lease {} until {}", l.id, fmt_time(l.expires));
     Ok(())
 }
 
@@ -127,7 +130,7 @@ pub(super) async fn release(b: &Backend, id: i64) -> Result<(), Failure> {
                 .map(|()| Released { released: id })
         })
         .await?;
-    println!("released lease {}", r.released);
+    say!("released lease {}", r.released);
     Ok(())
 }
 

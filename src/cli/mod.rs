@@ -53,6 +53,12 @@ pub struct Cli {
     /// leases, lease, renew, release…) then need nothing else: not even a readable config.
     #[arg(long, global = true, env = "MEDIARETAIN_SOCKET")]
     pub socket: Option<PathBuf>,
+    /// More logging (-v: info, -vv: debug; the daemon: -v debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Print only errors (and what --json asks for).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -269,7 +275,9 @@ fn show<T: Serialize>(json: bool, v: &T, human: impl FnOnce() -> String) -> Resu
     if json {
         return print_json(v);
     }
-    print!("{}", human());
+    if !quiet() {
+        print!("{}", human());
+    }
     Ok(())
 }
 
@@ -288,8 +296,121 @@ pub fn parse_at(s: &str, now: Nanos) -> Result<Nanos, Failure> {
     crate::units::parse_at(s, now).map_err(|m| Failure::new(exit::USAGE, format!("--at: {m}")))
 }
 
+/// -1 with `-q`, else the number of `-v`s.
+static VERBOSITY: std::sync::atomic::AtomicI8 = std::sync::atomic::AtomicI8::new(0);
+
+impl Cli {
+    /// -1 with `-q`, else the number of `-v`s (at most 2 count).
+    pub fn verbosity(&self) -> i8 {
+        if self.quiet {
+            -1
+        } else {
+            self.verbose.min(2) as i8
+        }
+    }
+}
+
+/// `-q`: only errors are printed (and `--json` output).
+pub fn quiet() -> bool {
+    VERBOSITY.load(std::sync::atomic::Ordering::Relaxed) < 0
+}
+
+/// Prints a line of a command's human output, unless `-q`.
+macro_rules! say {
+    ($($t:tt)*) => {
+        if !$crate::cli::quiet() {
+            println!($($t)*);
+        }
+    };
+}
+pub(crate) use say;
+
+/// Prints `text` (a rendered report) unless `-q`.
+fn say_all(text: &str) {
+    if !quiet() {
+        print!("{text}");
+    }
+}
+
+/// Shows a [`crate::progress::Progress`] on stderr while it lives, with `indicatif` —
+/// only when stderr is a terminal and not under `-q`: nothing extra in a pipe or a log.
+struct Bar {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Bar {
+    fn show(p: Arc<crate::progress::Progress>) -> Option<Bar> {
+        use std::io::IsTerminal;
+        if quiet() || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::stderr(),
+            );
+            let mut shown: Option<(String, Option<u64>)> = None;
+            loop {
+                let last = done.load(std::sync::atomic::Ordering::Relaxed);
+                let (phase, n) = p.now();
+                let key = (phase.what.clone(), phase.total);
+                if !phase.what.is_empty() && shown.as_ref() != Some(&key) {
+                    let unit = if phase.bytes {
+                        "{bytes} ({bytes_per_sec})"
+                    } else {
+                        "{human_pos} files ({per_sec})"
+                    };
+                    let template = match phase.total {
+                        Some(_) => format!(
+                            "{{msg}} [{{bar:30}}] {}/{{human_len}} {{elapsed}}, {{eta}} left",
+                            unit.split(' ').next().unwrap_or("{human_pos}")
+                        ),
+                        None => format!("{{spinner}} {{msg}}: {unit} {{elapsed}}"),
+                    };
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                    bar.reset();
+                    bar.set_length(phase.total.unwrap_or(0));
+                    bar.set_message(phase.what.clone());
+                    shown = Some(key);
+                }
+                if let Some((_, total)) = &shown {
+                    bar.set_position(n);
+                    if total.is_none() {
+                        bar.tick(); // the spinner turns
+                    }
+                }
+                if last {
+                    break;
+                }
+                std::thread::park_timeout(std::time::Duration::from_millis(100));
+            }
+            bar.finish_and_clear();
+        });
+        Some(Bar {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    VERBOSITY.store(cli.verbosity(), std::sync::atomic::Ordering::Relaxed);
     let path = cli.config.clone();
     match cli.cmd {
         Cmd::Run => crate::daemon::run(&path).await,
@@ -304,18 +425,26 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 && let Err(ClientError::Connect { source, .. }) = client::connect(socket).await
                 && source.kind() == std::io::ErrorKind::PermissionDenied
             {
-                return Err(Failure::new(
+                let denied = Failure::new(
                     exit::NOPERM,
                     format!(
                         "cannot connect to {}: permission denied; only root, the daemon's user and members of its socket_group may use it",
                         socket.display()
                     ),
-                ));
+                );
+                // Whether or not a daemon runs, the volumes can be shown; the exit code
+                // still says the daemon could not be asked.
+                if let Cmd::Status { json } = &cmd
+                    && let Ok(cfg) = Config::load_with(&path, false)
+                {
+                    status::volumes_only(&cfg, *json, None)?;
+                }
+                return Err(denied);
             }
             if let Some(socket) = lenient
                 && client::connect(&socket).await.is_ok()
             {
-                if cli.socket.is_none() && !needs_daemon && owns(&socket) {
+                if cli.socket.is_none() && !needs_daemon && !quiet() && owns(&socket) {
                     // The operator's own typo must not go unnoticed while the daemon runs
                     // on its last good config.
                     if let Err(e) = Config::load(&path) {
@@ -340,14 +469,34 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 ));
             }
             // `scan` is itself the reconciliation; everything else refreshes first.
-            let cfg = Config::load(&path).map_err(|e| match e {
+            let loaded = Config::load(&path);
+            if let (Cmd::Status { json }, Err(e @ ConfigError::Invalid(_))) = (&cmd, &loaded)
+                && let Ok(cfg) = Config::load_with(&path, false)
+            {
+                // Only this machine's state is in the way (a state directory this user
+                // may not write): show the volumes anyway.
+                return status::volumes_only(&cfg, *json, Some(&e.to_string()));
+            }
+            let cfg = loaded.map_err(|e| match e {
                 e @ ConfigError::Read { .. } => Failure::new(
                     exit::CONFIG,
                     format!("{e}\n(a client of a running daemon needs only its socket: give --socket PATH or MEDIARETAIN_SOCKET)"),
                 ),
                 e => e.into(),
             })?;
-            let b = Backend::open(cfg, needs_daemon, !matches!(cmd, Cmd::Scan { .. })).await?;
+            let refresh = !matches!(cmd, Cmd::Scan { .. });
+            let b = match Backend::open(cfg.clone(), needs_daemon, refresh).await {
+                Ok(b) => b,
+                // No daemon and no registry here (another user's state directory): the
+                // volumes still tell the operator how full the disks are.
+                Err(f) if matches!(cmd, Cmd::Status { .. }) => {
+                    let Cmd::Status { json } = cmd else {
+                        return Err(f);
+                    };
+                    return status::volumes_only(&cfg, json, Some(&f.message));
+                }
+                Err(f) => return Err(f),
+            };
             dispatch(&b, cmd).await
         }
     }

@@ -20,6 +20,7 @@ pub(super) async fn plan(b: &Backend, json: bool, at: Option<String>) -> Result<
 
 /// `mediaretain gc`.
 pub(super) async fn gc(b: &Backend, dry_run: bool, json: bool) -> Result<(), Failure> {
+    let bar = b.progress();
     let r: GcReport = b
         .ask(
             Method::POST,
@@ -31,18 +32,19 @@ pub(super) async fn gc(b: &Backend, dry_run: bool, json: bool) -> Result<(), Fai
             move |e| e.gc(dry_run, "cli", true),
         )
         .await?;
+    drop(bar);
     if json {
         print_json(&r)?;
     } else {
-        print!("{}", render_gc(&r));
+        say_all(&render_gc(&r));
     }
     if r.failed > 0 {
         return Err(Failure::new(
             exit::IOERR,
             format!(
-                "{} of {} files could not be deleted",
+                "{} of {} could not be deleted",
                 r.failed,
-                r.results.len()
+                crate::units::plural(r.results.len() as u64, "file")
             ),
         ));
     }
@@ -102,8 +104,8 @@ fn render_plan(p: &Plan) -> String {
         .collect();
     let _ = writeln!(
         o,
-        "total: {} files to delete ({}){}",
-        p.actions.len() - refused.len(),
+        "total: {} to delete ({}){}",
+        crate::units::plural((p.actions.len() - refused.len()) as u64, "file"),
         ByteSize(p.delete_bytes() - refused.iter().map(|a| a.entry.size).sum::<u64>()),
         match refused.len() {
             0 => String::new(),
@@ -155,20 +157,20 @@ fn render_gc(r: &GcReport) -> String {
     if r.dry_run {
         let _ = writeln!(
             o,
-            "dry run: {} files ({}) would be deleted; nothing was changed",
-            r.results.len(),
+            "dry run: {} ({}) would be deleted; nothing was changed",
+            crate::units::plural(r.results.len() as u64, "file"),
             ByteSize(r.results.iter().map(|f| f.bytes).sum())
         );
     } else {
         let _ = writeln!(
             o,
-            "{} deleted ({}), {} refused, {} failed, {} already gone; {} empty directories removed; {} ms",
+            "{} deleted ({}), {} refused, {} failed, {} already gone; {} removed; {} ms",
             r.deleted_files,
             ByteSize(r.deleted_bytes),
             r.refused,
             r.failed,
             r.vanished,
-            r.pruned_dirs,
+            crate::units::plural(r.pruned_dirs, "empty directory"),
             r.millis
         );
     }

@@ -24,7 +24,7 @@ pub(super) async fn rm(
     if json {
         print_json(&r)?;
     } else {
-        print!("{}", render_rm(&r));
+        say_all(&render_rm(&r));
     }
     if r.remaining > 0 {
         return Err(Failure::new(
@@ -48,8 +48,8 @@ fn render_rm(r: &RmReport) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "rm: {} files ({}) named{}",
-        r.files,
+        "rm: {} ({}) named{}",
+        crate::units::plural(r.files, "file"),
         ByteSize(r.bytes),
         if r.dry_run {
             "; dry run, nothing is changed"
@@ -92,13 +92,13 @@ fn render_rm(r: &RmReport) -> String {
     } else {
         let _ = writeln!(
             o,
-            "{} deleted ({}), {} refused, {} failed, {} not there; {} directories removed{}; {} remaining; {} ms",
+            "{} deleted ({}), {} refused, {} failed, {} not there; {} removed{}; {} remaining; {} ms",
             r.deleted_files,
             ByteSize(r.deleted_bytes),
             r.refused,
             r.failed,
             r.gone,
-            r.removed_dirs.len(),
+            crate::units::plural(r.removed_dirs.len() as u64, "directory"),
             match r.unpinned {
                 0 => String::new(),
                 n => format!("; {n} unpinned"),

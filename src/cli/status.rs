@@ -10,13 +10,46 @@ pub(super) async fn status(b: &Backend, json: bool) -> Result<(), Failure> {
     show(json, &s, || render_status(&s, system_now()))
 }
 
+/// `mediaretain status` from the config alone: the volumes of the configured stores, from
+/// `statvfs`. With `no_registry`, the daemon is not running and the registry cannot be
+/// opened here (why); without, whether the daemon runs is not known (its socket refused us).
+pub(super) fn volumes_only(
+    cfg: &Config,
+    json: bool,
+    no_registry: Option<&str>,
+) -> Result<(), Failure> {
+    let mut s = crate::engine::status_without_registry(cfg, system_now());
+    // What this user may write says nothing of what the daemon's user may.
+    s.unwritable_stores.clear();
+    show(json, &s, || {
+        let mut o = render_status(&s, system_now());
+        match no_registry {
+            Some(why) => {
+                let why = why.lines().next().unwrap_or("");
+                let _ = writeln!(
+                    o,
+                    "\n(files and classes are not shown: without the daemon they come from the registry, which cannot be opened here: {why})"
+                );
+            }
+            None => {
+                o = o.replacen(
+                    "the daemon is not running",
+                    "whether the daemon runs is not known (its socket refused us)",
+                    1,
+                );
+            }
+        }
+        o
+    })
+}
+
 fn render_status(s: &Status, now: Nanos) -> String {
     let mut o = String::new();
     let a = &s.activity;
     let who = if a.daemon {
         format!("daemon pid {}, up {}", a.pid, fmt_span(now - a.started_at))
     } else {
-        "no daemon running (one-shot)".into()
+        "the daemon is not running".into()
     };
     let _ = writeln!(
         o,
@@ -26,13 +59,18 @@ fn render_status(s: &Status, now: Nanos) -> String {
     );
     if let Some(t) = a.last_scan_at {
         let files: u64 = a.last_scan.iter().map(|x| x.files).sum();
-        let _ = writeln!(o, "last scan:  {} ({files} files)", fmt_time(t));
+        let _ = writeln!(
+            o,
+            "last scan:  {} ({})",
+            fmt_time(t),
+            crate::units::plural(files, "file")
+        );
     }
     if a.daemon {
         let _ = writeln!(
             o,
-            "deleted:    {} files ({}) since start",
-            a.deleted_files,
+            "deleted:    {} ({}) since start",
+            crate::units::plural(a.deleted_files, "file"),
             ByteSize(a.deleted_bytes)
         );
     }
@@ -78,8 +116,21 @@ fn render_status(s: &Status, now: Nanos) -> String {
             }
         }
     }
+    for u in &s.unwritable_stores {
+        let _ = writeln!(
+            o,
+            "NOT WRITABLE: store {} ({}): {}; {}",
+            u.store,
+            crate::spell::show(&u.root),
+            u.error,
+            u.hint
+        );
+    }
     for v in &s.volumes {
         render_volume(&mut o, v, now);
+    }
+    if s.classes.is_empty() && a.last_scan_at.is_none() {
+        return o;
     }
     let _ = writeln!(
         o,
@@ -150,11 +201,11 @@ fn render_volume(o: &mut String, v: &crate::engine::Volume, now: Nanos) {
     if let Some(p) = &v.last_pass {
         let _ = writeln!(
             o,
-            "  last pressure pass {} ago: {:.1}% → {:.1}% used, {} files deleted ({}), {} freed, {} refused",
+            "  last pressure pass {} ago: {:.1}% → {:.1}% used, {} deleted ({}), {} freed, {} refused",
             fmt_span(now.saturating_sub(p.at)),
             p.before_pct,
             p.after_pct,
-            p.deleted_files,
+            crate::units::plural(p.deleted_files, "file"),
             ByteSize(p.deleted_bytes),
             ByteSize(p.freed_bytes),
             p.refused

@@ -431,6 +431,13 @@ impl Config {
     /// Reads and validates the config at `path`, with the drop-ins of the `conf.d/`
     /// directory beside it (`*.toml`, merged in name order, like tmpfiles.d).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, true)
+    }
+
+    /// Like [`Config::load`]; with `fs_checks` false, store roots and the state directory
+    /// are not looked at (what `status` needs from a config whose state directory belongs
+    /// to another user).
+    pub fn load_with(path: &Path, fs_checks: bool) -> Result<Config, ConfigError> {
         let read = |p: &Path| {
             let bytes = std::fs::read(p).map_err(|source| ConfigError::Read {
                 path: p.to_path_buf(),
@@ -444,7 +451,7 @@ impl Config {
             let t = read(&p)?;
             drop_ins.push((p, t));
         }
-        Config::parse_all(path, &text, &drop_ins, true)
+        Config::parse_all(path, &text, &drop_ins, fs_checks)
     }
 
     /// Like [`Config::parse_with`], from the raw bytes of a file: text that is not UTF-8 is
@@ -544,9 +551,77 @@ fn parse_toml<T: serde::de::DeserializeOwned>(
         .map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             let msg = e.message().trim();
-            diags.push(locate.at(span, format!("{msg}{}", suggest_for(msg))));
+            let msg = if msg == "duplicate key" {
+                duplicate_key(locate, span.clone())
+            } else {
+                format!("{msg}{}", suggest_for(msg))
+            };
+            diags.push(locate.at(span, msg));
         })
         .ok()
+}
+
+/// toml's "duplicate key" names neither the key nor where it was first: the key is the text
+/// at `span` (the second occurrence); the first is the same key earlier in the same table
+/// (or the same `[header]` earlier in the file), when it can be found.
+fn duplicate_key(locate: &Locator<'_>, span: Range<usize>) -> String {
+    let text = locate.text;
+    let key = text
+        .get(span.clone())
+        .unwrap_or("")
+        .trim()
+        .trim_matches(['"', '\''])
+        .to_string();
+    if key.is_empty() {
+        return "duplicate key".into();
+    }
+    let line_start = text
+        .get(..span.start)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    let uncomment = |l: &str| l.split('#').next().unwrap_or("").trim().to_string();
+    let this = uncomment(&text[line_start..line_end]);
+    let header = this.starts_with('[');
+    // Earlier lines, nearest first, with their byte offsets.
+    let mut first = None;
+    let mut end = line_start;
+    while end > 0 {
+        let start = text[..end - 1].rfind('\n').map_or(0, |i| i + 1);
+        let line = &text[start..end - 1];
+        let l = uncomment(line);
+        if header {
+            if l == this {
+                first = Some(start + line.find('[').unwrap_or(0));
+                break;
+            }
+        } else if l.starts_with('[') {
+            break;
+        } else if let Some(rest) = l
+            .strip_prefix(key.as_str())
+            .or_else(|| l.strip_prefix(&format!("\"{key}\"")))
+            && rest.trim_start().starts_with(['=', '.'])
+        {
+            first = Some(start + line.len() - line.trim_start().len());
+            break;
+        }
+        end = start;
+    }
+    let what = if header { "table" } else { "key" };
+    match first {
+        Some(at) => {
+            let d = locate.at(at..at, String::new());
+            format!(
+                "duplicate {what} `{key}` (first defined at {}:{}:{}); each may appear once",
+                d.file.display(),
+                d.line,
+                d.col
+            )
+        }
+        None => format!("duplicate {what} `{key}`; each may appear once"),
+    }
 }
 
 /// The closest of `known` to `word`, if one is close enough to be a typo of it.

@@ -40,11 +40,9 @@ pub struct HooksTable {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerHooksTable {
-    pub store: Option<String>,
-    #[serde(default)]
-    pub playlists: Vec<String>,
-    #[serde(default)]
-    pub paths: std::collections::BTreeMap<String, PathBuf>,
+    pub store: Option<Spanned<String>>,
+    pub playlists: Option<Spanned<Vec<String>>>,
+    pub paths: Option<Spanned<std::collections::BTreeMap<String, PathBuf>>>,
 }
 
 /// A drop-in of `conf.d/`: one server's stores and classes, and how its webhooks map onto
@@ -64,11 +62,9 @@ pub struct DropIn {
 #[serde(deny_unknown_fields)]
 pub struct DaemonTable {
     pub state_dir: Spanned<PathBuf>,
-    pub socket: Option<PathBuf>,
-    #[serde(default = "d_scan")]
-    pub scan_interval: Dur,
-    #[serde(default = "d_gc")]
-    pub gc_interval: Dur,
+    pub socket: Option<Spanned<PathBuf>>,
+    pub scan_interval: Option<Spanned<Dur>>,
+    pub gc_interval: Option<Spanned<Dur>>,
     #[serde(default)]
     pub max_delete_per_pass: Option<Spanned<Guard>>,
     #[serde(default = "d_audit")]
@@ -76,7 +72,7 @@ pub struct DaemonTable {
     #[serde(default = "d_audit_max")]
     pub audit_max_records: u64,
     #[serde(default)]
-    pub socket_group: Option<String>,
+    pub socket_group: Option<Spanned<String>>,
     #[serde(default = "d_max_leases")]
     pub max_leases_per_uid: u32,
 }
@@ -89,26 +85,19 @@ fn d_max_leases() -> u32 {
     1000
 }
 
-#[derive(Deserialize, Clone, Copy)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Guard {
-    #[serde(default = "d_files")]
-    pub files: u64,
+    pub files: Option<Spanned<u64>>,
     #[serde(default = "d_bytes")]
     pub bytes: ByteSize,
 }
 
-impl Default for Guard {
-    fn default() -> Self {
-        Guard {
-            files: d_files(),
-            bytes: d_bytes(),
-        }
-    }
-}
-
-fn d_parts() -> Vec<String> {
-    [".part", ".tmp", ".download"].map(String::from).to_vec()
+fn d_parts() -> Spanned<Vec<String>> {
+    Spanned::new(
+        0..0,
+        [".part", ".tmp", ".download"].map(String::from).to_vec(),
+    )
 }
 fn d_quiet() -> Dur {
     "30s".parse().unwrap()
@@ -117,19 +106,19 @@ fn d_grace() -> Dur {
     "15m".parse().unwrap()
 }
 
-fn d_scan() -> Dur {
-    "10m".parse().unwrap()
+pub fn d_scan() -> Dur {
+    Dur(std::time::Duration::from_secs(600))
 }
-fn d_gc() -> Dur {
-    "1m".parse().unwrap()
+pub fn d_gc() -> Dur {
+    Dur(std::time::Duration::from_secs(60))
 }
 fn d_audit() -> Dur {
     "90d".parse().unwrap()
 }
-fn d_files() -> u64 {
+pub fn d_files() -> u64 {
     10_000
 }
-fn d_bytes() -> ByteSize {
+pub fn d_bytes() -> ByteSize {
     ByteSize(1 << 40)
 }
 fn yes() -> bool {
@@ -142,17 +131,16 @@ pub struct StoreTable {
     pub name: Spanned<String>,
     pub kind: StoreKind,
     pub root: Option<Spanned<PathBuf>>,
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    pub bucket: Option<String>,
-    pub prefix: Option<String>,
-    pub credentials_file: Option<PathBuf>,
-    pub virtual_hosted: Option<bool>,
-    pub allow_http: Option<bool>,
-    pub abort_uploads_after: Option<Dur>,
-    pub retry_timeout: Option<Dur>,
-    #[serde(default)]
-    pub prune_empty_dirs: bool,
+    pub endpoint: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    pub bucket: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub credentials_file: Option<Spanned<PathBuf>>,
+    pub virtual_hosted: Option<Spanned<bool>>,
+    pub allow_http: Option<Spanned<bool>>,
+    pub abort_uploads_after: Option<Spanned<Dur>>,
+    pub retry_timeout: Option<Spanned<Dur>>,
+    pub prune_empty_dirs: Option<Spanned<bool>>,
     #[serde(default = "d_grace")]
     pub prune_grace: Dur,
     #[serde(default = "yes")]
@@ -168,22 +156,22 @@ pub struct ClassTable {
     pub patterns: Spanned<Vec<String>>,
     #[serde(default = "empty")]
     pub exclude: Spanned<Vec<String>>,
-    pub lifecycle: Lifecycle,
-    pub ttl: Option<Dur>,
-    pub keep_for: Option<Dur>,
-    pub max_count: Option<u64>,
-    pub max_total: Option<ByteSize>,
+    pub lifecycle: Spanned<Lifecycle>,
+    pub ttl: Option<Spanned<Dur>>,
+    pub keep_for: Option<Spanned<Dur>>,
+    pub max_count: Option<Spanned<u64>>,
+    pub max_total: Option<Spanned<ByteSize>>,
     #[serde(default)]
     pub age_from: AgeFrom,
     #[serde(default = "d_quiet")]
     pub quiet_period: Dur,
     pub protect_playlist_refs: Option<bool>,
     #[serde(default = "d_parts")]
-    pub part_suffixes: Vec<String>,
+    pub part_suffixes: Spanned<Vec<String>>,
     pub min_keep: Option<Dur>,
     #[serde(default)]
     pub pressure_priority: i64,
-    pub offload: Option<Offload>,
+    pub offload: Option<Spanned<Offload>>,
 }
 
 fn empty() -> Spanned<Vec<String>> {
@@ -195,17 +183,13 @@ fn empty() -> Spanned<Vec<String>> {
 pub struct Watchdog {
     #[serde(default = "yes")]
     pub enabled: bool,
-    #[serde(default = "d_high")]
-    pub high: Percent,
-    #[serde(default = "d_low")]
-    pub low: Percent,
+    pub high: Option<Spanned<Percent>>,
+    pub low: Option<Spanned<Percent>>,
     #[serde(default = "d_horizon")]
     pub horizon: Dur,
-    #[serde(default = "d_interval")]
-    pub interval: Dur,
+    pub interval: Option<Spanned<Dur>>,
     pub min_free: Option<ByteSize>,
-    #[serde(default = "d_inodes")]
-    pub min_free_inodes: Percent,
+    pub min_free_inodes: Option<Spanned<Percent>>,
     #[serde(default)]
     pub volume: Vec<Spanned<VolumeTable>>,
 }
@@ -214,12 +198,12 @@ impl Default for Watchdog {
     fn default() -> Self {
         Watchdog {
             enabled: true,
-            high: d_high(),
-            low: d_low(),
+            high: None,
+            low: None,
             horizon: d_horizon(),
-            interval: d_interval(),
+            interval: None,
             min_free: None,
-            min_free_inodes: d_inodes(),
+            min_free_inodes: None,
             volume: Vec::new(),
         }
     }
@@ -231,25 +215,25 @@ impl Default for Watchdog {
 pub struct VolumeTable {
     pub path: Spanned<PathBuf>,
     pub enabled: Option<bool>,
-    pub high: Option<Percent>,
-    pub low: Option<Percent>,
+    pub high: Option<Spanned<Percent>>,
+    pub low: Option<Spanned<Percent>>,
     pub horizon: Option<Dur>,
     pub min_free: Option<ByteSize>,
-    pub min_free_inodes: Option<Percent>,
+    pub min_free_inodes: Option<Spanned<Percent>>,
 }
 
-fn d_inodes() -> Percent {
+pub fn d_inodes() -> Percent {
     Percent(5.0)
 }
-fn d_high() -> Percent {
+pub fn d_high() -> Percent {
     Percent(90.0)
 }
-fn d_low() -> Percent {
+pub fn d_low() -> Percent {
     Percent(80.0)
 }
 fn d_horizon() -> Dur {
-    "15m".parse().unwrap()
+    Dur(std::time::Duration::from_secs(900))
 }
-fn d_interval() -> Dur {
-    "1s".parse().unwrap()
+pub fn d_interval() -> Dur {
+    Dur(std::time::Duration::from_secs(1))
 }

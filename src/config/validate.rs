@@ -100,29 +100,35 @@ impl Validator<'_> {
         span: Range<usize>,
         what: &str,
     ) -> Limits {
+        let val = |p: &Option<Spanned<Percent>>| p.as_ref().map(|p| *p.get_ref());
         let l = Limits {
             enabled: t.enabled.or(inherit.map(|i| i.enabled)).unwrap_or(true),
-            high: t.high.or(inherit.map(|i| i.high)).unwrap_or(Percent(90.0)),
-            low: t.low.or(inherit.map(|i| i.low)).unwrap_or(Percent(80.0)),
+            high: val(&t.high)
+                .or(inherit.map(|i| i.high))
+                .unwrap_or(raw::d_high()),
+            low: val(&t.low)
+                .or(inherit.map(|i| i.low))
+                .unwrap_or(raw::d_low()),
             horizon: t
                 .horizon
                 .or(inherit.map(|i| i.horizon))
                 .unwrap_or(Dur::ZERO),
             min_free: t.min_free.or(inherit.and_then(|i| i.min_free)),
-            min_free_inodes: t
-                .min_free_inodes
+            min_free_inodes: val(&t.min_free_inodes)
                 .or(inherit.map(|i| i.min_free_inodes))
-                .unwrap_or(Percent(0.0)),
+                .unwrap_or(raw::d_inodes()),
         };
+        // At the key that makes the pair wrong: the one written here (low first).
+        let at = |p: &Option<Spanned<Percent>>| p.as_ref().map(|p| p.span());
         if l.low.0 >= l.high.0 {
             self.err(
-                span.clone(),
+                at(&t.low).or(at(&t.high)).unwrap_or(span.clone()),
                 format!("{what}: low ({}) must be below high ({})", l.low, l.high),
             );
         }
         if l.min_free_inodes.0 >= 50.0 {
             self.err(
-                span,
+                at(&t.min_free_inodes).unwrap_or(span),
                 format!(
                     "{what}: min_free_inodes ({}) must be below 50%",
                     l.min_free_inodes
@@ -134,6 +140,13 @@ impl Validator<'_> {
 
     fn validate(&mut self, raw: raw::File, drop_ins: Vec<raw::DropIn>, path: &Path) -> Config {
         let state_dir_span = raw.daemon.get_ref().state_dir.span();
+        let socket_span = raw
+            .daemon
+            .get_ref()
+            .socket
+            .as_ref()
+            .map(|s| s.span())
+            .unwrap_or(state_dir_span.clone());
         let daemon = self.daemon(raw.daemon);
         // Stores of every file first: a class may name a store of another file.
         let mut stores = Vec::new();
@@ -152,13 +165,16 @@ impl Validator<'_> {
         }
         self.cur = 0;
         // Our own files must never be candidates for deletion.
-        for (what, p) in [("state_dir", &daemon.state_dir), ("socket", &daemon.socket)] {
+        for (what, p, span) in [
+            ("state_dir", &daemon.state_dir, &state_dir_span),
+            ("socket", &daemon.socket, &socket_span),
+        ] {
             if let Some(st) = stores
                 .iter()
                 .find(|st| st.is_local() && p.starts_with(&st.root))
             {
                 self.err(
-                    state_dir_span.clone(),
+                    span.clone(),
                     format!("daemon.{what} {} is inside the root of store {:?}; keep mediaretain's own files outside every store", p.display(), st.name),
                 );
             }
@@ -313,46 +329,55 @@ impl Validator<'_> {
         Some((listen, token))
     }
 
-    /// One `[hooks.<dialect>]` table, resolved against its own file.
+    /// One `[hooks.<dialect>]` table, resolved against its own file; each error at the key
+    /// at fault.
     fn server_hooks(
         &mut self,
         d: Dialect,
         t: Spanned<raw::ServerHooksTable>,
         stores: &[Store],
     ) -> ServerHooks {
-        let span = t.span();
         let t = t.into_inner();
         let what = format!("hooks.{}", d.name());
+        let playlists_span = t.playlists.as_ref().map(|p| p.span()).unwrap_or(0..0);
+        let playlists = t.playlists.map(Spanned::into_inner).unwrap_or_default();
         match &t.store {
-            Some(s) if !stores.iter().any(|x| &x.name == s && x.is_local()) => self.err(
-                span.clone(),
-                format!("{what}: store {s:?} is not a local store"),
-            ),
-            None if !t.playlists.is_empty() => self.err(
-                span.clone(),
+            Some(s)
+                if !stores
+                    .iter()
+                    .any(|x| &x.name == s.get_ref() && x.is_local()) =>
+            {
+                self.err(
+                    s.span(),
+                    format!("{what}: store {:?} is not a local store", s.get_ref()),
+                )
+            }
+            None if !playlists.is_empty() => self.err(
+                playlists_span.clone(),
                 format!("{what}: playlists need the store they are in (store = \"…\")"),
             ),
             _ => {}
         }
-        for p in &t.playlists {
+        for p in &playlists {
             let probe = p.replace("{app}", "a").replace("{stream}", "s");
             if p.starts_with('/') || glob(&probe).is_err() {
-                self.err(span.clone(), format!("{what}: playlist pattern {p:?} must be a glob relative to the store root ({{app}} and {{stream}} stand for the event's)"));
+                self.err(playlists_span.clone(), format!("{what}: playlist pattern {p:?} must be a glob relative to the store root ({{app}} and {{stream}} stand for the event's)"));
             }
         }
         let mut paths = Vec::new();
-        for (from, to) in t.paths {
+        let paths_span = t.paths.as_ref().map(|p| p.span()).unwrap_or(0..0);
+        for (from, to) in t.paths.map(Spanned::into_inner).unwrap_or_default() {
             let to = self.resolve(&to);
             if !from.starts_with('/') {
-                self.err(span.clone(), format!("{what}: paths key {from:?} must be absolute (the path as the server sees it)"));
+                self.err(paths_span.clone(), format!("{what}: paths key {from:?} must be absolute (the path as the server sees it)"));
             }
             paths.push((PathBuf::from(from), to));
         }
         // The longest prefix first, so that the most specific mapping applies.
         paths.sort_by_key(|(f, _)| std::cmp::Reverse(f.as_os_str().len()));
         ServerHooks {
-            store: t.store,
-            playlists: t.playlists,
+            store: t.store.map(Spanned::into_inner),
+            playlists,
             paths,
         }
     }
@@ -361,9 +386,16 @@ impl Validator<'_> {
     fn daemon(&mut self, raw: Spanned<raw::DaemonTable>) -> Daemon {
         let dspan = raw.span();
         let d = raw.into_inner();
-        let (guard, guard_span) = match d.max_delete_per_pass {
-            Some(g) => (*g.get_ref(), g.span()),
-            None => (raw::Guard::default(), dspan.clone()),
+        let (max_files, files_span, max_bytes) = match d.max_delete_per_pass {
+            Some(g) => {
+                let span = g.span();
+                let g = g.into_inner();
+                match g.files {
+                    Some(f) => (*f.get_ref(), f.span(), g.bytes),
+                    None => (raw::d_files(), span, g.bytes),
+                }
+            }
+            None => (raw::d_files(), dspan.clone(), raw::d_bytes()),
         };
         let state_dir = self.resolve(d.state_dir.get_ref());
         if let Some(md) = std::fs::metadata(&state_dir)
@@ -384,36 +416,42 @@ impl Validator<'_> {
         }
         let socket = d
             .socket
-            .as_deref()
-            .map(|s| self.resolve(s))
+            .as_ref()
+            .map(|s| self.resolve(s.get_ref()))
             .unwrap_or_else(|| state_dir.join("control.sock"));
-        if let Some(g) = d.socket_group.as_deref().filter(|_| self.fs_checks)
-            && let Err(e) = crate::access::group_gid(g)
+        if let Some(g) = d.socket_group.as_ref().filter(|_| self.fs_checks)
+            && let Err(e) = crate::access::group_gid(g.get_ref())
         {
-            self.err(dspan.clone(), e.to_string());
+            self.err(g.span(), e.to_string());
         }
-        if guard.files == 0 {
-            self.err(guard_span, "max_delete_per_pass.files must be at least 1");
+        if max_files == 0 {
+            self.err(files_span, "max_delete_per_pass.files must be at least 1");
         }
+        let interval = |v: &Option<Spanned<Dur>>, default: Dur| match v {
+            Some(v) => (*v.get_ref(), v.span()),
+            None => (default, dspan.clone()),
+        };
+        let (scan_interval, scan_span) = interval(&d.scan_interval, raw::d_scan());
+        let (gc_interval, gc_span) = interval(&d.gc_interval, raw::d_gc());
         let daemon = Daemon {
             state_dir,
             socket,
-            scan_interval: d.scan_interval,
-            gc_interval: d.gc_interval,
-            max_delete_files: guard.files,
-            max_delete_bytes: guard.bytes,
+            scan_interval,
+            gc_interval,
+            max_delete_files: max_files,
+            max_delete_bytes: max_bytes,
             audit_retention: d.audit_retention,
             audit_max_records: d.audit_max_records.max(1),
-            socket_group: d.socket_group,
+            socket_group: d.socket_group.map(Spanned::into_inner),
             max_leases_per_uid: d.max_leases_per_uid,
         };
-        for (name, v, min) in [
-            ("scan_interval", d.scan_interval, 1),
-            ("gc_interval", d.gc_interval, 1),
+        for (name, v, span, min) in [
+            ("scan_interval", scan_interval, scan_span, 1),
+            ("gc_interval", gc_interval, gc_span, 1),
         ] {
             if v.0.as_secs() < min || v.0.as_secs() > MAX_INTERVAL_SECS {
                 self.err(
-                    dspan.clone(),
+                    span,
                     format!("daemon.{name} must be between {min}s and 365d"),
                 );
             }
@@ -458,22 +496,33 @@ impl Validator<'_> {
         others: &[Store],
     ) -> Option<Store> {
         let s3_keys = [
-            ("endpoint", s.endpoint.is_some()),
-            ("bucket", s.bucket.is_some()),
-            ("region", s.region.is_some()),
-            ("prefix", s.prefix.is_some()),
-            ("credentials_file", s.credentials_file.is_some()),
-            ("virtual_hosted", s.virtual_hosted.is_some()),
-            ("allow_http", s.allow_http.is_some()),
-            ("abort_uploads_after", s.abort_uploads_after.is_some()),
-            ("retry_timeout", s.retry_timeout.is_some()),
+            ("endpoint", s.endpoint.as_ref().map(Spanned::span)),
+            ("bucket", s.bucket.as_ref().map(Spanned::span)),
+            ("region", s.region.as_ref().map(Spanned::span)),
+            ("prefix", s.prefix.as_ref().map(Spanned::span)),
+            (
+                "credentials_file",
+                s.credentials_file.as_ref().map(Spanned::span),
+            ),
+            (
+                "virtual_hosted",
+                s.virtual_hosted.as_ref().map(Spanned::span),
+            ),
+            ("allow_http", s.allow_http.as_ref().map(Spanned::span)),
+            (
+                "abort_uploads_after",
+                s.abort_uploads_after.as_ref().map(Spanned::span),
+            ),
+            ("retry_timeout", s.retry_timeout.as_ref().map(Spanned::span)),
         ];
         let span = s.name.span();
-        for (k, _) in s3_keys.iter().filter(|(_, set)| *set) {
-            self.err(
-                span.clone(),
-                format!("store {name:?}: {k} is for kind = \"s3\" stores"),
-            );
+        for (k, at) in s3_keys {
+            if let Some(at) = at {
+                self.err(
+                    at,
+                    format!("store {name:?}: {k} is for kind = \"s3\" stores"),
+                );
+            }
         }
         let Some(root_spanned) = &s.root else {
             self.err(span, format!("store {name:?}: a local store needs root"));
@@ -500,7 +549,11 @@ impl Validator<'_> {
             name,
             kind: s.kind,
             root,
-            prune_empty_dirs: s.prune_empty_dirs.then_some(s.prune_grace),
+            prune_empty_dirs: s
+                .prune_empty_dirs
+                .as_ref()
+                .is_some_and(|p| *p.get_ref())
+                .then_some(s.prune_grace),
             watch: s.watch,
             s3: None,
         })
@@ -509,8 +562,16 @@ impl Validator<'_> {
     /// A `kind = "s3"` store.
     fn s3_store(&mut self, s: &raw::StoreTable, name: String) -> Option<Store> {
         let span = s.name.span();
-        if s.root.is_some() || s.prune_empty_dirs {
-            self.err(span.clone(), format!("store {name:?}: root and prune_empty_dirs are for local stores; an S3 store has endpoint, bucket and prefix"));
+        for (key, at) in [
+            ("root", s.root.as_ref().map(Spanned::span)),
+            (
+                "prune_empty_dirs",
+                s.prune_empty_dirs.as_ref().map(Spanned::span),
+            ),
+        ] {
+            if let Some(at) = at {
+                self.err(at, format!("store {name:?}: {key} is for local stores; an S3 store has endpoint, bucket and prefix"));
+            }
         }
         let (Some(endpoint), Some(bucket)) = (&s.endpoint, &s.bucket) else {
             self.err(
@@ -519,27 +580,39 @@ impl Validator<'_> {
             );
             return None;
         };
+        let (endpoint_span, endpoint) = (endpoint.span(), endpoint.get_ref().clone());
+        let bucket = bucket.get_ref().clone();
         if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-            self.err(span.clone(), format!("store {name:?}: endpoint {endpoint:?} must start with https:// (or http:// for loopback or with allow_http)"));
+            self.err(endpoint_span, format!("store {name:?}: endpoint {endpoint:?} must start with https:// (or http:// for loopback or with allow_http)"));
         }
-        let prefix = s.prefix.clone().unwrap_or_default();
+        let prefix = s
+            .prefix
+            .as_ref()
+            .map(|p| p.get_ref().clone())
+            .unwrap_or_default();
         if prefix.starts_with('/') || prefix.split('/').any(|x| x == "..") {
             self.err(
-                span.clone(),
+                s.prefix.as_ref().map(Spanned::span).unwrap_or(span.clone()),
                 format!("store {name:?}: prefix {prefix:?} must be relative, without '..'"),
             );
         }
-        let credentials_file = s.credentials_file.as_ref().map(|f| self.resolve(f));
-        if let Some((f, Err(e))) = credentials_file
+        let credentials_file = s
+            .credentials_file
+            .as_ref()
+            .map(|f| (f.span(), self.resolve(f.get_ref())));
+        if let Some((at, f, Err(e))) = credentials_file
             .as_ref()
             .filter(|_| self.fs_checks)
-            .map(|f| (f, std::fs::metadata(f)))
+            .map(|(at, f)| (at, f, std::fs::metadata(f)))
         {
             self.err(
-                span.clone(),
+                at.clone(),
                 format!("store {name:?}: credentials_file {}: {e}", f.display()),
             );
         }
+        let credentials_file = credentials_file.map(|(_, f)| f);
+        let val = |v: &Option<Spanned<bool>>| v.as_ref().map(|v| *v.get_ref());
+        let dur = |v: &Option<Spanned<Dur>>| v.as_ref().map(|v| *v.get_ref());
         Some(Store {
             name,
             kind: s.kind,
@@ -547,18 +620,20 @@ impl Validator<'_> {
             prune_empty_dirs: None,
             watch: false,
             s3: Some(S3Location {
-                endpoint: endpoint.clone(),
-                region: s.region.clone().unwrap_or_else(|| "us-east-1".into()),
-                bucket: bucket.clone(),
+                endpoint,
+                region: s
+                    .region
+                    .as_ref()
+                    .map(|r| r.get_ref().clone())
+                    .unwrap_or_else(|| "us-east-1".into()),
+                bucket,
                 prefix,
-                virtual_hosted: s.virtual_hosted.unwrap_or(false),
-                allow_http: s.allow_http.unwrap_or(false),
+                virtual_hosted: val(&s.virtual_hosted).unwrap_or(false),
+                allow_http: val(&s.allow_http).unwrap_or(false),
                 credentials_file,
-                abort_uploads_after: s
-                    .abort_uploads_after
+                abort_uploads_after: dur(&s.abort_uploads_after)
                     .unwrap_or(Dur(std::time::Duration::from_secs(86400))),
-                retry_timeout: s
-                    .retry_timeout
+                retry_timeout: dur(&s.retry_timeout)
                     .unwrap_or(Dur(std::time::Duration::from_secs(120))),
             }),
         })
@@ -572,9 +647,14 @@ impl Validator<'_> {
         declared: &HashMap<String, Place>,
         class_names: &mut HashMap<String, Place>,
     ) -> Class {
-        let span = raw.span();
         let c = raw.into_inner();
         let name = c.name.get_ref().clone();
+        let lifecycle = *c.lifecycle.get_ref();
+        let lifecycle_span = c.lifecycle.span();
+        let ttl = c.ttl.as_ref().map(|v| *v.get_ref());
+        let keep_for = c.keep_for.as_ref().map(|v| *v.get_ref());
+        let max_count = c.max_count.as_ref().map(|v| *v.get_ref());
+        let max_total = c.max_total.as_ref().map(|v| *v.get_ref());
         if name.is_empty() {
             self.err(c.name.span(), "class name must not be empty");
         } else if let Some(first) = class_names.get(&name) {
@@ -619,8 +699,13 @@ impl Validator<'_> {
                 };
                 self.err(sp, format!("class {name:?}: bad glob {p:?}: {}", e.kind()));
             } else if p.starts_with('/') {
+                let sp = if c.patterns.get_ref().contains(p) {
+                    c.patterns.span()
+                } else {
+                    c.exclude.span()
+                };
                 self.err(
-                    c.patterns.span(),
+                    sp,
                     format!("class {name:?}: glob {p:?} must be relative to the store root"),
                 );
             }
@@ -634,46 +719,69 @@ impl Validator<'_> {
                     );
             }
         }
-        match c.lifecycle {
+        // A key that is missing is reported at `lifecycle`, the key that needs it.
+        match lifecycle {
             Lifecycle::Temporary => {
-                if c.ttl.is_none() {
+                if ttl.is_none() {
                     self.err(
-                        span.clone(),
+                        lifecycle_span.clone(),
                         format!("class {name:?}: lifecycle \"temporary\" needs ttl"),
                     );
                 }
-                if c.keep_for.is_some() {
-                    self.err(span.clone(), format!("class {name:?}: keep_for is for segment and recording classes; a temporary class uses ttl"));
+                if let Some(k) = &c.keep_for {
+                    self.err(k.span(), format!("class {name:?}: keep_for is for segment and recording classes; a temporary class uses ttl"));
                 }
             }
             Lifecycle::Segment | Lifecycle::Recording => {
-                if c.ttl.is_some() {
-                    self.err(span.clone(), format!("class {name:?}: ttl is for temporary classes; a {} class uses keep_for", c.lifecycle));
+                if let Some(t) = &c.ttl {
+                    self.err(t.span(), format!("class {name:?}: ttl is for temporary classes; a {lifecycle} class uses keep_for"));
                 }
-                if c.lifecycle == Lifecycle::Segment && c.keep_for.is_none() {
+                if lifecycle == Lifecycle::Segment && keep_for.is_none() {
                     self.err(
-                        span.clone(),
+                        lifecycle_span.clone(),
                         format!("class {name:?}: lifecycle \"segment\" needs keep_for"),
                     );
                 }
             }
         }
         if c.part_suffixes
+            .get_ref()
             .iter()
             .any(|x| x.is_empty() || x.contains('/'))
         {
             self.err(
-                span.clone(),
+                c.part_suffixes.span(),
                 format!("class {name:?}: part_suffixes must be non-empty and contain no '/'"),
             );
         }
-        if c.max_count == Some(0) || c.max_total.is_some_and(|t| t.0 == 0) {
-            self.err(
-                    span.clone(),
-                    format!("class {name:?}: max_count and max_total must be above 0 (a ttl of 0s expires files at once)"),
+        for (key, zero) in [
+            (
+                "max_count",
+                c.max_count
+                    .as_ref()
+                    .filter(|v| *v.get_ref() == 0)
+                    .map(Spanned::span),
+            ),
+            (
+                "max_total",
+                c.max_total
+                    .as_ref()
+                    .filter(|v| v.get_ref().0 == 0)
+                    .map(Spanned::span),
+            ),
+        ] {
+            if let Some(at) = zero {
+                self.err(
+                    at,
+                    format!(
+                        "class {name:?}: {key} must be above 0 (a ttl of 0s expires files at once)"
+                    ),
                 );
+            }
         }
-        if let Some(o) = &c.offload {
+        let offload_span = c.offload.as_ref().map(Spanned::span).unwrap_or(0..0);
+        let offload = c.offload.map(Spanned::into_inner);
+        if let Some(o) = &offload {
             // A store with its own error is not held against the class (no knock-on).
             let local = stores
                 .iter()
@@ -682,18 +790,18 @@ impl Validator<'_> {
             match stores.iter().find(|s| s.name == o.to) {
                 None if declared.contains_key(&o.to) => {}
                 None => self.err(
-                    span.clone(),
+                    offload_span.clone(),
                     format!("class {name:?}: offload.to names unknown store {:?}", o.to),
                 ),
                 Some(t) if t.is_local() => self.err(
-                    span.clone(),
+                    offload_span.clone(),
                     format!(
                         "class {name:?}: offload.to must name an S3 store; {:?} is local",
                         o.to
                     ),
                 ),
                 Some(_) if !local => self.err(
-                    span.clone(),
+                    offload_span.clone(),
                     format!("class {name:?}: offload is for classes of local stores"),
                 ),
                 Some(_) => {}
@@ -704,20 +812,20 @@ impl Validator<'_> {
             store: c.store.into_inner(),
             patterns: c.patterns.into_inner(),
             exclude: c.exclude.into_inner(),
-            lifecycle: c.lifecycle,
-            ttl: c.ttl,
-            keep_for: c.keep_for,
-            max_count: c.max_count,
-            max_total: c.max_total,
+            lifecycle,
+            ttl,
+            keep_for,
+            max_count,
+            max_total,
             age_from: c.age_from,
             quiet_period: c.quiet_period,
             protect_playlist_refs: c
                 .protect_playlist_refs
-                .unwrap_or(c.lifecycle == Lifecycle::Segment),
-            part_suffixes: c.part_suffixes,
+                .unwrap_or(lifecycle == Lifecycle::Segment),
+            part_suffixes: c.part_suffixes.into_inner(),
             min_keep: c.min_keep,
             pressure_priority: c.pressure_priority,
-            offload: c.offload,
+            offload,
         }
     }
 
@@ -727,20 +835,28 @@ impl Validator<'_> {
             Some(w) => (w.span(), w.into_inner()),
             None => (0..0, raw::Watchdog::default()),
         };
-        if w.interval.0.is_zero() || w.interval.0.as_secs() > 3600 {
+        let interval = w
+            .interval
+            .as_ref()
+            .map(|i| *i.get_ref())
+            .unwrap_or(raw::d_interval());
+        if interval.0.is_zero() || interval.0.as_secs() > 3600 {
             self.err(
-                wspan.clone(),
+                w.interval
+                    .as_ref()
+                    .map(Spanned::span)
+                    .unwrap_or(wspan.clone()),
                 "watchdog: interval must be above 0s and at most 1h",
             );
         }
         let base = raw::VolumeTable {
             path: Spanned::new(0..0, PathBuf::new()),
             enabled: Some(w.enabled),
-            high: Some(w.high),
-            low: Some(w.low),
+            high: w.high.clone(),
+            low: w.low.clone(),
             horizon: Some(w.horizon),
             min_free: w.min_free,
-            min_free_inodes: Some(w.min_free_inodes),
+            min_free_inodes: w.min_free_inodes.clone(),
         };
         let limits = self.limits(&base, None, wspan.clone(), "watchdog");
         let mut volumes: Vec<VolumeLimits> = Vec::new();
@@ -779,7 +895,7 @@ impl Validator<'_> {
             volumes.push(VolumeLimits { path, limits });
         }
         Watchdog {
-            interval: w.interval,
+            interval,
             limits,
             volumes,
         }

@@ -344,6 +344,7 @@ impl Engine {
         gone: &mut Vec<(i64, PathBuf)>,
         records: &mut Vec<AuditRecord>,
     ) {
+        self.progress.add(1);
         // A refusal is audited and logged when its episode starts or its kind changes, not
         // on every pass while it lasts (a file in use is normal; the journal and the audit
         // must grow with what changed, not with the number of passes).

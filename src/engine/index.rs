@@ -21,7 +21,16 @@ impl Engine {
         let now = self.now();
         let mut out = Vec::new();
         for s in &rt.stores {
-            let mut st = scan::scan_store(s.name(), s.root(), &self.registry, &rt.classifier, now)?;
+            self.progress
+                .start(format!("scanning {}", s.name()), None, false);
+            let mut st = scan::scan_store(
+                s.name(),
+                s.root(),
+                &self.registry,
+                &rt.classifier,
+                now,
+                &self.progress,
+            )?;
             self.add_prune_candidates(&rt, s.name(), std::mem::take(&mut st.empty_dirs));
             out.push(st);
         }

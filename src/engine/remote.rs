@@ -479,7 +479,13 @@ impl Engine {
 /// `mediaretain fetch STORE:KEY DEST`: streams an object to `dest` through a partial file
 /// in `state_dir/staging` (memory flat for any size), verified, then moved into place.
 /// Partial files of processes that died are removed first.
-pub fn fetch(config: &Config, arg: &str, dest: &Path, force: bool) -> Result<Verified> {
+pub fn fetch(
+    config: &Config,
+    arg: &str,
+    dest: &Path,
+    force: bool,
+    progress: &crate::progress::Progress,
+) -> Result<Verified> {
     let (store, key) = arg
         .split_once(':')
         .filter(|(s, k)| !s.is_empty() && crate::store::is_plain_key(k))
@@ -515,6 +521,9 @@ pub fn fetch(config: &Config, arg: &str, dest: &Path, force: bool) -> Result<Ver
         .file()
         .try_clone()
         .map_err(|e| StoreError::io(store, dest, e))?;
+    if let Ok(f) = file.try_clone() {
+        progress.follow(format!("fetching {arg}"), f);
+    }
     let v = io(remote.fetch_into(key, file, dest))?;
     out.commit(newfile::umask_mode()).map_err(|e| match e {
         e @ NewFileError::Exists { .. } => EngineError::BadInput(e.to_string()),

@@ -444,13 +444,13 @@ impl Engine {
                 deleted = report.deleted_files,
                 bytes = report.deleted_bytes,
                 remaining = report.remaining,
-                "rm: {} deleted ({}), {} refused, {} failed, {} already gone, {} directories removed",
+                "rm: {} deleted ({}), {} refused, {} failed, {} already gone, {} removed",
                 report.deleted_files,
                 ByteSize(report.deleted_bytes),
                 report.refused,
                 report.failed,
                 report.gone,
-                report.removed_dirs.len()
+                crate::units::plural(report.removed_dirs.len() as u64, "directory")
             );
         }
         Ok(report)

@@ -13,34 +13,17 @@ impl Engine {
             .volumes
             .iter()
             .filter_map(|(v, limits)| {
-                let sample = crate::watchdog::Sample::read(&v.probe, now).ok()?;
                 let w = watch.get(&v.dev);
-                let rate = w.and_then(|w| w.rate.rate());
-                Some(Volume {
-                    mount: v.mount.clone(),
-                    stores: v.stores.clone(),
-                    used_pct: sample.used_pct(),
-                    inodes_free_pct: sample.inodes_free_pct(),
-                    limits: limits.clone(),
-                    rate,
-                    time_to_full: crate::watchdog::time_to_full(&sample, rate).map(|secs| {
-                        crate::units::Dur(std::time::Duration::from_secs(
-                            secs.max(0.0).round() as u64
-                        ))
-                    }),
-                    state: w.map(|w| w.state),
-                    triggers: crate::watchdog::triggers(limits, &sample, rate)
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                    last_pass: w.and_then(|w| w.last_pass.clone()),
-                    stuck_since: w.and_then(|w| w.stuck_since),
-                    sample,
-                })
+                let mut vol = volume_now(v, limits, now, w.and_then(|w| w.rate.rate()))?;
+                vol.state = w.map(|w| w.state);
+                vol.last_pass = w.and_then(|w| w.last_pass.clone());
+                vol.stuck_since = w.and_then(|w| w.stuck_since);
+                Some(vol)
             })
             .collect();
         drop(watch);
         let (files, next) = self.reg().backoff_census(now)?;
+        let unwritable_stores = unwritable_stores(&rt.config);
         Ok(Status {
             config: rt.config.path.clone(),
             state_dir: rt.config.daemon.state_dir.clone(),
@@ -48,6 +31,7 @@ impl Engine {
             classes: self.reg().totals()?,
             volumes,
             offload_backing_off: OffloadBackoff { files, next },
+            unwritable_stores,
         })
     }
 
@@ -69,6 +53,87 @@ impl Engine {
         }
         self.activity.lock().expect("activity lock").last_reload = Some(Reload { at, error });
     }
+}
+
+/// Volume `v` as `statvfs` has it now (None: it cannot be read), at fill `rate`; nothing
+/// of a watchdog's state.
+fn volume_now(
+    v: &crate::watchdog::VolumeSpec,
+    limits: &crate::config::Limits,
+    now: Nanos,
+    rate: Option<f64>,
+) -> Option<Volume> {
+    let sample = crate::watchdog::Sample::read(&v.probe, now).ok()?;
+    Some(Volume {
+        mount: v.mount.clone(),
+        stores: v.stores.clone(),
+        used_pct: sample.used_pct(),
+        inodes_free_pct: sample.inodes_free_pct(),
+        limits: limits.clone(),
+        rate,
+        time_to_full: crate::watchdog::time_to_full(&sample, rate).map(|secs| {
+            crate::units::Dur(std::time::Duration::from_secs(secs.max(0.0).round() as u64))
+        }),
+        state: None,
+        triggers: crate::watchdog::triggers(limits, &sample, rate)
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        last_pass: None,
+        stuck_since: None,
+        sample,
+    })
+}
+
+/// `status` from the config alone, for when there is no daemon and the registry cannot be
+/// opened here (another user's state directory): the volumes of the configured stores and
+/// the roots that cannot be written; no classes, no activity.
+pub fn status_without_registry(config: &crate::config::Config, now: Nanos) -> Status {
+    let volumes = crate::watchdog::volumes(config)
+        .iter()
+        .filter_map(|v| volume_now(v, crate::watchdog::limits_of(config, v), now, None))
+        .collect();
+    Status {
+        config: config.path.clone(),
+        state_dir: config.daemon.state_dir.clone(),
+        activity: Activity::default(),
+        classes: Vec::new(),
+        volumes,
+        offload_backing_off: OffloadBackoff::default(),
+        unwritable_stores: unwritable_stores(config),
+    }
+}
+
+/// The local stores of `config` whose roots this process cannot write.
+pub fn unwritable_stores(config: &crate::config::Config) -> Vec<UnwritableStore> {
+    config
+        .stores
+        .iter()
+        .filter(|s| s.is_local())
+        .filter_map(|s| {
+            crate::store::local::unwritable(&s.root).map(|u| UnwritableStore {
+                store: s.name.clone(),
+                root: s.root.clone(),
+                error: u.error,
+                hint: u.hint,
+            })
+        })
+        .collect()
+}
+
+/// A local store whose root the daemon (or a one-shot command) cannot write: nothing in
+/// it can be deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UnwritableStore {
+    /// The store.
+    pub store: String,
+    /// Its root.
+    #[serde(with = "crate::spell::serde_path")]
+    pub root: PathBuf,
+    /// The error ("Read-only file system").
+    pub error: String,
+    /// What to do (names `ReadWritePaths=`).
+    pub hint: String,
 }
 
 /// One volume holding local stores, in `status`.
@@ -158,6 +223,9 @@ pub struct Status {
     /// Files whose offloads keep failing and wait before they are tried again.
     #[serde(default)]
     pub offload_backing_off: OffloadBackoff,
+    /// Local stores whose roots cannot be written (nothing in them can be deleted).
+    #[serde(default)]
+    pub unwritable_stores: Vec<UnwritableStore>,
 }
 
 /// Offloads backing off after failures, in `status`.

@@ -27,6 +27,36 @@ pub struct Users {
     pub blind_spot: Option<String>,
 }
 
+/// Why this process cannot write a store root, and what to do about it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Unwritable {
+    /// The error, as the system words it ("Read-only file system").
+    pub error: String,
+    /// What to do.
+    pub hint: String,
+}
+
+/// Whether this process may write `root` (create and remove entries in it): None when it
+/// may. A read-only mount (EROFS) — what systemd's `ProtectSystem=strict` makes of every
+/// path left out of `ReadWritePaths=` — or missing permission (EACCES) means nothing in
+/// the store can be deleted.
+pub fn unwritable(root: &Path) -> Option<Unwritable> {
+    let e = rustix::fs::access(root, rustix::fs::Access::WRITE_OK).err()?;
+    let error = std::io::Error::from(e).to_string();
+    let shown = crate::spell::show(root);
+    let hint = match e {
+        Errno::ROFS => format!(
+            "{shown} is read-only to mediaretain, so nothing in it can be deleted; under systemd add it to ReadWritePaths= (systemctl edit mediaretain), else remount it read-write"
+        ),
+        Errno::ACCESS | Errno::PERM => format!(
+            "uid {} may not write {shown}, so nothing in it can be deleted; give it write access (and under systemd list it in ReadWritePaths=)",
+            rustix::process::geteuid().as_raw()
+        ),
+        _ => format!("{shown} cannot be written, so nothing in it can be deleted"),
+    };
+    Some(Unwritable { error, hint })
+}
+
 /// A local directory store.
 #[derive(Debug)]
 pub struct LocalStore {

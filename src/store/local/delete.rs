@@ -225,6 +225,7 @@ impl LocalStore {
             store: self,
             touched: Vec::new(),
             trash: None,
+            unwritable: None,
         }
     }
 
@@ -367,6 +368,8 @@ pub struct Deleter<'a> {
     touched: Vec<PathBuf>,
     /// The store's trash directory, opened (and created) at the first deletion.
     trash: Option<OwnedFd>,
+    /// Whether the root is writable, looked at after the first failure.
+    unwritable: Option<Option<super::Unwritable>>,
 }
 
 impl Deleter<'_> {
@@ -374,7 +377,31 @@ impl Deleter<'_> {
     /// it open, then observes it gone. The kernel decides who has it open (see
     /// [`exclusive`]); `users` names them (by device and inode) for the refusal, and decides
     /// alone on filesystems without leases.
+    ///
+    /// A failure in a root this process cannot write (a read-only mount, as a systemd
+    /// unit's `ProtectSystem=` makes of a root left out of `ReadWritePaths=`) says so.
     pub fn delete(
+        &mut self,
+        rel: &Path,
+        expect: Expect,
+        users: &mut dyn FnMut(u64, u64) -> Users,
+    ) -> Outcome {
+        match self.try_delete(rel, expect, users) {
+            Outcome::Failed(why) => {
+                let root = self.store.root();
+                let hint = self
+                    .unwritable
+                    .get_or_insert_with(|| super::unwritable(root))
+                    .as_ref()
+                    .map(|u| format!(" ({})", u.hint))
+                    .unwrap_or_default();
+                Outcome::Failed(format!("{why}{hint}"))
+            }
+            o => o,
+        }
+    }
+
+    fn try_delete(
         &mut self,
         rel: &Path,
         expect: Expect,
