@@ -358,15 +358,14 @@ pub fn parse_at(s: &str, now: Nanos) -> Result<Nanos, String> {
     if t == "now" {
         return Ok(now);
     }
+    let forms = "write \"now\", a duration from now like \"+2h\" or \"+7d\", or RFC 3339 like \"2026-11-22T08:00:00Z\"";
     if let Some(d) = t.strip_prefix('+') {
-        let d: Dur = d.parse()?;
+        let d: Dur = d
+            .parse()
+            .map_err(|_| format!("invalid time {s:?}: not a duration after \"+\"; {forms}"))?;
         return Ok(now.saturating_add(d.as_nanos_i64()));
     }
-    parse_time(t).map_err(|_| {
-        format!(
-            "invalid time {s:?}: write \"now\", a duration from now like \"+2h\" or \"+7d\", or RFC 3339 like \"2026-11-22T08:00:00Z\""
-        )
-    })
+    parse_time(t).map_err(|_| format!("invalid time {s:?}: {forms}"))
 }
 
 /// Serde for a time in JSON: RFC 3339 UTC with milliseconds ([`fmt_time_json`]), read
