@@ -438,3 +438,88 @@ fn deb_installs_a_working_service_and_purges_clean() {
         );
     }
 }
+
+/// What the package's man pages and completions are made of, as any user (no root): `--help`
+/// has the PATH syntax, examples and every exit code; `generate` writes a page per visible
+/// subcommand (none for itself) and the three completions.
+#[test]
+fn help_and_generated_files_carry_paths_examples_and_exit_codes() {
+    let help = run(&bin(), &["--help"]);
+    assert_eq!(help.code, 0, "{help:?}");
+    for want in [
+        "Paths:",
+        "STORE:KEY",
+        "Examples:",
+        "Exit codes:",
+        "mediaretain lease",
+    ] {
+        assert!(
+            help.stdout.contains(want),
+            "--help lacks {want:?}:\n{}",
+            help.stdout
+        );
+    }
+    for code in [0u8, 64, 65, 69, 70, 73, 74, 75, 77, 78] {
+        assert!(
+            help.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{code} "))),
+            "--help does not explain exit code {code}:\n{}",
+            help.stdout
+        );
+    }
+    let short = run(&bin(), &["-h"]);
+    assert!(
+        short.stdout.contains("--help adds examples and exit codes"),
+        "{short:?}"
+    );
+    let lease = run(&bin(), &["lease", "--help"]);
+    assert!(
+        lease.stdout.contains("Examples:") && lease.stdout.contains("--ttl 120s"),
+        "{lease:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("man");
+    let r = run(&bin(), &["generate", "man", man.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let mut pages: Vec<String> = fs::read_dir(&man)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    for want in [
+        "mediaretain.1",
+        "mediaretain-lease.1",
+        "mediaretain-check-config.1",
+    ] {
+        assert!(pages.iter().any(|p| p == want), "no {want} in {pages:?}");
+    }
+    assert!(
+        !pages.iter().any(|p| p.contains("generate")),
+        "the hidden generate subcommand must have no page: {pages:?}"
+    );
+    let top = fs::read_to_string(man.join("mediaretain.1")).unwrap();
+    for want in [
+        ".SH PATHS",
+        ".SH EXAMPLES",
+        ".SH \"EXIT STATUS\"",
+        ".SH FILES",
+    ] {
+        assert!(top.contains(want), "mediaretain.1 lacks {want:?}");
+    }
+    let comp = dir.path().join("completions");
+    let r = run(&bin(), &["generate", "completions", comp.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for f in ["mediaretain.bash", "_mediaretain", "mediaretain.fish"] {
+        let text = fs::read_to_string(comp.join(f)).unwrap_or_default();
+        assert!(
+            text.contains("check-config"),
+            "completion {f} missing or empty"
+        );
+        assert!(
+            !text.contains("generate"),
+            "completion {f} offers the hidden generate"
+        );
+    }
+}

@@ -237,11 +237,32 @@ pub fn generate(what: Generated, dir: &Path) -> Result<(), Failure> {
 
 fn completions(dir: &Path) -> std::io::Result<()> {
     use clap_complete::Shell;
-    let mut cmd = Cli::command();
+    let mut cmd = visible(Cli::command());
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut cmd, "mediaretain", dir)?;
     }
     Ok(())
+}
+
+/// `cmd` without its hidden subcommands: clap_complete offers hidden ones too, and clap
+/// cannot remove a subcommand, so the command is rebuilt from its arguments and the rest.
+fn visible(full: Command) -> Command {
+    let mut cmd = Command::new("mediaretain")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(full.is_subcommand_required_set());
+    if let Some(a) = full.get_about() {
+        cmd = cmd.about(a.clone());
+    }
+    for arg in full.get_arguments().filter(|a| {
+        // clap adds --help and --version itself.
+        !matches!(a.get_id().as_str(), "help" | "version")
+    }) {
+        cmd = cmd.arg(arg.clone());
+    }
+    for sub in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        cmd = cmd.subcommand(sub.clone());
+    }
+    cmd
 }
 
 /// `mediaretain.1` with PATHS, EXAMPLES, EXIT STATUS, ENVIRONMENT and FILES, and a page per
