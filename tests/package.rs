@@ -195,6 +195,19 @@ fn deb_installs_a_working_service_and_purges_clean() {
         eprintln!("tests/package.rs: skipped: dpkg -i needs root (CI runs as root)");
         return;
     }
+    // Never purge somebody's real installation (or guess at a leftover of a killed run).
+    let before = run("dpkg-query", &["-W", "-f=${Status}", PKG]);
+    let status = before
+        .stdout
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("not-installed");
+    assert_eq!(
+        status, "not-installed",
+        "the package {PKG} is on this machine ({}); this test installs and purges it: run \
+         `dpkg --purge {PKG}` first",
+        before.stdout
+    );
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
     let deb = tmp.path().join("mediaretain.deb");
