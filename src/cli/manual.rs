@@ -105,7 +105,7 @@ const EXIT_CODES: &[(u8, &str)] = &[
     (exit::USAGE, "usage: the command line is wrong"),
     (
         exit::DATAERR,
-        "bad input: a path outside every store, an unknown name, a NUL byte",
+        "bad input: a path outside every store, an unknown store, a NUL byte",
     ),
     (
         exit::UNAVAILABLE,
