@@ -21,8 +21,9 @@ fn main() -> ExitCode {
     };
     // Everything we create — state directory, registry, lock, socket, staging — is ours
     // alone unless we say otherwise, whatever umask we were started with. `fetch` writes
-    // the operator's file and keeps the operator's umask. Set before any thread exists.
-    if !matches!(cli.cmd, Cmd::Fetch { .. }) {
+    // the operator's file and keeps the operator's umask, and so does `generate` (files
+    // to package). Set before any thread exists.
+    if !matches!(cli.cmd, Cmd::Fetch { .. } | Cmd::Generate { .. }) {
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     }
     // The daemon logs from info, one-shot commands from warn; -v raises, -q lowers.

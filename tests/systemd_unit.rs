@@ -15,7 +15,7 @@ use std::process::Command;
 /// File name of the unit; verify derives the unit name (and its type) from it.
 const UNIT_NAME: &str = "mediaretain.service";
 /// Where the unit expects the daemon binary in production.
-const INSTALLED_BIN: &str = "/usr/local/bin/mediaretain";
+const INSTALLED_BIN: &str = "/usr/bin/mediaretain";
 
 fn unit_source() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

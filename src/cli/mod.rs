@@ -35,16 +35,26 @@ use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 mod admin;
 mod backend;
 mod files;
+mod manual;
 mod marks;
 mod passes;
 mod rm;
 mod status;
 
 use backend::Backend;
+pub use manual::Generated;
 
 /// mediaretain: keeps streaming and recording boxes from filling their disks.
 #[derive(Debug, Parser)]
-#[command(name = "mediaretain", version, about, long_about = None)]
+#[command(
+    name = "mediaretain",
+    version,
+    about,
+    long_about = manual::LONG_ABOUT,
+    after_help = manual::AFTER_HELP,
+    after_long_help = manual::after_long_help(),
+    mut_subcommands = manual::decorate
+)]
 pub struct Cli {
     /// Config file.
     #[arg(long, global = true, env = "MEDIARETAIN_CONFIG", default_value = config::DEFAULT_PATH)]
@@ -225,6 +235,15 @@ pub enum Cmd {
         /// Replace DEST if it exists.
         #[arg(long)]
         force: bool,
+    },
+    /// Write the man pages or the shell completions (bash, zsh, fish) into DIR, from this
+    /// command line's own definition (run by scripts/deb before packaging).
+    #[command(hide = true)]
+    Generate {
+        /// man or completions.
+        what: manual::Generated,
+        /// Where to write them (created if missing).
+        dir: PathBuf,
     },
 }
 
@@ -416,6 +435,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Run => crate::daemon::run(&path).await,
         Cmd::CheckConfig => admin::check_config(&path),
         Cmd::Fetch { src, dest, force } => admin::fetch(&path, src, dest, force).await,
+        Cmd::Generate { what, dir } => manual::generate(what, &dir),
         cmd => {
             let needs_daemon = matches!(cmd, Cmd::Reload);
             // A client of a running daemon needs only its socket: a socket_group member
@@ -511,7 +531,9 @@ fn owns(socket: &Path) -> bool {
 /// One line per subcommand: each lives in its module, with its rendering.
 async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
     match cmd {
-        Cmd::Run | Cmd::CheckConfig | Cmd::Fetch { .. } => unreachable!("handled by run()"),
+        Cmd::Run | Cmd::CheckConfig | Cmd::Fetch { .. } | Cmd::Generate { .. } => {
+            unreachable!("handled by run()")
+        }
         Cmd::Status { json } => status::status(b, json).await,
         Cmd::Plan { json, at } => passes::plan(b, json, at).await,
         Cmd::Gc { dry_run, json } => passes::gc(b, dry_run, json).await,
