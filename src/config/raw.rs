@@ -180,6 +180,7 @@ pub struct ClassTable {
     #[serde(default)]
     pub pressure_priority: i64,
     pub offload: Option<Offload>,
+    pub stream: Option<Spanned<String>>,
 }
 
 fn empty() -> Spanned<Vec<String>> {
