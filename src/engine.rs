@@ -39,6 +39,7 @@ mod remote;
 mod rm;
 mod runtime;
 mod status;
+mod streams;
 
 pub use executor::refusal_kind;
 
@@ -226,6 +227,8 @@ pub struct Engine {
     unanswered: Mutex<HashMap<String, (Instant, String)>>,
     /// Prometheus counters (see [`crate::metrics`]).
     metrics: crate::metrics::Metrics,
+    /// Two writers on one stream: the conflicts in force.
+    stream_alarms: Mutex<crate::inuse::streams::Alarms>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -266,6 +269,7 @@ impl Engine {
             remote_pass: Mutex::new(()),
             unanswered: Mutex::new(HashMap::new()),
             metrics: Default::default(),
+            stream_alarms: Mutex::new(Default::default()),
         })
     }
 

@@ -44,6 +44,7 @@ impl Engine {
             classes: self.reg().totals()?,
             volumes,
             offload_backing_off: OffloadBackoff { files, next },
+            stream_writers: self.stream_conflicts(),
         })
     }
 
@@ -140,6 +141,9 @@ pub struct Status {
     /// Files whose offloads keep failing and wait before they are tried again.
     #[serde(default)]
     pub offload_backing_off: OffloadBackoff,
+    /// Streams written by two or more writers at once (classes with `stream`).
+    #[serde(default)]
+    pub stream_writers: Vec<crate::inuse::streams::StreamConflict>,
 }
 
 /// Offloads backing off after failures, in `status`.
@@ -200,6 +204,28 @@ impl Engine {
             |f| {
                 for t in &totals {
                     f.get_or_create(&sc(t)).set(t.retained as f64);
+                }
+            },
+        );
+        // Two writers on one stream: per class with `stream` (0 while none), never per
+        // stream — stream names come from file names, an unbounded label set.
+        let conflicts = self.stream_conflicts();
+        gauges(
+            &mut reg,
+            "stream_writer_conflicts",
+            "Streams written by two or more processes at once, per store and class (classes with stream set)",
+            None,
+            |f| {
+                for c in rt.config.classes.iter().filter(|c| c.stream.is_some()) {
+                    let n = conflicts
+                        .iter()
+                        .filter(|x| x.store == c.store && x.class == c.name)
+                        .count();
+                    f.get_or_create(&StoreClass {
+                        store: c.store.clone(),
+                        class: class_label(&c.name),
+                    })
+                    .set(n as f64);
                 }
             },
         );
