@@ -159,8 +159,8 @@ fn two_writers_on_one_stream_raise_one_alarm_until_one_stops() {
     assert!(text.contains("TWO WRITERS: stream \"cam1\""), "{text}");
     assert_eq!(metric(&b), Some(1.0));
 
-    // It lasts: no repetition, however many passes run.
-    passes(&b, 3);
+    // It lasts: no repetition, however many passes (and checks) run.
+    passes(&b, 12);
     assert_eq!(alarms(&d).len(), 1, "announced once:\n{}", log(&d));
 
     // One writer stops: resolved once, the metric falls, status is clear.
@@ -175,7 +175,7 @@ fn two_writers_on_one_stream_raise_one_alarm_until_one_stops() {
         Some(0),
         "{st}"
     );
-    passes(&b, 2);
+    passes(&b, 12);
     assert_eq!(alarms(&d).len(), 1, "{}", log(&d));
     assert_eq!(log(&d).matches("resolved: stream").count(), 1);
     // Nothing is deleted for it.
@@ -206,7 +206,8 @@ fn one_writer_per_stream_or_a_shared_description_raises_nothing() {
         let n = std::fs::metadata(&c).map(|m| m.len()).unwrap_or(0);
         n > 0 && *first.get_or_insert(n) < n
     });
-    passes(&b, 4);
+    // Checks run with passes, at most every 5 s: 12 passes (1 s apart) hold at least two.
+    passes(&b, 12);
     assert!(alarms(&d).is_empty(), "{}", log(&d));
     let st = b.cli(&["status", "--json"]).ok().json();
     assert_eq!(
@@ -225,7 +226,7 @@ fn two_fresh_part_files_of_one_stream_raise_the_alarm() {
     // Writers that open, append and close: rarely seen holding the file; their .part files
     // are fresh (within quiet_period) at the same time. One .part alone raises nothing.
     let one = Writer::start(REOPENING, &b.path("rec/cam1/a.flv.part"));
-    passes(&b, 3);
+    passes(&b, 12); // at least two checks (5 s apart at most)
     assert!(alarms(&d).is_empty(), "one writer: {}", log(&d));
     let two = Writer::start(REOPENING, &b.path("rec/cam1/b.flv.part"));
     wait_for("the alarm", T, || !alarms(&d).is_empty());
@@ -241,7 +242,7 @@ fn two_fresh_part_files_of_one_stream_raise_the_alarm() {
     let st = b.cli(&["status", "--json"]).ok().json();
     assert_eq!(st["stream_writers"][0]["stream"], "cam1", "{st}");
     assert_eq!(metric(&b), Some(1.0));
-    passes(&b, 3);
+    passes(&b, 12);
     assert_eq!(alarms(&d).len(), 1, "announced once:\n{}", log(&d));
     one.stop();
     two.stop();

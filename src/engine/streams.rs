@@ -11,10 +11,20 @@ use crate::inuse::streams::{self, StreamConflict};
 
 impl Engine {
     /// Looks for two writers on one stream now (classes with `stream` only; nothing is read
-    /// when no class has one), and announces what started and what ended.
+    /// when no class has one; at most every [`streams::CHECK_MIN_GAP`]), and announces what
+    /// started and what ended.
     pub fn check_stream_writers(&self) -> Result<()> {
+        if !self
+            .stream_alarms
+            .lock()
+            .expect("stream alarms lock")
+            .check_due()
+        {
+            return Ok(());
+        }
         let rt = self.runtime();
         let now = self.now();
+        let started = std::time::Instant::now();
         let watched: Vec<&LocalStore> = rt
             .stores
             .iter()
@@ -50,7 +60,15 @@ impl Engine {
                 parts.insert(st.name().to_string(), list);
             }
             let snap = crate::inuse::Snapshot::take_watching(&devs);
-            streams::detect(&rt.config, &rt.classifier, &rt.stores, &snap, &parts, now)
+            let found = streams::detect(&rt.config, &rt.classifier, &rt.stores, &snap, &parts, now);
+            debug!(
+                micros = started.elapsed().as_micros() as u64,
+                snapshot_micros = snap.micros,
+                open_for_writing = snap.writers.len(),
+                conflicts = found.len(),
+                "looked for two writers on one stream"
+            );
+            found
         };
         let hold = |class: &str| {
             rt.config

@@ -384,9 +384,24 @@ const MAX_ALARMS: usize = 1_000;
 pub struct Alarms {
     /// By (store, class, stream): the conflict as last seen, and when.
     active: BTreeMap<(String, String, String), (StreamConflict, Nanos)>,
+    /// When the last check started.
+    last_check: Option<std::time::Instant>,
 }
 
+/// Checks are at least this far apart, however often passes run (a check reads `/proc` and
+/// scans the registry for temporary names: BENCHMARKS.md).
+pub const CHECK_MIN_GAP: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Alarms {
+    /// Whether a check is due now (none for [`CHECK_MIN_GAP`]); if so, it starts now.
+    pub fn check_due(&mut self) -> bool {
+        let due = self.last_check.is_none_or(|t| t.elapsed() >= CHECK_MIN_GAP);
+        if due {
+            self.last_check = Some(std::time::Instant::now());
+        }
+        due
+    }
+
     /// Takes this pass's findings at `now`: returns the conflicts that started, and those
     /// that ended — not seen for `hold(class)` (the class's quiet period: a writer that
     /// opens and closes per write is not seen by every snapshot, and must not make the
