@@ -414,11 +414,15 @@ async fn run_pass(engine: &Arc<Engine>) -> Instant {
     let interval = engine.runtime().config.daemon.gc_interval.0;
     let next = Instant::now() + interval;
     // Local files only; offloads and S3 deletions follow in remote_worker.
-    match blocking(engine, |e| {
+    let pass = blocking(engine, |e| {
         e.gc_scoped(false, "schedule", false, Scope::Local)
     })
-    .await
-    {
+    .await;
+    // Two writers on one stream: looked for at the pace of the passes.
+    if let Err(e) = blocking(engine, |e| e.check_stream_writers()).await {
+        error!(error = %e, "looking for two writers on one stream failed; trying again at the next pass");
+    }
+    match pass {
         // The guard stopped the pass: carry on after gc_interval, not in a tight loop.
         Ok(report) if report.guard.is_some() => next,
         Ok(report) => {

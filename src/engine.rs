@@ -39,6 +39,7 @@ mod remote;
 mod rm;
 mod runtime;
 mod status;
+mod streams;
 
 pub use executor::refusal_kind;
 
@@ -239,6 +240,8 @@ pub struct Engine {
     metrics: crate::metrics::Metrics,
     /// How far the current scan or pass has come (shown by one-shot commands).
     progress: Arc<crate::progress::Progress>,
+    /// Two writers on one stream: the conflicts in force.
+    stream_alarms: Mutex<crate::inuse::streams::Alarms>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -280,6 +283,7 @@ impl Engine {
             unanswered: Mutex::new(HashMap::new()),
             metrics: Default::default(),
             progress: Default::default(),
+            stream_alarms: Mutex::new(Default::default()),
         })
     }
 

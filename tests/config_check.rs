@@ -249,6 +249,50 @@ fn recipes_classify_each_servers_default_layout() {
 }
 
 #[test]
+fn recipes_name_the_stream_of_each_servers_recordings() {
+    // (recipe, path, the stream it belongs to, None: no stream). A writer's temporary name
+    // (SRS's NAME.tmp) counts for the stream of its final name.
+    let cases: &[(&str, &str, Option<&str>)] = &[
+        ("nginx-rtmp", "rec/cam1-1700000000.flv", Some("cam1")),
+        ("nginx-rtmp", "rec/cam-2-1700000000.flv", Some("cam-2")),
+        ("nginx-rtmp", "rec/cam1.flv", Some("cam1")),
+        ("nginx-rtmp", "hls/cam1-17.ts", None),
+        (
+            "srs",
+            "live/livestream.1420254068776.flv",
+            Some("live/livestream"),
+        ),
+        (
+            "srs",
+            "live/livestream.1420254068776.flv.tmp",
+            Some("live/livestream"),
+        ),
+        ("srs", "live/livestream-12.ts", None),
+        (
+            "zlmediakit",
+            "record/live/cam1/2024-05-01/.2024-05-01-11-00-00-1.mp4",
+            Some("live/cam1"),
+        ),
+        (
+            "zlmediakit",
+            "__defaultVhost__/record/live/cam1/2024-05-01/.2024-05-01-11-00-00-1.mp4",
+            Some("live/cam1"),
+        ),
+        ("zlmediakit", "live/cam1/2024-05-01/10/00-02_7.ts", None),
+    ];
+    for (name, rel, want) in cases {
+        let (p, text) = recipe_text(name);
+        let cfg =
+            mediaretain::config::Config::parse_with(&p, &format!("{RECIPE_DAEMON}{text}"), false)
+                .unwrap_or_else(|e| panic!("{name} does not parse:\n{e}"));
+        let classes = mediaretain::classify::Classifier::new(&cfg).unwrap();
+        let got = mediaretain::inuse::streams::stream_of(&cfg, &classes, name, Path::new(rel))
+            .map(|(_, s)| s);
+        assert_eq!(got.as_deref(), *want, "{name}: {rel}");
+    }
+}
+
+#[test]
 fn demo_config_passes_check_config() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::create_dir_all(root.join("target/demo/media")).unwrap();
@@ -313,7 +357,7 @@ fn bad_configs_name_file_line_and_column() {
             &format!(
                 "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"1h\"\nquiet_perod = \"1s\"\n"
             ),
-            "CONFIG:14:1: unknown field `quiet_perod`, expected one of `name`, `store`, `match`, `exclude`, `lifecycle`, `ttl`, `keep_for`, `max_count`, `max_total`, `age_from`, `quiet_period`, `protect_playlist_refs`, `part_suffixes`, `min_keep`, `pressure_priority`, `offload`; did you mean `quiet_period`?",
+            "CONFIG:14:1: unknown field `quiet_perod`, expected one of `name`, `store`, `match`, `exclude`, `lifecycle`, `ttl`, `keep_for`, `max_count`, `max_total`, `age_from`, `quiet_period`, `protect_playlist_refs`, `part_suffixes`, `min_keep`, `pressure_priority`, `offload`, `stream`; did you mean `quiet_period`?",
         ),
         (
             &format!(
@@ -407,6 +451,25 @@ fn bad_configs_name_file_line_and_column() {
                 "state_dir = \"state\"\ngc_interval = \"400d\"",
             ),
             "daemon.gc_interval must be between 1s and 365d",
+        ),
+        // a stream that names no stream, and a broken regex (issue 16)
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"r\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nstream = \"rec/**\"\n"
+            ),
+            "CONFIG:13:10: class \"r\": stream \"rec/**\" has no {stream}",
+        ),
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"r\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nstream = '(?P<stream>[a-'\n"
+            ),
+            "CONFIG:13:10: class \"r\": stream \"(?P<stream>[a-\" is not a valid regular expression",
+        ),
+        (
+            &format!(
+                "{GOOD_HEAD}[[class]]\nname = \"r\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nstream = \"rec/{{stream}}/{{stream}}\"\n"
+            ),
+            "CONFIG:13:10: class \"r\": stream \"rec/{stream}/{stream}\" names {stream} more than once",
         ),
         // a store kind we do not have
         (

@@ -371,7 +371,7 @@ fn exported() -> std::collections::BTreeSet<String> {
     let b = Box_::new("gc_interval = \"1h\"\nscan_interval = \"1h\"", "", "");
     let store = server.store_section(b.dir.path(), &server.endpoint, "box/");
     let classes = format!(
-        "{store}\n[[class]]\nname = \"tmp\"\nstore = \"media\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"30m\"\n\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = {{ to = \"archive\", after = \"1h\", delete_local = false }}\n\n[watchdog]\nhigh = \"99%\"\nlow = \"98%\"\nhorizon = \"1h\"\n"
+        "{store}\n[[class]]\nname = \"tmp\"\nstore = \"media\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"30m\"\n\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\nstream = \"rec/{{stream}}-*.mp4\"\noffload = {{ to = \"archive\", after = \"1h\", delete_local = false }}\n\n[watchdog]\nhigh = \"99%\"\nlow = \"98%\"\nhorizon = \"1h\"\n"
     );
     b.write_config("gc_interval = \"1h\"\nscan_interval = \"1h\"", "", &classes);
     b.file("tmp/old.bin", 100, Duration::from_secs(7200));

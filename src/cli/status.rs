@@ -126,6 +126,17 @@ fn render_status(s: &Status, now: Nanos) -> String {
             u.hint
         );
     }
+    for c in &s.stream_writers {
+        let _ = writeln!(
+            o,
+            "TWO WRITERS: stream {:?} (class {}, store {}) since {}: {}",
+            c.stream,
+            c.class,
+            c.store,
+            fmt_time(c.since),
+            c.describe()
+        );
+    }
     for v in &s.volumes {
         render_volume(&mut o, v, now);
     }

@@ -279,6 +279,10 @@ pub struct Class {
     pub pressure_priority: i64,
     /// Copy files to an S3 store once they are old enough (local classes only).
     pub offload: Option<Offload>,
+    /// How a path of this class names its stream (`rec/{stream}/**`, or a regex with
+    /// `(?P<stream>…)`): two processes writing files of one stream at once are an alarm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<template::StreamPattern>,
 }
 
 /// `offload = { to = "archive", after = "1h", delete_local = true }`.
@@ -739,4 +743,5 @@ pub fn glob_set(patterns: &[String]) -> Result<globset::GlobSet, globset::Error>
 }
 
 mod raw;
+pub mod template;
 mod validate;

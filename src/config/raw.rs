@@ -172,6 +172,7 @@ pub struct ClassTable {
     #[serde(default)]
     pub pressure_priority: i64,
     pub offload: Option<Spanned<Offload>>,
+    pub stream: Option<Spanned<String>>,
 }
 
 fn empty() -> Spanned<Vec<String>> {

@@ -359,7 +359,7 @@ impl Validator<'_> {
             _ => {}
         }
         for p in &playlists {
-            let probe = p.replace("{app}", "a").replace("{stream}", "s");
+            let probe = template::fill(p, "a", "s");
             if p.starts_with('/') || glob(&probe).is_err() {
                 self.err(playlists_span.clone(), format!("{what}: playlist pattern {p:?} must be a glob relative to the store root ({{app}} and {{stream}} stand for the event's)"));
             }
@@ -807,6 +807,11 @@ impl Validator<'_> {
                 Some(_) => {}
             }
         }
+        let stream = c.stream.as_ref().and_then(|s| {
+            template::StreamPattern::parse(s.get_ref())
+                .map_err(|e| self.err(s.span(), format!("class {name:?}: {e}")))
+                .ok()
+        });
         Class {
             name,
             store: c.store.into_inner(),
@@ -826,6 +831,7 @@ impl Validator<'_> {
             min_keep: c.min_keep,
             pressure_priority: c.pressure_priority,
             offload,
+            stream,
         }
     }
 

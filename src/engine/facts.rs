@@ -137,11 +137,7 @@ impl Engine {
         // The event's names are literal text in the patterns, never glob syntax.
         let mut set = globset::GlobSetBuilder::new();
         for p in &server.playlists {
-            // globset::escape leaves `\` alone, which config::glob reads as an escape.
-            let lit = |s: &str| globset::escape(&s.replace('\\', "\\\\"));
-            let p = p
-                .replace("{app}", &lit(app))
-                .replace("{stream}", &lit(stream));
+            let p = crate::config::template::fill(p, app, stream);
             let g = crate::config::glob(&p)
                 .map_err(|e| EngineError::BadInput(format!("playlist pattern {p:?}: {e}")))?;
             set.add(g);

@@ -32,6 +32,7 @@ impl Engine {
             volumes,
             offload_backing_off: OffloadBackoff { files, next },
             unwritable_stores,
+            stream_writers: self.stream_conflicts(),
         })
     }
 
@@ -101,6 +102,7 @@ pub fn status_without_registry(config: &crate::config::Config, now: Nanos) -> St
         volumes,
         offload_backing_off: OffloadBackoff::default(),
         unwritable_stores: unwritable_stores(config),
+        stream_writers: Vec::new(),
     }
 }
 
@@ -226,6 +228,9 @@ pub struct Status {
     /// Local stores whose roots cannot be written (nothing in them can be deleted).
     #[serde(default)]
     pub unwritable_stores: Vec<UnwritableStore>,
+    /// Streams written by two or more writers at once (classes with `stream`).
+    #[serde(default)]
+    pub stream_writers: Vec<crate::inuse::streams::StreamConflict>,
 }
 
 /// Offloads backing off after failures, in `status`.
@@ -322,6 +327,28 @@ impl Engine {
             |f| {
                 for (labels, n) in &in_use {
                     f.get_or_create(labels).set(*n as f64);
+                }
+            },
+        );
+        // Two writers on one stream: per class with `stream` (0 while none), never per
+        // stream — stream names come from file names, an unbounded label set.
+        let conflicts = self.stream_conflicts();
+        gauges(
+            &mut reg,
+            "stream_writer_conflicts",
+            "Streams written by two or more processes at once, per store and class (classes with stream set)",
+            None,
+            |f| {
+                for c in rt.config.classes.iter().filter(|c| c.stream.is_some()) {
+                    let n = conflicts
+                        .iter()
+                        .filter(|x| x.store == c.store && x.class == c.name)
+                        .count();
+                    f.get_or_create(&StoreClass {
+                        store: c.store.clone(),
+                        class: class_label(&c.name),
+                    })
+                    .set(n as f64);
                 }
             },
         );

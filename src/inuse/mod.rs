@@ -6,6 +6,8 @@
 //!   deleter's kernel lease decides at the unlink itself, the snapshot names the holder;
 //! - [`playlist`]: segments listed by a live HLS playlist, with the RFC 8216 grace;
 //! - [`writers`]: a final name whose writer is still writing its temporary (`.part`) file;
+//! - [`streams`]: not an in-use signal but an alarm from the same sources: two processes
+//!   writing files of one stream (a class's `stream`) at once;
 //! - a class's quiet period (from the file's mtime; the planner applies it too).
 //!
 //! A new signal (a webhook fact, a duplicate alarm) is one more module here, one more
@@ -15,6 +17,7 @@ mod hls;
 pub mod leases;
 pub mod playlist;
 pub mod procfs;
+pub mod streams;
 pub mod writers;
 
 use std::collections::{HashMap, HashSet};

@@ -6,9 +6,11 @@
 //! (device, inode), whoever they are — not by process name. Processes whose fds we may not
 //! read (another user's, when not running as root) are counted, so the gap is visible.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use rustix::fs::{AtFlags, FileType};
@@ -55,10 +57,27 @@ impl fmt::Display for Use {
     }
 }
 
+/// A file a process holds open for writing (`O_WRONLY` or `O_RDWR`), on a watched device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenForWrite {
+    /// The process.
+    pub pid: i32,
+    /// Its descriptor.
+    pub fd: i32,
+    /// The file's device.
+    pub dev: u64,
+    /// The file's inode.
+    pub ino: u64,
+    /// Where the file is, as the kernel names it (`/proc/PID/fd/N`).
+    pub path: PathBuf,
+}
+
 /// Who uses which file, at one instant.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     users: HashMap<(u64, u64), Vec<Use>>,
+    /// Files held open for writing on the devices asked about ([`Snapshot::take_watching`]).
+    pub writers: Vec<OpenForWrite>,
     /// Processes whose open files could not be read (permissions).
     pub unreadable_pids: usize,
     /// How long taking it took.
@@ -69,6 +88,13 @@ pub struct Snapshot {
 impl Snapshot {
     /// Reads `/proc/*/fd` and `/proc/locks` now.
     pub fn take() -> Snapshot {
+        Snapshot::take_watching(&HashSet::new())
+    }
+
+    /// Like [`Snapshot::take`], and records in [`Snapshot::writers`] the regular files on
+    /// the devices `devs` that are open for writing: their `/proc/PID/fdinfo/N` flags are
+    /// read (only for those devices: one more small read per such descriptor).
+    pub fn take_watching(devs: &HashSet<u64>) -> Snapshot {
         let started = Instant::now();
         let mut s = Snapshot::default();
         let me = std::process::id() as i32;
@@ -109,6 +135,11 @@ impl Snapshot {
                             .entry((st.st_dev, st.st_ino))
                             .or_default()
                             .push(Use::Open { pid });
+                        if devs.contains(&st.st_dev)
+                            && let Some(w) = open_for_write(pid, &dir, &fd.file_name(), &st)
+                        {
+                            s.writers.push(w);
+                        }
                     }
                 }
             }
@@ -158,6 +189,34 @@ impl Snapshot {
                 .join(", ")
         })
     }
+}
+
+/// The descriptor `name` of `pid` (its `/proc/PID/fd` directory is `dir`), if it is open
+/// for writing: `flags` of `/proc/PID/fdinfo/N` (octal, proc(5)) has `O_WRONLY` or `O_RDWR`.
+fn open_for_write(
+    pid: i32,
+    dir: &rustix::fd::OwnedFd,
+    name: &std::ffi::OsStr,
+    st: &rustix::fs::Stat,
+) -> Option<OpenForWrite> {
+    let fd: i32 = name.to_str()?.parse().ok()?;
+    let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let flags = info
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())?;
+    let mode = flags & libc::O_ACCMODE as u32;
+    if mode != libc::O_WRONLY as u32 && mode != libc::O_RDWR as u32 {
+        return None;
+    }
+    let path = rustix::fs::readlinkat(dir, name, Vec::new()).ok()?;
+    Some(OpenForWrite {
+        pid,
+        fd,
+        dev: st.st_dev,
+        ino: st.st_ino,
+        path: PathBuf::from(std::ffi::OsString::from_vec(path.into_bytes())),
+    })
 }
 
 /// Parses one `/proc/locks` line: `1: FLOCK  ADVISORY  WRITE 1234 08:01:131074 0 EOF`.

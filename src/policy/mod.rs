@@ -439,6 +439,7 @@ mod tests {
             min_keep: None,
             pressure_priority: 0,
             offload: None,
+            stream: None,
         }
     }
 
