@@ -281,10 +281,8 @@ fn recipes_name_the_stream_of_each_servers_recordings() {
         ("zlmediakit", "live/cam1/2024-05-01/10/00-02_7.ts", None),
     ];
     for (name, rel, want) in cases {
-        let (p, text) = recipe_text(name);
         let cfg =
-            mediaretain::config::Config::parse_with(&p, &format!("{RECIPE_DAEMON}{text}"), false)
-                .unwrap_or_else(|e| panic!("{name} does not parse:\n{e}"));
+            with_recipes(&[name], false).unwrap_or_else(|e| panic!("{name} does not parse:\n{e}"));
         let classes = mediaretain::classify::Classifier::new(&cfg).unwrap();
         let got = mediaretain::inuse::streams::stream_of(&cfg, &classes, name, Path::new(rel))
             .map(|(_, s)| s);
