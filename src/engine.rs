@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::config::{AgeFrom, Class, Config, ConfigError};
 use crate::inuse::InUse;
 use crate::inuse::leases::LeaseSet;
-use crate::policy::{self, ClassPlanner, Plan, Rule, Verdict};
+use crate::policy::{self, Plan, Rule, Verdict};
 use crate::registry::{
     AuditRecord, ClassTotals, Entry, Filter, Intent, Lease, Registry, RegistryError,
 };
@@ -27,6 +27,7 @@ use crate::store::{Outcome, Store as _, StoreError, is_confined};
 use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 use crate::watchdog::{VolumeSpec, VolumeWatch};
 
+mod dedupe;
 mod executor;
 mod explain;
 mod facts;
@@ -42,6 +43,7 @@ mod status;
 
 pub use executor::refusal_kind;
 
+pub use dedupe::{DupeCopy, DupeGroup, Dupes, HashStats, Hasher};
 pub use explain::{ClassInfo, Explanation};
 pub use facts::{Announced, fact_tag};
 pub use index::ChangeEffect;
@@ -226,6 +228,8 @@ pub struct Engine {
     unanswered: Mutex<HashMap<String, (Instant, String)>>,
     /// Prometheus counters (see [`crate::metrics`]).
     metrics: crate::metrics::Metrics,
+    /// File versions the hasher could not read: (store, path, size, mtime); not retried.
+    hash_failed: Mutex<std::collections::HashSet<(String, PathBuf, u64, Nanos)>>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -266,6 +270,7 @@ impl Engine {
             remote_pass: Mutex::new(()),
             unanswered: Mutex::new(HashMap::new()),
             metrics: Default::default(),
+            hash_failed: Mutex::new(Default::default()),
         })
     }
 
@@ -303,9 +308,14 @@ impl Engine {
     pub fn plan(&self, at: Nanos) -> Result<Plan> {
         let rt = self.runtime();
         let reg = self.reg();
-        Ok(policy::plan(&rt.config, at, |class, sink| {
-            reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
-        })?)
+        Ok(policy::plan(
+            &rt.config,
+            at,
+            |class, sink| {
+                reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
+            },
+            |class| dedupe::groups_in(&reg, class),
+        )?)
     }
 
     /// One lifecycle pass now: plan, then for each selected file re-check, delete, verify
@@ -350,6 +360,7 @@ impl Engine {
                     |class, sink| {
                         reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
                     },
+                    |_| Ok(Vec::new()),
                 )?
                 .offloads
             };
