@@ -306,7 +306,17 @@ impl Engine {
                     .iter()
                     .flat_map(|x| &x.ids)
                     .find_map(|id| fates.get(id).and_then(|(_, of)| of.as_ref()))
-                    .map(|of| of.kept.clone());
+                    .map(|of| of.kept.clone())
+                    // No copy goes as a duplicate (the others are hard-linked, say): the
+                    // preferred copy the rules keep is the kept one.
+                    .or_else(|| {
+                        g.copies
+                            .iter()
+                            .find(|x| {
+                                matches!(fates.get(&x.ids[0]), Some((Verdict::Keep { .. }, _)))
+                            })
+                            .map(|x| x.paths[0].clone())
+                    });
                 let mut group = DupeGroup {
                     class: c.name.clone(),
                     store: c.store.clone(),
@@ -420,8 +430,8 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    /// Starts the thread (none when no class has `dedupe` — a reload that adds one starts
-    /// it at the next wake, since the thread always runs; it costs one wake a minute).
+    /// Starts the thread. It runs whether or not a class has `dedupe` (a reload may add
+    /// one); without one, a wake costs nothing but the wake.
     pub fn spawn(engine: Arc<Engine>) -> Arc<Hasher> {
         let h = Arc::new(Hasher {
             wake: Mutex::new(true),
