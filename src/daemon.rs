@@ -328,6 +328,8 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let status = summary_line(&engine);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     info!("ready: {status}");
+    // Identical copies are looked for on a thread of its own, at low priority.
+    let hasher = crate::engine::Hasher::spawn(engine.clone());
     let nudge = Arc::new(tokio::sync::Notify::new());
     tracker.spawn(watchdog(engine.clone(), nudge.clone(), cancel.clone()));
 
@@ -396,15 +398,18 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
                 remote_kick.notify_one();
                 next_scan = Instant::now() + engine.runtime().config.daemon.scan_interval.0;
                 next_pass = Instant::now();
+                hasher.wake();
             }
             _ = sleep_until(next_pass) => {
                 next_pass = run_pass(&engine).await;
                 remote_kick.notify_one();
+                hasher.wake();
             }
             _ = wd_tick.tick(), if wd.is_some() => notify(&[NotifyState::Watchdog]),
         }
     }
     drop(watcher);
+    hasher.stop();
     hold_until_exit(lock);
     shutdown(cancel, tracker, &socket).await
 }

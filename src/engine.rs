@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::config::{AgeFrom, Class, Config, ConfigError};
 use crate::inuse::InUse;
 use crate::inuse::leases::LeaseSet;
-use crate::policy::{self, ClassPlanner, Plan, Rule, Verdict};
+use crate::policy::{self, Plan, Rule, Verdict};
 use crate::registry::{
     AuditRecord, ClassTotals, Entry, Filter, Intent, Lease, Registry, RegistryError,
 };
@@ -27,6 +27,7 @@ use crate::store::{Outcome, Store as _, StoreError, is_confined};
 use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 use crate::watchdog::{VolumeSpec, VolumeWatch};
 
+mod dedupe;
 mod executor;
 mod explain;
 mod facts;
@@ -43,6 +44,7 @@ mod streams;
 
 pub use executor::refusal_kind;
 
+pub use dedupe::{DupeCopy, DupeGroup, Dupes, HashStats, Hasher};
 pub use explain::{ClassInfo, Explanation};
 pub use facts::{Announced, fact_tag};
 pub use index::ChangeEffect;
@@ -242,6 +244,8 @@ pub struct Engine {
     progress: Arc<crate::progress::Progress>,
     /// Two writers on one stream: the conflicts in force.
     stream_alarms: Mutex<crate::inuse::streams::Alarms>,
+    /// File versions the hasher could not read: (store, path, size, mtime); not retried.
+    hash_failed: Mutex<std::collections::HashSet<(String, PathBuf, u64, Nanos)>>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -284,6 +288,7 @@ impl Engine {
             metrics: Default::default(),
             progress: Default::default(),
             stream_alarms: Mutex::new(Default::default()),
+            hash_failed: Mutex::new(Default::default()),
         })
     }
 
@@ -326,9 +331,14 @@ impl Engine {
     pub fn plan(&self, at: Nanos) -> Result<Plan> {
         let rt = self.runtime();
         let reg = self.reg();
-        Ok(policy::plan(&rt.config, at, |class, sink| {
-            reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
-        })?)
+        Ok(policy::plan(
+            &rt.config,
+            at,
+            |class, sink| {
+                reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
+            },
+            |class| dedupe::groups_in(&reg, class),
+        )?)
     }
 
     /// One lifecycle pass now: plan, then for each selected file re-check, delete, verify
@@ -374,6 +384,7 @@ impl Engine {
                     |class, sink| {
                         reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
                     },
+                    |_| Ok(Vec::new()),
                 )?
                 .offloads
             };

@@ -355,7 +355,7 @@ fn bad_configs_name_file_line_and_column() {
             &format!(
                 "{GOOD_HEAD}[[class]]\nname = \"t\"\nstore = \"media\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"1h\"\nquiet_perod = \"1s\"\n"
             ),
-            "CONFIG:14:1: unknown field `quiet_perod`, expected one of `name`, `store`, `match`, `exclude`, `lifecycle`, `ttl`, `keep_for`, `max_count`, `max_total`, `age_from`, `quiet_period`, `protect_playlist_refs`, `part_suffixes`, `min_keep`, `pressure_priority`, `offload`, `stream`; did you mean `quiet_period`?",
+            "CONFIG:14:1: unknown field `quiet_perod`, expected one of `name`, `store`, `match`, `exclude`, `lifecycle`, `ttl`, `keep_for`, `max_count`, `max_total`, `age_from`, `quiet_period`, `protect_playlist_refs`, `part_suffixes`, `min_keep`, `pressure_priority`, `offload`, `stream`, `dedupe`; did you mean `quiet_period`?",
         ),
         (
             &format!(

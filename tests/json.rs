@@ -107,6 +107,14 @@ match = ["rec/**/*.mp4"]
 lifecycle = "recording"
 keep_for = "7d"
 max_count = 2
+
+[[class]]
+name = "copies"
+store = "media"
+match = ["copies/**"]
+lifecycle = "recording"
+keep_for = "7d"
+dedupe = "keep-oldest"
 "#;
 
 fn get(sock: &Path, uri: &str) -> (u16, String) {
@@ -133,6 +141,10 @@ fn every_json_answer_has_rfc3339_times_and_config_spans() {
     for i in 1..=3 {
         b.file(&format!("rec/show{i}.mp4"), 1000, i * hour);
     }
+    // Two identical copies, the newer retained: a group `dupes` lists (nothing deleted).
+    b.file("copies/a.bin", 5000, 2 * hour);
+    b.file("copies/b.bin", 5000, hour);
+    b.cli(&["retain", "media:copies/b.bin"]).ok();
     let d = b.daemon(None);
     let sock = b.state().join("control.sock");
     // The first pass deleted tmp/old.part and rec/show3.mp4 (max_count 2): audited.
@@ -162,6 +174,7 @@ fn every_json_answer_has_rfc3339_times_and_config_spans() {
     cli(&["explain", "media:rec/show3.mp4", "--json"]);
     cli(&["explain", "media:tmp/old.part", "--json"]);
     cli(&["leases", "--json"]);
+    cli(&["dupes", "--json"]);
     cli(&["scan", "--json"]);
     cli(&["rm", "--dry-run", "--json", "media:tmp/new"]);
     cli(&["lease", "media:tmp/new", "--ttl", "1h 30m", "--json"]);
@@ -232,7 +245,7 @@ fn every_json_answer_has_rfc3339_times_and_config_spans() {
     // The same object in the CLI's and the API's answer.
     assert_eq!(
         find("mediaretain ls --json").as_array().unwrap().len(),
-        find("POST /v1/ls").as_array().unwrap().len() + 1, // tmp/new
+        find("POST /v1/ls").as_array().unwrap().len() + 3, // tmp/new, copies/a.bin, copies/b.bin
     );
     d.stop();
 }

@@ -42,6 +42,14 @@ impl Backend {
             tokio::task::spawn_blocking(move || e.scan_all())
                 .await
                 .expect("scan task")?;
+            // No daemon hashes in the background: files of dedupe classes with a same-size
+            // sibling are hashed now (at the configured rate), so the command sees copies.
+            let e = engine.clone();
+            tokio::task::spawn_blocking(move || {
+                e.hash_pending(&std::sync::atomic::AtomicBool::new(false))
+            })
+            .await
+            .expect("hash task")?;
         }
         Ok(Backend::Local(engine, lock))
     }

@@ -47,6 +47,61 @@ pub(super) async fn explain(b: &Backend, path: String, json: bool) -> Result<(),
     show(json, &x, || render_explain(&x, system_now()))
 }
 
+/// `mediaretain dupes`.
+pub(super) async fn dupes(b: &Backend, class: Option<String>, json: bool) -> Result<(), Failure> {
+    let req = crate::control::DupesRequest {
+        class: class.clone(),
+    };
+    let d: crate::engine::Dupes = b
+        .ask(Method::POST, "/v1/dupes", Some(&req), move |e| {
+            e.dupes(class.as_deref())
+        })
+        .await?;
+    show(json, &d, || render_dupes(&d))
+}
+
+fn render_dupes(d: &crate::engine::Dupes) -> String {
+    let mut o = String::new();
+    if d.groups.is_empty() {
+        let _ = writeln!(o, "no identical copies found (among files hashed so far)");
+        return o;
+    }
+    for g in &d.groups {
+        let _ = writeln!(
+            o,
+            "class {}: {} copies of {} (blake3 {}…), {} wasted",
+            g.class,
+            g.copies.len() + g.kept.is_some() as usize,
+            ByteSize(g.size),
+            &g.blake3[..16.min(g.blake3.len())],
+            ByteSize(g.wasted_bytes)
+        );
+        for (word, c) in g
+            .kept
+            .iter()
+            .map(|c| ("kept", c))
+            .chain(g.copies.iter().map(|c| ("copy", c)))
+        {
+            let links = match c.links.is_empty() {
+                true => String::new(),
+                false => format!(" (also named {})", c.links.join(", ")),
+            };
+            let fate = match word {
+                "kept" => String::new(),
+                _ => format!("  {}", c.fate),
+            };
+            let _ = writeln!(
+                o,
+                "  {word:<5} {}{links}  modified {}{fate}",
+                loc(&g.store, &c.path),
+                fmt_time(c.mtime)
+            );
+        }
+    }
+    let _ = writeln!(o, "{} wasted in all", ByteSize(d.wasted_bytes));
+    o
+}
+
 fn render_ls(es: &[Entry]) -> String {
     let mut o = String::new();
     let _ = writeln!(

@@ -135,6 +135,16 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Identical copies in classes with `dedupe`: each group's kept file, its copies (and
+    /// what the plan does with each), and the bytes they waste.
+    Dupes {
+        /// Only this class.
+        #[arg(long)]
+        class: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Pin files: never deleted automatically until unretained.
     Retain {
         /// Absolute paths inside store roots, or STORE:KEY.
@@ -546,6 +556,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
             json,
         } => files::ls(b, class, retained, tag, in_use, limit, json).await,
         Cmd::Explain { path, json } => files::explain(b, path, json).await,
+        Cmd::Dupes { class, json } => files::dupes(b, class, json).await,
         cmd @ (Cmd::Retain { .. } | Cmd::Unretain { .. } | Cmd::Tag { .. }) => {
             marks::mark(b, cmd).await
         }

@@ -88,6 +88,45 @@ pub struct Config {
     /// The Prometheus metrics listener on TCP (off when None; the control socket always
     /// serves `GET /metrics`).
     pub metrics: Option<MetricsListen>,
+    /// `[dedupe]`: the background hasher's settings.
+    pub dedupe: DedupeSettings,
+}
+
+/// `[dedupe]`: how fast identical copies are looked for.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DedupeSettings {
+    /// Bytes per second the hasher reads at most (None: unlimited).
+    pub rate: Option<u64>,
+}
+
+/// The hasher's default rate: a tenth of a slow disk, nothing a recorder notices.
+pub const DEDUPE_RATE: u64 = 64 << 20;
+
+impl Default for DedupeSettings {
+    fn default() -> Self {
+        DedupeSettings {
+            rate: Some(DEDUPE_RATE),
+        }
+    }
+}
+
+/// `dedupe = "keep-oldest" | "keep-newest"` on a class: which of identical copies stays.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dedupe {
+    /// The copy with the oldest mtime stays.
+    KeepOldest,
+    /// The copy with the newest mtime stays.
+    KeepNewest,
+}
+
+impl fmt::Display for Dedupe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Dedupe::KeepOldest => "keep-oldest",
+            Dedupe::KeepNewest => "keep-newest",
+        })
+    }
 }
 
 /// `[metrics]`: where Prometheus scrapes the daemon over TCP.
@@ -283,6 +322,9 @@ pub struct Class {
     /// `(?P<stream>…)`): two processes writing files of one stream at once are an alarm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<template::StreamPattern>,
+    /// Delete identical copies (same size and BLAKE3 hash), keeping one (local classes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe: Option<Dedupe>,
 }
 
 /// `offload = { to = "archive", after = "1h", delete_local = true }`.

@@ -14,6 +14,14 @@ pub struct File {
     pub watchdog: Option<Spanned<Watchdog>>,
     pub hooks: Option<Spanned<HooksTable>>,
     pub metrics: Option<Spanned<MetricsTable>>,
+    pub dedupe: Option<Spanned<DedupeTable>>,
+}
+
+/// `[dedupe]`: how fast the background hasher may read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeTable {
+    pub rate: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +181,7 @@ pub struct ClassTable {
     pub pressure_priority: i64,
     pub offload: Option<Spanned<Offload>>,
     pub stream: Option<Spanned<String>>,
+    pub dedupe: Option<Spanned<Dedupe>>,
 }
 
 fn empty() -> Spanned<Vec<String>> {

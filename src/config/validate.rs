@@ -192,6 +192,7 @@ impl Validator<'_> {
         let watchdog = self.watchdog(raw.watchdog, &stores);
         let hooks = self.hooks(hook_tables, &stores);
         let metrics = raw.metrics.map(|m| self.metrics(m));
+        let dedupe = raw.dedupe.map(|d| self.dedupe(d)).unwrap_or_default();
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         Config {
             path,
@@ -202,6 +203,40 @@ impl Validator<'_> {
             watchdog,
             hooks,
             metrics,
+            dedupe,
+        }
+    }
+
+    /// `[dedupe]`: `rate = "64MiB/s"` (or "unlimited").
+    fn dedupe(&mut self, raw: Spanned<raw::DedupeTable>) -> DedupeSettings {
+        let d = raw.into_inner();
+        let Some(rate) = d.rate else {
+            return DedupeSettings::default();
+        };
+        let text = rate.get_ref().trim();
+        if text.eq_ignore_ascii_case("unlimited") {
+            return DedupeSettings { rate: None };
+        }
+        let parsed = text
+            .strip_suffix("/s")
+            .ok_or_else(|| "a rate ends in \"/s\"".to_string())
+            .and_then(|b| b.parse::<ByteSize>());
+        match parsed {
+            Ok(b) if b.0 > 0 => DedupeSettings { rate: Some(b.0) },
+            Ok(_) => {
+                self.err(
+                    rate.span(),
+                    "dedupe.rate must be above 0 (or \"unlimited\")",
+                );
+                DedupeSettings::default()
+            }
+            Err(e) => {
+                self.err(
+                    rate.span(),
+                    format!("dedupe.rate {text:?} must be bytes per second, like \"64MiB/s\" or \"unlimited\" ({e})"),
+                );
+                DedupeSettings::default()
+            }
         }
     }
 
@@ -812,6 +847,17 @@ impl Validator<'_> {
                 .map_err(|e| self.err(s.span(), format!("class {name:?}: {e}")))
                 .ok()
         });
+        if let Some(d) = &c.dedupe
+            && stores
+                .iter()
+                .find(|s| &s.name == c.store.get_ref())
+                .is_some_and(|s| !s.is_local())
+        {
+            self.err(
+                d.span(),
+                format!("class {name:?}: dedupe is for classes of local stores (files are hashed where they lie)"),
+            );
+        }
         Class {
             name,
             store: c.store.into_inner(),
@@ -832,6 +878,7 @@ impl Validator<'_> {
             pressure_priority: c.pressure_priority,
             offload,
             stream,
+            dedupe: c.dedupe.map(Spanned::into_inner),
         }
     }
 

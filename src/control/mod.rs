@@ -61,6 +61,14 @@ pub struct LsRequest {
     pub limit: Option<u64>,
 }
 
+/// Body of `/v1/dupes`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DupesRequest {
+    /// Only this class.
+    #[serde(default)]
+    pub class: Option<String>,
+}
+
 /// Body of `/v1/gc`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GcRequest {

@@ -53,7 +53,7 @@ fn member_may(method: &Method, path: &str) -> bool {
         ("GET", "/v1/status" | "/v1/plan" | "/v1/leases" | "/metrics")
             | (
                 "POST",
-                "/v1/ls" | "/v1/explain" | "/v1/lease" | "/v1/renew" | "/v1/release"
+                "/v1/ls" | "/v1/explain" | "/v1/dupes" | "/v1/lease" | "/v1/renew" | "/v1/release"
             )
     )
 }
@@ -289,6 +289,13 @@ async fn ls(
     .await
 }
 
+async fn dupes(
+    State(c): State<Ctl>,
+    Body(r): Body<crate::control::DupesRequest>,
+) -> ApiResult<crate::engine::Dupes> {
+    blocking(&c, move |e| e.dupes(r.class.as_deref())).await
+}
+
 async fn explain(
     State(c): State<Ctl>,
     Body(r): Body<PathRequest>,
@@ -429,6 +436,7 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/v1/gc", post(gc))
         .route("/v1/ls", post(ls))
         .route("/v1/explain", post(explain))
+        .route("/v1/dupes", post(dupes))
         .route("/v1/retain", post(retain))
         .route("/v1/unretain", post(unretain))
         .route("/v1/tag", post(tag))

@@ -71,6 +71,7 @@ const GUARDS: &[(&str, Guard)] = &[
             )
         })
     }),
+    ("duplicate", |g, a| g.engine.duplicate_guard(g.store, a)),
     ("offload", |g, a| g.engine.offload_guard(g.rt, a)),
 ];
 
@@ -451,6 +452,7 @@ pub fn refusal_kind(reason: &str) -> &'static str {
         ("changed since it was planned", "changed"),
         ("changed while being checked", "changed"),
         ("its class is now", "reclassified"),
+        ("its kept copy", "duplicate"),
         ("offload before delete", "offload"),
         ("its copy", "offload"),
         ("no verified remote copy", "offload"),

@@ -40,17 +40,21 @@ impl Engine {
                     }
                     Err(why) => why,
                 });
-                let mut planner = ClassPlanner::new(c, now);
+                // The same class plan as the pass, identical copies included.
+                let reg = self.reg();
+                let groups = dedupe::groups_in(&reg, c)?;
                 let mut found = None;
-                self.reg()
-                    .for_each_in_class(&store, &c.name, c.age_from, |x| {
-                        if found.is_none() {
-                            let v = planner.decide(&x);
-                            if x.id == e.id {
-                                found = Some(v);
-                            }
+                policy::dedupe::decide_class(
+                    c,
+                    now,
+                    &groups,
+                    |sink| reg.for_each_in_class(&store, &c.name, c.age_from, &mut *sink),
+                    |x, v, _| {
+                        if x.id == e.id {
+                            found = Some(v);
                         }
-                    })?;
+                    },
+                )?;
                 found
             }
             _ => None,

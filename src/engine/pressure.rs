@@ -206,7 +206,13 @@ impl Engine {
                 report.goal_met = true;
                 break;
             }
-            let batch = cands.batch(&self.registry, bytes, inodes)?;
+            let mut batch = cands.batch(&self.registry, bytes, inodes)?;
+            if batch.is_empty() && cands.wants_dupes() {
+                // Reached the recordings tier: identical copies go first there.
+                let dupes = self.duplicate_actions(rt, &v.stores)?;
+                cands.load_dupes(dupes);
+                batch = cands.batch(&self.registry, bytes, inodes)?;
+            }
             if batch.is_empty() {
                 report.exhausted = true;
                 break;
@@ -323,6 +329,13 @@ struct Candidates {
     /// Bytes passed over because they are still being written.
     in_use_bytes: u64,
     why: String,
+    /// Duplicates (dedupe classes), served first in the recordings tier: None until that
+    /// tier is reached (they are planned only then), then what is left of them.
+    dupes: Option<VecDeque<policy::Action>>,
+    /// The entries served as duplicates (not served again by a tier).
+    dupe_ids: std::collections::HashSet<i64>,
+    /// The recordings tier is reached and the duplicates are not planned yet.
+    want_dupes: bool,
 }
 
 impl Candidates {
@@ -371,12 +384,59 @@ impl Candidates {
             now,
             in_use_bytes: 0,
             why,
+            dupes: None,
+            dupe_ids: Default::default(),
+            want_dupes: false,
         }
+    }
+
+    /// Whether the duplicates are wanted now (the recordings tier is reached).
+    fn wants_dupes(&self) -> bool {
+        self.want_dupes && self.dupes.is_none()
+    }
+
+    /// The duplicates to serve first in the recordings tier.
+    fn load_dupes(&mut self, dupes: Vec<policy::Action>) {
+        self.dupe_ids = dupes.iter().map(|a| a.entry.id).collect();
+        self.dupes = Some(
+            dupes
+                .into_iter()
+                .map(|mut a| {
+                    a.reason = format!(
+                        "{}: {}, duplicates first: {}",
+                        self.why,
+                        Tier::Recording,
+                        a.reason
+                    );
+                    a
+                })
+                .collect(),
+        );
     }
 
     /// The next candidate in pressure order.
     fn next(&mut self, reg: &Mutex<Registry>) -> Result<Option<policy::Action>> {
-        while let Some(g) = self.groups.get_mut(self.at) {
+        loop {
+            if self
+                .groups
+                .get(self.at)
+                .is_none_or(|g| g.tier >= Tier::Recording)
+            {
+                match self.dupes.as_mut() {
+                    None => {
+                        self.want_dupes = true;
+                        return Ok(None);
+                    }
+                    Some(q) => {
+                        if let Some(a) = q.pop_front() {
+                            return Ok(Some(a));
+                        }
+                    }
+                }
+            }
+            let Some(g) = self.groups.get_mut(self.at) else {
+                break;
+            };
             for c in g.cursors.iter_mut().filter(|c| c.buf.is_empty() && !c.done) {
                 let page = reg.lock().expect("registry lock").oldest(
                     &c.store,
@@ -405,6 +465,9 @@ impl Candidates {
             };
             let c = &mut g.cursors[i];
             let e = c.buf.pop_front().expect("a front entry");
+            if self.dupe_ids.contains(&e.id) {
+                continue;
+            }
             if e.being_written(c.quiet, self.now) {
                 self.in_use_bytes += e.size;
                 continue;
@@ -422,6 +485,7 @@ impl Candidates {
                 },
                 entry: e,
                 would_refuse: None,
+                dupe_of: None,
             }));
         }
         Ok(None)

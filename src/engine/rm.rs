@@ -325,6 +325,7 @@ impl Engine {
                 reason: RM_REASON.into(),
                 age_ref: entry.mtime,
                 would_refuse: None,
+                dupe_of: None,
                 entry,
             };
             if a.entry.retained && !req.force_retained {

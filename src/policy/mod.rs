@@ -5,8 +5,10 @@
 //! newest first; a [`ClassPlanner`] folds over them keeping only running counters, so
 //! planning a class of a million files needs no more memory than the actions it emits.
 
+pub mod dedupe;
 pub mod pressure;
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,8 @@ pub enum Rule {
     Offloaded,
     /// Named by an operator or a platform: `mediaretain rm`, `POST /v1/rm`.
     Manual,
+    /// An identical copy of a file that stays (a class with `dedupe`).
+    Duplicate,
 }
 
 impl fmt::Display for Rule {
@@ -45,6 +49,7 @@ impl fmt::Display for Rule {
             Rule::Pressure => "pressure",
             Rule::Offloaded => "offloaded",
             Rule::Manual => "manual",
+            Rule::Duplicate => "duplicate",
         })
     }
 }
@@ -86,6 +91,7 @@ pub struct ClassPlanner<'a> {
     kept_files: u64,
     kept_bytes: u64,
     over: Option<Rule>,
+    dupes: Option<&'a HashMap<i64, dedupe::DupeOf>>,
 }
 
 impl<'a> ClassPlanner<'a> {
@@ -97,7 +103,14 @@ impl<'a> ClassPlanner<'a> {
             kept_files: 0,
             kept_bytes: 0,
             over: None,
+            dupes: None,
         }
+    }
+
+    /// Deletes the entries of `dupes` as duplicates (see [`dedupe::decide_class`]).
+    pub fn with_dupes(mut self, dupes: &'a HashMap<i64, dedupe::DupeOf>) -> Self {
+        self.dupes = Some(dupes);
+        self
     }
 
     /// The verdict for `e`; must be called in newest-first order.
@@ -184,6 +197,13 @@ impl<'a> ClassPlanner<'a> {
                 reason: format!("{age_word} {} ago, past its {rule} of {lim}", fmt_span(age)),
             };
         }
+        // A copy of a file that stays frees its bytes before any budget counts it.
+        if let Some(d) = self.dupes.and_then(|m| m.get(&e.id)) {
+            return Verdict::Delete {
+                rule: Rule::Duplicate,
+                reason: d.reason(),
+            };
+        }
         if self.over.is_none() {
             if c.max_count.is_some_and(|m| self.kept_files + 1 > m) {
                 self.over = Some(Rule::MaxCount);
@@ -252,6 +272,9 @@ pub struct Action {
     /// (in use, retained since, no verified copy…). The pure planner leaves it empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub would_refuse: Option<String>,
+    /// For a duplicate: the copy that stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dupe_of: Option<dedupe::DupeOf>,
 }
 
 /// One planned offload: a local file copied to an S3 store (same key).
@@ -313,12 +336,14 @@ impl Plan {
 
 /// Plans every class of `cfg` at `now`. `entries_of(class, sink)` must feed the entries of
 /// `class` to `sink` newest first by the class's age reference.
+/// `groups_of(class)` gives the identical files of a dedupe class ([`dedupe::groups`]).
 pub fn plan<E>(
     cfg: &Config,
     now: Nanos,
     entries_of: impl FnMut(&Class, &mut dyn FnMut(Entry)) -> Result<(), E>,
+    groups_of: impl FnMut(&Class) -> Result<Vec<dedupe::Group>, E>,
 ) -> Result<Plan, E> {
-    plan_classes(cfg, now, |_| true, entries_of)
+    plan_classes(cfg, now, |_| true, entries_of, groups_of)
 }
 
 /// Like [`plan`], for the classes `which` selects only (e.g. those that offload).
@@ -327,20 +352,26 @@ pub fn plan_classes<E>(
     now: Nanos,
     which: impl Fn(&Class) -> bool,
     mut entries_of: impl FnMut(&Class, &mut dyn FnMut(Entry)) -> Result<(), E>,
+    mut groups_of: impl FnMut(&Class) -> Result<Vec<dedupe::Group>, E>,
 ) -> Result<Plan, E> {
     let mut p = Plan {
         at: now,
         ..Plan::default()
     };
     for class in cfg.classes.iter().filter(|c| which(c)) {
-        let mut planner = ClassPlanner::new(class, now);
+        let groups = match class.dedupe {
+            Some(_) => groups_of(class)?,
+            None => Vec::new(),
+        };
+        let first_action = p.actions.len();
         let mut sum = ClassSummary {
             class: class.name.clone(),
             store: class.store.clone(),
             ..Default::default()
         };
         let mut next_due = p.next_due;
-        entries_of(class, &mut |e: Entry| {
+        let entries = |sink: &mut dyn FnMut(Entry)| entries_of(class, sink);
+        dedupe::decide_class(class, now, &groups, entries, |e: Entry, verdict, of| {
             sum.files += 1;
             sum.bytes += e.size;
             sum.retained += e.retained as u64;
@@ -365,7 +396,7 @@ pub fn plan_classes<E>(
                     next_due = Some(next_due.map_or(due, |n: Nanos| n.min(due)));
                 }
             }
-            match planner.decide(&e) {
+            match verdict {
                 Verdict::Delete { rule, reason } => {
                     sum.delete_files += 1;
                     sum.delete_bytes += e.size;
@@ -377,6 +408,7 @@ pub fn plan_classes<E>(
                         reason,
                         age_ref,
                         would_refuse: None,
+                        dupe_of: of.cloned(),
                     });
                 }
                 Verdict::Keep {
@@ -388,6 +420,23 @@ pub fn plan_classes<E>(
                 Verdict::Keep { .. } => {}
             }
         })?;
+        // Never a duplicate in a plan that deletes the copy it duplicates (decide_class
+        // hands the kept role over; this holds even when its rounds ran out).
+        let doomed: std::collections::HashSet<i64> = p.actions[first_action..]
+            .iter()
+            .map(|a| a.entry.id)
+            .collect();
+        p.actions.retain(|a| {
+            let orphan = a
+                .dupe_of
+                .as_ref()
+                .is_some_and(|d| d.kept_ids.iter().any(|id| doomed.contains(id)));
+            if orphan {
+                sum.delete_files -= 1;
+                sum.delete_bytes -= a.entry.size;
+            }
+            !orphan
+        });
         p.next_due = next_due;
         p.classes.push(sum);
     }
@@ -440,6 +489,7 @@ mod tests {
             pressure_priority: 0,
             offload: None,
             stream: None,
+            dedupe: None,
         }
     }
 

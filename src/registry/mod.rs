@@ -8,12 +8,15 @@
 //! This file holds the shared types and SQL and the entries themselves (upsert, sweep,
 //! lookups, class iteration): about 750 lines, because each query keeps its reason beside
 //! it. Pins, tags, leases and facts are in [`marks`](self) (marks.rs), the audit trail and
-//! intents in audit.rs, offload bookkeeping in offload.rs, migrations in schema.rs.
+//! intents in audit.rs, offload bookkeeping in offload.rs, dedupe hashes in hashes.rs, migrations in schema.rs.
 
 mod audit;
+mod hashes;
 mod marks;
 mod offload;
 mod schema;
+
+pub use hashes::{Hashed, NewHash};
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

@@ -149,4 +149,23 @@ pub const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX facts_at ON facts(at);
     "#,
+    // 9 (issue 16): BLAKE3 hashes of files of dedupe classes, of one version each (size,
+    // mtime, inode): a file is hashed once and again only when it changes. Only files with
+    // a same-size sibling in their class are hashed; `dev` and `nlink` (at hashing) tell
+    // hard links apart from copies. The index finds same-size siblings.
+    r#"
+    CREATE TABLE hashes (
+        store_id INTEGER NOT NULL REFERENCES stores(id),
+        path     BLOB NOT NULL,
+        size     INTEGER NOT NULL,       -- the version that was hashed
+        mtime    INTEGER NOT NULL,
+        ino      INTEGER NOT NULL,
+        dev      INTEGER NOT NULL,
+        nlink    INTEGER NOT NULL,       -- names of the inode when it was hashed
+        blake3   BLOB NOT NULL,          -- 32 bytes
+        at       INTEGER NOT NULL,       -- when (ns since the epoch)
+        PRIMARY KEY (store_id, path)
+    ) WITHOUT ROWID;
+    CREATE INDEX entries_class_size ON entries(class, store_id, size);
+    "#,
 ];

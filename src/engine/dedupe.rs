@@ -1,0 +1,507 @@
+//! Identical copies (issue 16): the background hasher, the groups `dupes` lists, and the
+//! executor's check that a duplicate's kept copy is still there. Which copy stays and
+//! which go is decided by the planner ([`crate::policy::dedupe`]).
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Condvar;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::*;
+use crate::policy::dedupe::{self as pd, DupeOf, Group};
+use crate::registry::NewHash;
+
+/// Candidates read from the registry at a time (the lock is held only for that).
+const BATCH: usize = 64;
+/// The hasher looks for work at least this often, and whenever a pass or scan wakes it.
+const IDLE_WAKE: Duration = Duration::from_secs(60);
+/// At most this many unreadable file versions are remembered (not retried, warned once).
+const MAX_FAILED: usize = 10_000;
+
+/// The identical files of `class` (none unless it has `dedupe`).
+pub(super) fn groups_in(
+    reg: &Registry,
+    class: &Class,
+) -> std::result::Result<Vec<Group>, RegistryError> {
+    if class.dedupe.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(pd::groups(
+        class,
+        reg.hashed_in_class(&class.store, &class.name)?,
+    ))
+}
+
+/// What one round of hashing did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HashStats {
+    /// Files hashed.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Files that changed or went while being hashed (hashed again later).
+    pub changed: u64,
+    /// Files that could not be read.
+    pub failed: u64,
+}
+
+/// `mediaretain dupes`: the groups of identical files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Dupes {
+    /// Groups, by class then by bytes wasted (most first).
+    pub groups: Vec<DupeGroup>,
+    /// Bytes all copies beyond one take, over every group.
+    pub wasted_bytes: u64,
+}
+
+/// Identical files of one class.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DupeGroup {
+    /// Class.
+    pub class: String,
+    /// Store.
+    pub store: String,
+    /// Bytes of each copy.
+    pub size: u64,
+    /// Their BLAKE3 hash (hex).
+    pub blake3: String,
+    /// The copy that stays (None: the rules delete every copy anyway).
+    pub kept: Option<DupeCopy>,
+    /// The other copies.
+    pub copies: Vec<DupeCopy>,
+    /// Bytes the copies beyond one take.
+    pub wasted_bytes: u64,
+}
+
+/// One copy in a group.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DupeCopy {
+    /// Its name (the first, for a hard-linked file).
+    #[serde(with = "crate::spell::serde_path")]
+    pub path: PathBuf,
+    /// Its other names (hard links).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
+    /// Modification time.
+    #[serde(with = "crate::units::rfc3339")]
+    pub mtime: Nanos,
+    /// What the plan does with it: "kept", "duplicate", or why it stays or goes otherwise.
+    pub fate: String,
+}
+
+/// Reads at most `rate` bytes per second on average; stops with an error once `stop` is set.
+struct Paced<'a, R> {
+    inner: R,
+    rate: Option<u64>,
+    started: Instant,
+    read: u64,
+    stop: &'a AtomicBool,
+}
+
+impl<R: Read> Read for Paced<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("stopping"));
+        }
+        if let Some(rate) = self.rate {
+            let due = Duration::from_secs_f64(self.read as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes the planned version of `e` (opened beneath the store root, no link followed):
+/// `Ok(None)` when it is not that version any more, or changed while being read.
+pub fn hash_file(
+    store: &LocalStore,
+    e: &Entry,
+    rate: Option<u64>,
+    stop: &AtomicBool,
+    now: Nanos,
+) -> std::result::Result<Option<NewHash>, String> {
+    let want = Expect {
+        size: e.size,
+        mtime: e.mtime,
+        ino: e.ino,
+    };
+    let Some(file) = store
+        .open_version(&e.path, &want)
+        .map_err(|x| x.to_string())?
+    else {
+        return Ok(None);
+    };
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+    let before = file.metadata().map_err(|x| x.to_string())?;
+    let mut h = blake3::Hasher::new();
+    h.update_reader(Paced {
+        inner: &file,
+        rate,
+        started: Instant::now(),
+        read: 0,
+        stop,
+    })
+    .map_err(|x| x.to_string())?;
+    let after = file.metadata().map_err(|x| x.to_string())?;
+    let mtime = |m: &std::fs::Metadata| m.mtime() * 1_000_000_000 + m.mtime_nsec();
+    if after.len() != e.size || mtime(&after) != e.mtime || mtime(&before) != e.mtime {
+        return Ok(None);
+    }
+    Ok(Some(NewHash {
+        store: store.name().to_string(),
+        path: e.path.clone(),
+        size: e.size,
+        mtime: e.mtime,
+        ino: e.ino,
+        dev: after.dev(),
+        nlink: after.nlink(),
+        blake3: *h.finalize().as_bytes(),
+        at: now,
+    }))
+}
+
+impl Engine {
+    /// Hashes every file of a dedupe class that has a same-size sibling and no hash of its
+    /// current version, at the configured rate, until done or `stop` is set. The registry
+    /// is locked only to read a batch of candidates and to record each hash, never while a
+    /// file is read.
+    pub fn hash_pending(&self, stop: &AtomicBool) -> Result<HashStats> {
+        let rt = self.runtime();
+        let mut stats = HashStats::default();
+        let classes: Vec<&Class> = rt
+            .config
+            .classes
+            .iter()
+            .filter(|c| c.dedupe.is_some())
+            .collect();
+        if classes.is_empty() {
+            return Ok(stats);
+        }
+        self.reg().prune_hashes()?;
+        let rate = rt.config.dedupe.rate;
+        for c in classes {
+            let Some(store) = rt.store(&c.store) else {
+                continue;
+            };
+            let mut tried: HashSet<(i64, Nanos)> = HashSet::new();
+            loop {
+                let quiet_before = self.now().saturating_sub(c.quiet_period.as_nanos_i64());
+                let cands = self
+                    .reg()
+                    .hash_candidates(&c.store, &c.name, quiet_before, BATCH)?;
+                let fresh: Vec<Entry> = {
+                    let failed = self.hash_failed.lock().expect("hash_failed lock");
+                    cands
+                        .into_iter()
+                        .filter(|e| tried.insert((e.id, e.mtime)))
+                        .filter(|e| {
+                            !failed.contains(&(c.store.clone(), e.path.clone(), e.size, e.mtime))
+                        })
+                        .collect()
+                };
+                if fresh.is_empty() {
+                    break;
+                }
+                for e in fresh {
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(stats);
+                    }
+                    match hash_file(store, &e, rate, stop, self.now()) {
+                        Ok(Some(h)) => {
+                            self.reg().put_hash(&h)?;
+                            stats.files += 1;
+                            stats.bytes += e.size;
+                        }
+                        Ok(None) => stats.changed += 1,
+                        Err(_) if stop.load(Ordering::Relaxed) => return Ok(stats),
+                        Err(why) => {
+                            stats.failed += 1;
+                            let mut failed = self.hash_failed.lock().expect("hash_failed lock");
+                            if failed.len() < MAX_FAILED {
+                                warn!(action = "hash", path = %format!("{}:{}", c.store, crate::spell::show(&e.path)), error = %why,
+                                    "cannot hash {}:{} to look for identical copies: {why}", c.store, crate::spell::show(&e.path));
+                                failed.insert((c.store.clone(), e.path.clone(), e.size, e.mtime));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if stats.files > 0 {
+            debug!(
+                action = "hash",
+                files = stats.files,
+                bytes = stats.bytes,
+                "hashed {} files ({}) to look for identical copies",
+                stats.files,
+                ByteSize(stats.bytes)
+            );
+        }
+        Ok(stats)
+    }
+
+    /// The groups of identical files (of `class`, or of every dedupe class), each copy with
+    /// what the plan does with it now.
+    pub fn dupes(&self, class: Option<&str>) -> Result<Dupes> {
+        let rt = self.runtime();
+        if let Some(c) = class {
+            let names = rt.config.classes.iter().map(|k| k.name.as_str());
+            match rt.config.class(c) {
+                None => {
+                    let hint = crate::config::did_you_mean(c, names.clone())
+                        .map(|k| format!("; did you mean {k:?}?"))
+                        .unwrap_or_default();
+                    let all: Vec<&str> = names.collect();
+                    return Err(EngineError::BadInput(format!(
+                        "unknown class {c:?}{hint} (classes: {})",
+                        all.join(", ")
+                    )));
+                }
+                Some(k) if k.dedupe.is_none() => {
+                    return Err(EngineError::BadInput(format!(
+                        "class {c:?} has no dedupe setting: its identical files are not looked for"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let now = self.now();
+        let mut out = Dupes::default();
+        for c in rt
+            .config
+            .classes
+            .iter()
+            .filter(|k| k.dedupe.is_some() && class.is_none_or(|n| n == k.name))
+        {
+            let reg = self.reg();
+            let groups = groups_in(&reg, c)?;
+            if groups.is_empty() {
+                continue;
+            }
+            let members: HashSet<i64> = groups
+                .iter()
+                .flat_map(|g| g.copies.iter().flat_map(|x| x.ids.iter().copied()))
+                .collect();
+            let mut fates: HashMap<i64, (Verdict, Option<DupeOf>)> = HashMap::new();
+            pd::decide_class(
+                c,
+                now,
+                &groups,
+                |sink| reg.for_each_in_class(&c.store, &c.name, c.age_from, &mut *sink),
+                |e, v, of| {
+                    if members.contains(&e.id) {
+                        fates.insert(e.id, (v, of.cloned()));
+                    }
+                },
+            )?;
+            drop(reg);
+            for g in &groups {
+                let kept_path = g
+                    .copies
+                    .iter()
+                    .flat_map(|x| &x.ids)
+                    .find_map(|id| fates.get(id).and_then(|(_, of)| of.as_ref()))
+                    .map(|of| of.kept.clone())
+                    // No copy goes as a duplicate (the others are hard-linked, say): the
+                    // preferred copy the rules keep is the kept one.
+                    .or_else(|| {
+                        g.copies
+                            .iter()
+                            .find(|x| {
+                                matches!(fates.get(&x.ids[0]), Some((Verdict::Keep { .. }, _)))
+                            })
+                            .map(|x| x.paths[0].clone())
+                    });
+                let mut group = DupeGroup {
+                    class: c.name.clone(),
+                    store: c.store.clone(),
+                    size: g.size,
+                    blake3: g.hex(),
+                    wasted_bytes: g.size * (g.copies.len() as u64 - 1),
+                    ..Default::default()
+                };
+                for x in &g.copies {
+                    let fate = match fates.get(&x.ids[0]) {
+                        _ if kept_path.as_ref() == Some(&x.paths[0]) => "kept".to_string(),
+                        Some((Verdict::Delete { rule, .. }, _)) if *rule == Rule::Duplicate => {
+                            "duplicate".to_string()
+                        }
+                        Some((Verdict::Delete { rule, reason }, _)) => {
+                            format!("goes by {rule}: {reason}")
+                        }
+                        _ if x.linked => {
+                            "hard-linked: another name of one file, not a copy (deleting it frees nothing); never deleted as a duplicate".to_string()
+                        }
+                        Some((Verdict::Keep { reason, .. }, _)) => format!("stays: {reason}"),
+                        None => "not in the plan".to_string(),
+                    };
+                    let copy = DupeCopy {
+                        path: x.paths[0].clone(),
+                        links: x.paths[1..]
+                            .iter()
+                            .map(|p| crate::spell::show(p).to_string())
+                            .collect(),
+                        mtime: x.mtime,
+                        fate,
+                    };
+                    if copy.fate == "kept" {
+                        group.kept = Some(copy);
+                    } else {
+                        group.copies.push(copy);
+                    }
+                }
+                out.wasted_bytes += group.wasted_bytes;
+                out.groups.push(group);
+            }
+        }
+        out.groups.sort_by(|a, b| {
+            (&a.class, std::cmp::Reverse(a.wasted_bytes), &a.blake3).cmp(&(
+                &b.class,
+                std::cmp::Reverse(b.wasted_bytes),
+                &b.blake3,
+            ))
+        });
+        Ok(out)
+    }
+
+    /// The duplicates the plan deletes now in the dedupe classes of `stores` (what a
+    /// pressure pass frees first in the recordings tier).
+    pub(super) fn duplicate_actions(
+        &self,
+        rt: &Runtime,
+        stores: &[String],
+    ) -> Result<Vec<policy::Action>> {
+        let reg = self.reg();
+        let plan = policy::plan_classes(
+            &rt.config,
+            self.now(),
+            |c| c.dedupe.is_some() && stores.contains(&c.store),
+            |class, sink| {
+                reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
+            },
+            |class| groups_in(&reg, class),
+        )?;
+        Ok(plan
+            .actions
+            .into_iter()
+            .filter(|a| a.rule == Rule::Duplicate)
+            .collect())
+    }
+
+    /// The executor's check for a duplicate: the copy it duplicates is still there, the
+    /// very version that was hashed (else it is not deleted: it is looked at again on the
+    /// next pass).
+    pub(super) fn duplicate_guard(&self, store: &LocalStore, a: &policy::Action) -> Option<String> {
+        let d = match (&a.dupe_of, a.rule) {
+            (Some(d), _) => d,
+            (None, Rule::Duplicate) => return Some("its kept copy is not known".into()),
+            (None, _) => return None,
+        };
+        match store.stat(&d.kept) {
+            Ok(Some(m))
+                if m.ino == d.kept_ino && m.size == d.kept_size && m.mtime == d.kept_mtime =>
+            {
+                None
+            }
+            Ok(_) => Some(format!(
+                "its kept copy {} changed or went since it was hashed; it is compared again first",
+                crate::spell::show(&d.kept)
+            )),
+            Err(e) => Some(format!(
+                "its kept copy {} cannot be checked: {e}",
+                crate::spell::show(&d.kept)
+            )),
+        }
+    }
+}
+
+/// The background hasher: one low-priority thread (nice 19, idle I/O class) that hashes
+/// what [`Engine::hash_pending`] finds whenever it is woken (after passes and scans) and at
+/// least every minute, and asks for a pass when it found something new.
+pub struct Hasher {
+    wake: Mutex<bool>,
+    cv: Condvar,
+    stop: AtomicBool,
+}
+
+impl Hasher {
+    /// Starts the thread. It runs whether or not a class has `dedupe` (a reload may add
+    /// one); without one, a wake costs nothing but the wake.
+    pub fn spawn(engine: Arc<Engine>) -> Arc<Hasher> {
+        let h = Arc::new(Hasher {
+            wake: Mutex::new(true),
+            cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let me = h.clone();
+        let spawned = std::thread::Builder::new()
+            .name("hasher".into())
+            .spawn(move || {
+                lower_priority();
+                loop {
+                    {
+                        let w = me.wake.lock().expect("hasher lock");
+                        let (mut w, _) = me
+                            .cv
+                            .wait_timeout_while(w, IDLE_WAKE, |w| {
+                                !*w && !me.stop.load(Ordering::Relaxed)
+                            })
+                            .expect("hasher lock");
+                        *w = false;
+                    }
+                    if me.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    match engine.hash_pending(&me.stop) {
+                        Ok(s) if s.files > 0 => engine.pass_soon().notify_one(),
+                        Ok(_) => {}
+                        Err(e) => error!(error = %e, "hashing for identical copies failed; retrying later"),
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            error!(error = %e, "cannot start the hasher thread: identical copies are not looked for");
+        }
+        h
+    }
+
+    /// Asks for a round of hashing.
+    pub fn wake(&self) {
+        *self.wake.lock().expect("hasher lock") = true;
+        self.cv.notify_one();
+    }
+
+    /// Stops the thread (between two reads).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cv.notify_one();
+    }
+}
+
+/// This thread only: nice 19 and the idle I/O class, so a recorder never waits on us.
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, 19) != 0 {
+            debug!("hasher: cannot lower its CPU priority");
+        }
+        const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+        const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+        if libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid as libc::c_long,
+            IOPRIO_CLASS_IDLE << 13,
+        ) != 0
+        {
+            debug!("hasher: cannot set the idle I/O class");
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Identical copies (issue 16), pure: which hashed files of a dedupe class are copies of one
+//! another, which copy stays, and which go as duplicates.
+//!
+//! - Files are identical when their size and BLAKE3 hash agree.
+//! - Hard links (the same device and inode under several names, or an inode whose link
+//!   count was above 1 when it was hashed) are one file, not copies: deleting one name frees
+//!   nothing. Such a file may be the one kept, but it is never deleted as a duplicate.
+//! - The kept copy is the oldest (`keep-oldest`) or the newest (`keep-newest`) by mtime,
+//!   ties by path. A copy goes as a duplicate only while the kept one stays: when the rules
+//!   delete the preferred copy anyway (its keep_for ran out, a budget), the next copy that
+//!   the rules keep is kept instead, and if none is, no copy goes for being a duplicate —
+//!   every copy goes (or stays) by its own rules. So dedupe never removes the last copy.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ClassPlanner, Rule, Verdict};
+use crate::config::{Class, Dedupe};
+use crate::registry::{Entry, Hashed};
+use crate::units::{ByteSize, Nanos};
+
+/// One file of a group: an inode and its names in the class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Copy {
+    /// Entry ids of its names.
+    pub ids: Vec<i64>,
+    /// Its names (relative paths).
+    pub paths: Vec<PathBuf>,
+    /// Modification time.
+    pub mtime: Nanos,
+    /// Inode.
+    pub ino: u64,
+    /// Hard-linked: more than one name. Kept if preferred, never deleted as a duplicate.
+    pub linked: bool,
+    /// Pinned by an operator (any of its names).
+    pub retained: bool,
+}
+
+/// Identical files of one class: same size, same hash; copies in the order of preference
+/// (the first is kept unless the rules delete it anyway).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// Bytes of each copy.
+    pub size: u64,
+    /// Their BLAKE3 hash.
+    pub blake3: [u8; 32],
+    /// The copies, preferred first.
+    pub copies: Vec<Copy>,
+}
+
+impl Group {
+    /// The hash in hex.
+    pub fn hex(&self) -> String {
+        hex(&self.blake3)
+    }
+}
+
+/// Lower-case hex of `b`.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// What a duplicate duplicates: the kept copy (the version that was hashed) and the hash.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DupeOf {
+    /// The kept copy.
+    #[serde(with = "crate::spell::serde_path")]
+    pub kept: PathBuf,
+    /// Its inode, size and mtime when hashed: the executor refuses when it changed or went.
+    pub kept_ino: u64,
+    /// Its size.
+    pub kept_size: u64,
+    /// Its mtime.
+    #[serde(with = "crate::units::rfc3339")]
+    pub kept_mtime: Nanos,
+    /// The BLAKE3 hash both have (hex).
+    pub blake3: String,
+    /// The kept copy's entry ids (a duplicate never goes in a plan that deletes them).
+    #[serde(skip)]
+    pub kept_ids: Vec<i64>,
+}
+
+impl DupeOf {
+    /// "duplicate of rec/a.flv (same 734 MiB, blake3 3f2a9c1e…)".
+    pub fn reason(&self) -> String {
+        format!(
+            "duplicate of {} (same {}, blake3 {}…)",
+            crate::spell::show(&self.kept),
+            ByteSize(self.kept_size),
+            &self.blake3[..self.blake3.len().min(16)]
+        )
+    }
+}
+
+/// The groups of identical files among `hashed` (entries of `class`, as the registry
+/// returns them: by size and hash), copies in `class.dedupe`'s order of preference.
+pub fn groups(class: &Class, hashed: Vec<Hashed>) -> Vec<Group> {
+    let Some(mode) = class.dedupe else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < hashed.len() {
+        let (size, hash) = (hashed[i].entry.size, hashed[i].blake3);
+        let mut j = i;
+        let mut by_inode: HashMap<(u64, u64), Copy> = HashMap::new();
+        while j < hashed.len() && hashed[j].entry.size == size && hashed[j].blake3 == hash {
+            let h = &hashed[j];
+            let c = by_inode
+                .entry((h.dev, h.entry.ino))
+                .or_insert_with(|| Copy {
+                    ids: Vec::new(),
+                    paths: Vec::new(),
+                    mtime: h.entry.mtime,
+                    ino: h.entry.ino,
+                    linked: false,
+                    retained: false,
+                });
+            c.ids.push(h.entry.id);
+            c.paths.push(h.entry.path.clone());
+            c.linked |= h.nlink > 1 || c.ids.len() > 1;
+            c.retained |= h.entry.retained;
+            j += 1;
+        }
+        i = j;
+        if by_inode.len() < 2 {
+            continue;
+        }
+        let mut copies: Vec<Copy> = by_inode.into_values().collect();
+        for c in &mut copies {
+            c.paths.sort();
+        }
+        copies.sort_by(|a, b| {
+            let t = match mode {
+                Dedupe::KeepOldest => a.mtime.cmp(&b.mtime),
+                Dedupe::KeepNewest => b.mtime.cmp(&a.mtime),
+            };
+            t.then_with(|| a.paths.cmp(&b.paths))
+        });
+        out.push(Group {
+            size,
+            blake3: hash,
+            copies,
+        });
+    }
+    out
+}
+
+/// The duplicates to delete when copy `kept[g]` of each group `g` stays (None: the group
+/// deletes nothing): entry id → what it duplicates.
+fn victims(groups: &[Group], kept: &[Option<usize>]) -> HashMap<i64, DupeOf> {
+    let mut out = HashMap::new();
+    for (g, k) in groups.iter().zip(kept) {
+        let Some(k) = *k else { continue };
+        let keep = &g.copies[k];
+        let of = DupeOf {
+            kept: keep.paths[0].clone(),
+            kept_ino: keep.ino,
+            kept_size: g.size,
+            kept_mtime: keep.mtime,
+            blake3: g.hex(),
+            kept_ids: keep.ids.clone(),
+        };
+        for (i, c) in g.copies.iter().enumerate() {
+            if i != k && !c.linked {
+                out.insert(c.ids[0], of.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Decides every entry of `class` (fed newest first by `entries_of`, as for the planner)
+/// with the duplicates of `groups` as one more rule, calling `on` with each entry, its
+/// verdict and, for a duplicate, what it duplicates. A kept copy the rules delete anyway
+/// hands its role to the next copy the rules keep (a few rounds at most; each is one more
+/// walk of the class, and only classes with identical files take any).
+pub fn decide_class<E>(
+    class: &Class,
+    now: Nanos,
+    groups: &[Group],
+    mut entries_of: impl FnMut(&mut dyn FnMut(Entry)) -> Result<(), E>,
+    mut on: impl FnMut(Entry, Verdict, Option<&DupeOf>),
+) -> Result<(), E> {
+    const ROUNDS: usize = 4;
+    let mut kept: Vec<Option<usize>> = groups.iter().map(|_| Some(0)).collect();
+    if !groups.is_empty() {
+        for round in 0..=ROUNDS {
+            let dupes = victims(groups, &kept);
+            // Entries the rules delete for another reason than being a duplicate.
+            let mut gone: HashSet<i64> = HashSet::new();
+            let mut planner = ClassPlanner::new(class, now).with_dupes(&dupes);
+            entries_of(&mut |e: Entry| {
+                if let Verdict::Delete { rule, .. } = planner.decide(&e)
+                    && rule != Rule::Duplicate
+                {
+                    gone.insert(e.id);
+                }
+            })?;
+            let mut changed = false;
+            for (g, k) in groups.iter().zip(kept.iter_mut()) {
+                let Some(cur) = *k else { continue };
+                if !g.copies[cur].ids.iter().any(|id| gone.contains(id)) {
+                    continue;
+                }
+                changed = true;
+                // The next copy in order of preference that the rules keep; after the last
+                // round, none: this group deletes nothing.
+                *k = (round < ROUNDS)
+                    .then(|| {
+                        (0..g.copies.len()).find(|&i| {
+                            i > cur && !g.copies[i].ids.iter().any(|id| gone.contains(id))
+                        })
+                    })
+                    .flatten();
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+    let dupes = victims(groups, &kept);
+    let mut planner = ClassPlanner::new(class, now).with_dupes(&dupes);
+    entries_of(&mut |e: Entry| {
+        let v = planner.decide(&e);
+        let of = match &v {
+            Verdict::Delete {
+                rule: Rule::Duplicate,
+                ..
+            } => dupes.get(&e.id),
+            _ => None,
+        };
+        on(e, v, of);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AgeFrom, Lifecycle};
+    use crate::units::Dur;
+
+    const S: i64 = 1_000_000_000;
+
+    fn class(mode: Dedupe) -> Class {
+        Class {
+            name: "c".into(),
+            store: "m".into(),
+            patterns: vec!["**".into()],
+            exclude: vec![],
+            lifecycle: Lifecycle::Recording,
+            ttl: None,
+            keep_for: None,
+            max_count: None,
+            max_total: None,
+            age_from: AgeFrom::Mtime,
+            quiet_period: Dur::default(),
+            protect_playlist_refs: false,
+            part_suffixes: vec![],
+            min_keep: None,
+            pressure_priority: 0,
+            offload: None,
+            dedupe: Some(mode),
+        }
+    }
+
+    fn hashed(id: i64, path: &str, mtime: Nanos, ino: u64, hash: u8) -> Hashed {
+        Hashed {
+            entry: Entry {
+                id,
+                store: "m".into(),
+                path: path.into(),
+                size: 10,
+                mtime,
+                ino,
+                first_seen: 0,
+                class: Some("c".into()),
+                retained: false,
+                copy: None,
+                complete: None,
+                tags: vec![],
+                in_use: vec![],
+            },
+            dev: 1,
+            nlink: 1,
+            blake3: [hash; 32],
+        }
+    }
+
+    fn run(c: &Class, now: Nanos, hs: Vec<Hashed>) -> Vec<(String, Option<String>)> {
+        let mut entries: Vec<Entry> = hs.iter().map(|h| h.entry.clone()).collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.mtime));
+        let gs = groups(c, hs);
+        let mut out = Vec::new();
+        decide_class::<()>(
+            c,
+            now,
+            &gs,
+            |sink| {
+                entries.iter().cloned().for_each(&mut *sink);
+                Ok(())
+            },
+            |e, v, of| {
+                let what = match v {
+                    Verdict::Delete { rule, .. } => Some(format!(
+                        "{rule}{}",
+                        of.map(|o| format!(" of {}", o.kept.display()))
+                            .unwrap_or_default()
+                    )),
+                    Verdict::Keep { .. } => None,
+                };
+                out.push((e.path.display().to_string(), what));
+            },
+        )
+        .unwrap();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn keeps_the_oldest_or_newest_and_skips_hard_links_and_other_content() {
+        let hs = || {
+            let mut l = hashed(4, "d/link", 30 * S, 3, 7);
+            l.nlink = 2;
+            vec![
+                hashed(1, "a", 10 * S, 1, 7),
+                hashed(2, "b/a", 20 * S, 2, 7),
+                l,
+                hashed(5, "other", 5 * S, 5, 9),
+            ]
+        };
+        let old = run(&class(Dedupe::KeepOldest), 100 * S, hs());
+        assert_eq!(
+            old,
+            vec![
+                ("a".into(), None),
+                ("b/a".into(), Some("duplicate of a".into())),
+                ("d/link".into(), None),
+                ("other".into(), None),
+            ]
+        );
+        let new = run(&class(Dedupe::KeepNewest), 100 * S, hs());
+        // The newest is hard-linked: it is kept (it may be), and both others go.
+        assert_eq!(
+            new,
+            vec![
+                ("a".into(), Some("duplicate of d/link".into())),
+                ("b/a".into(), Some("duplicate of d/link".into())),
+                ("d/link".into(), None),
+                ("other".into(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_kept_copy_going_by_its_own_rule_hands_over_and_the_last_copy_stays() {
+        let mut c = class(Dedupe::KeepOldest);
+        c.keep_for = Some("50s".parse().unwrap());
+        // a is past keep_for: it goes by keep_for, so b is kept and c goes as its duplicate.
+        let r = run(
+            &c,
+            100 * S,
+            vec![
+                hashed(1, "a", 10 * S, 1, 7),
+                hashed(2, "b", 60 * S, 2, 7),
+                hashed(3, "c", 70 * S, 3, 7),
+            ],
+        );
+        assert_eq!(
+            r,
+            vec![
+                ("a".into(), Some("keep_for".into())),
+                ("b".into(), None),
+                ("c".into(), Some("duplicate of b".into())),
+            ]
+        );
+        // Every copy past keep_for: each goes by keep_for, none as a duplicate.
+        let r = run(
+            &c,
+            1000 * S,
+            vec![hashed(1, "a", 10 * S, 1, 7), hashed(2, "b", 60 * S, 2, 7)],
+        );
+        assert_eq!(
+            r,
+            vec![
+                ("a".into(), Some("keep_for".into())),
+                ("b".into(), Some("keep_for".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn budgets_never_take_the_kept_copy_with_its_duplicates() {
+        // max_count 1, keep-oldest: the budget would delete the oldest (the preferred kept
+        // copy); the newest is kept instead and the older copy goes.
+        let mut c = class(Dedupe::KeepOldest);
+        c.max_count = Some(1);
+        let r = run(
+            &c,
+            100 * S,
+            vec![hashed(1, "a", 10 * S, 1, 7), hashed(2, "b", 20 * S, 2, 7)],
+        );
+        let kept: Vec<_> = r.iter().filter(|(_, v)| v.is_none()).collect();
+        assert_eq!(kept.len(), 1, "{r:?}");
+    }
+}

@@ -1,0 +1,415 @@
+//! Identical copies (issue 16): a class with `dedupe` deletes every byte-identical copy of a
+//! file but the one it keeps, through the one executor — retained copies, copies held open
+//! by a real process and hard links stay; a same-size file with other bytes stays; a file
+//! changed after hashing is hashed again, never deleted on its old hash. Real files on a
+//! real filesystem, the real binary (one-shot commands and the daemon).
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Box_, set_age, wait_for};
+
+const H: Duration = Duration::from_secs(3600);
+const MIB: usize = 1 << 20;
+
+fn classes(mode: &str) -> String {
+    format!(
+        r#"
+[[class]]
+name = "rec"
+store = "media"
+match = ["rec/**/*.flv"]
+lifecycle = "recording"
+quiet_period = "10m"
+dedupe = "{mode}"
+"#
+    )
+}
+
+/// `n` bytes that differ with `seed` (a recording's worth of noise, not a run of one byte).
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect()
+}
+
+fn put(b: &Box_, rel: &str, data: &[u8], age: Duration) {
+    let p = b.path(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, data).unwrap();
+    set_age(&p, age);
+}
+
+/// A process holding `p` open (`tail -f`), once the kernel shows the descriptor.
+struct Holder(Child);
+
+impl Holder {
+    fn open(p: &Path) -> Holder {
+        let child = Command::new("tail")
+            .arg("-f")
+            .arg(p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let want = fs::canonicalize(p).unwrap();
+        wait_for("tail to open the file", Duration::from_secs(10), || {
+            fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| fs::read_link(e.path()).is_ok_and(|l| l == want))
+            })
+        });
+        Holder(child)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn action<'a>(plan: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["path"] == path)
+}
+
+fn result<'a>(gc: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    gc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == path)
+        .unwrap_or_else(|| panic!("no result for {path}: {gc}"))
+}
+
+#[test]
+fn identical_copies_go_but_retained_open_hard_linked_fresh_and_different_files_stay() {
+    let b = Box_::new("", "", &classes("keep-oldest"));
+    let x = noise(1, MIB);
+    let mut y = x.clone();
+    y[MIB / 2] ^= 1; // same size, one bit apart
+    put(&b, "rec/a/orig.flv", &x, 5 * H); // the oldest: kept
+    put(&b, "rec/b/copy1.flv", &x, 4 * H); // a copy in another directory: goes
+    put(&b, "rec/c/retained.flv", &x, 3 * H); // pinned: stays
+    put(&b, "rec/d/open.flv", &x, 2 * H); // held open by a process: refused
+    put(&b, "rec/e/other.flv", &y, 90 * 60 * Duration::from_secs(1)); // other bytes
+    put(&b, "rec/f/copy2.flv", &x, H); // goes
+    put(&b, "rec/g/fresh.flv", &x, Duration::ZERO); // still being written: not hashed
+    fs::create_dir_all(b.path("rec/z")).unwrap();
+    fs::hard_link(b.path("rec/a/orig.flv"), b.path("rec/z/link.flv")).unwrap();
+    // A hard-linked copy: two names of one inode, never deleted as a duplicate.
+    put(
+        &b,
+        "rec/h/copy-linked.flv",
+        &x,
+        30 * 60 * Duration::from_secs(1),
+    );
+    fs::create_dir_all(b.path("rec/i")).unwrap();
+    fs::hard_link(
+        b.path("rec/h/copy-linked.flv"),
+        b.path("rec/i/its-link.flv"),
+    )
+    .unwrap();
+    set_age(
+        &b.path("rec/h/copy-linked.flv"),
+        30 * 60 * Duration::from_secs(1),
+    );
+
+    b.cli(&["retain", b.path("rec/c/retained.flv").to_str().unwrap()])
+        .ok();
+    let _holder = Holder::open(&b.path("rec/d/open.flv"));
+    let hash = blake3::hash(&x).to_hex().to_string();
+
+    // plan: the copies, each naming the file it duplicates; the open one would be refused.
+    let plan = b.cli(&["plan", "--json"]).ok().json();
+    let mut planned: Vec<&str> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    planned.sort();
+    assert_eq!(
+        planned,
+        ["rec/b/copy1.flv", "rec/d/open.flv", "rec/f/copy2.flv"],
+        "{plan}"
+    );
+    let a = action(&plan, "rec/b/copy1.flv").unwrap();
+    assert_eq!(a["rule"], "duplicate", "{a}");
+    assert_eq!(a["dupe_of"]["kept"], "rec/a/orig.flv", "{a}");
+    assert_eq!(a["dupe_of"]["blake3"], hash.as_str(), "{a}");
+    assert!(
+        a["reason"].as_str().unwrap().starts_with(&format!(
+            "duplicate of rec/a/orig.flv (same 1 MiB, blake3 {}",
+            &hash[..16]
+        )),
+        "{a}"
+    );
+    let open = action(&plan, "rec/d/open.flv").unwrap();
+    assert!(
+        open["would_refuse"]
+            .as_str()
+            .unwrap()
+            .contains("open by pid"),
+        "{open}"
+    );
+
+    // explain says which file it duplicates.
+    let ex = b
+        .cli(&[
+            "explain",
+            b.path("rec/b/copy1.flv").to_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(ex["verdict"]["rule"], "duplicate", "{ex}");
+    assert!(
+        ex["summary"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate of rec/a/orig.flv"),
+        "{ex}"
+    );
+    let kept = b
+        .cli(&[
+            "explain",
+            b.path("rec/a/orig.flv").to_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(kept["verdict"]["verdict"], "keep", "{kept}");
+
+    // dupes: one group; the kept file (with its other name), the copies and their fates.
+    let d = b.cli(&["dupes", "--json"]).ok().json();
+    let groups = d["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{d}");
+    let g = &groups[0];
+    assert_eq!(g["blake3"], hash.as_str(), "{g}");
+    assert_eq!(g["kept"]["path"], "rec/a/orig.flv", "{g}");
+    assert_eq!(g["kept"]["links"][0], "rec/z/link.flv", "{g}");
+    let fate = |p: &str| {
+        g["copies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["path"] == p)
+            .unwrap_or_else(|| panic!("{p} not in {g}"))["fate"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(fate("rec/b/copy1.flv"), "duplicate");
+    assert_eq!(fate("rec/d/open.flv"), "duplicate");
+    assert_eq!(fate("rec/f/copy2.flv"), "duplicate");
+    assert!(
+        fate("rec/c/retained.flv").starts_with("stays: retained"),
+        "{g}"
+    );
+    assert!(
+        fate("rec/h/copy-linked.flv").starts_with("hard-linked"),
+        "{g}"
+    );
+    // orig (2 names, 1 inode) + copy1, retained, open, copy2, copy-linked: 6 copies.
+    assert_eq!(g["wasted_bytes"], 5 * MIB as u64, "{g}");
+    // Neither the fresh file nor the different one is in any group.
+    assert!(!d.to_string().contains("fresh.flv"), "{d}");
+    assert!(!d.to_string().contains("other.flv"), "{d}");
+
+    // The pass: per-file results.
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(
+        result(&gc, "rec/b/copy1.flv")["result"]["outcome"],
+        "deleted",
+        "{gc}"
+    );
+    assert_eq!(
+        result(&gc, "rec/f/copy2.flv")["result"]["outcome"],
+        "deleted",
+        "{gc}"
+    );
+    let r = result(&gc, "rec/d/open.flv");
+    assert_eq!(r["result"]["outcome"], "refused", "{gc}");
+    assert!(
+        r["result"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("open by pid"),
+        "{r}"
+    );
+    assert_eq!(gc["deleted_files"], 2, "{gc}");
+    for gone in ["rec/b/copy1.flv", "rec/f/copy2.flv"] {
+        assert!(!b.path(gone).exists(), "{gone} still there");
+    }
+    for stays in [
+        "rec/a/orig.flv",
+        "rec/z/link.flv",
+        "rec/c/retained.flv",
+        "rec/d/open.flv",
+        "rec/e/other.flv",
+        "rec/g/fresh.flv",
+        "rec/h/copy-linked.flv",
+        "rec/i/its-link.flv",
+    ] {
+        assert!(b.path(stays).exists(), "{stays} was deleted");
+    }
+    assert_eq!(fs::read(b.path("rec/a/orig.flv")).unwrap(), x);
+
+    // The audit trail of a deleted copy.
+    let ex = b
+        .cli(&[
+            "explain",
+            b.path("rec/b/copy1.flv").to_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
+    let h = &ex["history"][0];
+    assert_eq!(h["outcome"], "deleted", "{ex}");
+    assert_eq!(h["rule"], "duplicate", "{ex}");
+    assert!(
+        h["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("duplicate of rec/a/orig.flv (same 1 MiB, blake3 "),
+        "{ex}"
+    );
+}
+
+#[test]
+fn a_file_changed_after_hashing_is_hashed_again_not_deleted_on_its_old_hash() {
+    let b = Box_::new("", "", &classes("keep-oldest"));
+    let x = noise(2, 256 * 1024);
+    put(&b, "rec/a.flv", &x, 3 * H);
+    put(&b, "rec/b.flv", &x, 2 * H);
+    // Hashed now: b is a copy of a.
+    let d = b.cli(&["dupes", "--json"]).ok().json();
+    assert_eq!(d["groups"].as_array().unwrap().len(), 1, "{d}");
+    // b is rewritten with other bytes of the same size (a recorder reusing the name).
+    let mut y = x.clone();
+    y[0] ^= 0xff;
+    put(&b, "rec/b.flv", &y, 2 * H - Duration::from_secs(60));
+    let plan = b.cli(&["plan", "--json"]).ok().json();
+    assert!(
+        action(&plan, "rec/b.flv").is_none(),
+        "planned on a stale hash: {plan}"
+    );
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["deleted_files"], 0, "{gc}");
+    assert_eq!(fs::read(b.path("rec/b.flv")).unwrap(), y);
+    let d = b.cli(&["dupes", "--json"]).ok().json();
+    assert!(d["groups"].as_array().unwrap().is_empty(), "{d}");
+    // Identical again (a later version): hashed again, and then it is a copy.
+    put(&b, "rec/b.flv", &x, 2 * H - Duration::from_secs(120));
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(
+        result(&gc, "rec/b.flv")["result"]["outcome"],
+        "deleted",
+        "{gc}"
+    );
+    assert!(b.path("rec/a.flv").exists());
+}
+
+#[test]
+fn keep_newest_and_keep_oldest_keep_the_right_copy() {
+    for (mode, kept) in [("keep-newest", "rec/3.flv"), ("keep-oldest", "rec/1.flv")] {
+        let b = Box_::new("", "", &classes(mode));
+        let x = noise(3, 64 * 1024);
+        put(&b, "rec/1.flv", &x, 3 * H);
+        put(&b, "rec/2.flv", &x, 2 * H);
+        put(&b, "rec/3.flv", &x, H);
+        let gc = b.cli(&["gc", "--json"]).ok().json();
+        assert_eq!(gc["deleted_files"], 2, "{mode}: {gc}");
+        for f in ["rec/1.flv", "rec/2.flv", "rec/3.flv"] {
+            assert_eq!(b.path(f).exists(), f == kept, "{mode}: {f}; {gc}");
+        }
+    }
+}
+
+#[test]
+fn the_daemon_hashes_in_the_background_and_deletes_copies() {
+    let b = Box_::new(
+        "gc_interval = \"2s\"",
+        "",
+        &format!(
+            "{}\n[dedupe]\nrate = \"256MiB/s\"\n",
+            classes("keep-oldest")
+        ),
+    );
+    let x = noise(4, 2 * MIB);
+    put(&b, "rec/cam1/a.flv", &x, 2 * H);
+    put(&b, "rec/cam2/a.flv", &x, H);
+    let d = b.daemon(None);
+    wait_for(
+        "the daemon to delete the copy",
+        Duration::from_secs(60),
+        || !b.path("rec/cam2/a.flv").exists(),
+    );
+    assert!(b.path("rec/cam1/a.flv").exists());
+    // A copy arriving later (quiet already: an old mtime) goes too.
+    put(&b, "rec/cam3/a.flv", &x, H / 2);
+    wait_for(
+        "the daemon to delete the later copy",
+        Duration::from_secs(60),
+        || !b.path("rec/cam3/a.flv").exists(),
+    );
+    let dupes = b.cli(&["dupes", "--json"]).ok().json();
+    assert!(dupes["groups"].as_array().unwrap().is_empty(), "{dupes}");
+    let (code, log) = d.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains(
+            "deleted media:rec/cam2/a.flv: duplicate of rec/cam1/a.flv (same 2 MiB, blake3 "
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn bad_dedupe_settings_are_located_with_a_suggestion() {
+    let b = Box_::new("", "", &classes("keep-olde"));
+    let r = b.cli(&["check-config"]);
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(r.stderr.contains("keep-oldest"), "{r:?}");
+    assert!(r.stderr.contains("config.toml:"), "{r:?}");
+    let b = Box_::new(
+        "",
+        "",
+        &format!("{}\n[dedupe]\nrate = \"fast\"\n", classes("keep-oldest")),
+    );
+    let r = b.cli(&["check-config"]);
+    assert_eq!(r.code, 78, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("dedupe.rate \"fast\" must be bytes per second"),
+        "{r:?}"
+    );
+    let b = Box_::new(
+        "",
+        "",
+        &format!(
+            "{}\n[dedupe]\nrate = \"unlimited\"\n",
+            classes("keep-newest")
+        ),
+    );
+    b.cli(&["check-config"]).ok();
+}
