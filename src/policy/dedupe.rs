@@ -262,6 +262,7 @@ mod tests {
             min_keep: None,
             pressure_priority: 0,
             offload: None,
+            stream: None,
             dedupe: Some(mode),
         }
     }
