@@ -329,6 +329,74 @@ fn a_file_changed_after_hashing_is_hashed_again_not_deleted_on_its_old_hash() {
     assert!(b.path("rec/a.flv").exists());
 }
 
+/// Writes `data` over the start of `p` in place (same inode, same size) and puts its
+/// mtime back to the nanosecond, as `rsync --inplace -t` or `touch -r` would: size, mtime
+/// and inode all say "unchanged".
+fn rewrite_keeping_mtime(p: &Path, data: &[u8]) {
+    use std::io::Write;
+    let before = fs::metadata(p).unwrap();
+    let mut f = fs::OpenOptions::new().write(true).open(p).unwrap();
+    f.write_all(data).unwrap();
+    f.set_modified(before.modified().unwrap()).unwrap();
+    drop(f);
+    let after = fs::metadata(p).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (after.len(), after.modified().unwrap(), after.ino()),
+        (before.len(), before.modified().unwrap(), before.ino())
+    );
+}
+
+#[test]
+fn a_copy_rewritten_in_place_with_its_mtime_put_back_or_hard_linked_later_is_not_deleted() {
+    let b = Box_::new("", "", &classes("keep-oldest"));
+    let x = noise(5, 256 * 1024);
+    put(&b, "rec/a.flv", &x, 3 * H);
+    put(&b, "rec/b.flv", &x, 2 * H);
+    put(&b, "rec/c.flv", &x, H);
+    // Hashed now: b and c are copies of a.
+    let d = b.cli(&["dupes", "--json"]).ok().json();
+    assert_eq!(d["groups"][0]["copies"].as_array().unwrap().len(), 2, "{d}");
+    // b gets other bytes in place, its mtime put back; c gets a second name outside the
+    // class (an operator keeping it): deleting c would free nothing.
+    let mut y = x.clone();
+    y[1000] ^= 0x55;
+    rewrite_keeping_mtime(&b.path("rec/b.flv"), &y);
+    fs::create_dir_all(b.path("keep")).unwrap();
+    fs::hard_link(b.path("rec/c.flv"), b.path("keep/c.flv")).unwrap();
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["deleted_files"], 0, "deleted on a stale hash: {gc}");
+    for f in ["rec/b.flv", "rec/c.flv"] {
+        let r = &result(&gc, f)["result"];
+        assert_eq!(r["outcome"], "refused", "{f}: {gc}");
+        assert!(
+            r["detail"]
+                .as_str()
+                .unwrap()
+                .contains("changed since it was hashed"),
+            "{f}: {gc}"
+        );
+    }
+    assert_eq!(fs::read(b.path("rec/b.flv")).unwrap(), y);
+    // Hashed again: b differs, c is one file under two names; nothing is a duplicate.
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(gc["deleted_files"], 0, "{gc}");
+    let d = b.cli(&["dupes", "--json"]).ok().json();
+    let g = &d["groups"][0];
+    assert_eq!(g["copies"][0]["path"], "rec/c.flv", "{d}");
+    assert!(
+        g["copies"][0]["fate"]
+            .as_str()
+            .unwrap()
+            .starts_with("hard-linked"),
+        "{d}"
+    );
+    assert_eq!(g["copies"].as_array().unwrap().len(), 1, "{d}");
+    for f in ["rec/a.flv", "rec/b.flv", "rec/c.flv"] {
+        assert!(b.path(f).exists(), "{f}");
+    }
+}
+
 #[test]
 fn keep_newest_and_keep_oldest_keep_the_right_copy() {
     for (mode, kept) in [("keep-newest", "rec/3.flv"), ("keep-oldest", "rec/1.flv")] {

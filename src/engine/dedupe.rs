@@ -13,7 +13,7 @@ use super::*;
 use crate::policy::dedupe::{self as pd, DupeOf, Group};
 use crate::registry::NewHash;
 
-/// Candidates read from the registry at a time (the lock is held only for that).
+/// Candidates read from the registry at a time.
 const BATCH: usize = 64;
 /// The hasher looks for work at least this often, and whenever a pass or scan wakes it.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
@@ -130,6 +130,7 @@ pub fn hash_file(
         size: e.size,
         mtime: e.mtime,
         ino: e.ino,
+        ctime: None,
     };
     let Some(file) = store
         .open_version(&e.path, &want)
@@ -150,7 +151,12 @@ pub fn hash_file(
     .map_err(|x| x.to_string())?;
     let after = file.metadata().map_err(|x| x.to_string())?;
     let mtime = |m: &std::fs::Metadata| m.mtime() * 1_000_000_000 + m.mtime_nsec();
-    if after.len() != e.size || mtime(&after) != e.mtime || mtime(&before) != e.mtime {
+    // A write while we read moves the change time even if the writer restores the mtime.
+    if after.len() != e.size
+        || mtime(&after) != e.mtime
+        || mtime(&before) != e.mtime
+        || ctime(&after) != ctime(&before)
+    {
         return Ok(None);
     }
     Ok(Some(NewHash {
@@ -159,6 +165,7 @@ pub fn hash_file(
         size: e.size,
         mtime: e.mtime,
         ino: e.ino,
+        ctime: ctime(&after),
         dev: after.dev(),
         nlink: after.nlink(),
         blake3: *h.finalize().as_bytes(),
@@ -166,11 +173,19 @@ pub fn hash_file(
     }))
 }
 
+/// The inode's change time in ns: set by the kernel on every write, chmod, link or
+/// rename, and by no one to a chosen value.
+pub(crate) fn ctime(m: &std::fs::Metadata) -> Nanos {
+    m.ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.ctime_nsec())
+}
+
 impl Engine {
     /// Hashes every file of a dedupe class that has a same-size sibling and no hash of its
-    /// current version, at the configured rate, until done or `stop` is set. The registry
-    /// is locked only to read a batch of candidates and to record each hash, never while a
-    /// file is read.
+    /// current version, at the configured rate, until done or `stop` is set. It reads and
+    /// writes the registry on a connection of its own, so it never takes the registry's
+    /// mutex: at nice 19 it could hold it long, and a pass or a pressure pass would wait.
     pub fn hash_pending(&self, stop: &AtomicBool) -> Result<HashStats> {
         let rt = self.runtime();
         let mut stats = HashStats::default();
@@ -183,42 +198,40 @@ impl Engine {
         if classes.is_empty() {
             return Ok(stats);
         }
-        self.reg().prune_hashes()?;
+        let path = self.reg().path().to_path_buf();
+        let mut reg = Registry::open_apart(&path)?;
         let rate = rt.config.dedupe.rate;
         for c in classes {
             let Some(store) = rt.store(&c.store) else {
                 continue;
             };
-            let mut tried: HashSet<(i64, Nanos)> = HashSet::new();
+            // Pages through the candidates oldest first: one that cannot be read or
+            // changed meanwhile is passed over, never read again in this round.
+            let mut from: (Nanos, i64) = (Nanos::MIN, i64::MIN);
+            let quiet_before = self.now().saturating_sub(c.quiet_period.as_nanos_i64());
             loop {
-                let quiet_before = self.now().saturating_sub(c.quiet_period.as_nanos_i64());
-                let cands = self
-                    .reg()
-                    .hash_candidates(&c.store, &c.name, quiet_before, BATCH)?;
-                let fresh: Vec<Entry> = {
-                    let failed = self.hash_failed.lock().expect("hash_failed lock");
-                    cands
-                        .into_iter()
-                        .filter(|e| tried.insert((e.id, e.mtime)))
-                        .filter(|e| {
-                            !failed.contains(&(c.store.clone(), e.path.clone(), e.size, e.mtime))
-                        })
-                        .collect()
-                };
-                if fresh.is_empty() {
-                    break;
-                }
-                for e in fresh {
+                let cands = reg.hash_candidates(&c.store, &c.name, quiet_before, from, BATCH)?;
+                let Some(last) = cands.last() else { break };
+                from = (last.mtime, last.id);
+                for e in cands {
                     if stop.load(Ordering::Relaxed) {
                         return Ok(stats);
                     }
+                    let key = (c.store.clone(), e.path.clone(), e.size, e.mtime);
+                    if self
+                        .hash_failed
+                        .lock()
+                        .expect("hash_failed lock")
+                        .contains(&key)
+                    {
+                        continue;
+                    }
                     match hash_file(store, &e, rate, stop, self.now()) {
-                        Ok(Some(h)) => {
-                            self.reg().put_hash(&h)?;
+                        Ok(Some(h)) if reg.put_hash(&h)? => {
                             stats.files += 1;
                             stats.bytes += e.size;
                         }
-                        Ok(None) => stats.changed += 1,
+                        Ok(_) => stats.changed += 1,
                         Err(_) if stop.load(Ordering::Relaxed) => return Ok(stats),
                         Err(why) => {
                             stats.failed += 1;
@@ -226,7 +239,7 @@ impl Engine {
                             if failed.len() < MAX_FAILED {
                                 warn!(action = "hash", path = %format!("{}:{}", c.store, crate::spell::show(&e.path)), error = %why,
                                     "cannot hash {}:{} to look for identical copies: {why}", c.store, crate::spell::show(&e.path));
-                                failed.insert((c.store.clone(), e.path.clone(), e.size, e.mtime));
+                                failed.insert(key);
                             }
                         }
                     }
@@ -394,30 +407,62 @@ impl Engine {
             .collect())
     }
 
-    /// The executor's check for a duplicate: the copy it duplicates is still there, the
-    /// very version that was hashed (else it is not deleted: it is looked at again on the
-    /// next pass).
+    /// The executor's check for a duplicate: both it and the copy it duplicates are still
+    /// the very versions that were hashed — same inode, size, mtime and change time (a
+    /// rewrite in place that restored the mtime still moves the change time, and so does a
+    /// new hard link). Else it is not deleted, and the stale hashes are dropped: they are
+    /// hashed again and the next pass decides anew.
     pub(super) fn duplicate_guard(&self, store: &LocalStore, a: &policy::Action) -> Option<String> {
         let d = match (&a.dupe_of, a.rule) {
-            (Some(d), _) => d,
+            (Some(d), Rule::Duplicate) => d,
             (None, Rule::Duplicate) => return Some("its kept copy is not known".into()),
-            (None, _) => return None,
+            _ => return None,
         };
-        match store.stat(&d.kept) {
-            Ok(Some(m))
-                if m.ino == d.kept_ino && m.size == d.kept_size && m.mtime == d.kept_mtime =>
-            {
-                None
+        let kept = Expect {
+            size: d.kept_size,
+            mtime: d.kept_mtime,
+            ino: d.kept_ino,
+            ctime: Some(d.kept_ctime),
+        };
+        let me = Expect {
+            size: a.entry.size,
+            mtime: a.entry.mtime,
+            ino: a.entry.ino,
+            ctime: Some(d.ctime),
+        };
+        let changed = |path: &Path, want: &Expect| match store.stat_full(path) {
+            Ok(Some(st)) if want.matches(&st) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) => Err(e),
+        };
+        let stale = match (changed(&d.kept, &kept), changed(&a.entry.path, &me)) {
+            (Err(e), _) => {
+                return Some(format!(
+                    "its kept copy {} cannot be checked: {e}",
+                    crate::spell::show(&d.kept)
+                ));
             }
-            Ok(_) => Some(format!(
-                "its kept copy {} changed or went since it was hashed; it is compared again first",
-                crate::spell::show(&d.kept)
-            )),
-            Err(e) => Some(format!(
-                "its kept copy {} cannot be checked: {e}",
-                crate::spell::show(&d.kept)
-            )),
+            (_, Err(e)) => return Some(format!("cannot be checked: {e}")),
+            (Ok(k), Ok(m)) => [(k, &d.kept), (m, &a.entry.path)],
+        };
+        let which: Vec<&PathBuf> = stale.iter().filter(|(s, _)| *s).map(|(_, p)| *p).collect();
+        if which.is_empty() {
+            return None;
         }
+        for p in &which {
+            if let Err(e) = self.reg().forget_hash(store.name(), p) {
+                warn!(error = %e, "cannot drop a stale hash; the duplicate stays refused until it is hashed again");
+            }
+        }
+        // The daemon wakes the hasher after every pass.
+        let names: Vec<String> = which
+            .iter()
+            .map(|p| crate::spell::show(p).to_string())
+            .collect();
+        Some(format!(
+            "{} changed since it was hashed (its content may differ now); it is hashed and compared again first",
+            names.join(" and ")
+        ))
     }
 }
 

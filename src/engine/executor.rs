@@ -8,11 +8,17 @@ use super::*;
 use crate::inuse::writers;
 
 /// What a deletion re-checks against: the version that was planned.
+/// A duplicate must also be the very content that was hashed (its change time).
 fn expect_of(a: &policy::Action) -> Expect {
     Expect {
         size: a.entry.size,
         mtime: a.entry.mtime,
         ino: a.entry.ino,
+        ctime: a
+            .dupe_of
+            .as_ref()
+            .filter(|_| a.rule == policy::Rule::Duplicate)
+            .map(|d| d.ctime),
     }
 }
 
@@ -451,6 +457,7 @@ pub fn refusal_kind(reason: &str) -> &'static str {
         ("cannot verify it is unused", "unverifiable"),
         ("changed since it was planned", "changed"),
         ("changed while being checked", "changed"),
+        ("changed since it was hashed", "changed"),
         ("its class is now", "reclassified"),
         ("its kept copy", "duplicate"),
         ("offload before delete", "offload"),

@@ -176,6 +176,7 @@ impl Engine {
                 size: e.size,
                 mtime: e.mtime,
                 ino: e.ino,
+                ctime: None,
             };
             // Every byte uploaded comes from this descriptor: opened beneath the root with
             // no link followed, and checked to be the planned version.

@@ -32,6 +32,8 @@ pub struct Copy {
     pub mtime: Nanos,
     /// Inode.
     pub ino: u64,
+    /// The inode's change time when it was hashed.
+    pub ctime: Nanos,
     /// Hard-linked: more than one name. Kept if preferred, never deleted as a duplicate.
     pub linked: bool,
     /// Pinned by an operator (any of its names).
@@ -75,6 +77,13 @@ pub struct DupeOf {
     /// Its mtime.
     #[serde(with = "crate::units::rfc3339")]
     pub kept_mtime: Nanos,
+    /// Its change time when hashed (the executor compares it: a rewrite in place with the
+    /// mtime restored still moves it).
+    #[serde(skip)]
+    pub kept_ctime: Nanos,
+    /// The duplicate's own change time when it was hashed, likewise.
+    #[serde(skip)]
+    pub ctime: Nanos,
     /// The BLAKE3 hash both have (hex).
     pub blake3: String,
     /// The kept copy's entry ids (a duplicate never goes in a plan that deletes them).
@@ -115,6 +124,7 @@ pub fn groups(class: &Class, hashed: Vec<Hashed>) -> Vec<Group> {
                     paths: Vec::new(),
                     mtime: h.entry.mtime,
                     ino: h.entry.ino,
+                    ctime: h.ctime,
                     linked: false,
                     retained: false,
                 });
@@ -160,12 +170,18 @@ fn victims(groups: &[Group], kept: &[Option<usize>]) -> HashMap<i64, DupeOf> {
             kept_ino: keep.ino,
             kept_size: g.size,
             kept_mtime: keep.mtime,
+            kept_ctime: keep.ctime,
+            ctime: 0,
             blake3: g.hex(),
             kept_ids: keep.ids.clone(),
         };
         for (i, c) in g.copies.iter().enumerate() {
             if i != k && !c.linked {
-                out.insert(c.ids[0], of.clone());
+                let of = DupeOf {
+                    ctime: c.ctime,
+                    ..of.clone()
+                };
+                out.insert(c.ids[0], of);
             }
         }
     }
@@ -286,6 +302,7 @@ mod tests {
             },
             dev: 1,
             nlink: 1,
+            ctime: mtime,
             blake3: [hash; 32],
         }
     }

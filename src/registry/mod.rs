@@ -364,6 +364,31 @@ impl Registry {
         Ok(reg)
     }
 
+    /// A second connection to the registry at `path`, which [`Registry::open`] made and
+    /// migrated (WAL: its reads neither wait for the daemon's writes nor hold them up). For
+    /// a thread that must never take the registry's mutex: the low-priority hasher.
+    pub fn open_apart(path: &Path) -> Result<Registry> {
+        let e = |source| RegistryError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(e)?;
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -2000;")
+            .map_err(e)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(e)?;
+        Ok(Registry {
+            conn,
+            path: path.to_path_buf(),
+            store_ids: HashMap::new(),
+            generation: 0,
+        })
+    }
+
     /// Runs `f` in one transaction and commits it; any error rolls it back.
     fn write<T>(
         &mut self,

@@ -150,9 +150,12 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX facts_at ON facts(at);
     "#,
     // 9 (issue 16): BLAKE3 hashes of files of dedupe classes, of one version each (size,
-    // mtime, inode): a file is hashed once and again only when it changes. Only files with
-    // a same-size sibling in their class are hashed; `dev` and `nlink` (at hashing) tell
-    // hard links apart from copies. The index finds same-size siblings.
+    // mtime, inode as the entry has them, and the inode's change time, which no one can set
+    // back: a rewrite in place with its mtime restored still moves it): a file is hashed once
+    // and again only when it changes. Only files with a same-size sibling in their class are
+    // hashed; `dev` and `nlink` (at hashing) tell hard links apart from copies. The index
+    // finds same-size siblings. The triggers drop a hash with its entry's version, in the
+    // writer's own transaction, so no row outlives the file version it describes.
     r#"
     CREATE TABLE hashes (
         store_id INTEGER NOT NULL REFERENCES stores(id),
@@ -160,6 +163,7 @@ pub const MIGRATIONS: &[&str] = &[
         size     INTEGER NOT NULL,       -- the version that was hashed
         mtime    INTEGER NOT NULL,
         ino      INTEGER NOT NULL,
+        ctime    INTEGER NOT NULL,       -- st_ctime (ns) when it was hashed
         dev      INTEGER NOT NULL,
         nlink    INTEGER NOT NULL,       -- names of the inode when it was hashed
         blake3   BLOB NOT NULL,          -- 32 bytes
@@ -167,5 +171,12 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (store_id, path)
     ) WITHOUT ROWID;
     CREATE INDEX entries_class_size ON entries(class, store_id, size);
+    CREATE TRIGGER hashes_entry_gone AFTER DELETE ON entries BEGIN
+        DELETE FROM hashes WHERE store_id = OLD.store_id AND path = OLD.path;
+    END;
+    CREATE TRIGGER hashes_entry_changed AFTER UPDATE OF size, mtime, ino ON entries
+    WHEN OLD.size <> NEW.size OR OLD.mtime <> NEW.mtime OR OLD.ino <> NEW.ino BEGIN
+        DELETE FROM hashes WHERE store_id = OLD.store_id AND path = OLD.path;
+    END;
     "#,
 ];

@@ -74,6 +74,26 @@ pub struct Expect {
     pub mtime: i64,
     /// Inode number.
     pub ino: u64,
+    /// The inode's change time, when the plan depends on the content (a duplicate judged
+    /// by its hash): a rewrite that restored size and mtime still moves it.
+    pub ctime: Option<i64>,
+}
+
+impl Expect {
+    /// Whether `st` is the version planned.
+    pub(crate) fn matches(&self, st: &rustix::fs::Stat) -> bool {
+        st.st_size as u64 == self.size
+            && stat_mtime(st) == self.mtime
+            && st.st_ino == self.ino
+            && self.ctime.is_none_or(|c| stat_ctime(st) == c)
+    }
+}
+
+/// `st_ctime` in ns since the epoch.
+pub(crate) fn stat_ctime(st: &rustix::fs::Stat) -> i64 {
+    st.st_ctime
+        .saturating_mul(1_000_000_000)
+        .saturating_add(st.st_ctime_nsec as i64)
 }
 
 pub(super) fn stat_mtime(st: &rustix::fs::Stat) -> i64 {
@@ -178,6 +198,16 @@ impl LocalStore {
     /// What is at `rel` now, without following symlinks: `Ok(None)` when nothing is there
     /// or it is not a regular file.
     pub fn stat(&self, rel: &Path) -> Result<Option<FileMeta>, StoreError> {
+        Ok(self.stat_full(rel)?.map(|st| FileMeta {
+            path: rel.into(),
+            size: st.st_size as u64,
+            mtime: stat_mtime(&st),
+            ino: st.st_ino,
+        }))
+    }
+
+    /// Like [`LocalStore::stat`], the whole `stat` (change time, links).
+    pub fn stat_full(&self, rel: &Path) -> Result<Option<rustix::fs::Stat>, StoreError> {
         let io = |e: Errno| StoreError::Io {
             store: self.name.clone(),
             path: rel.into(),
@@ -198,14 +228,7 @@ impl LocalStore {
             Err(e) => return Err(io(e)),
         };
         match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-                Ok(Some(FileMeta {
-                    path: rel.into(),
-                    size: st.st_size as u64,
-                    mtime: stat_mtime(&st),
-                    ino: st.st_ino,
-                }))
-            }
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => Ok(Some(st)),
             Ok(_) | Err(Errno::NOENT) => Ok(None),
             Err(e) => Err(io(e)),
         }

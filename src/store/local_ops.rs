@@ -31,6 +31,7 @@ const NO_FILE: Expect = Expect {
     size: u64::MAX,
     mtime: i64::MIN,
     ino: 0,
+    ctime: None,
 };
 /// Listed entries waiting for the consumer (bounds memory whatever the tree size).
 const LIST_QUEUE: usize = 1024;
@@ -397,6 +398,7 @@ impl Store for LocalStore {
                         size: m.size,
                         mtime: m.mtime,
                         ino: m.ino,
+                        ctime: None,
                     });
                     deleter.delete(rel, expect, &mut |_, _| Users::default())
                 }

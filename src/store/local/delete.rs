@@ -188,10 +188,7 @@ impl LocalStore {
                 "not a regular file ({ft:?}); only regular files are deleted"
             )));
         }
-        if st.st_size as u64 != expect.size
-            || stat_mtime(&st) != expect.mtime
-            || st.st_ino != expect.ino
-        {
+        if !expect.matches(&st) {
             return Err(Outcome::Refused(format!(
                 "changed since it was planned (now {} bytes, modified {}); it is re-evaluated on the next pass",
                 st.st_size,
@@ -421,11 +418,7 @@ impl Deleter<'_> {
                 // Under the lease nobody can have it open for writing: check once more that
                 // nothing wrote to it between the first look and the lease.
                 match rustix::fs::fstat(&fd) {
-                    Ok(st)
-                        if st.st_size as u64 == expect.size && stat_mtime(&st) == expect.mtime =>
-                    {
-                        fd
-                    }
+                    Ok(st) if expect.matches(&st) => fd,
                     _ => {
                         return Outcome::Refused(
                             "changed while being checked; it is re-evaluated on the next pass"
@@ -608,6 +601,7 @@ mod tests {
             size: md.len(),
             mtime: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
             ino: md.ino(),
+            ctime: None,
         }
     }
 
