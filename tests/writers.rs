@@ -1,10 +1,11 @@
 //! Two writers on one stream (issue 16): real recorder-like processes (python3 appending
 //! to files every 100 ms) and the real daemon. Two processes writing files of one stream at
 //! once raise exactly one alarm (priority err) naming both pids and their command lines,
-//! shown in `status` and as a metric, resolved when one stops; one writer, two streams, or
-//! a parent and child sharing one open file description raise nothing; two fresh `.part`
-//! files of one stream (writers that open, append and close) raise it too. Nothing is
-//! deleted for it.
+//! shown in `status` and as a metric, resolved when one stops; one writer, two streams, a
+//! remuxer writing another kind of file of the stream, a recorder rotating its `.part`
+//! files, or a parent and child sharing one open file description raise nothing; two
+//! `.part` files of one stream written at the same time (writers that open, append and
+//! close) raise it too. Nothing is deleted for it.
 
 mod common;
 use common::*;
@@ -21,17 +22,21 @@ const CLASSES: &str = r#"
 [[class]]
 name = "rec"
 store = "media"
-match = ["rec/**/*.flv"]
+match = ["rec/**/*.flv", "rec/**/*.mp4"]
 lifecycle = "recording"
 keep_for = "7d"
 quiet_period = "2s"
-stream = "rec/{stream}/*.flv"
+stream = "rec/{stream}/**"
 "#;
 
 /// Holds the file open and appends 100 bytes every 100 ms (like a recorder).
 const HOLDING: &str = "import sys, time\nf = open(sys.argv[1], 'ab')\nwhile True:\n    f.write(b'x' * 100); f.flush(); time.sleep(0.1)\n";
 /// Opens, appends 100 bytes and closes every 100 ms (never seen holding it, mostly).
 const REOPENING: &str = "import sys, time\nwhile True:\n    with open(sys.argv[1], 'ab') as f: f.write(b'x' * 100)\n    time.sleep(0.1)\n";
+
+/// A recorder that rotates: writes `N.flv.part` (held open) for a second, closes it and
+/// goes on with `N+1.flv.part`, leaving the closed parts fresh for a while.
+const ROTATING: &str = "import sys, os, time\nd = os.path.dirname(sys.argv[1]); n = 0\nwhile True:\n    with open(os.path.join(d, '%d.flv.part' % n), 'ab') as f:\n        for _ in range(10):\n            f.write(b'x' * 100); f.flush(); time.sleep(0.1)\n    n += 1\n";
 
 /// A writer process in a process group of its own; the group is killed on drop (a
 /// failing assertion leaves no writer behind, children included).
@@ -190,6 +195,13 @@ fn one_writer_per_stream_or_a_shared_description_raises_nothing() {
     // Two streams, one writer each.
     let _a = Writer::start(HOLDING, &b.path("rec/cam1/a.flv"));
     let _b = Writer::start(HOLDING, &b.path("rec/cam2/b.flv"));
+    // A remuxer writing cam1's previous recording as .mp4 while the recorder writes the
+    // next .flv (nginx-rtmp's exec_record_done running ffmpeg): another kind of file, not
+    // a second recorder.
+    let _m = Writer::start(HOLDING, &b.path("rec/cam1/a0.mp4"));
+    // A recorder rotating its .part files: the closed ones stay fresh (within
+    // quiet_period) beside the one it writes, but were never written at the same time.
+    let _r = Writer::start(ROTATING, &b.path("rec/cam4/0.flv.part"));
     // A wrapper shell with the recorder's output redirected: the shell opens
     // rec/cam3/c.flv as its stdout and forks python3, which inherits it; both hold the file
     // through one open file description: one writer, not two.

@@ -153,8 +153,9 @@ pub fn detect(
     now: Nanos,
 ) -> Vec<StreamConflict> {
     type Key = (String, String, String);
-    // Writers by stream: (pid, fd, dev, ino, rel).
-    let mut by_stream: BTreeMap<Key, Vec<(&OpenForWrite, PathBuf)>> = BTreeMap::new();
+    type Writing<'a> = Vec<(&'a OpenForWrite, PathBuf)>;
+    // Writers by stream and kind of file (see [`kind`]): (pid, fd, dev, ino, rel).
+    let mut by_stream: BTreeMap<(Key, Vec<u8>), Writing> = BTreeMap::new();
     for w in &snap.writers {
         let Some((store, rel)) = stores
             .iter()
@@ -170,8 +171,9 @@ pub fn detect(
             continue;
         }
         if let Some((class, stream)) = stream_of(config, classifier, store.name(), rel) {
+            let key = (store.name().to_string(), class.name.clone(), stream);
             by_stream
-                .entry((store.name().to_string(), class.name.clone(), stream))
+                .entry((key, kind(class, rel)))
                 .or_default()
                 .push((w, rel.to_path_buf()));
         }
@@ -179,7 +181,7 @@ pub fn detect(
     let mut found = Vec::new();
     // Writer groups per stream: pid → its group's first pid.
     let mut groups_of: HashMap<Key, HashMap<i32, i32>> = HashMap::new();
-    for (key, ws) in &by_stream {
+    for ((key, _), ws) in &by_stream {
         let groups = writer_groups(ws.iter().map(|(w, _)| *w));
         let mut writers: BTreeMap<i32, StreamWriter> = BTreeMap::new();
         for (w, rel) in ws {
@@ -197,7 +199,7 @@ pub fn detect(
                 sw.files.push(f);
             }
         }
-        if writers.len() >= 2 {
+        if writers.len() >= 2 && !found.iter().any(|c: &StreamConflict| &c.key() == key) {
             let writers = writers
                 .into_values()
                 .map(|mut w| {
@@ -216,10 +218,11 @@ pub fn detect(
                 writers,
             });
         }
-        groups_of.insert(key.clone(), groups);
+        groups_of.entry(key.clone()).or_default().extend(groups);
     }
-    // Fresh temporary files by stream.
-    let mut fresh: BTreeMap<Key, Vec<(PathBuf, u64, u64)>> = BTreeMap::new();
+    // Fresh temporary files by stream and kind: (rel, dev, ino, written from, to).
+    type Part = (PathBuf, u64, u64, Option<Nanos>, Nanos);
+    let mut fresh: BTreeMap<(Key, Vec<u8>), Vec<Part>> = BTreeMap::new();
     for store in stores {
         for rel in parts.get(store.name()).into_iter().flatten() {
             let Some((class, stream)) = stream_of(config, classifier, store.name(), rel) else {
@@ -228,46 +231,71 @@ pub fn detect(
             let Ok(md) = std::fs::symlink_metadata(store.root().join(rel)) else {
                 continue;
             };
-            let since = now.saturating_sub(md.mtime() * 1_000_000_000 + md.mtime_nsec());
-            if md.is_file() && since < class.quiet_period.as_nanos_i64() {
-                fresh
-                    .entry((store.name().to_string(), class.name.clone(), stream))
-                    .or_default()
-                    .push((rel.clone(), md.dev(), md.ino()));
+            let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+            let born = md.created().ok().map(crate::clock::to_nanos);
+            if md.is_file() && now.saturating_sub(mtime) < class.quiet_period.as_nanos_i64() {
+                let key = (store.name().to_string(), class.name.clone(), stream);
+                fresh.entry((key, kind(class, rel))).or_default().push((
+                    rel.clone(),
+                    md.dev(),
+                    md.ino(),
+                    born,
+                    mtime,
+                ));
             }
         }
     }
-    for (key, ps) in fresh {
+    for ((key, _), ps) in fresh {
         if ps.len() < 2 || found.iter().any(|c: &StreamConflict| c.key() == key) {
             continue;
         }
         let groups = groups_of.get(&key);
-        // Each part's writer group, if a process is seen holding it.
-        let holder = |dev: u64, ino: u64| -> Vec<i32> {
-            let mut pids: Vec<i32> = snap
-                .writers
-                .iter()
-                .filter(|w| w.dev == dev && w.ino == ino)
-                .map(|w| w.pid)
-                .collect();
-            pids.sort_unstable();
-            pids.dedup();
-            pids
-        };
         let group = |pid: i32| groups.and_then(|g| g.get(&pid)).copied().unwrap_or(pid);
-        let holders: Vec<Vec<i32>> = ps.iter().map(|(_, d, i)| holder(*d, *i)).collect();
-        let first = holders[0].first().map(|p| group(*p));
-        let one_writer = first.is_some()
-            && holders
-                .iter()
-                .all(|h| !h.is_empty() && h.iter().all(|p| Some(group(*p)) == first));
-        if one_writer {
+        // Each part's writer group, if a process is seen holding it.
+        let holders: Vec<Vec<i32>> = ps
+            .iter()
+            .map(|(_, dev, ino, _, _)| {
+                let mut pids: Vec<i32> = snap
+                    .writers
+                    .iter()
+                    .filter(|w| (w.dev, w.ino) == (*dev, *ino))
+                    .map(|w| w.pid)
+                    .collect();
+                pids.sort_unstable();
+                pids.dedup();
+                pids
+            })
+            .collect();
+        // Two parts are two writers when they were written at the same time — their
+        // lives (birth to last write) overlap by more than OVERLAP — and are not both held
+        // by one writer. A recorder's previous part, closed before it began the next, is
+        // not a second writer. Without birth times, every pair of fresh parts counts.
+        let one_writer = |a: usize, b: usize| {
+            let g = |h: &Vec<i32>| h.first().map(|p| group(*p));
+            !holders[a].is_empty() && g(&holders[a]) == g(&holders[b])
+        };
+        let together = |a: &Part, b: &Part| match (a.3, b.3) {
+            (Some(ba), Some(bb)) => a.4.min(b.4) - ba.max(bb) > OVERLAP,
+            _ => true,
+        };
+        let mut involved = vec![false; ps.len()];
+        for a in 0..ps.len() {
+            for b in a + 1..ps.len() {
+                if !one_writer(a, b) && together(&ps[a], &ps[b]) {
+                    involved[a] = true;
+                    involved[b] = true;
+                }
+            }
+        }
+        if !involved.contains(&true) {
             continue;
         }
         let writers = ps
             .iter()
             .zip(holders)
-            .map(|((rel, _, _), pids)| StreamWriter {
+            .zip(involved)
+            .filter(|(_, inv)| *inv)
+            .map(|(((rel, ..), pids), _)| StreamWriter {
                 cmdline: pids.first().map(|p| cmdline(*p)).unwrap_or_default(),
                 pids,
                 files: vec![crate::spell::path(rel).into_owned()],
@@ -283,6 +311,27 @@ pub fn detect(
         });
     }
     found
+}
+
+/// How long two temporary files must have been written at the same time to be two writers'
+/// (a recorder may open its next part a moment before it closes the last).
+const OVERLAP: Nanos = 1_000_000_000;
+
+/// The kind of file `rel` is: its final name's extension (a writer's temporary suffix
+/// taken off). Two writers of one stream conflict only when they write the same kind: a
+/// recorder writing `.flv` and a remuxer turning the last recording into `.mp4` (nginx-rtmp's
+/// `exec_record_done`) are not two recorders.
+fn kind(class: &Class, rel: &Path) -> Vec<u8> {
+    let b = rel.as_os_str().as_bytes();
+    let fin = class
+        .part_suffixes
+        .iter()
+        .find_map(|s| b.strip_suffix(s.as_bytes()))
+        .unwrap_or(b);
+    Path::new(std::ffi::OsStr::from_bytes(fin))
+        .extension()
+        .map(|e| e.as_bytes().to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 /// Groups the processes of `ws` into writers: pid → the smallest pid of its group.
