@@ -430,12 +430,17 @@ impl Engine {
             ino: a.entry.ino,
             ctime: Some(d.ctime),
         };
-        let changed = |path: &Path, want: &Expect| match store.stat_full(path) {
-            Ok(Some(st)) if want.matches(&st) => Ok(false),
-            Ok(_) => Ok(true),
+        // What changed: None, or Some("changed") / Some("went"). A duplicate that is gone
+        // is left to the deleter, which reports it vanished.
+        let look = |path: &Path, want: &Expect, is_kept: bool| match store.stat_full(path) {
+            Ok(Some(st)) if want.matches(&st) => Ok(None),
+            Ok(Some(_)) => Ok(Some("changed")),
+            Ok(None) if is_kept => Ok(Some("went")),
+            Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
-        let stale = match (changed(&d.kept, &kept), changed(&a.entry.path, &me)) {
+        let (kept_now, me_now) = match (look(&d.kept, &kept, true), look(&a.entry.path, &me, false))
+        {
             (Err(e), _) => {
                 return Some(format!(
                     "its kept copy {} cannot be checked: {e}",
@@ -443,26 +448,26 @@ impl Engine {
                 ));
             }
             (_, Err(e)) => return Some(format!("cannot be checked: {e}")),
-            (Ok(k), Ok(m)) => [(k, &d.kept), (m, &a.entry.path)],
+            (Ok(k), Ok(m)) => (k, m),
         };
-        let which: Vec<&PathBuf> = stale.iter().filter(|(s, _)| *s).map(|(_, p)| *p).collect();
-        if which.is_empty() {
-            return None;
-        }
-        for p in &which {
-            if let Err(e) = self.reg().forget_hash(store.name(), p) {
+        let mut why = Vec::new();
+        for (what, path, label) in [
+            (kept_now, &d.kept, "its kept copy "),
+            (me_now, &a.entry.path, ""),
+        ] {
+            let Some(what) = what else { continue };
+            if let Err(e) = self.reg().forget_hash(store.name(), path) {
                 warn!(error = %e, "cannot drop a stale hash; the duplicate stays refused until it is hashed again");
             }
+            why.push(format!("{label}{} {what}", crate::spell::show(path)));
         }
         // The daemon wakes the hasher after every pass.
-        let names: Vec<String> = which
-            .iter()
-            .map(|p| crate::spell::show(p).to_string())
-            .collect();
-        Some(format!(
-            "{} changed since it was hashed (its content may differ now); it is hashed and compared again first",
-            names.join(" and ")
-        ))
+        (!why.is_empty()).then(|| {
+            format!(
+                "{} since it was hashed (the content may differ now); it is hashed and compared again first",
+                why.join(" and ")
+            )
+        })
     }
 }
 

@@ -457,7 +457,7 @@ pub fn refusal_kind(reason: &str) -> &'static str {
         ("cannot verify it is unused", "unverifiable"),
         ("changed since it was planned", "changed"),
         ("changed while being checked", "changed"),
-        ("changed since it was hashed", "changed"),
+        ("since it was hashed", "changed"),
         ("its class is now", "reclassified"),
         ("its kept copy", "duplicate"),
         ("offload before delete", "offload"),
