@@ -257,6 +257,21 @@ const CHURN_SUMMARY: std::time::Duration = std::time::Duration::from_secs(60);
 /// A batch re-reads open files and locks when its snapshot is older than this.
 const SNAPSHOT_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// Class `c` of `config`, or a 4xx error naming the classes there are (and the nearest).
+pub(crate) fn known_class<'c>(config: &'c Config, c: &str) -> Result<&'c Class> {
+    config.class(c).ok_or_else(|| {
+        let names = config.classes.iter().map(|k| k.name.as_str());
+        let hint = crate::config::did_you_mean(c, names.clone())
+            .map(|k| format!("; did you mean {k:?}?"))
+            .unwrap_or_default();
+        let all: Vec<&str> = names.collect();
+        EngineError::BadInput(format!(
+            "unknown class {c:?}{hint} (classes: {})",
+            all.join(", ")
+        ))
+    })
+}
+
 impl Engine {
     /// Opens the registry of `config` (the caller holds the state lock).
     pub fn open(config: Config, clock: Arc<dyn Clock>, daemon: bool) -> Result<Engine> {

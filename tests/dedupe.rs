@@ -8,10 +8,9 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Box_, set_age, wait_for};
+use common::{Box_, Holder, set_age, wait_for};
 
 const H: Duration = Duration::from_secs(3600);
 const MIB: usize = 1 << 20;
@@ -50,37 +49,6 @@ fn put(b: &Box_, rel: &str, data: &[u8], age: Duration) {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(&p, data).unwrap();
     set_age(&p, age);
-}
-
-/// A process holding `p` open (`tail -f`), once the kernel shows the descriptor.
-struct Holder(Child);
-
-impl Holder {
-    fn open(p: &Path) -> Holder {
-        let child = Command::new("tail")
-            .arg("-f")
-            .arg(p)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let want = fs::canonicalize(p).unwrap();
-        wait_for("tail to open the file", Duration::from_secs(10), || {
-            fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
-                d.flatten()
-                    .any(|e| fs::read_link(e.path()).is_ok_and(|l| l == want))
-            })
-        });
-        Holder(child)
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn action<'a>(plan: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {

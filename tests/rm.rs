@@ -13,10 +13,10 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Box_, Run, api, bin, wait_for};
+use common::{Box_, Holder, Run, api, bin};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -31,41 +31,6 @@ keep_for = "7d"
 "#;
 
 const DAY: &str = "rec/live/cam1/2024-05-01";
-
-/// A process holding `p` open (`tail -f`), returned once the kernel shows the descriptor.
-struct Holder(Child);
-
-impl Holder {
-    fn open(p: &Path) -> Holder {
-        let child = Command::new("tail")
-            .arg("-f")
-            .arg(p)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let want = fs::canonicalize(p).unwrap();
-        wait_for("tail to open the file", Duration::from_secs(10), || {
-            fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
-                d.flatten()
-                    .any(|e| fs::read_link(e.path()).is_ok_and(|l| l == want))
-            })
-        });
-        Holder(child)
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The directory of a day's recordings: a.mp4 (to be held open), b.mp4 (to be retained),
 /// c.mp4, notes.txt (no class), sub/d.mp4, sub/deeper/e.mp4, link.mp4 → a file outside

@@ -263,26 +263,12 @@ impl Engine {
     /// what the plan does with it now.
     pub fn dupes(&self, class: Option<&str>) -> Result<Dupes> {
         let rt = self.runtime();
-        if let Some(c) = class {
-            let names = rt.config.classes.iter().map(|k| k.name.as_str());
-            match rt.config.class(c) {
-                None => {
-                    let hint = crate::config::did_you_mean(c, names.clone())
-                        .map(|k| format!("; did you mean {k:?}?"))
-                        .unwrap_or_default();
-                    let all: Vec<&str> = names.collect();
-                    return Err(EngineError::BadInput(format!(
-                        "unknown class {c:?}{hint} (classes: {})",
-                        all.join(", ")
-                    )));
-                }
-                Some(k) if k.dedupe.is_none() => {
-                    return Err(EngineError::BadInput(format!(
-                        "class {c:?} has no dedupe setting: its identical files are not looked for"
-                    )));
-                }
-                Some(_) => {}
-            }
+        if let Some(c) = class
+            && known_class(&rt.config, c)?.dedupe.is_none()
+        {
+            return Err(EngineError::BadInput(format!(
+                "class {c:?} has no dedupe setting: its identical files are not looked for"
+            )));
         }
         let now = self.now();
         let mut out = Dupes::default();

@@ -107,18 +107,7 @@ impl Engine {
     /// Entries for `ls`; with `in_use`, only those in use now, each with its reasons.
     pub fn ls(&self, filter: &Filter, in_use: bool) -> Result<Vec<Entry>> {
         if let Some(c) = filter.class.as_deref() {
-            let rt = self.runtime();
-            let names = rt.config.classes.iter().map(|k| k.name.as_str());
-            if rt.config.class(c).is_none() {
-                let hint = crate::config::did_you_mean(c, names.clone())
-                    .map(|k| format!("; did you mean {k:?}?"))
-                    .unwrap_or_default();
-                let all: Vec<&str> = names.collect();
-                return Err(EngineError::BadInput(format!(
-                    "unknown class {c:?}{hint} (classes: {})",
-                    all.join(", ")
-                )));
-            }
+            known_class(&self.runtime().config, c)?;
         }
         // With --in-use the limit applies to what is in use, not to what is looked at.
         let unlimited = Filter {

@@ -368,19 +368,12 @@ impl Registry {
     /// migrated (WAL: its reads neither wait for the daemon's writes nor hold them up). For
     /// a thread that must never take the registry's mutex: the low-priority hasher.
     pub fn open_apart(path: &Path) -> Result<Registry> {
-        let e = |source| RegistryError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
-        let conn = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(e)?;
+        let conn = connect_apart(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -2000;")
-            .map_err(e)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(e)?;
+            .map_err(|source| RegistryError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(Registry {
             conn,
             path: path.to_path_buf(),
@@ -791,19 +784,26 @@ impl Registry {
     /// WAL mode, so this reader neither waits for the daemon's writes nor holds them up,
     /// and nobody waits on the registry's mutex while the grouped query runs).
     pub fn totals_apart(path: &Path) -> Result<Vec<ClassTotals>> {
-        let e = |source| RegistryError::Sqlite {
+        let conn = connect_apart(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        totals_on(&conn).map_err(|source| RegistryError::Sqlite {
             path: path.to_path_buf(),
             source,
-        };
-        let conn = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(e)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(e)?;
-        totals_on(&conn).map_err(e)
+        })
     }
+}
+
+/// Another connection to the registry database at `path` (made and migrated by
+/// [`Registry::open`]), waiting up to 5 s for a lock like the first.
+fn connect_apart(path: &Path, mode: rusqlite::OpenFlags) -> Result<Connection> {
+    let e = |source| RegistryError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open_with_flags(path, mode | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(e)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(e)?;
+    Ok(conn)
 }
 
 /// The per-class totals (one grouped query over the entries).

@@ -373,3 +373,39 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// A process holding `p` open (`tail -f`), returned once the kernel shows the descriptor;
+/// killed on drop.
+pub struct Holder(Child);
+
+impl Holder {
+    pub fn open(p: &Path) -> Holder {
+        let child = Command::new("tail")
+            .arg("-f")
+            .arg(p)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let want = fs::canonicalize(p).unwrap();
+        wait_for("tail to open the file", Duration::from_secs(10), || {
+            fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+                d.flatten()
+                    .any(|e| fs::read_link(e.path()).is_ok_and(|l| l == want))
+            })
+        });
+        Holder(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
