@@ -255,31 +255,14 @@ pub fn decide_class<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AgeFrom, Lifecycle};
-    use crate::units::Dur;
+    use crate::config::Lifecycle;
 
     const S: i64 = 1_000_000_000;
 
     fn class(mode: Dedupe) -> Class {
         Class {
-            name: "c".into(),
-            store: "m".into(),
-            patterns: vec!["**".into()],
-            exclude: vec![],
-            lifecycle: Lifecycle::Recording,
-            ttl: None,
-            keep_for: None,
-            max_count: None,
-            max_total: None,
-            age_from: AgeFrom::Mtime,
-            quiet_period: Dur::default(),
-            protect_playlist_refs: false,
-            part_suffixes: vec![],
-            min_keep: None,
-            pressure_priority: 0,
-            offload: None,
-            stream: None,
             dedupe: Some(mode),
+            ..super::super::tests::class(Lifecycle::Recording)
         }
     }
 

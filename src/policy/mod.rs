@@ -470,7 +470,8 @@ mod tests {
 
     const S: i64 = 1_000_000_000;
 
-    fn class(lifecycle: Lifecycle) -> Class {
+    /// A class of store `m` matching everything, `lifecycle` and no other rule.
+    pub(super) fn class(lifecycle: Lifecycle) -> Class {
         Class {
             name: "c".into(),
             store: "m".into(),
