@@ -217,6 +217,9 @@ pub enum Scope {
 pub struct Engine {
     runtime: RwLock<Arc<Runtime>>,
     registry: Mutex<Registry>,
+    /// The registry's database file, for the connections of their own that the hasher
+    /// and the metrics' totals open (without taking the mutex to ask for it).
+    registry_path: PathBuf,
     pass: Mutex<()>,
     clock: Arc<dyn Clock>,
     activity: Mutex<Activity>,
@@ -287,6 +290,7 @@ impl Engine {
         };
         Ok(Engine {
             runtime: RwLock::new(Arc::new(runtime)),
+            registry_path: registry.path().to_path_buf(),
             registry: Mutex::new(registry),
             pass: Mutex::new(()),
             clock,

@@ -198,8 +198,7 @@ impl Engine {
         if classes.is_empty() {
             return Ok(stats);
         }
-        let path = self.reg().path().to_path_buf();
-        let mut reg = Registry::open_apart(&path)?;
+        let mut reg = Registry::open_apart(&self.registry_path)?;
         let rate = rt.config.dedupe.rate;
         for c in classes {
             let Some(store) = rt.store(&c.store) else {

@@ -248,8 +248,7 @@ impl Engine {
     /// own: passes and scrapes do not wait for it) for the metrics.
     pub fn refresh_totals(&self) {
         let last_scan = self.activity().last_scan_at;
-        let db = self.reg().path().to_path_buf();
-        match crate::registry::Registry::totals_apart(&db) {
+        match crate::registry::Registry::totals_apart(&self.registry_path) {
             Ok(v) => self.metrics.set_totals(last_scan, v),
             Err(e) => tracing::warn!(error = %e, "cannot read the class totals for the metrics"),
         }
