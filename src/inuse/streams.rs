@@ -5,14 +5,18 @@
 //! [`crate::config::template`]) is watched for it; nothing is ever deleted for it, the
 //! operator is told.
 //!
-//! Seen two ways, each pass:
+//! Seen two ways, each pass, always between files of one stream and one kind (extension:
+//! a remuxer writing the last recording's `.mp4` beside the recorder's `.flv` is not a
+//! second recorder):
 //! - **open for writing**: the `/proc` snapshot lists the files on the stores' devices
 //!   that processes hold open for writing ([`Snapshot::take_watching`]); two *different
 //!   writers* holding files of one stream is a conflict;
 //! - **fresh temporary files**: two `.part` files (the class's `part_suffixes`) of one
-//!   stream, both modified within the class's `quiet_period`, and not both held by one
-//!   writer — this catches writers that open, append and close (never seen holding the
-//!   file) and writers in processes the snapshot cannot read.
+//!   stream, both modified within the class's `quiet_period`, written at the same time
+//!   (their lives, birth to last write, overlap by more than a second: a recorder's previous
+//!   part, closed before it began the next, does not count) and not both held by one writer
+//!   — this catches writers that open, append and close (never seen holding the file) and
+//!   writers in processes the snapshot cannot read.
 //!
 //! Who is one writer: a process, with all its threads (`/proc` lists processes; threads
 //! share the descriptor table). Processes that share an *open file description* of a file
