@@ -969,4 +969,69 @@ mod tests {
             "new inode"
         );
     }
+
+    #[test]
+    fn hash_candidates_page_on_and_hashes_follow_their_entry_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path()).unwrap();
+        r.begin_scan();
+        let rec = |_: &Path| Some("rec".to_string());
+        let files: Vec<FileMeta> = (0..150)
+            .map(|i| FileMeta {
+                ino: 1000 + i,
+                ..meta(&format!("rec/{i:03}.flv"), 10, 100 + (i as i64 % 7))
+            })
+            .collect();
+        r.upsert("m", &files, 1, &rec).unwrap();
+        // Paged by (mtime, id), 64 at a time: every candidate once, whatever the caller
+        // skips (an unreadable file never holds up the rest).
+        let mut seen = std::collections::HashSet::new();
+        let mut from = (Nanos::MIN, i64::MIN);
+        loop {
+            let page = r.hash_candidates("m", "rec", 1_000, from, 64).unwrap();
+            let Some(last) = page.last() else { break };
+            from = (last.mtime, last.id);
+            for e in page {
+                assert!(seen.insert(e.path), "listed twice");
+            }
+        }
+        assert_eq!(seen.len(), 150);
+        let hash = |path: &str, mtime: Nanos| NewHash {
+            store: "m".into(),
+            path: path.into(),
+            size: 10,
+            mtime,
+            ino: 1000,
+            ctime: 5,
+            dev: 1,
+            nlink: 1,
+            blake3: [7; 32],
+            at: 2,
+        };
+        // Only the version the entry has is recorded.
+        assert!(
+            !r.put_hash(&hash("rec/000.flv", 99)).unwrap(),
+            "stale version"
+        );
+        assert!(r.put_hash(&hash("rec/000.flv", 100)).unwrap());
+        let hashed = |r: &Registry| {
+            r.conn
+                .query_row("SELECT COUNT(*) FROM hashes", [], |x| x.get::<_, i64>(0))
+                .unwrap()
+        };
+        assert_eq!(hashed(&r), 1);
+        assert_eq!(r.hashed_in_class("m", "rec").unwrap()[0].ctime, 5);
+        // Seen again unchanged: kept. Changed: dropped by the trigger. Gone: dropped.
+        r.upsert("m", &files[..1], 2, &rec).unwrap();
+        assert_eq!(hashed(&r), 1);
+        let changed = FileMeta {
+            mtime: 101,
+            ..files[0].clone()
+        };
+        r.upsert("m", &[changed], 3, &rec).unwrap();
+        assert_eq!(hashed(&r), 0);
+        assert!(r.put_hash(&hash("rec/000.flv", 101)).unwrap());
+        r.forget("m", &[PathBuf::from("rec/000.flv")]).unwrap();
+        assert_eq!(hashed(&r), 0);
+    }
 }
