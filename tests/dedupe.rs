@@ -1,8 +1,9 @@
 //! Identical copies (issue 16): a class with `dedupe` deletes every byte-identical copy of a
 //! file but the one it keeps, through the one executor — retained copies, copies held open
 //! by a real process and hard links stay; a same-size file with other bytes stays; a file
-//! changed after hashing is hashed again, never deleted on its old hash. Real files on a
-//! real filesystem, the real binary (one-shot commands and the daemon).
+//! changed after hashing is hashed again, never deleted on its old hash (even with its mtime
+//! put back); under disk pressure a duplicate goes before the oldest recording. Real files
+//! on a real filesystem, the real binary (one-shot commands and the daemon).
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Box_, Holder, set_age, wait_for};
+use common::{Box_, Holder, Tmpfs, set_age, wait_for};
 
 const H: Duration = Duration::from_secs(3600);
 const MIB: usize = 1 << 20;
@@ -417,6 +418,88 @@ fn the_daemon_hashes_in_the_background_and_deletes_copies() {
             "deleted media:rec/cam2/a.flv: duplicate of rec/cam1/a.flv (same 2 MiB, blake3 "
         ),
         "{log}"
+    );
+}
+
+/// Under disk pressure the recordings tier frees identical copies first: the duplicate (the
+/// newest recording) goes before the oldest recording. Normal passes are held back by the
+/// blast-radius guard (1 KiB a pass), which pressure passes do not obey, so the copy is
+/// still there when the volume fills. A tmpfs of its own (root, as CI runs).
+#[test]
+fn under_pressure_a_duplicate_goes_before_the_oldest_recording() {
+    const CLASSES: &str = r#"
+[[class]]
+name = "rec"
+store = "media"
+match = ["rec/**/*.flv"]
+lifecycle = "recording"
+keep_for = "30d"
+min_keep = "0s"
+quiet_period = "0s"
+dedupe = "keep-oldest"
+
+# Never freed under pressure: a recording class without min_keep.
+[[class]]
+name = "archive"
+store = "media"
+match = ["archive/**"]
+lifecycle = "recording"
+keep_for = "30d"
+quiet_period = "0s"
+
+[watchdog]
+high = "95%"
+low = "90%"
+horizon = "0s"
+interval = "1s"
+
+[[watchdog.volume]]
+path = "media"
+high = "80%"
+low = "70%"
+"#;
+    let b = Box_::new(
+        "gc_interval = \"2s\"\nscan_interval = \"1h\"\nmax_delete_per_pass = { files = 1000, bytes = \"1KiB\" }",
+        "",
+        CLASSES,
+    );
+    let _fs = Tmpfs::mount(&b.path(""), "64m");
+    // 4 + 12 + 12 MiB of recordings; oldest first would free old.flv, then a.flv.
+    put(&b, "rec/old.flv", &noise(6, 4 * MIB), 3 * H);
+    let x = noise(7, 12 * MIB);
+    put(&b, "rec/a.flv", &x, 2 * H);
+    put(&b, "rec/a-copy.flv", &x, H);
+    let d = b.daemon(None);
+    let t = Duration::from_secs(60);
+    wait_for("the copy to be hashed", t, || {
+        b.cli(&["dupes", "--json"]).ok().json()["groups"]
+            .as_array()
+            .is_some_and(|g| g.len() == 1)
+    });
+    // A pass has run since, and the guard held it back.
+    wait_for("a pass held back by the guard", t, || {
+        d.log.lock().unwrap().contains("blast-radius guard")
+    });
+    assert!(b.path("rec/a-copy.flv").exists());
+    // 26 MiB that are never freed: 54 of 64 MiB used (84%), above high (80%); freeing the
+    // 12 MiB copy alone brings it to 66%, below low (70%).
+    put(&b, "archive/fill.bin", &vec![0u8; 26 * MIB], H);
+    wait_for("a pressure pass to bring the volume back", t, || {
+        let v = &b.cli(&["status", "--json"]).ok().json()["volumes"][0];
+        v["state"] == "ok" && v["last_pass"]["deleted_files"].as_u64() > Some(0)
+    });
+    assert!(!b.path("rec/a-copy.flv").exists(), "the copy stayed");
+    assert!(b.path("rec/old.flv").exists(), "the oldest recording went");
+    assert!(b.path("rec/a.flv").exists(), "the kept copy went");
+    let (code, log) = d.stop();
+    assert_eq!(code, 0, "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("deleted media:rec/a-copy.flv"))
+        .unwrap_or_else(|| panic!("no deletion logged:\n{log}"));
+    assert!(
+        line.contains("duplicate of rec/a.flv") && line.contains("pressure"),
+        "{line}"
     );
 }
 
