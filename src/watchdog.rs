@@ -401,7 +401,7 @@ pub struct VolumeSpec {
 
 /// Groups the local stores of `config` by volume.
 pub fn volumes(config: &Config) -> Vec<VolumeSpec> {
-    let mounts = mountinfo();
+    let mounts = crate::inuse::procfs::mounts(None);
     let mut out: Vec<VolumeSpec> = Vec::new();
     for s in config.stores.iter().filter(|s| s.is_local()) {
         let Ok(md) = std::fs::metadata(&s.root) else {
@@ -413,8 +413,8 @@ pub fn volumes(config: &Config) -> Vec<VolumeSpec> {
         }
         let mount = mounts
             .iter()
-            .filter(|(dev, m)| *dev == md.dev() && s.root.starts_with(m))
-            .map(|(_, m)| m.clone())
+            .filter(|m| m.dev == md.dev() && s.root.starts_with(&m.point))
+            .map(|m| m.point.clone())
             .max_by_key(|m| m.as_os_str().len())
             .unwrap_or_else(|| s.root.clone());
         out.push(VolumeSpec {
@@ -432,40 +432,6 @@ pub fn limits_of<'a>(config: &'a Config, v: &VolumeSpec) -> &'a Limits {
     config
         .watchdog
         .limits_for(v.dev, |p| std::fs::metadata(p).ok().map(|m| m.dev()))
-}
-
-/// (device, mount point) of every mount, from /proc/self/mountinfo.
-fn mountinfo() -> Vec<(u64, PathBuf)> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let (_, _, majmin, _, mnt) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
-            let (maj, min) = majmin.split_once(':')?;
-            let dev = rustix::fs::makedev(maj.parse().ok()?, min.parse().ok()?);
-            Some((dev, PathBuf::from(unescape(mnt))))
-        })
-        .collect()
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One watched volume: its samples, rate and state.
@@ -743,11 +709,5 @@ mod tests {
         ));
         assert!(!w.after_pass(&l, r, Some(sample(SEC, 85 * GB))));
         assert_eq!(w.state, State::Ok);
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape(r"/mnt/my\040disk"), "/mnt/my disk");
-        assert_eq!(unescape(r"/a\"), r"/a\");
     }
 }

@@ -188,6 +188,38 @@ fn two_writers_on_one_stream_raise_one_alarm_until_one_stops() {
     one.stop();
 }
 
+/// A recorder in a container (a mount namespace of its own, the store bound at /mnt there)
+/// names its file by the container's mounts; it is seen as a writer of the stream all the
+/// same. Needs root for unshare -m, as CI runs.
+#[test]
+fn a_recorder_in_a_container_is_seen_too() {
+    let b = Box_::new("gc_interval = \"1s\"", "", CLASSES);
+    let d = daemon(&b);
+    let _host = Writer::start(HOLDING, &b.path("rec/cam1/a.flv"));
+    std::fs::create_dir_all(b.path("rec/cam1")).unwrap();
+    let inside = spawn(
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$1\" /mnt && exec python3 -c \"$0\" /mnt/rec/cam1/b.flv")
+            .arg(HOLDING)
+            .arg(b.path("")),
+    );
+    let c = b.path("rec/cam1/b.flv");
+    let mut first = None;
+    wait_for("the container's recorder to write", T, || {
+        let n = std::fs::metadata(&c).map(|m| m.len()).unwrap_or(0);
+        n > 0 && *first.get_or_insert(n) < n
+    });
+    let link = std::fs::read_link(format!("/proc/{}/fd/3", inside.pid())).unwrap_or_default();
+    wait_for("the alarm", T, || !alarms(&d).is_empty());
+    let line = alarms(&d).remove(0);
+    assert!(
+        line.contains("rec/cam1/a.flv") && line.contains("rec/cam1/b.flv"),
+        "{line} (the container names its file {})",
+        link.display()
+    );
+}
+
 #[test]
 fn one_writer_per_stream_or_a_shared_description_raises_nothing() {
     let b = Box_::new("gc_interval = \"1s\"", "", CLASSES);

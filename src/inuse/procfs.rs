@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs;
 use std::os::unix::ffi::OsStringExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rustix::fs::{AtFlags, FileType};
@@ -244,10 +244,122 @@ fn parse_lock(line: &str) -> Option<(u64, u64, Use)> {
     ))
 }
 
+/// One mount, from a line of a mountinfo file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mount {
+    /// The device of the filesystem mounted.
+    pub dev: u64,
+    /// The directory of that filesystem the mount shows (`/` unless a bind mount).
+    pub root: PathBuf,
+    /// Where it is mounted.
+    pub point: PathBuf,
+}
+
+/// The mounts process `pid` sees (None: ours), from `/proc/PID/mountinfo`; none when it
+/// cannot be read.
+pub fn mounts(pid: Option<i32>) -> Vec<Mount> {
+    let file = match pid {
+        Some(p) => format!("/proc/{p}/mountinfo"),
+        None => "/proc/self/mountinfo".into(),
+    };
+    fs::read_to_string(file)
+        .map(|t| t.lines().filter_map(parse_mount).collect())
+        .unwrap_or_default()
+}
+
+fn parse_mount(line: &str) -> Option<Mount> {
+    let mut f = line.split(' ');
+    let (_, _, majmin, root, point) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);
+    let (maj, min) = majmin.split_once(':')?;
+    Some(Mount {
+        dev: rustix::fs::makedev(maj.parse().ok()?, min.parse().ok()?),
+        root: unescape(root),
+        point: unescape(point),
+    })
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space); other bytes are kept as they are.
+fn unescape(s: &str) -> PathBuf {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// Whether process `pid` lives in another mount namespace than ours (a container): its
+/// descriptors' paths are then its own, not ours.
+pub fn other_mount_namespace(pid: i32) -> bool {
+    match (
+        fs::read_link(format!("/proc/{pid}/ns/mnt")),
+        fs::read_link("/proc/self/ns/mnt"),
+    ) {
+        (Ok(a), Ok(b)) => a != b,
+        _ => false,
+    }
+}
+
+/// `path` on device `dev` as a process names it with its mounts `theirs` (a container's),
+/// turned into the path our mounts `ours` show it at: through the mount holding it there,
+/// to the directory of the filesystem it is, to where a mount of ours shows that directory.
+/// None when none of ours does.
+pub fn host_path(theirs: &[Mount], ours: &[Mount], dev: u64, path: &Path) -> Option<PathBuf> {
+    let m = theirs
+        .iter()
+        .filter(|m| m.dev == dev && path.starts_with(&m.point))
+        .max_by_key(|m| m.point.as_os_str().len())?;
+    let in_fs = m.root.join(path.strip_prefix(&m.point).ok()?);
+    let o = ours
+        .iter()
+        .filter(|o| o.dev == dev && in_fs.starts_with(&o.root))
+        .max_by_key(|o| o.root.as_os_str().len())?;
+    Some(o.point.join(in_fs.strip_prefix(&o.root).ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape(r"/mnt/my\040disk"), Path::new("/mnt/my disk"));
+        assert_eq!(unescape(r"/a\"), Path::new(r"/a\"));
+    }
+
+    #[test]
+    fn a_containers_path_is_found_through_the_mounts() {
+        let m = |dev, root: &str, point: &str| Mount {
+            dev,
+            root: root.into(),
+            point: point.into(),
+        };
+        // The host has the disk at / and /srv/media on it; the container has the host's
+        // /srv/media bound at /data.
+        let ours = [m(1, "/", "/"), m(2, "/", "/boot")];
+        let theirs = [m(9, "/", "/"), m(1, "/srv/media", "/data")];
+        assert_eq!(
+            host_path(&theirs, &ours, 1, Path::new("/data/rec/a.flv")),
+            Some(PathBuf::from("/srv/media/rec/a.flv"))
+        );
+        assert_eq!(host_path(&theirs, &ours, 2, Path::new("/data/x")), None);
+        // A disk the host mounts only at /mnt/disk shows it there.
+        let ours = [m(1, "/", "/"), m(3, "/", "/mnt/disk")];
+        let theirs = [m(3, "/rec", "/rec")];
+        assert_eq!(
+            host_path(&theirs, &ours, 3, Path::new("/rec/cam1/a.flv")),
+            Some(PathBuf::from("/mnt/disk/rec/cam1/a.flv"))
+        );
+    }
 
     #[test]
     fn parses_proc_locks_lines() {

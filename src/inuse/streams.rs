@@ -18,6 +18,10 @@
 //!   — this catches writers that open, append and close (never seen holding the file) and
 //!   writers in processes the snapshot cannot read.
 //!
+//! A recorder in a container names its files by its own mounts: a writer in another mount
+//! namespace has its path turned into ours through both mount tables
+//! ([`procfs::host_path`]), and the file is checked to be the very inode it holds.
+//!
 //! Who is one writer: a process, with all its threads (`/proc` lists processes; threads
 //! share the descriptor table). Processes that share an *open file description* of a file
 //! of the stream — a parent and the child it forked with the descriptor inherited, like
@@ -34,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::procfs::{OpenForWrite, Snapshot};
+use super::procfs::{self, OpenForWrite, Snapshot};
 use crate::classify::Classifier;
 use crate::config::{Class, Config};
 use crate::store::local::LocalStore;
@@ -160,14 +164,32 @@ pub fn detect(
     type Writing<'a> = Vec<(&'a OpenForWrite, PathBuf)>;
     // Writers by stream and kind of file (see [`kind`]): (pid, fd, dev, ino, rel).
     let mut by_stream: BTreeMap<(Key, Vec<u8>), Writing> = BTreeMap::new();
-    for w in &snap.writers {
-        let Some((store, rel)) = stores
+    let within = |path: &Path| {
+        stores
             .iter()
-            .filter_map(|s| w.path.strip_prefix(s.root()).ok().map(|r| (s, r)))
+            .filter_map(|s| {
+                path.strip_prefix(s.root())
+                    .ok()
+                    .map(|r| (s, r.to_path_buf()))
+            })
             .max_by_key(|(s, _)| s.root().as_os_str().len())
-        else {
+    };
+    // A recorder in a container names its files by its own mounts: its paths are turned
+    // into ours (once per check: our mounts; per such process: its mounts).
+    let mut ours: Option<Vec<procfs::Mount>> = None;
+    let mut theirs: HashMap<i32, Option<Vec<procfs::Mount>>> = HashMap::new();
+    for w in &snap.writers {
+        let located = within(&w.path).or_else(|| {
+            let theirs = theirs.entry(w.pid).or_insert_with(|| {
+                procfs::other_mount_namespace(w.pid).then(|| procfs::mounts(Some(w.pid)))
+            });
+            let ours = ours.get_or_insert_with(|| procfs::mounts(None));
+            within(&procfs::host_path(theirs.as_ref()?, ours, w.dev, &w.path)?)
+        });
+        let Some((store, rel)) = located else {
             continue;
         };
+        let rel = rel.as_path();
         // Still the file the descriptor holds (not deleted, not renamed over meanwhile).
         let same = std::fs::symlink_metadata(store.root().join(rel))
             .is_ok_and(|m| m.dev() == w.dev && m.ino() == w.ino);
