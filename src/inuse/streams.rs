@@ -180,11 +180,14 @@ pub fn detect(
     let mut theirs: HashMap<i32, Option<Vec<procfs::Mount>>> = HashMap::new();
     for w in &snap.writers {
         let located = within(&w.path).or_else(|| {
-            let theirs = theirs.entry(w.pid).or_insert_with(|| {
-                procfs::other_mount_namespace(w.pid).then(|| procfs::mounts(Some(w.pid)))
-            });
+            let theirs = theirs
+                .entry(w.pid)
+                .or_insert_with(|| {
+                    procfs::other_mount_namespace(w.pid).then(|| procfs::mounts(Some(w.pid)))
+                })
+                .as_ref()?;
             let ours = ours.get_or_insert_with(|| procfs::mounts(None));
-            within(&procfs::host_path(theirs.as_ref()?, ours, w.dev, &w.path)?)
+            within(&procfs::host_path(theirs, ours, w.dev, &w.path)?)
         });
         let Some((store, rel)) = located else {
             continue;
