@@ -270,18 +270,8 @@ mod tests {
         Hashed {
             entry: Entry {
                 id,
-                store: "m".into(),
-                path: path.into(),
-                size: 10,
-                mtime,
                 ino,
-                first_seen: 0,
-                class: Some("c".into()),
-                retained: false,
-                copy: None,
-                complete: None,
-                tags: vec![],
-                in_use: vec![],
+                ..super::super::tests::entry(path, 10, mtime)
             },
             dev: 1,
             nlink: 1,

@@ -494,7 +494,8 @@ mod tests {
         }
     }
 
-    fn entry(path: &str, size: u64, mtime: Nanos) -> Entry {
+    /// An entry of class `c` in store `m`, inode 0.
+    pub(super) fn entry(path: &str, size: u64, mtime: Nanos) -> Entry {
         Entry {
             id: 0,
             store: "m".into(),
