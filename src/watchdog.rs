@@ -491,6 +491,16 @@ pub struct VolumeWatch {
     pub stuck_since: Option<Nanos>,
 }
 
+/// The state shown for a volume in watchdog state `state` whose sample now is `s`: at a
+/// hard limit it is never "ok" (between two watchdog ticks a pass is due: "freeing").
+pub fn shown_state(state: State, l: &Limits, s: &Sample) -> State {
+    let hard = l.enabled && triggers(l, s, None).iter().any(Trigger::is_hard);
+    match state {
+        State::Ok if hard => State::Freeing,
+        st => st,
+    }
+}
+
 /// What [`VolumeWatch::observe`] asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {

@@ -345,9 +345,11 @@ impl LocalStore {
     /// that says so (the name itself is renamed: a link is never followed). Logged once
     /// for each one moved, never per file.
     fn move_trash_aside(&self, what: &str) -> Result<(), String> {
-        let secs = std::time::SystemTime::now()
+        // The time to the nanosecond: a user who keeps planting one makes many a second.
+        let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .unwrap_or_default();
+        let secs = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
         for n in 0..100u32 {
             let aside = match n {
                 0 => format!("{FOREIGN_TRASH}{secs}"),
