@@ -348,6 +348,11 @@ fn a_full_volume_holding_the_registry_is_freed_and_never_ok_meanwhile() {
         },
     );
     eprintln!("back under high in {:?}: {seen:?}", full_at.elapsed());
+    for l in d.log.lock().unwrap().lines() {
+        if l.contains("reserve") || l.contains("pressure pass") {
+            eprintln!("{l}");
+        }
+    }
     // Every file gone is audited as deleted.
     let gone: Vec<String> = written
         .iter()
@@ -438,4 +443,92 @@ fn a_stuck_breakdown_counts_failed_deletions_as_failed_never_protected() {
         .arg(&b.media)
         .status();
     assert!(b.path("hls/live/seg000.ts").exists());
+}
+
+/// A full volume holding the registry that cannot be freed (no reserve could be made: the
+/// daemon started with less than four times its size free; the rest is unmanaged): the
+/// pass fails on "database or disk is full" and the volume is STUCK with that cause — in
+/// `status`, in the metrics, in the journal at err — never "ok" at or above `high`; once
+/// space is made by hand it recovers and the reserve is made again.
+/// Old build: status and metrics said "ok" at 100.0% while every pass failed.
+#[test]
+fn a_full_volume_that_cannot_be_freed_is_stuck_with_its_cause_never_ok() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let daemon = format!(
+        "gc_interval = \"1h\"\nscan_interval = \"1h\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\""
+    );
+    let b = Box_::new(&daemon, "", FULL_CLASSES);
+    let _fs = Tmpfs::mount(b.dir.path(), "64m");
+    fs::create_dir_all(b.path("hls/live")).unwrap();
+    b.write_config(&daemon, "", FULL_CLASSES);
+    // Unmanaged data: 40 MiB of 64 (below high, too little room left for a reserve).
+    let filler = b.dir.path().join("filler");
+    fs::write(&filler, vec![1u8; 40 * MIB]).unwrap();
+    let d = b.daemon(None);
+    for i in 0..4 {
+        b.file(&format!("hls/live/seg{i}.ts"), MIB, Duration::from_secs(60));
+    }
+    wait_for("the segments registered", Duration::from_secs(10), || {
+        let ls = b.cli(&["ls", "--json"]).ok().json();
+        ls.as_array().is_some_and(|a| a.len() == 4)
+    });
+    // Then something unmanaged fills the volume to 100%.
+    let mut more = fs::File::create(b.dir.path().join("filler2")).unwrap();
+    let chunk = vec![2u8; MIB];
+    while more.write_all(&chunk).is_ok() {}
+    drop(more);
+    wait_for("the volume reported stuck", Duration::from_secs(20), || {
+        let v = volume(&b);
+        let (state, pct) = (v["state"].clone(), v["used_pct"].as_f64().unwrap());
+        assert!(
+            !(state == "ok" && pct >= 90.0),
+            "status says ok at {pct:.1}% (≥ high): {v}"
+        );
+        state == "stuck"
+    });
+    let v = volume(&b);
+    let err = v["last_pass"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.contains("database or disk is full"), "{v}");
+    let text = b.cli(&["status"]).ok().stdout;
+    assert!(
+        text.contains("STUCK since") && text.contains("the pressure pass failed"),
+        "{text}"
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+    let stuck = body
+        .lines()
+        .find(|l| l.contains("volume_state{") && l.contains("state=\"stuck\""))
+        .unwrap_or_else(|| panic!("no volume_state in {body}"));
+    assert!(stuck.ends_with(" 1") || stuck.ends_with(" 1.0"), "{stuck}");
+    wait_for("the alarm at err", Duration::from_secs(10), || {
+        d.log.lock().unwrap().contains("is STUCK at")
+    });
+    let log = d.log.lock().unwrap().clone();
+    let alarm = log.lines().find(|l| l.contains("is STUCK at")).unwrap();
+    assert!(
+        alarm.contains("ERROR") && alarm.contains("the pressure pass failed"),
+        "{alarm}"
+    );
+    // Space made by hand: back to ok, and the reserve is made again.
+    fs::remove_file(&filler).unwrap();
+    fs::remove_file(b.dir.path().join("filler2")).unwrap();
+    wait_for("the volume to recover", Duration::from_secs(20), || {
+        volume(&b)["state"] == "ok"
+    });
+    wait_for(
+        "the space reserve made again",
+        Duration::from_secs(10),
+        || b.state().join("space-reserve").exists(),
+    );
+    d.stop();
 }
