@@ -191,6 +191,12 @@ pub struct GcReport {
     /// Refusals that started (or changed kind) this pass; the others continue an episode.
     #[serde(default)]
     pub refusals_started: u64,
+    /// Bytes of the deletions that failed (the pressure pass's STUCK breakdown).
+    #[serde(skip)]
+    pub failed_bytes: u64,
+    /// Why the first deletion that failed failed (the cause a STUCK alarm names).
+    #[serde(skip)]
+    pub first_failure: Option<String>,
     /// Refused because in use, by (store, class): the `in_use_files` metric.
     #[serde(skip)]
     pub in_use: std::collections::HashMap<(String, String), u64>,
@@ -249,6 +255,8 @@ pub struct Engine {
     stream_alarms: Mutex<crate::inuse::streams::Alarms>,
     /// File versions the hasher could not read: (store, path, size, mtime); not retried.
     hash_failed: Mutex<std::collections::HashSet<(String, PathBuf, u64, Nanos)>>,
+    /// Space kept in the state directory, given back when the registry's disk is full.
+    reserve: crate::reserve::Reserve,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -278,10 +286,22 @@ pub(crate) fn known_class<'c>(config: &'c Config, c: &str) -> Result<&'c Class> 
 impl Engine {
     /// Opens the registry of `config` (the caller holds the state lock).
     pub fn open(config: Config, clock: Arc<dyn Clock>, daemon: bool) -> Result<Engine> {
-        let mut registry = Registry::open(&config.daemon.state_dir)?;
+        let reserve = crate::reserve::Reserve::new(&config.daemon.state_dir, daemon);
+        // A start on a full disk: the reserve makes room for the registry's first writes.
+        let mut registry = match Registry::open(&config.daemon.state_dir) {
+            Err(e) if crate::reserve::is_disk_full(&e) && reserve.release().is_some() => {
+                error!(action = "reserve", path = %reserve.path().display(), error = %e,
+                    "the registry's disk is full: released the space reserve to open it");
+                Registry::open(&config.daemon.state_dir)?
+            }
+            r => r?,
+        };
         remote::sweep_staging(&config.daemon.state_dir.join("staging"));
         let runtime = Runtime::new(config)?;
         recover::reconcile_after_crash(&runtime, &mut registry, clock.now())?;
+        if let Err(e) = reserve.ensure() {
+            warn!(action = "reserve", error = %e, "cannot keep a space reserve for the registry; on a full disk its writes may fail");
+        }
         let activity = Activity {
             daemon,
             pid: std::process::id(),
@@ -308,6 +328,7 @@ impl Engine {
             progress: Default::default(),
             stream_alarms: Mutex::new(Default::default()),
             hash_failed: Mutex::new(Default::default()),
+            reserve,
         })
     }
 

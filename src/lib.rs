@@ -47,7 +47,8 @@
 //! - [`config`]: the model, loading with `conf.d/`, validation with `FILE:LINE:COL`.
 //! - [`watchdog`]: volume sampling and the fill-rate forecast; [`access`]: peer credentials;
 //!   [`statedir`]: the single-instance lock; [`spell`]: the lossless spelling of paths as
-//!   text; [`failure`]: an error with its exit code; [`logging`]: journald or stderr.
+//!   text; [`failure`]: an error with its exit code; [`logging`]: journald or stderr;
+//!   [`reserve`]: the space kept in the state directory for the registry of a full disk.
 
 pub mod access;
 pub mod classify;
@@ -65,6 +66,7 @@ pub mod metrics;
 pub mod policy;
 pub mod progress;
 pub mod registry;
+pub mod reserve;
 pub mod scan;
 pub mod spell;
 pub mod statedir;

@@ -307,7 +307,8 @@ pub enum State {
     Ok,
     /// A pressure pass is freeing space.
     Freeing,
-    /// At a limit with nothing more it may delete.
+    /// At a limit, and the last pass could not get below it: nothing more may be deleted,
+    /// deletions failed, or the pass itself failed (the report says which).
     Stuck,
 }
 
@@ -354,6 +355,9 @@ pub struct PressureReport {
     pub first_unlink_us: Option<u64>,
     /// Why the rest stays (when the goal was not reached).
     pub kept: Option<Kept>,
+    /// Why the pass could not run or finish (an error, e.g. the registry's disk is full).
+    #[serde(default)]
+    pub error: Option<String>,
     /// Wall time.
     #[serde(rename = "took", with = "crate::units::millis")]
     pub millis: u64,
@@ -371,6 +375,33 @@ pub struct Kept {
     pub protected: u64,
     /// Bytes on the volume that no class of ours manages.
     pub unmanaged: u64,
+    /// Bytes whose deletion was attempted and failed (never counted as protected).
+    #[serde(default)]
+    pub failed: u64,
+    /// Why the first of those failed.
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+impl Kept {
+    /// What an operator can do about what stays, for the parts that hold space.
+    pub fn hint(&self) -> String {
+        let mut h = Vec::new();
+        if self.failed > 0 {
+            h.push("fix what makes deletions fail".to_string());
+        }
+        if self.retained > 0 {
+            h.push("unpin files".into());
+        }
+        if self.in_use > 0 {
+            h.push("close or release the files in use".into());
+        }
+        if self.protected > 0 {
+            h.push("give recording classes a min_keep".into());
+        }
+        h.push("free space by hand".into());
+        h.join(", ")
+    }
 }
 
 impl fmt::Display for Kept {
@@ -382,7 +413,16 @@ impl fmt::Display for Kept {
             ByteSize(self.in_use),
             ByteSize(self.protected),
             ByteSize(self.unmanaged)
-        )
+        )?;
+        if self.failed > 0 {
+            write!(
+                f,
+                ", {} whose deletion FAILED ({})",
+                ByteSize(self.failed),
+                self.failure.as_deref().unwrap_or("no cause recorded")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -451,6 +491,16 @@ pub struct VolumeWatch {
     pub stuck_since: Option<Nanos>,
 }
 
+/// The state shown for a volume in watchdog state `state` whose sample now is `s`: at a
+/// hard limit it is never "ok" (between two watchdog ticks a pass is due: "freeing").
+pub fn shown_state(state: State, l: &Limits, s: &Sample) -> State {
+    let hard = l.enabled && triggers(l, s, None).iter().any(Trigger::is_hard);
+    match state {
+        State::Ok if hard => State::Freeing,
+        st => st,
+    }
+}
+
 /// What [`VolumeWatch::observe`] asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -502,12 +552,14 @@ impl VolumeWatch {
             self.stuck_since = None;
         } else {
             self.retry_at = Some(now + RETRY_AFTER);
-            // Stuck means at a limit now; a forecast that cannot be met is only warned of.
+            // Stuck means at a limit now, whatever stopped the pass (nothing more may go,
+            // deletions failed, or the pass itself failed): never "ok" at or above `high`.
+            // A forecast that cannot be met is only warned of.
             let hard = self
                 .last
                 .as_ref()
                 .is_some_and(|s| triggers(l, s, None).iter().any(Trigger::is_hard));
-            if hard && r.exhausted {
+            if hard {
                 self.state = State::Stuck;
                 self.stuck_since.get_or_insert(now);
             } else {
@@ -709,5 +761,32 @@ mod tests {
         ));
         assert!(!w.after_pass(&l, r, Some(sample(SEC, 85 * GB))));
         assert_eq!(w.state, State::Ok);
+        // A pass that failed (the registry's disk full) at or above high: never ok.
+        let mut w = VolumeWatch::default();
+        assert!(matches!(
+            w.observe(&l, sample(0, 100 * GB)),
+            Verdict::Free(_)
+        ));
+        let failed = PressureReport {
+            error: Some("database or disk is full".into()),
+            ..Default::default()
+        };
+        assert!(w.after_pass(&l, failed, Some(sample(SEC, 100 * GB))));
+        assert_eq!(w.state, State::Stuck);
+    }
+
+    #[test]
+    fn failed_deletions_are_named_never_protected() {
+        let k = Kept {
+            failed: 5 << 20,
+            failure: Some("cannot move it into .mediaretain-trash: Permission denied".into()),
+            ..Default::default()
+        };
+        let text = k.to_string();
+        assert!(
+            text.contains("5 MiB whose deletion FAILED (cannot move"),
+            "{text}"
+        );
+        assert!(!k.hint().contains("min_keep"), "{}", k.hint());
     }
 }

@@ -221,12 +221,22 @@ fn render_volume(o: &mut String, v: &crate::engine::Volume, now: Nanos) {
             ByteSize(p.freed_bytes),
             p.refused
         );
-        if let (Some(since), Some(k)) = (v.stuck_since, &p.kept) {
-            let _ = writeln!(
-                o,
-                "  STUCK since {}: nothing more may be deleted: {k}",
-                fmt_time(since)
-            );
+        match (v.stuck_since, &p.error, &p.kept) {
+            (Some(since), Some(e), _) => {
+                let _ = writeln!(
+                    o,
+                    "  STUCK since {}: the pressure pass failed: {e}",
+                    fmt_time(since)
+                );
+            }
+            (Some(since), None, Some(k)) => {
+                let _ = writeln!(
+                    o,
+                    "  STUCK since {}: nothing more may be deleted: {k}",
+                    fmt_time(since)
+                );
+            }
+            _ => {}
         }
     }
 }

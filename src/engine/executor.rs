@@ -114,7 +114,9 @@ impl Engine {
                 std::sync::mpsc::sync_channel::<(remote::Recorded, Option<(i64, i64)>)>(2);
             let recorder = scope.spawn(move || -> Result<()> {
                 for ((gone, records), intents) in rx {
-                    self.reg().record_chunk(&gone, &records, intents)?;
+                    self.write_or_release("audit records", |r| {
+                        r.record_chunk(&gone, &records, intents)
+                    })?;
                 }
                 Ok(())
             });
@@ -174,7 +176,8 @@ impl Engine {
                     let now = self.now();
                     let intents: Vec<Intent> =
                         chunk.iter().map(|a| intent_of(a, now, trigger)).collect();
-                    let intents = self.reg().intend(&intents)?;
+                    let intents =
+                        self.write_or_release("deletion intents", |r| r.intend(&intents))?;
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for a in chunk {
@@ -416,8 +419,10 @@ impl Engine {
                 gone.push((a.entry.id, a.entry.path.clone()));
             }
             Outcome::Refused(_) => {} // counted above
-            Outcome::Failed(_) => {
+            Outcome::Failed(why) => {
                 report.failed += 1;
+                report.failed_bytes += a.entry.size;
+                report.first_failure.get_or_insert_with(|| why.clone());
                 self.metrics.failed(&a.entry.store, &a.class_name);
             }
             Outcome::WouldDelete => {} // dry runs never get here

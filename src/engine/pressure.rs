@@ -68,8 +68,20 @@ impl Engine {
                         since: started,
                         was_stuck,
                     };
-                    let report = self
-                        .pressure(&rt, v, limits, &why)
+                    let report = match self.pressure(&rt, v, limits, &why) {
+                        // Some registry write before the intents found the disk full:
+                        // give back the reserve and run the pass again at once.
+                        Err(EngineError::Registry(e))
+                            if crate::reserve::is_disk_full(&e)
+                                && self.reserve.release().is_some() =>
+                        {
+                            error!(action = "reserve", path = %self.reserve.path().display(), error = %e,
+                                "the registry's disk is full: released the space reserve and run the pressure pass again");
+                            self.pressure(&rt, v, limits, &why)
+                        }
+                        r => r,
+                    };
+                    let report = report
                         .unwrap_or_else(|e| {
                             error!(action = "pressure", volume = %v.mount.display(), error = %e, "pressure pass failed");
                             PressureReport {
@@ -77,12 +89,23 @@ impl Engine {
                                 triggers: triggers.iter().map(ToString::to_string).collect(),
                                 before_pct: sample.used_pct(),
                                 after_pct: sample.used_pct(),
+                                error: Some(e.to_string()),
                                 ..Default::default()
                             }
                         });
                     let mut watch = self.watch.lock().expect("watch lock");
                     let w = watch.entry(v.dev).or_default();
                     let kept = report.kept.clone().unwrap_or_default();
+                    let cause = match (&report.error, &kept.failure) {
+                        (Some(e), _) => format!("the pressure pass failed: {e}"),
+                        (None, Some(f)) => format!("deletions failed: {f}"),
+                        (None, None) => "nothing more may be deleted".to_string(),
+                    };
+                    let breakdown = match &report.kept {
+                        Some(k) => format!(" ({k})"),
+                        None => String::new(),
+                    };
+                    let hint = kept.hint();
                     let after = report.after_pct;
                     let now = Sample::read(&v.probe, self.now()).ok();
                     if w.after_pass(limits, report, now) {
@@ -95,14 +118,54 @@ impl Engine {
                             in_use = kept.in_use,
                             protected = kept.protected,
                             unmanaged = kept.unmanaged,
-                            "volume {} is STUCK at {after:.1}% used: nothing more may be deleted ({kept}); free space by hand, unpin files, or give recording classes a min_keep",
+                            failed = kept.failed,
+                            reason = %cause,
+                            "volume {} is STUCK at {after:.1}% used: {cause}{breakdown}; {hint}",
                             v.mount.display()
                         );
                     }
                 }
             }
         }
+        self.keep_reserve();
         changed
+    }
+
+    /// Runs registry write `f` (`what` it writes); when the registry's disk is full, gives
+    /// back the space reserve and tries once more: the intents a pass writes before its
+    /// first unlink must be written on a volume filled to 100% that holds the registry.
+    pub(super) fn write_or_release<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut(&mut Registry) -> crate::registry::Result<T>,
+    ) -> crate::registry::Result<T> {
+        let first = f(&mut self.reg());
+        match first {
+            Err(e) if crate::reserve::is_disk_full(&e) => match self.reserve.release() {
+                Some(bytes) => {
+                    error!(action = "reserve", path = %self.reserve.path().display(), bytes, error = %e,
+                        "the registry's disk is full: released the space reserve ({}) to write the {what}", ByteSize(bytes));
+                    f(&mut self.reg())
+                }
+                None => Err(e),
+            },
+            r => r,
+        }
+    }
+
+    /// Makes the space reserve again once its volume has room (nothing to do, and no
+    /// system call, while it is in place).
+    fn keep_reserve(&self) {
+        if self.reserve.is_held() {
+            return;
+        }
+        match self.reserve.ensure() {
+            Ok(true) => {
+                info!(action = "reserve", path = %self.reserve.path().display(), "space reserve for the registry made again")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot make the space reserve"),
+        }
     }
 
     /// Whether any watched volume is near a trigger (sampled more often then).
@@ -133,15 +196,25 @@ impl Engine {
                     State::Stuck => Some(format!(
                         "STUCK {} at {pct:.1}% ({})",
                         v.mount.display(),
-                        w.last_pass
-                            .as_ref()
-                            .and_then(|p| p.kept.as_ref())
-                            .map(|k| format!(
-                                "{} retained, {} in use",
-                                ByteSize(k.retained),
-                                ByteSize(k.in_use)
-                            ))
-                            .unwrap_or_default()
+                        match w.last_pass.as_ref() {
+                            Some(p) if p.error.is_some() => "the pressure pass fails".to_string(),
+                            Some(p) => p
+                                .kept
+                                .as_ref()
+                                .map(|k| {
+                                    let mut s = format!(
+                                        "{} retained, {} in use",
+                                        ByteSize(k.retained),
+                                        ByteSize(k.in_use)
+                                    );
+                                    if k.failed > 0 {
+                                        s += &format!(", {} failing", ByteSize(k.failed));
+                                    }
+                                    s
+                                })
+                                .unwrap_or_default(),
+                            None => String::new(),
+                        }
                     )),
                 }
             })
@@ -250,11 +323,15 @@ impl Engine {
                 classified += c;
                 retained += r;
             }
+            // A deletion that failed is counted as such with its cause, never as protected.
+            let failed = gc.failed_bytes;
             report.kept = Some(Kept {
                 retained,
                 in_use,
-                protected: classified.saturating_sub(retained + in_use),
+                protected: classified.saturating_sub(retained + in_use + failed),
                 unmanaged: sample.used.saturating_sub(classified),
+                failed,
+                failure: gc.first_failure.clone(),
             });
         }
         report.millis = started.elapsed().as_millis() as u64;

@@ -15,7 +15,7 @@ impl Engine {
             .filter_map(|(v, limits)| {
                 let w = watch.get(&v.dev);
                 let mut vol = volume_now(v, limits, now, w.and_then(|w| w.rate.rate()))?;
-                vol.state = w.map(|w| w.state);
+                vol.state = w.map(|w| crate::watchdog::shown_state(w.state, limits, &vol.sample));
                 vol.last_pass = w.and_then(|w| w.last_pass.clone());
                 vol.stuck_since = w.and_then(|w| w.stuck_since);
                 Some(vol)
@@ -404,7 +404,8 @@ impl Engine {
                 let w = watch.get(&v.dev);
                 let rate = w.and_then(|w| w.rate.rate());
                 let ttf = crate::watchdog::time_to_full(&s, rate);
-                let state = w.map(|w| w.state).unwrap_or_default();
+                let state =
+                    crate::watchdog::shown_state(w.map(|w| w.state).unwrap_or_default(), l, &s);
                 Some((
                     v.mount.display().to_string(),
                     l.clone(),

@@ -82,6 +82,23 @@ fn ignore_sigio() {
 /// back at the next start (see [`LocalStore::recover_trash`]).
 pub const TRASH_DIR: &str = ".mediaretain-trash";
 
+/// The name prefix under which a trash directory that is not ours is moved aside (then
+/// the Unix time, and a number when that is taken): it is the store's, scanned like any.
+pub const FOREIGN_TRASH: &str = ".mediaretain-trash.foreign.";
+
+/// How often a batch moves aside a trash swapped in under it before it gives up.
+const TRASH_ATTEMPTS: usize = 16;
+
+/// What is at the trash directory's name.
+enum TrashLook {
+    /// Our own: a directory of our uid, closed to others.
+    Ours(OwnedFd),
+    /// Nothing.
+    Missing,
+    /// Something else: what it is, in words.
+    Foreign(String),
+}
+
 /// The longest file name (`NAME_MAX`).
 const NAME_MAX: usize = 255;
 /// Suffix of a trash entry whose original path was too long to be its name: the path is in
@@ -138,6 +155,59 @@ fn trash_origin(name: &str, sidecar: impl FnOnce(&str) -> Option<Vec<u8>>) -> Op
     }
     let p = PathBuf::from(std::ffi::OsString::from_vec(out));
     is_confined(&p).then_some(p)
+}
+
+/// Moves `name` of `dir` into `trash` under a fresh entry name (with its sidecar when the
+/// path is too long to be a name), never over an existing entry: (entry, sidecar).
+fn into_trash(
+    trash: BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+    rel: &Path,
+) -> Result<(String, Option<String>), Errno> {
+    let pid = std::process::id();
+    loop {
+        let n = TRASH_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tname, sidecar) = trash_name(rel, pid, n);
+        if let Some(side) = &sidecar {
+            use std::os::unix::ffi::OsStrExt;
+            let fl = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+            let fd = match rustix::fs::openat(trash, side.as_str(), fl, Mode::from_raw_mode(0o600))
+            {
+                Ok(fd) => fd,
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(e),
+            };
+            if let Err(e) =
+                std::io::Write::write_all(&mut std::fs::File::from(fd), rel.as_os_str().as_bytes())
+            {
+                let _ = rustix::fs::unlinkat(trash, side.as_str(), AtFlags::empty());
+                return Err(Errno::from_io_error(&e).unwrap_or(Errno::IO));
+            }
+        }
+        let drop_sidecar = || {
+            if let Some(side) = &sidecar {
+                let _ = rustix::fs::unlinkat(trash, side.as_str(), AtFlags::empty());
+            }
+        };
+        match rustix::fs::renameat_with(
+            dir,
+            name,
+            trash,
+            tname.as_str(),
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => return Ok((tname, sidecar)),
+            Err(Errno::EXIST) => {
+                drop_sidecar();
+                continue;
+            }
+            Err(e) => {
+                drop_sidecar();
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// Distinguishes the trash entries of one process.
@@ -222,43 +292,133 @@ impl LocalStore {
             store: self,
             touched: Vec::new(),
             trash: None,
+            trash_error: None,
             unwritable: None,
         }
     }
 
-    /// Opens the trash directory (creating it, mode 0700, when `create`): `Ok(None)` when
-    /// it does not exist. It must be a real directory owned by us and closed to others —
-    /// else somebody else could swap names in it — or nothing is deleted through it.
-    fn open_trash(&self, create: bool) -> Result<Option<OwnedFd>, String> {
-        if create {
-            match rustix::fs::mkdirat(&self.root_fd, TRASH_DIR, Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(Errno::EXIST) => {}
+    /// What is at the trash directory's name now, never following a link.
+    fn look_trash(&self) -> Result<TrashLook, String> {
+        let flags = OFlags::RDONLY
+            | OFlags::DIRECTORY
+            | OFlags::NOFOLLOW
+            | OFlags::NONBLOCK
+            | OFlags::CLOEXEC;
+        match rustix::fs::openat(&self.root_fd, TRASH_DIR, flags, Mode::empty()) {
+            Ok(fd) => {
+                let st = rustix::fs::fstat(&fd)
+                    .map_err(|e| format!("cannot stat {TRASH_DIR} at the store root: {e}"))?;
+                if st.st_uid == rustix::process::geteuid().as_raw() && st.st_mode & 0o077 == 0 {
+                    Ok(TrashLook::Ours(fd))
+                } else {
+                    Ok(TrashLook::Foreign(format!(
+                        "a directory of uid {} with mode {:o}",
+                        st.st_uid,
+                        st.st_mode & 0o7777
+                    )))
+                }
+            }
+            Err(Errno::NOENT) => Ok(TrashLook::Missing),
+            // A symlink (never followed), a file, a FIFO, or a directory we may not open.
+            Err(Errno::LOOP | Errno::NOTDIR | Errno::ACCESS | Errno::PERM) => {
+                let what =
+                    match rustix::fs::statat(&self.root_fd, TRASH_DIR, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+                            FileType::Symlink => format!("a symbolic link of uid {}", st.st_uid),
+                            FileType::Directory => {
+                                format!("a directory of uid {} we may not open", st.st_uid)
+                            }
+                            ft => format!("a {ft:?} of uid {}", st.st_uid),
+                        },
+                        Err(Errno::NOENT) => return Ok(TrashLook::Missing),
+                        Err(e) => format!("something that cannot be examined ({e})"),
+                    };
+                Ok(TrashLook::Foreign(what))
+            }
+            Err(e) => Err(format!(
+                "cannot open the trash directory {TRASH_DIR} at the store root: {e}"
+            )),
+        }
+    }
+
+    /// Moves a trash that is not ours (`what` it is) aside, beneath the root, under a name
+    /// that says so (the name itself is renamed: a link is never followed). Logged once
+    /// for each one moved, never per file.
+    fn move_trash_aside(&self, what: &str) -> Result<(), String> {
+        // The time to the nanosecond: a user who keeps planting one makes many a second.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = format!("{}.{:09}", now.as_secs(), now.subsec_nanos());
+        for n in 0..100u32 {
+            let aside = match n {
+                0 => format!("{FOREIGN_TRASH}{secs}"),
+                n => format!("{FOREIGN_TRASH}{secs}.{n}"),
+            };
+            match rustix::fs::renameat_with(
+                &self.root_fd,
+                TRASH_DIR,
+                &self.root_fd,
+                aside.as_str(),
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => {
+                    tracing::warn!(
+                        action = "trash",
+                        store = %self.name,
+                        root = %crate::spell::show(&self.root),
+                        found = what,
+                        moved_to = %aside,
+                        "the trash directory {TRASH_DIR} at the root of store {} was not mediaretain's ({what}): moved aside as {aside}, never followed; a fresh one is made",
+                        self.name
+                    );
+                    return Ok(());
+                }
+                Err(Errno::EXIST | Errno::NOTEMPTY) => continue,
+                Err(Errno::NOENT) => return Ok(()), // gone meanwhile
                 Err(e) => {
                     return Err(format!(
-                        "cannot create the trash directory {TRASH_DIR} at the store root: {e}"
+                        "the trash directory {TRASH_DIR} at the store root is not mediaretain's ({what}) and cannot be moved aside: {e}"
                     ));
                 }
             }
         }
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = match rustix::fs::openat(&self.root_fd, TRASH_DIR, flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) if !create => return Ok(None),
-            Err(e) => {
-                return Err(format!(
-                    "cannot open the trash directory {TRASH_DIR} at the store root (it must be a directory, not a symlink): {e}"
-                ));
+        Err(format!(
+            "the trash directory {TRASH_DIR} at the store root is not mediaretain's ({what}), and every name to move it aside to is taken"
+        ))
+    }
+
+    /// Opens the trash directory (creating it, mode 0700, when `create`): `Ok(None)` when
+    /// it does not exist. It must be a real directory owned by us and closed to others —
+    /// else somebody else could swap names in it. Anything else under its name (another
+    /// user's directory, a symlink, a file: the store root's owner may put one there at any
+    /// time) is moved aside and a fresh one made, so that nobody but root can stop deletion.
+    fn open_trash(&self, create: bool) -> Result<Option<OwnedFd>, String> {
+        let mut last = String::new();
+        for _ in 0..TRASH_ATTEMPTS {
+            match self.look_trash()? {
+                TrashLook::Ours(fd) => return Ok(Some(fd)),
+                TrashLook::Missing if !create => return Ok(None),
+                TrashLook::Missing => {
+                    match rustix::fs::mkdirat(&self.root_fd, TRASH_DIR, Mode::from_raw_mode(0o700))
+                    {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => {
+                            return Err(format!(
+                                "cannot create the trash directory {TRASH_DIR} at the store root: {e}"
+                            ));
+                        }
+                    }
+                }
+                TrashLook::Foreign(what) => {
+                    self.move_trash_aside(&what)?;
+                    last = what;
+                }
             }
-        };
-        let st = rustix::fs::fstat(&fd).map_err(|e| format!("cannot stat {TRASH_DIR}: {e}"))?;
-        if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
-            return Err(format!(
-                "the trash directory {TRASH_DIR} at the store root is not ours alone (owner uid {}, mode {:o}); remove it so that it is made again",
-                st.st_uid,
-                st.st_mode & 0o7777
-            ));
         }
-        Ok(Some(fd))
+        Err(format!(
+            "the trash directory {TRASH_DIR} at the store root was replaced by another's ({last}) {TRASH_ATTEMPTS} times in a row; tried again at the next batch"
+        ))
     }
 
     /// Handles what a crash left in the trash directory: a file that `checked` says is the
@@ -365,6 +525,8 @@ pub struct Deleter<'a> {
     touched: Vec<PathBuf>,
     /// The store's trash directory, opened (and created) at the first deletion.
     trash: Option<OwnedFd>,
+    /// Why no trash directory could be had in this batch (not tried again per file).
+    trash_error: Option<String>,
     /// Whether the root is writable, looked at after the first failure.
     unwritable: Option<Option<super::Unwritable>>,
 }
@@ -448,63 +610,41 @@ impl Deleter<'_> {
             Err(refusal) => return refusal,
         };
         // The name may hold another inode by now (renamed over ours in the last instant):
-        // move whatever it holds into the trash, and unlink it only if it is ours.
-        if self.trash.is_none() {
-            match self.store.open_trash(true) {
-                Ok(t) => self.trash = t,
-                Err(why) => return Outcome::Failed(why),
-            }
-        }
-        let Some(trash) = self.trash.as_ref().map(|t| t.as_fd()) else {
-            return Outcome::Failed(format!("no trash directory {TRASH_DIR}"));
-        };
-        let pid = std::process::id();
+        // move whatever it holds into the trash, and unlink it only if it is ours. The
+        // trash is looked at once per batch, and again only when a move into it fails
+        // while the file is still there (another user removed or replaced it meanwhile).
+        let mut reopened = false;
         let (tname, sidecar) = loop {
-            let n = TRASH_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (tname, sidecar) = trash_name(rel, pid, n);
-            if let Some(side) = &sidecar {
-                use std::os::unix::ffi::OsStrExt;
-                let fl = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-                let written =
-                    rustix::fs::openat(trash, side.as_str(), fl, Mode::from_raw_mode(0o600))
-                        .map_err(std::io::Error::from)
-                        .and_then(|fd| {
-                            std::io::Write::write_all(
-                                &mut std::fs::File::from(fd),
-                                rel.as_os_str().as_bytes(),
-                            )
-                        });
-                match written {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => {
-                        return Outcome::Failed(format!(
-                            "cannot note its path in the trash directory: {e}"
-                        ));
+            if self.trash.is_none() {
+                if let Some(why) = &self.trash_error {
+                    return Outcome::Failed(why.clone());
+                }
+                match self.store.open_trash(true) {
+                    Ok(t) => self.trash = t,
+                    Err(why) => {
+                        self.trash_error = Some(why.clone());
+                        return Outcome::Failed(why);
                     }
                 }
             }
-            let drop_sidecar = |side: &Option<String>| {
-                if let Some(side) = side {
-                    let _ = rustix::fs::unlinkat(trash, side.as_str(), AtFlags::empty());
-                }
+            let Some(trash) = self.trash.as_ref().map(|t| t.as_fd()) else {
+                return Outcome::Failed(format!("no trash directory {TRASH_DIR}"));
             };
-            match rustix::fs::renameat_with(
-                dir,
-                name,
-                trash,
-                tname.as_str(),
-                rustix::fs::RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => break (tname, sidecar),
-                Err(Errno::EXIST) => {
-                    drop_sidecar(&sidecar);
-                    continue;
-                }
+            match into_trash(trash, dir, name, rel) {
+                Ok(moved) => break moved,
                 Err(e) => {
-                    drop_sidecar(&sidecar);
+                    let still_here = matches!(
+                        rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW),
+                        Ok(st) if st.st_ino == before.st_ino && st.st_dev == before.st_dev
+                    );
+                    if e == Errno::NOENT && still_here && !reopened {
+                        // Our trash directory was removed under us: make a fresh one.
+                        reopened = true;
+                        self.trash = None;
+                        continue;
+                    }
                     return match e {
-                        Errno::NOENT => Outcome::Vanished,
+                        Errno::NOENT if !still_here => Outcome::Vanished,
                         Errno::XDEV => Outcome::Refused(format!(
                             "on another filesystem than the store root (a mount inside the store): files are deleted by moving them into {TRASH_DIR} at the store root first, to be sure of the file removed"
                         )),
@@ -512,6 +652,9 @@ impl Deleter<'_> {
                     };
                 }
             }
+        };
+        let Some(trash) = self.trash.as_ref().map(|t| t.as_fd()) else {
+            return Outcome::Failed(format!("no trash directory {TRASH_DIR}"));
         };
         let drop_sidecar = || {
             if let Some(side) = &sidecar {
@@ -767,19 +910,60 @@ mod tests {
     }
 
     #[test]
-    fn a_trash_directory_that_is_not_ours_alone_stops_deletion() {
+    fn a_trash_that_is_not_ours_is_moved_aside_never_followed_and_deletion_goes_on() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("keep"), b"keep").unwrap();
+        // A symlink, a file, and a directory open to others: each moved aside in turn.
         let root = tempfile::tempdir().unwrap();
-        fs::write(root.path().join("x.ts"), b"x").unwrap();
-        let ex = expect_of(&root.path().join("x.ts"));
-        std::os::unix::fs::symlink("/tmp", root.path().join(TRASH_DIR)).unwrap();
+        let t = root.path().join(TRASH_DIR);
+        for (n, plant) in ["link", "file", "dir0777"].into_iter().enumerate() {
+            match plant {
+                "link" => std::os::unix::fs::symlink(outside.path(), &t).unwrap(),
+                "file" => fs::write(&t, b"not a directory").unwrap(),
+                _ => {
+                    fs::create_dir(&t).unwrap();
+                    fs::set_permissions(&t, fs::Permissions::from_mode(0o777)).unwrap();
+                }
+            }
+            let rel = format!("x{n}.ts");
+            fs::write(root.path().join(&rel), b"x").unwrap();
+            let ex = expect_of(&root.path().join(&rel));
+            let store = LocalStore::open("m", root.path()).unwrap();
+            let out = store
+                .deleter()
+                .delete(Path::new(&rel), ex, &mut |_, _| Users::default());
+            assert_eq!(out, Outcome::Deleted, "{plant}");
+            let md = fs::symlink_metadata(&t).unwrap();
+            assert!(
+                md.is_dir() && md.permissions().mode() & 0o777 == 0o700,
+                "{plant}"
+            );
+            let aside: Vec<_> = fs::read_dir(root.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| n.starts_with(FOREIGN_TRASH))
+                .collect();
+            assert_eq!(aside.len(), n + 1, "{aside:?}");
+            fs::remove_dir(&t).unwrap();
+        }
+        assert_eq!(fs::read(outside.path().join("keep")).unwrap(), b"keep");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_trash_removed_under_a_deleter_is_made_again() {
+        let root = tempfile::tempdir().unwrap();
         let store = LocalStore::open("m", root.path()).unwrap();
-        let out = store
-            .deleter()
-            .delete(Path::new("x.ts"), ex, &mut |_, _| Users::default());
-        assert!(
-            matches!(out, Outcome::Failed(ref why) if why.contains(TRASH_DIR)),
-            "{out:?}"
-        );
-        assert!(root.path().join("x.ts").exists());
+        let mut d = store.deleter();
+        for n in 0..2 {
+            let rel = format!("x{n}.ts");
+            fs::write(root.path().join(&rel), b"x").unwrap();
+            let ex = expect_of(&root.path().join(&rel));
+            let out = d.delete(Path::new(&rel), ex, &mut |_, _| Users::default());
+            assert_eq!(out, Outcome::Deleted);
+            assert!(!root.path().join(&rel).exists());
+            // The store's owner removes our (empty) trash between two files.
+            fs::remove_dir(root.path().join(TRASH_DIR)).unwrap();
+        }
     }
 }
