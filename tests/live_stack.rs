@@ -157,7 +157,7 @@ fn nginx_rtmp_on_record_done_reaches_the_receiver_and_the_recording_is_offloaded
     let b = Box_::new("", "", "");
     let store = server.store_section(b.dir.path(), &server.endpoint, "stack/");
     let classes = format!(
-        "[[class]]\nname = \"hls\"\nstore = \"media\"\nmatch = [\"hls/**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"10m\"\n\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**/*.flv\"]\nlifecycle = \"recording\"\nquiet_period = \"1h\"\noffload = {{ to = \"archive\", after = \"1h\" }}\n\n[hooks]\nlisten = \"127.0.0.1:{port}\"\n"
+        "[[class]]\nname = \"hls\"\nstore = \"media\"\nmatch = [\"hls/**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"10m\"\n\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**/*.flv\"]\nlifecycle = \"recording\"\nquiet_period = \"1h\"\noffload = {{ to = \"archive\", after = \"1h\" }}\n\n[hooks]\nlisten = \"127.0.0.1:{port}\"\nallow_users = [\"www-data\"]\nconfirm = \"1s\"\n"
     );
     b.write_config("gc_interval = \"1h\"", &store, &classes);
     let d = b.daemon(None);
