@@ -722,12 +722,13 @@ fn another_local_user_cannot_post_hooks_nor_evict_a_servers_stream_states() {
 }
 
 /// The scenario: a recorder opens, appends 256 KiB and closes its recording every
-/// 3 s; a trusted server's (root's) `record_done` arrives 0.2 s after each append. Each
-/// claim is held for `confirm` (5 s, the default) and dropped when the file changes
-/// meanwhile: the recording is not offloaded nor deleted while it grows, and the class's
-/// `after` (1 h) and quiet period (30 s) are not skipped. Once it stops growing, the same
-/// claim is confirmed and the whole recording is offloaded as one object. Before: each
-/// claim offloaded and deleted the file within a second (4 objects of 256 KiB).
+/// 3 s; a trusted server's (root's) `record_done` arrives 0.2 s after each append. A claim
+/// is believed only once the file stayed unchanged for `confirm` (5 s, the default) after
+/// the latest claim: the recording is not offloaded nor deleted while it grows, and the
+/// class's `after` (1 h) and quiet period (30 s) are not skipped; a second recording
+/// written again after its only claim is not marked complete at all. Once the first stops
+/// growing, its last claim is confirmed and the whole recording is offloaded as one object.
+/// Before: each claim offloaded and deleted the file within a second (the recording split).
 #[test]
 fn a_claim_of_complete_for_a_growing_recording_is_not_believed() {
     let server = S3Server::moto();
@@ -744,6 +745,11 @@ fn a_claim_of_complete_for_a_growing_recording_is_not_believed() {
     let rec = b.path("rec/cam1.flv");
     let d = b.daemon(None);
     let body = format!("call=record_done&app=live&name=cam1&path={}", rec.display());
+    let other = b.path("rec/cam2.flv");
+    let other_body = format!(
+        "call=record_done&app=live&name=cam2&path={}",
+        other.display()
+    );
     const CHUNK: usize = 256 * 1024;
     const APPENDS: usize = 4;
     let mut last = Instant::now();
@@ -758,9 +764,24 @@ fn a_claim_of_complete_for_a_growing_recording_is_not_believed() {
                 .unwrap();
             f.write_all(&vec![i as u8; CHUNK]).unwrap();
         }
+        // A second recording is announced once, then written again within the window.
+        if i < 2 {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&other)
+                .unwrap();
+            f.write_all(&vec![i as u8; CHUNK]).unwrap();
+        }
         std::thread::sleep(Duration::from_millis(200));
         let (st, a) = post(port, "/hooks/nginx-rtmp", FORM, body.as_bytes());
         assert_eq!(st, 200, "{a}");
+        if i == 0 {
+            assert_eq!(
+                post(port, "/hooks/nginx-rtmp", FORM, other_body.as_bytes()).0,
+                200
+            );
+        }
         std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
     }
     let size = std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0);
@@ -772,6 +793,11 @@ fn a_claim_of_complete_for_a_growing_recording_is_not_believed() {
     let x = explain(&b, "media:rec/cam1.flv");
     assert!(x["entry"]["copy"].is_null(), "{x}");
     assert!(x["entry"]["complete"].is_null(), "{x}");
+    // The second one changed within its window after its only claim: the claim is dropped.
+    let x = explain(&b, "media:rec/cam2.flv");
+    assert!(x["entry"]["complete"].is_null(), "{x}");
+    assert!(x["entry"]["copy"].is_null(), "{x}");
+    assert_eq!(std::fs::metadata(&other).unwrap().len(), 2 * CHUNK as u64);
 
     // It stopped growing: the last word (0.2 s after the last append) is confirmed 5 s
     // later, and the whole recording goes to the archive in one piece.
@@ -842,22 +868,24 @@ fn a_stream_stop_never_shortens_a_segments_grace() {
     let tmp = b.path("hls/live/s1.m3u8.tmp");
     std::fs::write(&tmp, &text).unwrap();
     std::fs::rename(&tmp, &pl).unwrap();
-    let written = Instant::now();
-    let mut gone_at = None;
-    let until = written + Duration::from_secs(30);
-    while gone_at.is_none() && Instant::now() < until {
-        let before = Instant::now();
+    let written = std::fs::metadata(&pl).unwrap().modified().unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while b.path("hls/live/s1-1.ts").exists() && Instant::now() < until {
         b.cli(&["gc"]).ok();
-        if !b.path("hls/live/s1-1.ts").exists() {
-            gone_at = Some(before.duration_since(written));
-        }
         std::thread::sleep(Duration::from_millis(200));
     }
+    // When it was deleted, by the audit.
+    let x = explain(&b, "media:hls/live/s1-1.ts");
     d.stop();
-    let gone = gone_at.expect("the stopped stream's segment was never freed");
+    let deleted = x["history"]
+        .as_array()
+        .and_then(|h| h.iter().find(|r| r["outcome"] == "deleted"))
+        .and_then(|r| humantime::parse_rfc3339(r["at"].as_str()?).ok())
+        .unwrap_or_else(|| panic!("the stopped stream's segment was never deleted: {x}"));
+    let gone = deleted.duration_since(written).unwrap();
     eprintln!("segment deleted {gone:?} after the last playlist listing it (grace 12 s)");
     assert!(
-        gone >= Duration::from_millis(11_800),
+        gone >= Duration::from_secs(12),
         "deleted {gone:?} after the last playlist listing it: less than its 12 s grace"
     );
 }

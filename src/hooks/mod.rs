@@ -65,29 +65,96 @@ pub async fn serve(
     }
 }
 
-/// After `window`, records `claim` as a fact if it still holds (see
-/// [`Engine::confirm_complete`]); else the file waits out its quiet period.
-async fn confirm(cx: Ctx, d: Dialect, claim: crate::engine::Claim, window: Duration) {
-    tokio::time::sleep(window).await;
-    let engine = cx.engine.clone();
-    let c = claim.clone();
-    let shown = claim.shown();
-    match tokio::task::spawn_blocking(move || engine.confirm_complete(&c)).await {
-        Ok(Ok(Ok(a))) => {
-            info!(action = "complete", dialect = d.name(), path = %shown, class = a.class.as_deref().unwrap_or(""), bytes = a.bytes, "{} says {shown} is complete ({}), confirmed: unchanged for {window:?} and open for writing nowhere{}", d.name(), crate::units::ByteSize(a.bytes), if a.offload { "; offloading it now" } else { "" });
-            if a.offload {
-                cx.offload_now.notify_one();
+/// After `window` from the latest claim about file `key`, records it as a fact if it still
+/// holds (see [`Engine::confirm_complete`]); else the file waits out its quiet period.
+async fn confirm(cx: Ctx, d: Dialect, key: pending::Key, window: Duration) {
+    loop {
+        let Some((claim, at)) = pending::current(&key) else {
+            return;
+        };
+        if tokio::time::Instant::now() < at + window {
+            tokio::time::sleep_until(at + window).await;
+            continue;
+        }
+        let engine = cx.engine.clone();
+        let c = claim.clone();
+        let shown = claim.shown();
+        let result = tokio::task::spawn_blocking(move || engine.confirm_complete(&c)).await;
+        match result {
+            Ok(Ok(Ok(a))) => {
+                info!(action = "complete", dialect = d.name(), path = %shown, class = a.class.as_deref().unwrap_or(""), bytes = a.bytes, "{} says {shown} is complete ({}), confirmed: unchanged for {window:?} and open for writing nowhere{}", d.name(), crate::units::ByteSize(a.bytes), if a.offload { "; offloading it now" } else { "" });
+                if a.offload {
+                    cx.offload_now.notify_one();
+                }
+            }
+            Ok(Ok(Err(why))) => {
+                info!(action = "complete_unconfirmed", dialect = d.name(), path = %shown, "{} said {shown} is complete, but {why}: not marked complete; it waits out its quiet period", d.name());
+            }
+            Ok(Err(e)) => {
+                error!(dialect = d.name(), path = %shown, error = %e, "confirming a hook's claim failed; not marked complete");
+            }
+            Err(e) => {
+                error!(dialect = d.name(), path = %shown, error = %e, "confirming a hook's claim failed; not marked complete");
             }
         }
-        Ok(Ok(Err(why))) => {
-            info!(action = "complete_unconfirmed", dialect = d.name(), path = %shown, "{} said {shown} is complete, but {why}: not marked complete; it waits out its quiet period", d.name());
+        if pending::finish(&key, at) {
+            return;
         }
-        Ok(Err(e)) => {
-            error!(dialect = d.name(), path = %shown, error = %e, "confirming a hook's claim failed; not marked complete");
-        }
-        Err(e) => {
-            error!(dialect = d.name(), path = %shown, error = %e, "confirming a hook's claim failed; not marked complete");
-        }
+    }
+}
+
+/// The claims being confirmed, one per file: a newer claim about a file replaces the one
+/// waiting and starts its window again, so that a server repeating its word (or a flood of
+/// it) costs one wait and one check, and the word checked is the latest.
+mod pending {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+    use std::sync::Mutex;
+    use tokio::time::Instant;
+
+    use crate::engine::Claim;
+
+    /// A file: (store, path).
+    pub type Key = (String, PathBuf);
+
+    type Waiting = HashMap<Key, (Claim, Instant)>;
+
+    static CLAIMS: Mutex<Option<Waiting>> = Mutex::new(None);
+
+    fn with<T>(f: impl FnOnce(&mut Waiting) -> T) -> T {
+        let mut g = CLAIMS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(g.get_or_insert_with(HashMap::new))
+    }
+
+    /// The file of `c`.
+    pub fn key(c: &Claim) -> Key {
+        (c.store.clone(), c.path.clone())
+    }
+
+    /// Files `c` to be confirmed (replacing the claim waiting, if any); true when none was
+    /// waiting (a confirmation must be started).
+    pub fn offer(c: Claim) -> bool {
+        with(|w| w.insert(key(&c), (c, Instant::now())).is_none())
+    }
+
+    /// The claim waiting for `key`, and when it came.
+    pub fn current(key: &Key) -> Option<(Claim, Instant)> {
+        with(|w| w.get(key).cloned())
+    }
+
+    /// The claim of `key` that came at `at` was checked: it is done unless a newer one
+    /// came meanwhile (false: that one waits its own window).
+    pub fn finish(key: &Key, at: Instant) -> bool {
+        with(|w| match w.get(key) {
+            Some((_, t)) if *t == at => {
+                w.remove(key);
+                true
+            }
+            Some(_) => false,
+            None => true,
+        })
     }
 }
 
@@ -150,7 +217,14 @@ mod refusals {
 fn reply(dialect: Option<Dialect>, status: StatusCode, error: Option<&str>) -> Response {
     let body = match dialect {
         Some(d) => dialect::answer(d, error),
-        None => serde_json::json!({ "error": error.unwrap_or("") }),
+        None => {
+            let exit = match status {
+                StatusCode::FORBIDDEN => crate::exit::NOPERM,
+                StatusCode::NOT_FOUND => crate::exit::USAGE,
+                _ => crate::exit::DATAERR,
+            };
+            serde_json::json!({ "error": error.unwrap_or(""), "exit": exit })
+        }
     };
     let mut r = (status, axum::Json(body)).into_response();
     // nginx-rtmp reads the answer until the connection closes.
@@ -275,11 +349,7 @@ async fn handle(
         Ok(x) => x,
         Err(why) => {
             refusals::count(&why);
-            let mut r = reply(None, StatusCode::FORBIDDEN, Some(&why));
-            *r.body_mut() = axum::body::Body::from(
-                serde_json::json!({ "error": why, "exit": crate::exit::NOPERM }).to_string(),
-            );
-            return r;
+            return reply(None, StatusCode::FORBIDDEN, Some(&why));
         }
     };
     let (d, event) = match route(&segs) {
@@ -387,7 +457,12 @@ async fn handle(
                         info!(action = "complete_unconfirmed", dialect = d.name(), path = %shown, "{} says {shown} is complete, but {w}: not marked complete; it waits out its quiet period", d.name());
                     } else {
                         info!(action = "complete_claimed", dialect = d.name(), path = %shown, "{} says {shown} is complete; tagged {}; confirming it stays unchanged for {}", d.name(), claim.tags.join(" "), hooks.confirm);
-                        tokio::spawn(confirm(cx.clone(), d, claim, hooks.confirm.0));
+                        let key = pending::key(&claim);
+                        if pending::offer(claim) {
+                            tokio::spawn(confirm(cx.clone(), d, key, hooks.confirm.0));
+                        } else {
+                            debug!(dialect = d.name(), path = %shown, "{shown} was announced again: its confirmation window starts again");
+                        }
                     }
                     reply(Some(d), StatusCode::OK, None)
                 }
