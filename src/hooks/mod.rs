@@ -1,10 +1,13 @@
 //! The webhook receiver: media servers post what they already know — a recording is
-//! finished, a stream started or stopped — and it becomes a registry fact at once, instead
-//! of being guessed from quiet periods and playlist staleness. Off unless `[hooks] listen`
-//! is set; loopback unless a token is set. One endpoint per dialect, `/hooks/<dialect>`
-//! (then the token, then ZLMediaKit's event name, as path segments), answering in the shape
-//! each server expects, fast: nginx-rtmp and SRS hold a publish until `on_publish` is
-//! answered, so a well-formed stream event is always acknowledged.
+//! finished, a stream started or stopped — instead of it being guessed from quiet periods
+//! and playlist staleness. Off unless `[hooks] listen` is set. A post is believed only from
+//! whoever proves who they are: the token in its URL, or (loopback) a socket the kernel
+//! says is root's or an allowed user's ([`peer`]); anything else is a 403, counted, not
+//! logged each. A word is still a claim: a finished recording becomes a registry fact only
+//! once confirmed (see [`crate::engine::Claim`]). One endpoint per dialect,
+//! `/hooks/<dialect>` (then the token, then ZLMediaKit's event name, as path segments),
+//! answering in the shape each server expects, fast: nginx-rtmp and SRS hold a publish
+//! until `on_publish` is answered, so a well-formed stream event is always acknowledged.
 
 pub mod dialect;
 pub mod peer;
