@@ -61,6 +61,37 @@ pub fn group_gid(name: &str) -> Result<u32, AccessError> {
     }
 }
 
+/// The uid of user `name` (through NSS, like `getent passwd`); `Ok(None)` when there is
+/// no such user.
+pub fn user_uid(name: &str) -> std::io::Result<Option<u32>> {
+    let Ok(cname) = CString::new(name) else {
+        return Ok(None);
+    };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    loop {
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call; `buf` outlives `pwd`'s use.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut out,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        return Ok((!out.is_null()).then_some(pwd.pw_uid));
+    }
+}
+
 /// The credentials of a connected peer, from the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {

@@ -46,7 +46,7 @@ pub use executor::refusal_kind;
 
 pub use dedupe::{DupeCopy, DupeGroup, Dupes, HashStats, Hasher};
 pub use explain::{ClassInfo, Explanation};
-pub use facts::{Announced, fact_tag};
+pub use facts::{Announced, Claim, fact_tag};
 pub use index::ChangeEffect;
 pub use marks::{Mark, MarkResult, check_tag};
 pub use remote::fetch;

@@ -811,6 +811,16 @@ fn every_error_is_at_the_line_of_its_key() {
             ),
             "hooks.srs: playlists need the store",
         ),
+        (
+            format!(
+                "{GOOD_HEAD}\n[hooks]\nlisten = \"127.0.0.1:0\"\nallow_users = [\"no-such-user-mr\"] # <-\n"
+            ),
+            "hooks.allow_users: no such user \"no-such-user-mr\"",
+        ),
+        (
+            format!("{GOOD_HEAD}\n[hooks]\nlisten = \"127.0.0.1:0\"\nconfirm = \"0s\" # <-\n"),
+            "hooks.confirm 0s must be between 1s and 1h",
+        ),
     ];
     for (text, want) in &cases {
         let line = text

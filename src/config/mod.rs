@@ -178,6 +178,12 @@ pub struct Hooks {
     /// Shared secret every hook URL carries as its last path segment.
     #[serde(skip)]
     pub token: Option<String>,
+    /// Whose loopback connections may post without the token (by uid, owner of the
+    /// connecting socket): root, and `allow_users` and `allow_uids` resolved at load.
+    pub allow_uids: Vec<u32>,
+    /// How long a file announced complete must stay unchanged, and held open for writing
+    /// by no process, before the announcement counts (`confirm`, 5 s by default).
+    pub confirm: crate::units::Dur,
     /// What each server's events refer to.
     pub servers: std::collections::BTreeMap<Dialect, ServerHooks>,
 }

@@ -38,6 +38,12 @@ pub struct HooksTable {
     /// Required in the main file; refused in a drop-in.
     pub listen: Option<Spanned<String>>,
     pub token: Option<Spanned<String>>,
+    /// Users (by name) whose loopback connections may post without the token.
+    pub allow_users: Option<Spanned<Vec<String>>>,
+    /// Users (by uid) whose loopback connections may post without the token.
+    pub allow_uids: Option<Spanned<Vec<u32>>>,
+    /// How long an announced file must stay unchanged before it counts as complete.
+    pub confirm: Option<Spanned<Dur>>,
     #[serde(rename = "nginx-rtmp")]
     pub nginx_rtmp: Option<Spanned<ServerHooksTable>>,
     pub srs: Option<Spanned<ServerHooksTable>>,

@@ -275,7 +275,7 @@ impl Validator<'_> {
         tables: Vec<(usize, Option<Spanned<raw::HooksTable>>)>,
         stores: &[Store],
     ) -> Option<Hooks> {
-        let mut main: Option<(std::net::SocketAddr, Option<String>)> = None;
+        let mut main: Option<Listener> = None;
         let mut servers = std::collections::BTreeMap::new();
         let mut seen: HashMap<Dialect, Place> = HashMap::new();
         for (src, t) in tables {
@@ -290,8 +290,11 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|l| l.span())
                 .or(h.token.as_ref().map(|t| t.span()))
+                .or(h.allow_users.as_ref().map(|t| t.span()))
+                .or(h.allow_uids.as_ref().map(|t| t.span()))
+                .or(h.confirm.as_ref().map(|t| t.span()))
             {
-                self.err(k, "hooks.listen and hooks.token belong in the main config file (one listener for every server); a drop-in may only add [hooks.<dialect>] tables");
+                self.err(k, "hooks.listen and hooks.token belong in the main config file, as do allow_users, allow_uids and confirm (one listener for every server); a drop-in may only add [hooks.<dialect>] tables");
             }
             for (d, t) in [
                 (Dialect::NginxRtmp, h.nginx_rtmp),
@@ -314,20 +317,19 @@ impl Validator<'_> {
             }
         }
         self.cur = 0;
-        let (listen, token) = main?;
+        let l = main?;
         Some(Hooks {
-            listen,
-            token,
+            listen: l.listen,
+            token: l.token,
+            allow_uids: l.allow_uids,
+            confirm: l.confirm,
             servers,
         })
     }
 
-    /// `[hooks] listen` and `token` of the main file (None: no listener, webhooks off).
-    fn listener(
-        &mut self,
-        h: &raw::HooksTable,
-        span: Range<usize>,
-    ) -> Option<(std::net::SocketAddr, Option<String>)> {
+    /// `[hooks] listen`, `token`, `allow_users`, `allow_uids` and `confirm` of the main file
+    /// (None: no listener, webhooks off).
+    fn listener(&mut self, h: &raw::HooksTable, span: Range<usize>) -> Option<Listener> {
         let Some(l) = &h.listen else {
             self.err(span, "[hooks] needs listen = \"ADDRESS:PORT\" (like \"127.0.0.1:8089\"), where media servers post their events");
             return None;
@@ -361,7 +363,47 @@ impl Validator<'_> {
                 format!("hooks.listen {listen} is not a loopback address: set hooks.token too, so that only your media servers can post events"),
             );
         }
-        Some((listen, token))
+        // Root may post anyway (it can read the token); the rest by name or number.
+        let mut allow_uids = vec![0];
+        if let Some(names) = &h.allow_users {
+            for name in names.get_ref() {
+                match crate::access::user_uid(name) {
+                    Ok(Some(uid)) => allow_uids.push(uid),
+                    Ok(None) => self.err(
+                        names.span(),
+                        format!("hooks.allow_users: no such user {name:?} (a user whose media server posts hooks from this machine)"),
+                    ),
+                    Err(e) => self.err(
+                        names.span(),
+                        format!("hooks.allow_users: user {name:?} could not be looked up: {e}"),
+                    ),
+                }
+            }
+        }
+        if let Some(uids) = &h.allow_uids {
+            allow_uids.extend(uids.get_ref());
+        }
+        allow_uids.sort_unstable();
+        allow_uids.dedup();
+        let confirm = h
+            .confirm
+            .as_ref()
+            .map_or(Dur(std::time::Duration::from_secs(5)), |c| *c.get_ref());
+        if let Some(c) = &h.confirm
+            && !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600))
+                .contains(&c.get_ref().0)
+        {
+            self.err(
+                c.span(),
+                format!("hooks.confirm {} must be between 1s and 1h: an announced file must stay unchanged that long before it counts as complete", c.get_ref()),
+            );
+        }
+        Some(Listener {
+            listen,
+            token,
+            allow_uids,
+            confirm,
+        })
     }
 
     /// One `[hooks.<dialect>]` table, resolved against its own file; each error at the key
@@ -988,4 +1030,12 @@ pub(super) fn validate(
     } else {
         Err(v.diags)
     }
+}
+
+/// `[hooks]` of the main file, checked.
+struct Listener {
+    listen: std::net::SocketAddr,
+    token: Option<String>,
+    allow_uids: Vec<u32>,
+    confirm: Dur,
 }

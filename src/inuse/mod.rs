@@ -58,8 +58,8 @@ struct StreamWord {
     at: Nanos,
 }
 
-/// At most this many streams' words are remembered (the oldest go first): each playlist
-/// read is matched against them.
+/// At most this many streams' words are remembered (stopped streams' first, the oldest
+/// first; only authenticated servers are heard): each playlist read is matched against them.
 const MAX_STREAM_STATES: usize = 1_000;
 
 /// Every in-use signal at one instant, for `explain` and `ls`.
@@ -102,7 +102,10 @@ impl InUse {
         let mut s = lock(&self.streams);
         if s.len() >= MAX_STREAM_STATES
             && !s.contains_key(&key)
-            && let Some(k) = s.iter().min_by_key(|(_, v)| v.at).map(|(k, _)| k.clone())
+            && let Some(k) = s
+                .iter()
+                .min_by_key(|(_, v)| (v.live, v.at))
+                .map(|(k, _)| k.clone())
         {
             s.remove(&k);
         }
@@ -260,5 +263,31 @@ impl InUse {
             ));
         }
         why
+    }
+}
+
+#[cfg(test)]
+mod stream_state_tests {
+    use super::*;
+
+    /// At the cap, a stopped stream's word goes before any live one's, however old.
+    #[test]
+    fn live_streams_outlast_stopped_ones_at_the_cap() {
+        let u = InUse::default();
+        let set = |p: &str| {
+            let mut b = globset::GlobSetBuilder::new();
+            b.add(globset::Glob::new(p).unwrap());
+            std::sync::Arc::new(b.build().unwrap())
+        };
+        u.stream_state("live".into(), "m", set("hls/live.m3u8"), true, 1);
+        for i in 0..MAX_STREAM_STATES as i64 + 10 {
+            let name = format!("hls/s{i}.m3u8");
+            u.stream_state(format!("s{i}"), "m", set(&name), false, 2 + i);
+        }
+        assert_eq!(
+            u.stream_of("m", Path::new("hls/live.m3u8")),
+            Some((true, 1))
+        );
+        assert_eq!(lock(&u.streams).len(), MAX_STREAM_STATES);
     }
 }

@@ -581,10 +581,13 @@ impl Memory {
             let mtime = l.stamp.map(|s| s.2);
             let died = match said(pl) {
                 // (A VOD playlist, with ENDLIST, stays what it is: viewers may be watching.)
+                // Its segments leave when it was last written, if after the word: a
+                // stop (even a forged one) never gives a segment less than its RFC 8216
+                // §6.2.2 grace from the last playlist that listed it.
                 Some((false, t))
                     if l.live && mtime.is_none_or(|m| m <= t.saturating_add(STOP_SLACK)) =>
                 {
-                    Some(t)
+                    Some(mtime.map_or(t, |m| m.max(t)))
                 }
                 Some((true, _)) => None,
                 _ => mtime.and_then(|m| One::dead_since(l.live, l.dead_after, m, now)),
