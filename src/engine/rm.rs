@@ -44,6 +44,10 @@ pub struct RmRequest {
     /// Unpin retained files (audited) and delete them too.
     #[serde(default)]
     pub force_retained: bool,
+    /// Delete a file even when it is the last copy of content whose other copies were
+    /// deleted as its duplicates.
+    #[serde(default)]
+    pub force_last_copy: bool,
 }
 
 /// A directory `rm` removed.
@@ -149,6 +153,69 @@ fn left_in_place(ft: FileType) -> String {
         FileType::Symlink => "a symlink: never followed; left in place".into(),
         ft => format!("{}: not a regular file; left in place", scan::kind_of(ft)),
     }
+}
+
+/// Copies deleted as duplicates, by the kept copy they named (as the audit spells it):
+/// (their path, when).
+type Replaced = HashMap<String, Vec<(PathBuf, Nanos)>>;
+
+/// The copies the audit says went as duplicates of another file of `store`, by that
+/// file's spelling. A reason reads "duplicate of KEPT (same SIZE, blake3 …)"; a KEPT that
+/// itself holds " (same " is filed under each way of reading it (a lookup by the exact
+/// spelling then finds it).
+fn replaced_in(reg: &Registry, store: &str) -> std::result::Result<Replaced, RegistryError> {
+    const OF: &str = "duplicate of ";
+    let mut out: Replaced = HashMap::new();
+    for (path, at, reason) in reg.duplicates_deleted(store)? {
+        let Some(rest) = reason.strip_prefix(OF) else {
+            continue;
+        };
+        for (i, _) in rest.match_indices(" (same ") {
+            out.entry(rest[..i].to_string())
+                .or_default()
+                .push((path.clone(), at));
+        }
+    }
+    Ok(out)
+}
+
+/// Why `rm` must not delete `path` without `force_last_copy`: it stood for copies deleted
+/// as its duplicates, and no other copy of its content is left (or its content is not
+/// known any more). None when it may go.
+fn last_copy_refusal(
+    reg: &Registry,
+    replaced: &Replaced,
+    store: &str,
+    path: &Path,
+) -> std::result::Result<Option<String>, RegistryError> {
+    let Some(gone) = replaced.get(&crate::spell::show(path).to_string()) else {
+        return Ok(None);
+    };
+    if reg
+        .other_copies(store, path)?
+        .is_some_and(|o| !o.is_empty())
+    {
+        return Ok(None);
+    }
+    let mut names: Vec<String> = gone
+        .iter()
+        .rev()
+        .take(3)
+        .map(|(p, at)| {
+            format!(
+                "{} (deleted as its duplicate at {})",
+                crate::spell::show(p),
+                fmt_time(*at)
+            )
+        })
+        .collect();
+    if gone.len() > 3 {
+        names.push(format!("{} more", gone.len() - 3));
+    }
+    Ok(Some(format!(
+        "the last copy: it replaced {}; --force-last-copy (\"force_last_copy\": true) deletes it anyway",
+        names.join(", ")
+    )))
 }
 
 /// A result for a path that is not (or no longer) a planned file.
@@ -302,6 +369,8 @@ impl Engine {
         let mut retained: Vec<policy::Action> = Vec::new();
         let mut audit: Vec<AuditRecord> = Vec::new();
         let now = self.now();
+        // What each store's audit says went as duplicates (only read when a file is named).
+        let mut replaced: HashMap<String, Replaced> = HashMap::new();
         for (store, path) in &files {
             let Some(entry) = self.reg().get(store, path)? else {
                 report.gone += 1;
@@ -328,10 +397,23 @@ impl Engine {
                 dupe_of: None,
                 entry,
             };
-            if a.entry.retained && !req.force_retained {
-                let why = "retained: pinned by an operator; --force-retained unpins and deletes it";
+            let why = if a.entry.retained && !req.force_retained {
+                Some(
+                    "retained: pinned by an operator; --force-retained unpins and deletes it"
+                        .to_string(),
+                )
+            } else if req.force_last_copy {
+                None
+            } else {
+                let reg = self.reg();
+                if !replaced.contains_key(store) {
+                    replaced.insert(store.clone(), replaced_in(&reg, store)?);
+                }
+                last_copy_refusal(&reg, &replaced[store], store, path)?
+            };
+            if let Some(why) = why {
                 if !req.dry_run {
-                    info!(action = "refuse", path = %format!("{store}:{}", crate::spell::show(path)), reason = why, trigger = RM_TRIGGER, "refused to delete {store}:{}: {why}", crate::spell::show(path));
+                    info!(action = "refuse", path = %format!("{store}:{}", crate::spell::show(path)), reason = %why, trigger = RM_TRIGGER, "refused to delete {store}:{}: {why}", crate::spell::show(path));
                     audit.push(AuditRecord {
                         at: now,
                         store: store.clone(),
@@ -346,9 +428,7 @@ impl Engine {
                     });
                 }
                 report.refused += 1;
-                report
-                    .results
-                    .push(file_result(&a, Outcome::Refused(why.into())));
+                report.results.push(file_result(&a, Outcome::Refused(why)));
                 continue;
             }
             if a.entry.retained {
