@@ -610,7 +610,14 @@ impl Engine {
                     "retained: pinned by an operator; --force-retained unpins and deletes it"
                         .to_string(),
                 )
-            } else if req.force_last_copy {
+            } else if req.force_last_copy
+                || rt
+                    .config
+                    .class(&a.class_name)
+                    .is_none_or(|c| c.dedupe.is_none())
+            {
+                // Only a dedupe class deletes copies as duplicates: the audit is read
+                // (once per store) only for its files.
                 None
             } else {
                 let reg = self.reg();
