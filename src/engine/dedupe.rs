@@ -63,6 +63,7 @@ impl Names {
 /// The user database's name for `uid`, if any.
 fn user_name(uid: u32) -> Option<String> {
     let mut buf = vec![0u8; 4096];
+    // SAFETY: `passwd` is plain C data (integers and pointers); all zeroes is a valid value.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut out: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: getpwuid_r writes into `pw` and `buf` (sized as given) and sets `out` to
