@@ -14,8 +14,11 @@
 //! another process is refused naming it), the trash rename with its inode check, verified
 //! gone, a durable intent and an audit record (trigger `manual`) per file. A retained file
 //! is refused unless `force_retained`, which unpins it first through the audited `unretain`
-//! path. Then the directories emptied are removed bottom-up, the named one included, never
-//! the store root. Every file gets its own result, and `remaining` counts what is still
+//! path; the last copy of content whose other copies went as its duplicates is refused
+//! unless `force_last_copy` (issue 23). Then the directories emptied are removed bottom-up,
+//! the named one included, never the store root. Before it answers, rm looks again by
+//! descriptor at what is under the named directories and at each file said to be gone
+//! ([`still_there`]): every file gets a true result, and `remaining` counts what is still
 //! there: 0 means everything named is gone.
 
 use super::*;
@@ -82,8 +85,9 @@ pub struct RmReport {
     pub gone: u64,
     /// Retained files unpinned by `force_retained`.
     pub unpinned: u64,
-    /// What is still there: refused and failed files, entries left in place, directories
-    /// that could not be removed. 0 when everything named is gone.
+    /// What is still there when rm answers (looked at again): refused and failed files,
+    /// entries left in place or found meanwhile, directories that could not be removed, files
+    /// that cannot be proven gone. 0 when everything named is gone.
     pub remaining: u64,
     /// Per file and per entry left in place.
     pub results: Vec<FileResult>,
