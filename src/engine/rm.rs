@@ -18,7 +18,7 @@
 //! unless `force_last_copy` (issue 23). Then the directories emptied are removed bottom-up,
 //! the named one included, never the store root. Before it answers, rm looks again by
 //! descriptor at what is under the named directories and at each file said to be gone
-//! ([`still_there`]): every file gets a true result, and `remaining` counts what is still
+//! (`still_there`): every file gets a true result, and `remaining` counts what is still
 //! there: 0 means everything named is gone.
 
 use super::*;
