@@ -773,3 +773,26 @@ fn rm_of_the_last_copy_after_dedupe_is_refused_unless_forced() {
     let (code, log) = d.stop();
     assert_eq!(code, 0, "{log}");
 }
+
+/// Not the last copy: while another copy of the same content is left (here a pinned one,
+/// which dedupe never deletes), `rm` of the file that replaced a duplicate is not refused.
+#[test]
+fn rm_of_a_copy_is_not_refused_while_another_copy_is_left() {
+    let b = Box_::new("", "", &classes("keep-newest").replace("\"10m\"", "\"1m\""));
+    let x = noise(12, MIB);
+    put(&b, "rec/cam1/orig.flv", &x, H);
+    put(&b, "rec/pinned/orig.flv", &x, H / 2);
+    put(&b, "rec/export/orig.flv", &x, Duration::from_secs(300));
+    b.cli(&["retain", "media:rec/pinned/orig.flv"]).ok();
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(
+        result(&gc, "rec/cam1/orig.flv")["rule"],
+        "duplicate",
+        "{gc}"
+    );
+    assert!(b.path("rec/pinned/orig.flv").exists());
+    let r = b.cli(&["rm", "media:rec/export/orig.flv", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!b.path("rec/export/orig.flv").exists());
+    assert_eq!(fs::read(b.path("rec/pinned/orig.flv")).unwrap(), x);
+}
