@@ -377,7 +377,7 @@ impl Engine {
             |class, sink| {
                 reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
             },
-            |class| dedupe::groups_in(&reg, class),
+            |class| dedupe::groups_in(&rt, &reg, class),
         )?)
     }
 

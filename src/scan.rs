@@ -204,6 +204,12 @@ pub fn walk_noting(
                 Err(Errno::NOENT) => continue,
                 Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
                     debug!(path = %crate::spell::show(&abs()), "replaced by a symlink or file since it was listed; not entered");
+                    // rm accounts for it: what the directory held may be somewhere still.
+                    note(
+                        &mut passed,
+                        rel,
+                        "a directory replaced by a symlink or file while it was walked",
+                    );
                     continue;
                 }
                 Err(e) => {

@@ -8,6 +8,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -464,6 +465,9 @@ low = "70%"
         CLASSES,
     );
     let _fs = Tmpfs::mount(&b.path(""), "64m");
+    // A fresh tmpfs is mode 1777: every user could plant a copy there, and no copy goes in
+    // favour of one in a directory others can write (issue 23). The store's owner only.
+    fs::set_permissions(b.path(""), fs::Permissions::from_mode(0o755)).unwrap();
     // 4 + 12 + 12 MiB of recordings; oldest first would free old.flv, then a.flv.
     put(&b, "rec/old.flv", &noise(6, 4 * MIB), 3 * H);
     let x = noise(7, 12 * MIB);
@@ -531,4 +535,264 @@ fn bad_dedupe_settings_are_located_with_a_suggestion() {
         ),
     );
     b.cli(&["check-config"]).ok();
+}
+
+// ---- Issue 23, item 1: a duplicate goes only in favour of a copy at least as trusted. ----
+
+const ATTACKER: &str = "mr-attacker";
+
+fn id_of(flag: &str, user: &str) -> Option<u32> {
+    let out = std::process::Command::new("id")
+        .args([flag, user])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// The attacker's (uid, gid), creating the user once (like tests/confinement.rs).
+fn attacker() -> (u32, u32) {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "these tests need root (a second user, setpriv), as CI runs them"
+    );
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    if id_of("-u", ATTACKER).is_none() {
+        let _ = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                ATTACKER,
+            ])
+            .status();
+    }
+    (
+        id_of("-u", ATTACKER).unwrap(),
+        id_of("-g", ATTACKER).unwrap(),
+    )
+}
+
+/// Runs python3 `script args…` as the attacker (its own uid, gid and groups) to the end.
+fn as_attacker(script: &str, args: &[&str]) {
+    let (uid, gid) = attacker();
+    let out = std::process::Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--init-groups")
+        .arg("--reset-env")
+        .args(["/usr/bin/python3", "-c", script])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "attacker script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Copies SRC to DST (its own new file) and sets its mtime AGE seconds back.
+const PLANT: &str = r#"
+import os, shutil, sys, time
+src, dst, age = sys.argv[1], sys.argv[2], float(sys.argv[3])
+shutil.copyfile(src, dst)
+t = time.time() - age
+os.utime(dst, (t, t))
+"#;
+
+fn fate_of(d: &serde_json::Value, path: &str) -> String {
+    d["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["copies"].as_array().unwrap().iter().chain(g.get("kept")))
+        .find(|c| c["path"] == path)
+        .unwrap_or_else(|| panic!("{path} not in {d}"))["fate"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A second Unix user who can write `rec/upload/` copies the world-readable recording
+/// `rec/cam1/evidence.flv` there and sets its mtime a day back (keep-oldest) or two
+/// minutes back (keep-newest), so that its copy is the preferred one. The recording is
+/// not deleted: the planted copy is owned by another uid; `dupes` and `explain` say so.
+/// Also a root-owned copy in a world-writable directory (mode 1777) is no kept copy.
+/// The attacker then removes their copy: the recording is still there.
+/// Old code: "evidence.flv deleted as duplicate of rec/upload/clip.flv" (the gc deletes it).
+#[test]
+fn a_copy_planted_by_another_user_never_replaces_the_recording() {
+    let (uid, gid) = attacker();
+    for (mode, age) in [
+        ("keep-oldest", 24 * H),
+        ("keep-newest", Duration::from_secs(120)),
+    ] {
+        let b = Box_::new("", "", &classes(mode).replace("\"10m\"", "\"1m\""));
+        fs::set_permissions(b.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let x = noise(7, MIB);
+        put(&b, "rec/cam1/evidence.flv", &x, H);
+        fs::create_dir_all(b.path("rec/upload")).unwrap();
+        std::os::unix::fs::chown(b.path("rec/upload"), Some(uid), Some(gid)).unwrap();
+        as_attacker(
+            PLANT,
+            &[
+                b.path("rec/cam1/evidence.flv").to_str().unwrap(),
+                b.path("rec/upload/clip.flv").to_str().unwrap(),
+                &age.as_secs().to_string(),
+            ],
+        );
+        let gc = b.cli(&["gc", "--json"]).ok().json();
+        assert_eq!(gc["deleted_files"], 0, "{mode}: {gc}");
+        assert_eq!(
+            fs::read(b.path("rec/cam1/evidence.flv")).unwrap(),
+            x,
+            "{mode}: the recording was deleted"
+        );
+        let plan = b.cli(&["plan", "--json"]).ok().json();
+        assert!(action(&plan, "rec/cam1/evidence.flv").is_none(), "{plan}");
+
+        // dupes and explain say why it is not deduped.
+        let want = format!(
+            "kept copy rec/upload/clip.flv is owned by uid {uid} ({ATTACKER}), not by root (0)"
+        );
+        let d = b.cli(&["dupes", "--json"]).ok().json();
+        let fate = fate_of(&d, "rec/cam1/evidence.flv");
+        assert!(
+            fate.starts_with("not deduped") && fate.contains(&want),
+            "{mode}: {fate}"
+        );
+        let text = b.cli(&["dupes"]).ok().stdout;
+        assert!(text.contains(&want), "{mode}: {text}");
+        let ex = b
+            .cli(&["explain", "media:rec/cam1/evidence.flv", "--json"])
+            .ok()
+            .json();
+        assert!(
+            ex["not_deduped"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&want),
+            "{mode}: {ex}"
+        );
+        assert!(
+            ex["summary"].as_str().unwrap().contains("not deduped"),
+            "{mode}: {ex}"
+        );
+
+        // The attacker takes their copy away: the recording is there.
+        as_attacker(
+            "import os, sys; os.unlink(sys.argv[1])",
+            &[b.path("rec/upload/clip.flv").to_str().unwrap()],
+        );
+        assert_eq!(fs::read(b.path("rec/cam1/evidence.flv")).unwrap(), x);
+
+        // A copy owned by root, but in a directory every user can write (sticky or not: a
+        // user plants a file there): no copy goes in its favour either.
+        fs::create_dir_all(b.path("rec/drop")).unwrap();
+        fs::set_permissions(b.path("rec/drop"), fs::Permissions::from_mode(0o1777)).unwrap();
+        put(&b, "rec/drop/copy.flv", &x, age);
+        let gc = b.cli(&["gc", "--json"]).ok().json();
+        assert_eq!(gc["deleted_files"], 0, "{mode}: {gc}");
+        assert!(b.path("rec/cam1/evidence.flv").exists(), "{mode}");
+        let d = b.cli(&["dupes", "--json"]).ok().json();
+        let fate = fate_of(&d, "rec/cam1/evidence.flv");
+        assert!(
+            fate.contains("directory rec/drop of kept copy rec/drop/copy.flv is writable by every user (mode 1777)"),
+            "{mode}: {fate}"
+        );
+    }
+}
+
+/// Without an attacker: an export copy made later in the operator's own tree (same owner,
+/// directories nobody else can write) is a trusted kept copy, so `keep-newest` deletes the
+/// original as its duplicate. A later `rm` of the export — the last copy — is refused
+/// (exit 74), naming the original and when it was deleted, by the CLI and by
+/// `POST /v1/rm`; `--force-last-copy` deletes it.
+/// Old code: `rm` of the export exits 0 and the content is gone ("rm exit: left: 0").
+#[test]
+fn rm_of_the_last_copy_after_dedupe_is_refused_unless_forced() {
+    let b = Box_::new("", "", &classes("keep-newest").replace("\"10m\"", "\"1m\""));
+    let x = noise(11, MIB);
+    put(&b, "rec/cam1/orig.flv", &x, H);
+    put(&b, "rec/export/orig.flv", &x, Duration::from_secs(300));
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    let r = result(&gc, "rec/cam1/orig.flv");
+    assert_eq!(r["result"]["outcome"], "deleted", "{gc}");
+    assert_eq!(r["rule"], "duplicate", "{gc}");
+    assert!(!b.path("rec/cam1/orig.flv").exists());
+
+    let export = "media:rec/export/orig.flv";
+    let check = |v: &serde_json::Value| {
+        let r = result(v, "rec/export/orig.flv");
+        assert_eq!(r["result"]["outcome"], "refused", "{v}");
+        let why = r["result"]["detail"].as_str().unwrap();
+        assert!(
+            why.starts_with(
+                "the last copy: it replaced rec/cam1/orig.flv (deleted as its duplicate at 20"
+            ) && why.contains("--force-last-copy"),
+            "{why}"
+        );
+        assert_eq!(v["remaining"], 1, "{v}");
+    };
+    for dry in [true, false] {
+        let mut args = vec!["rm", export, "--json"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let r = b.cli(&args);
+        assert_eq!(r.code, 74, "rm exit (dry run {dry}): {r:?}");
+        check(&r.json());
+        assert_eq!(fs::read(b.path("rec/export/orig.flv")).unwrap(), x);
+    }
+    let text = b.cli(&["rm", export]);
+    assert_eq!(text.code, 74, "{text:?}");
+    assert!(
+        text.stdout
+            .contains("the last copy: it replaced rec/cam1/orig.flv"),
+        "{text:?}"
+    );
+    let help = b.cli(&["rm", "--help"]).ok().stdout;
+    assert!(help.contains("--force-last-copy"), "{help}");
+
+    // The same over the control socket; then forced through the daemon.
+    let d = b.daemon(None);
+    let (status, answer) = common::api(
+        &b.state().join("control.sock"),
+        "/v1/rm",
+        &format!(r#"{{"paths": ["{export}"]}}"#),
+    );
+    assert_eq!(status, 200, "{answer}");
+    check(&serde_json::from_str(&answer).unwrap());
+    assert!(b.path("rec/export/orig.flv").exists());
+    let r = b.cli(&["rm", export, "--force-last-copy", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.json()["deleted_files"], 1, "{r:?}");
+    assert!(!b.path("rec/export/orig.flv").exists());
+    let (code, log) = d.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
+/// Not the last copy: while another copy of the same content is left (here a pinned one,
+/// which dedupe never deletes), `rm` of the file that replaced a duplicate is not refused.
+#[test]
+fn rm_of_a_copy_is_not_refused_while_another_copy_is_left() {
+    let b = Box_::new("", "", &classes("keep-newest").replace("\"10m\"", "\"1m\""));
+    let x = noise(12, MIB);
+    put(&b, "rec/cam1/orig.flv", &x, H);
+    put(&b, "rec/pinned/orig.flv", &x, H / 2);
+    put(&b, "rec/export/orig.flv", &x, Duration::from_secs(300));
+    b.cli(&["retain", "media:rec/pinned/orig.flv"]).ok();
+    let gc = b.cli(&["gc", "--json"]).ok().json();
+    assert_eq!(
+        result(&gc, "rec/cam1/orig.flv")["rule"],
+        "duplicate",
+        "{gc}"
+    );
+    assert!(b.path("rec/pinned/orig.flv").exists());
+    let r = b.cli(&["rm", "media:rec/export/orig.flv", "--json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!b.path("rec/export/orig.flv").exists());
+    assert_eq!(fs::read(b.path("rec/pinned/orig.flv")).unwrap(), x);
 }

@@ -414,3 +414,168 @@ fn rm_over_the_control_socket() {
     drop(holder);
     d.stop();
 }
+
+// ---- Issue 23, item 5: rm -r counts whatever is still there. ----
+
+/// Swaps DAY/sub for a symlink to OUTSIDE and back (rename away, symlink, unlink, rename
+/// back), holding each state HOLD seconds, until STOP exists or rm took the directory
+/// away; leaves sub a directory again and prints the number of swaps.
+const SWAPPER: &str = r#"
+import os, sys
+import time
+day, outside, stop, hold = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+sub, real = os.path.join(day, "sub"), os.path.join(day, ".sub-real")
+n = 0
+try:
+    while not os.path.exists(stop):
+        os.rename(sub, real)
+        os.symlink(outside, sub)
+        time.sleep(hold)
+        os.unlink(sub)
+        os.rename(real, sub)
+        time.sleep(hold)
+        n += 1
+except OSError as e:
+    print("stopped:", e, file=sys.stderr)
+if os.path.islink(sub):
+    os.unlink(sub)
+if os.path.isdir(real) and not os.path.lexists(sub):
+    os.rename(real, sub)
+print(n)
+"#;
+
+/// Regular files under `dir` now (relative to `base`), no symlink followed.
+fn files_under(dir: &Path, base: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                out.extend(files_under(&e.path(), base));
+            } else if ft.is_file() {
+                out.push(e.path().strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// While `rm -r media:rec/day1` runs, the store's owner (`mr-attacker`, who owns
+/// `rec/day1/` and `rec/day1/sub/`) swaps `sub` for a symlink to a directory outside the
+/// store (with files of the same names) and back: window = the whole rm (300 files in
+/// `sub/`, one in `day1/`); 6 rounds, holding each state 0 (a swap every few tens of µs),
+/// 0.5 ms and 2 ms in turn (about 1000, 500 and 200 swaps a round). When
+/// rm answers, every file still under `rec/day1/` (counted after the swapper stopped and
+/// put `sub` back) is counted in `remaining`, rm exits 74 when any is there, no result
+/// says "vanished" or "deleted" for a file still there, and the outside files are intact.
+/// Old code: "remaining 0 but 300 files are still there" / "vanished but still there".
+#[test]
+fn rm_r_counts_what_remains_while_the_owner_swaps_a_directory_for_a_symlink() {
+    let Some((uid, gid)) = attacker() else {
+        panic!("needs root (a second user, setpriv), as CI runs it");
+    };
+    for round in 0..6 {
+        let hold = ["0", "0.0005", "0.002"][round % 3];
+        let b = Box_::new("", "", CLASSES);
+        fs::set_permissions(b.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        b.file("rec/day1/top.mp4", 100, HOUR);
+        let outside = b.dir.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        for i in 0..300 {
+            b.file(&format!("rec/day1/sub/f{i:03}.mp4"), 100, HOUR);
+            fs::write(outside.join(format!("f{i:03}.mp4")), b"outside").unwrap();
+        }
+        for d in ["rec/day1", "rec/day1/sub"] {
+            std::os::unix::fs::chown(b.path(d), Some(uid), Some(gid)).unwrap();
+        }
+        b.cli(&["scan"]).ok();
+        let stop = b.dir.path().join("stop");
+        let racer = Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--init-groups")
+            .arg("--reset-env")
+            .args(["/usr/bin/python3", "-c", SWAPPER])
+            .arg(b.path("rec/day1"))
+            .arg(&outside)
+            .arg(&stop)
+            .arg(hold)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        common::wait_for("the first swap", Duration::from_secs(10), || {
+            b.path("rec/day1/.sub-real").exists() || b.path("rec/day1/sub").is_symlink()
+        });
+        let r = b.cli(&["rm", "-r", "media:rec/day1", "--json"]);
+        fs::write(&stop, b"").unwrap();
+        let out = racer.wait_with_output().unwrap();
+        let swaps = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let v = r.json();
+        let left = files_under(&b.path("rec/day1"), &b.media);
+        eprintln!(
+            "round {round} (hold {hold} s): {swaps} swaps; rm: exit {}, deleted {}, remaining {}; {} files left",
+            r.code,
+            v["deleted_files"],
+            v["remaining"],
+            left.len()
+        );
+        for i in 0..300 {
+            assert_eq!(
+                fs::read(outside.join(format!("f{i:03}.mp4"))).unwrap(),
+                b"outside",
+                "round {round}: a file outside the store was touched"
+            );
+        }
+        if !left.is_empty() {
+            assert_eq!(
+                r.code,
+                74,
+                "round {round}: {} files left: {r:?}",
+                left.len()
+            );
+            let remaining = v["remaining"].as_u64().unwrap();
+            assert!(
+                remaining >= left.len() as u64,
+                "round {round}: remaining {remaining} but {} files are still there: {left:?}\n{v}",
+                left.len()
+            );
+        }
+        for res in v["results"].as_array().unwrap() {
+            let outcome = res["result"]["outcome"].as_str().unwrap();
+            let path = res["path"].as_str().unwrap().replace(".sub-real/", "sub/");
+            if outcome == "vanished" || outcome == "deleted" {
+                assert!(
+                    !left.contains(&path),
+                    "round {round}: {path} is still there but its result says {outcome}: {res}"
+                );
+            }
+        }
+    }
+}
+
+/// The attacker's (uid, gid), created once (like tests/confinement.rs); None unless root.
+fn attacker() -> Option<(u32, u32)> {
+    if !rustix::process::geteuid().is_root() {
+        return None;
+    }
+    let id = |flag: &str| -> Option<u32> {
+        let out = Command::new("id")
+            .args([flag, "mr-attacker"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let _ = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "mr-attacker",
+            ])
+            .status();
+    }
+    Some((id("-u")?, id("-g")?))
+}

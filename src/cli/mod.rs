@@ -206,7 +206,8 @@ pub enum Cmd {
     },
     /// Delete files and directories now, through the same checks as a pass, each file
     /// verified gone and audited (trigger "manual"). Retained files are refused unless
-    /// --force-retained; files open in another process are refused naming it; files of an
+    /// --force-retained; the last copy of content whose other copies went as its duplicates
+    /// is refused unless --force-last-copy; files open in another process are refused naming it; files of an
     /// offload class stay until their copy is verified ("offload before delete"); symlinks
     /// are never followed and left in place. Exit 0 when everything named is gone, 74 when
     /// anything remains (each with its reason), 65 for a path outside every store.
@@ -223,6 +224,10 @@ pub enum Cmd {
         /// Unpin retained files (audited) and delete them too.
         #[arg(long)]
         force_retained: bool,
+        /// Delete a file even when it is the last copy of content whose other copies were
+        /// deleted as its duplicates (refused otherwise, naming them and when they went).
+        #[arg(long)]
+        force_last_copy: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -574,8 +579,15 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
             recursive,
             dry_run,
             force_retained,
+            force_last_copy,
             json,
-        } => rm::rm(b, paths, recursive, dry_run, force_retained, json).await,
+        } => {
+            let force = rm::Force {
+                retained: force_retained,
+                last_copy: force_last_copy,
+            };
+            rm::rm(b, paths, recursive, dry_run, force, json).await
+        }
         Cmd::Scan { json } => admin::scan(b, json).await,
         Cmd::Reload => admin::reload(b).await,
     }

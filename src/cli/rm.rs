@@ -2,20 +2,29 @@
 
 use super::*;
 
+/// What `rm` is told to delete anyway.
+pub(super) struct Force {
+    /// `--force-retained`.
+    pub retained: bool,
+    /// `--force-last-copy`.
+    pub last_copy: bool,
+}
+
 /// `mediaretain rm`.
 pub(super) async fn rm(
     b: &Backend,
     paths: Vec<String>,
     recursive: bool,
     dry_run: bool,
-    force_retained: bool,
+    force: Force,
     json: bool,
 ) -> Result<(), Failure> {
     let req = RmRequest {
         paths,
         recursive,
         dry_run,
-        force_retained,
+        force_retained: force.retained,
+        force_last_copy: force.last_copy,
     };
     let local = req.clone();
     let r: RmReport = b

@@ -17,7 +17,7 @@
 //! | GET    | /v1/leases     |                                       | `[Lease]`         |
 //! | POST   | /v1/scan       |                                       | `[ScanStats]`     |
 //! | POST   | /v1/reload     |                                       | `{"reclassified": N}` |
-//! | POST   | /v1/rm         | `{"paths": ["media:rec/cam1"], "recursive": true, "dry_run": false, "force_retained": false}` | `RmReport` |
+//! | POST   | /v1/rm         | `{"paths": ["media:rec/cam1"], "recursive": true, "dry_run": false, "force_retained": false, "force_last_copy": false}` | `RmReport` |
 //!
 //! Errors answer 4xx/5xx with `{"error": "...", "exit": CODE}`. The shapes of requests and
 //! answers are in docs/json.md: times are RFC 3339 UTC, spans are written as the config

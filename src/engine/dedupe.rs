@@ -1,6 +1,8 @@
 //! Identical copies (issue 16): the background hasher, the groups `dupes` lists, and the
-//! executor's check that a duplicate's kept copy is still there. Which copy stays and
-//! which go is decided by the planner ([`crate::policy::dedupe`]).
+//! executor's check that a duplicate's kept copy is still there and still trusted. Which
+//! copy stays and which go is decided by the planner ([`crate::policy::dedupe`]), from
+//! each copy's custody (owner, mode, the directories above it) that [`custody`] looks at
+//! by descriptor here — when the groups are made and again right before the unlink.
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -10,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::*;
-use crate::policy::dedupe::{self as pd, DupeOf, Group};
+use crate::policy::dedupe::{self as pd, Custody, DirCustody, DupeOf, Group, Owner};
 use crate::registry::NewHash;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 /// Candidates read from the registry at a time.
 const BATCH: usize = 64;
@@ -20,17 +23,132 @@ const IDLE_WAKE: Duration = Duration::from_secs(60);
 /// At most this many unreadable file versions are remembered (not retried, warned once).
 const MAX_FAILED: usize = 10_000;
 
-/// The identical files of `class` (none unless it has `dedupe`).
+/// The identical files of `class` (none unless it has `dedupe`), each copy with its
+/// custody looked at now.
 pub(super) fn groups_in(
+    rt: &Runtime,
     reg: &Registry,
     class: &Class,
 ) -> std::result::Result<Vec<Group>, RegistryError> {
     if class.dedupe.is_none() {
         return Ok(Vec::new());
     }
+    let store = rt.store(&class.store);
+    let mut names = Names::default();
     Ok(pd::groups(
         class,
         reg.hashed_in_class(&class.store, &class.name)?,
+        |p| match store {
+            Some(s) => custody(s, p, &mut names).0,
+            None => Custody {
+                unknown: Some(format!("{} is not a local store", class.store)),
+                ..Default::default()
+            },
+        },
+    ))
+}
+
+/// User names by uid, looked up once per use.
+#[derive(Default)]
+pub(crate) struct Names(HashMap<u32, Option<String>>);
+
+impl Names {
+    /// `uid` with its name.
+    fn owner(&mut self, uid: u32) -> Owner {
+        let name = self.0.entry(uid).or_insert_with(|| user_name(uid)).clone();
+        Owner { uid, name }
+    }
+}
+
+/// The user database's name for `uid`, if any.
+fn user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `passwd` is plain C data (integers and pointers); all zeroes is a valid value.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `pw` and `buf` (sized as given) and sets `out` to
+    // `&pw` or null; the name is copied out before they go.
+    let rc =
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() || pw.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Who can change the file `rel` of `store` or put another under its name: the store root
+/// and each directory down to it opened beneath the root by descriptor (`O_NOFOLLOW`, no
+/// symlink followed), each `fstat`-ed, then the file `fstatat`-ed no-follow in its
+/// directory. With the file's inode (0 when it could not be looked at).
+pub(crate) fn custody(store: &LocalStore, rel: &Path, names: &mut Names) -> (Custody, u64) {
+    match look_custody(store, rel, names) {
+        Ok(c) => c,
+        Err(why) => (
+            Custody {
+                unknown: Some(why),
+                ..Default::default()
+            },
+            0,
+        ),
+    }
+}
+
+fn look_custody(
+    store: &LocalStore,
+    rel: &Path,
+    names: &mut Names,
+) -> std::result::Result<(Custody, u64), String> {
+    let (Some(name), parent) = (rel.file_name(), rel.parent().unwrap_or(Path::new(""))) else {
+        return Err("not a file path".into());
+    };
+    let mut fd = scan::open_root(store.root()).map_err(|e| format!("store root: {e}"))?;
+    let mut dirs = Vec::new();
+    let mut at = PathBuf::new();
+    let mut note = |fd: &rustix::fd::OwnedFd, at: &Path, names: &mut Names| {
+        let st = rustix::fs::fstat(fd).map_err(|e| format!("{}: {e}", crate::spell::show(at)))?;
+        dirs.push(DirCustody {
+            path: at.to_path_buf(),
+            owner: names.owner(st.st_uid),
+            gid: st.st_gid,
+            mode: st.st_mode & 0o7777,
+        });
+        Ok::<_, String>(())
+    };
+    note(&fd, &at, names)?;
+    for c in parent.components() {
+        let std::path::Component::Normal(part) = c else {
+            return Err("not a plain relative path".into());
+        };
+        at.push(part);
+        fd = rustix::fs::openat(
+            &fd,
+            part,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            format!(
+                "directory {}: {e} (a symlink is never followed)",
+                crate::spell::show(&at)
+            )
+        })?;
+        note(&fd, &at, names)?;
+    }
+    let st =
+        rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| format!("{e}"))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err("not a regular file".into());
+    }
+    Ok((
+        Custody {
+            owner: names.owner(st.st_uid),
+            mode: st.st_mode & 0o7777,
+            dirs,
+            unknown: None,
+        },
+        st.st_ino,
     ))
 }
 
@@ -278,7 +396,7 @@ impl Engine {
             .filter(|k| k.dedupe.is_some() && class.is_none_or(|n| n == k.name))
         {
             let reg = self.reg();
-            let groups = groups_in(&reg, c)?;
+            let groups = groups_in(&rt, &reg, c)?;
             if groups.is_empty() {
                 continue;
             }
@@ -287,7 +405,7 @@ impl Engine {
                 .flat_map(|g| g.copies.iter().flat_map(|x| x.ids.iter().copied()))
                 .collect();
             let mut fates: HashMap<i64, (Verdict, Option<DupeOf>)> = HashMap::new();
-            pd::decide_class(
+            let decided = pd::decide_class(
                 c,
                 now,
                 &groups,
@@ -332,6 +450,9 @@ impl Engine {
                         }
                         Some((Verdict::Delete { rule, reason }, _)) => {
                             format!("goes by {rule}: {reason}")
+                        }
+                        _ if decided.held.contains_key(&x.ids[0]) => {
+                            format!("not deduped: {}", decided.held[&x.ids[0]])
                         }
                         _ if x.linked => {
                             "hard-linked: another name of one file, not a copy (deleting it frees nothing); never deleted as a duplicate".to_string()
@@ -383,7 +504,7 @@ impl Engine {
             |class, sink| {
                 reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
             },
-            |class| groups_in(&reg, class),
+            |class| groups_in(rt, &reg, class),
         )?;
         Ok(plan
             .actions
@@ -447,12 +568,32 @@ impl Engine {
             why.push(format!("{label}{} {what}", crate::spell::show(path)));
         }
         // The daemon wakes the hasher after every pass.
-        (!why.is_empty()).then(|| {
-            format!(
+        if !why.is_empty() {
+            return Some(format!(
                 "{} since it was hashed (the content may differ now); it is hashed and compared again first",
                 why.join(" and ")
-            )
-        })
+            ));
+        }
+        // Still trusted now: who owns the kept copy and can write its directories, looked
+        // at again by descriptor (a chmod or a swapped directory since the plan counts).
+        let mut names = Names::default();
+        let (kept_custody, kept_ino) = custody(store, &d.kept, &mut names);
+        let (my_custody, my_ino) = custody(store, &a.entry.path, &mut names);
+        if kept_custody.unknown.is_none() && kept_ino != d.kept_ino {
+            return Some(format!(
+                "its kept copy {} is another file now; it is hashed and compared again first",
+                crate::spell::show(&d.kept)
+            ));
+        }
+        if my_custody.unknown.is_none() && my_ino != a.entry.ino {
+            return None; // the deleter's own re-check refuses another file
+        }
+        if my_custody.unknown.is_some() && matches!(store.stat_full(&a.entry.path), Ok(None)) {
+            return None; // gone: the deleter reports it vanished
+        }
+        pd::stands_for(&d.kept, &kept_custody, &my_custody)
+            .err()
+            .map(|why| format!("not deduped: {why}"))
     }
 }
 

@@ -465,6 +465,7 @@ pub fn refusal_kind(reason: &str) -> &'static str {
         ("since it was hashed", "changed"),
         ("its class is now", "reclassified"),
         ("its kept copy", "duplicate"),
+        ("not deduped", "duplicate"),
         ("offload before delete", "offload"),
         ("its copy", "offload"),
         ("no verified remote copy", "offload"),

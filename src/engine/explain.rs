@@ -32,6 +32,7 @@ impl Engine {
                 rules: c.clone(),
             });
         let mut pressure = None;
+        let mut not_deduped = None;
         let verdict = match (&entry, m.as_ref().and_then(|m| rt.config.class(m.class))) {
             (Some(e), Some(c)) => {
                 pressure = Some(match policy::pressure::eligibility(c, e, now) {
@@ -42,9 +43,9 @@ impl Engine {
                 });
                 // The same class plan as the pass, identical copies included.
                 let reg = self.reg();
-                let groups = dedupe::groups_in(&reg, c)?;
+                let groups = dedupe::groups_in(&rt, &reg, c)?;
                 let mut found = None;
-                policy::dedupe::decide_class(
+                let decided = policy::dedupe::decide_class(
                     c,
                     now,
                     &groups,
@@ -55,6 +56,7 @@ impl Engine {
                         }
                     },
                 )?;
+                not_deduped = decided.held.get(&e.id).cloned();
                 found
             }
             _ => None,
@@ -79,6 +81,12 @@ impl Engine {
             on_disk.is_some(),
             now,
         );
+        if let Some(why) = &not_deduped {
+            summary = format!(
+                "{}; it has an identical copy but is not deduped: {why}",
+                summary.trim_end_matches('.')
+            );
+        }
         if !in_use.is_empty() {
             summary = format!(
                 "IN USE ({}): the next pass refuses to delete it while it is in use. By the rules alone: {}",
@@ -100,6 +108,7 @@ impl Engine {
             in_use,
             pressure,
             offload_backoff,
+            not_deduped,
             summary,
         })
     }
@@ -228,6 +237,9 @@ pub struct Explanation {
     /// Its offloads keep failing: the last failure and when it is tried again.
     #[serde(default)]
     pub offload_backoff: Option<String>,
+    /// It has an identical copy, but the kept copy may not stand for it: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_deduped: Option<String>,
     /// The answer in one sentence.
     pub summary: String,
 }

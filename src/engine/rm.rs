@@ -14,8 +14,11 @@
 //! another process is refused naming it), the trash rename with its inode check, verified
 //! gone, a durable intent and an audit record (trigger `manual`) per file. A retained file
 //! is refused unless `force_retained`, which unpins it first through the audited `unretain`
-//! path. Then the directories emptied are removed bottom-up, the named one included, never
-//! the store root. Every file gets its own result, and `remaining` counts what is still
+//! path; the last copy of content whose other copies went as its duplicates is refused
+//! unless `force_last_copy` (issue 23). Then the directories emptied are removed bottom-up,
+//! the named one included, never the store root. Before it answers, rm looks again by
+//! descriptor at what is under the named directories and at each file said to be gone
+//! (`still_there`): every file gets a true result, and `remaining` counts what is still
 //! there: 0 means everything named is gone.
 
 use super::*;
@@ -44,6 +47,10 @@ pub struct RmRequest {
     /// Unpin retained files (audited) and delete them too.
     #[serde(default)]
     pub force_retained: bool,
+    /// Delete a file even when it is the last copy of content whose other copies were
+    /// deleted as its duplicates.
+    #[serde(default)]
+    pub force_last_copy: bool,
 }
 
 /// A directory `rm` removed.
@@ -78,8 +85,9 @@ pub struct RmReport {
     pub gone: u64,
     /// Retained files unpinned by `force_retained`.
     pub unpinned: u64,
-    /// What is still there: refused and failed files, entries left in place, directories
-    /// that could not be removed. 0 when everything named is gone.
+    /// What is still there when rm answers (looked at again): refused and failed files,
+    /// entries left in place or found meanwhile, directories that could not be removed, files
+    /// that cannot be proven gone. 0 when everything named is gone.
     pub remaining: u64,
     /// Per file and per entry left in place.
     pub results: Vec<FileResult>,
@@ -151,6 +159,268 @@ fn left_in_place(ft: FileType) -> String {
     }
 }
 
+/// Copies deleted as duplicates, by the kept copy they named (as the audit spells it):
+/// (their path, when).
+type Replaced = HashMap<String, Vec<(PathBuf, Nanos)>>;
+
+/// The copies the audit says went as duplicates of another file of `store`, by that
+/// file's spelling. A reason reads "duplicate of KEPT (same SIZE, blake3 …)"; a KEPT that
+/// itself holds " (same " is filed under each way of reading it (a lookup by the exact
+/// spelling then finds it).
+fn replaced_in(reg: &Registry, store: &str) -> std::result::Result<Replaced, RegistryError> {
+    const OF: &str = "duplicate of ";
+    let mut out: Replaced = HashMap::new();
+    for (path, at, reason) in reg.duplicates_deleted(store)? {
+        let Some(rest) = reason.strip_prefix(OF) else {
+            continue;
+        };
+        for (i, _) in rest.match_indices(" (same ") {
+            out.entry(rest[..i].to_string())
+                .or_default()
+                .push((path.clone(), at));
+        }
+    }
+    Ok(out)
+}
+
+/// Why `rm` must not delete `path` without `force_last_copy`: it stood for copies deleted
+/// as its duplicates, and no other copy of its content is left (or its content is not
+/// known any more). None when it may go.
+fn last_copy_refusal(
+    reg: &Registry,
+    replaced: &Replaced,
+    store: &str,
+    path: &Path,
+) -> std::result::Result<Option<String>, RegistryError> {
+    let Some(gone) = replaced.get(&crate::spell::show(path).to_string()) else {
+        return Ok(None);
+    };
+    if reg
+        .other_copies(store, path)?
+        .is_some_and(|o| !o.is_empty())
+    {
+        return Ok(None);
+    }
+    let mut names: Vec<String> = gone
+        .iter()
+        .rev()
+        .take(3)
+        .map(|(p, at)| {
+            format!(
+                "{} (deleted as its duplicate at {})",
+                crate::spell::show(p),
+                fmt_time(*at)
+            )
+        })
+        .collect();
+    if gone.len() > 3 {
+        names.push(format!("{} more", gone.len() - 3));
+    }
+    Ok(Some(format!(
+        "the last copy: it replaced {}; --force-last-copy (\"force_last_copy\": true) deletes it anyway",
+        names.join(", ")
+    )))
+}
+
+/// What `rm` found before it acted, for the last look.
+struct Found<'a> {
+    /// Every regular file found (named, or under a named directory).
+    files: &'a std::collections::BTreeSet<(String, PathBuf)>,
+    /// The inode of each file it found.
+    ino_of: &'a HashMap<(String, PathBuf), u64>,
+    /// The directories named, walked.
+    named_dirs: &'a [(String, PathBuf)],
+    /// What the first walk left in place (symlinks and the like).
+    first_others: &'a std::collections::BTreeSet<(String, PathBuf)>,
+}
+
+/// How many times the named directories are looked at again when the tree is unsteady (a
+/// directory replaced by a symlink meanwhile, a new symlink): what any look sees counts.
+const LOOKS: usize = 4;
+
+/// Whether a file said to be gone is gone: its directory opened beneath the root by
+/// descriptor (no symlink followed) and the name not in it; `Err` says why that cannot be
+/// said (then it counts as still there), `Ok(Some(ino))` that it is there.
+fn look_gone(
+    store: &LocalStore,
+    rel: &Path,
+    removed: &[RemovedDir],
+) -> std::result::Result<Option<u64>, String> {
+    let (Some(name), parent) = (rel.file_name(), rel.parent().unwrap_or(Path::new(""))) else {
+        return Ok(None);
+    };
+    let root = scan::open_root(store.root()).map_err(|e| format!("store root: {e}"))?;
+    match scan::open_dir_beneath(&root, parent) {
+        Ok(dir) => match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st.st_ino)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(format!("cannot look at it: {e}")),
+        },
+        // Its directory is gone: proven empty only if rm removed it (rmdir takes only an
+        // empty directory), else it may have been moved away with the file in it.
+        Err(Errno::NOENT)
+            if removed
+                .iter()
+                .any(|d| d.store == store.name() && parent.starts_with(&d.path)) =>
+        {
+            Ok(None)
+        }
+        Err(Errno::NOENT) => Err(format!(
+            "cannot verify it is gone: its directory {} is not there now (moved while rm ran?)",
+            crate::spell::show(parent)
+        )),
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => Err(format!(
+            "cannot verify it is gone: a directory on its path ({}) is a symlink or not a directory now; symlinks are never followed",
+            crate::spell::show(parent)
+        )),
+        Err(e) => Err(format!("cannot verify it is gone: {e}")),
+    }
+}
+
+/// Before `rm` answers: what is still under the named directories (walked again by
+/// descriptor), and whether each file said to be gone is (see [`look_gone`]). Each result
+/// is made true — a file still there is never "vanished" — each entry found that no result
+/// names gets one, and `remaining` counts everything still there (an inode seen at two
+/// names while a directory was being moved counts once).
+fn still_there(rt: &Runtime, found: &Found<'_>, report: &mut RmReport) {
+    type Key = (String, PathBuf);
+    let mut present: std::collections::BTreeMap<Key, String> = Default::default();
+    let mut inos: std::collections::HashSet<(String, u64)> = Default::default();
+    for (s, rel) in found.named_dirs {
+        let Some(store) = rt.store(s) else { continue };
+        let key = (s.clone(), rel.clone());
+        for _ in 0..LOOKS {
+            match what_is(store, rel) {
+                Ok(At::Dir) => {}
+                Ok(At::Missing) => break,
+                Ok(At::File) => {
+                    present.insert(key.clone(), "a file where the directory was".into());
+                    break;
+                }
+                Ok(At::Other(ft)) => {
+                    present.insert(key.clone(), left_in_place(ft));
+                    break;
+                }
+                Ok(At::BadPath) => {
+                    present.insert(
+                        key.clone(),
+                        "a directory on its path is a symlink or not a directory now".into(),
+                    );
+                    break;
+                }
+                Err(e) => {
+                    present.insert(key.clone(), format!("cannot look at it: {e}"));
+                    break;
+                }
+            }
+            let (mut passed, mut empty) = (Passed::default(), Vec::new());
+            scan::walk_noting(
+                store.root(),
+                rel,
+                |batch| {
+                    for f in batch {
+                        if inos.insert((s.clone(), f.ino)) {
+                            present.insert((s.clone(), f.path), "a file".into());
+                        }
+                    }
+                },
+                &mut empty,
+                Some(&mut passed),
+            );
+            let mut unsteady = false;
+            for (p, what) in passed.others {
+                let k = (s.clone(), p);
+                unsteady |= what.starts_with("a directory replaced")
+                    || (what == "a symlink" && !found.first_others.contains(&k));
+                present.entry(k).or_insert_with(|| what.to_string());
+            }
+            for d in empty {
+                present
+                    .entry((s.clone(), d))
+                    .or_insert_with(|| "an empty directory".into());
+            }
+            if passed.more > 0 {
+                present.insert(
+                    key.clone(),
+                    format!(
+                        "{} more directories and entries than one look lists",
+                        passed.more
+                    ),
+                );
+            }
+            if !unsteady {
+                break;
+            }
+        }
+    }
+    let mut counted: std::collections::BTreeSet<Key> = present.keys().cloned().collect();
+    // Each result made true.
+    let mut named: std::collections::HashSet<Key> = Default::default();
+    let mut again: std::collections::HashSet<Key> = Default::default();
+    for r in &mut report.results {
+        let k = (r.store.clone(), r.path.clone());
+        named.insert(k.clone());
+        match &r.result {
+            Outcome::Refused(_) | Outcome::Failed(_) => {
+                // Once per file: the walk may have met the same inode under another name.
+                let ino = found.ino_of.get(&k).copied();
+                if present.contains_key(&k) || ino.is_none_or(|i| inos.insert((r.store.clone(), i)))
+                {
+                    counted.insert(k);
+                }
+            }
+            Outcome::Vanished if found.files.contains(&k) => {
+                let Some(store) = rt.store(&r.store) else {
+                    continue;
+                };
+                let (why, ino) = match look_gone(store, &r.path, &report.removed_dirs) {
+                    Ok(None) => continue,
+                    Ok(Some(ino)) => (
+                        "not deleted: it is still there (the path to it changed while rm ran?)"
+                            .to_string(),
+                        Some(ino),
+                    ),
+                    Err(why) => (why, found.ino_of.get(&k).copied()),
+                };
+                report.gone = report.gone.saturating_sub(1);
+                report.failed += 1;
+                r.result = Outcome::Failed(why);
+                // The same file found by the walk (or a result) under another name counts
+                // once.
+                if present.contains_key(&k) || ino.is_none_or(|i| inos.insert((r.store.clone(), i)))
+                {
+                    counted.insert(k);
+                }
+            }
+            Outcome::Deleted if present.contains_key(&k) => {
+                // Another file at the name now (the one deleted was verified gone).
+                named.remove(&k);
+                again.insert(k);
+            }
+            _ => {}
+        }
+    }
+    // Entries still there that no result names.
+    for ((s, p), what) in present {
+        if named.contains(&(s.clone(), p.clone())) {
+            continue;
+        }
+        let how = if again.contains(&(s.clone(), p.clone())) {
+            "at this name again after the file rm deleted there"
+        } else {
+            "not listed when rm walked the directory (moved, replaced or created while rm ran)"
+        };
+        report.refused += 1;
+        report.results.push(result_at(
+            &s,
+            &p,
+            Outcome::Refused(format!("still there: {what}; {how}; left in place")),
+            RM_REASON,
+        ));
+    }
+    report.remaining = counted.len() as u64;
+}
+
 /// A result for a path that is not (or no longer) a planned file.
 fn result_at(store: &str, path: &Path, result: Outcome, reason: &str) -> FileResult {
     FileResult {
@@ -201,6 +471,10 @@ impl Engine {
         let mut others: std::collections::BTreeMap<(String, PathBuf), Outcome> = Default::default();
         // Directories walked, to be removed once emptied.
         let mut walked: Vec<(String, PathBuf)> = Vec::new();
+        // The directories named (with `recursive`): looked at again before rm answers.
+        let mut named_dirs: Vec<(String, PathBuf)> = Vec::new();
+        // The inode of each file the walks found.
+        let mut walk_ino: HashMap<(String, PathBuf), u64> = HashMap::new();
         for (store_name, rel) in &targets {
             let Some(store) = rt.store(store_name) else {
                 continue; // checked above
@@ -246,12 +520,17 @@ impl Engine {
                     );
                 }
                 Ok(At::Dir) => {
+                    named_dirs.push(key.clone());
                     let mut passed = Passed::default();
                     scan::walk_noting(
                         store.root(),
                         rel,
                         |batch| {
-                            files.extend(batch.into_iter().map(|f| (store_name.clone(), f.path)))
+                            for f in batch {
+                                let k = (store_name.clone(), f.path);
+                                walk_ino.insert(k.clone(), f.ino);
+                                files.insert(k);
+                            }
                         },
                         &mut Vec::new(),
                         Some(&mut passed),
@@ -302,6 +581,8 @@ impl Engine {
         let mut retained: Vec<policy::Action> = Vec::new();
         let mut audit: Vec<AuditRecord> = Vec::new();
         let now = self.now();
+        // What each store's audit says went as duplicates (only read when a file is named).
+        let mut replaced: HashMap<String, Replaced> = HashMap::new();
         for (store, path) in &files {
             let Some(entry) = self.reg().get(store, path)? else {
                 report.gone += 1;
@@ -328,10 +609,30 @@ impl Engine {
                 dupe_of: None,
                 entry,
             };
-            if a.entry.retained && !req.force_retained {
-                let why = "retained: pinned by an operator; --force-retained unpins and deletes it";
+            let why = if a.entry.retained && !req.force_retained {
+                Some(
+                    "retained: pinned by an operator; --force-retained unpins and deletes it"
+                        .to_string(),
+                )
+            } else if req.force_last_copy
+                || rt
+                    .config
+                    .class(&a.class_name)
+                    .is_none_or(|c| c.dedupe.is_none())
+            {
+                // Only a dedupe class deletes copies as duplicates: the audit is read
+                // (once per store) only for its files.
+                None
+            } else {
+                let reg = self.reg();
+                if !replaced.contains_key(store) {
+                    replaced.insert(store.clone(), replaced_in(&reg, store)?);
+                }
+                last_copy_refusal(&reg, &replaced[store], store, path)?
+            };
+            if let Some(why) = why {
                 if !req.dry_run {
-                    info!(action = "refuse", path = %format!("{store}:{}", crate::spell::show(path)), reason = why, trigger = RM_TRIGGER, "refused to delete {store}:{}: {why}", crate::spell::show(path));
+                    info!(action = "refuse", path = %format!("{store}:{}", crate::spell::show(path)), reason = %why, trigger = RM_TRIGGER, "refused to delete {store}:{}: {why}", crate::spell::show(path));
                     audit.push(AuditRecord {
                         at: now,
                         store: store.clone(),
@@ -346,9 +647,7 @@ impl Engine {
                     });
                 }
                 report.refused += 1;
-                report
-                    .results
-                    .push(file_result(&a, Outcome::Refused(why.into())));
+                report.results.push(file_result(&a, Outcome::Refused(why)));
                 continue;
             }
             if a.entry.retained {
@@ -380,6 +679,13 @@ impl Engine {
                 }
             }
         }
+        // The inode of each file found, to know it again wherever it is at the end.
+        let mut ino_of = walk_ino;
+        ino_of.extend(
+            actions
+                .iter()
+                .map(|a| ((a.entry.store.clone(), a.entry.path.clone()), a.entry.ino)),
+        );
         if req.dry_run {
             let unpin = retained
                 .iter()
@@ -405,6 +711,8 @@ impl Engine {
             a.deleted_files += pass.deleted_files;
             a.deleted_bytes += pass.deleted_bytes;
         }
+        let first_others: std::collections::BTreeSet<(String, PathBuf)> =
+            others.keys().cloned().collect();
         for ((s, p), o) in others {
             match o {
                 Outcome::Failed(_) => report.failed += 1,
@@ -436,7 +744,17 @@ impl Engine {
                 }
             }
         }
-        report.remaining = report.refused + report.failed;
+        if req.dry_run {
+            report.remaining = report.refused + report.failed;
+        } else {
+            let found = Found {
+                files: &files,
+                ino_of: &ino_of,
+                named_dirs: &named_dirs,
+                first_others: &first_others,
+            };
+            still_there(&rt, &found, &mut report);
+        }
         report.millis = started.elapsed().as_millis() as u64;
         if !req.dry_run {
             info!(

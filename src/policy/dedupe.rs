@@ -10,9 +10,17 @@
 //!   delete the preferred copy anyway (its keep_for ran out, a budget), the next copy that
 //!   the rules keep is kept instead, and if none is, no copy goes for being a duplicate —
 //!   every copy goes (or stays) by its own rules. So dedupe never removes the last copy.
+//! - A copy goes only in favour of a kept copy at least as trusted (issue 23): the kept
+//!   copy is owned by the same uid as the duplicate or by root, is not writable by others
+//!   unless the duplicate is too, and every directory from the store root down to it is
+//!   owned by one of those uids and writable by no group and no other user. A copy's path
+//!   and mtime are claims anyone who can write a directory of the store can make; its
+//!   [`Custody`] (looked at by descriptor by the engine) is what decides. A copy the kept
+//!   one may not stand for stays, and the group says why ([`Decided::held`]).
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +46,115 @@ pub struct Copy {
     pub linked: bool,
     /// Pinned by an operator (any of its names).
     pub retained: bool,
+    /// Who can change it or replace it under its first name.
+    pub custody: Custody,
+}
+
+/// A uid, with its user name when it has one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Owner {
+    /// The uid.
+    pub uid: u32,
+    /// Its name in the user database.
+    pub name: Option<String>,
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "uid {} ({n})", self.uid),
+            None => write!(f, "uid {}", self.uid),
+        }
+    }
+}
+
+/// One directory on a copy's way from the store root: who owns it and its mode.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DirCustody {
+    /// Relative to the store root ("" is the root).
+    pub path: PathBuf,
+    /// Its owner.
+    pub owner: Owner,
+    /// Its group id.
+    pub gid: u32,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+/// Who can change a copy's content or put another file under its name: the file's owner
+/// and mode, and each directory from the store root down to it (as the engine found them
+/// by descriptor, no link followed).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Custody {
+    /// The file's owner.
+    pub owner: Owner,
+    /// The file's permission bits.
+    pub mode: u32,
+    /// The directories from the store root down to the file's, root first.
+    pub dirs: Vec<DirCustody>,
+    /// Why it could not be looked at (then no copy goes in its favour).
+    pub unknown: Option<String>,
+}
+
+/// Group or other write permission.
+const OTHERS_WRITE: u32 = 0o022;
+
+/// Whether `kept` (at `kept_path`) may stand for `gone`, the copy deleted in its favour:
+/// `Err` says why not ("kept copy rec/upload/clip.flv is owned by uid 999 (mr-attacker),
+/// not by 0/1000").
+pub fn stands_for(kept_path: &Path, kept: &Custody, gone: &Custody) -> Result<(), String> {
+    let kp = crate::spell::show(kept_path);
+    if let Some(why) = &kept.unknown {
+        return Err(format!("kept copy {kp} cannot be checked: {why}"));
+    }
+    if let Some(why) = &gone.unknown {
+        return Err(format!("cannot be checked: {why}"));
+    }
+    let trusted = |uid: u32| uid == 0 || uid == gone.owner.uid;
+    let allowed = if gone.owner.uid == 0 {
+        "root (0)".to_string()
+    } else {
+        format!("0/{}", gone.owner.uid)
+    };
+    if !trusted(kept.owner.uid) {
+        return Err(format!(
+            "kept copy {kp} is owned by {}, not by {allowed}",
+            kept.owner
+        ));
+    }
+    if kept.mode & OTHERS_WRITE & !gone.mode != 0 {
+        return Err(format!(
+            "kept copy {kp} is writable by its group or by others (mode {:04o}); this copy is not",
+            kept.mode & 0o7777
+        ));
+    }
+    for d in &kept.dirs {
+        let dp = if d.path.as_os_str().is_empty() {
+            "the store root".to_string()
+        } else {
+            format!("directory {}", crate::spell::show(&d.path))
+        };
+        if !trusted(d.owner.uid) {
+            return Err(format!(
+                "{dp} of kept copy {kp} is owned by {}, not by {allowed}: that user could replace the kept copy",
+                d.owner
+            ));
+        }
+        if d.mode & 0o002 != 0 {
+            return Err(format!(
+                "{dp} of kept copy {kp} is writable by every user (mode {:04o})",
+                d.mode & 0o7777
+            ));
+        }
+        if d.mode & 0o020 != 0 {
+            return Err(format!(
+                "{dp} of kept copy {kp} is writable by group {} (mode {:04o})",
+                d.gid,
+                d.mode & 0o7777
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Identical files of one class: same size, same hash; copies in the order of preference
@@ -104,8 +221,13 @@ impl DupeOf {
 }
 
 /// The groups of identical files among `hashed` (entries of `class`, as the registry
-/// returns them: by size and hash), copies in `class.dedupe`'s order of preference.
-pub fn groups(class: &Class, hashed: Vec<Hashed>) -> Vec<Group> {
+/// returns them: by size and hash), copies in `class.dedupe`'s order of preference;
+/// `custody_of` looks at each copy (its first name) of a group.
+pub fn groups(
+    class: &Class,
+    hashed: Vec<Hashed>,
+    mut custody_of: impl FnMut(&Path) -> Custody,
+) -> Vec<Group> {
     let Some(mode) = class.dedupe else {
         return Vec::new();
     };
@@ -127,6 +249,7 @@ pub fn groups(class: &Class, hashed: Vec<Hashed>) -> Vec<Group> {
                     ctime: h.ctime,
                     linked: false,
                     retained: false,
+                    custody: Custody::default(),
                 });
             c.ids.push(h.entry.id);
             c.paths.push(h.entry.path.clone());
@@ -141,6 +264,7 @@ pub fn groups(class: &Class, hashed: Vec<Hashed>) -> Vec<Group> {
         let mut copies: Vec<Copy> = by_inode.into_values().collect();
         for c in &mut copies {
             c.paths.sort();
+            c.custody = custody_of(&c.paths[0]);
         }
         copies.sort_by(|a, b| {
             let t = match mode {
@@ -159,9 +283,14 @@ pub fn groups(class: &Class, hashed: Vec<Hashed>) -> Vec<Group> {
 }
 
 /// The duplicates to delete when copy `kept[g]` of each group `g` stays (None: the group
-/// deletes nothing): entry id → what it duplicates.
-fn victims(groups: &[Group], kept: &[Option<usize>]) -> HashMap<i64, DupeOf> {
+/// deletes nothing): entry id → what it duplicates; and the copies that stay because the
+/// kept one may not stand for them, with why.
+fn victims(
+    groups: &[Group],
+    kept: &[Option<usize>],
+) -> (HashMap<i64, DupeOf>, HashMap<i64, String>) {
     let mut out = HashMap::new();
+    let mut held = HashMap::new();
     for (g, k) in groups.iter().zip(kept) {
         let Some(k) = *k else { continue };
         let keep = &g.copies[k];
@@ -177,6 +306,12 @@ fn victims(groups: &[Group], kept: &[Option<usize>]) -> HashMap<i64, DupeOf> {
         };
         for (i, c) in g.copies.iter().enumerate() {
             if i != k && !c.linked {
+                if let Err(why) = stands_for(&keep.paths[0], &keep.custody, &c.custody) {
+                    for id in &c.ids {
+                        held.insert(*id, why.clone());
+                    }
+                    continue;
+                }
                 let of = DupeOf {
                     ctime: c.ctime,
                     ..of.clone()
@@ -185,7 +320,15 @@ fn victims(groups: &[Group], kept: &[Option<usize>]) -> HashMap<i64, DupeOf> {
             }
         }
     }
-    out
+    (out, held)
+}
+
+/// What [`decide_class`] decided besides the verdicts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decided {
+    /// Copies not deleted as duplicates because the kept copy may not stand for them
+    /// (entry id → why; see [`stands_for`]).
+    pub held: HashMap<i64, String>,
 }
 
 /// Decides every entry of `class` (fed newest first by `entries_of`, as for the planner)
@@ -199,12 +342,12 @@ pub fn decide_class<E>(
     groups: &[Group],
     mut entries_of: impl FnMut(&mut dyn FnMut(Entry)) -> Result<(), E>,
     mut on: impl FnMut(Entry, Verdict, Option<&DupeOf>),
-) -> Result<(), E> {
+) -> Result<Decided, E> {
     const ROUNDS: usize = 4;
     let mut kept: Vec<Option<usize>> = groups.iter().map(|_| Some(0)).collect();
     if !groups.is_empty() {
         for round in 0..=ROUNDS {
-            let dupes = victims(groups, &kept);
+            let (dupes, _) = victims(groups, &kept);
             // Entries the rules delete for another reason than being a duplicate.
             let mut gone: HashSet<i64> = HashSet::new();
             let mut planner = ClassPlanner::new(class, now).with_dupes(&dupes);
@@ -237,7 +380,7 @@ pub fn decide_class<E>(
             }
         }
     }
-    let dupes = victims(groups, &kept);
+    let (dupes, held) = victims(groups, &kept);
     let mut planner = ClassPlanner::new(class, now).with_dupes(&dupes);
     entries_of(&mut |e: Entry| {
         let v = planner.decide(&e);
@@ -249,7 +392,8 @@ pub fn decide_class<E>(
             _ => None,
         };
         on(e, v, of);
-    })
+    })?;
+    Ok(Decided { held })
 }
 
 #[cfg(test)]
@@ -283,7 +427,7 @@ mod tests {
     fn run(c: &Class, now: Nanos, hs: Vec<Hashed>) -> Vec<(String, Option<String>)> {
         let mut entries: Vec<Entry> = hs.iter().map(|h| h.entry.clone()).collect();
         entries.sort_by_key(|e| std::cmp::Reverse(e.mtime));
-        let gs = groups(c, hs);
+        let gs = groups(c, hs, |_| Custody::default());
         let mut out = Vec::new();
         decide_class::<()>(
             c,
@@ -380,6 +524,90 @@ mod tests {
                 ("b".into(), Some("keep_for".into())),
             ]
         );
+    }
+
+    #[test]
+    fn a_kept_copy_stands_only_for_copies_it_is_at_least_as_trusted_as() {
+        let owner = |uid| Owner { uid, name: None };
+        let dir = |path: &str, uid, mode| DirCustody {
+            path: path.into(),
+            owner: owner(uid),
+            gid: uid,
+            mode,
+        };
+        let at = |uid, dirs: Vec<DirCustody>| Custody {
+            owner: owner(uid),
+            mode: 0o644,
+            dirs,
+            unknown: None,
+        };
+        let safe = vec![dir("", 0, 0o755), dir("rec", 1000, 0o755)];
+        let me = at(1000, safe.clone());
+        let kp = Path::new("rec/up/clip.flv");
+        assert_eq!(stands_for(kp, &at(1000, safe.clone()), &me), Ok(()));
+        assert_eq!(stands_for(kp, &at(0, safe.clone()), &me), Ok(()));
+        assert_eq!(
+            stands_for(kp, &at(999, safe.clone()), &me),
+            Err("kept copy rec/up/clip.flv is owned by uid 999, not by 0/1000".into())
+        );
+        // Root's copy does not stand for root's file when a user owns a directory above it.
+        let root_file = at(0, safe.clone());
+        assert!(
+            stands_for(kp, &at(0, safe.clone()), &root_file)
+                .unwrap_err()
+                .contains("directory rec of kept copy rec/up/clip.flv is owned by uid 1000, not by root (0)")
+        );
+        for (mode, word) in [(0o775, "group 1000"), (0o1777, "every user")] {
+            let mut dirs = safe.clone();
+            dirs.push(dir("rec/up", 1000, mode));
+            let why = stands_for(kp, &at(1000, dirs), &me).unwrap_err();
+            assert!(why.contains(word), "{why}");
+        }
+        let mut open = at(1000, safe.clone());
+        open.mode = 0o666;
+        assert!(stands_for(kp, &open, &me).is_err());
+        let mut both = me.clone();
+        both.mode = 0o666;
+        assert_eq!(stands_for(kp, &open, &both), Ok(()));
+        let unknown = Custody {
+            unknown: Some("ELOOP".into()),
+            ..Default::default()
+        };
+        assert!(stands_for(kp, &unknown, &me).is_err());
+
+        // In a group: the planted oldest copy is preferred but deletes nothing; hard links
+        // and the rest of the plan are as before.
+        let c = class(Dedupe::KeepOldest);
+        let hs = vec![
+            hashed(1, "rec/cam/a", 50 * S, 1, 7),
+            hashed(2, "rec/up/clip", 10 * S, 2, 7),
+        ];
+        let entries: Vec<Entry> = hs.iter().map(|h| h.entry.clone()).collect();
+        let gs = groups(&c, hs, |p| {
+            if p.starts_with("rec/up") {
+                at(999, safe.clone())
+            } else {
+                at(1000, safe.clone())
+            }
+        });
+        let mut deleted = Vec::new();
+        let decided = decide_class::<()>(
+            &c,
+            100 * S,
+            &gs,
+            |sink| {
+                entries.iter().cloned().for_each(&mut *sink);
+                Ok(())
+            },
+            |e, v, _| {
+                if matches!(v, Verdict::Delete { .. }) {
+                    deleted.push(e.id);
+                }
+            },
+        )
+        .unwrap();
+        assert!(deleted.is_empty(), "{deleted:?}");
+        assert!(decided.held[&1].contains("owned by uid 999"), "{decided:?}");
     }
 
     #[test]

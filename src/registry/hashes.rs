@@ -153,4 +153,59 @@ impl Registry {
             .map_err(self.err())?;
         rows.collect::<rusqlite::Result<_>>().map_err(self.err())
     }
+
+    /// Files of `store` deleted as duplicates, as the audit remembers them: (path, when,
+    /// the reason, which names the kept copy). Oldest first. `rm` asks before it deletes
+    /// a file that stood for such copies.
+    pub fn duplicates_deleted(&self, store: &str) -> Result<Vec<(PathBuf, Nanos, String)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, at, reason FROM audit
+                 WHERE store = ?1 AND rule = 'duplicate' AND outcome = 'deleted'
+                 ORDER BY at, id",
+            )
+            .map_err(self.err())?;
+        st.query_map(params![store], |r| {
+            Ok((bytes_path(r.get(0)?), r.get(1)?, r.get(2)?))
+        })
+        .map_err(self.err())?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(self.err())
+    }
+
+    /// Other files of `store` with the same content as `path` (same size and hash, each
+    /// of its current version), by name: an inode's other names count. None when `path`
+    /// has no hash of its current version (its content is not known).
+    pub fn other_copies(&self, store: &str, path: &Path) -> Result<Option<Vec<PathBuf>>> {
+        let sql = format!(
+            "SELECT h.size, h.blake3 FROM {ENTRY_FROM} {HASH_JOIN}
+             WHERE s.name = ?1 AND e.path = ?2"
+        );
+        let mine: Option<(i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(self.err())?
+            .query_row(params![store, path_bytes(path)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(self.err())?;
+        let Some((size, blake3)) = mine else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT e.path FROM {ENTRY_FROM} {HASH_JOIN}
+             WHERE s.name = ?1 AND h.size = ?2 AND h.blake3 = ?3 AND e.path <> ?4"
+        );
+        let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let rows = st
+            .query_map(params![store, size, blake3, path_bytes(path)], |r| {
+                Ok(bytes_path(r.get(0)?))
+            })
+            .map_err(self.err())?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map(Some)
+            .map_err(self.err())
+    }
 }
