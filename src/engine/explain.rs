@@ -40,13 +40,16 @@ impl Engine {
                     }
                     Err(why) => why,
                 });
-                // The same class plan as the pass, identical copies included.
+                // The same class plan as the pass, identical copies included, and time
+                // rules held as the pass holds them.
+                let hold = self.time_hold();
                 let reg = self.reg();
                 let groups = dedupe::groups_in(&reg, c)?;
                 let mut found = None;
-                policy::dedupe::decide_class(
+                policy::dedupe::decide_class_held(
                     c,
                     now,
+                    hold.as_deref(),
                     &groups,
                     |sink| reg.for_each_in_class(&store, &c.name, c.age_from, &mut *sink),
                     |x, v, _| {

@@ -1,0 +1,152 @@
+//! The wall clock is a claim: the real daemon under libfaketime (its wall clock moved by a
+//! timestamp file while it runs; CLOCK_BOOTTIME and the monotonic clocks left real), with
+//! real files. A jump holds every time-based deletion and no lease ends by it; `clock
+//! accept` resumes. Run against an old build with MEDIARETAIN_TEST_BIN to see it fail.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+const DAY: u64 = 86_400;
+
+/// The environment that puts the daemon's wall clock under `rc` (a FAKETIME spec such as
+/// `+0` or `+365d`, read again at most once a second); file times and every clock but
+/// CLOCK_REALTIME stay real.
+fn faked(rc: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("LD_PRELOAD", FAKETIME.to_string()),
+        ("FAKETIME_TIMESTAMP_FILE", rc.display().to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+        ("FAKETIME_CACHE_DURATION", "1".into()),
+        ("NO_FAKE_STAT", "1".into()),
+    ]
+}
+
+fn start(b: &Box_, env: &[(&'static str, String)]) -> Daemon {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    b.daemon_env(None, &env)
+}
+
+fn status(b: &Box_) -> serde_json::Value {
+    b.cli(&["status", "--json"]).ok().json()
+}
+
+/// Recordings left of `paths`.
+fn left(paths: &[PathBuf]) -> usize {
+    paths.iter().filter(|p| p.exists()).count()
+}
+
+/// Local passes finished so far (by the daemon's clock: the time of the last one).
+fn last_pass_at(b: &Box_) -> String {
+    status(b)["activity"]["last_pass"]["at"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits for two more lifecycle passes (each `at` differs: gc_interval is 1 s).
+fn two_more_passes(d: &Daemon, b: &Box_) {
+    for _ in 0..2 {
+        let before = last_pass_at(b);
+        d.wait_for("a lifecycle pass", Duration::from_secs(20), || {
+            last_pass_at(b) != before
+        });
+    }
+}
+
+const RECORDINGS: &str = r#"
+[[class]]
+name = "rec"
+store = "media"
+match = ["rec/**/*.flv"]
+lifecycle = "recording"
+keep_for = "30d"
+"#;
+
+/// 200 recordings aged 1–28 days, keep_for 30d, a 2 h lease on one; the wall clock jumps
+/// +365 d. Old code: every recording deleted within seconds and the lease gone. Now:
+/// nothing goes, status says CLOCK JUMPED (and the metric), the lease stays; after
+/// `clock accept` the rules resume (the leased one still kept by its lease).
+#[test]
+fn a_forward_jump_holds_keep_for_and_leases_until_accepted() {
+    let b = Box_::new("gc_interval = \"1s\"", "", RECORDINGS);
+    let rc = b.dir.path().join("faketime.rc");
+    fs::write(&rc, "+0\n").unwrap();
+    let recs: Vec<PathBuf> = (0..200u64)
+        .map(|i| {
+            let age = Duration::from_secs(DAY + i * 27 * DAY / 200);
+            b.file(&format!("rec/cam{}/r{i:03}.flv", i % 4), 1024, age)
+        })
+        .collect();
+    let d = start(&b, &faked(&rc));
+    two_more_passes(&d, &b);
+    assert_eq!(left(&recs), 200, "kept before the jump (all within 30d)");
+    let leased = "media:rec/cam1/r001.flv";
+    let lease = b.lease(leased, "2h", "packager");
+    assert!(!lease.is_empty());
+
+    fs::write(&rc, "+365d\n").unwrap();
+    // The daemon looks at the clock on every pass (1 s) and on every status.
+    d.wait_for(
+        "CLOCK JUMPED in status (or recordings deleted)",
+        Duration::from_secs(20),
+        || !status(&b)["clock_jumped"].is_null() || left(&recs) < 200,
+    );
+    two_more_passes(&d, &b);
+    let gone = 200 - left(&recs);
+    assert_eq!(
+        gone, 0,
+        "{gone} of 200 recordings deleted after the wall clock jumped +365d"
+    );
+    let leases = b.cli(&["leases", "--json"]).ok().json();
+    assert_eq!(
+        leases.as_array().map(Vec::len),
+        Some(1),
+        "the 2 h lease ended by the jumped clock: {leases}"
+    );
+    let st = status(&b);
+    let j = &st["clock_jumped"];
+    assert!(
+        j["skew"].as_i64().unwrap() > 364 * DAY as i64 * 1_000_000_000,
+        "{j}"
+    );
+    let text = b.cli(&["status"]).ok().stdout;
+    assert!(text.contains("CLOCK JUMPED"), "{text}");
+    let sock = b.state().join("control.sock");
+    let (_, metrics) = socket_http(
+        &sock,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.lines().any(|l| l == "mediaretain_clock_jumped 1.0"),
+        "{metrics}"
+    );
+    let log = d.log.lock().unwrap().clone();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("CLOCK JUMPED")),
+        "no error line says the clock jumped:\n{log}"
+    );
+    // Explain says why a file past keep_for by the wall clock stays.
+    let ex = b.cli(&["explain", "media:rec/cam0/r000.flv"]).ok().stdout;
+    assert!(ex.contains("CLOCK JUMPED"), "{ex}");
+
+    // An operator confirms the clock: the time rules resume; the lease keeps its 2 h.
+    let acc = b.cli(&["clock", "accept"]).ok().stdout;
+    assert!(acc.contains("taken as true"), "{acc}");
+    d.wait_for(
+        "every recording but the leased one deleted",
+        Duration::from_secs(30),
+        || left(&recs) == 1,
+    );
+    assert!(recs[1].exists(), "the leased recording went");
+    assert!(status(&b)["clock_jumped"].is_null());
+    let leases = b.cli(&["leases", "--json"]).ok().json();
+    assert_eq!(leases.as_array().map(Vec::len), Some(1), "{leases}");
+    d.stop();
+}
