@@ -61,6 +61,13 @@ fn two_more_passes(d: &Daemon, b: &Box_) {
 
 const RECORDINGS: &str = r#"
 [[class]]
+name = "tmp"
+store = "media"
+match = ["tmp/**"]
+lifecycle = "temporary"
+ttl = "30m"
+
+[[class]]
 name = "rec"
 store = "media"
 match = ["rec/**/*.flv"]
@@ -83,7 +90,11 @@ fn a_forward_jump_holds_keep_for_and_leases_until_accepted() {
             b.file(&format!("rec/cam{}/r{i:03}.flv", i % 4), 1024, age)
         })
         .collect();
+    let tmp = b.file("tmp/old.part", 10, Duration::from_secs(3600));
     let d = start(&b, &faked(&rc));
+    d.wait_for("the old temp file deleted", Duration::from_secs(20), || {
+        !tmp.exists()
+    });
     two_more_passes(&d, &b);
     assert_eq!(left(&recs), 200, "kept before the jump (all within 30d)");
     let leased = "media:rec/cam1/r001.flv";
@@ -132,6 +143,16 @@ fn a_forward_jump_holds_keep_for_and_leases_until_accepted() {
             .any(|l| l.contains("ERROR") && l.contains("CLOCK JUMPED")),
         "no error line says the clock jumped:\n{log}"
     );
+    // The audit trail from before the jump is not pruned by the jumped clock (90d).
+    let hist = b
+        .cli(&["explain", "media:tmp/old.part", "--json"])
+        .ok()
+        .json();
+    assert_eq!(
+        hist["history"].as_array().map(Vec::len),
+        Some(1),
+        "the audit record of a deletion before the jump was pruned: {hist}"
+    );
     // Explain says why a file past keep_for by the wall clock stays.
     let ex = b.cli(&["explain", "media:rec/cam0/r000.flv"]).ok().stdout;
     assert!(ex.contains("CLOCK JUMPED"), "{ex}");
@@ -148,5 +169,86 @@ fn a_forward_jump_holds_keep_for_and_leases_until_accepted() {
     assert!(status(&b)["clock_jumped"].is_null());
     let leases = b.cli(&["leases", "--json"]).ok().json();
     assert_eq!(leases.as_array().map(Vec::len), Some(1), "{leases}");
+    d.stop();
+}
+
+/// Files first seen while the wall clock was a year ahead; the clock is set back (a
+/// restart within this boot: the last trusted reading is in the state directory). Old
+/// code: nothing noticed, the files kept by a first-seen stamp a year ahead. Now: status
+/// says CLOCK JUMPED at start, explain says the stamp is ahead, a lease keeps its time,
+/// and `clock accept` brings the stamps ahead of the clock back to now.
+#[test]
+fn a_clock_set_back_is_found_at_restart_and_stamps_ahead_are_corrected() {
+    let classes = r#"
+[[class]]
+name = "imp"
+store = "media"
+match = ["imp/**"]
+lifecycle = "recording"
+keep_for = "1h"
+age_from = "first_seen"
+"#;
+    let b = Box_::new("gc_interval = \"1s\"", "", classes);
+    let rc = b.dir.path().join("faketime.rc");
+    fs::write(&rc, "+365d\n").unwrap();
+    let files: Vec<PathBuf> = (0..20)
+        .map(|i| b.file(&format!("imp/f{i:02}.mp4"), 100, Duration::from_secs(60)))
+        .collect();
+    let d = start(&b, &faked(&rc));
+    two_more_passes(&d, &b);
+    let lease = b.lease("media:imp/f00.mp4", "2h", "packager");
+    assert!(!lease.is_empty());
+    d.stop();
+
+    fs::write(&rc, "+0\n").unwrap();
+    let d = start(&b, &faked(&rc));
+    let st = status(&b);
+    let j = &st["clock_jumped"];
+    assert!(
+        j["skew"]
+            .as_i64()
+            .is_some_and(|s| s < -364 * DAY as i64 * 1_000_000_000),
+        "a clock set back a year was not noticed at start: {st}"
+    );
+    let log = d.log.lock().unwrap().clone();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("jumped back")),
+        "{log}"
+    );
+    let ex = b.cli(&["explain", "media:imp/f05.mp4"]).ok().stdout;
+    assert!(ex.contains("ahead of the clock"), "{ex}");
+    // The lease keeps the 2 h it was given (by CLOCK_BOOTTIME), whatever the wall says.
+    let expires = |b: &Box_| {
+        let l = b.cli(&["leases", "--json"]).ok().json();
+        let t = l[0]["expires"].as_str().unwrap_or_default().to_string();
+        chrono::DateTime::parse_from_rfc3339(&t)
+            .unwrap_or_else(|e| panic!("{l}: {e}"))
+            .timestamp()
+    };
+    let now = || chrono::Utc::now().timestamp();
+
+    let acc = b.cli(&["clock", "accept"]).ok().stdout;
+    assert!(acc.contains("taken as true"), "{acc}");
+    let e = b
+        .cli(&["explain", "media:imp/f05.mp4", "--json"])
+        .ok()
+        .json();
+    let seen = chrono::DateTime::parse_from_rfc3339(e["entry"]["first_seen"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    assert!(
+        (seen - now()).abs() < 600,
+        "first seen a year ahead is kept a year: {e}"
+    );
+    let left = expires(&b) - now();
+    assert!(
+        (3600..=7300).contains(&left),
+        "the lease has {left} s left, not its 2 h"
+    );
+    assert!(
+        files.iter().all(|f| f.exists()),
+        "within keep_for 1h of now"
+    );
     d.stop();
 }

@@ -82,6 +82,23 @@ impl Engine {
             on_disk.is_some(),
             now,
         );
+        // A stamp ahead of the clock was taken under a clock that was ahead (or this one
+        // went back): say so, and what corrects it.
+        if let (Some(e), Some(c)) = (&entry, &class) {
+            let at = e.age_ref(c.rules.age_from);
+            let tolerance = self.runtime().config.daemon.clock_tolerance.as_nanos_i64();
+            if at > now.saturating_add(tolerance) {
+                let what = match c.rules.age_from {
+                    AgeFrom::Mtime => "modification time",
+                    AgeFrom::FirstSeen => "first-seen time",
+                };
+                summary.push_str(&format!(
+                    "; its {what} {} is {} ahead of the clock: taken under a clock that was ahead (a jump back is held until `mediaretain clock accept`, which sets first-seen times ahead of the clock to now; a file's own modification time is never changed)",
+                    fmt_time(at),
+                    fmt_span(at - now)
+                ));
+            }
+        }
         if !in_use.is_empty() {
             summary = format!(
                 "IN USE ({}): the next pass refuses to delete it while it is in use. By the rules alone: {}",
@@ -195,6 +212,8 @@ fn summarize(
                     "kept (class {}): {reason}; never deleted automatically until unretained",
                     class.rules.name
                 )
+            } else if reason.contains("CLOCK JUMPED") {
+                format!("kept (class {}): {reason}", class.rules.name)
             } else {
                 format!(
                     "kept (class {}): {reason}; no time rule applies, it goes only when newer files push it past a budget",
