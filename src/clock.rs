@@ -91,9 +91,11 @@ pub fn boot_id() -> String {
 /// A jump of the wall clock that holds every time-based deletion, as `status` shows it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct ClockJump {
-    /// How far the wall clock is from the time continued by `CLOCK_BOOTTIME` (positive:
-    /// ahead, it jumped forward), in nanoseconds.
-    pub skew: i64,
+    /// `forward` (the wall clock is ahead of the time continued by `CLOCK_BOOTTIME`) or
+    /// `back`.
+    pub direction: String,
+    /// By how much.
+    pub by: crate::units::Dur,
     /// How the jump was found, in words.
     pub cause: String,
     /// When it was noticed, by the wall clock as it then read.
@@ -103,6 +105,25 @@ pub struct ClockJump {
     /// it reads now; `clock accept` resumes them at once).
     #[serde(with = "crate::units::rfc3339")]
     pub resumes_at: Nanos,
+}
+
+impl ClockJump {
+    fn new(skew: i64, cause: String, noticed_at: Nanos, resumes_at: Nanos) -> ClockJump {
+        ClockJump {
+            direction: if skew >= 0 { "forward" } else { "back" }.into(),
+            by: crate::units::Dur(std::time::Duration::from_nanos(skew.unsigned_abs())),
+            cause,
+            noticed_at,
+            resumes_at,
+        }
+    }
+
+    /// How far the wall clock is from the time continued by `CLOCK_BOOTTIME`, in
+    /// nanoseconds (positive: ahead).
+    pub fn skew(&self) -> i64 {
+        let ns = i64::try_from(self.by.0.as_nanos()).unwrap_or(i64::MAX);
+        if self.direction == "back" { -ns } else { ns }
+    }
 }
 
 /// What one look at the clocks found.
@@ -281,8 +302,12 @@ impl ClockWatch {
             // It moved again: the hold starts over.
             h.skew = skew;
             h.steady_since = boot;
-            h.shown.skew = skew;
-            h.shown.resumes_at = wall.saturating_add(self.hold);
+            h.shown = ClockJump::new(
+                skew,
+                h.shown.cause.clone(),
+                h.shown.noticed_at,
+                wall.saturating_add(self.hold),
+            );
             return Some(ClockEvent::Jumped(h.shown.clone()));
         }
         h.shown.resumes_at = wall.saturating_add(self.hold - (boot - h.steady_since));
@@ -307,12 +332,7 @@ impl ClockWatch {
 
     fn jumped(&mut self, wall: Nanos, boot: i64, cause: String) -> ClockEvent {
         let skew = wall.saturating_sub(self.trusted_at(boot));
-        let shown = ClockJump {
-            skew,
-            cause,
-            noticed_at: wall,
-            resumes_at: wall.saturating_add(self.hold),
-        };
+        let shown = ClockJump::new(skew, cause, wall, wall.saturating_add(self.hold));
         self.jump = Some(Held {
             shown: shown.clone(),
             skew,
@@ -337,7 +357,7 @@ mod watch_tests {
         let Some(ClockEvent::Jumped(j)) = w.observe(1365 * DAY + 20 * S, 20 * S) else {
             panic!("no jump")
         };
-        assert_eq!(j.skew, 365 * DAY);
+        assert_eq!(j.skew(), 365 * DAY);
         // Time continues from before the jump.
         assert_eq!(w.trusted_at(30 * S), 1000 * DAY + 30 * S);
         assert_eq!(w.observe(1365 * DAY + 3600 * S, 3600 * S), None);
@@ -408,7 +428,7 @@ mod watch_tests {
             635 * DAY,
             S,
         );
-        assert!(matches!(ev, Some(ClockEvent::Jumped(ref j)) if j.skew == -365 * DAY));
+        assert!(matches!(ev, Some(ClockEvent::Jumped(ref j)) if j.skew() == -365 * DAY));
         assert_eq!(w.trusted_at(S), 1000 * DAY);
         // Accepted stamps ahead of the clock are not a jump again.
         let mut w = w;

@@ -98,7 +98,7 @@ impl Engine {
                 self.metrics.clock_jumped();
                 error!(
                     action = "clock-jump",
-                    skew_s = j.skew / 1_000_000_000,
+                    skew_s = j.skew() / 1_000_000_000,
                     resumes_at = %fmt_time(j.resumes_at),
                     "CLOCK JUMPED: {}; every time-based deletion (ttl, keep_for, offload after, audit pruning) holds until the clock has stayed put until {}, or `mediaretain clock accept`; leases run on CLOCK_BOOTTIME; budgets and disk pressure go on",
                     j.cause,

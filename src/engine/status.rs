@@ -371,7 +371,7 @@ impl Engine {
             "clock_skew",
             "How far the wall clock is from the time continued by CLOCK_BOOTTIME while held",
             Some(Unit::Seconds),
-            jump.map_or(0.0, |j| j.skew as f64 / 1e9),
+            jump.map_or(0.0, |j| j.skew() as f64 / 1e9),
         );
         let entries: u64 = totals.iter().map(|t| t.files).sum();
         gauge(
