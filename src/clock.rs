@@ -76,9 +76,9 @@ pub fn boottime() -> i64 {
     // SAFETY: `ts` is a valid timespec for the call to fill.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     assert_eq!(rc, 0, "CLOCK_BOOTTIME is always there on Linux");
-    (ts.tv_sec as i64)
+    ts.tv_sec
         .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as i64)
+        .saturating_add(ts.tv_nsec)
 }
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`); empty when it cannot be read.
