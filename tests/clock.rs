@@ -255,3 +255,39 @@ age_from = "first_seen"
     );
     d.stop();
 }
+
+/// A jump the clock then keeps for `clock_hold` (3 s here) is taken as true by itself:
+/// the held deletions resume without an operator. (Its config key is new: an old build
+/// refuses the config.)
+#[test]
+fn a_jump_that_stays_put_for_the_hold_resumes_by_itself() {
+    let b = Box_::new("gc_interval = \"1s\"\nclock_hold = \"3s\"", "", RECORDINGS);
+    let rc = b.dir.path().join("faketime.rc");
+    fs::write(&rc, "+0\n").unwrap();
+    let recs: Vec<PathBuf> = (0..20u64)
+        .map(|i| {
+            b.file(
+                &format!("rec/r{i:02}.flv"),
+                100,
+                Duration::from_secs(DAY + i * DAY),
+            )
+        })
+        .collect();
+    let d = start(&b, &faked(&rc));
+    two_more_passes(&d, &b);
+    fs::write(&rc, "+365d\n").unwrap();
+    d.wait_for("CLOCK JUMPED in status", Duration::from_secs(20), || {
+        !status(&b)["clock_jumped"].is_null() || left(&recs) < 20
+    });
+    assert_eq!(left(&recs), 20, "deleted at the jump");
+    // Steady for 3 s by CLOCK_BOOTTIME: taken as true, keep_for applies again.
+    d.wait_for(
+        "the recordings deleted after the hold",
+        Duration::from_secs(30),
+        || left(&recs) == 0,
+    );
+    assert!(status(&b)["clock_jumped"].is_null());
+    let log = d.log.lock().unwrap().clone();
+    assert!(log.contains("stayed put for clock_hold"), "{log}");
+    d.stop();
+}

@@ -106,9 +106,18 @@ impl Engine {
                 );
             }
             ClockEvent::Returned => {
-                info!(
+                // First sights stamped while it was ahead are ahead of it now.
+                let stamps = match self.reg().clock_moved(0, wall) {
+                    Ok((_, n)) => n,
+                    Err(e) => {
+                        error!(action = "clock-steady", error = %e, "cannot correct first-seen stamps ahead of the clock");
+                        0
+                    }
+                };
+                warn!(
                     action = "clock-steady",
-                    "the wall clock is back on the time continued by CLOCK_BOOTTIME; time-based deletions resume"
+                    first_seen_corrected = stamps,
+                    "the wall clock is back on the time continued by CLOCK_BOOTTIME; time-based deletions resume; {stamps} first-seen stamps ahead of it are set to now"
                 );
             }
             ClockEvent::Resumed { skew } => {
