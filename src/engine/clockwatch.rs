@@ -35,7 +35,15 @@ impl Watch {
             .ok()
             .and_then(|s| Anchor::parse(&s));
         let boot_id = crate::clock::boot_id();
-        let newest = registry.newest_stamp()?;
+        // An anchor of this boot says more than any stamp (and costs no scan of the
+        // entries); across a reboot only the newest stamp is left to compare with.
+        let same_boot = anchor
+            .as_ref()
+            .is_some_and(|a| !boot_id.is_empty() && a.boot_id == boot_id);
+        let newest = match same_boot {
+            true => None,
+            false => registry.newest_stamp()?,
+        };
         let (w, ev) = ClockWatch::starting(
             d.clock_tolerance.as_nanos_i64(),
             d.clock_hold.as_nanos_i64(),
