@@ -291,3 +291,51 @@ fn a_jump_that_stays_put_for_the_hold_resumes_by_itself() {
     assert!(log.contains("stayed put for clock_hold"), "{log}");
     d.stop();
 }
+
+/// After a reboot CLOCK_BOOTTIME starts over and only "behind the registry's newest stamp"
+/// is provable: the anchor is made another boot's, and the clock set back a year is still
+/// found (by the first sights stamped a year ahead). Once accepted, the next "reboot" does
+/// not find those accepted stamps ahead again.
+#[test]
+fn after_a_reboot_a_clock_behind_the_registry_is_found() {
+    let classes = r#"
+[[class]]
+name = "imp"
+store = "media"
+match = ["imp/**"]
+lifecycle = "recording"
+keep_for = "1h"
+age_from = "first_seen"
+"#;
+    let b = Box_::new("gc_interval = \"1s\"", "", classes);
+    let rc = b.dir.path().join("faketime.rc");
+    fs::write(&rc, "+365d\n").unwrap();
+    for i in 0..5 {
+        b.file(&format!("imp/f{i}.mp4"), 100, Duration::from_secs(60));
+    }
+    let d = start(&b, &faked(&rc));
+    two_more_passes(&d, &b);
+    d.stop();
+    let reboot = |b: &Box_| {
+        let anchor = b.state().join("clock");
+        let text = fs::read_to_string(&anchor).unwrap();
+        let rest = text.split_once(' ').unwrap().1.to_string();
+        fs::write(&anchor, format!("another-boot {rest}")).unwrap();
+    };
+    reboot(&b);
+    fs::write(&rc, "+0\n").unwrap();
+    let d = start(&b, &faked(&rc));
+    let st = status(&b);
+    let j = &st["clock_jumped"];
+    assert!(
+        j["direction"] == "back" && j["cause"].as_str().unwrap_or("").contains("newest"),
+        "a clock behind the registry's newest stamp was not noticed after a reboot: {st}"
+    );
+    b.cli(&["clock", "accept"]).ok();
+    d.stop();
+    reboot(&b);
+    let d = start(&b, &faked(&rc));
+    let st = status(&b);
+    assert!(st["clock_jumped"].is_null(), "accepted, found again: {st}");
+    d.stop();
+}
