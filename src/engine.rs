@@ -443,8 +443,14 @@ impl Engine {
             offload_backing_off: offloads.offload_backing_off,
             planned_files: plan.actions.len() as u64,
             planned_bytes: plan.delete_bytes(),
-            // A lease running out may free a file the rules already selected.
-            next_due: match (plan.next_due, self.lease_set()?.next_expiry()) {
+            // A lease running out may free a file the rules already selected (its expiry
+            // is on the leases' time: said on the wall clock's, which the daemon waits by).
+            next_due: match (
+                plan.next_due,
+                self.lease_set()?
+                    .next_expiry()
+                    .map(|t| t.saturating_add(self.now().saturating_sub(self.lease_now()))),
+            ) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
