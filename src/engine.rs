@@ -642,17 +642,19 @@ impl Engine {
 
     /// Every in-use signal now, for `explain` and `ls`.
     fn signals(&self, rt: &Runtime) -> Result<crate::inuse::Signals> {
-        // The leases' time: a jumped wall clock never ends one.
-        let now = self.lease_now();
+        // Leases on their own time: a jumped wall clock never ends one. Playlists and
+        // writers compare with files' times, which the kernel stamps by the wall clock.
+        let lease_now = self.lease_now();
+        let now = self.now();
         Ok(self
             .inuse
-            .signals(&self.registry, &rt.config, &rt.stores, now)?)
+            .signals(&self.registry, &rt.config, &rt.stores, now, lease_now)?)
     }
 
     /// Re-reads the playlists that changed (and those found in `dirs`), see
     /// [`InUse::refresh_playlists`].
     fn refresh_playlists(&self, rt: &Runtime, dirs: &[(&str, &Path)]) -> Result<()> {
-        let now = self.lease_now();
+        let now = self.now();
         Ok(self
             .inuse
             .refresh_playlists(&self.registry, &rt.config, &rt.stores, dirs, now)?)
