@@ -27,6 +27,7 @@ use crate::store::{Outcome, Store as _, StoreError, is_confined};
 use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 use crate::watchdog::{VolumeSpec, VolumeWatch};
 
+mod clockwatch;
 mod dedupe;
 mod executor;
 mod explain;
@@ -228,6 +229,9 @@ pub struct Engine {
     registry_path: PathBuf,
     pass: Mutex<()>,
     clock: Arc<dyn Clock>,
+    /// The wall clock watched against `CLOCK_BOOTTIME`: time-based deletions hold while it
+    /// is found jumped.
+    clock_watch: clockwatch::Watch,
     activity: Mutex<Activity>,
     /// Held while pins are re-checked and a chunk is deleted, and while a pin is written.
     pin_gate: Mutex<()>,
@@ -298,6 +302,8 @@ impl Engine {
         };
         remote::sweep_staging(&config.daemon.state_dir.join("staging"));
         let runtime = Runtime::new(config)?;
+        // Before anything is decided by the clock (the crash leftovers' records included).
+        let (clock_watch, jumped) = clockwatch::Watch::open(&runtime.config, &registry, &*clock)?;
         recover::reconcile_after_crash(&runtime, &mut registry, clock.now())?;
         if let Err(e) = reserve.ensure() {
             warn!(action = "reserve", error = %e, "cannot keep a space reserve for the registry; on a full disk its writes may fail");
@@ -308,12 +314,13 @@ impl Engine {
             started_at: clock.now(),
             ..Default::default()
         };
-        Ok(Engine {
+        let engine = Engine {
             runtime: RwLock::new(Arc::new(runtime)),
             registry_path: registry.path().to_path_buf(),
             registry: Mutex::new(registry),
             pass: Mutex::new(()),
             clock,
+            clock_watch,
             activity: Mutex::new(activity),
             pin_gate: Mutex::new(()),
             inuse: InUse::default(),
@@ -329,7 +336,11 @@ impl Engine {
             stream_alarms: Mutex::new(Default::default()),
             hash_failed: Mutex::new(Default::default()),
             reserve,
-        })
+        };
+        if let Some(ev) = jumped {
+            engine.clock_event(ev, engine.now(), "daemon");
+        }
+        Ok(engine)
     }
 
     /// How far the current scan or pass has come.
@@ -367,13 +378,16 @@ impl Engine {
         self.registry.lock().expect("registry lock")
     }
 
-    /// The plan at `at`.
+    /// The plan at `at` (time rules held while the wall clock is found jumped).
     pub fn plan(&self, at: Nanos) -> Result<Plan> {
+        let hold = self.time_hold();
         let rt = self.runtime();
         let reg = self.reg();
-        Ok(policy::plan(
+        Ok(policy::plan_classes_held(
             &rt.config,
             at,
+            hold.as_deref(),
+            |_| true,
             |class, sink| {
                 reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
             },
@@ -415,11 +429,13 @@ impl Engine {
         if remote_part && !dry_run && rt.config.classes.iter().any(|c| c.offload.is_some()) {
             let _one = self.offloading.lock().expect("offload lock");
             // Only the offload classes: the pass plans everything again under its lock.
+            let hold = self.time_hold();
             let due = {
                 let reg = self.reg();
-                policy::plan_classes(
+                policy::plan_classes_held(
                     &rt.config,
                     now,
+                    hold.as_deref(),
                     |c| c.offload.is_some(),
                     |class, sink| {
                         reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
@@ -448,8 +464,14 @@ impl Engine {
             offload_backing_off: offloads.offload_backing_off,
             planned_files: plan.actions.len() as u64,
             planned_bytes: plan.delete_bytes(),
-            // A lease running out may free a file the rules already selected.
-            next_due: match (plan.next_due, self.lease_set()?.next_expiry()) {
+            // A lease running out may free a file the rules already selected (its expiry
+            // is on the leases' time: said on the wall clock's, which the daemon waits by).
+            next_due: match (
+                plan.next_due,
+                self.lease_set()?
+                    .next_expiry()
+                    .map(|t| t.saturating_add(self.now().saturating_sub(self.lease_now()))),
+            ) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
@@ -513,9 +535,13 @@ impl Engine {
             })
             .cloned()
             .partition(|a| rt.store(&a.entry.store).is_none());
+        // Empty directories go by age too: not while the clock is held.
+        let held = self.time_hold();
         if local_part {
             self.execute(&rt, &local, trigger, detail, &mut report, None)?;
-            report.pruned_dirs = self.prune(&rt, now);
+            if held.is_none() {
+                report.pruned_dirs = self.prune(&rt, now);
+            }
             self.metrics.in_use_after_pass(&rt.config, &report.in_use);
         }
         drop(_pass);
@@ -525,10 +551,18 @@ impl Engine {
         }
         let retention = rt.config.daemon.audit_retention.as_nanos_i64();
         let max = rt.config.daemon.audit_max_records;
-        self.reg().prune_audit(now.saturating_sub(retention), max)?;
-        // A backoff that ran out a day ago belongs to a file that is gone or fine again.
-        self.reg()
-            .prune_backoff(now.saturating_sub(86_400_000_000_000))?;
+        // By age only by a clock that is not found jumped (the history of what was
+        // deleted before a jump is what an operator needs); by count always.
+        let before = match held {
+            None => now.saturating_sub(retention),
+            Some(_) => Nanos::MIN,
+        };
+        self.reg().prune_audit(before, max)?;
+        if held.is_none() {
+            // A backoff that ran out a day ago belongs to a file that is gone or fine again.
+            self.reg()
+                .prune_backoff(now.saturating_sub(86_400_000_000_000))?;
+        }
         report.millis = started.elapsed().as_millis() as u64;
         self.metrics
             .pass(scope.into(), started.elapsed().as_secs_f64());
@@ -629,10 +663,13 @@ impl Engine {
 
     /// Every in-use signal now, for `explain` and `ls`.
     fn signals(&self, rt: &Runtime) -> Result<crate::inuse::Signals> {
+        // Leases on their own time: a jumped wall clock never ends one. Playlists and
+        // writers compare with files' times, which the kernel stamps by the wall clock.
+        let lease_now = self.lease_now();
         let now = self.now();
         Ok(self
             .inuse
-            .signals(&self.registry, &rt.config, &rt.stores, now)?)
+            .signals(&self.registry, &rt.config, &rt.stores, now, lease_now)?)
     }
 
     /// Re-reads the playlists that changed (and those found in `dirs`), see

@@ -33,7 +33,8 @@
 //!   file goes), `runtime.rs` (the running config), `index.rs` (scans and watched changes),
 //!   `explain.rs`, `marks.rs`, `status.rs`, `facts.rs` (what servers announce), `rm.rs`,
 //!   `pressure.rs` (the disk-pressure pass), `offload.rs` (copy, verify, backoff),
-//!   `remote.rs` (S3 listing and deletion), `recover.rs` (crash leftovers).
+//!   `remote.rs` (S3 listing and deletion), `recover.rs` (crash leftovers), `clockwatch.rs`
+//!   (the wall clock watched against `CLOCK_BOOTTIME`: a jump holds the time rules).
 //! - [`inuse`]: every in-use signal behind one view, [`inuse::InUse`]; a new signal is a
 //!   module there, a reason in `InUse::reasons` and a guard in the executor's table.
 //! - [`policy`]: pure decisions (ttl, keep_for, budgets, pressure tiers): no I/O, unit-tested

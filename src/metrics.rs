@@ -138,6 +138,8 @@ pub struct Metrics {
     pub(crate) pass_seconds: Family<PassLabel, Histogram>,
     pub(crate) reloads: Family<ReloadLabel, Counter>,
     pub(crate) config_loaded_at: FGauge,
+    /// Jumps of the wall clock found (each holds time-based deletions).
+    pub(crate) clock_jumps: Counter,
     /// Files due for deletion that the last local pass kept because they are in use, per
     /// store and class (every local class, zero or not), replaced whole after each pass.
     pub(crate) in_use: Mutex<Vec<(StoreClass, u64)>>,
@@ -178,6 +180,7 @@ impl Default for Metrics {
             pass_seconds: Family::new_with_constructor(pass_histogram as fn() -> Histogram),
             reloads: Family::default(),
             config_loaded_at: FGauge::default(),
+            clock_jumps: Counter::default(),
             in_use: Mutex::new(Vec::new()),
             totals: Mutex::new(None),
             totals_reading: std::sync::atomic::AtomicBool::new(false),
@@ -323,6 +326,11 @@ impl Metrics {
         self.s3_bytes
             .get_or_create(&l)
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// A jump of the wall clock was found.
+    pub fn clock_jumped(&self) {
+        self.clock_jumps.inc();
     }
 
     /// A reload attempt.
@@ -533,6 +541,11 @@ impl Metrics {
             "reloads",
             "Reload attempts, by result",
             self.reloads.clone(),
+        );
+        reg.register(
+            "clock_jumps",
+            "Jumps of the wall clock against CLOCK_BOOTTIME found (each holds time-based deletions)",
+            self.clock_jumps.clone(),
         );
         reg.register(
             "config_last_load_timestamp_seconds",

@@ -765,6 +765,20 @@ fn every_error_is_at_the_line_of_its_key() {
         (
             GOOD_HEAD.replace(
                 "state_dir = \"state\"",
+                "state_dir = \"state\"\nclock_tolerance = \"1s\" # <-",
+            ),
+            "daemon.clock_tolerance must be between 10s and 1d",
+        ),
+        (
+            GOOD_HEAD.replace(
+                "state_dir = \"state\"",
+                "state_dir = \"state\"\nclock_hold = \"60d\" # <-",
+            ),
+            "daemon.clock_hold must be at most 30d",
+        ),
+        (
+            GOOD_HEAD.replace(
+                "state_dir = \"state\"",
                 "state_dir = \"state\"\nsocket_group = \"no-such-group-x\" # <-",
             ),
             "no-such-group-x",

@@ -42,6 +42,34 @@ pub(super) async fn reload(b: &Backend) -> Result<(), Failure> {
     Ok(())
 }
 
+/// What `mediaretain clock` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClockAction {
+    /// Take the wall clock as true now: time-based deletions held by a jump resume.
+    Accept,
+}
+
+/// `mediaretain clock accept`.
+pub(super) async fn clock(b: &Backend, action: ClockAction, json: bool) -> Result<(), Failure> {
+    let ClockAction::Accept = action;
+    let was: Option<crate::clock::ClockJump> = b
+        .ask(Method::POST, "/v1/clock/accept", NONE, |e| e.clock_accept())
+        .await?;
+    if json {
+        return print_json(&was);
+    }
+    match was {
+        Some(j) => say!(
+            "the wall clock ({}) is taken as true; it was held since {}: {}; time-based deletions resume",
+            crate::units::fmt_time(system_now()),
+            crate::units::fmt_time(j.noticed_at),
+            j.cause
+        ),
+        None => say!("the wall clock was not found jumped; nothing was held"),
+    }
+    Ok(())
+}
+
 /// `mediaretain check-config`.
 pub(super) fn check_config(path: &Path) -> Result<(), Failure> {
     let cfg = Config::load(path)?;

@@ -93,6 +93,11 @@ const EXAMPLES: &[Example] = &[
         what: "copy an object of an S3 store back to disk, verified",
     },
     Example {
+        sub: "clock",
+        line: "mediaretain clock accept",
+        what: "status says CLOCK JUMPED and the clock is right: held time rules resume now",
+    },
+    Example {
         sub: "leases",
         line: "mediaretain --socket /run/mediaretain/control.sock leases --json",
         what: "as a member of the socket group: no config needed",

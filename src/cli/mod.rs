@@ -240,6 +240,15 @@ pub enum Cmd {
     },
     /// Ask the running daemon to reload its config (like SIGHUP), reporting errors.
     Reload,
+    /// The wall clock: `clock accept` confirms a clock found jumped (status: CLOCK JUMPED)
+    /// as true, so that the time-based deletions it holds resume now.
+    Clock {
+        /// accept.
+        action: admin::ClockAction,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stream an object of an S3 store to a local file (memory flat for any size),
     /// verified; its partial file lives in the state directory.
     Fetch {
@@ -590,6 +599,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
         }
         Cmd::Scan { json } => admin::scan(b, json).await,
         Cmd::Reload => admin::reload(b).await,
+        Cmd::Clock { action, json } => admin::clock(b, action, json).await,
     }
 }
 

@@ -89,6 +89,15 @@ fn render_status(s: &Status, now: Nanos) -> String {
             let _ = writeln!(o, "GUARD:      {g}");
         }
     }
+    if let Some(j) = &s.clock_jumped {
+        let _ = writeln!(
+            o,
+            "CLOCK JUMPED: {} (noticed {}); every time-based deletion (ttl, keep_for, offload after, audit pruning) holds until {}, or `mediaretain clock accept` if the clock is right; budgets and disk pressure go on",
+            j.cause,
+            fmt_time(j.noticed_at),
+            fmt_time(j.resumes_at)
+        );
+    }
     if let Some(t) = a.next_pass_at {
         let _ = writeln!(o, "next pass:  {}", fmt_time(t));
     }

@@ -225,6 +225,12 @@ pub struct Daemon {
     pub socket_group: Option<String>,
     /// At most this many active leases per client uid (root and the daemon's user: no limit).
     pub max_leases_per_uid: u32,
+    /// The wall clock has jumped when it moves further than this from the time continued
+    /// by `CLOCK_BOOTTIME`.
+    pub clock_tolerance: Dur,
+    /// After a jump, time-based deletions hold until the clock has stayed put this long
+    /// (or an operator runs `mediaretain clock accept`).
+    pub clock_hold: Dur,
 }
 
 /// `[[store]]`.

@@ -89,6 +89,15 @@ pub struct DaemonTable {
     pub socket_group: Option<Spanned<String>>,
     #[serde(default = "d_max_leases")]
     pub max_leases_per_uid: u32,
+    pub clock_tolerance: Option<Spanned<Dur>>,
+    pub clock_hold: Option<Spanned<Dur>>,
+}
+
+pub fn d_clock_tolerance() -> Dur {
+    "5m".parse().unwrap()
+}
+pub fn d_clock_hold() -> Dur {
+    "24h".parse().unwrap()
 }
 
 fn d_audit_max() -> u64 {

@@ -510,6 +510,8 @@ impl Validator<'_> {
         };
         let (scan_interval, scan_span) = interval(&d.scan_interval, raw::d_scan());
         let (gc_interval, gc_span) = interval(&d.gc_interval, raw::d_gc());
+        let (clock_tolerance, tol_span) = interval(&d.clock_tolerance, raw::d_clock_tolerance());
+        let (clock_hold, hold_span) = interval(&d.clock_hold, raw::d_clock_hold());
         let daemon = Daemon {
             state_dir,
             socket,
@@ -521,7 +523,18 @@ impl Validator<'_> {
             audit_max_records: d.audit_max_records.max(1),
             socket_group: d.socket_group.map(Spanned::into_inner),
             max_leases_per_uid: d.max_leases_per_uid,
+            clock_tolerance,
+            clock_hold,
         };
+        if clock_tolerance.0.as_secs() < 10 || clock_tolerance.0.as_secs() > 86_400 {
+            self.err(
+                tol_span,
+                "daemon.clock_tolerance must be between 10s and 1d",
+            );
+        }
+        if clock_hold.0.as_secs() > 30 * 86_400 {
+            self.err(hold_span, "daemon.clock_hold must be at most 30d");
+        }
         for (name, v, span, min) in [
             ("scan_interval", scan_interval, scan_span, 1),
             ("gc_interval", gc_interval, gc_span, 1),

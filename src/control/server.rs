@@ -395,6 +395,10 @@ async fn leases(State(c): State<Ctl>) -> ApiResult<Vec<crate::registry::Lease>> 
     blocking(&c, |e| e.leases()).await
 }
 
+async fn clock_accept(State(c): State<Ctl>) -> ApiResult<Option<crate::clock::ClockJump>> {
+    blocking(&c, |e| e.clock_accept()).await
+}
+
 async fn scan(State(c): State<Ctl>) -> ApiResult<Vec<crate::scan::ScanStats>> {
     blocking(&c, |e| e.scan_all()).await
 }
@@ -447,6 +451,7 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/v1/rm", post(rm))
         .route("/v1/scan", post(scan))
         .route("/v1/reload", post(reload))
+        .route("/v1/clock/accept", post(clock_accept))
         .route("/metrics", get(metrics))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

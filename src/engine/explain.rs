@@ -41,13 +41,16 @@ impl Engine {
                     }
                     Err(why) => why,
                 });
-                // The same class plan as the pass, identical copies included.
+                // The same class plan as the pass, identical copies included, and time
+                // rules held as the pass holds them.
+                let hold = self.time_hold();
                 let reg = self.reg();
                 let groups = dedupe::groups_in(&rt, &reg, c)?;
                 let mut found = None;
-                let decided = policy::dedupe::decide_class(
+                let decided = policy::dedupe::decide_class_held(
                     c,
                     now,
+                    hold.as_deref(),
                     &groups,
                     |sink| reg.for_each_in_class(&store, &c.name, c.age_from, &mut *sink),
                     |x, v, _| {
@@ -86,6 +89,23 @@ impl Engine {
                 "{}; it has an identical copy but is not deduped: {why}",
                 summary.trim_end_matches('.')
             );
+        }
+        // A stamp ahead of the clock was taken under a clock that was ahead (or this one
+        // went back): say so, and what corrects it.
+        if let (Some(e), Some(c)) = (&entry, &class) {
+            let at = e.age_ref(c.rules.age_from);
+            let tolerance = self.runtime().config.daemon.clock_tolerance.as_nanos_i64();
+            if at > now.saturating_add(tolerance) {
+                let what = match c.rules.age_from {
+                    AgeFrom::Mtime => "modification time",
+                    AgeFrom::FirstSeen => "first-seen time",
+                };
+                summary.push_str(&format!(
+                    "; its {what} {} is {} ahead of the clock: taken under a clock that was ahead (a jump back is held until `mediaretain clock accept`, which sets first-seen times ahead of the clock to now; a file's own modification time is never changed)",
+                    fmt_time(at),
+                    fmt_span(at - now)
+                ));
+            }
         }
         if !in_use.is_empty() {
             summary = format!(
@@ -201,6 +221,8 @@ fn summarize(
                     "kept (class {}): {reason}; never deleted automatically until unretained",
                     class.rules.name
                 )
+            } else if reason.contains("CLOCK JUMPED") {
+                format!("kept (class {}): {reason}", class.rules.name)
             } else {
                 format!(
                     "kept (class {}): {reason}; no time rule applies, it goes only when newer files push it past a budget",

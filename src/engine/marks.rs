@@ -7,7 +7,7 @@ use super::*;
 impl Engine {
     /// The active leases, compiled.
     pub fn lease_set(&self) -> Result<LeaseSet> {
-        let now = self.now();
+        let now = self.lease_now();
         Ok(LeaseSet::new(self.reg().leases(now)?))
     }
 
@@ -51,7 +51,8 @@ impl Engine {
                 EngineError::BadInput(format!("bad glob {pattern:?}: {}", e.kind()))
             })?;
         }
-        let now = self.now();
+        // Leases run on CLOCK_BOOTTIME (continued from the last trusted wall time).
+        let now = self.lease_now();
         // Like a pin: no chunk is between its re-check and its unlinks while a lease lands.
         let _gate = self.pin_gate.lock().expect("pin gate");
         if let Caller::Client(uid) = caller {
@@ -83,7 +84,7 @@ impl Engine {
                 "lease ttl {ttl} must be above 0s and at most 30d"
             )));
         }
-        let now = self.now();
+        let now = self.lease_now();
         self.check_lease_owner(id, now, caller)?;
         self.reg()
             .renew_lease(id, now.saturating_add(ttl.as_nanos_i64()), now)?
@@ -94,7 +95,7 @@ impl Engine {
 
     /// Ends lease `id`.
     pub fn release(&self, id: i64, caller: Caller) -> Result<()> {
-        self.check_lease_owner(id, self.now(), caller)?;
+        self.check_lease_owner(id, self.lease_now(), caller)?;
         if !self.reg().release_lease(id)? {
             return Err(EngineError::BadInput(format!(
                 "no active lease {id} (expired or released)"
@@ -119,7 +120,7 @@ impl Engine {
 
     /// Active leases.
     pub fn leases(&self) -> Result<Vec<Lease>> {
-        let now = self.now();
+        let now = self.lease_now();
         Ok(self.reg().leases(now)?)
     }
 

@@ -24,6 +24,8 @@ impl Engine {
         drop(watch);
         let (files, next) = self.reg().backoff_census(now)?;
         let unwritable_stores = unwritable_stores(&rt.config);
+        // Before the registry's lock is taken below: a resume corrects the registry.
+        let clock_jumped = self.clock_jump();
         Ok(Status {
             config: rt.config.path.clone(),
             state_dir: rt.config.daemon.state_dir.clone(),
@@ -33,6 +35,7 @@ impl Engine {
             offload_backing_off: OffloadBackoff { files, next },
             unwritable_stores,
             stream_writers: self.stream_conflicts(),
+            clock_jumped,
         })
     }
 
@@ -103,6 +106,7 @@ pub fn status_without_registry(config: &crate::config::Config, now: Nanos) -> St
         offload_backing_off: OffloadBackoff::default(),
         unwritable_stores: unwritable_stores(config),
         stream_writers: Vec::new(),
+        clock_jumped: None,
     }
 }
 
@@ -231,6 +235,9 @@ pub struct Status {
     /// Streams written by two or more writers at once (classes with `stream`).
     #[serde(default)]
     pub stream_writers: Vec<crate::inuse::streams::StreamConflict>,
+    /// The wall clock found jumped: time-based deletions hold (None: it is steady).
+    #[serde(default)]
+    pub clock_jumped: Option<crate::clock::ClockJump>,
 }
 
 /// Offloads backing off after failures, in `status`.
@@ -351,6 +358,21 @@ impl Engine {
                 }
             },
         );
+        let jump = self.clock_jump();
+        gauge(
+            &mut reg,
+            "clock_jumped",
+            "1 while the wall clock is found jumped and time-based deletions hold (see `status`)",
+            None,
+            if jump.is_some() { 1.0 } else { 0.0 },
+        );
+        gauge(
+            &mut reg,
+            "clock_skew",
+            "How far the wall clock is from the time continued by CLOCK_BOOTTIME while held",
+            Some(Unit::Seconds),
+            jump.map_or(0.0, |j| j.skew() as f64 / 1e9),
+        );
         let entries: u64 = totals.iter().map(|t| t.files).sum();
         gauge(
             &mut reg,
@@ -359,10 +381,11 @@ impl Engine {
             None,
             entries as f64,
         );
+        let lease_now = self.lease_now();
         let (db, leases, (backing_off, _)) = {
             let mut r = self.reg();
             let db = r.path().to_path_buf();
-            (db, r.leases(now)?.len(), r.backoff_census(now)?)
+            (db, r.leases(lease_now)?.len(), r.backoff_census(now)?)
         };
         let on_disk: u64 = ["", "-wal", "-shm"]
             .iter()

@@ -193,13 +193,15 @@ impl InUse {
         lock(&self.playlists).reason(store, path, now)
     }
 
-    /// Reads every signal now (playlists refreshed if stale).
+    /// Reads every signal now (playlists refreshed if stale); leases as of `lease_now`,
+    /// the time they run on (see `Engine::lease_now`: a jumped wall clock never ends one).
     pub fn signals(
         &self,
         reg: &Mutex<Registry>,
         config: &Config,
         stores: &[LocalStore],
         now: Nanos,
+        lease_now: Nanos,
     ) -> Result<Signals> {
         self.refresh_playlists(reg, config, stores, &[], now)?;
         let mut parts = HashMap::new();
@@ -207,7 +209,7 @@ impl InUse {
             let p = writers::part_files(&mut lock(reg), config, st.name())?;
             parts.insert(st.name().to_string(), p);
         }
-        let leases = LeaseSet::new(lock(reg).leases(now)?);
+        let leases = LeaseSet::new(lock(reg).leases(lease_now)?);
         Ok(Signals {
             leases,
             users: Snapshot::take(),

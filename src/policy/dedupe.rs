@@ -340,6 +340,19 @@ pub fn decide_class<E>(
     class: &Class,
     now: Nanos,
     groups: &[Group],
+    entries_of: impl FnMut(&mut dyn FnMut(Entry)) -> Result<(), E>,
+    on: impl FnMut(Entry, Verdict, Option<&DupeOf>),
+) -> Result<Decided, E> {
+    decide_class_held(class, now, None, groups, entries_of, on)
+}
+
+/// [`decide_class`] with the time rules held for `hold` (why, in words), as while the wall
+/// clock is found jumped (see [`ClassPlanner::holding_time`]).
+pub fn decide_class_held<E>(
+    class: &Class,
+    now: Nanos,
+    hold: Option<&str>,
+    groups: &[Group],
     mut entries_of: impl FnMut(&mut dyn FnMut(Entry)) -> Result<(), E>,
     mut on: impl FnMut(Entry, Verdict, Option<&DupeOf>),
 ) -> Result<Decided, E> {
@@ -350,7 +363,9 @@ pub fn decide_class<E>(
             let (dupes, _) = victims(groups, &kept);
             // Entries the rules delete for another reason than being a duplicate.
             let mut gone: HashSet<i64> = HashSet::new();
-            let mut planner = ClassPlanner::new(class, now).with_dupes(&dupes);
+            let mut planner = ClassPlanner::new(class, now)
+                .with_dupes(&dupes)
+                .holding_time(hold);
             entries_of(&mut |e: Entry| {
                 if let Verdict::Delete { rule, .. } = planner.decide(&e)
                     && rule != Rule::Duplicate
@@ -381,7 +396,9 @@ pub fn decide_class<E>(
         }
     }
     let (dupes, held) = victims(groups, &kept);
-    let mut planner = ClassPlanner::new(class, now).with_dupes(&dupes);
+    let mut planner = ClassPlanner::new(class, now)
+        .with_dupes(&dupes)
+        .holding_time(hold);
     entries_of(&mut |e: Entry| {
         let v = planner.decide(&e);
         let of = match &v {

@@ -92,6 +92,7 @@ pub struct ClassPlanner<'a> {
     kept_bytes: u64,
     over: Option<Rule>,
     dupes: Option<&'a HashMap<i64, dedupe::DupeOf>>,
+    hold: Option<&'a str>,
 }
 
 impl<'a> ClassPlanner<'a> {
@@ -104,7 +105,16 @@ impl<'a> ClassPlanner<'a> {
             kept_bytes: 0,
             over: None,
             dupes: None,
+            hold: None,
         }
+    }
+
+    /// Holds the time rules (ttl, keep_for): an entry they would delete is kept, `hold`
+    /// saying why (the wall clock was found jumped: its age is not known). Budgets and
+    /// duplicates still apply.
+    pub fn holding_time(mut self, hold: Option<&'a str>) -> Self {
+        self.hold = hold;
+        self
     }
 
     /// Deletes the entries of `dupes` as duplicates (see [`dedupe::decide_class`]).
@@ -191,11 +201,20 @@ impl<'a> ClassPlanner<'a> {
     fn decide_rules(&mut self, e: &Entry, age_ref: Nanos, age: Nanos, age_word: &str) -> Verdict {
         let c = self.class;
         let limit = time_limit(self.class);
+        let mut held = None;
         if let Some((rule, lim)) = limit.filter(|(_, lim)| age >= lim.as_nanos_i64()) {
-            return Verdict::Delete {
-                rule,
-                reason: format!("{age_word} {} ago, past its {rule} of {lim}", fmt_span(age)),
-            };
+            if let Some(hold) = self.hold {
+                // Not by the time rule; budgets and duplicates still decide it below.
+                held = Some(format!(
+                    "{age_word} {} ago by the wall clock, past its {rule} of {lim}, but {hold}",
+                    fmt_span(age)
+                ));
+            } else {
+                return Verdict::Delete {
+                    rule,
+                    reason: format!("{age_word} {} ago, past its {rule} of {lim}", fmt_span(age)),
+                };
+            }
         }
         // A copy of a file that stays frees its bytes before any budget counts it.
         if let Some(d) = self.dupes.and_then(|m| m.get(&e.id)) {
@@ -228,6 +247,12 @@ impl<'a> ClassPlanner<'a> {
         }
         self.kept_files += 1;
         self.kept_bytes += e.size;
+        if let Some(reason) = held {
+            return Verdict::Keep {
+                reason,
+                eligible_at: None,
+            };
+        }
         let mut reason = match limit {
             Some((rule, lim)) => format!(
                 "{} {} ago, within its {rule} of {lim}",
@@ -343,13 +368,27 @@ pub fn plan<E>(
     entries_of: impl FnMut(&Class, &mut dyn FnMut(Entry)) -> Result<(), E>,
     groups_of: impl FnMut(&Class) -> Result<Vec<dedupe::Group>, E>,
 ) -> Result<Plan, E> {
-    plan_classes(cfg, now, |_| true, entries_of, groups_of)
+    plan_classes_held(cfg, now, None, |_| true, entries_of, groups_of)
 }
 
 /// Like [`plan`], for the classes `which` selects only (e.g. those that offload).
 pub fn plan_classes<E>(
     cfg: &Config,
     now: Nanos,
+    which: impl Fn(&Class) -> bool,
+    entries_of: impl FnMut(&Class, &mut dyn FnMut(Entry)) -> Result<(), E>,
+    groups_of: impl FnMut(&Class) -> Result<Vec<dedupe::Group>, E>,
+) -> Result<Plan, E> {
+    plan_classes_held(cfg, now, None, which, entries_of, groups_of)
+}
+
+/// Like [`plan_classes`], with every time-based decision held for `hold` (why, in
+/// words): no deletion by ttl or keep_for, no offload by `after` (see
+/// [`ClassPlanner::holding_time`]); budgets, duplicates and verified copies still count.
+pub fn plan_classes_held<E>(
+    cfg: &Config,
+    now: Nanos,
+    hold: Option<&str>,
     which: impl Fn(&Class) -> bool,
     mut entries_of: impl FnMut(&Class, &mut dyn FnMut(Entry)) -> Result<(), E>,
     mut groups_of: impl FnMut(&Class) -> Result<Vec<dedupe::Group>, E>,
@@ -371,55 +410,66 @@ pub fn plan_classes<E>(
         };
         let mut next_due = p.next_due;
         let entries = |sink: &mut dyn FnMut(Entry)| entries_of(class, sink);
-        dedupe::decide_class(class, now, &groups, entries, |e: Entry, verdict, of| {
-            sum.files += 1;
-            sum.bytes += e.size;
-            sum.retained += e.retained as u64;
-            let offloadable = e.copy.is_none() && e.path.to_str().is_some();
-            if let Some(o) = class.offload.as_ref().filter(|_| offloadable) {
-                // Due once old enough and quiet — or at once when its server announced it
-                // complete; in-use checks come at execution.
-                let due = match e.complete {
-                    Some(_) => now,
-                    None => (e
-                        .age_ref(class.age_from)
-                        .saturating_add(o.after.as_nanos_i64()))
-                    .max(e.mtime.saturating_add(class.quiet_period.as_nanos_i64())),
-                };
-                if due <= now {
-                    p.offloads.push(OffloadAction {
-                        entry: e.clone(),
-                        class_name: class.name.clone(),
-                        to: o.to.clone(),
-                    });
-                } else {
-                    next_due = Some(next_due.map_or(due, |n: Nanos| n.min(due)));
+        dedupe::decide_class_held(
+            class,
+            now,
+            hold,
+            &groups,
+            entries,
+            |e: Entry, verdict, of| {
+                sum.files += 1;
+                sum.bytes += e.size;
+                sum.retained += e.retained as u64;
+                let offloadable = e.copy.is_none() && e.path.to_str().is_some();
+                if let Some(o) = class.offload.as_ref().filter(|_| offloadable) {
+                    // Due once old enough and quiet — or at once when its server announced it
+                    // complete; in-use checks come at execution.
+                    let due = match e.complete {
+                        Some(_) => now,
+                        // `after` is an age: not known while the clock is held.
+                        None if hold.is_some() => Nanos::MAX,
+                        None => (e
+                            .age_ref(class.age_from)
+                            .saturating_add(o.after.as_nanos_i64()))
+                        .max(e.mtime.saturating_add(class.quiet_period.as_nanos_i64())),
+                    };
+                    if due == Nanos::MAX {
+                        // Held: neither due nor due at a known time.
+                    } else if due <= now {
+                        p.offloads.push(OffloadAction {
+                            entry: e.clone(),
+                            class_name: class.name.clone(),
+                            to: o.to.clone(),
+                        });
+                    } else {
+                        next_due = Some(next_due.map_or(due, |n: Nanos| n.min(due)));
+                    }
                 }
-            }
-            match verdict {
-                Verdict::Delete { rule, reason } => {
-                    sum.delete_files += 1;
-                    sum.delete_bytes += e.size;
-                    let age_ref = e.age_ref(class.age_from);
-                    p.actions.push(Action {
-                        entry: e,
-                        class_name: class.name.clone(),
-                        rule,
-                        reason,
-                        age_ref,
-                        would_refuse: None,
-                        dupe_of: of.cloned(),
-                    });
+                match verdict {
+                    Verdict::Delete { rule, reason } => {
+                        sum.delete_files += 1;
+                        sum.delete_bytes += e.size;
+                        let age_ref = e.age_ref(class.age_from);
+                        p.actions.push(Action {
+                            entry: e,
+                            class_name: class.name.clone(),
+                            rule,
+                            reason,
+                            age_ref,
+                            would_refuse: None,
+                            dupe_of: of.cloned(),
+                        });
+                    }
+                    Verdict::Keep {
+                        eligible_at: Some(t),
+                        ..
+                    } => {
+                        next_due = Some(next_due.map_or(t, |n: Nanos| n.min(t)));
+                    }
+                    Verdict::Keep { .. } => {}
                 }
-                Verdict::Keep {
-                    eligible_at: Some(t),
-                    ..
-                } => {
-                    next_due = Some(next_due.map_or(t, |n: Nanos| n.min(t)));
-                }
-                Verdict::Keep { .. } => {}
-            }
-        })?;
+            },
+        )?;
         // Never a duplicate in a plan that deletes the copy it duplicates (decide_class
         // hands the kept role over; this holds even when its rounds ran out).
         let doomed: std::collections::HashSet<i64> = p.actions[first_action..]
@@ -546,6 +596,61 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_held_clock_keeps_what_time_rules_delete_but_budgets_still_count() {
+        let mut c = class(Lifecycle::Recording);
+        c.keep_for = Some("30d".parse().unwrap());
+        c.max_count = Some(2);
+        let now = 400 * 86_400 * S;
+        let es: Vec<Entry> = (1..=3)
+            .map(|d| entry(&format!("d{d}"), 1, d * 86_400 * S))
+            .collect();
+        let mut p = ClassPlanner::new(&c, now).holding_time(Some("held: CLOCK JUMPED"));
+        let v: Vec<Verdict> = es.iter().rev().map(|e| p.decide(e)).collect();
+        assert!(
+            matches!(&v[0], Verdict::Keep { reason, eligible_at: None } if reason.contains("held: CLOCK JUMPED"))
+        );
+        assert!(matches!(&v[1], Verdict::Keep { .. }));
+        assert!(matches!(
+            &v[2],
+            Verdict::Delete {
+                rule: Rule::MaxCount,
+                ..
+            }
+        ));
+        // Offloads by `after` hold too.
+        let text = r#"
+            [daemon]
+            state_dir = "/var/lib/mediaretain"
+            [[store]]
+            name = "m"
+            kind = "local"
+            root = "/srv/media"
+            [[store]]
+            name = "archive"
+            kind = "s3"
+            endpoint = "http://127.0.0.1:9"
+            bucket = "b"
+            [[class]]
+            name = "c"
+            store = "m"
+            match = ["**"]
+            lifecycle = "recording"
+            keep_for = "30d"
+            offload = { to = "archive", after = "1h" }
+        "#;
+        let cfg = Config::parse_with(std::path::Path::new("t.toml"), text, false).unwrap();
+        let feed = |_: &Class, sink: &mut dyn FnMut(Entry)| -> Result<(), ()> {
+            es.iter().rev().cloned().for_each(&mut *sink);
+            Ok(())
+        };
+        let held =
+            plan_classes_held(&cfg, now, Some("held"), |_| true, feed, |_| Ok(vec![])).unwrap();
+        assert!(held.offloads.is_empty() && held.actions.is_empty());
+        let free = plan_classes_held(&cfg, now, None, |_| true, feed, |_| Ok(vec![])).unwrap();
+        assert_eq!(free.offloads.len(), 3);
     }
 
     #[test]

@@ -159,6 +159,42 @@ impl Registry {
         .map_err(self.err())
     }
 
+    /// The newest time the registry holds (of an audit record, a first sight, a lease
+    /// taken): a wall clock found behind it at start has gone back.
+    pub fn newest_stamp(&self) -> Result<Option<Nanos>> {
+        self.conn
+            .query_row(
+                "SELECT MAX(t) FROM (SELECT MAX(at) AS t FROM audit
+                   UNION ALL SELECT MAX(first_seen) FROM entries
+                   UNION ALL SELECT MAX(created) FROM leases)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// The wall clock moved by `skew` and is now taken as true (at `now`), in one
+    /// transaction: leases keep the time they had left (their times move with it), and
+    /// first sights stamped ahead of `now` (under a clock that was ahead) become `now`, so
+    /// that no file is kept by a stamp no clock will reach soon. Returns (leases moved,
+    /// stamps corrected).
+    pub fn clock_moved(&mut self, skew: i64, now: Nanos) -> Result<(usize, usize)> {
+        self.write(|tx| {
+            let leases = match skew {
+                0 => 0,
+                _ => tx.execute(
+                    "UPDATE leases SET created = created + ?1, expires = expires + ?1",
+                    [skew],
+                )?,
+            };
+            let stamps = tx.execute(
+                "UPDATE entries SET first_seen = ?1 WHERE first_seen > ?1",
+                [now],
+            )?;
+            Ok((leases, stamps))
+        })
+    }
+
     /// Drops audit records older than `before`, and the oldest beyond `max` records.
     pub fn prune_audit(&mut self, before: Nanos, max: u64) -> Result<usize> {
         let old = self
