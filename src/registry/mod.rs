@@ -323,6 +323,10 @@ pub struct Registry {
     path: PathBuf,
     store_ids: HashMap<String, i64>,
     generation: i64,
+    /// Changes appended to the pins file since it was last rewritten (pinfile.rs).
+    pin_log: usize,
+    /// Whether appended pin changes still wait for [`Registry::sync_pins`].
+    pins_unsynced: bool,
 }
 
 /// Column 9 names the verified remote copy of this very version (same size and mtime) —
@@ -469,6 +473,8 @@ impl Registry {
             path: path.to_path_buf(),
             store_ids: HashMap::new(),
             generation: 0,
+            pin_log: 0,
+            pins_unsynced: false,
         })
     }
 
@@ -506,6 +512,8 @@ impl Registry {
             path: path.to_path_buf(),
             store_ids: HashMap::new(),
             generation: 0,
+            pin_log: 0,
+            pins_unsynced: false,
         })
     }
 
