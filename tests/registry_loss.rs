@@ -264,6 +264,9 @@ fn a_damaged_page_is_refused_with_advice_and_recover_restores_it() {
         "the scan finds every file"
     );
     assert!(old.exists());
+    // A backup on demand, beside the running daemon.
+    let r = b.cli(&["registry", "backup"]).ok();
+    assert!(r.stdout.contains("registry.backup.db"), "{r:?}");
     let (code, _) = d.stop();
     assert_eq!(code, 0);
 }

@@ -140,22 +140,33 @@ impl Registry {
                 // The registry first: a crash before the file is written leaves the case
                 // below, which writes it again; the other order would refuse to start.
                 store(&self.conn, &id).map_err(self.err())?;
-                write(dir, &id)?;
-                tracing::info!(path = %self.path.display(), id = %id.id, "registry identity recorded");
+                // Not written (a full disk): written at the next open, from the registry.
+                match write(dir, &id) {
+                    Ok(()) => {
+                        tracing::info!(path = %self.path.display(), id = %id.id, "registry identity recorded")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot write the registry's identity file; trying again at the next start")
+                    }
+                }
             }
             (None, Some(inside)) => {
                 let created = self
                     .conn
                     .query_row("SELECT created FROM identity LIMIT 1", [], |r| r.get(0))
                     .map_err(self.err())?;
-                write(
-                    dir,
-                    &Identity {
-                        id: inside.clone(),
-                        created,
-                    },
-                )?;
-                tracing::info!(path = %dir.join(ID_FILE).display(), id = %inside, "registry identity file was missing; written again from the registry");
+                let id = Identity {
+                    id: inside.clone(),
+                    created,
+                };
+                match write(dir, &id) {
+                    Ok(()) => {
+                        tracing::info!(path = %dir.join(ID_FILE).display(), id = %inside, "registry identity file was missing; written again from the registry")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot write the registry's identity file; trying again at the next start")
+                    }
+                }
             }
             (Some(k), Some(inside)) if k.id == inside => {}
             (Some(k), inside) => {

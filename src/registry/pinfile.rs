@@ -82,14 +82,10 @@ pub fn read(dir: &Path) -> Result<Option<Vec<Pin>>> {
             Ok(Line::Unpin(u)) => {
                 pins.remove(&(u.store, u.path));
             }
+            // A torn line (a crash mid-append, the next append after it) costs that one
+            // change, which was never committed; the rest still counts.
             Err(e) => {
-                return Err(RegistryError::StateFile {
-                    path,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("line {}: {e}", i + 1),
-                    ),
-                });
+                tracing::error!(path = %path.display(), line = i + 1, error = %e, "pins file: a line that cannot be read is skipped");
             }
         }
     }
@@ -112,6 +108,7 @@ pub fn write(dir: &Path, pins: &[Pin]) -> Result<()> {
 fn append(dir: &Path, l: &Line) -> Result<()> {
     let path = dir.join(PINS_FILE);
     let mut f = std::fs::OpenOptions::new()
+        .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
@@ -122,7 +119,15 @@ fn append(dir: &Path, l: &Line) -> Result<()> {
             source,
         })?;
     let before = f.metadata().map(|m| m.len());
-    let r = f.write_all(line(l).as_bytes());
+    // After a torn line, a line of its own.
+    let mut text = line(l);
+    if let Ok(len @ 1..) = before {
+        let mut last = [0u8];
+        if std::os::unix::fs::FileExt::read_at(&f, &mut last, len - 1).is_ok() && last[0] != b'\n' {
+            text.insert(0, '\n');
+        }
+    }
+    let r = f.write_all(text.as_bytes());
     if let (Err(_), Ok(len)) = (&r, before) {
         let _ = f.set_len(len);
     }
@@ -184,9 +189,23 @@ impl Registry {
             None => 0,
         };
         let merged = all(&tx).map_err(e)?;
-        write(&dir, &merged)?;
         tx.commit().map_err(e)?;
-        self.pin_log = 0;
+        // Rewritten only when it is not already the set; a failure (a full disk holding
+        // the state directory) must not stop the daemon: the registry has every pin, and
+        // the file as it is stays readable.
+        let canonical: String = merged.iter().map(|p| line(&Line::Pin(p.clone()))).collect();
+        let same = std::fs::read(dir.join(PINS_FILE)).is_ok_and(|t| t == canonical.as_bytes());
+        if !same {
+            match write_atomic(&dir, PINS_FILE, canonical.as_bytes()) {
+                Ok(()) => self.pin_log = 0,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot rewrite the pins file; the registry keeps the pins, the file stays as it was");
+                    self.pin_log = usize::MAX / 2;
+                }
+            }
+        } else {
+            self.pin_log = 0;
+        }
         if added > 0 {
             tracing::warn!(pins = added, file = %dir.join(PINS_FILE).display(), "pins missing from the registry were put back from the pins file");
         }
@@ -327,6 +346,15 @@ mod tests {
         let mut r = Registry::open(dir.path()).unwrap();
         assert_eq!(r.pinned_paths("media").unwrap().len(), 1);
         assert!(std::fs::read(&file).unwrap().ends_with(b"\n"));
+        // Torn while the registry is open (no rewrite in between): the next change goes on
+        // a line of its own, and the torn one costs only itself.
+        let mut text = std::fs::read(&file).unwrap();
+        text.extend_from_slice(b"{\"unpin\":{\"sto");
+        std::fs::write(&file, &text).unwrap();
+        r.set_retained("media", Path::new("rec/c.mp4"), true, 8)
+            .unwrap();
+        let pins = read(dir.path()).unwrap().unwrap();
+        assert_eq!(pins.len(), 2, "{pins:?}");
     }
 
     #[test]
