@@ -98,7 +98,7 @@ fn show(what: &str, r: &RecoverReport) {
     }
     if !r.read_registry {
         say!(
-            "lost: everything after the backup (the registry was missing or empty); entries come back with the next scan"
+            "lost: everything after the backup (the registry was missing, empty or another directory's); entries come back with the next scan"
         );
     } else if lost {
         say!(

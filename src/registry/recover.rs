@@ -248,19 +248,19 @@ fn install(dir: &Path, path: PathBuf, conn: Connection) -> Result<()> {
     .map_err(state_io(&db))
 }
 
-/// Refuses to replace a registry that opens fine unless `force`.
-fn refuse_if_healthy(dir: &Path, force: bool, what: &str) -> Result<()> {
-    if force {
-        return Ok(());
-    }
+/// Refuses to replace a registry that opens fine unless `force`; returns whether the
+/// current one is another directory's (then nothing is read from it).
+fn refuse_if_healthy(dir: &Path, force: bool, what: &str) -> Result<bool> {
     match Registry::open(dir) {
+        Ok(_) if force => Ok(false),
         Ok(_) => Err(RegistryError::StateFile {
             path: dir.join("registry.db"),
             source: std::io::Error::other(format!(
                 "the registry is healthy: nothing to {what} (give --force to {what} it anyway; the current one is kept aside)"
             )),
         }),
-        Err(e) if e.needs_operator() => Ok(()),
+        Err(RegistryError::Foreign { .. }) => Ok(true),
+        Err(e) if e.needs_operator() || force => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -291,20 +291,22 @@ pub fn reset(dir: &Path, force: bool) -> Result<RecoverReport> {
 /// (`registry.db.damaged-STAMP`). Refused while the registry opens fine, unless `force`.
 /// The caller holds the state lock.
 pub fn recover(dir: &Path, from: Option<&Path>, force: bool) -> Result<RecoverReport> {
-    refuse_if_healthy(dir, force, "recover")?;
+    let foreign = refuse_if_healthy(dir, force, "recover")?;
     let db = dir.join("registry.db");
     let backup = match from {
         Some(f) => Some(f.to_path_buf()),
         None => Some(dir.join(BACKUP_FILE)).filter(|b| size_of(b) > 0),
     };
-    let damaged = size_of(&db) > 0 || size_of(&dir.join("registry.db-wal")) > 0;
+    // Another directory's registry (a bad restore) is put aside unread: recovering means
+    // going back to this directory's backup (`--from` takes another registry on purpose).
+    let damaged = !foreign && (size_of(&db) > 0 || size_of(&dir.join("registry.db-wal")) > 0);
     if !damaged && backup.is_none() {
         return Err(RegistryError::StateFile {
             path: db,
             source: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!(
-                    "nothing to recover from: the registry is empty and there is no backup ({}); `mediaretain registry reset` starts over (pins are kept)",
+                    "nothing to recover from: the registry is missing, empty or another directory's, and there is no backup ({}); `mediaretain registry reset` starts over (pins are kept)",
                     dir.join(BACKUP_FILE).display()
                 ),
             ),
@@ -412,7 +414,7 @@ pub fn recover(dir: &Path, from: Option<&Path>, force: bool) -> Result<RecoverRe
         });
     }
     identity::write(dir, &id)?;
-    report.kept_aside = put_aside(dir, "damaged")?;
+    report.kept_aside = put_aside(dir, if foreign { "foreign" } else { "damaged" })?;
     install(dir, path, conn)?;
     let mut reg = Registry::open(dir)?;
     report.pins = reg.count_pins()?;
@@ -657,6 +659,23 @@ mod tests {
         assert!(n > 1000 && n < 2000, "{n} of 2000 read; {rep:?}");
         let audit = rep.tables.iter().find(|t| t.table == "audit").unwrap();
         assert!(!audit.errors.is_empty(), "{rep:?}");
+    }
+
+    #[test]
+    fn a_foreign_registry_is_put_aside_unread_and_the_backup_taken() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        filled(a.path(), 5);
+        filled(b.path(), 7);
+        backup(b.path()).unwrap();
+        std::fs::copy(a.path().join("registry.db"), b.path().join("registry.db")).unwrap();
+        let rep = recover(b.path(), None, false).unwrap();
+        assert!(!rep.read_registry);
+        assert!(
+            rep.kept_aside[0]
+                .to_string_lossy()
+                .contains("registry.db.foreign-")
+        );
+        assert_eq!(audit_count(b.path()), 7, "{rep:?}");
     }
 
     #[test]
