@@ -450,7 +450,12 @@ async fn registry_backups(dir: PathBuf, cancel: CancellationToken) {
                 })
                 .map(|t| t.join())
         });
-        match job.await {
+        // Shutdown does not wait for a backup: its temp file is replaced by the next one.
+        let done = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = job => r,
+        };
+        match done {
             Ok(Ok(Ok(Ok(r)))) => {
                 info!(path = %r.path.display(), bytes = r.bytes, millis = r.millis, "registry backed up")
             }
