@@ -234,8 +234,15 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
         .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
     let lock = acquire_lock(&config).await?;
     let socket = config.daemon.socket.clone();
-    let engine =
-        Arc::new(Engine::open(config, Arc::new(SystemClock), true).map_err(Failure::from)?);
+    let state_dir = config.daemon.state_dir.clone();
+    let engine = Arc::new(
+        Engine::open(config, Arc::new(SystemClock), true).map_err(|e| {
+            // At err in the journal, not only on stderr: a lost or damaged registry stops
+            // the daemon until an operator runs `registry recover` or `reset`.
+            error!(error = %e, exit = e.exit_code(), "cannot open the registry; not starting");
+            Failure::from(e)
+        })?,
+    );
     warn_unwritable(&engine);
     let listener = server::bind(&socket, policy.group).map_err(|e| {
         Failure::new(
@@ -328,6 +335,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let status = summary_line(&engine);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     info!("ready: {status}");
+    tracker.spawn(registry_backups(state_dir, cancel.clone()));
     // Identical copies are looked for on a thread of its own, at low priority.
     let hasher = crate::engine::Hasher::spawn(engine.clone());
     let nudge = Arc::new(tokio::sync::Notify::new());
@@ -412,6 +420,89 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     hasher.stop();
     hold_until_exit(lock);
     shutdown(cancel, tracker, &socket).await
+}
+
+/// How often the registry is backed up (when it changed since the last backup).
+const BACKUP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Keeps `STATE_DIR/registry.backup.db` (docs/registry.md): at start, then every
+/// `BACKUP_EVERY`, when the registry changed since the last backup (its files are newer),
+/// on a thread of its own at idle I/O priority, so `registry recover` has something to go
+/// back to.
+async fn registry_backups(dir: PathBuf, cancel: CancellationToken) {
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = BACKUP_EVERY;
+        if !backup_due(&dir) {
+            continue;
+        }
+        let d = dir.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            std::thread::Builder::new()
+                .name("registry-backup".into())
+                .spawn(move || {
+                    idle_io();
+                    crate::registry::recover::backup(&d)
+                })
+                .map(|t| t.join())
+        });
+        // Shutdown does not wait for a backup: its temp file is replaced by the next one.
+        let done = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = job => r,
+        };
+        match done {
+            Ok(Ok(Ok(Ok(r)))) => {
+                info!(path = %r.path.display(), bytes = r.bytes, millis = r.millis, "registry backed up")
+            }
+            Ok(Ok(Ok(Err(e)))) => {
+                error!(error = %e, "registry backup failed; the last backup stays")
+            }
+            Ok(Err(e)) => error!(error = %e, "registry backup: cannot start its thread"),
+            _ => error!("registry backup panicked"),
+        }
+    }
+}
+
+/// This thread only: the idle I/O class (as the hasher's thread), so a backup never
+/// makes a recorder wait on the disk.
+fn idle_io() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+    // SAFETY: a plain syscall on the calling thread's own id.
+    let r = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid);
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid,
+            IOPRIO_CLASS_IDLE << 13,
+        )
+    };
+    if r != 0 {
+        tracing::debug!("registry backup: cannot set the idle I/O class");
+    }
+}
+
+/// Whether the registry (its file or its WAL) changed after the last backup was made.
+/// Only decides whether to copy: nothing is deleted on these times.
+fn backup_due(dir: &Path) -> bool {
+    let mtime = |name: &str| {
+        std::fs::metadata(dir.join(name))
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let Some(made) = mtime(crate::registry::recover::BACKUP_FILE) else {
+        return true;
+    };
+    ["registry.db", "registry.db-wal"]
+        .iter()
+        .filter_map(|n| mtime(n))
+        .any(|t| t > made)
 }
 
 /// One scheduled pass; returns when the next one is due.

@@ -95,6 +95,9 @@ impl EngineError {
             EngineError::Config(_) | EngineError::Reload(_) | EngineError::Classify(_) => {
                 crate::exit::CONFIG
             }
+            // Lost, foreign or damaged: a restart fails the same way; an operator runs
+            // `registry recover` or `reset` (the unit does not restart on DATAERR).
+            EngineError::Registry(e) if e.needs_operator() => crate::exit::DATAERR,
             EngineError::Registry(_) | EngineError::Store(_) => crate::exit::IOERR,
             EngineError::Forbidden(_) => crate::exit::NOPERM,
             EngineError::TooMany(_) => crate::exit::TEMPFAIL,

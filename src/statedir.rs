@@ -97,7 +97,8 @@ impl StateLock {
 /// Takes group write and every "other" permission except search from the state directory
 /// (a socket inside it must stay reachable by `socket_group`) — unless it is a shared
 /// directory (sticky, like /tmp) or not ours, which is left alone — and every group and other
-/// permission from `registry.db`, its `-wal`/`-shm` files and the lock; creates
+/// permission from `registry.db`, its `-wal`/`-shm` files, `registry.id`, `pins`, the
+/// backup and the lock; creates
 /// `registry.db` with mode 0600 if missing (SQLite gives its `-wal`/`-shm` the database's
 /// mode). Nothing is followed: a symlink in place of one of them is an error.
 pub fn secure(dir: &Path) -> std::io::Result<()> {
@@ -127,6 +128,10 @@ pub fn secure(dir: &Path) -> std::io::Result<()> {
         ("registry.db", true),
         ("registry.db-wal", false),
         ("registry.db-shm", false),
+        // What keeps a lost registry from starting over (docs/registry.md).
+        ("registry.id", false),
+        ("pins", false),
+        ("registry.backup.db", false),
         ("lock", false),
     ] {
         let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;

@@ -69,8 +69,15 @@ fn unit_has_required_settings() {
     assert_eq!(value("RuntimeDirectory"), "mediaretain");
     assert_eq!(value("ConfigurationDirectory"), "mediaretain");
     assert_eq!(value("ProtectSystem"), "strict");
-    // A broken config exits 78 (EX_CONFIG): restarting cannot fix it (issue 15).
-    assert_eq!(value("RestartPreventExitStatus"), "78");
+    // A broken config exits 78 (EX_CONFIG): restarting cannot fix it (issue 15); nor a
+    // lost or damaged registry, 65 (issue 23).
+    let prevent: Vec<&str> = value("RestartPreventExitStatus")
+        .split_whitespace()
+        .collect();
+    assert!(
+        prevent.contains(&"78") && prevent.contains(&"65"),
+        "RestartPreventExitStatus= must hold 78 and 65, got {prevent:?}"
+    );
     assert!(
         ["yes", "true", "on", "1"].contains(&value("NoNewPrivileges")),
         "NoNewPrivileges= must be enabled, got {:?}",

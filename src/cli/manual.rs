@@ -98,6 +98,11 @@ const EXAMPLES: &[Example] = &[
         what: "status says CLOCK JUMPED and the clock is right: held time rules resume now",
     },
     Example {
+        sub: "registry",
+        line: "mediaretain registry recover",
+        what: "the registry was damaged: rebuild it from what reads and the backup",
+    },
+    Example {
         sub: "leases",
         line: "mediaretain --socket /run/mediaretain/control.sock leases --json",
         what: "as a member of the socket group: no config needed",
@@ -110,7 +115,9 @@ const EXIT_CODES: &[(u8, &str)] = &[
     (exit::USAGE, "usage: the command line is wrong"),
     (
         exit::DATAERR,
-        "bad input: a path outside every store, an unknown store, a NUL byte",
+        "bad input: a path outside every store, an unknown store, a NUL byte; or the \
+         registry is lost, foreign or damaged (run what the message says: registry recover \
+         or reset; the unit does not restart on it)",
     ),
     (
         exit::UNAVAILABLE,

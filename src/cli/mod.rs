@@ -38,6 +38,7 @@ mod files;
 mod manual;
 mod marks;
 mod passes;
+mod registry;
 mod rm;
 mod status;
 
@@ -249,6 +250,13 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The registry itself, when it was lost or damaged (the daemon then refuses to start,
+    /// exit 65, and says which of these to run): recover, reset, or back it up now. See
+    /// docs/registry.md.
+    Registry {
+        #[command(subcommand)]
+        action: RegistryAction,
+    },
     /// Stream an object of an S3 store to a local file (memory flat for any size),
     /// verified; its partial file lives in the state directory.
     Fetch {
@@ -269,6 +277,34 @@ pub enum Cmd {
         /// Where to write them (created if missing).
         dir: PathBuf,
     },
+}
+
+/// `mediaretain registry …` (run with the daemon stopped, except `backup`).
+#[derive(Debug, Subcommand)]
+pub enum RegistryAction {
+    /// Rebuild the registry from what can be read of it and from the last backup
+    /// (STATE_DIR/registry.backup.db); the damaged files are renamed aside
+    /// (registry.db.damaged-STAMP), never deleted; says per table what was lost. Pins come
+    /// back from STATE_DIR/pins.
+    Recover {
+        /// Take this backup (or another box's registry) instead of registry.backup.db.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Also when the registry opens fine (it is put aside all the same).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start over with an empty registry (leases, audit and offload bookkeeping are
+    /// gone; pins come back from STATE_DIR/pins); the old files are renamed aside
+    /// (registry.db.lost-STAMP).
+    Reset {
+        /// Also when the registry opens fine.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make STATE_DIR/registry.backup.db now (the daemon makes it hourly when the registry
+    /// changed); works beside a running daemon.
+    Backup,
 }
 
 /// A path argument as a lossless spelling ([`crate::spell::from_arg`]): raw bytes from the
@@ -460,6 +496,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::CheckConfig => admin::check_config(&path),
         Cmd::Fetch { src, dest, force } => admin::fetch(&path, src, dest, force).await,
         Cmd::Generate { what, dir } => manual::generate(what, &dir),
+        Cmd::Registry { action } => registry::run(&path, action).await,
         cmd => {
             let needs_daemon = matches!(cmd, Cmd::Reload);
             // A client of a running daemon needs only its socket: a socket_group member
@@ -555,7 +592,11 @@ fn owns(socket: &Path) -> bool {
 /// One line per subcommand: each lives in its module, with its rendering.
 async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
     match cmd {
-        Cmd::Run | Cmd::CheckConfig | Cmd::Fetch { .. } | Cmd::Generate { .. } => {
+        Cmd::Run
+        | Cmd::CheckConfig
+        | Cmd::Fetch { .. }
+        | Cmd::Generate { .. }
+        | Cmd::Registry { .. } => {
             unreachable!("handled by run()")
         }
         Cmd::Status { json } => status::status(b, json).await,

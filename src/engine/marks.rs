@@ -281,6 +281,8 @@ impl Engine {
             }
             out.push(result(Some(store), Some(path), changed, None));
         }
+        // The pins file's appends made durable once, before the answer (issue 23).
+        self.reg().sync_pins()?;
         Ok(out)
     }
 }

@@ -1,5 +1,6 @@
 //! What operators, consumers and media servers put on files: pins (which outlive an
-//! entry), tags, leases (with their owner uid), and servers' "complete" facts.
+//! entry; they are set in pinfile.rs, which keeps them in a file too), tags, leases (with
+//! their owner uid), and servers' "complete" facts.
 
 use super::*;
 
@@ -60,30 +61,6 @@ impl Registry {
             }
             Ok(Some(n > 0))
         })
-    }
-
-    /// Pins or unpins a path; returns whether it changed.
-    pub fn set_retained(
-        &mut self,
-        store: &str,
-        path: &Path,
-        retained: bool,
-        now: Nanos,
-    ) -> Result<bool> {
-        let sid = self.store_id(store)?;
-        let n = if retained {
-            self.conn.execute(
-                "INSERT OR IGNORE INTO pins(store_id, path, at) VALUES (?1, ?2, ?3)",
-                params![sid, path_bytes(path), now],
-            )
-        } else {
-            self.conn.execute(
-                "DELETE FROM pins WHERE store_id = ?1 AND path = ?2",
-                params![sid, path_bytes(path)],
-            )
-        }
-        .map_err(self.err())?;
-        Ok(n > 0)
     }
 
     /// The pinned paths of `store` (pins are few: an operator sets each one).

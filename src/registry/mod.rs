@@ -9,11 +9,17 @@
 //! lookups, class iteration): about 750 lines, because each query keeps its reason beside
 //! it. Pins, tags, leases and facts are in [`marks`](self) (marks.rs), the audit trail and
 //! intents in audit.rs, offload bookkeeping in offload.rs, dedupe hashes in hashes.rs, migrations in schema.rs.
+//! What keeps a lost or damaged registry from starting over silently: its identity
+//! (identity.rs), the pins file (pinfile.rs), backup and recovery (recover.rs; see
+//! docs/registry.md).
 
 mod audit;
 mod hashes;
+pub mod identity;
 mod marks;
 mod offload;
+pub mod pinfile;
+pub mod recover;
 mod schema;
 
 pub use hashes::{Hashed, NewHash};
@@ -33,7 +39,7 @@ use crate::units::Nanos;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// SQLite refused an operation.
-    #[error("registry {}: {source}", path.display())]
+    #[error("registry {}: {source}{}", path.display(), damage_advice(source))]
     Sqlite {
         /// The database file.
         path: PathBuf,
@@ -50,6 +56,77 @@ pub enum RegistryError {
         /// The newest this build knows.
         known: i64,
     },
+    /// The state directory had a registry, and this one is missing or empty.
+    #[error("registry {} is {what}, but this state directory had one ({} says so): refusing to start over with an empty registry, which would forget every pin, lease and the audit. To go back to the last backup and what can be read, run `mediaretain registry recover`; to start over on purpose, run `mediaretain registry reset` (pins are kept from {}). See docs/registry.md", path.display(), id_file.display(), path.with_file_name(pinfile::PINS_FILE).display())]
+    Lost {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: &'static str,
+        /// The identity file that says there was one.
+        id_file: PathBuf,
+    },
+    /// The registry is not this state directory's (another box's, or an old copy).
+    #[error("registry {} is not this state directory's (its id is {found}, {} says {expected}): a registry restored from elsewhere is refused. Run `mediaretain registry recover --from FILE` to take over a registry on purpose, or `mediaretain registry reset` to start over. See docs/registry.md", path.display(), id_file.display())]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// The id it carries ("none": none).
+        found: String,
+        /// The id the state directory knows.
+        expected: String,
+        /// The identity file.
+        id_file: PathBuf,
+    },
+    /// The registry failed its integrity check.
+    #[error("registry {} is damaged ({detail}): stop here and run `mediaretain registry recover` (it keeps the damaged file aside and rebuilds the registry from what can be read and the last backup). See docs/registry.md", path.display())]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What the check found first.
+        detail: String,
+    },
+    /// A file beside the registry (its identity, the pins, a backup) could not be read or
+    /// written.
+    #[error("{}: {source}", path.display())]
+    StateFile {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+impl RegistryError {
+    /// Whether only an operator can go on from here (`registry recover` or `reset`):
+    /// restarting would fail the same way, so the daemon exits with a status its unit
+    /// does not restart.
+    pub fn needs_operator(&self) -> bool {
+        match self {
+            RegistryError::Lost { .. }
+            | RegistryError::Foreign { .. }
+            | RegistryError::Damaged { .. } => true,
+            RegistryError::Sqlite { source, .. } => is_damage(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether SQLite says the database file itself is damaged.
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// What to run when SQLite says the file is damaged ("database disk image is malformed").
+fn damage_advice(e: &rusqlite::Error) -> &'static str {
+    if is_damage(e) {
+        "; the registry is damaged: run `mediaretain registry recover` (see docs/registry.md)"
+    } else {
+        ""
+    }
 }
 
 /// What registry operations return.
@@ -246,6 +323,10 @@ pub struct Registry {
     path: PathBuf,
     store_ids: HashMap<String, i64>,
     generation: i64,
+    /// Changes appended to the pins file since it was last rewritten (pinfile.rs).
+    pin_log: usize,
+    /// Whether appended pin changes still wait for [`Registry::sync_pins`].
+    pins_unsynced: bool,
 }
 
 /// Column 9 names the verified remote copy of this very version (same size and mtime) —
@@ -329,14 +410,53 @@ fn record_in(
 }
 
 impl Registry {
-    /// Opens (creating and migrating as needed) `state_dir/registry.db`.
+    /// Opens (creating and migrating as needed) `state_dir/registry.db`. A state
+    /// directory that has held a registry (`registry.id`) refuses a missing, empty, foreign
+    /// or damaged one (see identity.rs); the pins file is merged in (pinfile.rs).
     pub fn open(state_dir: &Path) -> Result<Registry> {
         let path = state_dir.join("registry.db");
-        let e = |source| RegistryError::Sqlite {
+        let known = identity::read(state_dir)?;
+        let lost = |what| RegistryError::Lost {
             path: path.clone(),
+            what,
+            id_file: state_dir.join(identity::ID_FILE),
+        };
+        // Checked before SQLite opens it: an empty file would become a new database.
+        // (The state lock's `secure` creates a missing registry.db with 0 bytes.)
+        if known.is_some() && std::fs::metadata(&path).map_or(0, |m| m.len()) == 0 {
+            return Err(lost("missing or empty (0 bytes)"));
+        }
+        let mut reg = Registry::connect(&path)?;
+        let version: i64 = reg
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(reg.err())?;
+        if known.is_some() && version == 0 {
+            return Err(lost("empty (it has no tables)"));
+        }
+        if version > 0 {
+            reg.check_integrity()?;
+        }
+        reg.migrate()?;
+        reg.settle_identity(state_dir, known)?;
+        reg.merge_pin_file()?;
+        reg.generation = reg
+            .conn
+            .query_row("SELECT COALESCE(MAX(seen_gen), 0) FROM entries", [], |r| {
+                r.get(0)
+            })
+            .map_err(reg.err())?;
+        Ok(reg)
+    }
+
+    /// The daemon's connection to the database at `path` (made if missing), configured;
+    /// nothing checked or migrated yet.
+    fn connect(path: &Path) -> Result<Registry> {
+        let e = |source| RegistryError::Sqlite {
+            path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(&path).map_err(e)?;
+        let conn = Connection::open(path).map_err(e)?;
         conn.execute_batch(
             "PRAGMA page_size = 16384;
              PRAGMA journal_mode = WAL;
@@ -348,20 +468,33 @@ impl Registry {
         .map_err(e)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(e)?;
-        let mut reg = Registry {
+        Ok(Registry {
             conn,
-            path: path.clone(),
+            path: path.to_path_buf(),
             store_ids: HashMap::new(),
             generation: 0,
-        };
-        reg.migrate()?;
-        reg.generation = reg
+            pin_log: 0,
+            pins_unsynced: false,
+        })
+    }
+
+    /// SQLite's quick check of every page (not of index contents): a damaged registry is
+    /// refused at open, with what to run, rather than failing pass after pass.
+    fn check_integrity(&mut self) -> Result<()> {
+        let mut st = self
             .conn
-            .query_row("SELECT COALESCE(MAX(seen_gen), 0) FROM entries", [], |r| {
-                r.get(0)
-            })
-            .map_err(e)?;
-        Ok(reg)
+            .prepare("PRAGMA quick_check(1)")
+            .map_err(self.err())?;
+        let first: String = st.query_row([], |r| r.get(0)).map_err(self.err())?;
+        if first != "ok" {
+            // One line (a journal entry each): SQLite's report spans lines.
+            let detail = first.replace("*** in database main ***", "");
+            return Err(RegistryError::Damaged {
+                path: self.path.clone(),
+                detail: detail.split_whitespace().collect::<Vec<_>>().join(" "),
+            });
+        }
+        Ok(())
     }
 
     /// A second connection to the registry at `path`, which [`Registry::open`] made and
@@ -379,6 +512,8 @@ impl Registry {
             path: path.to_path_buf(),
             store_ids: HashMap::new(),
             generation: 0,
+            pin_log: 0,
+            pins_unsynced: false,
         })
     }
 

@@ -179,4 +179,12 @@ pub const MIGRATIONS: &[&str] = &[
         DELETE FROM hashes WHERE store_id = OLD.store_id AND path = OLD.path;
     END;
     "#,
+    // 10 (issue 23): the registry's identity, a random id that `registry.id` beside it
+    // repeats (identity.rs): a registry that is empty or not this directory's is refused.
+    r#"
+    CREATE TABLE identity (
+        id      TEXT NOT NULL,           -- 128 random bits, hex
+        created INTEGER NOT NULL         -- ns since the epoch
+    );
+    "#,
 ];
