@@ -441,7 +441,8 @@ fn deb_installs_a_working_service_and_purges_clean() {
     ] {
         assert!(
             fs::symlink_metadata(p).is_err(),
-            "{p} is left after dpkg --purge"
+            "{p} is left after dpkg --purge: {:?}",
+            fs::read_dir(p).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
         );
     }
     if !had_group {
