@@ -47,7 +47,8 @@
 //! - [`config`]: the model, loading with `conf.d/`, validation with `FILE:LINE:COL`.
 //! - [`watchdog`]: volume sampling and the fill-rate forecast; [`access`]: peer credentials;
 //!   [`statedir`]: the single-instance lock; [`spell`]: the lossless spelling of paths as
-//!   text; [`failure`]: an error with its exit code; [`logging`]: journald or stderr.
+//!   text; [`failure`]: an error with its exit code; [`logging`]: journald or stderr;
+//!   [`listen`]: the TCP ports (hooks, metrics) served within connection caps and timeouts.
 
 pub mod access;
 pub mod classify;
@@ -60,6 +61,7 @@ pub mod engine;
 pub mod failure;
 pub mod hooks;
 pub mod inuse;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
