@@ -1,11 +1,15 @@
 //! Serving HTTP on a TCP port (the hook receiver and `[metrics] listen`) so that no client
-//! can hold the daemon's descriptors or memory: a connection cap per listener, taken before
-//! `accept` (beyond it, connections wait in the kernel's backlog and cost us nothing); a
+//! can hold the daemon's descriptors or memory: a connection cap per listener; a
 //! header-read timeout that also bounds a kept-alive connection's idle wait; a request
 //! timeout around each handler (body read included); and a stall timeout that drops a
 //! connection moving no byte at all (a client that never reads its answers). The caps are
 //! derived from the descriptor limit minus [`FD_RESERVE`], kept for the core: the control
 //! socket, scans, deletions and the registry.
+//!
+//! At the cap, a new connection takes the place of the one quiet longest among those with
+//! no request in flight (an idle or half-sent one): a flood of idle connections then costs
+//! the media server's hooks and Prometheus's scrapes nothing but a moment, instead of
+//! waiting behind the flood for the timeouts. Only requests at work hold their place.
 //!
 //! `axum::serve` has none of these (and no timer for hyper's header timeout), hence this
 //! accept loop around hyper's HTTP/1 connection.
@@ -182,9 +186,36 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// One connection as its listener sees it, to pick which gives way at the cap.
+struct Slot {
+    activity: Arc<Activity>,
+    /// Requests being handled (their place is never taken).
+    in_flight: AtomicU64,
+    /// Closes the connection at once.
+    evict: CancellationToken,
+}
+
+/// Counts a request in flight on its slot while alive.
+struct InFlight(Arc<Slot>);
+
+impl InFlight {
+    fn new(slot: &Arc<Slot>) -> InFlight {
+        slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(slot.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Counts of one listener, for the summary after a saturation episode.
 #[derive(Default)]
 struct Counts {
+    /// Connections closed to make room for a new one.
+    evicted: AtomicU64,
     /// Connections closed by the header-read timeout (idle or half-sent).
     header_timeouts: AtomicU64,
     /// Connections dropped by the stall timeout.
@@ -206,11 +237,23 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let counts = Arc::new(Counts::default());
     let conns = TaskTracker::new();
+    // The open connections (with a few just closed, pruned at the cap).
+    let mut slots: Vec<Arc<Slot>> = Vec::new();
     let mut saturated: Option<Instant> = None;
     let mut last_accept_warning: Option<Instant> = None;
     loop {
-        // The permit comes before accept: beyond the cap a connection waits in the
-        // kernel's backlog and takes none of our descriptors.
+        // One connection at a time is accepted before it has a place: at most cap + 1
+        // descriptors, and beyond that connections wait in the kernel's backlog.
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    accept_failed(name, &e, &mut last_accept_warning).await;
+                    continue;
+                }
+            },
+            _ = cancel.cancelled() => break,
+        };
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -219,11 +262,24 @@ pub async fn serve(
                     warn!(
                         listener = name,
                         cap = limits.max_connections,
-                        "{name}: {} connections open, its cap; new ones wait until one closes (idle ones are closed after {:?})",
+                        "{name}: {} connections open, its cap; idle ones give way to new ones, and are closed after {:?} anyway",
                         limits.max_connections,
                         limits.header_read
                     );
                 }
+                slots.retain(|s| Arc::strong_count(s) > 1);
+                if let Some(i) = slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.in_flight.load(Ordering::Relaxed) == 0)
+                    .min_by_key(|(_, s)| s.activity.last())
+                    .map(|(i, _)| i)
+                {
+                    slots.swap_remove(i).evict.cancel();
+                    counts.evicted.fetch_add(1, Ordering::Relaxed);
+                }
+                // Every place busy with a request: wait for one to end (bounded by the
+                // request timeout).
                 tokio::select! {
                     p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                     _ = cancel.cancelled() => break,
@@ -239,6 +295,7 @@ pub async fn serve(
             info!(
                 listener = name,
                 seconds = since.elapsed().as_secs(),
+                evicted = counts.evicted.swap(0, Ordering::Relaxed),
                 header_timeouts = counts.header_timeouts.swap(0, Ordering::Relaxed),
                 stalled = counts.stalled.swap(0, Ordering::Relaxed),
                 request_timeouts = counts.request_timeouts.swap(0, Ordering::Relaxed),
@@ -246,16 +303,15 @@ pub async fn serve(
                 since.elapsed()
             );
         }
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    accept_failed(name, &e, &mut last_accept_warning).await;
-                    continue;
-                }
-            },
-            _ = cancel.cancelled() => break,
-        };
+        let slot = Arc::new(Slot {
+            activity: Arc::new(Activity::new()),
+            in_flight: AtomicU64::new(0),
+            evict: CancellationToken::new(),
+        });
+        if slots.len() >= 2 * limits.max_connections {
+            slots.retain(|s| Arc::strong_count(s) > 1);
+        }
+        slots.push(slot.clone());
         conns.spawn(connection(
             name,
             stream,
@@ -264,6 +320,7 @@ pub async fn serve(
             limits,
             counts.clone(),
             cancel.clone(),
+            slot,
             permit,
         ));
     }
@@ -301,21 +358,25 @@ async fn connection(
     limits: Limits,
     counts: Arc<Counts>,
     cancel: CancellationToken,
+    slot: Arc<Slot>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let activity = Arc::new(Activity::new());
+    let activity = slot.activity.clone();
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
     });
+    let busy = slot.clone();
     let tower = TowerToHyperService::new(router);
     let request = limits.request;
     let late = counts.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
+        let at_work = InFlight::new(&busy);
         let answer = hyper::service::Service::call(&tower, req);
         let late = late.clone();
         async move {
+            let _at_work = at_work;
             Ok::<Response, Infallible>(match tokio::time::timeout(request, answer).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(never)) => match never {},
@@ -353,6 +414,10 @@ async fn connection(
                     debug!(listener = name, peer = %peer, "connection dropped: no byte moved for {:?}", limits.stall);
                     return;
                 }
+            }
+            _ = slot.evict.cancelled() => {
+                debug!(listener = name, peer = %peer, "connection closed to make room for a new one");
+                return;
             }
             _ = cancel.cancelled(), if !draining => {
                 draining = true;
