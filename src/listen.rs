@@ -68,6 +68,10 @@ pub const STALL: Duration = Duration::from_secs(30);
 /// capped connections hold a few MiB at most.
 const MAX_BUF: usize = 64 * 1024;
 
+/// At shutdown, requests in flight get this long to finish (the daemon waits 5 s for all
+/// its tasks); idle and half-sent connections are closed at once.
+const DRAIN_GRACE: Duration = Duration::from_secs(3);
+
 /// How long `accept` rests after a resource error (EMFILE, ENFILE, ENOBUFS, ENOMEM).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 
@@ -395,9 +399,10 @@ async fn connection(
         .max_buf_size(MAX_BUF);
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
-    let mut draining = false;
+    let mut drain_by: Option<Instant> = None;
     loop {
         let quiet_until = activity.last() + limits.stall;
+        let wake = drain_by.map_or(quiet_until, |t| t.min(quiet_until));
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -408,7 +413,11 @@ async fn connection(
                 }
                 return;
             }
-            _ = tokio::time::sleep_until(quiet_until) => {
+            _ = tokio::time::sleep_until(wake) => {
+                if drain_by.is_some_and(|t| t <= Instant::now()) {
+                    debug!(listener = name, peer = %peer, "connection closed at shutdown");
+                    return;
+                }
                 if activity.last() + limits.stall <= Instant::now() {
                     counts.stalled.fetch_add(1, Ordering::Relaxed);
                     debug!(listener = name, peer = %peer, "connection dropped: no byte moved for {:?}", limits.stall);
@@ -419,8 +428,10 @@ async fn connection(
                 debug!(listener = name, peer = %peer, "connection closed to make room for a new one");
                 return;
             }
-            _ = cancel.cancelled(), if !draining => {
-                draining = true;
+            // Answers in flight are finished (within DRAIN_GRACE), then the connection
+            // closes; an idle one closes at once.
+            _ = cancel.cancelled(), if drain_by.is_none() => {
+                drain_by = Some(Instant::now() + DRAIN_GRACE);
                 conn.as_mut().graceful_shutdown();
             }
         }

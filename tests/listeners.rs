@@ -466,6 +466,41 @@ fn a_half_sent_header_is_closed_and_a_missing_body_answered_408() {
     drop(d);
 }
 
+/// SIGTERM is not held up by a half-sent request on the hook port: the daemon stops at
+/// once, without waiting out its drain deadline (old build: "in-flight requests did not
+/// finish within 5s").
+#[test]
+fn a_half_sent_request_does_not_hold_up_shutdown() {
+    let port = free_port();
+    let b = Box_::new(
+        "",
+        "",
+        &format!("{BASE_CLASSES}\n[hooks]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let d = b.daemon(None);
+    let pid = d.pid();
+    let before = open_fds(pid);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"POST /hooks/srs HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        .unwrap();
+    // The daemon has taken it (one more descriptor) before it is told to stop.
+    d.wait_for("the daemon to accept", Duration::from_secs(5), || {
+        open_fds(pid) > before
+    });
+    let started = Instant::now();
+    let (code, log) = d.stop();
+    let took = started.elapsed();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        !log.contains("did not finish"),
+        "stopping took {took:?}: {log}"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "stopping took {took:?} ({before} descriptors)"
+    );
+}
+
 /// The soft descriptor limit is raised to the hard one at start (old build: it stayed).
 #[test]
 fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
