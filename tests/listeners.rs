@@ -501,6 +501,61 @@ fn a_half_sent_request_does_not_hold_up_shutdown() {
     );
 }
 
+/// A client that sends requests but stops reading the answers (pipelined scrapes into a
+/// 4 KiB receive buffer) is dropped by the stall timeout (30 s without a byte moved) —
+/// the header and request timeouts never fire for it. (Old build: still open after 45 s.)
+#[test]
+fn a_client_that_stops_reading_is_dropped() {
+    const STALLER: &str = r#"
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+s.setblocking(False)
+req, t = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 50, time.time()
+while time.time() - t < 3:
+    try:
+        s.send(req)
+    except BlockingIOError:
+        time.sleep(0.05)
+print("stopped", flush=True)
+time.sleep(120)
+"#;
+    let port = free_port();
+    let b = Box_::new(
+        &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\""),
+        "",
+        BASE_CLASSES,
+    );
+    let d = b.daemon(None);
+    let pid = d.pid();
+    let before = open_fds(pid);
+    let mut c = Command::new(PY)
+        .arg("-c")
+        .arg(STALLER)
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "stopped");
+    let stopped = Instant::now();
+    assert!(open_fds(pid) > before, "the daemon holds the connection");
+    d.wait_for(
+        "the daemon to drop the client that stopped reading",
+        Duration::from_secs(45),
+        || open_fds(pid) <= before,
+    );
+    let took = stopped.elapsed();
+    let _ = c.kill();
+    let _ = c.wait();
+    eprintln!("dropped {took:?} after the client stopped sending");
+    assert!(took >= Duration::from_secs(20), "dropped after {took:?}");
+}
+
 /// The soft descriptor limit is raised to the hard one at start (old build: it stayed).
 #[test]
 fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
