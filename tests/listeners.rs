@@ -372,7 +372,12 @@ fn a_flood_of_idle_connections_starves_neither_status_nor_deletions() {
             open_fds(pid) <= before + 4
         },
     );
-    assert!(flood.last("closed").unwrap_or(0) >= 1000);
+    // The attacker sees it too (for most: see above).
+    d.wait_for(
+        "the attacker to see its connections closed",
+        Duration::from_secs(5),
+        || flood.last("closed").unwrap_or(0) >= attempted / 2,
+    );
     let closed_after = attack.elapsed();
     assert!(
         most_fds as u64 <= NOFILE - 256,
