@@ -119,8 +119,7 @@ fn rescan_after(
             let unreadable: u64 = stats.iter().map(|s| s.unreadable).sum();
             warn!(
                 unreadable,
-                "the scan could not read {}; trying again in {wait:?}",
-                crate::units::plural(unreadable, "directory or entry")
+                "the scan could not read {unreadable} of the stores' directories or entries; trying again in {wait:?}"
             );
         }
         Ok(_) => {
