@@ -1,5 +1,7 @@
-//! Serving HTTP on a TCP port (the hook receiver and `[metrics] listen`) so that no client
-//! can hold the daemon's descriptors or memory: a connection cap per listener; a
+//! Serving HTTP on a TCP port (the hook receiver and `[metrics] listen`) and on the control
+//! socket so that no client can hold the daemon's descriptors or memory (on the control
+//! socket: no client but root and the daemon's user, who are never capped, and who have
+//! no request timeout there): a connection cap per listener; a
 //! header-read timeout that also bounds a kept-alive connection's idle wait; a request
 //! timeout around each handler (body read included); and a stall timeout that drops a
 //! connection moving no byte at all (a client that never reads its answers). The caps are
@@ -15,6 +17,7 @@
 //! accept loop around hyper's HTTP/1 connection.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,7 +33,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +54,10 @@ pub const HOOKS_CONNECTIONS: usize = 128;
 /// connection per server; 16 covers a few servers and a person with curl.
 pub const METRICS_CONNECTIONS: usize = 16;
 
+/// The control socket's cap for peers other than root and the daemon's user (those are
+/// never capped): a few consumers (`socket_group` members) leasing and reading.
+pub const CONTROL_CONNECTIONS: usize = 64;
+
 /// A request's header must be complete this long after the connection opened, or after
 /// the previous answer on a kept-alive connection (hyper runs this one timer for both): a
 /// media server or Prometheus sends its whole request at once.
@@ -60,8 +67,8 @@ pub const HEADER_READ: Duration = Duration::from_secs(10);
 /// than the hook handler's own 5 s deadline, so a slow registry still gets its answer.
 pub const REQUEST: Duration = Duration::from_secs(15);
 
-/// A connection that moves no byte either way this long is dropped. Longer than
-/// [`REQUEST`], so a handler at work is never cut; catches a client that stops reading.
+/// A connection that moves no byte either way this long, with no request at work, is
+/// dropped: a client that stops reading its answers.
 pub const STALL: Duration = Duration::from_secs(30);
 
 /// The largest read buffer of a connection: headers beyond it are refused (431), so the
@@ -79,6 +86,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(250);
 // the stall timeout; both default caps fit beside the reserve under the usual 1024.
 const _: () = assert!(STALL.as_secs() > REQUEST.as_secs() && REQUEST.as_secs() > 5);
 const _: () = assert!(HOOKS_CONNECTIONS as u64 + METRICS_CONNECTIONS as u64 + FD_RESERVE <= 1024);
+// The control socket's capped clients live within the reserve.
+const _: () = assert!((CONTROL_CONNECTIONS as u64) < FD_RESERVE / 2);
 
 /// The limits of one listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,8 +96,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// See [`HEADER_READ`].
     pub header_read: Duration,
-    /// See [`REQUEST`].
-    pub request: Duration,
+    /// See [`REQUEST`]; None on the control socket, where a pass or `rm -r` may take
+    /// minutes.
+    pub request: Option<Duration>,
     /// See [`STALL`].
     pub stall: Duration,
 }
@@ -99,8 +109,17 @@ impl Limits {
         Limits {
             max_connections: max_connections.max(1),
             header_read: HEADER_READ,
-            request: REQUEST,
+            request: Some(REQUEST),
             stall: STALL,
+        }
+    }
+
+    /// The control socket's: [`CONTROL_CONNECTIONS`], no request timeout (a pass or an
+    /// `rm -r` may take minutes), the same header and stall timeouts.
+    pub fn control() -> Limits {
+        Limits {
+            request: None,
+            ..Limits::with_cap(CONTROL_CONNECTIONS)
         }
     }
 }
@@ -136,12 +155,12 @@ impl Activity {
 }
 
 /// A stream that notes each read or write that moved bytes.
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -156,7 +175,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -187,6 +206,51 @@ impl AsyncWrite for Watched {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A listening socket that [`serve`] accepts from.
+pub trait Listen: Send + 'static {
+    /// A connection.
+    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// What the handlers see of its peer, as `ConnectInfo<Self::Peer>`.
+    type Peer: Clone + std::fmt::Debug + Send + Sync + 'static;
+    /// The next connection.
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Io, Self::Peer)>> + Send;
+    /// A peer served beyond the cap, never made to give way (root on the control socket).
+    fn exempt(&self, _peer: &Self::Peer) -> bool {
+        false
+    }
+}
+
+impl Listen for TcpListener {
+    type Io = TcpStream;
+    type Peer = SocketAddr;
+    fn accept(&self) -> impl Future<Output = std::io::Result<(TcpStream, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
+/// A Unix socket whose peers are told by `peer` and exempted from the cap by `exempt`.
+pub struct UnixListen<P> {
+    /// The socket.
+    pub listener: UnixListener,
+    /// The peer's credentials, read once at accept.
+    pub peer: fn(&UnixStream) -> P,
+    /// Whether a peer is served beyond the cap.
+    pub exempt: fn(&P) -> bool,
+}
+
+impl<P: Clone + std::fmt::Debug + Send + Sync + 'static> Listen for UnixListen<P> {
+    type Io = UnixStream;
+    type Peer = P;
+    async fn accept(&self) -> std::io::Result<(UnixStream, P)> {
+        let (s, _) = self.listener.accept().await?;
+        let p = (self.peer)(&s);
+        Ok((s, p))
+    }
+    fn exempt(&self, peer: &P) -> bool {
+        (self.exempt)(peer)
     }
 }
 
@@ -230,10 +294,10 @@ struct Counts {
 
 /// Serves `router` on `listener` within `limits` until `cancel`; then stops accepting,
 /// lets requests in flight finish and closes idle connections. The handlers see the
-/// peer's address as `ConnectInfo<SocketAddr>`.
-pub async fn serve(
+/// peer as `ConnectInfo<L::Peer>` (a TCP listener: its `SocketAddr`).
+pub async fn serve<L: Listen>(
     name: &'static str,
-    listener: TcpListener,
+    listener: L,
     router: Router,
     limits: Limits,
     cancel: CancellationToken,
@@ -259,7 +323,8 @@ pub async fn serve(
             _ = cancel.cancelled() => break,
         };
         let permit = match permits.clone().try_acquire_owned() {
-            Ok(p) => p,
+            _ if listener.exempt(&peer) => None,
+            Ok(p) => Some(p),
             Err(_) => {
                 if saturated.is_none() {
                     saturated = Some(Instant::now());
@@ -285,7 +350,7 @@ pub async fn serve(
                 // Every place busy with a request: wait for one to end (bounded by the
                 // request timeout).
                 tokio::select! {
-                    p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                    p = permits.clone().acquire_owned() => Some(p.expect("the semaphore is never closed")),
                     _ = cancel.cancelled() => break,
                 }
             }
@@ -315,7 +380,10 @@ pub async fn serve(
         if slots.len() >= 2 * limits.max_connections {
             slots.retain(|s| Arc::strong_count(s) > 1);
         }
-        slots.push(slot.clone());
+        // An exempt peer's connection never gives way.
+        if permit.is_some() {
+            slots.push(slot.clone());
+        }
         conns.spawn(connection(
             name,
             stream,
@@ -354,17 +422,20 @@ async fn accept_failed(name: &str, e: &std::io::Error, last: &mut Option<Instant
 
 /// Serves one connection, holding its `permit` until it is closed.
 #[allow(clippy::too_many_arguments)]
-async fn connection(
+async fn connection<S, P>(
     name: &'static str,
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: S,
+    peer: P,
     router: Router,
     limits: Limits,
     counts: Arc<Counts>,
     cancel: CancellationToken,
     slot: Arc<Slot>,
-    _permit: OwnedSemaphorePermit,
-) {
+    _permit: Option<OwnedSemaphorePermit>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    P: Clone + std::fmt::Debug + Send + Sync + 'static,
+{
     let activity = slot.activity.clone();
     let io = TokioIo::new(Watched {
         inner: stream,
@@ -374,20 +445,24 @@ async fn connection(
     let tower = TowerToHyperService::new(router);
     let request = limits.request;
     let late = counts.clone();
+    let svc_peer = peer.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
+        req.extensions_mut().insert(ConnectInfo(svc_peer.clone()));
         let at_work = InFlight::new(&busy);
         let answer = hyper::service::Service::call(&tower, req);
-        let late = late.clone();
+        let (late, who) = (late.clone(), svc_peer.clone());
         async move {
             let _at_work = at_work;
-            Ok::<Response, Infallible>(match tokio::time::timeout(request, answer).await {
+            let Some(limit) = request else {
+                return answer.await;
+            };
+            Ok::<Response, Infallible>(match tokio::time::timeout(limit, answer).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(never)) => match never {},
                 Err(_) => {
                     late.request_timeouts.fetch_add(1, Ordering::Relaxed);
-                    debug!(listener = name, peer = %peer, "request not completed within {request:?}");
-                    timed_out(request)
+                    debug!(listener = name, peer = ?who, "request not completed within {limit:?}");
+                    timed_out(limit)
                 }
             })
         }
@@ -401,7 +476,10 @@ async fn connection(
     tokio::pin!(conn);
     let mut drain_by: Option<Instant> = None;
     loop {
-        let quiet_until = activity.last() + limits.stall;
+        // A request at work is never cut here (its own timeout bounds it, where there is
+        // one): while one is, the stall is looked at again each second.
+        let quiet_until =
+            (activity.last() + limits.stall).max(Instant::now() + Duration::from_secs(1));
         let wake = drain_by.map_or(quiet_until, |t| t.min(quiet_until));
         tokio::select! {
             r = conn.as_mut() => {
@@ -409,23 +487,25 @@ async fn connection(
                     if e.is_timeout() {
                         counts.header_timeouts.fetch_add(1, Ordering::Relaxed);
                     }
-                    debug!(listener = name, peer = %peer, error = %e, "connection closed");
+                    debug!(listener = name, peer = ?peer, error = %e, "connection closed");
                 }
                 return;
             }
             _ = tokio::time::sleep_until(wake) => {
                 if drain_by.is_some_and(|t| t <= Instant::now()) {
-                    debug!(listener = name, peer = %peer, "connection closed at shutdown");
+                    debug!(listener = name, peer = ?peer, "connection closed at shutdown");
                     return;
                 }
-                if activity.last() + limits.stall <= Instant::now() {
+                if activity.last() + limits.stall <= Instant::now()
+                    && slot.in_flight.load(Ordering::Relaxed) == 0
+                {
                     counts.stalled.fetch_add(1, Ordering::Relaxed);
-                    debug!(listener = name, peer = %peer, "connection dropped: no byte moved for {:?}", limits.stall);
+                    debug!(listener = name, peer = ?peer, "connection dropped: no byte moved for {:?}", limits.stall);
                     return;
                 }
             }
             _ = slot.evict.cancelled() => {
-                debug!(listener = name, peer = %peer, "connection closed to make room for a new one");
+                debug!(listener = name, peer = ?peer, "connection closed to make room for a new one");
                 return;
             }
             // Answers in flight are finished (within DRAIN_GRACE), then the connection

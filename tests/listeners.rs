@@ -575,6 +575,110 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
     assert_eq!(&n[3..5], ["4096", "4096"], "{line}");
 }
 
+/// The same flood on the control socket from a `socket_group` member (who may connect):
+/// 1,500 idle and half-sent connections. Root's `status` answers within 2 s each time and
+/// the daemon holds at most 64 of them (the cap for peers other than root). (Old build:
+/// the member took every descriptor and `status` hung.)
+#[test]
+fn a_socket_group_member_cannot_starve_the_control_socket() {
+    const MEMBER: &str = "mr-member";
+    const GROUP: &str = "mr-consumers";
+    const FLOOD_UNIX: &str = r#"
+import resource, socket, sys, time
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+path, n = sys.argv[1], int(sys.argv[2])
+todo, held, t = n, [], time.time()
+while todo and time.time() - t < 5:
+    s = socket.socket(socket.AF_UNIX)
+    s.setblocking(False)
+    try:
+        s.connect(path)
+    except (BlockingIOError, InterruptedError):
+        s.close()
+        time.sleep(0.001)
+        continue
+    if todo % 2:
+        s.send(b"GET /v1/status HTTP/1.1\r\nHo")
+    held.append(s)
+    todo -= 1
+print("open", len(held), flush=True)
+time.sleep(120)
+"#;
+    assert!(rustix::process::geteuid().is_root(), "needs root");
+    let _ = Command::new("groupadd").args(["--system", GROUP]).status();
+    if id_of("-u", MEMBER).is_none() {
+        let _ = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "-G",
+                GROUP,
+            ])
+            .arg(MEMBER)
+            .status();
+    }
+    let uid = id_of("-u", MEMBER).expect("useradd mr-member");
+    let gid = id_of("-g", MEMBER).unwrap();
+    let b = Box_::new(&format!("socket_group = \"{GROUP}\""), "", BASE_CLASSES);
+    std::fs::set_permissions(
+        b.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let d = daemon_with_nofile(&b, 1024, 1024);
+    let pid = d.pid();
+    let sock = b.state().join("control.sock");
+    let before = open_fds(pid);
+    let mut flood = Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--init-groups")
+        .arg("--reset-env")
+        .arg(PY)
+        .arg("-c")
+        .arg(FLOOD_UNIX)
+        .arg(&sock)
+        .arg("1500")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(flood.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let opened: usize = line
+        .trim()
+        .strip_prefix("open ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the member's flood: {line:?}"));
+    let mut slowest = Duration::ZERO;
+    let mut most_fds = open_fds(pid);
+    for _ in 0..5 {
+        let (code, took) = timed_status(&b, Duration::from_secs(10));
+        most_fds = most_fds.max(open_fds(pid));
+        assert_eq!(
+            code,
+            Some(0),
+            "status during the member's flood: exit {code:?} after {took:?}"
+        );
+        assert!(took < Duration::from_secs(2), "status took {took:?}");
+        slowest = slowest.max(took);
+    }
+    let _ = flood.kill();
+    let _ = flood.wait();
+    eprintln!(
+        "a member's {opened} connections: status at most {slowest:?}; daemon descriptors at most {most_fds}"
+    );
+    assert!(opened > 1024, "the member connected only {opened} times");
+    assert!(
+        most_fds <= before + 64 + 8,
+        "the daemon held {most_fds} descriptors ({before} before)"
+    );
+}
+
 /// A scan that could not read part of a store (here a tree nested deeper than a walk goes;
 /// in the issue, descriptors ran out mid-scan) is tried again within seconds: a file made
 /// after it, in an unwatched store, is registered and deleted long before the hour of
