@@ -5,6 +5,11 @@
 //! becomes due, and at least every `gc_interval`), SIGHUP reloads and SIGTERM shutdown.
 //! The control socket is served beside it. Watchers are swapped on reload by dropping the
 //! old set before starting the new one, so two sets never run at once.
+//!
+//! Descriptors: the soft limit is raised to the hard one at start, and the TCP listeners
+//! (hooks, metrics) are capped so that together they leave [`crate::listen::FD_RESERVE`] to
+//! the core; a scan that failed or could not read part of a store (e.g. out of
+//! descriptors) is tried again with backoff, not only after `scan_interval`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +30,8 @@ use crate::control::server::{self, Ctl, ReloadReply};
 use crate::engine::{Engine, EngineError, Scope};
 use crate::exit;
 use crate::failure::Failure;
+use crate::listen::{self, Limits};
+use crate::scan::ScanStats;
 use crate::statedir::StateLock;
 use crate::units::{ByteSize, Nanos};
 use crate::watch::{self, Change, Signals, Watch};
@@ -42,6 +49,87 @@ const SETTLE: Duration = Duration::from_secs(1);
 const BATCH: usize = 4096;
 /// Watchdog samples are at least this far apart, however fast files arrive.
 const WATCH_MIN_GAP: Duration = Duration::from_millis(20);
+/// A failed or partial scan is tried again after this, doubling each time up to
+/// `scan_interval`: files made meanwhile (say, while descriptors ran out) are registered
+/// within seconds, and a directory that stays unreadable costs a few scans, not a loop.
+const RESCAN_FIRST: Duration = Duration::from_secs(2);
+
+/// Raises the soft descriptor limit to the hard one (a soft 1024 is a legacy of
+/// `select(2)`, which nothing here uses); returns the soft limit now in force.
+fn raise_nofile() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let soft = lim.current.unwrap_or(u64::MAX);
+    match lim.maximum {
+        Some(hard) if hard > soft => {
+            let raised = Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => {
+                    info!(
+                        from = soft,
+                        to = hard,
+                        "descriptor limit raised from {soft} to {hard}"
+                    );
+                    hard
+                }
+                Err(e) => {
+                    warn!(soft, hard, error = %e, "cannot raise the descriptor limit from {soft} to {hard}: {e}");
+                    soft
+                }
+            }
+        }
+        _ => soft,
+    }
+}
+
+/// The limits of a TCP listener wanting `wanted` connections, one of `listeners` sharing
+/// descriptor limit `nofile`; says so when the limit makes its cap smaller.
+fn listener_limits(name: &str, wanted: usize, nofile: u64, listeners: usize) -> Limits {
+    let cap = listen::cap(wanted, nofile, listeners);
+    if cap < wanted {
+        warn!(
+            listener = name,
+            cap,
+            nofile,
+            reserve = listen::FD_RESERVE,
+            "{name}: at most {cap} connections (not {wanted}): the descriptor limit {nofile} keeps {} for the core; raise LimitNOFILE=",
+            listen::FD_RESERVE
+        );
+    }
+    Limits::with_cap(cap)
+}
+
+/// How long until the next scan after one that ended with `outcome`. A failed scan, or
+/// one that could not read part of a store, is tried again after `backoff`, which then
+/// doubles (up to `interval`); a whole scan waits `interval` and resets the backoff.
+fn rescan_after(
+    outcome: &Result<Vec<ScanStats>, EngineError>,
+    backoff: &mut Duration,
+    interval: Duration,
+) -> Duration {
+    let wait = (*backoff).min(interval);
+    match outcome {
+        Err(e) => {
+            error!(error = %e, "scan failed; trying again in {wait:?}");
+        }
+        Ok(stats) if stats.iter().any(|s| s.unreadable > 0) => {
+            let unreadable: u64 = stats.iter().map(|s| s.unreadable).sum();
+            warn!(
+                unreadable,
+                "the scan could not read {unreadable} of the stores' directories or entries; trying again in {wait:?}"
+            );
+        }
+        Ok(_) => {
+            *backoff = RESCAN_FIRST;
+            return interval;
+        }
+    }
+    *backoff = (*backoff * 2).min(interval.max(RESCAN_FIRST));
+    wait
+}
 
 fn notify(states: &[NotifyState]) {
     // Outside systemd NOTIFY_SOCKET is unset and this is a no-op.
@@ -230,6 +318,7 @@ async fn acquire_lock(config: &Config) -> Result<StateLock, Failure> {
 pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let config =
         Config::load(config_path).map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
+    let nofile = raise_nofile();
     let policy = crate::access::Policy::new(config.daemon.socket_group.as_deref())
         .map_err(|e| Failure::new(exit::CONFIG, e.to_string()))?;
     let lock = acquire_lock(&config).await?;
@@ -266,6 +355,8 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     // finished recording of an offload class.
     let remote_kick = Arc::new(tokio::sync::Notify::new());
     let hooks = engine.runtime().config.hooks.clone();
+    let metrics = engine.runtime().config.metrics.clone();
+    let tcp_listeners = usize::from(hooks.is_some()) + usize::from(metrics.is_some());
     if let Some(h) = hooks {
         let listener = crate::hooks::bind(&h).await.map_err(|e| {
             Failure::new(exit::CANTCREAT, format!("hooks.listen {}: {e}", h.listen))
@@ -275,11 +366,11 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
             listener,
             engine.clone(),
             remote_kick.clone(),
+            listener_limits("hooks", listen::HOOKS_CONNECTIONS, nofile, tcp_listeners),
             cancel.clone(),
         ));
     }
     // Prometheus over TCP ([metrics] listen; the control socket serves /metrics anyway).
-    let metrics = engine.runtime().config.metrics.clone();
     if let Some(m) = metrics {
         let listener = tokio::net::TcpListener::bind(m.listen).await.map_err(|e| {
             Failure::new(exit::CANTCREAT, format!("metrics.listen {}: {e}", m.listen))
@@ -288,6 +379,12 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
         tracker.spawn(crate::metrics::serve(
             listener,
             engine.clone(),
+            listener_limits(
+                "metrics",
+                listen::METRICS_CONNECTIONS,
+                nofile,
+                tcp_listeners,
+            ),
             cancel.clone(),
         ));
     }
@@ -315,14 +412,14 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
             return shutdown(cancel, tracker, &socket).await;
         }
     };
-    match scanned {
-        Ok(stats) => {
-            for s in &stats {
-                info!(store = %s.store, files = s.files, bytes = s.bytes, millis = s.millis, "indexed {} ({})", crate::units::plural(s.files, "file"), ByteSize(s.bytes));
-            }
+    if let Ok(stats) = &scanned {
+        for s in stats {
+            info!(store = %s.store, files = s.files, bytes = s.bytes, millis = s.millis, "indexed {} ({})", crate::units::plural(s.files, "file"), ByteSize(s.bytes));
         }
-        Err(e) => error!(error = %e, "initial scan failed; retrying at the next scan"),
     }
+    let mut scan_backoff = RESCAN_FIRST;
+    let scan_interval = engine.runtime().config.daemon.scan_interval.0;
+    let mut next_scan = Instant::now() + rescan_after(&scanned, &mut scan_backoff, scan_interval);
     let remote_scan_due = Arc::new(std::sync::atomic::AtomicBool::new(true));
     tracker.spawn(remote_worker(
         engine.clone(),
@@ -343,7 +440,6 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
 
     let wd = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut wd_tick = tokio::time::interval(wd.unwrap_or(Duration::from_secs(3600)));
-    let mut next_scan = Instant::now() + engine.runtime().config.daemon.scan_interval.0;
     let mut next_pass = Instant::now();
     let mut batch: Vec<Change> = Vec::with_capacity(BATCH);
 
@@ -399,12 +495,11 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
                 }
             }
             _ = sleep_until(next_scan) => {
-                if let Err(e) = blocking(&engine, |e| e.scan_local()).await {
-                    error!(error = %e, "scan failed");
-                }
+                let scanned = blocking(&engine, |e| e.scan_local()).await;
                 remote_scan_due.store(true, Ordering::SeqCst);
                 remote_kick.notify_one();
-                next_scan = Instant::now() + engine.runtime().config.daemon.scan_interval.0;
+                let interval = engine.runtime().config.daemon.scan_interval.0;
+                next_scan = Instant::now() + rescan_after(&scanned, &mut scan_backoff, interval);
                 next_pass = Instant::now();
                 hasher.wake();
             }
@@ -609,4 +704,30 @@ async fn shutdown(
     let _ = std::fs::remove_file(socket);
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_scan_is_tried_again_sooner_and_sooner_not() {
+        let interval = Duration::from_secs(60);
+        let partial = Ok(vec![ScanStats {
+            unreadable: 1,
+            ..Default::default()
+        }]);
+        let mut backoff = RESCAN_FIRST;
+        let waits: Vec<u64> = (0..7)
+            .map(|_| rescan_after(&partial, &mut backoff, interval).as_secs())
+            .collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60]);
+        // A whole scan: the interval again, and the next failure starts over.
+        assert_eq!(rescan_after(&Ok(vec![]), &mut backoff, interval), interval);
+        assert_eq!(rescan_after(&partial, &mut backoff, interval), RESCAN_FIRST);
+        // Never later than the interval, even a short one.
+        let mut backoff = RESCAN_FIRST;
+        let short = Duration::from_secs(1);
+        assert_eq!(rescan_after(&partial, &mut backoff, short), short);
+    }
 }

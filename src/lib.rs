@@ -49,7 +49,9 @@
 //! - [`watchdog`]: volume sampling and the fill-rate forecast; [`access`]: peer credentials;
 //!   [`statedir`]: the single-instance lock; [`spell`]: the lossless spelling of paths as
 //!   text; [`failure`]: an error with its exit code; [`logging`]: journald or stderr;
-//!   [`reserve`]: the space kept in the state directory for the registry of a full disk.
+//!   [`reserve`]: the space kept in the state directory for the registry of a full disk;
+//!   [`listen`]: the listeners (hooks, metrics, control socket) served within connection
+//!   caps and timeouts.
 
 pub mod access;
 pub mod classify;
@@ -62,6 +64,7 @@ pub mod engine;
 pub mod failure;
 pub mod hooks;
 pub mod inuse;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod policy;

@@ -625,21 +625,18 @@ pub(crate) fn gauge(reg: &mut Registry, name: &str, help: &str, unit: Option<Uni
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `cancel` (`[metrics] listen`).
+/// Serves `GET /metrics` on `listener` until `cancel` (`[metrics] listen`), within `limits`
+/// (see [`crate::listen`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     engine: std::sync::Arc<crate::engine::Engine>,
+    limits: crate::listen::Limits,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(handler))
         .with_state(engine);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "metrics listener failed");
-    }
+    crate::listen::serve("metrics", listener, app, limits, cancel).await;
 }
 
 /// `GET /metrics`: the text exposition format, or 500 with the reason.

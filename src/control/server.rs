@@ -569,13 +569,18 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     result
 }
 
-/// Serves until `cancel`.
+/// Serves until `cancel`: root and the daemon's user without a cap, anyone else (a
+/// `socket_group` member) within [`crate::listen::Limits::control`], so no member's idle
+/// connections can take the daemon's descriptors or keep root waiting.
 pub async fn serve(listener: UnixListener, ctl: Ctl, cancel: CancellationToken) {
-    let app = router(ctl).into_make_service_with_connect_info::<PeerInfo>();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "control socket failed");
-    }
+    let listen = crate::listen::UnixListen {
+        listener,
+        peer: |s| PeerInfo(Peer::of(s).ok()),
+        exempt: |p: &PeerInfo| {
+            p.0.as_ref()
+                .is_some_and(|p| p.uid == 0 || p.uid == rustix::process::geteuid().as_raw())
+        },
+    };
+    let limits = crate::listen::Limits::control();
+    crate::listen::serve("control", listen, router(ctl), limits, cancel).await;
 }

@@ -46,26 +46,19 @@ pub async fn bind(hooks: &Hooks) -> std::io::Result<TcpListener> {
     TcpListener::bind(hooks.listen).await
 }
 
-/// Serves until `cancel`.
+/// Serves until `cancel`, within `limits` (see [`crate::listen`]).
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     offload_now: Arc<tokio::sync::Notify>,
+    limits: crate::listen::Limits,
     cancel: CancellationToken,
 ) {
-    let app = Router::new()
-        .fallback(handle)
-        .with_state(Ctx {
-            engine,
-            offload_now,
-        })
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
-    {
-        error!(error = %e, "hook receiver failed");
-    }
+    let app = Router::new().fallback(handle).with_state(Ctx {
+        engine,
+        offload_now,
+    });
+    crate::listen::serve("hooks", listener, app, limits, cancel).await;
 }
 
 /// After `window` from the latest claim about file `key`, records it as a fact if it still
