@@ -354,6 +354,10 @@ pub struct PressureReport {
     pub first_unlink_us: Option<u64>,
     /// Why the rest stays (when the goal was not reached).
     pub kept: Option<Kept>,
+    /// Socket clients' leases that gave way: files they covered were deleted because
+    /// nothing else was left to free (root's leases never give way).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases_gave_way: Vec<crate::inuse::leases::LeaseHeld>,
     /// Wall time.
     #[serde(rename = "took", with = "crate::units::millis")]
     pub millis: u64,
@@ -371,6 +375,9 @@ pub struct Kept {
     pub protected: u64,
     /// Bytes on the volume that no class of ours manages.
     pub unmanaged: u64,
+    /// The leases keeping files of `in_use` (holder, uid, pattern, what they keep).
+    #[serde(default)]
+    pub leases: Vec<crate::inuse::leases::LeaseHeld>,
 }
 
 impl fmt::Display for Kept {
@@ -382,7 +389,12 @@ impl fmt::Display for Kept {
             ByteSize(self.in_use),
             ByteSize(self.protected),
             ByteSize(self.unmanaged)
-        )
+        )?;
+        for (i, l) in self.leases.iter().enumerate() {
+            f.write_str(if i == 0 { "; in use by " } else { ", " })?;
+            write!(f, "{l}")?;
+        }
+        Ok(())
     }
 }
 

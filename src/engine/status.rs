@@ -33,6 +33,7 @@ impl Engine {
             offload_backing_off: OffloadBackoff { files, next },
             unwritable_stores,
             stream_writers: self.stream_conflicts(),
+            leases: self.inuse.lease_stats(now),
         })
     }
 
@@ -103,6 +104,7 @@ pub fn status_without_registry(config: &crate::config::Config, now: Nanos) -> St
         offload_backing_off: OffloadBackoff::default(),
         unwritable_stores: unwritable_stores(config),
         stream_writers: Vec::new(),
+        leases: Default::default(),
     }
 }
 
@@ -231,6 +233,10 @@ pub struct Status {
     /// Streams written by two or more writers at once (classes with `stream`).
     #[serde(default)]
     pub stream_writers: Vec<crate::inuse::streams::StreamConflict>,
+    /// Active leases, and how often their set was compiled (once per change, not per
+    /// pass or chunk).
+    #[serde(default)]
+    pub leases: crate::inuse::leases::LeaseStats,
 }
 
 /// Offloads backing off after failures, in `status`.
