@@ -186,7 +186,7 @@ fn a_members_lease_gives_way_to_a_full_disk_and_roots_does_not() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|l| l["id"].to_string() == lease),
+            .any(|l| l["id"] == lease.parse::<i64>().unwrap()),
         "{leases}"
     );
     let v = volume(&b);
@@ -223,7 +223,9 @@ fn a_members_lease_gives_way_to_a_full_disk_and_roots_does_not() {
     assert!(
         kept.as_array().is_some_and(|k| k
             .iter()
-            .any(|l| l["id"].to_string() == root_lease && l["holder"] == "ops" && l["uid"] == 0)),
+            .any(|l| l["id"] == root_lease.parse::<i64>().unwrap()
+                && l["holder"] == "ops"
+                && l["uid"] == 0)),
         "{v}"
     );
     for i in 0..n {

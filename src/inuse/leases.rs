@@ -41,7 +41,8 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
             pattern.len()
         ));
     }
-    let (mut depth, mut deepest, mut branches, mut escaped, mut in_class) = (0, 0, 0, false, false);
+    let (mut depth, mut deepest, mut branches) = (0usize, 0usize, 0usize);
+    let (mut escaped, mut in_class) = (false, false);
     for c in pattern.chars() {
         if escaped {
             escaped = false;
@@ -57,7 +58,7 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
                 deepest = deepest.max(depth);
                 branches += 1;
             }
-            '}' => depth = (depth as usize).saturating_sub(1),
+            '}' => depth = depth.saturating_sub(1),
             ',' if depth > 0 => branches += 1,
             _ => {}
         }
@@ -97,13 +98,17 @@ impl Lease {
     }
 }
 
+/// A glob lease compiled: the literal text its matches start with, its index in the set,
+/// its matcher.
+type GlobLease = (Vec<u8>, usize, Option<Arc<globset::GlobSet>>);
+
 /// One compiled lease set: every lease active when it was read, and their matchers.
 struct Compiled {
     leases: Vec<Lease>,
     /// Per store: the glob leases, each with the literal text every path it matches starts
     /// with (a cheap test before the regex) and its matcher (None: it parses but does not
     /// compile; it matches its literal path only).
-    globs: HashMap<String, Vec<(Vec<u8>, usize, Option<Arc<globset::GlobSet>>)>>,
+    globs: HashMap<String, Vec<GlobLease>>,
     /// Per store and exact path: the leases naming it literally (a glob's text too).
     exact: HashMap<(String, PathBuf), Vec<usize>>,
     /// The earliest expiry: the set is read again after it.
@@ -199,8 +204,7 @@ fn compile(
     generation: u64,
     compiled: &AtomicU64,
 ) -> Compiled {
-    let mut by_store: HashMap<String, Vec<(Vec<u8>, usize, Option<Arc<globset::GlobSet>>)>> =
-        HashMap::new();
+    let mut by_store: HashMap<String, Vec<GlobLease>> = HashMap::new();
     let mut exact: HashMap<(String, PathBuf), Vec<usize>> = HashMap::new();
     for (i, l) in leases.iter().enumerate() {
         exact
