@@ -204,6 +204,14 @@ pub struct GcReport {
     /// Refused because in use, by (store, class): the `in_use_files` metric.
     #[serde(skip)]
     pub in_use: std::collections::HashMap<(String, String), u64>,
+    /// Per lease id, the (files, bytes) its lease kept (refused for it alone or with
+    /// others): what STUCK names.
+    #[serde(skip)]
+    pub leases_kept: std::collections::BTreeMap<i64, (u64, u64)>,
+    /// Per lease id, the (files, bytes) deleted although it covered them (a socket
+    /// client's lease giving way to disk pressure).
+    #[serde(skip)]
+    pub leases_gave_way: std::collections::BTreeMap<i64, (u64, u64)>,
     /// Segments deleted (logged at debug, summed up once a minute).
     #[serde(skip)]
     pub churn_files: u64,

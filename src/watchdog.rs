@@ -358,6 +358,10 @@ pub struct PressureReport {
     /// Why the pass could not run or finish (an error, e.g. the registry's disk is full).
     #[serde(default)]
     pub error: Option<String>,
+    /// Socket clients' leases that gave way: files they covered were deleted because
+    /// nothing else was left to free (root's leases never give way).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases_gave_way: Vec<crate::inuse::leases::LeaseHeld>,
     /// Wall time.
     #[serde(rename = "took", with = "crate::units::millis")]
     pub millis: u64,
@@ -381,6 +385,9 @@ pub struct Kept {
     /// Why the first of those failed.
     #[serde(default)]
     pub failure: Option<String>,
+    /// The leases keeping files of `in_use` (holder, uid, pattern, what they keep).
+    #[serde(default)]
+    pub leases: Vec<crate::inuse::leases::LeaseHeld>,
 }
 
 impl Kept {
@@ -421,6 +428,10 @@ impl fmt::Display for Kept {
                 ByteSize(self.failed),
                 self.failure.as_deref().unwrap_or("no cause recorded")
             )?;
+        }
+        for (i, l) in self.leases.iter().enumerate() {
+            f.write_str(if i == 0 { "; in use by " } else { ", " })?;
+            write!(f, "{l}")?;
         }
         Ok(())
     }

@@ -247,6 +247,9 @@ fn render_volume(o: &mut String, v: &crate::engine::Volume, now: Nanos) {
             }
             _ => {}
         }
+        for l in &p.leases_gave_way {
+            let _ = writeln!(o, "  GAVE WAY under pressure: {l}");
+        }
     }
 }
 

@@ -129,7 +129,10 @@ impl Engine {
                 );
             }
             ClockEvent::Resumed { skew } => {
-                let (leases, stamps) = match self.reg().clock_moved(skew, wall) {
+                let moved = self.reg().clock_moved(skew, wall);
+                // The leases' expiries moved: their compiled set is read again.
+                self.inuse.leases_changed();
+                let (leases, stamps) = match moved {
                     Ok(n) => n,
                     Err(e) => {
                         error!(action = "clock-accept", error = %e, "cannot correct leases and stamps to the accepted clock");

@@ -45,8 +45,20 @@ const GUARDS: &[(&str, Guard)] = &[
             .then(|| "retained (pinned after the plan was made)".into())
     }),
     ("lease", |g, a| {
-        let leased = g.checks.leases.holders(g.store.name(), &a.entry.path);
-        (!leased.is_empty()).then(|| format!("in use: {}", leased.join(", ")))
+        let covering = g.checks.leases.covering(g.store.name(), &a.entry.path);
+        let mut hit = g.checks.lease_hit.borrow_mut();
+        let c = g.checks;
+        let (yielded, kept): (Vec<&Lease>, Vec<&Lease>) = covering
+            .into_iter()
+            .partition(|l| c.yielding && l.yields(c.daemon_uid));
+        if !kept.is_empty() {
+            *hit = (kept.iter().map(|l| l.id).collect(), false);
+            let words: Vec<String> = kept.into_iter().map(Lease::describe).collect();
+            return Some(format!("in use: {}", words.join(", ")));
+        }
+        // Only socket clients' leases cover it, and they give way to this pass.
+        *hit = (yielded.iter().map(|l| l.id).collect(), true);
+        None
     }),
     ("playlist", |g, a| {
         let class = g.rt.class_of(g.store.name(), &a.entry.path)?;
@@ -89,6 +101,32 @@ struct Checks<'a> {
     leases: &'a LeaseSet,
     /// Writers' temporary files in the registry.
     parts: &'a std::collections::HashSet<PathBuf>,
+    /// Socket clients' leases give way (a pressure pass that would otherwise be stuck).
+    yielding: bool,
+    /// The daemon's own uid (its leases, like root's, never give way).
+    daemon_uid: u32,
+    /// The leases that covered the file just checked, and whether they gave way.
+    lease_hit: std::cell::RefCell<(Vec<i64>, bool)>,
+}
+
+impl Checks<'_> {
+    /// After a file's outcome: the leases that kept it, or that gave way to its deletion,
+    /// counted in `report`.
+    fn tally(&self, outcome: &Outcome, size: u64, report: &mut GcReport) {
+        let (ids, gave_way) = std::mem::take(&mut *self.lease_hit.borrow_mut());
+        let to = match (outcome, gave_way) {
+            (Outcome::Deleted, true) => &mut report.leases_gave_way,
+            (Outcome::Refused(why), false) if refusal_kind(why) == "lease" => {
+                &mut report.leases_kept
+            }
+            _ => return,
+        };
+        for id in ids {
+            let t = to.entry(id).or_default();
+            t.0 += 1;
+            t.1 += size;
+        }
+    }
 }
 
 impl Engine {
@@ -105,6 +143,23 @@ impl Engine {
         report: &mut GcReport,
         after_chunk: Option<&dyn Fn() -> String>,
     ) -> Result<()> {
+        self.execute_with(rt, actions, trigger, detail, report, after_chunk, false)
+    }
+
+    /// [`Engine::execute`]; `yielding`: socket clients' leases give way (root's and the
+    /// daemon user's never do) — the pressure pass's last resort before STUCK.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn execute_with(
+        &self,
+        rt: &Runtime,
+        actions: &[policy::Action],
+        trigger: &str,
+        detail: bool,
+        report: &mut GcReport,
+        after_chunk: Option<&dyn Fn() -> String>,
+        yielding: bool,
+    ) -> Result<()> {
+        let daemon_uid = rustix::process::geteuid().as_raw();
         // Playlists changed meanwhile are read again, up to a budget per pass.
         self.inuse.start_pass();
         std::thread::scope(|scope| -> Result<()> {
@@ -185,11 +240,15 @@ impl Engine {
                             pinned: &pinned,
                             leases: &leases,
                             parts: &parts,
+                            yielding,
+                            daemon_uid,
+                            lease_hit: Default::default(),
                         };
                         let outcome = match self.refusal(rt, store, a, &checks, &mut in_use) {
                             Some(why) => Outcome::Refused(why),
                             None => del.delete(&a.entry.path, expect_of(a), &mut in_use),
                         };
+                        checks.tally(&outcome, a.entry.size, report);
                         self.account(a, outcome, trigger, detail, report, &mut gone, &mut records);
                     }
                     report.snapshots += std::mem::take(&mut snapshots.0);
@@ -317,6 +376,9 @@ impl Engine {
                 pinned,
                 leases: &leases,
                 parts,
+                yielding: false,
+                daemon_uid: 0,
+                lease_hit: Default::default(),
             };
             out.push(match self.refusal(rt, store, a, &checks, &mut in_use) {
                 Some(why) => Outcome::Refused(why),

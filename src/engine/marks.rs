@@ -7,8 +7,7 @@ use super::*;
 impl Engine {
     /// The active leases, compiled.
     pub fn lease_set(&self) -> Result<LeaseSet> {
-        let now = self.lease_now();
-        Ok(LeaseSet::new(self.reg().leases(now)?))
+        Ok(self.inuse.lease_set(&self.registry, self.lease_now())?)
     }
 
     /// Takes a lease on a path or glob (`STORE:hls/s1/**`, `/abs/root/hls/s1/*.ts`) for `ttl`.
@@ -47,6 +46,9 @@ impl Engine {
             }
         };
         if glob {
+            // Bounded before it is compiled: a big alternation costs milliseconds and
+            // megabytes per glob, and a uid may hold max_leases_per_uid of them.
+            crate::inuse::leases::check_pattern(&pattern).map_err(EngineError::BadInput)?;
             crate::config::glob_set(std::slice::from_ref(&pattern)).map_err(|e| {
                 EngineError::BadInput(format!("bad glob {pattern:?}: {}", e.kind()))
             })?;
@@ -73,6 +75,7 @@ impl Engine {
             expires: now.saturating_add(ttl.as_nanos_i64()),
             owner: Some(caller.owner_uid()),
         })?;
+        self.inuse.leases_changed();
         info!(action = "lease", owner = caller.owner_uid(), store = %store, path = %lease.pattern, holder, lease = lease.id, "lease {} on {store}:{} by {holder} until {}", lease.id, lease.pattern, fmt_time(lease.expires));
         Ok(lease)
     }
@@ -86,17 +89,21 @@ impl Engine {
         }
         let now = self.lease_now();
         self.check_lease_owner(id, now, caller)?;
-        self.reg()
-            .renew_lease(id, now.saturating_add(ttl.as_nanos_i64()), now)?
-            .ok_or_else(|| {
-                EngineError::BadInput(format!("no active lease {id} (expired or released)"))
-            })
+        let renewed = self
+            .reg()
+            .renew_lease(id, now.saturating_add(ttl.as_nanos_i64()), now)?;
+        self.inuse.leases_changed();
+        renewed.ok_or_else(|| {
+            EngineError::BadInput(format!("no active lease {id} (expired or released)"))
+        })
     }
 
     /// Ends lease `id`.
     pub fn release(&self, id: i64, caller: Caller) -> Result<()> {
         self.check_lease_owner(id, self.lease_now(), caller)?;
-        if !self.reg().release_lease(id)? {
+        let released = self.reg().release_lease(id)?;
+        self.inuse.leases_changed();
+        if !released {
             return Err(EngineError::BadInput(format!(
                 "no active lease {id} (expired or released)"
             )));

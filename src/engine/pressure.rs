@@ -207,6 +207,12 @@ impl Engine {
                                         ByteSize(k.retained),
                                         ByteSize(k.in_use)
                                     );
+                                    if let Some(l) = k.leases.first() {
+                                        s += &format!(
+                                            ", most by lease {} of {} (uid {})",
+                                            l.id, l.holder, l.uid
+                                        );
+                                    }
                                     if k.failed > 0 {
                                         s += &format!(", {} failing", ByteSize(k.failed));
                                     }
@@ -273,6 +279,10 @@ impl Engine {
             trigger: "pressure".into(),
             ..Default::default()
         };
+        // Set once nothing else is left at a hard limit: socket clients' leases give way.
+        let mut yielding = false;
+        // What the first round refused (its files are met again in the second).
+        let mut refused_before = (0, 0);
         loop {
             let (bytes, inodes) = deficit(limits, &sample, rate);
             if bytes == 0 && inodes == 0 {
@@ -285,6 +295,23 @@ impl Engine {
                 let dupes = self.duplicate_actions(rt, &v.stores)?;
                 cands.load_dupes(dupes);
                 batch = cands.batch(&self.registry, bytes, inodes)?;
+            }
+            if batch.is_empty() && !yielding && self.leases_may_yield(limits, &sample, &gc)? {
+                // A socket client's lease must not keep a full disk: go through the
+                // candidates once more, its leases giving way (root's never do).
+                yielding = true;
+                refused_before = (gc.refused, gc.refused_bytes);
+                gc.leases_kept.clear();
+                cands = Candidates::new(
+                    rt,
+                    v,
+                    now,
+                    format!(
+                        "disk pressure on {} ({why}), nothing else left: socket clients' leases give way",
+                        v.mount.display()
+                    ),
+                );
+                continue;
             }
             if batch.is_empty() {
                 report.exhausted = true;
@@ -301,7 +328,15 @@ impl Engine {
                 before.set(after);
                 n
             };
-            self.execute(rt, &batch, "pressure", false, &mut gc, Some(&note))?;
+            self.execute_with(
+                rt,
+                &batch,
+                "pressure",
+                false,
+                &mut gc,
+                Some(&note),
+                yielding,
+            )?;
             report.batches += 1;
             let next = Sample::read(&v.probe, self.now()).map_err(io)?;
             report.freed_bytes += sample.used.saturating_sub(next.used);
@@ -310,13 +345,13 @@ impl Engine {
         report.after_pct = sample.used_pct();
         report.deleted_files = gc.deleted_files;
         report.deleted_bytes = gc.deleted_bytes;
-        report.refused = gc.refused;
+        report.refused = gc.refused - refused_before.0;
         report.failed = gc.failed;
         report.first_unlink_us = gc
             .first_unlink
             .map(|t| t.saturating_duration_since(since).as_micros() as u64);
         if !report.goal_met {
-            let in_use = gc.refused_bytes + cands.in_use_bytes;
+            let in_use = gc.refused_bytes - refused_before.1 + cands.in_use_bytes;
             let (mut classified, mut retained) = (0, 0);
             for s in &v.stores {
                 let (c, r) = self.reg().census(s)?;
@@ -332,7 +367,24 @@ impl Engine {
                 unmanaged: sample.used.saturating_sub(classified),
                 failed,
                 failure: gc.first_failure.clone(),
+                leases: self.leases_held(&gc.leases_kept)?,
             });
+        }
+        report.leases_gave_way = self.leases_held(&gc.leases_gave_way)?;
+        for l in &report.leases_gave_way {
+            error!(
+                target: crate::logging::ALARM,
+                action = "lease_gave_way",
+                volume = %v.mount.display(),
+                lease = l.id,
+                holder = %l.holder,
+                uid = l.uid,
+                pattern = %l.pattern,
+                files = l.files,
+                bytes = l.bytes,
+                "{l} gave way: deleted under disk pressure on {} (at a hard limit with nothing else left to free); a socket client's lease cannot keep a full disk — give the consumer its own space or take the lease as root",
+                v.mount.display()
+            );
         }
         report.millis = started.elapsed().as_millis() as u64;
         let volume = v.mount.display().to_string();
@@ -365,6 +417,57 @@ impl Engine {
         a.deleted_files += report.deleted_files;
         a.deleted_bytes += report.deleted_bytes;
         Ok(report)
+    }
+}
+
+impl Engine {
+    /// Whether socket clients' leases should give way now: the volume is at a hard limit
+    /// (not only a forecast) and such a lease kept files in this pass.
+    fn leases_may_yield(&self, limits: &Limits, sample: &Sample, gc: &GcReport) -> Result<bool> {
+        let hard = crate::watchdog::triggers(limits, sample, None)
+            .iter()
+            .any(Trigger::is_hard);
+        if !hard || gc.leases_kept.is_empty() {
+            return Ok(false);
+        }
+        let uid = rustix::process::geteuid().as_raw();
+        let leases = self.lease_set()?;
+        Ok(leases
+            .active()
+            .any(|l| l.yields(uid) && gc.leases_kept.contains_key(&l.id)))
+    }
+
+    /// The leases of `tally` (id → files, bytes), named, most bytes first.
+    fn leases_held(
+        &self,
+        tally: &std::collections::BTreeMap<i64, (u64, u64)>,
+    ) -> Result<Vec<crate::inuse::leases::LeaseHeld>> {
+        if tally.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = self.lease_set()?;
+        let mut out: Vec<_> = tally
+            .iter()
+            .map(|(id, (files, bytes))| {
+                let mut h = set
+                    .active()
+                    .find(|l| l.id == *id)
+                    .map(crate::inuse::leases::LeaseHeld::of)
+                    .unwrap_or_else(|| crate::inuse::leases::LeaseHeld {
+                        id: *id,
+                        holder: "(released)".into(),
+                        uid: 0,
+                        pattern: String::new(),
+                        files: 0,
+                        bytes: 0,
+                    });
+                h.files = *files;
+                h.bytes = *bytes;
+                h
+            })
+            .collect();
+        out.sort_by_key(|h| std::cmp::Reverse(h.bytes));
+        Ok(out)
     }
 }
 

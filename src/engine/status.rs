@@ -36,6 +36,7 @@ impl Engine {
             unwritable_stores,
             stream_writers: self.stream_conflicts(),
             clock_jumped,
+            leases: self.inuse.lease_stats(self.lease_now()),
         })
     }
 
@@ -107,6 +108,7 @@ pub fn status_without_registry(config: &crate::config::Config, now: Nanos) -> St
         unwritable_stores: unwritable_stores(config),
         stream_writers: Vec::new(),
         clock_jumped: None,
+        leases: Default::default(),
     }
 }
 
@@ -238,6 +240,10 @@ pub struct Status {
     /// The wall clock found jumped: time-based deletions hold (None: it is steady).
     #[serde(default)]
     pub clock_jumped: Option<crate::clock::ClockJump>,
+    /// Active leases, and how often their set was compiled (once per change, not per
+    /// pass or chunk).
+    #[serde(default)]
+    pub leases: crate::inuse::leases::LeaseStats,
 }
 
 /// Offloads backing off after failures, in `status`.

@@ -48,6 +48,9 @@ pub struct InUse {
     /// counts too), live or stopped, and since when. Kept in memory: after a restart,
     /// playlists are judged by reading them.
     streams: Mutex<HashMap<String, StreamWord>>,
+    /// The compiled leases, rebuilt only when they change (not per chunk, plan or
+    /// explain).
+    leases: leases::LeaseCache,
 }
 
 /// A media server's last word about one stream.
@@ -84,6 +87,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl InUse {
+    /// The active leases as of `now`, from the cache (read and compiled again only after
+    /// a change or an expiry).
+    pub fn lease_set(&self, reg: &Mutex<Registry>, now: Nanos) -> Result<LeaseSet> {
+        self.leases.get(now, || lock(reg).leases(now))
+    }
+
+    /// A lease was taken, renewed or released (call it under the gate of the change).
+    pub fn leases_changed(&self) {
+        self.leases.changed();
+    }
+
+    /// How often the lease set was compiled, and how many leases are active.
+    pub fn lease_stats(&self, now: Nanos) -> leases::LeaseStats {
+        self.leases.stats(now)
+    }
+
     /// A playlist arrived or changed (a watcher event): the next refresh reads playlists.
     pub fn playlist_changed(&self) {
         self.playlists_dirty.store(true, Ordering::SeqCst);
@@ -209,7 +228,7 @@ impl InUse {
             let p = writers::part_files(&mut lock(reg), config, st.name())?;
             parts.insert(st.name().to_string(), p);
         }
-        let leases = LeaseSet::new(lock(reg).leases(lease_now)?);
+        let leases = self.lease_set(reg, lease_now)?;
         Ok(Signals {
             leases,
             users: Snapshot::take(),
