@@ -31,6 +31,7 @@ mod dedupe;
 mod executor;
 mod explain;
 mod facts;
+mod failing;
 mod index;
 mod marks;
 mod offload;
@@ -191,6 +192,12 @@ pub struct GcReport {
     /// Refusals that started (or changed kind) this pass; the others continue an episode.
     #[serde(default)]
     pub refusals_started: u64,
+    /// Failures that started (or changed error) this pass; the others continue an episode.
+    #[serde(default)]
+    pub failures_started: u64,
+    /// Deletions not tried this pass: their file's earlier deletions failed (backing off).
+    #[serde(default)]
+    pub backing_off: u64,
     /// Refused because in use, by (store, class): the `in_use_files` metric.
     #[serde(skip)]
     pub in_use: std::collections::HashMap<(String, String), u64>,
@@ -249,6 +256,8 @@ pub struct Engine {
     stream_alarms: Mutex<crate::inuse::streams::Alarms>,
     /// File versions the hasher could not read: (store, path, size, mtime); not retried.
     hash_failed: Mutex<std::collections::HashSet<(String, PathBuf, u64, Nanos)>>,
+    /// Files whose deletion failed, backing off (see [`failing`]).
+    failing: Mutex<failing::Failing>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -308,6 +317,7 @@ impl Engine {
             progress: Default::default(),
             stream_alarms: Mutex::new(Default::default()),
             hash_failed: Mutex::new(Default::default()),
+            failing: Mutex::new(Default::default()),
         })
     }
 
@@ -533,8 +543,9 @@ impl Engine {
                 over.as_secs()
             );
         }
+        // A failure that continues its episode (the same error after a backoff) was said.
         let notable = report.deleted_files > report.churn_files
-            || report.failed > 0
+            || report.failures_started > 0
             || report.refusals_started > 0;
         if report.planned_files > 0 && notable {
             info!(
@@ -544,14 +555,19 @@ impl Engine {
                 bytes = report.deleted_bytes,
                 refused = report.refused,
                 failed = report.failed,
+                backing_off = report.backing_off,
                 vanished = report.vanished,
                 millis = report.millis,
-                "lifecycle pass: {} deleted ({}), {} refused, {} failed, {} vanished",
+                "lifecycle pass: {} deleted ({}), {} refused, {} failed, {} vanished{}",
                 report.deleted_files,
                 ByteSize(report.deleted_bytes),
                 report.refused,
                 report.failed,
-                report.vanished
+                report.vanished,
+                match report.backing_off {
+                    0 => String::new(),
+                    n => format!(", {n} backing off after failures"),
+                }
             );
         }
         let results = std::mem::take(&mut report.results);

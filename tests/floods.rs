@@ -56,10 +56,94 @@ fn a_flood_of_events_writes_a_bounded_number_of_lines() {
     let written = lines(&d) - before;
     let (_, log) = d.stop();
     eprintln!("{leases} leases in 8 s; {written} lines written");
-    assert!(leases >= 1000, "the flood was too slow to mean anything: {leases} leases");
+    assert!(
+        leases >= 1000,
+        "the flood was too slow to mean anything: {leases} leases"
+    );
     let taken = log.matches(" on media:").count();
     assert!(
         written <= 100 && taken <= 10,
         "{written} lines for {leases} leases ({taken} lease lines)"
     );
+}
+
+/// A read-only bind mount of a directory over `at` (the real one is `real`); unmounted on
+/// drop.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn mount(real: &std::path::Path, at: &std::path::Path) -> ReadOnly {
+        std::fs::create_dir_all(real).unwrap();
+        std::fs::create_dir_all(at).unwrap();
+        let ok = |args: &[&std::ffi::OsStr]| {
+            let st = Command::new("mount").args(args).status().expect("mount");
+            assert!(st.success(), "mount {args:?} failed (this test needs root)");
+        };
+        ok(&["--bind".as_ref(), real.as_os_str(), at.as_os_str()]);
+        let ro = ReadOnly(at.to_path_buf());
+        ok(&["-o".as_ref(), "remount,bind,ro".as_ref(), at.as_os_str()]);
+        ro
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Expired files keep arriving (10 a second for 10 s) in a store the daemon cannot write
+/// (its root a read-only bind mount; the recorder writes through the real path): every
+/// deletion fails. Each file backs off (10 s, 20 s, … up to an hour) and its failure is
+/// logged once (then at debug and in the audit); the journal gets at most 10 such lines a
+/// minute. Old code retries every failed file at every pass an arrival triggers and logs
+/// each try: the lines grow with the square of the files (measured: 45, 126, 235, … a 10 s).
+#[test]
+fn failing_deletions_back_off_and_are_logged_once() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let real = b.dir.path().join("real-media");
+    std::fs::create_dir_all(real.join("tmp")).unwrap();
+    let _ro = ReadOnly::mount(&real, &b.media);
+    let d = b.daemon(None);
+    const FILES: usize = 100;
+    let writer = r#"
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+old = time.time() - 3600
+for i in range(n):
+    p = os.path.join(d, "f%03d.bin" % i)
+    with open(p, "wb") as f:
+        f.write(b"x" * 100)
+    os.utime(p, (old, old))
+    time.sleep(0.1)
+"#;
+    let st = Command::new("python3")
+        .args(["-c", writer])
+        .arg(real.join("tmp"))
+        .arg(FILES.to_string())
+        .status()
+        .expect("python3");
+    assert!(st.success());
+    // Every file was tried at least once (its failure is audited), then the log is read.
+    let db = b.state().join("registry.db");
+    let count = |sql: &str| -> i64 {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.query_row(sql, [], |r| r.get(0)).unwrap()
+    };
+    d.wait_for("every file tried", Duration::from_secs(30), || {
+        count("SELECT COUNT(DISTINCT path) FROM audit WHERE outcome = 'failed'") >= FILES as i64
+    });
+    let (_, log) = d.stop();
+    let lines = log.matches("failed to delete").count();
+    let tries = count("SELECT COUNT(*) FROM audit WHERE outcome = 'failed'");
+    let most = count(
+        "SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM audit WHERE outcome = 'failed' GROUP BY path)",
+    );
+    if std::env::var_os("FLOODS_SHOW_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    eprintln!("{FILES} files: {tries} failed tries (at most {most} for one file), {lines} lines");
+    // 10 s of arrivals: each file is tried at most twice (at once, then after 10 s).
+    assert!(most <= 2, "one file was tried {most} times in ~10 s");
+    assert!(lines <= 10, "{lines} 'failed to delete' lines:\n{log}");
 }
