@@ -147,3 +147,41 @@ for i in range(n):
     assert!(most <= 2, "one file was tried {most} times in ~10 s");
     assert!(lines <= 10, "{lines} 'failed to delete' lines:\n{log}");
 }
+
+/// A bulk purge (3,000 expired files in one pass) logs its first 10 deletions and one
+/// summary line for the pass; every file is in the audit. Old code: one "deleted" line per
+/// file (a 20,000-file purge wrote 15,472 before journald dropped the rest).
+#[test]
+fn a_bulk_purge_logs_a_summary_not_a_line_per_file() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    const FILES: usize = 3000;
+    for i in 0..FILES {
+        b.file(
+            &format!("tmp/bulk/f{i:05}.bin"),
+            10,
+            Duration::from_secs(3600),
+        );
+    }
+    let d = b.daemon(None);
+    let db = b.state().join("registry.db");
+    let deleted = || -> i64 {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.query_row(
+            "SELECT COUNT(*) FROM audit WHERE outcome = 'deleted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    d.wait_for("the purge", Duration::from_secs(60), || {
+        deleted() >= FILES as i64
+    });
+    let (_, log) = d.stop();
+    let lines = log.matches("deleted media:tmp/bulk/").count();
+    eprintln!("{FILES} files deleted; {lines} 'deleted' lines");
+    assert!(lines <= 10, "{lines} 'deleted' lines for {FILES} files");
+    assert!(
+        log.contains(&format!("lifecycle pass: {FILES} deleted")),
+        "no summary line for the pass:\n{log}"
+    );
+}
