@@ -570,6 +570,12 @@ impl Engine {
                 }
             );
         }
+        // A playlist the budget left unread protects its whole directory: a refused file
+        // there is decided by another pass in seconds, not at gc_interval.
+        if local_part && report.refused > 0 && self.inuse.playlists_left_unread() {
+            debug!("playlists left unread by this pass's budget; another pass soon");
+            self.pass_soon.notify_one();
+        }
         let results = std::mem::take(&mut report.results);
         let summary = report.clone();
         report.results = results;

@@ -84,7 +84,10 @@ pub fn init(default: &str) {
         .with(filter)
         .with(bound.clone())
         .with(
+            // As the fmt builder did (the layer's default is off): a write error is
+            // reported on stderr, and a daemon whose terminal hung up goes with it.
             tracing_subscriber::fmt::layer()
+                .log_internal_errors(true)
                 .with_writer(std::io::stderr)
                 .with_target(false)
                 .with_ansi(colour()),

@@ -185,3 +185,69 @@ fn a_bulk_purge_logs_a_summary_not_a_line_per_file() {
         "no summary line for the pass:\n{log}"
     );
 }
+
+/// The playlists a pass reads first are those of the directories it deletes from, smallest
+/// first, and a pass whose budget (32 MiB) left some unread asks for another within seconds.
+/// Six 7.5 MB playlists of other streams (each with a few expired segments) sort before the
+/// live stream's small one: old code read the big ones, left the live directory protected
+/// ("changed; read again at the next pass") and deleted nothing there until gc_interval
+/// (here 1 h; measured with 60 s: 20,000 expired segments refused for 60 s).
+#[test]
+fn a_pass_reads_first_the_playlists_of_what_it_deletes_and_asks_again_soon() {
+    let classes = "[[class]]\nname = \"hls\"\nstore = \"media\"\nmatch = [\"hls/**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\n";
+    let b = Box_::new("gc_interval = \"1h\"", "", classes);
+    const HOUR: Duration = Duration::from_secs(3600);
+    let playlist = |dir: &str, pad: usize| {
+        let mut text = String::from(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:100\n#EXTINF:2.0,\nnow.ts\n",
+        );
+        // Big as a long event's playlist (comment lines: cheap to parse, counted in bytes).
+        let line = format!("#{}\n", "x".repeat(99));
+        while text.len() < pad {
+            text.push_str(&line);
+        }
+        std::fs::write(b.path(&format!("{dir}/index.m3u8")), text).unwrap();
+        b.file(&format!("{dir}/now.ts"), 10, Duration::ZERO);
+    };
+    let mut expired = vec![];
+    for k in 0..6 {
+        let dir = format!("hls/a{k}");
+        for i in 0..5 {
+            expired.push(b.file(&format!("{dir}/old{i}.ts"), 10, HOUR));
+        }
+        playlist(&dir, 7_500_000);
+    }
+    for i in 0..200 {
+        expired.push(b.file(&format!("hls/z-live/old{i:03}.ts"), 10, HOUR));
+    }
+    playlist("hls/z-live", 0);
+    let d = b.daemon(None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while expired.iter().any(|p| p.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, log) = d.stop();
+    let mut left: Vec<String> = expired
+        .iter()
+        .filter(|p| p.exists())
+        .map(|p| {
+            p.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into()
+        })
+        .collect();
+    let n = left.len();
+    left.dedup();
+    assert!(
+        n == 0,
+        "{n} expired segments still there after 30 s (gc_interval 1 h), in {left:?}"
+    );
+    // The segments the playlists list now stay.
+    for k in 0..6 {
+        assert!(b.path(&format!("hls/a{k}/now.ts")).exists(), "{log}");
+    }
+    assert!(b.path("hls/z-live/now.ts").exists());
+}

@@ -132,6 +132,11 @@ impl InUse {
         lock(&self.playlists).start_pass();
     }
 
+    /// Whether the current pass's budget left a changed playlist unread.
+    pub fn playlists_left_unread(&self) -> bool {
+        lock(&self.playlists).left_unread()
+    }
+
     /// Re-reads the media playlists of stores whose classes protect playlist references,
     /// if any of them changed since the last reading. `dirs` are directories (store, path)
     /// about to lose files: their playlists are found on disk too, so one the registry has
@@ -171,7 +176,12 @@ impl InUse {
             lists.sort();
             lists.dedup();
             let said = |pl: &Path| self.stream_of(store.name(), pl);
-            lock(&self.playlists).refresh(store, lists, now, &said);
+            let first: Vec<&Path> = dirs
+                .iter()
+                .filter(|(s, _)| *s == store.name())
+                .map(|(_, d)| *d)
+                .collect();
+            lock(&self.playlists).refresh_first(store, lists, &first, now, &said);
         }
         Ok(())
     }

@@ -157,6 +157,8 @@ pub struct Memory {
     lists: HashMap<String, HashMap<PathBuf, Listed>>,
     /// Bytes of playlists read since the current pass began.
     pass_bytes: u64,
+    /// The budget left a changed playlist unread since the current pass began.
+    left_unread: bool,
 }
 
 /// The segments of one store's playlists, by a 64-bit hash of the segment's path
@@ -475,6 +477,13 @@ impl Memory {
     /// A pass begins: its budget of playlist bytes is whole again.
     pub fn start_pass(&mut self) {
         self.pass_bytes = 0;
+        self.left_unread = false;
+    }
+
+    /// Whether this pass's budget left a changed playlist unread (its directory is
+    /// protected until a pass reads it: the caller asks for one soon).
+    pub fn left_unread(&self) -> bool {
+        self.left_unread
     }
 
     /// Reads again those of `lists` (the playlists of `store`) that changed since they were
@@ -488,16 +497,34 @@ impl Memory {
         now: Nanos,
         said: &dyn Fn(&Path) -> Option<(bool, Nanos)>,
     ) {
+        self.refresh_first(store, lists, &[], now, said)
+    }
+
+    /// [`Playlists::refresh`], reading first the playlists of `first` (the directories the
+    /// pass deletes from), smallest first, then the others, smallest first: big playlists
+    /// elsewhere never use up the budget before the one that decides this pass's files.
+    pub fn refresh_first(
+        &mut self,
+        store: &LocalStore,
+        lists: Vec<PathBuf>,
+        first: &[&Path],
+        now: Nanos,
+        said: &dyn Fn(&Path) -> Option<(bool, Nanos)>,
+    ) {
         let name = store.name().to_string();
         let known = self.lists.remove(&name).unwrap_or_default();
         let mut listed = HashMap::with_capacity(lists.len());
-        let stamped: Vec<(PathBuf, Stamp)> = lists
+        let mut stamped: Vec<(PathBuf, Stamp)> = lists
             .into_iter()
             .map(|pl| {
                 let st = stamp(store, &pl);
                 (pl, st)
             })
             .collect();
+        stamped.sort_by_key(|(pl, st)| {
+            let dir = pl.parent().unwrap_or(Path::new(""));
+            (!first.contains(&dir), st.map_or(0, |s| s.1))
+        });
         // A pass reads at most as many bytes as the playlists hold together (once
         // through), within [1 MiB, 32 MiB]: however busy their writers, a pass costs at
         // most about twice what reading them once does.
@@ -511,9 +538,10 @@ impl Memory {
             if self.pass_bytes >= budget {
                 // Over this pass's budget: what it lists now is not known, so its
                 // whole directory is protected until a later pass reads it.
+                self.left_unread = true;
                 let dir = pl.parent().unwrap_or(Path::new("")).to_path_buf();
                 let why = format!(
-                    "{} changed; it is read again at the next pass (playlists are read at most {} per pass)",
+                    "{} changed; it is read again at the next pass, in a few seconds (playlists are read at most {} per pass)",
                     pl.display(),
                     ByteSize(budget)
                 );
