@@ -264,7 +264,7 @@ fn close(w: &mut Window, now: Instant) -> Option<Summary> {
     if sites.is_empty() {
         return None;
     }
-    sites.sort_by(|a, b| b.suppressed.cmp(&a.suppressed));
+    sites.sort_by_key(|s| std::cmp::Reverse(s.suppressed));
     let suppressed: u64 = sites.iter().map(|s| s.suppressed).sum();
     // Worst first: the summary of a suppressed error is itself an error line.
     let level = sites.iter().map(|s| s.level).min().unwrap_or(Level::INFO);
