@@ -885,9 +885,10 @@ mod tests {
             why(&m, "x.ts", now).unwrap(),
             "referenced by playlist s/a.m3u8"
         );
+        // Smaller playlists are read first: b names y.
         assert_eq!(
             why(&m, "y.ts", now).unwrap(),
-            "referenced by playlist s/a.m3u8"
+            "referenced by playlist s/b.m3u8"
         );
         assert_eq!(why(&m, "z.ts", now), None);
         // a drops both: y is still b's; x left a, kept for a's grace (4 s + 2 s).
