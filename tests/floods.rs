@@ -372,3 +372,46 @@ fn mount_tables_are_read_once_per_namespace_not_per_process_and_check() {
     // Ours and theirs, each at most twice (a window may straddle the cache's 30 s).
     assert!(reads <= 4, "{reads} mountinfo reads in 12 s");
 }
+
+/// A crash in a bulk pass leaves hundreds of deletion intents; the next start reconciles
+/// them, naming the first 10 and summing up the rest in one line (every one is audited).
+/// The intents a kill -9 leaves are written into the registry as the executor writes them
+/// (same table), for 300 files that are gone. Old code: one line per file (352 at a start).
+#[test]
+fn a_start_after_a_crash_sums_up_the_deletions_it_reconciles() {
+    let b = Box_::new("", "", BASE_CLASSES);
+    let (_, _) = b.daemon(None).stop();
+    const FILES: i64 = 300;
+    {
+        let c = rusqlite::Connection::open(b.state().join("registry.db")).unwrap();
+        for i in 0..FILES {
+            let path = format!("tmp/crash/f{i:04}.bin");
+            c.execute(
+                "INSERT INTO intents(at, store, path, entry_id, ino, size, mtime, class, rule, reason, trigger)
+                 VALUES (1, 'media', ?1, ?2, 424242, 10, 1, 'tmp', 'ttl', 'past its ttl', 'schedule')",
+                rusqlite::params![path.as_bytes(), 1_000_000 + i],
+            )
+            .unwrap();
+        }
+    }
+    let d = b.daemon(None);
+    let (_, log) = d.stop();
+    let c = rusqlite::Connection::open(b.state().join("registry.db")).unwrap();
+    let audited: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM audit WHERE reason LIKE '%reconciled after a crash%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(audited, FILES);
+    let lines = log
+        .matches("reconciled a deletion interrupted by a crash")
+        .count();
+    eprintln!("{FILES} reconciled; {lines} lines");
+    assert!(lines <= 10, "{lines} lines for {FILES} reconciled deletions");
+    assert!(
+        log.contains(&format!("reconciled {FILES} deletions interrupted by a crash")),
+        "{log}"
+    );
+}
