@@ -42,14 +42,24 @@ fn a_flood_of_events_writes_a_bounded_number_of_lines() {
     let d = b.daemon(None);
     let before = lines(&d);
     let sock = b.state().join("control.sock");
-    let out = Command::new("python3")
+    let flood = Command::new("python3")
         .args(["-c", LEASE_FLOOD])
         .arg(&sock)
         .arg(&b.media)
         .arg("8")
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()
+        .spawn()
         .expect("python3");
+    // In the middle of the flood, an error (a reload refused): never crowded out by info.
+    d.wait_for("the flood to start", Duration::from_secs(10), || {
+        d.log.lock().unwrap().matches(" on media:").count() >= 10
+    });
+    let good = std::fs::read_to_string(&b.config).unwrap();
+    std::fs::write(&b.config, format!("{good}\n[nosuch]\n")).unwrap();
+    assert_ne!(b.cli(&["reload"]).code, 0);
+    std::fs::write(&b.config, good).unwrap();
+    let out = flood.wait_with_output().unwrap();
     assert!(out.status.success(), "the flood client failed");
     let leases: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     // The last answered lease's line is written before its answer: nothing is in flight.
@@ -65,6 +75,7 @@ fn a_flood_of_events_writes_a_bounded_number_of_lines() {
         written <= 100 && taken <= 10,
         "{written} lines for {leases} leases ({taken} lease lines)"
     );
+    assert!(log.contains("reload refused"), "the error was lost:\n{log}");
 }
 
 /// A read-only bind mount of a directory over `at` (the real one is `real`); unmounted on
@@ -409,9 +420,14 @@ fn a_start_after_a_crash_sums_up_the_deletions_it_reconciles() {
         .matches("reconciled a deletion interrupted by a crash")
         .count();
     eprintln!("{FILES} reconciled; {lines} lines");
-    assert!(lines <= 10, "{lines} lines for {FILES} reconciled deletions");
     assert!(
-        log.contains(&format!("reconciled {FILES} deletions interrupted by a crash")),
+        lines <= 10,
+        "{lines} lines for {FILES} reconciled deletions"
+    );
+    assert!(
+        log.contains(&format!(
+            "reconciled {FILES} deletions interrupted by a crash"
+        )),
         "{log}"
     );
 }
