@@ -110,8 +110,9 @@ impl Engine {
         // A file whose deletion failed is not tried again until its backoff ran out (an
         // operator's `rm` always tries).
         let waiting = {
-            let f = self.failing.lock().expect("failing lock");
+            let mut f = self.failing.lock().expect("failing lock");
             let now = Instant::now();
+            f.prune(now);
             let mut waiting = std::collections::HashSet::new();
             if !f.is_empty() && trigger != rm::RM_TRIGGER {
                 for a in actions {

@@ -53,6 +53,12 @@ impl Failing {
             .filter(|&next| next > now)
     }
 
+    /// Forgets files whose wait ran out more than [`MAX`] ago: not planned since (gone, or
+    /// no longer due), or tried and fine. One that fails again starts a new episode.
+    pub fn prune(&mut self, now: Instant) {
+        self.files.retain(|_, f| f.next + MAX > now);
+    }
+
     /// Whether any file is backing off (the pass skips the lookup when none is).
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
@@ -142,6 +148,12 @@ mod tests {
             Episode::Started
         );
         assert_eq!(f.cleared("media", p), 14);
+        assert!(f.is_empty());
+        // A file not planned again (gone meanwhile) is forgotten an hour after its wait.
+        f.failed("media", p, "Permission denied", now);
+        f.prune(now + FIRST + MAX / 2);
+        assert!(!f.is_empty());
+        f.prune(now + FIRST + MAX);
         assert!(f.is_empty());
     }
 }
