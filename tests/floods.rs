@@ -35,7 +35,8 @@ print(n)
 
 /// A flood of events that each log an info line (leases taken as fast as the daemon answers,
 /// hundreds a second) writes at most its budget: 10 lines a minute from that place, ~100 in
-/// all. Old code: one line per lease (2,000-10,000 lines in the 8 s).
+/// all; an error in the middle of it (a reload refused) is written. Old code: one line per
+/// lease (measured: 3,657 lines for 3,657 leases in the 8 s).
 #[test]
 fn a_flood_of_events_writes_a_bounded_number_of_lines() {
     let b = Box_::new("", "", BASE_CLASSES);
@@ -67,7 +68,7 @@ fn a_flood_of_events_writes_a_bounded_number_of_lines() {
     let (_, log) = d.stop();
     eprintln!("{leases} leases in 8 s; {written} lines written");
     assert!(
-        leases >= 1000,
+        leases >= 500,
         "the flood was too slow to mean anything: {leases} leases"
     );
     let taken = log.matches(" on media:").count();
