@@ -440,7 +440,7 @@ impl Engine {
             }
             _ => true,
         };
-        log_outcome(a, &outcome, trigger, churn || !loud);
+        log_outcome(a, &outcome, trigger, churn, !loud);
         match &outcome {
             Outcome::Deleted => {
                 report.first_unlink.get_or_insert_with(Instant::now);
@@ -522,13 +522,12 @@ const DETAIL_PER_PASS: u64 = 10;
 
 /// Logs one file's outcome. Deletions of segments (`churn`: a live stream makes one a
 /// second) go at debug, summed up at info once a minute; so do deletions and failures
-/// beyond a pass's first few (`quiet`: summed up by the pass). A refusal is an ordinary
-/// event (a file in use): info, once per episode.
-fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, quiet: bool) {
-    let churn = quiet;
+/// beyond a pass's first few and failures that continue an episode (`quiet`: summed up by
+/// the pass). A refusal is an ordinary event (a file in use): info, once per episode.
+fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, churn: bool, quiet: bool) {
     let path = format!("{}:{}", a.entry.store, crate::spell::show(&a.entry.path));
     match o {
-        Outcome::Deleted if churn => debug!(
+        Outcome::Deleted if churn || quiet => debug!(
             action = "delete", path = %path, class = %a.class_name, rule = %a.rule,
             reason = %a.reason, bytes = a.entry.size, trigger, "deleted {path}: {}", a.reason
         ),
@@ -536,7 +535,7 @@ fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, quiet: bool) {
             action = "delete", path = %path, class = %a.class_name, rule = %a.rule,
             reason = %a.reason, bytes = a.entry.size, trigger, "deleted {path}: {}", a.reason
         ),
-        Outcome::Vanished if churn => debug!(
+        Outcome::Vanished if quiet => debug!(
             action = "vanished", path = %path, class = %a.class_name, trigger,
             "{path} was already gone"
         ),
@@ -549,7 +548,7 @@ fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, quiet: bool) {
             action = "refuse", path = %path, class = %a.class_name, reason = %why, trigger,
             "refused to delete {path}: {why}"
         ),
-        Outcome::Failed(err) if churn => debug!(
+        Outcome::Failed(err) if quiet => debug!(
             action = "fail", path = %path, class = %a.class_name, reason = %err, trigger,
             "failed to delete {path}: {err}"
         ),
