@@ -201,6 +201,10 @@ pub struct GcReport {
     /// Refused because in use, by (store, class): the `in_use_files` metric.
     #[serde(skip)]
     pub in_use: std::collections::HashMap<(String, String), u64>,
+    /// Refused because their directory's playlist changed and this pass's budget left it
+    /// unread: another pass is asked for within seconds.
+    #[serde(skip)]
+    pub playlist_waits: u64,
     /// Segments deleted (logged at debug, summed up once a minute).
     #[serde(skip)]
     pub churn_files: u64,
@@ -572,7 +576,7 @@ impl Engine {
         }
         // A playlist the budget left unread protects its whole directory: a refused file
         // there is decided by another pass in seconds, not at gc_interval.
-        if local_part && report.refused > 0 && self.inuse.playlists_left_unread() {
+        if local_part && report.playlist_waits > 0 {
             debug!("playlists left unread by this pass's budget; another pass soon");
             self.pass_soon.notify_one();
         }

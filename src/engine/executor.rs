@@ -382,6 +382,9 @@ impl Engine {
             .is_some_and(|c| c.lifecycle == crate::config::Lifecycle::Segment);
         if let Outcome::Refused(why) = &outcome {
             let kind = refusal_kind(why);
+            if why.contains(crate::inuse::playlist::READ_AGAIN) {
+                report.playlist_waits += 1;
+            }
             // A segment being written (open, growing), listed by its playlist or in its
             // removal grace is the ordinary life of a live stream (with keep_for 0s every
             // segment goes through it): `explain` shows it live; the journal and the audit

@@ -132,11 +132,6 @@ impl InUse {
         lock(&self.playlists).start_pass();
     }
 
-    /// Whether the current pass's budget left a changed playlist unread.
-    pub fn playlists_left_unread(&self) -> bool {
-        lock(&self.playlists).left_unread()
-    }
-
     /// Re-reads the media playlists of stores whose classes protect playlist references,
     /// if any of them changed since the last reading. `dirs` are directories (store, path)
     /// about to lose files: their playlists are found on disk too, so one the registry has

@@ -157,8 +157,6 @@ pub struct Memory {
     lists: HashMap<String, HashMap<PathBuf, Listed>>,
     /// Bytes of playlists read since the current pass began.
     pass_bytes: u64,
-    /// The budget left a changed playlist unread since the current pass began.
-    left_unread: bool,
 }
 
 /// The segments of one store's playlists, by a 64-bit hash of the segment's path
@@ -365,6 +363,9 @@ const PLAYLIST_REFRESH: Nanos = 1_000_000_000;
 /// the next pass reads it.
 const PLAYLIST_PASS_BYTES: u64 = 32 << 20;
 const PLAYLIST_PASS_BYTES_MIN: u64 = 1 << 20;
+/// The words of a refusal waiting for a playlist the pass's budget left unread (the
+/// engine asks for another pass soon when it sees them).
+pub const READ_AGAIN: &str = "it is read again at the next pass";
 
 impl Memory {
     /// Why `path` of `store` is in use by a playlist, if it is.
@@ -477,14 +478,8 @@ impl Memory {
     /// A pass begins: its budget of playlist bytes is whole again.
     pub fn start_pass(&mut self) {
         self.pass_bytes = 0;
-        self.left_unread = false;
     }
 
-    /// Whether this pass's budget left a changed playlist unread (its directory is
-    /// protected until a pass reads it: the caller asks for one soon).
-    pub fn left_unread(&self) -> bool {
-        self.left_unread
-    }
 
     /// Reads again those of `lists` (the playlists of `store`) that changed since they were
     /// last read, within this pass's byte budget; what they no longer list stays in use for
@@ -538,10 +533,9 @@ impl Memory {
             if self.pass_bytes >= budget {
                 // Over this pass's budget: what it lists now is not known, so its
                 // whole directory is protected until a later pass reads it.
-                self.left_unread = true;
                 let dir = pl.parent().unwrap_or(Path::new("")).to_path_buf();
                 let why = format!(
-                    "{} changed; it is read again at the next pass, in a few seconds (playlists are read at most {} per pass)",
+                    "{} changed; {READ_AGAIN}, in a few seconds (playlists are read at most {} per pass)",
                     pl.display(),
                     ByteSize(budget)
                 );
