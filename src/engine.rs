@@ -32,6 +32,7 @@ mod dedupe;
 mod executor;
 mod explain;
 mod facts;
+mod failing;
 mod index;
 mod marks;
 mod offload;
@@ -212,6 +213,16 @@ pub struct GcReport {
     /// client's lease giving way to disk pressure).
     #[serde(skip)]
     pub leases_gave_way: std::collections::BTreeMap<i64, (u64, u64)>,
+    /// Failures that started (or changed error) this pass; the others continue an episode.
+    #[serde(default)]
+    pub failures_started: u64,
+    /// Deletions not tried this pass: their file's earlier deletions failed (backing off).
+    #[serde(default)]
+    pub backing_off: u64,
+    /// Refused because their directory's playlist changed and this pass's budget left it
+    /// unread: another pass is asked for within seconds.
+    #[serde(skip)]
+    pub playlist_waits: u64,
     /// Segments deleted (logged at debug, summed up once a minute).
     #[serde(skip)]
     pub churn_files: u64,
@@ -272,6 +283,8 @@ pub struct Engine {
     hash_failed: Mutex<std::collections::HashSet<(String, PathBuf, u64, Nanos)>>,
     /// Space kept in the state directory, given back when the registry's disk is full.
     reserve: crate::reserve::Reserve,
+    /// Files whose deletion failed, backing off (see [`failing`]).
+    failing: Mutex<failing::Failing>,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -347,6 +360,7 @@ impl Engine {
             stream_alarms: Mutex::new(Default::default()),
             hash_failed: Mutex::new(Default::default()),
             reserve,
+            failing: Mutex::new(Default::default()),
         };
         if let Some(ev) = jumped {
             engine.clock_event(ev, engine.now(), "daemon");
@@ -599,8 +613,9 @@ impl Engine {
                 over.as_secs()
             );
         }
+        // A failure that continues its episode (the same error after a backoff) was said.
         let notable = report.deleted_files > report.churn_files
-            || report.failed > 0
+            || report.failures_started > 0
             || report.refusals_started > 0;
         if report.planned_files > 0 && notable {
             info!(
@@ -610,15 +625,26 @@ impl Engine {
                 bytes = report.deleted_bytes,
                 refused = report.refused,
                 failed = report.failed,
+                backing_off = report.backing_off,
                 vanished = report.vanished,
                 millis = report.millis,
-                "lifecycle pass: {} deleted ({}), {} refused, {} failed, {} vanished",
+                "lifecycle pass: {} deleted ({}), {} refused, {} failed, {} vanished{}",
                 report.deleted_files,
                 ByteSize(report.deleted_bytes),
                 report.refused,
                 report.failed,
-                report.vanished
+                report.vanished,
+                match report.backing_off {
+                    0 => String::new(),
+                    n => format!(", {n} backing off after failures"),
+                }
             );
+        }
+        // A playlist the budget left unread protects its whole directory: a refused file
+        // there is decided by another pass in seconds, not at gc_interval.
+        if local_part && report.playlist_waits > 0 {
+            debug!("playlists left unread by this pass's budget; another pass soon");
+            self.pass_soon.notify_one();
         }
         let results = std::mem::take(&mut report.results);
         let summary = report.clone();

@@ -162,6 +162,28 @@ impl Engine {
         let daemon_uid = rustix::process::geteuid().as_raw();
         // Playlists changed meanwhile are read again, up to a budget per pass.
         self.inuse.start_pass();
+        // A file whose deletion failed is not tried again until its backoff ran out (an
+        // operator's `rm` always tries).
+        let waiting = {
+            let mut f = self.failing.lock().expect("failing lock");
+            let now = Instant::now();
+            f.prune(now);
+            let mut waiting = std::collections::HashSet::new();
+            if !f.is_empty() && trigger != rm::RM_TRIGGER {
+                for a in actions {
+                    if let Some((_, why)) = f.waiting(&a.entry.store, &a.entry.path, now) {
+                        waiting.insert(a.entry.id);
+                        // Still failing: what a pressure pass's STUCK names as failed,
+                        // never as protected.
+                        report.failed_bytes += a.entry.size;
+                        report.first_failure.get_or_insert_with(|| why.to_string());
+                    }
+                }
+            }
+            waiting
+        };
+        report.backing_off += waiting.len() as u64;
+        let due = |a: &&policy::Action| !waiting.contains(&a.entry.id);
         std::thread::scope(|scope| -> Result<()> {
             // With each chunk's results, the ids of its intents (local chunks), which the
             // same transaction drops.
@@ -182,6 +204,7 @@ impl Engine {
                 let mine: Vec<&policy::Action> = actions
                     .iter()
                     .filter(|a| a.entry.store == store.name())
+                    .filter(due)
                     .collect();
                 if mine.is_empty() {
                     continue;
@@ -270,6 +293,7 @@ impl Engine {
                 let mine: Vec<&policy::Action> = actions
                     .iter()
                     .filter(|a| a.entry.store == remote.name())
+                    .filter(due)
                     .collect();
                 for chunk in mine.chunks(remote::DELETE_CHUNK) {
                     let (gone, records) =
@@ -427,6 +451,9 @@ impl Engine {
             .is_some_and(|c| c.lifecycle == crate::config::Lifecycle::Segment);
         if let Outcome::Refused(why) = &outcome {
             let kind = refusal_kind(why);
+            if why.contains(crate::inuse::playlist::READ_AGAIN) {
+                report.playlist_waits += 1;
+            }
             // A segment being written (open, growing), listed by its playlist or in its
             // removal grace is the ordinary life of a live stream (with keep_for 0s every
             // segment goes through it): `explain` shows it live; the journal and the audit
@@ -461,7 +488,31 @@ impl Engine {
             report.refusals_started += 1;
             self.metrics.refused(&a.entry.store, &a.class_name, kind);
         }
-        log_outcome(a, &outcome, trigger, churn);
+        // A failure is logged when its episode starts (then the file backs off); a bulk
+        // pass logs its first files and sums up the rest (every file is in the audit).
+        let loud = match &outcome {
+            Outcome::Failed(err) => {
+                let (episode, wait) = self.failing.lock().expect("failing lock").failed(
+                    &a.entry.store,
+                    &a.entry.path,
+                    err,
+                    Instant::now(),
+                );
+                report.failures_started += (episode == failing::Episode::Started) as u64;
+                debug!(path = %format!("{}:{}", a.entry.store, crate::spell::show(&a.entry.path)), wait = ?wait, "deletion failed; backing off");
+                episode == failing::Episode::Started && report.failures_started <= DETAIL_PER_PASS
+            }
+            Outcome::Deleted | Outcome::Vanished => {
+                let was = (self.failing.lock().expect("failing lock"))
+                    .cleared(&a.entry.store, &a.entry.path);
+                if was > 0 {
+                    info!(path = %format!("{}:{}", a.entry.store, crate::spell::show(&a.entry.path)), failures = was, "deleted after {was} failed attempts");
+                }
+                report.deleted_files + report.vanished - report.churn_files < DETAIL_PER_PASS
+            }
+            _ => true,
+        };
+        log_outcome(a, &outcome, trigger, churn, !loud);
         match &outcome {
             Outcome::Deleted => {
                 report.first_unlink.get_or_insert_with(Instant::now);
@@ -540,19 +591,28 @@ pub fn refusal_kind(reason: &str) -> &'static str {
         .map_or("other", |(_, kind)| kind)
 }
 
+/// Files of one pass logged one by one at info (deletions, and failures that start an
+/// episode); the rest go at debug, summed up by the pass's line (every file is audited).
+const DETAIL_PER_PASS: u64 = 10;
+
 /// Logs one file's outcome. Deletions of segments (`churn`: a live stream makes one a
-/// second) go at debug, summed up at info once a minute; every other deletion at info.
-/// A refusal is an ordinary event (a file in use): info, once per episode.
-fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, churn: bool) {
+/// second) go at debug, summed up at info once a minute; so do deletions and failures
+/// beyond a pass's first few and failures that continue an episode (`quiet`: summed up by
+/// the pass). A refusal is an ordinary event (a file in use): info, once per episode.
+fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, churn: bool, quiet: bool) {
     let path = format!("{}:{}", a.entry.store, crate::spell::show(&a.entry.path));
     match o {
-        Outcome::Deleted if churn => debug!(
+        Outcome::Deleted if churn || quiet => debug!(
             action = "delete", path = %path, class = %a.class_name, rule = %a.rule,
             reason = %a.reason, bytes = a.entry.size, trigger, "deleted {path}: {}", a.reason
         ),
         Outcome::Deleted => info!(
             action = "delete", path = %path, class = %a.class_name, rule = %a.rule,
             reason = %a.reason, bytes = a.entry.size, trigger, "deleted {path}: {}", a.reason
+        ),
+        Outcome::Vanished if quiet => debug!(
+            action = "vanished", path = %path, class = %a.class_name, trigger,
+            "{path} was already gone"
         ),
         Outcome::Vanished => info!(
             action = "vanished", path = %path, class = %a.class_name, trigger,
@@ -562,6 +622,10 @@ fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, churn: bool) {
         Outcome::Refused(why) => info!(
             action = "refuse", path = %path, class = %a.class_name, reason = %why, trigger,
             "refused to delete {path}: {why}"
+        ),
+        Outcome::Failed(err) if quiet => debug!(
+            action = "fail", path = %path, class = %a.class_name, reason = %err, trigger,
+            "failed to delete {path}: {err}"
         ),
         Outcome::Failed(err) => error!(
             action = "fail", path = %path, class = %a.class_name, reason = %err, trigger,

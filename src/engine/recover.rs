@@ -66,7 +66,12 @@ pub(super) fn reconcile_after_crash(rt: &Runtime, reg: &mut Registry, now: Nanos
         if still_there {
             continue;
         }
-        info!(action = "delete", store = %i.store, path = %crate::spell::show(&i.path), "reconciled a deletion interrupted by a crash");
+        // The first few one by one; a crash in a bulk pass leaves hundreds: summed up.
+        if gone.len() < RECONCILED_SHOWN {
+            info!(action = "delete", store = %i.store, path = %crate::spell::show(&i.path), "reconciled a deletion interrupted by a crash");
+        } else {
+            debug!(action = "delete", store = %i.store, path = %crate::spell::show(&i.path), "reconciled a deletion interrupted by a crash");
+        }
         gone.push((i.entry_id, i.path.clone()));
         records.push(AuditRecord {
             at: now,
@@ -84,6 +89,17 @@ pub(super) fn reconcile_after_crash(rt: &Runtime, reg: &mut Registry, now: Nanos
             bytes: Some(i.size),
         });
     }
+    if gone.len() > RECONCILED_SHOWN {
+        info!(
+            action = "reconcile",
+            files = gone.len(),
+            "reconciled {} deletions interrupted by a crash (the first {RECONCILED_SHOWN} named above; every one is in the audit: mediaretain history)",
+            gone.len()
+        );
+    }
     reg.settle_intents(&settled, &gone, &records)?;
     Ok(())
 }
+
+/// Reconciled deletions named one by one at start; the rest are summed up in one line.
+const RECONCILED_SHOWN: usize = 10;

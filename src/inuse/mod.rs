@@ -193,7 +193,12 @@ impl InUse {
             lists.sort();
             lists.dedup();
             let said = |pl: &Path| self.stream_of(store.name(), pl);
-            lock(&self.playlists).refresh(store, lists, now, &said);
+            let first: Vec<&Path> = dirs
+                .iter()
+                .filter(|(s, _)| *s == store.name())
+                .map(|(_, d)| *d)
+                .collect();
+            lock(&self.playlists).refresh_first(store, lists, &first, now, &said);
         }
         Ok(())
     }

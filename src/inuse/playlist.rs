@@ -363,6 +363,9 @@ const PLAYLIST_REFRESH: Nanos = 1_000_000_000;
 /// the next pass reads it.
 const PLAYLIST_PASS_BYTES: u64 = 32 << 20;
 const PLAYLIST_PASS_BYTES_MIN: u64 = 1 << 20;
+/// The words of a refusal waiting for a playlist the pass's budget left unread (the
+/// engine asks for another pass soon when it sees them).
+pub const READ_AGAIN: &str = "it is read again at the next pass";
 
 impl Memory {
     /// Why `path` of `store` is in use by a playlist, if it is.
@@ -488,16 +491,34 @@ impl Memory {
         now: Nanos,
         said: &dyn Fn(&Path) -> Option<(bool, Nanos)>,
     ) {
+        self.refresh_first(store, lists, &[], now, said)
+    }
+
+    /// [`Playlists::refresh`], reading first the playlists of `first` (the directories the
+    /// pass deletes from), smallest first, then the others, smallest first: big playlists
+    /// elsewhere never use up the budget before the one that decides this pass's files.
+    pub fn refresh_first(
+        &mut self,
+        store: &LocalStore,
+        lists: Vec<PathBuf>,
+        first: &[&Path],
+        now: Nanos,
+        said: &dyn Fn(&Path) -> Option<(bool, Nanos)>,
+    ) {
         let name = store.name().to_string();
         let known = self.lists.remove(&name).unwrap_or_default();
         let mut listed = HashMap::with_capacity(lists.len());
-        let stamped: Vec<(PathBuf, Stamp)> = lists
+        let mut stamped: Vec<(PathBuf, Stamp)> = lists
             .into_iter()
             .map(|pl| {
                 let st = stamp(store, &pl);
                 (pl, st)
             })
             .collect();
+        stamped.sort_by_key(|(pl, st)| {
+            let dir = pl.parent().unwrap_or(Path::new(""));
+            (!first.contains(&dir), st.map_or(0, |s| s.1))
+        });
         // A pass reads at most as many bytes as the playlists hold together (once
         // through), within [1 MiB, 32 MiB]: however busy their writers, a pass costs at
         // most about twice what reading them once does.
@@ -513,7 +534,7 @@ impl Memory {
                 // whole directory is protected until a later pass reads it.
                 let dir = pl.parent().unwrap_or(Path::new("")).to_path_buf();
                 let why = format!(
-                    "{} changed; it is read again at the next pass (playlists are read at most {} per pass)",
+                    "{} changed; {READ_AGAIN}, in a few seconds (playlists are read at most {} per pass)",
                     pl.display(),
                     ByteSize(budget)
                 );
@@ -860,9 +881,10 @@ mod tests {
             why(&m, "x.ts", now).unwrap(),
             "referenced by playlist s/a.m3u8"
         );
+        // Smaller playlists are read first: b names y.
         assert_eq!(
             why(&m, "y.ts", now).unwrap(),
-            "referenced by playlist s/a.m3u8"
+            "referenced by playlist s/b.m3u8"
         );
         assert_eq!(why(&m, "z.ts", now), None);
         // a drops both: y is still b's; x left a, kept for a's grace (4 s + 2 s).

@@ -267,6 +267,85 @@ pub fn mounts(pid: Option<i32>) -> Vec<Mount> {
         .unwrap_or_default()
 }
 
+/// How long a mount table read is used again (the stream-writer check runs every few
+/// seconds; a mount made since is seen within this).
+const MOUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+/// At most this much of a mountinfo file is read (20,000 mounts are ~2.5 MB).
+const MOUNTINFO_MAX: u64 = 8 << 20;
+/// At most this many mounts of one device are kept per table (bind mounts of one
+/// filesystem made by the thousand); the rest are not looked at.
+const MOUNTS_KEPT: usize = 4096;
+/// At most this many (namespace, device) tables are kept.
+const TABLES_KEPT: usize = 64;
+
+/// Mount tables by (mount namespace, device): when read, and the mounts of that device.
+type Tables = HashMap<(PathBuf, u64), (Instant, std::sync::Arc<Vec<Mount>>)>;
+
+static TABLES: std::sync::Mutex<Option<Tables>> = std::sync::Mutex::new(None);
+
+/// The mounts of device `dev` that process `pid` sees (None: ours), read at most once per
+/// [`MOUNTS_TTL`] per mount namespace — not once per process — and bounded in bytes read
+/// and mounts kept: a user with a namespace of its own and 20,000 mounts, holding files
+/// open in many processes, costs one bounded read every half minute. Empty when unreadable.
+pub fn mounts_on(pid: Option<i32>, dev: u64) -> std::sync::Arc<Vec<Mount>> {
+    let proc_dir = match pid {
+        Some(p) => format!("/proc/{p}"),
+        None => "/proc/self".into(),
+    };
+    let Ok(ns) = fs::read_link(format!("{proc_dir}/ns/mnt")) else {
+        return Default::default();
+    };
+    let key = (ns, dev);
+    {
+        let mut t = TABLES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, m)) = t.get_or_insert_with(HashMap::new).get(&key)
+            && at.elapsed() < MOUNTS_TTL
+        {
+            return m.clone();
+        }
+    }
+    let read = read_mounts(&format!("{proc_dir}/mountinfo"), dev);
+    let mounts = std::sync::Arc::new(read);
+    let mut t = TABLES.lock().unwrap_or_else(|p| p.into_inner());
+    let t = t.get_or_insert_with(HashMap::new);
+    if t.len() >= TABLES_KEPT {
+        t.retain(|_, (at, _)| at.elapsed() < MOUNTS_TTL);
+        if t.len() >= TABLES_KEPT
+            && let Some(oldest) = t
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            t.remove(&oldest);
+        }
+    }
+    t.insert(key, (Instant::now(), mounts.clone()));
+    mounts
+}
+
+/// The mounts of device `dev` in mountinfo file `file`, bounded (see [`mounts_on`]).
+fn read_mounts(file: &str, dev: u64) -> Vec<Mount> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    let Ok(f) = fs::File::open(file) else {
+        return Vec::new();
+    };
+    if f.take(MOUNTINFO_MAX).read_to_end(&mut text).is_err() {
+        return Vec::new();
+    }
+    if text.len() as u64 >= MOUNTINFO_MAX {
+        // Cut at the last whole line.
+        let end = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        text.truncate(end);
+    }
+    String::from_utf8_lossy(&text)
+        .lines()
+        .filter_map(parse_mount)
+        .filter(|m| m.dev == dev)
+        .take(MOUNTS_KEPT)
+        .collect()
+}
+
 fn parse_mount(line: &str) -> Option<Mount> {
     let mut f = line.split(' ');
     let (_, _, majmin, root, point) = (f.next()?, f.next()?, f.next()?, f.next()?, f.next()?);

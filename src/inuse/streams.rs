@@ -175,19 +175,20 @@ pub fn detect(
             .max_by_key(|(s, _)| s.root().as_os_str().len())
     };
     // A recorder in a container names its files by its own mounts: its paths are turned
-    // into ours (once per check: our mounts; per such process: its mounts).
-    let mut ours: Option<Vec<procfs::Mount>> = None;
-    let mut theirs: HashMap<i32, Option<Vec<procfs::Mount>>> = HashMap::new();
+    // into ours (the mounts of the file's device, read once per mount namespace and
+    // cached: many processes in one namespace with thousands of mounts cost one read).
+    let mut other_ns: HashMap<i32, bool> = HashMap::new();
     for w in &snap.writers {
         let located = within(&w.path).or_else(|| {
-            let theirs = theirs
+            let other = *other_ns
                 .entry(w.pid)
-                .or_insert_with(|| {
-                    procfs::other_mount_namespace(w.pid).then(|| procfs::mounts(Some(w.pid)))
-                })
-                .as_ref()?;
-            let ours = ours.get_or_insert_with(|| procfs::mounts(None));
-            within(&procfs::host_path(theirs, ours, w.dev, &w.path)?)
+                .or_insert_with(|| procfs::other_mount_namespace(w.pid));
+            if !other {
+                return None;
+            }
+            let theirs = procfs::mounts_on(Some(w.pid), w.dev);
+            let ours = procfs::mounts_on(None, w.dev);
+            within(&procfs::host_path(&theirs, &ours, w.dev, &w.path)?)
         });
         let Some((store, rel)) = located else {
             continue;
