@@ -263,7 +263,7 @@ fn history_shows_what_went_and_why_filtered_and_paged() {
         if pages == 2 {
             b.cli(&["rm", "media:rec/cam1/b.mp4"]).ok();
         }
-        match r.json()["next"].as_str() {
+        match r.json()["next_before"].as_i64() {
             Some(n) => before = Some(n.to_string()),
             None => break,
         }
@@ -311,7 +311,7 @@ fn history_shows_what_went_and_why_filtered_and_paged() {
     }
     for args in [
         &["history", "--since", "1x"][..],
-        &["history", "--before", "12"],
+        &["history", "--before", "12x"],
         &["history", "--path", "media:rec/[a"],
         &["history", "--path", "/etc/**"],
         &["history", "--rule", "kep_for"],
@@ -357,7 +357,7 @@ fn history_without_a_daemon_reads_the_registry() {
     let first = b
         .cli(&["history", "--class", "hls", "--limit", "2", "--json"])
         .json();
-    let next = first["next"].as_str().unwrap().to_string();
+    let next = first["next_before"].as_i64().unwrap().to_string();
     let rest = records(&b.cli(&["history", "--class", "hls", "--before", &next, "--json"]));
     assert_eq!(rest.len(), 3);
     let r = b.cli(&["history", "--since", "yesterday"]);

@@ -77,9 +77,9 @@ fn render(h: &History) -> String {
             "(read {} records back to {} without filling the page; older: --before {})",
             h.scanned,
             fmt_time(t),
-            h.next.as_deref().unwrap_or_default()
+            h.next_before.map(|n| n.to_string()).unwrap_or_default()
         );
-    } else if let Some(n) = &h.next {
+    } else if let Some(n) = h.next_before {
         let _ = writeln!(o, "(more: --before {n})");
     }
     o

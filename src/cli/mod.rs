@@ -166,7 +166,7 @@ pub enum Cmd {
         /// At most this many records (default 50, at most 10000).
         #[arg(long)]
         limit: Option<u64>,
-        /// The next page: the cursor the previous page ended with.
+        /// The next page: the cursor the previous page ended with ("more: --before N").
         #[arg(long)]
         before: Option<String>,
         /// Leave out the records of segment classes.

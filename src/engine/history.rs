@@ -7,11 +7,12 @@
 //! order (migration 11), so a page costs its own rows. What only Rust can decide (a glob,
 //! `no_segments`, a store alone) is filtered on the walk, which reads at most
 //! [`MAX_SCAN`] records per request: a page that is not full by then says how far back it
-//! searched and hands a cursor to go on from there. A cursor names the last record read
-//! (its time and id), so new records never shift the pages after it.
+//! searched and hands a cursor to go on from there. A cursor is the id of the last record
+//! a page holds (or read): the next page is what comes after it in time order, so new
+//! records never shift the pages after the first.
 
 use super::*;
-use crate::registry::{AuditColumn, AuditQuery};
+use crate::registry::{AuditColumn, AuditQuery, WalkCost};
 
 /// At most this many audit records are read to answer one request.
 pub const MAX_SCAN: u64 = 100_000;
@@ -68,7 +69,7 @@ pub struct HistoryRequest {
     /// At most this many records (default 50, at most 10,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
-    /// The page after this cursor (a previous answer's `next`).
+    /// The page after this cursor (a previous answer's `next_before`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<String>,
     /// Leave out the records of segment classes (their deletions are the bulk).
@@ -82,7 +83,7 @@ pub struct History {
     /// The records, newest first.
     pub records: Vec<AuditRecord>,
     /// The cursor of the next (older) page, to pass as `before`; null: nothing older matches.
-    pub next: Option<String>,
+    pub next_before: Option<i64>,
     /// Audit records read to answer (matching or not).
     pub scanned: u64,
     /// Set when the read stopped at its bound before the page was full: how far back it
@@ -91,24 +92,13 @@ pub struct History {
     pub searched_to: Option<Nanos>,
 }
 
-/// A record's place in the walk, as text: `AT-ID` (opaque to clients).
-fn cursor(at: Nanos, id: i64) -> String {
-    format!("{at}-{id}")
-}
-
-fn parse_cursor(s: &str) -> Result<(Nanos, i64)> {
-    let bad = || {
+/// A cursor: the id of the last record a page holds (or read), as a number.
+fn parse_cursor(s: &str) -> Result<i64> {
+    s.trim().parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
         EngineError::BadInput(format!(
-            "bad cursor {s:?}: pass the \"next\" of a history answer (as --before) unchanged"
+            "bad cursor {s:?}: give the \"next_before\" of a history answer (a record's id), as the table's last line says"
         ))
-    };
-    let (at, id) = s.trim().split_once('-').ok_or_else(bad)?;
-    let at: Nanos = at.parse().map_err(|_| bad())?;
-    let id: i64 = id.parse().map_err(|_| bad())?;
-    if at < 0 || id <= 0 {
-        return Err(bad());
-    }
-    Ok((at, id))
+    })
 }
 
 /// `--since`: a span back from `now`, or an RFC 3339 time.
@@ -155,42 +145,57 @@ impl Sieve {
     }
 }
 
+/// Collects a page of `limit` records that `sieve` keeps from a walk, reading at most
+/// `max_scan` records; one record more than the page says that there is a next page.
+fn page(
+    walk: impl FnOnce(&mut dyn FnMut(i64, AuditRecord) -> bool) -> crate::registry::Result<WalkCost>,
+    sieve: &Sieve,
+    limit: u64,
+    max_scan: u64,
+) -> Result<History> {
+    let mut records = Vec::new();
+    let mut scanned = 0u64;
+    let mut last: Option<(Nanos, i64)> = None;
+    let mut last_kept: Option<i64> = None;
+    let mut more = false;
+    walk(&mut |id, rec| {
+        scanned += 1;
+        last = Some((rec.at, id));
+        if sieve.keeps(&rec) {
+            if records.len() as u64 == limit {
+                more = true;
+                return false;
+            }
+            last_kept = Some(id);
+            records.push(rec);
+        }
+        scanned < max_scan
+    })?;
+    let bounded = !more && scanned >= max_scan;
+    let next_before = match (more, bounded) {
+        (true, _) => last_kept,
+        (false, true) => last.map(|l| l.1),
+        _ => None,
+    };
+    Ok(History {
+        records,
+        next_before,
+        scanned,
+        searched_to: bounded.then(|| last.map(|l| l.0)).flatten(),
+    })
+}
+
 impl Engine {
     /// A page of the audit, newest first (see the module's notes). Bad input — a span, a
     /// glob, a cursor, a class or store nobody knows — is a 4xx naming what to write.
     pub fn history(&self, req: &HistoryRequest) -> Result<History> {
         let (q, sieve, limit) = self.history_query(req)?;
-        let mut records = Vec::new();
-        let mut scanned = 0u64;
-        let mut last: Option<(Nanos, i64)> = None;
-        let mut last_kept: Option<(Nanos, i64)> = None;
-        let mut more = false;
-        Registry::walk_audit_apart(&self.registry_path, &q, |id, rec| {
-            scanned += 1;
-            last = Some((rec.at, id));
-            if sieve.keeps(&rec) {
-                if records.len() as u64 == limit {
-                    // One more than the page: there is a next page.
-                    more = true;
-                    return false;
-                }
-                last_kept = Some((rec.at, id));
-                records.push(rec);
-            }
-            scanned < MAX_SCAN
-        })?;
-        let bounded = !more && scanned >= MAX_SCAN;
-        let next = match (more, bounded) {
-            (true, _) => last_kept.map(|(at, id)| cursor(at, id)),
-            (false, true) => last.map(|(at, id)| cursor(at, id)),
-            _ => None,
-        };
-        Ok(History {
-            records,
-            next,
-            scanned,
-            searched_to: bounded.then(|| last.map(|l| l.0)).flatten(),
-        })
+        page(
+            |f| Registry::walk_audit_apart(&self.registry_path, &q, f),
+            &sieve,
+            limit,
+            MAX_SCAN,
+        )
     }
 
     /// The request checked and turned into what SQL filters and what the walk does.
@@ -303,13 +308,89 @@ impl Engine {
 mod tests {
     use super::*;
 
+    fn rec(i: i64, path: &str) -> AuditRecord {
+        AuditRecord {
+            at: 1_000_000_000 * i,
+            store: "media".into(),
+            path: path.into(),
+            action: "delete".into(),
+            outcome: "deleted".into(),
+            class: Some(
+                if path.starts_with("hls/") {
+                    "hls"
+                } else {
+                    "rec"
+                }
+                .into(),
+            ),
+            rule: Some("keep_for".into()),
+            reason: "past keep_for".into(),
+            trigger: "schedule".into(),
+            bytes: Some(1),
+        }
+    }
+
+    /// 1,000 segment records and, oldest, 3 recordings; a glob for the recordings reads at
+    /// most 300 records a request: two pages stop at the bound (empty, saying how far back
+    /// they searched, with a cursor), the third finds the recordings, and no page reads
+    /// more than its bound.
+    #[test]
+    fn a_filter_only_the_walk_decides_reads_a_bounded_number_of_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path()).unwrap();
+        let mut all: Vec<AuditRecord> = (1..=3).map(|i| rec(i, &format!("rec/{i}.mp4"))).collect();
+        all.extend((4..=1003).map(|i| rec(i, &format!("hls/s/{i}.ts"))));
+        r.record(&[], &all).unwrap();
+        let sieve = Sieve {
+            glob: Some(crate::config::glob("rec/**").unwrap().compile_matcher()),
+            skip_classes: Default::default(),
+        };
+        let mut q = AuditQuery::default();
+        let mut pages = Vec::new();
+        loop {
+            let h = page(|f| r.walk_audit(&q, f), &sieve, 10, 300).unwrap();
+            assert!(h.scanned <= 300, "{}", h.scanned);
+            let end = h.next_before.is_none();
+            q.before = h.next_before;
+            pages.push(h);
+            if end {
+                break;
+            }
+        }
+        let found: Vec<usize> = pages.iter().map(|h| h.records.len()).collect();
+        assert_eq!(found, [0, 0, 0, 3], "{pages:#?}");
+        assert_eq!(pages[0].searched_to, Some(1_000_000_000 * (1003 - 299)));
+        assert_eq!(pages[3].searched_to, None);
+        // A full page has a next one exactly when more match.
+        let h = page(
+            |f| r.walk_audit(&AuditQuery::default(), f),
+            &sieve_none(),
+            1003,
+            10_000,
+        )
+        .unwrap();
+        assert_eq!((h.records.len(), h.next_before), (1003, None));
+        let h = page(
+            |f| r.walk_audit(&AuditQuery::default(), f),
+            &sieve_none(),
+            1002,
+            10_000,
+        )
+        .unwrap();
+        assert_eq!(h.next_before, Some(2));
+    }
+
+    fn sieve_none() -> Sieve {
+        Sieve {
+            glob: None,
+            skip_classes: Default::default(),
+        }
+    }
+
     #[test]
     fn cursors_read_back_and_bad_ones_are_named() {
-        assert_eq!(
-            parse_cursor(&cursor(1_700_000_000_123, 42)).unwrap(),
-            (1_700_000_000_123, 42)
-        );
-        for bad in ["", "12", "a-1", "1-b", "1-0", "-1-2", "1-2-3"] {
+        assert_eq!(parse_cursor("42").unwrap(), 42);
+        for bad in ["", "a", "0", "-3", "1-2", "1.5", "99999999999999999999"] {
             let e = parse_cursor(bad).unwrap_err();
             assert!(e.to_string().contains("bad cursor"), "{bad}: {e}");
             assert_eq!(e.exit_code(), crate::exit::DATAERR);

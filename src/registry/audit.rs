@@ -229,8 +229,10 @@ impl Registry {
 pub struct AuditQuery {
     /// Only records at or after this time.
     pub since: Option<Nanos>,
-    /// Only records older than this one (a page's cursor: its time and id).
-    pub before: Option<(Nanos, i64)>,
+    /// Only records older than the one with this id (a page's cursor): before it in the
+    /// walk's order (time, then id). A cursor whose record was pruned selects nothing: what
+    /// was older went before it.
+    pub before: Option<i64>,
     /// Only this store.
     pub store: Option<String>,
     /// Only this path exactly (of `store`).
@@ -280,9 +282,9 @@ fn audit_sql(q: &AuditQuery, explain: bool) -> (String, Vec<rusqlite::types::Val
         conds.push("at >= ?");
         args.push(Value::Integer(t));
     }
-    if let Some((at, id)) = q.before {
-        conds.push("(at, id) < (?, ?)");
-        args.push(Value::Integer(at));
+    if let Some(id) = q.before {
+        conds.push("(at, id) < ((SELECT at FROM audit WHERE id = ?), ?)");
+        args.push(Value::Integer(id));
         args.push(Value::Integer(id));
     }
     match (&q.store, &q.path) {
@@ -539,10 +541,10 @@ mod tests {
             .map(|i| rec(i, "hls", "keep_for", "deleted", "schedule"))
             .collect();
         r.record(&[], &extra).unwrap();
-        let (last_id, last_at) = *first.last().unwrap();
+        let (last_id, _) = *first.last().unwrap();
         let mut second = Vec::new();
         let q = AuditQuery {
-            before: Some((last_at, last_id)),
+            before: Some(last_id),
             ..Default::default()
         };
         let cost = r
