@@ -70,7 +70,7 @@ const EXAMPLES: &[Example] = &[
     Example {
         sub: "history",
         line: "mediaretain history --path 'media:rec/cam1/**' --json",
-        what: "everything that happened to cam1's recordings; \"next\" is the --before of the next page",
+        what: "everything that happened to cam1's recordings; \"next_before\" is the --before of the next page",
     },
     Example {
         sub: "lease",
