@@ -245,6 +245,9 @@ fn every_json_answer_has_rfc3339_times_and_config_spans() {
         Duration::from_secs(90),
         "{l}"
     );
+    let page = find("GET /v1/history?since=1h&limit=1");
+    assert_eq!(page["records"].as_array().map(Vec::len), Some(1), "{page}");
+    assert!(page["next_before"].is_i64(), "{page}");
     let status = find("GET /v1/status");
     let reload = &status["activity"]["last_reload"];
     assert!(reload.is_null(), "no reload yet: {reload}");
