@@ -22,7 +22,7 @@
 //! Each module's one job — the room it is, and what may be changed there:
 //!
 //! - [`cli`]: what an operator types; one module per concern (`status`, `passes` = plan and
-//!   gc, `files` = ls and explain, `marks`, `rm`, `admin`), each with its rendering; the
+//!   gc, `files` = ls and explain, `history`, `marks`, `rm`, `admin`), each with its rendering; the
 //!   backend picks the daemon's socket or the in-process engine.
 //! - [`daemon`]: the long-running service: signals, reload, the pass schedule, the offload
 //!   worker, the watchdog loop, systemd notifications; it owns no policy.
@@ -31,7 +31,7 @@
 //! - [`engine`]: the façade that wires registry, running config and the parts below —
 //!   `engine/executor.rs` (the guard chain as a table, act, verify, record: the only way a
 //!   file goes), `runtime.rs` (the running config), `index.rs` (scans and watched changes),
-//!   `explain.rs`, `marks.rs`, `status.rs`, `facts.rs` (what servers announce), `rm.rs`,
+//!   `explain.rs`, `history.rs` (the audit, filtered and paged), `marks.rs`, `status.rs`, `facts.rs` (what servers announce), `rm.rs`,
 //!   `pressure.rs` (the disk-pressure pass), `offload.rs` (copy, verify, backoff),
 //!   `remote.rs` (S3 listing and deletion), `recover.rs` (crash leftovers), `clockwatch.rs`
 //!   (the wall clock watched against `CLOCK_BOOTTIME`: a jump holds the time rules).

@@ -175,10 +175,16 @@ fn every_json_answer_has_rfc3339_times_and_config_spans() {
     cli(&["explain", "media:tmp/old.part", "--json"]);
     cli(&["leases", "--json"]);
     cli(&["dupes", "--json"]);
+    cli(&["history", "--json"]);
     cli(&["scan", "--json"]);
     cli(&["rm", "--dry-run", "--json", "media:tmp/new"]);
     cli(&["lease", "media:tmp/new", "--ttl", "1h 30m", "--json"]);
-    for uri in ["/v1/status", "/v1/plan", "/v1/leases"] {
+    for uri in [
+        "/v1/status",
+        "/v1/plan",
+        "/v1/leases",
+        "/v1/history?since=1h&limit=1",
+    ] {
         let (code, body) = get(&sock, uri);
         assert_eq!(code, 200, "GET {uri}: {body}");
         answers.push((format!("GET {uri}"), serde_json::from_str(&body).unwrap()));
@@ -239,6 +245,9 @@ fn every_json_answer_has_rfc3339_times_and_config_spans() {
         Duration::from_secs(90),
         "{l}"
     );
+    let page = find("GET /v1/history?since=1h&limit=1");
+    assert_eq!(page["records"].as_array().map(Vec::len), Some(1), "{page}");
+    assert!(page["next_before"].is_i64(), "{page}");
     let status = find("GET /v1/status");
     let reload = &status["activity"]["last_reload"];
     assert!(reload.is_null(), "no reload yet: {reload}");

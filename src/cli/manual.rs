@@ -58,6 +58,21 @@ const EXAMPLES: &[Example] = &[
         what: "why a file is kept, or when it goes (or went)",
     },
     Example {
+        sub: "history",
+        line: "mediaretain history --since 1h --outcome deleted",
+        what: "what was deleted in the last hour, and why (rule, trigger, reason)",
+    },
+    Example {
+        sub: "history",
+        line: "mediaretain history --since 1d --outcome refused --no-segments",
+        what: "what was kept although due (in use, offload pending), segments left out",
+    },
+    Example {
+        sub: "history",
+        line: "mediaretain history --path 'media:rec/cam1/**' --json",
+        what: "everything that happened to cam1's recordings; \"next_before\" is the --before of the next page",
+    },
+    Example {
         sub: "lease",
         line: "mediaretain lease 'media:hls/stream1/**' --ttl 120s --holder thumbnailer",
         what: "keep every file of stream1 for two minutes; prints the lease id",

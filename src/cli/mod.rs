@@ -35,6 +35,7 @@ use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 mod admin;
 mod backend;
 mod files;
+mod history;
 mod manual;
 mod marks;
 mod passes;
@@ -132,6 +133,45 @@ pub enum Cmd {
         /// An absolute path inside a store root, or STORE:KEY (see "Odd names" in the README).
         #[arg(value_parser = spelled())]
         path: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit, newest first: what was deleted, refused or failed (segments each on its
+    /// own line), pinned or offloaded — when, by which rule and trigger, and why. Paged:
+    /// a page that has more ends with the --before to give for the next.
+    History {
+        /// Only the last span ("1h", "30m", "7d"), or since an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this class.
+        #[arg(long)]
+        class: Option<String>,
+        /// Only this rule: ttl, keep_for, max_count, max_total, pressure, offloaded, manual, duplicate.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only this trigger: schedule, pressure, manual (rm), cli, api, or a hook's word.
+        #[arg(long)]
+        trigger: Option<String>,
+        /// Only this path, or the paths a glob matches (`media:rec/cam1/**`): absolute
+        /// inside a store root, or STORE:KEY.
+        #[arg(long, value_parser = spelled())]
+        path: Option<String>,
+        /// Only this store.
+        #[arg(long)]
+        store: Option<String>,
+        /// Only this outcome: deleted, refused, failed, vanished, done.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// At most this many records (default 50, at most 10000).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// The next page: the cursor the previous page ended with ("more: --before N").
+        #[arg(long)]
+        before: Option<String>,
+        /// Leave out the records of segment classes.
+        #[arg(long)]
+        no_segments: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -565,7 +605,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 ),
                 e => e.into(),
             })?;
-            let refresh = !matches!(cmd, Cmd::Scan { .. });
+            // `history` reads the audit only: nothing on disk to reconcile first.
+            let refresh = !matches!(cmd, Cmd::Scan { .. } | Cmd::History { .. });
             let b = match Backend::open(cfg.clone(), needs_daemon, refresh).await {
                 Ok(b) => b,
                 // No daemon and no registry here (another user's state directory): the
@@ -611,6 +652,33 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
             json,
         } => files::ls(b, class, retained, tag, in_use, limit, json).await,
         Cmd::Explain { path, json } => files::explain(b, path, json).await,
+        Cmd::History {
+            since,
+            class,
+            rule,
+            trigger,
+            path,
+            store,
+            outcome,
+            limit,
+            before,
+            no_segments,
+            json,
+        } => {
+            let req = crate::engine::HistoryRequest {
+                since,
+                class,
+                rule,
+                trigger,
+                path,
+                store,
+                outcome,
+                limit,
+                before,
+                no_segments,
+            };
+            history::history(b, req, json).await
+        }
         Cmd::Dupes { class, json } => files::dupes(b, class, json).await,
         cmd @ (Cmd::Retain { .. } | Cmd::Unretain { .. } | Cmd::Tag { .. }) => {
             marks::mark(b, cmd).await

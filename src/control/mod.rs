@@ -15,6 +15,7 @@
 //! | POST   | /v1/renew      | `{"id": 7, "ttl": "60s"}`             | `Lease`           |
 //! | POST   | /v1/release    | `{"id": 7}`                           | `{"released": 7}` |
 //! | GET    | /v1/leases     |                                       | `[Lease]`         |
+//! | GET    | /v1/history    | (query: `since=1h&class=rec&rule=…&trigger=…&path=…&store=…&outcome=…&limit=50&before=CURSOR&no_segments=true`, each optional) | `History` |
 //! | POST   | /v1/scan       |                                       | `[ScanStats]`     |
 //! | POST   | /v1/reload     |                                       | `{"reclassified": N}` |
 //! | POST   | /v1/rm         | `{"paths": ["media:rec/cam1"], "recursive": true, "dry_run": false, "force_retained": false, "force_last_copy": false}` | `RmReport` |
@@ -29,7 +30,7 @@
 //!
 //! Access is decided per request by the peer's kernel credentials (`SO_PEERCRED`,
 //! `SO_PEERGROUPS`; see [`crate::access`]): root and the daemon's user may call everything;
-//! members of `[daemon] socket_group` may call status, plan, ls, explain and leases, and
+//! members of `[daemon] socket_group` may call status, plan, ls, explain, history and leases, and
 //! lease / renew / release their own leases (403, exit 77, otherwise; 429, exit 75, beyond
 //! `max_leases_per_uid`). A client's `trigger` is never one of the daemon's own
 //! (`schedule`, `pressure`, …).
@@ -37,7 +38,7 @@
 pub mod client;
 pub mod server;
 
-pub use crate::engine::RmRequest;
+pub use crate::engine::{HistoryRequest, RmRequest};
 
 use serde::{Deserialize, Serialize};
 

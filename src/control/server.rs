@@ -50,11 +50,13 @@ impl Connected<axum::serve::IncomingStream<'_, UnixListener>> for PeerInfo {
 fn member_may(method: &Method, path: &str) -> bool {
     matches!(
         (method.as_str(), path),
-        ("GET", "/v1/status" | "/v1/plan" | "/v1/leases" | "/metrics")
-            | (
-                "POST",
-                "/v1/ls" | "/v1/explain" | "/v1/dupes" | "/v1/lease" | "/v1/renew" | "/v1/release"
-            )
+        (
+            "GET",
+            "/v1/status" | "/v1/plan" | "/v1/leases" | "/v1/history" | "/metrics"
+        ) | (
+            "POST",
+            "/v1/ls" | "/v1/explain" | "/v1/dupes" | "/v1/lease" | "/v1/renew" | "/v1/release"
+        )
     )
 }
 
@@ -391,6 +393,15 @@ async fn rm(
     blocking(&c, move |e| e.rm(&r)).await
 }
 
+/// `GET /v1/history?since=1h&class=…`: a page of the audit, newest first (a read: members
+/// may call it, like explain).
+async fn history(
+    State(c): State<Ctl>,
+    Params(q): Params<crate::engine::HistoryRequest>,
+) -> ApiResult<crate::engine::History> {
+    blocking(&c, move |e| e.history(&q)).await
+}
+
 async fn leases(State(c): State<Ctl>) -> ApiResult<Vec<crate::registry::Lease>> {
     blocking(&c, |e| e.leases()).await
 }
@@ -448,6 +459,7 @@ pub fn router(ctl: Ctl) -> Router {
         .route("/v1/renew", post(renew))
         .route("/v1/release", post(release))
         .route("/v1/leases", get(leases))
+        .route("/v1/history", get(history))
         .route("/v1/rm", post(rm))
         .route("/v1/scan", post(scan))
         .route("/v1/reload", post(reload))

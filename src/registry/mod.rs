@@ -22,6 +22,7 @@ pub mod pinfile;
 pub mod recover;
 mod schema;
 
+pub use audit::{AuditColumn, AuditQuery, WalkCost};
 pub use hashes::{Hashed, NewHash};
 
 use std::collections::HashMap;
