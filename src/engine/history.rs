@@ -3,8 +3,9 @@
 //!
 //! Every deletion, refusal, failure, pin and offload is one audit record, segments too
 //! (the journal sums segment deletions up per minute; the audit never does). The filters
-//! that SQL can serve (class, rule, outcome, trigger, one exact path) walk an index in time
-//! order (migration 11), so a page costs its own rows. What only Rust can decide (a glob,
+//! that SQL can serve (class, outcome, trigger, one exact path) walk an index in time
+//! order (migration 11), so a page costs its own rows; a rule is filtered by SQL on the
+//! walk in time order (an index on it would cost every deletion). What only Rust can decide (a glob,
 //! `no_segments`, a store alone) is filtered on the walk, which reads at most
 //! [`MAX_SCAN`] records per request: a page that is not full by then says how far back it
 //! searched and hands a cursor to go on from there. A cursor is the id of the last record

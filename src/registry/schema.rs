@@ -187,14 +187,17 @@ pub const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL         -- ns since the epoch
     );
     "#,
-    // 11 (issue 25): `history` reads the audit newest first, filtered by class, rule,
-    // outcome or trigger: each filter walks its own index in time order (the rowid breaks
-    // ties), so a page costs its own rows, not the whole audit, and nothing is sorted.
-    // A store alone walks audit_at (it is rarely selective); a path uses audit_path.
+    // 11 (issue 25): `history` reads the audit newest first, filtered by class, outcome
+    // or trigger: each filter walks its own index in time order (the rowid breaks ties),
+    // so a page costs its own rows, not the whole audit, and nothing is sorted. Every
+    // deletion writes an audit record, so each index is paid by every pass: the outcome
+    // and trigger indexes hold only the unusual records (not deleted; not by the schedule),
+    // which are what they are asked for — an ordinary scheduled deletion adds nothing to
+    // them. A rule, or a store alone, walks audit_at (rarely selective); a path uses
+    // audit_path.
     r#"
     CREATE INDEX audit_class_at ON audit(class, at);
-    CREATE INDEX audit_rule_at ON audit(rule, at);
-    CREATE INDEX audit_outcome_at ON audit(outcome, at);
-    CREATE INDEX audit_trigger_at ON audit(trigger, at);
+    CREATE INDEX audit_outcome_at ON audit(outcome, at) WHERE outcome <> 'deleted';
+    CREATE INDEX audit_trigger_at ON audit(trigger, at) WHERE trigger <> 'schedule';
     "#,
 ];
