@@ -185,6 +185,26 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// systemd gives a `RuntimeDirectory=` (and everything in it) back to the unit's User: and
+/// Group= before every Exec* command, `ExecReload=` included: a socket there whose
+/// `socket_group` is not our group would lock the group out at the first `systemctl
+/// reload`. Say so at start, with the fix.
+fn warn_socket_group_not_unit_group(socket: &Path, group: Option<u32>) {
+    let Some(gid) = group else { return };
+    let own = rustix::process::getegid().as_raw();
+    let runtime = std::env::var_os("RUNTIME_DIRECTORY").unwrap_or_default();
+    let inside = std::env::split_paths(&runtime)
+        .any(|d| !d.as_os_str().is_empty() && socket.starts_with(&d));
+    if inside && gid != own {
+        warn!(
+            socket = %socket.display(),
+            socket_gid = gid,
+            gid = own,
+            "the socket is in the unit's RuntimeDirectory= but socket_group (gid {gid}) is not the unit's Group= (gid {own}): a `systemctl reload` would lock its members out; set Group= to the socket_group in a drop-in (`systemctl edit mediaretain`)"
+        );
+    }
+}
+
 /// A root the daemon cannot write (left out of the unit's ReadWritePaths=) would fail
 /// every deletion: say so once per store, at start-up (and after a reload), not at the
 /// first pass.
@@ -345,6 +365,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
         })?,
     );
     warn_unwritable(&engine);
+    warn_socket_group_not_unit_group(&socket, policy.group);
     let listener = server::bind(&socket, policy.group).map_err(|e| {
         Failure::new(
             exit::CANTCREAT,

@@ -494,6 +494,26 @@ fn reload_keeps_the_socket_group(c: &Container) -> Check {
         after.stderr.trim(),
         owners().trim().replace('\n', ", ")
     );
+    // The packaged unit's Group= is the packaged config's socket_group: no warning. A
+    // drop-in that changes Group= is named at start.
+    const MISMATCH: &str = "is not the unit's Group=";
+    check!(
+        !c.journal("warning").contains(MISMATCH),
+        "the packaged unit warns: {}",
+        c.journal("warning")
+    );
+    c.ok(&format!(
+        "mkdir -p {DROPIN} && printf '[Service]\\nGroup=root\\n' > {DROPIN}/group.conf && \
+         systemctl daemon-reload && systemctl restart mediaretain"
+    ))?;
+    let said = c.poll(Duration::from_secs(10), || {
+        c.journal("warning").contains(MISMATCH)
+    });
+    c.reset()?;
+    check!(
+        said,
+        "Group=root and socket_group mediaretain: no warning at start"
+    );
     Ok(())
 }
 
@@ -651,13 +671,16 @@ fn missing_store_root(c: &Container) -> Check {
             "the other store was not cleaned while one is missing"
         );
         c.ok("mkdir -p /srv/usb/tmp && echo x > /srv/usb/tmp/new.bin")?;
+        // `ls` lists what the registry holds (`explain` would record the file itself).
         let indexed = c.poll(Duration::from_secs(60), || {
-            c.sh("mediaretain explain /srv/usb/tmp/new.bin").code == 0
+            c.sh("mediaretain ls --class usb-tmp")
+                .stdout
+                .contains("new.bin")
         });
         check!(
             indexed,
             "the store root appeared but was not indexed within 60 s: {:?}",
-            c.sh("mediaretain explain /srv/usb/tmp/new.bin")
+            c.sh("mediaretain ls --class usb-tmp; mediaretain status")
         );
         Ok(())
     })();
