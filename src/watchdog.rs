@@ -620,6 +620,7 @@ impl VolumeWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::units::{Dur, Percent};
 
     #[test]
     fn a_sandboxed_store_root_is_named_by_the_real_mount_point() {
@@ -645,7 +646,6 @@ mod tests {
         assert_eq!(mount_point(7, root, &ours, &[]), Path::new("/srv/media"));
         assert_eq!(mount_point(5, root, &[], &[]), root);
     }
-    use crate::units::{Dur, Percent};
 
     const GB: u64 = 1_000_000_000;
 

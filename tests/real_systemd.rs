@@ -138,6 +138,7 @@ fn cached_root() -> PathBuf {
             "real systemd: no Debian archive in /etc/apt/sources.list(.d) to debootstrap {SUITE} from"
         );
     };
+    remove_stale_builds(&dir);
     let tmp = PathBuf::from(format!("{}.tmp-{}", dir.display(), std::process::id()));
     let started = Instant::now();
     let out = Command::new("debootstrap")
@@ -170,6 +171,32 @@ fn cached_root() -> PathBuf {
         started.elapsed()
     );
     dir
+}
+
+/// Removes what killed builds of `dir` left (`DIR.tmp-PID`; called under the lock, so none
+/// is in progress) — unless something is still mounted in one (debootstrap mounts /proc and
+/// /sys in its target): that one is left alone, never walked into.
+fn remove_stale_builds(dir: &Path) {
+    let prefix = format!("{}.tmp-", dir.file_name().unwrap().to_string_lossy());
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for e in fs::read_dir(CACHE).into_iter().flatten().flatten() {
+        if !e.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let path = e.path();
+        let mounted = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|point| Path::new(point).starts_with(&path));
+        if mounted {
+            eprintln!(
+                "real systemd: {} has mounts in it; left alone",
+                path.display()
+            );
+        } else {
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// The `.deb` of the binary under test, packed by `scripts/deb` (as tests/package.rs does).
