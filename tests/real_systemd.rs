@@ -617,6 +617,8 @@ fn fatal_start_error_is_an_error(c: &Container) -> Check {
     let r = c.sh("systemctl restart mediaretain");
     check!(r.code != 0, "the service started with a broken config");
     let status = c.prop("ExecMainStatus");
+    // RestartPreventExitStatus=78: it stays failed, no restart loop.
+    let state = (c.active(), c.prop("NRestarts"));
     let where_ = format!("{CONFIG}:{line}:");
     let mut err = String::new();
     let said = c.poll(Duration::from_secs(5), || {
@@ -627,6 +629,10 @@ fn fatal_start_error_is_an_error(c: &Container) -> Check {
     let all = c.journal("debug");
     c.reset()?;
     check!(status == "78", "exit {status}, not 78 (EX_CONFIG)");
+    check!(
+        state == ("failed".into(), "0".into()),
+        "not failed for good (state, restarts): {state:?}"
+    );
     check!(
         said,
         "`journalctl -u mediaretain -p err` does not say why it stopped ({where_}…): {err:?}; \
