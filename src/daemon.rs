@@ -185,6 +185,26 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// systemd gives a `RuntimeDirectory=` (and everything in it) back to the unit's User: and
+/// Group= before every Exec* command, `ExecReload=` included: a socket there whose
+/// `socket_group` is not our group would lock the group out at the first `systemctl
+/// reload`. Say so at start, with the fix.
+fn warn_socket_group_not_unit_group(socket: &Path, group: Option<u32>) {
+    let Some(gid) = group else { return };
+    let own = rustix::process::getegid().as_raw();
+    let runtime = std::env::var_os("RUNTIME_DIRECTORY").unwrap_or_default();
+    let inside = std::env::split_paths(&runtime)
+        .any(|d| !d.as_os_str().is_empty() && socket.starts_with(&d));
+    if inside && gid != own {
+        warn!(
+            socket = %socket.display(),
+            socket_gid = gid,
+            gid = own,
+            "the socket is in the unit's RuntimeDirectory= but socket_group (gid {gid}) is not the unit's Group= (gid {own}): a `systemctl reload` would lock its members out; set Group= to the socket_group in a drop-in (`systemctl edit mediaretain`)"
+        );
+    }
+}
+
 /// A root the daemon cannot write (left out of the unit's ReadWritePaths=) would fail
 /// every deletion: say so once per store, at start-up (and after a reload), not at the
 /// first pass.
@@ -208,8 +228,17 @@ fn summary_line(engine: &Engine) -> String {
         a.deleted_files,
         ByteSize(a.deleted_bytes)
     );
-    match engine.watch_summary() {
+    let line = match engine.watch_summary() {
         Some(w) => format!("{w}; {line}"),
+        None => line,
+    };
+    // A refused reload stays in `systemctl status` until a good one: the next pass must
+    // not paint it over with a summary that looks like all is well.
+    match a.last_reload.and_then(|r| r.error) {
+        Some(e) => format!(
+            "reload refused, running config kept: {}; {line}",
+            e.lines().next().unwrap_or("")
+        ),
         None => line,
     }
 }
@@ -326,13 +355,17 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let state_dir = config.daemon.state_dir.clone();
     let engine = Arc::new(
         Engine::open(config, Arc::new(SystemClock), true).map_err(|e| {
-            // At err in the journal, not only on stderr: a lost or damaged registry stops
-            // the daemon until an operator runs `registry recover` or `reset`.
-            error!(error = %e, exit = e.exit_code(), "cannot open the registry; not starting");
+            // At err, not only as stderr's last words: a lost or damaged registry stops the
+            // daemon until an operator runs `registry recover` or `reset`. (On the journal,
+            // main logs every fatal error at err: once is enough.)
+            if !crate::logging::stderr_is_journal() {
+                error!(error = %e, exit = e.exit_code(), "cannot open the registry; not starting");
+            }
             Failure::from(e)
         })?,
     );
     warn_unwritable(&engine);
+    warn_socket_group_not_unit_group(&socket, policy.group);
     let listener = server::bind(&socket, policy.group).map_err(|e| {
         Failure::new(
             exit::CANTCREAT,
@@ -673,16 +706,13 @@ async fn reload(
                 );
                 Ok(n)
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(crate::engine::reload_reason(&e)),
         },
     };
-    let status = match &result {
-        Ok(_) => summary_line(engine),
-        Err(e) => format!(
-            "reload failed, running config kept: {}",
-            e.lines().next().unwrap_or("")
-        ),
-    };
+    // The client (`mediaretain reload`, the unit's ExecReload=) prints this and exits 78.
+    let result = result.map_err(|e| format!("reload refused, the running config stays: {e}"));
+    // Says "reload refused" until a good reload (the outcome is noted above).
+    let status = summary_line(engine);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     if let Some(r) = reply {
         let _ = r.send(result);

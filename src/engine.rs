@@ -758,8 +758,17 @@ impl Engine {
                 .reclassify(&|s, p| rt.classifier.classify(s, p).map(str::to_string))?;
             Ok(changed)
         })();
-        self.note_reload(now, outcome.as_ref().err().map(|e| e.to_string()));
+        self.note_reload(now, outcome.as_ref().err().map(reload_reason));
         outcome
+    }
+}
+
+/// Why a reload was refused, without the "reload refused" its error message begins with
+/// (the log line, `status` and the client say that themselves).
+pub fn reload_reason(e: &EngineError) -> String {
+    match e {
+        EngineError::Reload(m) => m.clone(),
+        e => e.to_string(),
     }
 }
 

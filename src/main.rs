@@ -43,12 +43,19 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::SOFTWARE);
         }
     };
+    let daemon = matches!(cli.cmd, Cmd::Run);
     let result = rt.block_on(cli::run(cli));
     // Network work abandoned at shutdown must not keep the process alive.
     rt.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
+            // Under systemd a daemon's fatal error goes to the journal at err: stderr lines
+            // land there at info, where `journalctl -p warning` never shows why it stopped.
+            if daemon && logging::stderr_is_journal() {
+                tracing::error!(exit = f.code, "exiting: {}", f.message);
+                return ExitCode::from(f.code);
+            }
             for line in f.message.lines() {
                 eprintln!("mediaretain: {line}");
             }

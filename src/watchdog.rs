@@ -450,9 +450,49 @@ pub struct VolumeSpec {
     pub stores: Vec<String>,
 }
 
+/// Where the filesystem of device `dev` holding `root` is mounted, as the operator sees it:
+/// in PID 1's mount table (`init`) the mount of the whole filesystem (its root `/`) — under
+/// systemd's sandbox our own table shows a store root as a bind mount of itself
+/// (`ReadWritePaths=`), which is no volume's name; else, in our table (`ours`), the deepest
+/// mount above `root`; else `root` itself.
+fn mount_point(
+    dev: u64,
+    root: &Path,
+    ours: &[crate::inuse::procfs::Mount],
+    init: &[crate::inuse::procfs::Mount],
+) -> PathBuf {
+    let whole = |m: &&crate::inuse::procfs::Mount| m.dev == dev && m.root == Path::new("/");
+    let deepest = |t: &[crate::inuse::procfs::Mount], whole_only: bool| {
+        t.iter()
+            .filter(|m| m.dev == dev && root.starts_with(&m.point))
+            .filter(|m| !whole_only || whole(m))
+            .map(|m| m.point.clone())
+            .max_by_key(|p| p.as_os_str().len())
+    };
+    deepest(init, true)
+        .or_else(|| {
+            // Mounted elsewhere than above `root` (we see it through a bind mount).
+            init.iter()
+                .filter(whole)
+                .map(|m| m.point.clone())
+                .min_by_key(|p| p.as_os_str().len())
+        })
+        .or_else(|| deepest(ours, false))
+        .unwrap_or_else(|| root.to_path_buf())
+}
+
 /// Groups the local stores of `config` by volume.
 pub fn volumes(config: &Config) -> Vec<VolumeSpec> {
     let mounts = crate::inuse::procfs::mounts(None);
+    // PID 1's table is readable to root (and to the unit's CAP_SYS_PTRACE); when it is not,
+    // or PID 1 shares our namespace, ours answers.
+    let init = match (
+        std::fs::read_link("/proc/self/ns/mnt"),
+        std::fs::read_link("/proc/1/ns/mnt"),
+    ) {
+        (Ok(a), Ok(b)) if a != b => crate::inuse::procfs::mounts(Some(1)),
+        _ => Vec::new(),
+    };
     let mut out: Vec<VolumeSpec> = Vec::new();
     for s in config.stores.iter().filter(|s| s.is_local()) {
         let Ok(md) = std::fs::metadata(&s.root) else {
@@ -462,12 +502,7 @@ pub fn volumes(config: &Config) -> Vec<VolumeSpec> {
             v.stores.push(s.name.clone());
             continue;
         }
-        let mount = mounts
-            .iter()
-            .filter(|m| m.dev == md.dev() && s.root.starts_with(&m.point))
-            .map(|m| m.point.clone())
-            .max_by_key(|m| m.as_os_str().len())
-            .unwrap_or_else(|| s.root.clone());
+        let mount = mount_point(md.dev(), &s.root, &mounts, &init);
         out.push(VolumeSpec {
             dev: md.dev(),
             mount,
@@ -586,6 +621,31 @@ impl VolumeWatch {
 mod tests {
     use super::*;
     use crate::units::{Dur, Percent};
+
+    #[test]
+    fn a_sandboxed_store_root_is_named_by_the_real_mount_point() {
+        let m = |dev: u64, root: &str, point: &str| crate::inuse::procfs::Mount {
+            dev,
+            root: root.into(),
+            point: point.into(),
+        };
+        let root = Path::new("/srv/media");
+        // Under ProtectSystem=strict + ReadWritePaths=: our table shows the root bound on
+        // itself; PID 1's shows the filesystem on /.
+        let ours = [m(7, "/", "/"), m(7, "/srv/media", "/srv/media")];
+        let init = [m(7, "/", "/"), m(9, "/", "/boot")];
+        assert_eq!(mount_point(7, root, &ours, &init), Path::new("/"));
+        // A disk mounted at /mnt/usb, the store a bind mount of a directory of it.
+        let init = [
+            m(7, "/", "/"),
+            m(8, "/", "/mnt/usb"),
+            m(8, "/rec", "/srv/media"),
+        ];
+        assert_eq!(mount_point(8, root, &ours, &init), Path::new("/mnt/usb"));
+        // PID 1's table unreadable or ours: our deepest mount above the root.
+        assert_eq!(mount_point(7, root, &ours, &[]), Path::new("/srv/media"));
+        assert_eq!(mount_point(5, root, &[], &[]), root);
+    }
 
     const GB: u64 = 1_000_000_000;
 

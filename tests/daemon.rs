@@ -156,7 +156,7 @@ fn reload_applies_new_rules_and_keeps_running_ones_on_a_bad_edit() {
     .unwrap();
     n.clear();
     d.signal(Signal::HUP);
-    let st = n.expect("reload failed", T);
+    let st = n.expect("reload refused", T);
     assert!(st.contains("running config kept"), "{st}");
     let status = b.cli(&["status", "--json"]).ok().json();
     let err = status["activity"]["last_reload"]["error"]

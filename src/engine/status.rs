@@ -54,7 +54,9 @@ impl Engine {
     pub fn note_reload(&self, at: Nanos, error: Option<String>) {
         self.metrics.reload(error.is_none());
         if let Some(e) = &error {
-            error!(action = "reload", reason = %e, "reload refused; the running config stays");
+            // The reason in the MESSAGE itself: a plain `journalctl -u mediaretain` shows
+            // fields of no entry, and the reason (FILE:LINE:COL) is what the operator needs.
+            error!(action = "reload", reason = %e, "reload refused; the running config stays: {e}");
         }
         self.activity.lock().expect("activity lock").last_reload = Some(Reload { at, error });
     }
