@@ -141,3 +141,52 @@ fn unit_passes_systemd_analyze_verify() {
         out.status,
     );
 }
+
+/// The worst exposure `systemd-analyze security` may give the shipped unit (issue 25, item 7).
+const MAX_EXPOSURE: f64 = 2.0;
+
+/// Issue 25, item 7: `systemd-analyze security --offline=true` on the shipped unit prints an
+/// "Overall exposure level" of at most 2.0 (it was 2.9: the network, private mounts and the
+/// umask were open). What stays exposed, and why the daemon needs it, is in docs/hardening.md;
+/// the test names the items it reports, so a new one shows up in its failure.
+#[test]
+fn unit_exposure_is_at_most_two() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("systemd")
+        .join(UNIT_NAME);
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&path)
+        .env("SYSTEMD_COLORS", "0")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run systemd-analyze (Debian package systemd, `bash .ci/run`): {e}")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| {
+            panic!(
+                "systemd-analyze security printed no \"Overall exposure level\" ({}):\n{stdout}\n{stderr}",
+                out.status
+            )
+        });
+    // "→ Overall exposure level for mediaretain.service: 1.8 OK 🙂"
+    let score: f64 = line
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number in {line:?}"));
+    let exposed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with('✗'))
+        .map(|l| l.trim_start_matches('✗').split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert!(
+        score <= MAX_EXPOSURE,
+        "systemd-analyze security rates {UNIT_NAME} {score} (at most {MAX_EXPOSURE}); exposed: \
+         {exposed:?}\n{stdout}"
+    );
+}
