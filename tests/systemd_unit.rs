@@ -182,11 +182,130 @@ fn unit_exposure_is_at_most_two() {
     let exposed: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with('✗'))
-        .map(|l| l.trim_start_matches('✗').split_whitespace().next().unwrap_or(""))
+        .map(|l| {
+            l.trim_start_matches('✗')
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+        })
         .collect();
     assert!(
         score <= MAX_EXPOSURE,
         "systemd-analyze security rates {UNIT_NAME} {score} (at most {MAX_EXPOSURE}); exposed: \
          {exposed:?}\n{stdout}"
+    );
+}
+
+/// `check-config --unit UNIT` as any user: (exit code, stderr).
+fn check_config_under(config: &Path, unit: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mediaretain"))
+        .args(["check-config", "--config"])
+        .arg(config)
+        .arg("--unit")
+        .arg(unit)
+        .env_remove("MEDIARETAIN_CONFIG")
+        .output()
+        .expect("run mediaretain check-config");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 25, item 5: `check-config --unit` warns (exit 0) where the shipped unit keeps the
+/// daemon from a store root (ProtectSystem=strict without a ReadWritePaths= for it; a
+/// private /tmp) or from the network ([hooks] under PrivateNetwork=), and stops warning
+/// once a drop-in beside the unit opens them: ReadWritePaths= for the root,
+/// systemd/network.conf (the shipped network drop-in) for the hooks. Old code: no
+/// `--unit` option (exit 64), and `check-config` said "ok".
+#[test]
+fn check_config_warns_what_the_unit_withholds() {
+    let root_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Not under /tmp (the unit's private /tmp is a case of its own, below).
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let b = base.path();
+    for d in ["store", "state", "unit"] {
+        fs::create_dir(b.join(d)).unwrap();
+    }
+    let tmp_store = tempfile::tempdir_in("/tmp").unwrap();
+    let unit = b.join("unit").join(UNIT_NAME);
+    fs::copy(root_dir.join("systemd").join(UNIT_NAME), &unit).unwrap();
+    let config = b.join("config.toml");
+    let write = |hooks: bool, extra_store: Option<&Path>| {
+        let mut text = format!(
+            "[daemon]\nstate_dir = {state:?}\nsocket = {sock:?}\n\n\
+             [[store]]\nname = \"media\"\nkind = \"local\"\nroot = {store:?}\n\n\
+             [[class]]\nname = \"tmp\"\nstore = \"media\"\nmatch = [\"tmp/**\"]\n\
+             lifecycle = \"temporary\"\nttl = \"30m\"\n",
+            state = b.join("state"),
+            sock = b.join("state/control.sock"),
+            store = b.join("store"),
+        );
+        if let Some(p) = extra_store {
+            text += &format!("\n[[store]]\nname = \"scratch\"\nkind = \"local\"\nroot = {p:?}\n");
+        }
+        if hooks {
+            text += "\n[hooks]\nlisten = \"127.0.0.1:8089\"\n";
+        }
+        fs::write(&config, text).unwrap();
+    };
+
+    write(true, Some(tmp_store.path()));
+    let (code, err) = check_config_under(&config, &unit);
+    assert_eq!(code, 0, "warnings must not fail check-config: {err}");
+    let store = b.join("store").canonicalize().unwrap();
+    let want_ro = format!(
+        "store \"media\": root {} is read-only under the unit",
+        store.display()
+    );
+    assert!(err.contains(&want_ro), "no warning {want_ro:?}:\n{err}");
+    assert!(
+        err.contains(&format!("`ReadWritePaths=-{}`", store.display())),
+        "the warning must say which ReadWritePaths= to add:\n{err}"
+    );
+    assert!(
+        err.contains("store \"scratch\"") && err.contains("PrivateTmp=yes"),
+        "a root under /tmp must be named as the unit's private /tmp:\n{err}"
+    );
+    assert!(
+        err.contains("daemon.state_dir") && err.contains("would not start"),
+        "a read-only state_dir must be named:\n{err}"
+    );
+    assert!(
+        err.contains("[hooks] listen 127.0.0.1:8089: PrivateNetwork=yes"),
+        "hooks under PrivateNetwork=yes must be named:\n{err}"
+    );
+    assert!(err.lines().all(|l| l.starts_with("warning: ")), "{err}");
+
+    // A drop-in beside the unit opens the two directories; the shipped one, the network.
+    let d = b.join("unit").join(format!("{UNIT_NAME}.d"));
+    fs::create_dir(&d).unwrap();
+    fs::write(
+        d.join("paths.conf"),
+        format!(
+            "[Service]\nReadWritePaths=-{} -{}\n",
+            b.join("store").display(),
+            b.join("state").display()
+        ),
+    )
+    .unwrap();
+    fs::copy(
+        root_dir.join("systemd/network.conf"),
+        d.join("network.conf"),
+    )
+    .unwrap();
+    write(true, None);
+    let (code, err) = check_config_under(&config, &unit);
+    assert!(
+        code == 0 && err.is_empty(),
+        "warned after the drop-ins ({code}):\n{err}"
+    );
+
+    // Without the network drop-in, the hooks are named again.
+    fs::remove_file(d.join("network.conf")).unwrap();
+    let (_, err) = check_config_under(&config, &unit);
+    assert!(
+        err.contains("[hooks]"),
+        "hooks without the network drop-in:\n{err}"
     );
 }

@@ -41,6 +41,7 @@ mod passes;
 mod registry;
 mod rm;
 mod status;
+mod unit;
 
 use backend::Backend;
 pub use manual::Generated;
@@ -80,8 +81,18 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the daemon (systemd ExecStart).
     Run,
-    /// Validate the config: exit 0, or 78 with FILE:LINE:COL: message lines.
-    CheckConfig,
+    /// Validate the config: exit 0, or 78 with FILE:LINE:COL: message lines. Warns (exit
+    /// 0) where the systemd unit would keep the daemon from a store root or the network.
+    CheckConfig {
+        /// The unit (and its drop-ins) to check the config against; without it, the
+        /// installed mediaretain.service when it runs this config.
+        #[arg(long, value_name = "UNIT")]
+        unit: Option<PathBuf>,
+        /// Print the local store roots, one a line, and nothing else (for the package's
+        /// maintainer scripts).
+        #[arg(long, hide = true)]
+        store_roots: bool,
+    },
     /// Show what would be deleted and why; changes nothing.
     Plan {
         /// Machine-readable output.
@@ -493,7 +504,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let path = cli.config.clone();
     match cli.cmd {
         Cmd::Run => crate::daemon::run(&path).await,
-        Cmd::CheckConfig => admin::check_config(&path),
+        Cmd::CheckConfig { unit, store_roots } => {
+            admin::check_config(&path, unit.as_deref(), store_roots)
+        }
         Cmd::Fetch { src, dest, force } => admin::fetch(&path, src, dest, force).await,
         Cmd::Generate { what, dir } => manual::generate(what, &dir),
         Cmd::Registry { action } => registry::run(&path, action).await,
@@ -593,7 +606,7 @@ fn owns(socket: &Path) -> bool {
 async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
     match cmd {
         Cmd::Run
-        | Cmd::CheckConfig
+        | Cmd::CheckConfig { .. }
         | Cmd::Fetch { .. }
         | Cmd::Generate { .. }
         | Cmd::Registry { .. } => {
