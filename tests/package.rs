@@ -604,9 +604,44 @@ fn deb_checks_the_config_and_purge_removes_empty_trash() {
     );
     let r = run(INSTALLED, &["--socket", SOCKET, "status"]);
     assert_eq!(r.code, 0, "the running daemon must still answer: {r:?}");
-    fs::write(CONFIG, &good).unwrap();
+    // Hooks need the network, which the packaged unit does not give: an upgrade of a box
+    // that uses them stops at that, and goes on once the shipped drop-in is installed.
+    fs::write(
+        CONFIG,
+        format!("{good}\n[hooks]\nlisten = \"127.0.0.1:18089\"\n"),
+    )
+    .unwrap();
     let r = run("dpkg", &["--configure", PKG]);
-    assert_eq!(r.code, 0, "dpkg --configure after the fix: {r:?}");
+    assert!(
+        r.code != 0
+            && r.stderr
+                .contains("[hooks] listen 127.0.0.1:18089: PrivateNetwork=yes"),
+        "dpkg --configure with hooks under the local-only unit must fail and say why: {r:?}"
+    );
+    let network = DropIn(PathBuf::from(
+        "/etc/systemd/system/mediaretain.service.d/network.conf",
+    ));
+    let r = run(
+        "install",
+        &[
+            "-D",
+            "-m",
+            "0644",
+            "/usr/share/doc/mediaretain/examples/network.conf",
+            network.0.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        r.code, 0,
+        "the drop-in as docs/hardening.md installs it: {r:?}"
+    );
+    let r = run("dpkg", &["--configure", PKG]);
+    assert!(
+        r.code == 0 && !r.stderr.contains("[hooks]"),
+        "dpkg --configure with the network drop-in: {r:?}"
+    );
+    drop(network);
+    fs::write(CONFIG, &good).unwrap();
     assert_eq!(pkg_status(), "installed");
     let daemon = pkg.daemon.take().unwrap();
     stop_daemon(daemon, &log);

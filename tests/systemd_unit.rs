@@ -276,6 +276,25 @@ fn check_config_warns_what_the_unit_withholds() {
         "hooks under PrivateNetwork=yes must be named:\n{err}"
     );
     assert!(err.lines().all(|l| l.starts_with("warning: ")), "{err}");
+    // --strict (the package's postinst): what stops the daemon, or takes its network, fails.
+    let out = Command::new(env!("CARGO_BIN_EXE_mediaretain"))
+        .args(["check-config", "--strict", "--config"])
+        .arg(&config)
+        .arg("--unit")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let strict = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "--strict must fail: {strict}");
+    assert!(
+        strict
+            .lines()
+            .any(|l| l.starts_with("error: ") && l.contains("[hooks]"))
+            && strict
+                .lines()
+                .any(|l| l.starts_with("warning: ") && l.contains("\"media\"")),
+        "--strict: the hooks an error, a read-only root still a warning:\n{strict}"
+    );
 
     // A drop-in beside the unit opens the two directories; the shipped one, the network.
     let d = b.join("unit").join(format!("{UNIT_NAME}.d"));

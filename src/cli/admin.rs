@@ -76,6 +76,7 @@ pub(super) fn check_config(
     path: &Path,
     unit: Option<&Path>,
     store_roots: bool,
+    strict: bool,
 ) -> Result<(), Failure> {
     let cfg = Config::load(path)?;
     if store_roots {
@@ -89,7 +90,7 @@ pub(super) fn check_config(
         }
         return Ok(());
     }
-    check_unit(&cfg, path, unit)?;
+    check_unit(&cfg, path, unit, strict)?;
     let drop_ins: Vec<String> = cfg
         .drop_ins
         .iter()
@@ -110,8 +111,10 @@ pub(super) fn check_config(
 /// Warns where the unit (`--unit`, or the installed one when its `ExecStart=` runs this
 /// config) would keep the daemon from what `cfg` needs. Warnings, not errors: the unit may
 /// be changed at run time (`systemctl set-property`), a path may appear later, and the
-/// config may be meant for a daemon run some other way.
-fn check_unit(cfg: &Config, path: &Path, unit: Option<&Path>) -> Result<(), Failure> {
+/// config may be meant for a daemon run some other way. With `strict` (the package's
+/// postinst, before it restarts the daemon), what would keep the daemon from starting, or
+/// take away the network it uses, is an error.
+fn check_unit(cfg: &Config, path: &Path, unit: Option<&Path>, strict: bool) -> Result<(), Failure> {
     let sandbox = match unit {
         Some(u) => unit::Sandbox::read(u).map_err(|e| {
             Failure::new(
@@ -141,8 +144,24 @@ fn check_unit(cfg: &Config, path: &Path, unit: Option<&Path>) -> Result<(), Fail
         .iter()
         .map(|f| f.display().to_string())
         .collect();
-    for w in sandbox.warnings(cfg) {
-        eprintln!("warning: {}: {w} [{}]", path.display(), files.join(" + "));
+    let mut fatal = 0;
+    for (stops, w) in sandbox.warnings(cfg) {
+        let kind = if strict && stops {
+            fatal += 1;
+            "error"
+        } else {
+            "warning"
+        };
+        eprintln!("{kind}: {}: {w} [{}]", path.display(), files.join(" + "));
+    }
+    if fatal > 0 {
+        return Err(Failure::new(
+            exit::CONFIG,
+            format!(
+                "{}: the unit would keep the daemon from starting or from the network it uses ({fatal} above)",
+                path.display()
+            ),
+        ));
     }
     Ok(())
 }

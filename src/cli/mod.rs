@@ -92,6 +92,11 @@ pub enum Cmd {
         /// maintainer scripts).
         #[arg(long, hide = true)]
         store_roots: bool,
+        /// What would keep the daemon from starting under the unit, or take away the
+        /// network it uses, is an error (exit 78), not a warning; the package checks so
+        /// before it restarts the daemon.
+        #[arg(long)]
+        strict: bool,
     },
     /// Show what would be deleted and why; changes nothing.
     Plan {
@@ -504,9 +509,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let path = cli.config.clone();
     match cli.cmd {
         Cmd::Run => crate::daemon::run(&path).await,
-        Cmd::CheckConfig { unit, store_roots } => {
-            admin::check_config(&path, unit.as_deref(), store_roots)
-        }
+        Cmd::CheckConfig {
+            unit,
+            store_roots,
+            strict,
+        } => admin::check_config(&path, unit.as_deref(), store_roots, strict),
         Cmd::Fetch { src, dest, force } => admin::fetch(&path, src, dest, force).await,
         Cmd::Generate { what, dir } => manual::generate(what, &dir),
         Cmd::Registry { action } => registry::run(&path, action).await,

@@ -432,15 +432,20 @@ impl Sandbox {
         None
     }
 
-    /// What `cfg` needs that this unit withholds, one line each.
-    pub fn warnings(&self, cfg: &Config) -> Vec<String> {
+    /// What `cfg` needs that this unit withholds, one line each; `true` where the daemon
+    /// would not start or would lose what it has now (its state, the network it uses),
+    /// `false` where one store would go unmanaged.
+    pub fn warnings(&self, cfg: &Config) -> Vec<(bool, String)> {
         let mut out = Vec::new();
         for s in cfg.stores.iter().filter(|s| s.is_local()) {
             if let Some((why, fix)) = self.unwritable(&s.root) {
-                out.push(format!(
-                    "store {:?}: root {} {why}, so nothing would be deleted there: {fix}",
-                    s.name,
-                    s.root.display()
+                out.push((
+                    false,
+                    format!(
+                        "store {:?}: root {} {why}, so nothing would be deleted there: {fix}",
+                        s.name,
+                        s.root.display()
+                    ),
                 ));
             }
         }
@@ -451,9 +456,12 @@ impl Sandbox {
         }
         for (what, p) in own {
             if let Some((why, fix)) = self.unwritable(p) {
-                out.push(format!(
-                    "{what} {} {why}, so the daemon would not start: {fix}",
-                    p.display()
+                out.push((
+                    true,
+                    format!(
+                        "{what} {} {why}, so the daemon would not start: {fix}",
+                        p.display()
+                    ),
                 ));
             }
         }
@@ -487,9 +495,9 @@ impl Sandbox {
         }
         for (what, ip) in net {
             if let Some(why) = self.offline(ip) {
-                out.push(format!(
-                    "{what}: {why}; the unit is for a local-only config: add the network drop-in of docs/hardening.md"
-                ));
+                out.push((true, format!(
+                    "{what}: {why}; the unit is made for a local-only config: give it the network with the drop-in of docs/hardening.md (install -D -m 0644 /usr/share/doc/mediaretain/examples/network.conf /etc/systemd/system/mediaretain.service.d/network.conf)"
+                )));
             }
         }
         out
