@@ -230,7 +230,10 @@ fn check_config_warns_what_the_unit_withholds() {
         fs::create_dir(b.join(d)).unwrap();
     }
     let tmp_store = tempfile::tempdir_in("/tmp").unwrap();
-    let unit = b.join("unit").join(UNIT_NAME);
+    // Under another name: drop-ins of the host's (tests/package.rs installs some for
+    // mediaretain.service) must not count here.
+    let name = "mr-check-test.service";
+    let unit = b.join("unit").join(name);
     fs::copy(root_dir.join("systemd").join(UNIT_NAME), &unit).unwrap();
     let config = b.join("config.toml");
     let write = |hooks: bool, extra_store: Option<&Path>| {
@@ -299,7 +302,7 @@ fn check_config_warns_what_the_unit_withholds() {
     );
 
     // A drop-in beside the unit opens the two directories; the shipped one, the network.
-    let d = b.join("unit").join(format!("{UNIT_NAME}.d"));
+    let d = b.join("unit").join(format!("{name}.d"));
     fs::create_dir(&d).unwrap();
     fs::write(
         d.join("paths.conf"),

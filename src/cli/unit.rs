@@ -357,6 +357,10 @@ impl Sandbox {
     /// mounts systemd stacks); among rules on the same path, the last read.
     fn access(&self, path: &Path) -> Access {
         let path = resolve(path);
+        // ReadWritePaths= beneath /tmp name the unit's own /tmp, not the host's.
+        if self.private_tmp && (path.starts_with("/tmp") || path.starts_with("/var/tmp")) {
+            return Access::PrivateTmp;
+        }
         self.rules
             .iter()
             .filter(|(p, _)| path.starts_with(p))
@@ -532,5 +536,43 @@ mod tests {
         assert!(net_contains("127.0.0.0", "8", "127.1.2.3".parse().unwrap()));
         assert!(!net_contains("10.0.0.0", "8", "127.1.2.3".parse().unwrap()));
         assert!(net_contains("::", "0", "::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_most_specific_rule_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        // Not mediaretain.service: the host's drop-ins for that name must not count here.
+        let name = "mr-unit-test.service";
+        let unit = dir.path().join(name);
+        std::fs::write(
+            &unit,
+            "[Service]\nExecStart=/usr/bin/mediaretain run --config /etc/x.toml\n\
+             ProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\nStateDirectory=mediaretain\n\
+             ReadWritePaths=-/srv/a /home/u/rec\nReadOnlyPaths=/srv/a/ro\n\
+             ReadWritePaths=-/tmp/x\n[Install]\nReadWritePaths=/opt\n",
+        )
+        .unwrap();
+        let sb = Sandbox::read(&unit).unwrap();
+        assert_eq!(sb.config.as_deref(), Some(Path::new("/etc/x.toml")));
+        let a = |p: &str| sb.access(Path::new(p));
+        assert_eq!(a("/srv/a/b"), Access::Writable);
+        assert_eq!(a("/srv/a/ro/c"), Access::ReadOnly);
+        assert_eq!(a("/srv/b"), Access::ReadOnly);
+        assert_eq!(a("/opt/x"), Access::ReadOnly, "[Install] is not [Service]");
+        assert_eq!(a("/home/u/rec/d"), Access::Writable);
+        assert_eq!(a("/home/v"), Access::Inaccessible);
+        assert_eq!(a("/tmp/x/y"), Access::PrivateTmp);
+        assert_eq!(a("/var/lib/mediaretain"), Access::Writable);
+        // An empty assignment in a drop-in resets the list.
+        let d = dir.path().join(format!("{name}.d"));
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(
+            d.join("z.conf"),
+            "[Service]\nReadWritePaths=\nProtectHome=read-only\n",
+        )
+        .unwrap();
+        let sb = Sandbox::read(&unit).unwrap();
+        assert_eq!(sb.access(Path::new("/srv/a/b")), Access::ReadOnly);
+        assert_eq!(sb.access(Path::new("/home/v")), Access::ReadOnly);
     }
 }
