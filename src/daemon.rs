@@ -85,6 +85,19 @@ fn raise_nofile() -> u64 {
     }
 }
 
+/// Why a TCP listener could not be made; under the packaged unit, which gives the daemon
+/// no network (no AF_INET: EAFNOSUPPORT), with the drop-in that does.
+fn listen_failure(key: &str, addr: std::net::SocketAddr, e: &std::io::Error) -> Failure {
+    let hint = if e.raw_os_error() == Some(libc::EAFNOSUPPORT) {
+        "; the systemd unit gives the daemon no network: install the drop-in \
+         /usr/share/doc/mediaretain/examples/network.conf as \
+         /etc/systemd/system/mediaretain.service.d/network.conf (docs/hardening.md)"
+    } else {
+        ""
+    };
+    Failure::new(exit::CANTCREAT, format!("{key} {addr}: {e}{hint}"))
+}
+
 /// The limits of a TCP listener wanting `wanted` connections, one of `listeners` sharing
 /// descriptor limit `nofile`; says so when the limit makes its cap smaller.
 fn listener_limits(name: &str, wanted: usize, nofile: u64, listeners: usize) -> Limits {
@@ -391,9 +404,9 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let metrics = engine.runtime().config.metrics.clone();
     let tcp_listeners = usize::from(hooks.is_some()) + usize::from(metrics.is_some());
     if let Some(h) = hooks {
-        let listener = crate::hooks::bind(&h).await.map_err(|e| {
-            Failure::new(exit::CANTCREAT, format!("hooks.listen {}: {e}", h.listen))
-        })?;
+        let listener = crate::hooks::bind(&h)
+            .await
+            .map_err(|e| listen_failure("hooks.listen", h.listen, &e))?;
         info!(listen = %h.listen, "hook receiver listening on http://{}/hooks/", h.listen);
         tracker.spawn(crate::hooks::serve(
             listener,
@@ -405,9 +418,9 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     }
     // Prometheus over TCP ([metrics] listen; the control socket serves /metrics anyway).
     if let Some(m) = metrics {
-        let listener = tokio::net::TcpListener::bind(m.listen).await.map_err(|e| {
-            Failure::new(exit::CANTCREAT, format!("metrics.listen {}: {e}", m.listen))
-        })?;
+        let listener = tokio::net::TcpListener::bind(m.listen)
+            .await
+            .map_err(|e| listen_failure("metrics.listen", m.listen, &e))?;
         info!(listen = %m.listen, "metrics on http://{}/metrics", m.listen);
         tracker.spawn(crate::metrics::serve(
             listener,

@@ -189,37 +189,46 @@ fn gunzip(path: &str) -> String {
     out
 }
 
-#[test]
-fn deb_installs_a_working_service_and_purges_clean() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("tests/package.rs: skipped: dpkg -i needs root (CI runs as root)");
-        return;
-    }
-    // Never purge somebody's real installation (or guess at a leftover of a killed run).
-    let before = run("dpkg-query", &["-W", "-f=${Status}", PKG]);
-    let status = before
-        .stdout
+/// One package test at a time: each installs and purges the one package.
+static DPKG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The package's state as dpkg-query says it ("installed", "half-configured", …).
+fn pkg_status() -> String {
+    let r = run("dpkg-query", &["-W", "-f=${Status}", PKG]);
+    r.stdout
         .split_whitespace()
         .nth(2)
-        .unwrap_or("not-installed");
+        .unwrap_or("not-installed")
+        .to_owned()
+}
+
+/// Whether the package tests can run here (root), holding the lock while they do; also
+/// refuses to touch an installation of somebody else's (or a leftover of a killed run).
+fn may_install() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("tests/package.rs: skipped: dpkg -i needs root (CI runs as root)");
+        return None;
+    }
+    let guard = DPKG.lock().unwrap_or_else(|e| e.into_inner());
+    let status = pkg_status();
     assert_eq!(
         status, "not-installed",
-        "the package {PKG} is on this machine ({}); this test installs and purges it: run \
-         `dpkg --purge {PKG}` first",
-        before.stdout
+        "the package {PKG} is on this machine ({status}); this test installs and purges it: \
+         run `dpkg --purge {PKG}` first"
     );
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let tmp = tempfile::tempdir().unwrap();
-    let deb = tmp.path().join("mediaretain.deb");
-    let had_group = gid_of(GROUP).is_some();
+    Some(guard)
+}
 
-    // --- Build: the binary under test, packed as scripts/deb does it ----------------
+/// The binary under test, packed as scripts/deb does it, into `tmp`.
+fn build_deb(tmp: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let deb = tmp.join("mediaretain.deb");
     let started = Instant::now();
     let out = Command::new("bash")
         .arg(root.join("scripts/deb"))
         .args(["--fast", "-o"])
         .arg(&deb)
-        .env("CARGO_TARGET_DIR", tmp.path().join("target"))
+        .env("CARGO_TARGET_DIR", tmp.join("target"))
         .env("MEDIARETAIN_DEB_BIN", bin())
         .stdin(Stdio::null())
         .output()
@@ -230,6 +239,20 @@ fn deb_installs_a_working_service_and_purges_clean() {
         "scripts/deb (no release build) took {:?}",
         started.elapsed()
     );
+    deb
+}
+
+#[test]
+fn deb_installs_a_working_service_and_purges_clean() {
+    let Some(_lock) = may_install() else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let had_group = gid_of(GROUP).is_some();
+
+    // --- Build: the binary under test, packed as scripts/deb does it ----------------
+    let deb = build_deb(tmp.path());
 
     // --- Install ------------------------------------------------------------------
     let mut pkg = Installed {
@@ -251,6 +274,7 @@ fn deb_installs_a_working_service_and_purges_clean() {
         "/usr/share/fish/vendor_completions.d/mediaretain.fish",
         "/usr/share/doc/mediaretain/README.md",
         "/usr/share/doc/mediaretain/examples/mediaretain.toml",
+        "/usr/share/doc/mediaretain/examples/network.conf",
     ] {
         assert!(Path::new(f).is_file(), "{f} is not installed");
     }
@@ -287,9 +311,13 @@ fn deb_installs_a_working_service_and_purges_clean() {
     assert!(Path::new(STORE).is_dir(), "{STORE} was not created");
     let gid = gid_of(GROUP).expect("postinst did not create the group mediaretain");
 
-    // --- The installed config is valid as installed --------------------------------
+    // --- The installed config is valid as installed, and under the installed unit ----
     let r = run(INSTALLED, &["check-config"]);
     assert_eq!(r.code, 0, "check-config on the installed {CONFIG}: {r:?}");
+    assert!(
+        r.stderr.is_empty(),
+        "check-config warns about the packaged config under the packaged unit: {r:?}"
+    );
 
     // --- The installed unit -------------------------------------------------------
     let unit = fs::read_to_string(UNIT).unwrap();
@@ -451,6 +479,218 @@ fn deb_installs_a_working_service_and_purges_clean() {
             "the group {GROUP} is left after dpkg --purge"
         );
     }
+}
+
+/// A drop-in of the test's, removed however the test ends.
+struct DropIn(PathBuf);
+
+impl Drop for DropIn {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+        if let Some(d) = self.0.parent() {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+/// The packaged config plus local stores `extra` (name, root).
+fn config_with(root: &Path, extra: &[(&str, &Path)]) -> String {
+    let mut text = fs::read_to_string(root.join("config/local.toml")).unwrap();
+    for (name, dir) in extra {
+        text += &format!("\n[[store]]\nname = {name:?}\nkind = \"local\"\nroot = {dir:?}\n");
+    }
+    text
+}
+
+/// Issue 25, item 5, as an operator meets it with dpkg:
+/// - `check-config` warns (exit 0) when the installed unit would leave a store root
+///   read-only, and stops once a drop-in in /etc/systemd/system/mediaretain.service.d/
+///   lists it in ReadWritePaths=;
+/// - `dpkg -i` over an installed package (an upgrade) with a broken /etc config fails and
+///   prints check-config's FILE:LINE:COL; the running daemon runs on; the package stays
+///   unconfigured until the config is fixed and `dpkg --configure` finishes;
+/// - `dpkg --purge` removes the empty `.mediaretain-trash/` of every store root of the
+///   config (read before the config goes), and leaves a full one and one that is a link.
+///
+/// Old code: no warning; `dpkg -i` exited 0 and printed no error; the trash was left.
+#[test]
+fn deb_checks_the_config_and_purge_removes_empty_trash() {
+    let Some(_lock) = may_install() else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let deb = build_deb(tmp.path());
+    // Store roots outside ReadWritePaths= (and out of /tmp, the unit's private one).
+    let roots = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let [rec, full, linked, elsewhere] = ["rec", "full", "linked", "elsewhere"].map(|d| {
+        let p = roots.path().join(d);
+        fs::create_dir(&p).unwrap();
+        p.canonicalize().unwrap()
+    });
+
+    let mut pkg = Installed {
+        daemon: None,
+        member_added: false,
+    };
+    let r = run("dpkg", &["-i", deb.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "dpkg -i failed: {r:?}");
+
+    // --- check-config under the installed unit --------------------------------------
+    fs::write(CONFIG, config_with(root, &[("rec", &rec)])).unwrap();
+    let r = run(INSTALLED, &["check-config"]);
+    assert_eq!(r.code, 0, "a warning must not fail check-config: {r:?}");
+    let want = format!(
+        "store \"rec\": root {} is read-only under the unit",
+        rec.display()
+    );
+    assert!(
+        r.stderr.contains(&want) && r.stderr.contains(UNIT),
+        "check-config must warn {want:?} naming {UNIT}: {r:?}"
+    );
+    assert!(
+        !r.stderr.contains("\"media\""),
+        "the packaged root is writable under the packaged unit: {r:?}"
+    );
+    let drop_in = DropIn(PathBuf::from(
+        "/etc/systemd/system/mediaretain.service.d/pkg-test.conf",
+    ));
+    fs::create_dir_all(drop_in.0.parent().unwrap()).unwrap();
+    fs::write(
+        &drop_in.0,
+        format!("[Service]\nReadWritePaths=-{}\n", rec.display()),
+    )
+    .unwrap();
+    let r = run(INSTALLED, &["check-config"]);
+    assert!(
+        r.code == 0 && r.stderr.is_empty(),
+        "check-config still warns with {} in place: {r:?}",
+        drop_in.0.display()
+    );
+    drop(drop_in);
+
+    // --- An upgrade with a broken config --------------------------------------------
+    let log = tmp.path().join("daemon.log");
+    pkg.daemon = Some(start_daemon(&log));
+    let good = fs::read_to_string(CONFIG).unwrap();
+    let broken = good.replacen("scan_interval = ", "scan_intervall = ", 1);
+    assert_ne!(broken, good);
+    let line = broken
+        .lines()
+        .position(|l| l.starts_with("scan_intervall"))
+        .unwrap()
+        + 1;
+    fs::write(CONFIG, &broken).unwrap();
+    let r = run("dpkg", &["-i", deb.to_str().unwrap()]);
+    assert_ne!(
+        r.code, 0,
+        "dpkg -i with a broken {CONFIG} must fail (the daemon would not start): {r:?}"
+    );
+    let at = format!("{CONFIG}:{line}:1:");
+    assert!(
+        r.stderr.contains(&at) && r.stderr.contains("scan_intervall"),
+        "dpkg -i must print check-config's error at {at}: {r:?}"
+    );
+    assert!(
+        r.stderr.contains("dpkg --configure mediaretain"),
+        "dpkg -i must say how to finish: {r:?}"
+    );
+    let st = pkg_status();
+    assert_ne!(st, "installed", "the package must stay unconfigured");
+    let d = pkg.daemon.as_mut().unwrap();
+    assert!(
+        d.try_wait().unwrap().is_none(),
+        "the running daemon must run on"
+    );
+    let r = run(INSTALLED, &["--socket", SOCKET, "status"]);
+    assert_eq!(r.code, 0, "the running daemon must still answer: {r:?}");
+    // Hooks need the network, which the packaged unit does not give: an upgrade of a box
+    // that uses them stops at that, and goes on once the shipped drop-in is installed.
+    fs::write(
+        CONFIG,
+        format!("{good}\n[hooks]\nlisten = \"127.0.0.1:18089\"\n"),
+    )
+    .unwrap();
+    let r = run("dpkg", &["--configure", PKG]);
+    assert!(
+        r.code != 0
+            && r.stderr
+                .contains("[hooks] listen 127.0.0.1:18089: PrivateNetwork=yes"),
+        "dpkg --configure with hooks under the local-only unit must fail and say why: {r:?}"
+    );
+    let network = DropIn(PathBuf::from(
+        "/etc/systemd/system/mediaretain.service.d/network.conf",
+    ));
+    let r = run(
+        "install",
+        &[
+            "-D",
+            "-m",
+            "0644",
+            "/usr/share/doc/mediaretain/examples/network.conf",
+            network.0.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        r.code, 0,
+        "the drop-in as docs/hardening.md installs it: {r:?}"
+    );
+    let r = run("dpkg", &["--configure", PKG]);
+    assert!(
+        r.code == 0 && !r.stderr.contains("[hooks]"),
+        "dpkg --configure with the network drop-in: {r:?}"
+    );
+    drop(network);
+    fs::write(CONFIG, &good).unwrap();
+    assert_eq!(pkg_status(), "installed");
+    let daemon = pkg.daemon.take().unwrap();
+    stop_daemon(daemon, &log);
+
+    // --- Purge: the empty trash of every root goes, nothing else ----------------------
+    fs::write(
+        CONFIG,
+        config_with(root, &[("rec", &rec), ("full", &full), ("linked", &linked)]),
+    )
+    .unwrap();
+    let trash = |p: &Path| p.join(".mediaretain-trash");
+    for dir in [Path::new(STORE), &rec, &full] {
+        fs::create_dir(trash(dir)).unwrap();
+        fs::set_permissions(trash(dir), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    fs::write(
+        trash(&full).join("kept.ts"),
+        b"a file the daemon did not finish",
+    )
+    .unwrap();
+    // A trash that is a link to an empty directory elsewhere: neither is removed.
+    fs::create_dir(trash(&elsewhere)).unwrap();
+    std::os::unix::fs::symlink(trash(&elsewhere), trash(&linked)).unwrap();
+    let r = pkg.purge();
+    assert_eq!(r.code, 0, "dpkg --purge: {r:?}");
+    for gone in [trash(&rec), PathBuf::from(STORE)] {
+        assert!(
+            fs::symlink_metadata(&gone).is_err(),
+            "{} is left after dpkg --purge: {r:?}",
+            gone.display()
+        );
+    }
+    assert!(
+        trash(&full).join("kept.ts").is_file(),
+        "a trash with a file in it must be left whole"
+    );
+    assert!(
+        r.stderr
+            .contains(&format!("{} is not empty", trash(&full).display())),
+        "purge must say which trash it left: {r:?}"
+    );
+    assert!(
+        fs::symlink_metadata(trash(&linked))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+            && trash(&elsewhere).is_dir(),
+        "a trash that is a link, and where it leads, must be left"
+    );
 }
 
 /// What the package's man pages and completions are made of, as any user (no root): `--help`

@@ -1,6 +1,7 @@
 //! The operator's housekeeping: `scan`, `reload` (through the daemon), `check-config` and
 //! `fetch` (no registry needed).
 
+use super::unit;
 use super::*;
 
 /// `mediaretain scan`.
@@ -71,8 +72,25 @@ pub(super) async fn clock(b: &Backend, action: ClockAction, json: bool) -> Resul
 }
 
 /// `mediaretain check-config`.
-pub(super) fn check_config(path: &Path) -> Result<(), Failure> {
+pub(super) fn check_config(
+    path: &Path,
+    unit: Option<&Path>,
+    store_roots: bool,
+    strict: bool,
+) -> Result<(), Failure> {
     let cfg = Config::load(path)?;
+    if store_roots {
+        // For postrm purge (which no longer has the config): a root with a newline in its
+        // name cannot be told apart from two, and is left out.
+        for s in cfg.stores.iter().filter(|s| s.is_local()) {
+            let root = s.root.to_string_lossy();
+            if !root.contains('\n') {
+                println!("{root}");
+            }
+        }
+        return Ok(());
+    }
+    check_unit(&cfg, path, unit, strict)?;
     let drop_ins: Vec<String> = cfg
         .drop_ins
         .iter()
@@ -87,6 +105,64 @@ pub(super) fn check_config(path: &Path) -> Result<(), Failure> {
         cfg.daemon.state_dir.display(),
         cfg.daemon.socket.display()
     );
+    Ok(())
+}
+
+/// Warns where the unit (`--unit`, or the installed one when its `ExecStart=` runs this
+/// config) would keep the daemon from what `cfg` needs. Warnings, not errors: the unit may
+/// be changed at run time (`systemctl set-property`), a path may appear later, and the
+/// config may be meant for a daemon run some other way. With `strict` (the package's
+/// postinst, before it restarts the daemon), what would keep the daemon from starting, or
+/// take away the network it uses, is an error.
+fn check_unit(cfg: &Config, path: &Path, unit: Option<&Path>, strict: bool) -> Result<(), Failure> {
+    let sandbox = match unit {
+        Some(u) => unit::Sandbox::read(u).map_err(|e| {
+            Failure::new(
+                exit::CONFIG,
+                format!("{}: cannot read unit: {e}", u.display()),
+            )
+        })?,
+        None => {
+            let Some(u) = unit::installed() else {
+                return Ok(());
+            };
+            let Ok(sb) = unit::Sandbox::read(&u) else {
+                return Ok(());
+            };
+            let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => a == b,
+            };
+            if !sb.config.as_deref().is_some_and(|c| same(c, path)) {
+                return Ok(());
+            }
+            sb
+        }
+    };
+    let files: Vec<String> = sandbox
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    let mut fatal = 0;
+    for (stops, w) in sandbox.warnings(cfg) {
+        let kind = if strict && stops {
+            fatal += 1;
+            "error"
+        } else {
+            "warning"
+        };
+        eprintln!("{kind}: {}: {w} [{}]", path.display(), files.join(" + "));
+    }
+    if fatal > 0 {
+        return Err(Failure::new(
+            exit::CONFIG,
+            format!(
+                "{}: the unit would keep the daemon from starting or from the network it uses ({fatal} above)",
+                path.display()
+            ),
+        ));
+    }
     Ok(())
 }
 

@@ -42,6 +42,7 @@ mod passes;
 mod registry;
 mod rm;
 mod status;
+mod unit;
 
 use backend::Backend;
 pub use manual::Generated;
@@ -81,8 +82,23 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the daemon (systemd ExecStart).
     Run,
-    /// Validate the config: exit 0, or 78 with FILE:LINE:COL: message lines.
-    CheckConfig,
+    /// Validate the config: exit 0, or 78 with FILE:LINE:COL: message lines. Warns (exit
+    /// 0) where the systemd unit would keep the daemon from a store root or the network.
+    CheckConfig {
+        /// The unit (and its drop-ins) to check the config against; without it, the
+        /// installed mediaretain.service when it runs this config.
+        #[arg(long, value_name = "UNIT")]
+        unit: Option<PathBuf>,
+        /// Print the local store roots, one a line, and nothing else (for the package's
+        /// maintainer scripts).
+        #[arg(long, hide = true)]
+        store_roots: bool,
+        /// What would keep the daemon from starting under the unit, or take away the
+        /// network it uses, is an error (exit 78), not a warning; the package checks so
+        /// before it restarts the daemon.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Show what would be deleted and why; changes nothing.
     Plan {
         /// Machine-readable output.
@@ -533,7 +549,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let path = cli.config.clone();
     match cli.cmd {
         Cmd::Run => crate::daemon::run(&path).await,
-        Cmd::CheckConfig => admin::check_config(&path),
+        Cmd::CheckConfig {
+            unit,
+            store_roots,
+            strict,
+        } => admin::check_config(&path, unit.as_deref(), store_roots, strict),
         Cmd::Fetch { src, dest, force } => admin::fetch(&path, src, dest, force).await,
         Cmd::Generate { what, dir } => manual::generate(what, &dir),
         Cmd::Registry { action } => registry::run(&path, action).await,
@@ -634,7 +654,7 @@ fn owns(socket: &Path) -> bool {
 async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
     match cmd {
         Cmd::Run
-        | Cmd::CheckConfig
+        | Cmd::CheckConfig { .. }
         | Cmd::Fetch { .. }
         | Cmd::Generate { .. }
         | Cmd::Registry { .. } => {
