@@ -126,6 +126,12 @@ fn a_missing_root_stops_only_its_store_and_is_picked_up_when_it_appears() {
     let r = b.cli(&["explain", "usb:tmp/x"]);
     assert!(r.stderr.contains("store \"usb\" is missing"), "{r:?}");
 
+    // A reload while it is missing: still missing, not said again.
+    b.cli(&["reload"]).ok();
+    assert_eq!(missing(&b), [("usb".to_string(), "missing".to_string())]);
+    let r = b.cli(&["check-config"]).ok();
+    assert!(r.stderr.contains("store \"usb\": root"), "{r:?}");
+
     // The disk appears (made beside, then renamed in: one step, with its files).
     let staged = b.dir.path().join("usb.new");
     fs::create_dir_all(staged.join("tmp")).unwrap();

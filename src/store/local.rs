@@ -494,3 +494,53 @@ impl LocalStore {
         }
     }
 }
+
+#[cfg(test)]
+mod root_tests {
+    use super::*;
+
+    #[test]
+    fn a_root_is_found_missing_or_not_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("disk");
+        assert!(matches!(
+            find_root(&root, None, None),
+            Err(RootAbsent::Missing(_))
+        ));
+        std::fs::create_dir(&root).unwrap();
+        let here = find_root(&root, None, None).unwrap();
+        assert!(!here.mount_point);
+        // The same directory as last time, or an operator who says any directory will do.
+        assert_eq!(find_root(&root, None, Some(here)), Ok(here));
+        let was_mounted = RootFound {
+            mount_point: true,
+            ..here
+        };
+        assert!(matches!(
+            find_root(&root, None, Some(was_mounted)),
+            Err(RootAbsent::NotMounted(_))
+        ));
+        let elsewhere = RootFound {
+            dev: here.dev ^ 1,
+            mount_point: false,
+        };
+        assert!(matches!(
+            find_root(&root, None, Some(elsewhere)),
+            Err(RootAbsent::NotMounted(_))
+        ));
+        assert_eq!(find_root(&root, Some(false), Some(was_mounted)), Ok(here));
+        assert!(matches!(
+            find_root(&root, Some(true), None),
+            Err(RootAbsent::NotMounted(_))
+        ));
+        // A file where the root should be is no store either.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(matches!(
+            find_root(&file, None, None),
+            Err(RootAbsent::Missing(_))
+        ));
+        // "/" is a mount point by any measure.
+        assert!(find_root(Path::new("/"), Some(true), None).is_ok());
+    }
+}
