@@ -335,7 +335,7 @@ impl Engine {
         let last = roots::last_roots(&mut registry, &config)?;
         let runtime = Runtime::new(config, &last)?;
         roots::log_changes(None, &runtime);
-        roots::remember(&mut registry, &runtime, clock.now())?;
+        roots::remember(&mut registry, &runtime, clock.now());
         // Before anything is decided by the clock (the crash leftovers' records included).
         let (clock_watch, jumped) = clockwatch::Watch::open(&runtime.config, &registry, &*clock)?;
         recover::reconcile_after_crash(&runtime, &mut registry, clock.now())?;
@@ -764,7 +764,7 @@ impl Engine {
             let rt = Arc::new(Runtime::new(config, &last)?);
             let _pass = self.pass.lock().expect("pass lock");
             roots::log_changes(Some(&cur), &rt);
-            roots::remember(&mut self.reg(), &rt, now)?;
+            roots::remember(&mut self.reg(), &rt, now);
             *self.runtime.write().expect("runtime lock") = rt.clone();
             let changed = self
                 .reg()

@@ -22,12 +22,14 @@ pub(super) fn last_roots(
 }
 
 /// Records the roots `rt` opened, so that a later start or check can tell the bare
-/// directory of an unmounted filesystem from the store.
-pub(super) fn remember(reg: &mut Registry, rt: &Runtime, now: Nanos) -> Result<()> {
+/// directory of an unmounted filesystem from the store. A write that fails (the state
+/// directory's disk is full) stops nothing: what was remembered before stays.
+pub(super) fn remember(reg: &mut Registry, rt: &Runtime, now: Nanos) {
     for (store, f) in &rt.found {
-        reg.remember_root(store, *f, now)?;
+        if let Err(e) = reg.remember_root(store, *f, now) {
+            warn!(store = %store, error = %e, "cannot record the store's root in the registry");
+        }
     }
-    Ok(())
 }
 
 /// Says what changed between `old` (None: at start) and `new`: a store that went missing
@@ -93,7 +95,7 @@ impl Engine {
         let cur = self.runtime();
         let new = Arc::new(Runtime::new(cur.config.clone(), &last)?);
         log_changes(Some(&cur), &new);
-        remember(&mut self.reg(), &new, self.now())?;
+        remember(&mut self.reg(), &new, self.now());
         let rebuilt = new.missing != cur.missing
             || new.stores.len() != cur.stores.len()
             || cur.stores.iter().any(|s| s.root_moved());
