@@ -241,3 +241,44 @@ fn an_unmounted_root_is_not_taken_for_the_store() {
     drop(_bind);
     assert!(bare.exists(), "the bare directory's file was deleted");
 }
+
+/// (c) `require_mount = true`: a root that is a plain directory is not the store (nothing
+/// indexed or deleted in it); an operator who says otherwise (`require_mount = false`,
+/// reload) gets it taken as the store, remembered also once the key is gone again.
+#[test]
+fn require_mount_and_the_operator_saying_otherwise() {
+    let b = Box_::new(
+        "gc_interval = \"1h\"\nscan_interval = \"1h\"",
+        "require_mount = true",
+        CLASSES,
+    );
+    let due = b.file("tmp/due.bin", 10, HOUR);
+    let d = b.daemon(None);
+    assert_eq!(
+        missing(&b),
+        [("media".to_string(), "not-mounted".to_string())]
+    );
+    let text = b.cli(&["status"]).ok().stdout;
+    assert!(text.contains("NOT MOUNTED: store media"), "{text}");
+    b.cli(&["gc"]).ok();
+    assert!(due.exists());
+    assert_eq!(listed(&b), Vec::<String>::new());
+
+    // The operator: this directory is the store now.
+    b.write_config(
+        "gc_interval = \"1h\"\nscan_interval = \"1h\"",
+        "require_mount = false",
+        CLASSES,
+    );
+    b.cli(&["reload"]).ok();
+    d.wait_for("the due file to go", Duration::from_secs(10), || {
+        !due.exists()
+    });
+    assert_eq!(missing(&b), []);
+    // The key removed again: the directory was remembered as it is (no mount point).
+    b.write_config("gc_interval = \"1h\"\nscan_interval = \"1h\"", "", CLASSES);
+    b.cli(&["reload"]).ok();
+    assert_eq!(missing(&b), []);
+    let (code, log) = d.stop();
+    assert_eq!(code, 0, "{log}");
+}
