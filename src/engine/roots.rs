@@ -99,7 +99,15 @@ impl Engine {
         let rebuilt = new.missing != cur.missing
             || new.stores.len() != cur.stores.len()
             || cur.stores.iter().any(|s| s.root_moved());
-        *self.runtime.write().expect("runtime lock") = new;
+        let back = cur.missing.iter().any(|m| new.store(&m.store).is_some());
+        *self.runtime.write().expect("runtime lock") = new.clone();
+        if back {
+            // A crash's leftovers in a store that was missing at start were kept for it:
+            // settled now, under the pass lock (no local deletion is under way).
+            if let Err(e) = recover::reconcile_after_crash(&new, &mut self.reg(), self.now()) {
+                warn!(error = %e, "cannot settle the deletions a crash interrupted; tried again at the next start");
+            }
+        }
         Ok(rebuilt)
     }
 }
