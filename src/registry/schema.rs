@@ -187,10 +187,12 @@ pub const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL         -- ns since the epoch
     );
     "#,
-    // 11 (issue 25 item 4; the lead may renumber it at merge): each local store's root as
-    // it was when last used — its device and whether it was a mount point — so that the
-    // bare directory under an unmounted filesystem is never taken for the store
-    // (store/local.rs find_root).
+    // 11: reserved for another change of issue 25 (it takes this place at merge); nothing
+    // until then.
+    "-- reserved",
+    // 12 (issue 25 item 4): each local store's root as it was when last used — its device
+    // and whether it was a mount point — so that the bare directory under an unmounted
+    // filesystem is never taken for the store (store/local.rs find_root).
     r#"
     CREATE TABLE store_roots (
         store_id    INTEGER PRIMARY KEY REFERENCES stores(id),
