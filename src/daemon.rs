@@ -38,6 +38,9 @@ use crate::watch::{self, Change, Signals, Watch};
 
 /// How long start-up waits for a one-shot command holding the state lock.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// How often the store roots are looked at again (missing, unmounted, back).
+const ROOT_CHECK: Duration = Duration::from_secs(2);
+
 /// A single scan, pass or reload keeps the watchdog fed for at most this long.
 const JOB_PING_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// How long SIGTERM waits for in-flight requests (the process must be gone within 10 s;
@@ -161,7 +164,8 @@ fn start_watch(
         .config
         .stores
         .iter()
-        .filter(|s| s.watch)
+        // Not a missing root's: the bare directory under an unmounted disk is not the store.
+        .filter(|s| s.watch && s.is_local() && rt.missing(&s.name).is_none())
         .map(|s| (s.name.clone(), s.root.clone()))
         .collect();
     if roots.is_empty() {
@@ -484,6 +488,10 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     let nudge = Arc::new(tokio::sync::Notify::new());
     tracker.spawn(watchdog(engine.clone(), nudge.clone(), cancel.clone()));
 
+    // Store roots looked at again: a missing one is picked up when it appears, one that
+    // was unmounted is left alone (engine/roots.rs). A few stats per store.
+    let mut roots_tick = tokio::time::interval(ROOT_CHECK);
+    roots_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let wd = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut wd_tick = tokio::time::interval(wd.unwrap_or(Duration::from_secs(3600)));
     let mut next_pass = Instant::now();
@@ -555,6 +563,20 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
                 hasher.wake();
             }
             _ = wd_tick.tick(), if wd.is_some() => notify(&[NotifyState::Watchdog]),
+            _ = roots_tick.tick() => {
+                match blocking(&engine, |e| e.check_roots()).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        // As after a reload: old watchers stop, new ones start, a rescan
+                        // covers the gap (and indexes a store that is back).
+                        drop(watcher.take());
+                        watcher = start_watch(&engine, &ev_tx, &signals);
+                        next_scan = Instant::now();
+                        next_pass = Instant::now();
+                    }
+                    Err(e) => error!(error = %e, "cannot look at the store roots again"),
+                }
+            }
         }
     }
     drop(watcher);

@@ -41,6 +41,7 @@ mod pressure;
 mod recover;
 mod remote;
 mod rm;
+mod roots;
 mod runtime;
 mod status;
 mod streams;
@@ -55,7 +56,7 @@ pub use index::ChangeEffect;
 pub use marks::{Mark, MarkResult, check_tag};
 pub use remote::fetch;
 pub use rm::{RM_TRIGGER, RemovedDir, RmReport, RmRequest};
-pub use runtime::Runtime;
+pub use runtime::{MissingStore, Runtime};
 pub use status::{
     Activity, OffloadBackoff, Reload, Status, UnwritableStore, Volume, status_without_registry,
     unwritable_stores,
@@ -88,6 +89,9 @@ pub enum EngineError {
     /// Class globs that cannot be compiled.
     #[error(transparent)]
     Classify(#[from] crate::classify::ClassifyError),
+    /// The path is in a local store whose root is missing or not mounted.
+    #[error("{0}")]
+    StoreAbsent(String),
 }
 
 impl EngineError {
@@ -104,6 +108,7 @@ impl EngineError {
             EngineError::Registry(_) | EngineError::Store(_) => crate::exit::IOERR,
             EngineError::Forbidden(_) => crate::exit::NOPERM,
             EngineError::TooMany(_) => crate::exit::TEMPFAIL,
+            EngineError::StoreAbsent(_) => crate::exit::UNAVAILABLE,
         }
     }
 }
@@ -287,6 +292,8 @@ pub struct Engine {
     reserve: crate::reserve::Reserve,
     /// Files whose deletion failed, backing off (see [`failing`]).
     failing: Mutex<failing::Failing>,
+    /// A scan found a store's root moved (unmounted): [`Engine::check_roots`] rebuilds.
+    roots_changed: std::sync::atomic::AtomicBool,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -327,7 +334,10 @@ impl Engine {
             r => r?,
         };
         remote::sweep_staging(&config.daemon.state_dir.join("staging"));
-        let runtime = Runtime::new(config)?;
+        let last = roots::last_roots(&mut registry, &config)?;
+        let runtime = Runtime::new(config, &last)?;
+        roots::log_changes(None, &runtime);
+        roots::remember(&mut registry, &runtime, clock.now());
         // Before anything is decided by the clock (the crash leftovers' records included).
         let (clock_watch, jumped) = clockwatch::Watch::open(&runtime.config, &registry, &*clock)?;
         recover::reconcile_after_crash(&runtime, &mut registry, clock.now())?;
@@ -363,6 +373,7 @@ impl Engine {
             hash_failed: Mutex::new(Default::default()),
             reserve,
             failing: Mutex::new(Default::default()),
+            roots_changed: Default::default(),
         };
         if let Some(ev) = jumped {
             engine.clock_event(ev, engine.now(), "daemon");
@@ -414,7 +425,8 @@ impl Engine {
             &rt.config,
             at,
             hold.as_deref(),
-            |_| true,
+            // A store whose root is missing or not mounted: nothing of it is decided.
+            |c| rt.missing(&c.store).is_none(),
             |class, sink| {
                 reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
             },
@@ -463,7 +475,7 @@ impl Engine {
                     &rt.config,
                     now,
                     hold.as_deref(),
-                    |c| c.offload.is_some(),
+                    |c| c.offload.is_some() && rt.missing(&c.store).is_none(),
                     |class, sink| {
                         reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
                     },
@@ -750,8 +762,11 @@ impl Engine {
                     "[hooks] listen cannot change (nor [hooks] come or go) while running; restart the service".into(),
                 ));
             }
-            let rt = Arc::new(Runtime::new(config)?);
+            let last = roots::last_roots(&mut self.reg(), &config)?;
+            let rt = Arc::new(Runtime::new(config, &last)?);
             let _pass = self.pass.lock().expect("pass lock");
+            roots::log_changes(Some(&cur), &rt);
+            roots::remember(&mut self.reg(), &rt, now);
             *self.runtime.write().expect("runtime lock") = rt.clone();
             let changed = self
                 .reg()

@@ -357,6 +357,7 @@ pub fn scan_store(
     classifier: &Classifier,
     now: Nanos,
     progress: &crate::progress::Progress,
+    root_unchanged: &dyn Fn() -> bool,
 ) -> Result<ScanStats, RegistryError> {
     let started = Instant::now();
     let generation = registry.lock().expect("registry lock").begin_scan();
@@ -386,7 +387,14 @@ pub fn scan_store(
     stats.dirs = dirs;
     stats.empty_dirs = empty;
     stats.unreadable = unreadable;
-    if unreadable == 0 && dirs > 0 {
+    if !root_unchanged() {
+        // Unmounted (or replaced) during the walk: what was not seen may be on the disk
+        // that left; nothing is forgotten on its account.
+        debug!(
+            store,
+            "the store's root changed during the scan; nothing forgotten"
+        );
+    } else if unreadable == 0 && dirs > 0 {
         stats.forgotten = registry
             .lock()
             .expect("registry lock")

@@ -105,6 +105,16 @@ pub(super) fn check_config(
         cfg.daemon.state_dir.display(),
         cfg.daemon.socket.display()
     );
+    // Not an error (an unplugged disk must not stop the other stores), but worth a word.
+    for st in cfg.stores.iter().filter(|s| s.is_local()) {
+        if let Err(absent) = crate::store::local::find_root(&st.root, st.require_mount, None) {
+            eprintln!(
+                "mediaretain: warning: store {:?}: root {} is {absent}; the daemon runs the other stores and takes this one up when it is there (docs/missing-roots.md)",
+                st.name,
+                crate::spell::show(&st.root)
+            );
+        }
+    }
     Ok(())
 }
 

@@ -125,6 +125,22 @@ fn render_status(s: &Status, now: Nanos) -> String {
             }
         }
     }
+    for m in &s.missing_stores {
+        let _ = writeln!(
+            o,
+            "{}: store {} ({}): {}; its files are kept and nothing in it is indexed or deleted until it is back",
+            match m.absent {
+                crate::store::local::RootAbsent::Missing(_) => "MISSING",
+                crate::store::local::RootAbsent::NotMounted(_) => "NOT MOUNTED",
+            },
+            m.store,
+            crate::spell::show(&m.root),
+            match &m.absent {
+                crate::store::local::RootAbsent::Missing(w)
+                | crate::store::local::RootAbsent::NotMounted(w) => w,
+            }
+        );
+    }
     for u in &s.unwritable_stores {
         let _ = writeln!(
             o,

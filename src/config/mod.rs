@@ -246,6 +246,10 @@ pub struct Store {
     pub prune_empty_dirs: Option<Dur>,
     /// Follow changes with inotify (else only periodic scans).
     pub watch: bool,
+    /// Whether the root must be a mount point: Some(true) always; Some(false) never
+    /// checked; None, a root that was a mount point (or on another device) when last used
+    /// and no longer is one is taken for an unmounted filesystem (docs/missing-roots.md).
+    pub require_mount: Option<bool>,
     /// Where an S3 store's objects are.
     pub s3: Option<S3Location>,
 }

@@ -164,6 +164,7 @@ pub struct StoreTable {
     pub abort_uploads_after: Option<Spanned<Dur>>,
     pub retry_timeout: Option<Spanned<Dur>>,
     pub prune_empty_dirs: Option<Spanned<bool>>,
+    pub require_mount: Option<Spanned<bool>>,
     #[serde(default = "d_grace")]
     pub prune_grace: Dur,
     #[serde(default = "yes")]

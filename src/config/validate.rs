@@ -645,6 +645,7 @@ impl Validator<'_> {
                 .is_some_and(|p| *p.get_ref())
                 .then_some(s.prune_grace),
             watch: s.watch,
+            require_mount: s.require_mount.as_ref().map(|r| *r.get_ref()),
             s3: None,
         })
     }
@@ -658,6 +659,7 @@ impl Validator<'_> {
                 "prune_empty_dirs",
                 s.prune_empty_dirs.as_ref().map(Spanned::span),
             ),
+            ("require_mount", s.require_mount.as_ref().map(Spanned::span)),
         ] {
             if let Some(at) = at {
                 self.err(at, format!("store {name:?}: {key} is for local stores; an S3 store has endpoint, bucket and prefix"));
@@ -709,6 +711,7 @@ impl Validator<'_> {
             root: PathBuf::new(),
             prune_empty_dirs: None,
             watch: false,
+            require_mount: None,
             s3: Some(S3Location {
                 endpoint,
                 region: s
@@ -1013,6 +1016,9 @@ impl Validator<'_> {
 /// Why `root` cannot serve as a store root, if it cannot.
 fn root_problem(root: &Path) -> Option<String> {
     match std::fs::metadata(root) {
+        // A disk or share not there yet: the daemon runs the other stores and picks this
+        // one up when it appears (docs/missing-roots.md).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => Some(format!("is not accessible: {e}")),
         Ok(md) if !md.is_dir() => Some("is not a directory".into()),
         Ok(_) => std::fs::read_dir(root)

@@ -121,6 +121,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
             EngineError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            EngineError::StoreAbsent(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(

@@ -21,6 +21,13 @@ impl Engine {
         let now = self.now();
         let mut out = Vec::new();
         for s in &rt.stores {
+            // A root unmounted since the store was opened leads to another directory: it
+            // is looked at again (check_roots) before anything is indexed from it.
+            if s.root_moved() {
+                self.roots_changed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                continue;
+            }
             self.progress
                 .start(format!("scanning {}", s.name()), None, false);
             let mut st = scan::scan_store(
@@ -30,6 +37,7 @@ impl Engine {
                 &rt.classifier,
                 now,
                 &self.progress,
+                &|| !s.root_moved(),
             )?;
             self.add_prune_candidates(&rt, s.name(), std::mem::take(&mut st.empty_dirs));
             out.push(st);
@@ -40,6 +48,8 @@ impl Engine {
             .iter()
             .map(|s| s.name())
             .chain(rt.remotes.iter().map(|r| r.name()))
+            // A store whose root is missing is still configured: nothing of it is forgotten.
+            .chain(rt.missing.iter().map(|m| m.store.as_str()))
             .collect();
         self.reg().forget_stores_except(&names)?;
         let mut a = self.activity.lock().expect("activity lock");

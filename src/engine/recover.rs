@@ -50,6 +50,10 @@ pub(super) fn reconcile_after_crash(rt: &Runtime, reg: &mut Registry, now: Nanos
     }
     let (mut settled, mut gone, mut records) = (Vec::new(), Vec::new(), Vec::new());
     for i in intents {
+        if rt.missing(&i.store).is_some() {
+            // Its root is missing or not mounted: settled when it is back (next start).
+            continue;
+        }
         let Some(local) = rt.store(&i.store) else {
             // The store left the config: nothing to look at any more.
             settled.push(i.id);

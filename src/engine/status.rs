@@ -23,7 +23,8 @@ impl Engine {
             .collect();
         drop(watch);
         let (files, next) = self.reg().backoff_census(now)?;
-        let unwritable_stores = unwritable_stores(&rt.config);
+        let mut unwritable_stores = unwritable_stores(&rt.config);
+        unwritable_stores.retain(|u| rt.missing(&u.store).is_none());
         // Before the registry's lock is taken below: a resume corrects the registry.
         let clock_jumped = self.clock_jump();
         Ok(Status {
@@ -34,6 +35,7 @@ impl Engine {
             volumes,
             offload_backing_off: OffloadBackoff { files, next },
             unwritable_stores,
+            missing_stores: rt.missing.clone(),
             stream_writers: self.stream_conflicts(),
             clock_jumped,
             leases: self.inuse.lease_stats(self.lease_now()),
@@ -108,6 +110,21 @@ pub fn status_without_registry(config: &crate::config::Config, now: Nanos) -> St
         volumes,
         offload_backing_off: OffloadBackoff::default(),
         unwritable_stores: unwritable_stores(config),
+        // Without the registry, what a root was when last used is not known.
+        missing_stores: config
+            .stores
+            .iter()
+            .filter(|s| s.is_local())
+            .filter_map(|s| {
+                crate::store::local::find_root(&s.root, s.require_mount, None)
+                    .err()
+                    .map(|absent| super::MissingStore {
+                        store: s.name.clone(),
+                        root: s.root.clone(),
+                        absent,
+                    })
+            })
+            .collect(),
         stream_writers: Vec::new(),
         clock_jumped: None,
         leases: Default::default(),
@@ -120,6 +137,8 @@ pub fn unwritable_stores(config: &crate::config::Config) -> Vec<UnwritableStore>
         .stores
         .iter()
         .filter(|s| s.is_local())
+        // A root that is not there is a missing store, said as such.
+        .filter(|s| s.root.exists())
         .filter_map(|s| {
             crate::store::local::unwritable(&s.root).map(|u| UnwritableStore {
                 store: s.name.clone(),
@@ -236,6 +255,9 @@ pub struct Status {
     /// Local stores whose roots cannot be written (nothing in them can be deleted).
     #[serde(default)]
     pub unwritable_stores: Vec<UnwritableStore>,
+    /// Local stores whose roots are missing or not mounted (left alone until they are back).
+    #[serde(default)]
+    pub missing_stores: Vec<super::MissingStore>,
     /// Streams written by two or more writers at once (classes with `stream`).
     #[serde(default)]
     pub stream_writers: Vec<crate::inuse::streams::StreamConflict>,
@@ -329,6 +351,25 @@ impl Engine {
             |f| {
                 for t in &totals {
                     f.get_or_create(&sc(t)).set(t.retained_bytes as f64);
+                }
+            },
+        );
+        gauges(
+            &mut reg,
+            "store_root_missing",
+            "A local store's root: 0 there, 1 missing, 2 not mounted (the bare directory of an unmounted filesystem); nothing in a store that is not there is indexed or deleted until it is back",
+            None,
+            |f| {
+                for st in rt.config.stores.iter().filter(|st| st.is_local()) {
+                    let v = match rt.missing(&st.name).map(|m| &m.absent) {
+                        None => 0.0,
+                        Some(crate::store::local::RootAbsent::Missing(_)) => 1.0,
+                        Some(crate::store::local::RootAbsent::NotMounted(_)) => 2.0,
+                    };
+                    f.get_or_create(&crate::metrics::StoreLabel {
+                        store: st.name.clone(),
+                    })
+                    .set(v);
                 }
             },
         );

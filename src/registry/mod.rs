@@ -691,6 +691,43 @@ impl Registry {
         })
     }
 
+    /// Store `store`'s root as it was when last used (None: never recorded).
+    pub fn root_of(&mut self, store: &str) -> Result<Option<crate::store::local::RootFound>> {
+        let sid = self.store_id(store)?;
+        self.conn
+            .query_row(
+                "SELECT dev, mount_point FROM store_roots WHERE store_id = ?1",
+                [sid],
+                |r| {
+                    Ok(crate::store::local::RootFound {
+                        dev: r.get::<_, i64>(0)? as u64,
+                        mount_point: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Records store `store`'s root as found now (when it changed).
+    pub fn remember_root(
+        &mut self,
+        store: &str,
+        found: crate::store::local::RootFound,
+        now: Nanos,
+    ) -> Result<()> {
+        let sid = self.store_id(store)?;
+        self.conn
+            .execute(
+                "INSERT INTO store_roots(store_id, dev, mount_point, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(store_id) DO UPDATE SET dev = ?2, mount_point = ?3, at = ?4
+                 WHERE dev <> ?2 OR mount_point <> ?3",
+                params![sid, found.dev as i64, found.mount_point, now],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     /// Forgets every entry of stores not in `keep` (a store was removed from the config).
     pub fn forget_stores_except(&mut self, keep: &[&str]) -> Result<usize> {
         let names: Vec<String> = {

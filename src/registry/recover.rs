@@ -333,6 +333,9 @@ pub fn recover(dir: &Path, from: Option<&Path>, force: bool) -> Result<RecoverRe
         "intents",
         "facts",
         "hashes",
+        // What each store root was when last used: without it, the bare directory of an
+        // unmounted disk could be taken for the store after a recovery.
+        "store_roots",
     ];
     let mut by_table: Vec<TableReport> = tables
         .iter()
@@ -393,6 +396,7 @@ pub fn recover(dir: &Path, from: Option<&Path>, force: bool) -> Result<RecoverRe
         "DELETE FROM offload_backoff WHERE store_id NOT IN (SELECT id FROM stores)",
         "DELETE FROM facts WHERE store_id NOT IN (SELECT id FROM stores)",
         "DELETE FROM hashes WHERE store_id NOT IN (SELECT id FROM stores)",
+        "DELETE FROM store_roots WHERE store_id NOT IN (SELECT id FROM stores)",
     ] {
         orphans += conn.execute(sql, []).map_err(&tx_err)? as u64;
     }

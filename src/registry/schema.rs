@@ -200,4 +200,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_outcome_at ON audit(outcome, at) WHERE outcome <> 'deleted';
     CREATE INDEX audit_trigger_at ON audit(trigger, at) WHERE trigger <> 'schedule';
     "#,
+    // 12 (issue 25 item 4): each local store's root as it was when last used — its device
+    // and whether it was a mount point — so that the bare directory under an unmounted
+    // filesystem is never taken for the store (store/local.rs find_root).
+    r#"
+    CREATE TABLE store_roots (
+        store_id    INTEGER PRIMARY KEY REFERENCES stores(id),
+        dev         INTEGER NOT NULL,    -- st_dev
+        mount_point INTEGER NOT NULL,    -- 1: the root of a mounted filesystem
+        at          INTEGER NOT NULL     -- when recorded (ns since the epoch)
+    );
+    "#,
 ];

@@ -57,6 +57,100 @@ pub fn unwritable(root: &Path) -> Option<Unwritable> {
     Some(Unwritable { error, hint })
 }
 
+/// A store root as found on this machine: its device, and whether it is a mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RootFound {
+    /// `st_dev` of the root directory.
+    pub dev: u64,
+    /// The root is the root of a mounted filesystem.
+    pub mount_point: bool,
+}
+
+/// Why a store root cannot be used now (its store is left alone until it can).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", content = "why", rename_all = "kebab-case")]
+pub enum RootAbsent {
+    /// Nothing usable is at the path ("No such file or directory", not a directory).
+    Missing(String),
+    /// A directory is there, but it is not the filesystem the store lives on: a mount
+    /// point whose filesystem is not mounted (the bare directory of the parent filesystem).
+    NotMounted(String),
+}
+
+impl std::fmt::Display for RootAbsent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RootAbsent::Missing(why) => write!(f, "missing: {why}"),
+            RootAbsent::NotMounted(why) => write!(f, "not mounted: {why}"),
+        }
+    }
+}
+
+/// Whether store root `root` can be used now. `require_mount`: Some(true), it must be a
+/// mount point; Some(false), any directory will do (the operator said so); None, it must
+/// not look like the bare directory under an unmounted filesystem — a root that
+/// `last` (when it was last used) was a mount point, or on another device, and is no
+/// longer a mount point.
+pub fn find_root(
+    root: &Path,
+    require_mount: Option<bool>,
+    last: Option<RootFound>,
+) -> Result<RootFound, RootAbsent> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(root).map_err(|e| RootAbsent::Missing(e.to_string()))?;
+    if !md.is_dir() {
+        return Err(RootAbsent::Missing("not a directory".into()));
+    }
+    let found = RootFound {
+        dev: md.dev(),
+        mount_point: is_mount_point(root, &md),
+    };
+    if found.mount_point {
+        return Ok(found);
+    }
+    match (require_mount, last) {
+        (Some(true), _) => Err(RootAbsent::NotMounted(
+            "it is not a mount point, and the store has require_mount = true".into(),
+        )),
+        (None, Some(l)) if l.mount_point || l.dev != found.dev => {
+            Err(RootAbsent::NotMounted(format!(
+                "it is not a mount point now, but was {} when last used (device {}:{}, now {}:{}); if the store now lives in this directory on purpose, set require_mount = false for it and reload",
+                if l.mount_point {
+                    "one"
+                } else {
+                    "on another device"
+                },
+                rustix::fs::major(l.dev),
+                rustix::fs::minor(l.dev),
+                rustix::fs::major(found.dev),
+                rustix::fs::minor(found.dev)
+            )))
+        }
+        _ => Ok(found),
+    }
+}
+
+/// Whether directory `dir` (with metadata `md`) is the root of a mounted filesystem: by
+/// `statx`'s `STATX_ATTR_MOUNT_ROOT` (a bind mount of the same filesystem too), else by
+/// its device differing from its parent's.
+fn is_mount_point(dir: &Path, md: &std::fs::Metadata) -> bool {
+    use rustix::fs::{StatxAttributes, StatxFlags};
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(x) = rustix::fs::statx(
+        rustix::fs::CWD,
+        dir,
+        AtFlags::empty(),
+        StatxFlags::BASIC_STATS,
+    ) && x.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+    {
+        return x.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
+    }
+    match std::fs::metadata(dir.join("..")) {
+        Ok(parent) => parent.dev() != md.dev() || parent.ino() == md.ino(),
+        Err(_) => false,
+    }
+}
+
 /// A local directory store.
 #[derive(Debug)]
 pub struct LocalStore {
@@ -140,6 +234,20 @@ impl LocalStore {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether the root path no longer leads to the directory this store has open (it
+    /// was unmounted — also lazily — replaced, or removed): its store must be looked at
+    /// again before anything in it is indexed or forgotten.
+    pub fn root_moved(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(open) = rustix::fs::fstat(&self.root_fd) else {
+            return true;
+        };
+        match std::fs::metadata(&self.root) {
+            Ok(now) => now.dev() != open.st_dev || now.ino() != open.st_ino,
+            Err(_) => true,
+        }
     }
 
     /// Opens directory `rel` beneath the root without following any symlink.
@@ -384,5 +492,55 @@ impl LocalStore {
         } else {
             Pruned::Removed(removed)
         }
+    }
+}
+
+#[cfg(test)]
+mod root_tests {
+    use super::*;
+
+    #[test]
+    fn a_root_is_found_missing_or_not_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("disk");
+        assert!(matches!(
+            find_root(&root, None, None),
+            Err(RootAbsent::Missing(_))
+        ));
+        std::fs::create_dir(&root).unwrap();
+        let here = find_root(&root, None, None).unwrap();
+        assert!(!here.mount_point);
+        // The same directory as last time, or an operator who says any directory will do.
+        assert_eq!(find_root(&root, None, Some(here)), Ok(here));
+        let was_mounted = RootFound {
+            mount_point: true,
+            ..here
+        };
+        assert!(matches!(
+            find_root(&root, None, Some(was_mounted)),
+            Err(RootAbsent::NotMounted(_))
+        ));
+        let elsewhere = RootFound {
+            dev: here.dev ^ 1,
+            mount_point: false,
+        };
+        assert!(matches!(
+            find_root(&root, None, Some(elsewhere)),
+            Err(RootAbsent::NotMounted(_))
+        ));
+        assert_eq!(find_root(&root, Some(false), Some(was_mounted)), Ok(here));
+        assert!(matches!(
+            find_root(&root, Some(true), None),
+            Err(RootAbsent::NotMounted(_))
+        ));
+        // A file where the root should be is no store either.
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(matches!(
+            find_root(&file, None, None),
+            Err(RootAbsent::Missing(_))
+        ));
+        // "/" is a mount point by any measure.
+        assert!(find_root(Path::new("/"), Some(true), None).is_ok());
     }
 }
