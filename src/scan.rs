@@ -148,6 +148,9 @@ pub fn kind_of(ft: FileType) -> &'static str {
     }
 }
 
+/// What [`walk_noting`] notes for a directory listed and then gone before it was entered.
+pub const MOVED_AWAY: &str = "a directory moved away while it was walked";
+
 fn note(passed: &mut Option<&mut Passed>, rel: PathBuf, what: &'static str) {
     if let Some(p) = passed.as_deref_mut() {
         p.other(rel, what);
@@ -201,7 +204,12 @@ pub fn walk_noting(
                 Mode::empty(),
             ) {
                 Ok(fd) => fd,
-                Err(Errno::NOENT) => continue,
+                Err(Errno::NOENT) => {
+                    // Listed, then gone: removed, or renamed to a name this walk has
+                    // passed already — rm walks again to find what it held.
+                    note(&mut passed, rel, MOVED_AWAY);
+                    continue;
+                }
                 Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
                     debug!(path = %crate::spell::show(&abs()), "replaced by a symlink or file since it was listed; not entered");
                     // rm accounts for it: what the directory held may be somewhere still.

@@ -330,6 +330,11 @@ fn still_there(rt: &Runtime, found: &Found<'_>, report: &mut RmReport) {
             let mut unsteady = false;
             for (p, what) in passed.others {
                 let k = (s.clone(), p);
+                if what == scan::MOVED_AWAY {
+                    // What it held may be under a name this walk had passed: look again.
+                    unsteady = true;
+                    continue;
+                }
                 unsteady |= what.starts_with("a directory replaced")
                     || (what == "a symlink" && !found.first_others.contains(&k));
                 present.entry(k).or_insert_with(|| what.to_string());
@@ -536,6 +541,11 @@ impl Engine {
                         Some(&mut passed),
                     );
                     for (p, what) in passed.others {
+                        if what == scan::MOVED_AWAY {
+                            // Gone from here: what it held is found (and counted) by the
+                            // look before rm answers.
+                            continue;
+                        }
                         let why = match what {
                             "a symlink" => left_in_place(FileType::Symlink),
                             w if w.starts_with("a directory") || w.starts_with("an entry") => {
