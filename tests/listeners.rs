@@ -79,31 +79,8 @@ fn daemon_with_nofile(b: &Box_, soft: u64, hard: u64) -> Daemon {
                 .map_err(std::io::Error::from)
         });
     }
-    let mut child = cmd.spawn().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (mut err, sink) = (child.stderr.take().unwrap(), log.clone());
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let d = Daemon {
-        child: Some(child),
-        log,
-    };
-    let sock = b.state().join("control.sock");
-    d.wait_for("the daemon's socket", Duration::from_secs(20), || {
-        std::os::unix::net::UnixStream::connect(&sock).is_ok() && {
-            let st = b.cli(&["status", "--json"]).json();
-            st["activity"]["daemon"] == true && !st["activity"]["last_scan_at"].is_null()
-        }
-    });
+    let d = Daemon::spawn(cmd);
+    b.wait_ready(&d);
     d
 }
 

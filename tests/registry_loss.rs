@@ -29,34 +29,11 @@ keep_for = "1d"
 /// Starts `run` without waiting for it to answer (it may refuse to start); stderr is
 /// collected as it comes.
 fn start(b: &Box_) -> Daemon {
-    let mut child = Command::new(bin())
-        .arg("--config")
-        .arg(&b.config)
-        .arg("run")
-        .env("RUST_LOG", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let (mut err, sink) = (child.stderr.take().unwrap(), log.clone());
-    std::thread::spawn(move || {
-        use std::io::Read;
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    Daemon {
-        child: Some(child),
-        log,
-    }
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config").arg(&b.config).arg("run");
+    cmd.env("RUST_LOG", "info").env_remove("NOTIFY_SOCKET");
+    cmd.stdout(Stdio::null());
+    Daemon::spawn(cmd)
 }
 
 /// Waits (up to 20 s) until the daemon exits or `gone` disappears; returns its exit code

@@ -128,36 +128,22 @@ impl Box_ {
             Some(n) => cmd.env("NOTIFY_SOCKET", n),
             None => cmd.env_remove("NOTIFY_SOCKET"),
         };
-        let mut child = cmd.spawn().unwrap();
-        // Drain stderr as it comes: a full pipe would block the daemon's logging.
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (mut err, sink) = (child.stderr.take().unwrap(), log.clone());
-        std::thread::spawn(move || {
-            use std::io::Read;
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let d = Daemon {
-            child: Some(child),
-            log,
-        };
+        let d = Daemon::spawn(cmd);
+        self.wait_ready(&d);
+        d
+    }
+
+    /// Waits until the daemon answers on its socket and its first scan is done (like
+    /// READY=1); fails the test, with the daemon's log, if it exits or takes 20 s.
+    pub fn wait_ready(&self, d: &Daemon) {
         let sock = self.state().join("control.sock");
-        wait_for("the daemon's socket", Duration::from_secs(20), || {
+        d.wait_for("the daemon's socket", Duration::from_secs(20), || {
             // Only once the socket answers: a one-shot `status` would take the state lock.
-            // Ready like READY=1: the daemon answers and its first scan is done.
             std::os::unix::net::UnixStream::connect(&sock).is_ok() && {
                 let st = self.cli(&["status", "--json"]).json();
                 st["activity"]["daemon"] == true && !st["activity"]["last_scan_at"].is_null()
             }
         });
-        d
     }
 }
 
@@ -202,6 +188,30 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Spawns `cmd` (stderr piped), draining its stderr into the log as it comes: a full
+    /// pipe would block the daemon's logging.
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (mut err, sink) = (child.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
