@@ -8,6 +8,7 @@
 
 mod common;
 use common::s3::S3Server;
+use common::users::{ATTACKER, GROUP, MEMBER, as_user, user};
 use common::*;
 
 use std::fs;
@@ -15,75 +16,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const ATTACKER: &str = "mr-attacker";
-const MEMBER: &str = "mr-member";
-const GROUP: &str = "mr-consumers";
 const PY: &str = "/usr/bin/python3";
-
-static USERS: Mutex<()> = Mutex::new(());
-
-fn need_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "tests/confinement.rs needs root (a second user, setpriv), as CI runs it"
-    );
-}
-
-fn id_of(flag: &str, user: &str) -> Option<u32> {
-    let out = Command::new("id").args([flag, user]).output().ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
-/// Creates the test users and group if missing (idempotent); returns (uid, gid) of `user`.
-fn user(user: &str) -> (u32, u32) {
-    need_root();
-    let _one = USERS.lock().unwrap_or_else(|e| e.into_inner());
-    let has_group = Command::new("getent")
-        .args(["group", GROUP])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_group {
-        let st = Command::new("groupadd")
-            .args(["--system", GROUP])
-            .status()
-            .expect("groupadd (Debian package passwd)");
-        assert!(st.success(), "groupadd {GROUP} failed");
-    }
-    if id_of("-u", user).is_none() {
-        let mut c = Command::new("useradd");
-        c.args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-        ]);
-        if user == MEMBER {
-            c.args(["-G", GROUP]);
-        }
-        let st = c
-            .arg(user)
-            .status()
-            .expect("useradd (Debian package passwd)");
-        assert!(st.success(), "useradd {user} failed");
-    }
-    (id_of("-u", user).unwrap(), id_of("-g", user).unwrap())
-}
-
-/// `cmd` run as `name` (its own uid, gid and supplementary groups; nothing of root's).
-fn as_user(name: &str, program: &str) -> Command {
-    let (uid, gid) = user(name);
-    let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"))
-        .arg("--init-groups")
-        .arg("--reset-env")
-        .arg(program);
-    c
-}
 
 /// Lets other users traverse the test box (a tempdir is 0700).
 fn open_box(b: &Box_) {

@@ -6,6 +6,7 @@
 //! on a real filesystem, the real binary (one-shot commands and the daemon).
 
 mod common;
+use common::users::{ATTACKER, user};
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -539,44 +540,9 @@ fn bad_dedupe_settings_are_located_with_a_suggestion() {
 
 // ---- Issue 23, item 1: a duplicate goes only in favour of a copy at least as trusted. ----
 
-const ATTACKER: &str = "mr-attacker";
-
-fn id_of(flag: &str, user: &str) -> Option<u32> {
-    let out = std::process::Command::new("id")
-        .args([flag, user])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
-/// The attacker's (uid, gid), creating the user once (like tests/confinement.rs).
-fn attacker() -> (u32, u32) {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "these tests need root (a second user, setpriv), as CI runs them"
-    );
-    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-    if id_of("-u", ATTACKER).is_none() {
-        let _ = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                ATTACKER,
-            ])
-            .status();
-    }
-    (
-        id_of("-u", ATTACKER).unwrap(),
-        id_of("-g", ATTACKER).unwrap(),
-    )
-}
-
 /// Runs python3 `script args…` as the attacker (its own uid, gid and groups) to the end.
 fn as_attacker(script: &str, args: &[&str]) {
-    let (uid, gid) = attacker();
+    let (uid, gid) = user(ATTACKER);
     let out = std::process::Command::new("setpriv")
         .arg(format!("--reuid={uid}"))
         .arg(format!("--regid={gid}"))
@@ -624,7 +590,7 @@ fn fate_of(d: &serde_json::Value, path: &str) -> String {
 /// Old code: "evidence.flv deleted as duplicate of rec/upload/clip.flv" (the gc deletes it).
 #[test]
 fn a_copy_planted_by_another_user_never_replaces_the_recording() {
-    let (uid, gid) = attacker();
+    let (uid, gid) = user(ATTACKER);
     for (mode, age) in [
         ("keep-oldest", 24 * H),
         ("keep-newest", Duration::from_secs(120)),

@@ -5,64 +5,18 @@
 //! on their own record), `rm`, and a refusal of a file held open. Needs root (second users).
 
 mod common;
+use common::users::{GROUP, MEMBER, user};
 use common::*;
 
 use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::process::Command;
 use std::time::Duration;
 
-const MEMBER: &str = "mr-member";
 const STRANGER: &str = "mr-attacker";
-const GROUP: &str = "mr-consumers";
 const T: Duration = Duration::from_secs(30);
 const HOUR: Duration = Duration::from_secs(3600);
-
-static USERS: Mutex<()> = Mutex::new(());
-
-fn id_of(flag: &str, user: &str) -> Option<u32> {
-    let out = Command::new("id").args([flag, user]).output().ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
-/// The test users (created if missing, as tests/confinement.rs does): the member is in the
-/// socket group, the stranger is not. Returns (uid, gid) of `user`.
-fn user(user: &str) -> (u32, u32) {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "tests/history.rs needs root (a second user), as CI runs it"
-    );
-    let _one = USERS.lock().unwrap_or_else(|e| e.into_inner());
-    let has_group = Command::new("getent")
-        .args(["group", GROUP])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_group {
-        let st = Command::new("groupadd")
-            .args(["--system", GROUP])
-            .status()
-            .unwrap();
-        assert!(st.success(), "groupadd {GROUP} failed");
-    }
-    if id_of("-u", user).is_none() {
-        let mut c = Command::new("useradd");
-        c.args([
-            "--system",
-            "--no-create-home",
-            "--shell",
-            "/usr/sbin/nologin",
-        ]);
-        if user == MEMBER {
-            c.args(["-G", GROUP]);
-        }
-        let st = c.arg(user).status().unwrap();
-        assert!(st.success(), "useradd {user} failed");
-    }
-    (id_of("-u", user).unwrap(), id_of("-g", user).unwrap())
-}
 
 /// `mediaretain --config CONFIG args…` as `name` (its own uid, gid and groups).
 fn cli_as(name: &str, b: &Box_, args: &[&str]) -> Run {

@@ -4,6 +4,7 @@
 
 mod common;
 use common::s3::{S3Server, free_port};
+use common::users::user;
 use common::*;
 
 use std::io::{Read, Write};
@@ -58,36 +59,6 @@ fn complete(b: &Box_, target: &str) -> serde_json::Value {
         },
     );
     x
-}
-
-/// Creates the test user `name` if missing (as tests/confinement.rs does); its (uid, gid).
-fn user(name: &str) -> (u32, u32) {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "these tests post as a second user: run them as root, as CI does"
-    );
-    let id = |flag: &str| -> Option<u32> {
-        let out = std::process::Command::new("id")
-            .args([flag, name])
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let _ = std::process::Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                name,
-            ])
-            .status();
-    }
-    (
-        id("-u").expect("the test user"),
-        id("-g").expect("its group"),
-    )
 }
 
 /// Posts `body` `n` times as Unix user `name` (python3 under setpriv, 16 posts at a time,

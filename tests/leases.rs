@@ -7,66 +7,21 @@
 //! `MEDIARETAIN_TEST_BIN=/path/to/old/mediaretain` runs them against another build.
 
 mod common;
+use common::users::{GROUP, MEMBER, user};
 use common::*;
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const MEMBER: &str = "mr-member";
-const GROUP: &str = "mr-consumers";
 const MIB: usize = 1 << 20;
 const T: Duration = Duration::from_secs(30);
 
-static USERS: Mutex<()> = Mutex::new(());
-
-fn id_of(flag: &str, user: &str) -> Option<u32> {
-    let out = Command::new("id").args([flag, user]).output().ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
-/// The consumer user, in the socket group (created if missing, as tests/confinement.rs
-/// does); returns (uid, gid).
-fn member() -> (u32, u32) {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "tests/leases.rs needs root (a second user, a tmpfs), as CI runs it"
-    );
-    let _one = USERS.lock().unwrap_or_else(|e| e.into_inner());
-    let has_group = Command::new("getent")
-        .args(["group", GROUP])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_group {
-        let st = Command::new("groupadd")
-            .args(["--system", GROUP])
-            .status()
-            .unwrap();
-        assert!(st.success(), "groupadd {GROUP} failed");
-    }
-    if id_of("-u", MEMBER).is_none() {
-        let st = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .args(["-G", GROUP, MEMBER])
-            .status()
-            .unwrap();
-        assert!(st.success(), "useradd {MEMBER} failed");
-    }
-    (id_of("-u", MEMBER).unwrap(), id_of("-g", MEMBER).unwrap())
-}
-
 /// `mediaretain args…` as the member (its own uid, gid and groups; nothing of root's).
 fn cli_member(b: &Box_, args: &[&str]) -> Run {
-    let (uid, gid) = member();
+    let (uid, gid) = user(MEMBER);
     let out = Command::new("setpriv")
         .arg(format!("--reuid={uid}"))
         .arg(format!("--regid={gid}"))
@@ -125,7 +80,7 @@ low = "60%"
 /// stays at 100% and the writer waits in vain ("the writer's space … 0 deleted").
 #[test]
 fn a_members_lease_gives_way_to_a_full_disk_and_roots_does_not() {
-    let (uid, _) = member();
+    let (uid, _) = user(MEMBER);
     let b = Box_::new(
         &format!("socket_group = \"{GROUP}\"\ngc_interval = \"1h\"\nscan_interval = \"1h\""),
         "",

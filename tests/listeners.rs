@@ -8,6 +8,7 @@
 //! `MEDIARETAIN_TEST_BIN=/path/to/old/mediaretain` runs these against another build.
 
 mod common;
+use common::users::{ATTACKER, GROUP, MEMBER, as_user};
 use common::*;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,7 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const ATTACKER: &str = "mr-attacker";
 const PY: &str = "/usr/bin/python3";
 
 fn free_port() -> u16 {
@@ -25,40 +25,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn id_of(flag: &str, user: &str) -> Option<u32> {
-    let out = Command::new("id").args([flag, user]).output().ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
-/// `program` run as the attacker (created if missing): its own uid and gid, nothing of root's.
-fn as_attacker(program: &str) -> Command {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "tests/listeners.rs needs root (a second user, setpriv), as CI runs it"
-    );
-    if id_of("-u", ATTACKER).is_none() {
-        // Another test binary may create it at the same moment: judge by the result.
-        let _ = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(ATTACKER)
-            .status();
-    }
-    let uid = id_of("-u", ATTACKER).expect("useradd mr-attacker (Debian package passwd)");
-    let gid = id_of("-g", ATTACKER).unwrap();
-    let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"))
-        .arg("--init-groups")
-        .arg("--reset-env")
-        .arg(program);
-    c
 }
 
 /// Starts the daemon with descriptor limits `soft` and `hard` (a unit without
@@ -230,7 +196,7 @@ struct Flood {
 
 impl Flood {
     fn start(hooks: u16, metrics: u16, n_hooks: usize, n_metrics: usize) -> Flood {
-        let mut child = as_attacker(PY)
+        let mut child = as_user(ATTACKER, PY)
             .arg("-c")
             .arg(FLOOD)
             .args([hooks, metrics].map(|p| p.to_string()))
@@ -570,8 +536,6 @@ fn the_soft_descriptor_limit_is_raised_to_the_hard_one() {
 /// the member took every descriptor and `status` hung.)
 #[test]
 fn a_socket_group_member_cannot_starve_the_control_socket() {
-    const MEMBER: &str = "mr-member";
-    const GROUP: &str = "mr-consumers";
     const FLOOD_UNIX: &str = r#"
 import resource, socket, sys, time
 hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -594,23 +558,6 @@ while todo and time.time() - t < 5:
 print("open", len(held), flush=True)
 time.sleep(120)
 "#;
-    assert!(rustix::process::geteuid().is_root(), "needs root");
-    let _ = Command::new("groupadd").args(["--system", GROUP]).status();
-    if id_of("-u", MEMBER).is_none() {
-        let _ = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                "-G",
-                GROUP,
-            ])
-            .arg(MEMBER)
-            .status();
-    }
-    let uid = id_of("-u", MEMBER).expect("useradd mr-member");
-    let gid = id_of("-g", MEMBER).unwrap();
     let b = Box_::new(&format!("socket_group = \"{GROUP}\""), "", BASE_CLASSES);
     std::fs::set_permissions(
         b.dir.path(),
@@ -621,12 +568,7 @@ time.sleep(120)
     let pid = d.pid();
     let sock = b.state().join("control.sock");
     let before = open_fds(pid);
-    let mut flood = Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"))
-        .arg("--init-groups")
-        .arg("--reset-env")
-        .arg(PY)
+    let mut flood = as_user(MEMBER, PY)
         .arg("-c")
         .arg(FLOOD_UNIX)
         .arg(&sock)

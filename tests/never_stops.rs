@@ -8,6 +8,7 @@
 //! runs these against another build.
 
 mod common;
+use common::users::{ATTACKER, user};
 use common::*;
 
 use std::fs;
@@ -15,50 +16,15 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const ATTACKER: &str = "mr-attacker";
 const PY: &str = "/usr/bin/python3";
 const MIB: usize = 1 << 20;
 const TRASH: &str = ".mediaretain-trash";
 
-static USERS: Mutex<()> = Mutex::new(());
-
-fn id_of(flag: &str, user: &str) -> Option<u32> {
-    let out = Command::new("id").args([flag, user]).output().ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
-/// The attacker's (uid, gid), creating the user once if missing.
-fn attacker() -> (u32, u32) {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "tests/never_stops.rs needs root (a second user, setpriv, mount), as CI runs it"
-    );
-    let _one = USERS.lock().unwrap_or_else(|e| e.into_inner());
-    if id_of("-u", ATTACKER).is_none() {
-        let st = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(ATTACKER)
-            .status()
-            .expect("useradd");
-        assert!(st.success(), "useradd {ATTACKER} failed");
-    }
-    (
-        id_of("-u", ATTACKER).unwrap(),
-        id_of("-g", ATTACKER).unwrap(),
-    )
-}
-
 /// Python `script` run as the attacker (nothing of root's).
 fn as_attacker(script: &str) -> Command {
-    let (uid, gid) = attacker();
+    let (uid, gid) = user(ATTACKER);
     let mut c = Command::new("setpriv");
     c.arg(format!("--reuid={uid}"))
         .arg(format!("--regid={gid}"))
@@ -80,7 +46,7 @@ fn attackers_box() -> Box_ {
 }
 
 fn chown_r(p: &Path) {
-    let (uid, gid) = attacker();
+    let (uid, gid) = user(ATTACKER);
     let st = Command::new("chown")
         .arg("-R")
         .arg(format!("{uid}:{gid}"))
@@ -165,7 +131,7 @@ fn a_foreign_trash_never_stops_deletion() {
                 assert_eq!(fs::read_link(b.path(&moved[0])).unwrap(), Path::new("/etc"));
             }
             "file" => assert_eq!(fs::read(b.path(&moved[0])).unwrap(), b"mine"),
-            _ => assert!(m.is_dir() && m.uid() == attacker().0, "{plant}"),
+            _ => assert!(m.is_dir() && m.uid() == user(ATTACKER).0, "{plant}"),
         }
         let said = run.stderr.matches("moved aside").count();
         assert_eq!(

@@ -4,6 +4,7 @@
 
 pub mod s3;
 pub mod stack;
+pub mod users;
 
 use std::fs;
 use std::os::unix::net::UnixDatagram;
