@@ -393,7 +393,7 @@ fn record_in(
     // and each index, its start and end) is paid once per group, not once per file.
     let mut rows = records.chunks_exact(AUDIT_ROWS);
     if rows.len() > 0 {
-        let mut ins = tx.prepare_cached(&audit_insert(AUDIT_ROWS))?;
+        let mut ins = tx.prepare_cached(audit_insert(AUDIT_ROWS))?;
         for group in &mut rows {
             for (i, a) in group.iter().enumerate() {
                 bind_audit(&mut ins, i * AUDIT_COLS, a)?;
@@ -403,7 +403,7 @@ fn record_in(
     }
     let rest = rows.remainder();
     if !rest.is_empty() {
-        let mut ins = tx.prepare_cached(&audit_insert(1))?;
+        let mut ins = tx.prepare_cached(audit_insert(1))?;
         for a in rest {
             bind_audit(&mut ins, 0, a)?;
             ins.raw_execute()?;
@@ -417,21 +417,31 @@ fn record_in(
 const AUDIT_ROWS: usize = 32;
 const AUDIT_COLS: usize = 10;
 
-/// `INSERT INTO audit … VALUES (…), (…)` for `rows` records.
-fn audit_insert(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO audit(at, store, path, action, outcome, class, rule, reason, trigger, bytes) VALUES ",
-    );
+/// `INSERT INTO audit … VALUES (…), (…)` for 1 or AUDIT_ROWS records (made once).
+fn audit_insert(rows: usize) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; 2] = [const { std::sync::OnceLock::new() }; 2];
+    SQL[usize::from(rows > 1)].get_or_init(|| {
+        multi_insert(
+            "INSERT INTO audit(at, store, path, action, outcome, class, rule, reason, trigger, bytes)",
+            AUDIT_COLS,
+            rows,
+        )
+    })
+}
+
+/// `head VALUES (?1, …), (…)`: `rows` groups of `cols` numbered parameters.
+fn multi_insert(head: &str, cols: usize, rows: usize) -> String {
+    let mut sql = format!("{head} VALUES ");
     for r in 0..rows {
         if r > 0 {
             sql.push(',');
         }
         sql.push('(');
-        for c in 0..AUDIT_COLS {
+        for c in 0..cols {
             if c > 0 {
                 sql.push(',');
             }
-            sql.push_str(&format!("?{}", r * AUDIT_COLS + c + 1));
+            sql.push_str(&format!("?{}", r * cols + c + 1));
         }
         sql.push(')');
     }
@@ -1074,12 +1084,17 @@ mod tests {
                     store: format!("s{}", i % 3),
                     path: format!("d/f{i}").into(),
                     action: "delete".into(),
-                    outcome: if i % 5 == 0 { "refused" } else { "deleted" }.into(),
-                    class: (i % 2 == 0).then(|| format!("c{i}")),
-                    rule: (i % 4 != 0).then(|| "ttl".into()),
+                    outcome: if i.is_multiple_of(5) {
+                        "refused"
+                    } else {
+                        "deleted"
+                    }
+                    .into(),
+                    class: i.is_multiple_of(2).then(|| format!("c{i}")),
+                    rule: (!i.is_multiple_of(4)).then(|| "ttl".into()),
                     reason: format!("why {i}"),
                     trigger: "gc".into(),
-                    bytes: (i % 3 != 0).then_some(i as u64),
+                    bytes: (!i.is_multiple_of(3)).then_some(i as u64),
                 })
                 .collect();
             r.record(&[], &recs).unwrap();
@@ -1109,6 +1124,44 @@ mod tests {
                 .collect::<rusqlite::Result<_>>()
                 .unwrap();
             assert_eq!(back, recs, "{n} records");
+        }
+    }
+
+    /// The range `intend` returns holds exactly the chunk's intents (each as written, in
+    /// order), and `record_chunk` drops exactly those (the recorder relies on both).
+    #[test]
+    fn intend_covers_exactly_its_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path()).unwrap();
+        let intent = |i: usize| Intent {
+            id: 0,
+            at: 10 + i as i64,
+            store: "media".into(),
+            path: format!("d/f{i}").into(),
+            entry_id: i as i64,
+            ino: 100 + i as u64,
+            size: i as u64,
+            mtime: 7,
+            class: i.is_multiple_of(2).then(|| "c".into()),
+            rule: Some("ttl".into()),
+            reason: format!("why {i}"),
+            trigger: "gc".into(),
+        };
+        assert_eq!(r.intend(&[]).unwrap(), None);
+        let before: Vec<Intent> = (0..3).map(intent).collect();
+        r.intend_each(&before).unwrap();
+        for n in [1, 31, 32, 75] {
+            let chunk: Vec<Intent> = (0..n).map(intent).collect();
+            let (a, b) = r.intend(&chunk).unwrap().unwrap();
+            let mut got = r.intents().unwrap();
+            got.retain(|i| (a..=b).contains(&i.id));
+            assert_eq!(got.len(), n, "{n} intents");
+            for (g, want) in got.iter_mut().zip(&chunk) {
+                g.id = 0;
+                assert_eq!(g, want);
+            }
+            r.record_chunk(&[], &[], Some((a, b))).unwrap();
+            assert_eq!(r.intents().unwrap().len(), 3, "only the chunk's went");
         }
     }
 
