@@ -89,6 +89,20 @@ pub const FOREIGN_TRASH: &str = ".mediaretain-trash.foreign.";
 /// How often a batch moves aside a trash swapped in under it before it gives up.
 const TRASH_ATTEMPTS: usize = 16;
 
+/// Why the trash directory could not be opened; `raced`: another user kept replacing it
+/// (worth trying again at once), else a lasting cause (the rest of a batch fails alike).
+#[derive(Debug)]
+struct TrashError {
+    why: String,
+    raced: bool,
+}
+
+impl From<String> for TrashError {
+    fn from(why: String) -> Self {
+        TrashError { why, raced: false }
+    }
+}
+
 /// What is at the trash directory's name.
 enum TrashLook {
     /// Our own: a directory of our uid, closed to others.
@@ -393,7 +407,7 @@ impl LocalStore {
     /// else somebody else could swap names in it. Anything else under its name (another
     /// user's directory, a symlink, a file: the store root's owner may put one there at any
     /// time) is moved aside and a fresh one made, so that nobody but root can stop deletion.
-    fn open_trash(&self, create: bool) -> Result<Option<OwnedFd>, String> {
+    fn open_trash(&self, create: bool) -> Result<Option<OwnedFd>, TrashError> {
         let mut last = String::new();
         for _ in 0..TRASH_ATTEMPTS {
             match self.look_trash()? {
@@ -406,7 +420,8 @@ impl LocalStore {
                         Err(e) => {
                             return Err(format!(
                                 "cannot create the trash directory {TRASH_DIR} at the store root: {e}"
-                            ));
+                            )
+                            .into());
                         }
                     }
                 }
@@ -416,9 +431,12 @@ impl LocalStore {
                 }
             }
         }
-        Err(format!(
-            "the trash directory {TRASH_DIR} at the store root was replaced by another's ({last}) {TRASH_ATTEMPTS} times in a row; tried again at the next batch"
-        ))
+        Err(TrashError {
+            why: format!(
+                "the trash directory {TRASH_DIR} at the store root was replaced by another's ({last}) {TRASH_ATTEMPTS} times in a row; tried again for the next file"
+            ),
+            raced: true,
+        })
     }
 
     /// Handles what a crash left in the trash directory: a file that `checked` says is the
@@ -429,7 +447,7 @@ impl LocalStore {
         &self,
         checked: &mut dyn FnMut(&Path, &rustix::fs::Stat) -> bool,
     ) -> Result<Vec<Recovered>, String> {
-        let Some(trash) = self.open_trash(false)? else {
+        let Some(trash) = self.open_trash(false).map_err(|e| e.why)? else {
             return Ok(Vec::new());
         };
         let dir = rustix::fs::Dir::read_from(&trash)
@@ -621,7 +639,11 @@ impl Deleter<'_> {
                 }
                 match self.store.open_trash(true) {
                     Ok(t) => self.trash = t,
-                    Err(why) => {
+                    // Lost a race with another user swapping the trash: this file fails,
+                    // the next one tries again (a sticky error would let the racer fail
+                    // the whole batch).
+                    Err(TrashError { why, raced: true }) => return Outcome::Failed(why),
+                    Err(TrashError { why, .. }) => {
                         self.trash_error = Some(why.clone());
                         return Outcome::Failed(why);
                     }
