@@ -408,7 +408,7 @@ fn exported() -> std::collections::BTreeSet<String> {
 }
 
 /// Families that appear only after minutes of watchdog history (a fill rate needs three),
-/// which this test does not wait for; each is named in the README's table.
+/// which this test does not wait for; each is named in the table of docs/metrics.md.
 const NEED_HISTORY: &[&str] = &[
     "mediaretain_volume_fill_rate_bytes_per_second",
     "mediaretain_volume_forecast_full_seconds",
@@ -479,11 +479,11 @@ fn the_dashboard_and_the_alerts_name_only_exported_metrics_and_promtool_accepts_
         used.extend(names_in(e));
     }
     used.extend(names_in(&fs::read_to_string(&rules).unwrap()));
-    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = fs::read_to_string(root.join("docs/metrics.md")).unwrap();
     for n in NEED_HISTORY {
         assert!(
             readme.contains(&format!("`{n}`")),
-            "README's table names {n}"
+            "docs/metrics.md's table names {n}"
         );
     }
     let missing: Vec<_> = used

@@ -273,6 +273,8 @@ fn deb_installs_a_working_service_and_purges_clean() {
         "/usr/share/zsh/vendor-completions/_mediaretain",
         "/usr/share/fish/vendor_completions.d/mediaretain.fish",
         "/usr/share/doc/mediaretain/README.md",
+        "/usr/share/doc/mediaretain/docs/operations.md",
+        "/usr/share/doc/mediaretain/docs/configuration.md",
         "/usr/share/doc/mediaretain/examples/mediaretain.toml",
         "/usr/share/doc/mediaretain/examples/network.conf",
     ] {

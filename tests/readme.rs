@@ -1,4 +1,5 @@
-//! Every `curl` command of README.md, run exactly as written against a real daemon.
+//! Every `curl` command of README.md and of the manual in docs/, run exactly as written
+//! against a real daemon; and docs/api.md's table of endpoints against the daemon's routes.
 //!
 //! The commands are found, not listed: each command of a fenced code block that calls
 //! `curl` (a line ending in `\` continues it; `# …` lines are comments), and each inline
@@ -23,16 +24,38 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// One command of the README and where it is.
+/// One command of a page and where it is.
 #[derive(Debug)]
 struct Example {
+    page: String,
     line: usize,
     text: String,
 }
 
-/// The README's `curl` commands, grouped: one group per code block (run in one shell),
-/// one per inline example.
-fn examples(readme: &str) -> Vec<Vec<Example>> {
+/// README.md and every page of docs/, as (name, text).
+fn pages() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names = vec!["README.md".to_string()];
+    let mut docs: Vec<String> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/{n}"))
+        .collect();
+    docs.sort();
+    names.extend(docs);
+    names
+        .into_iter()
+        .map(|n| {
+            let text = std::fs::read_to_string(root.join(&n)).unwrap();
+            (n, text)
+        })
+        .collect()
+}
+
+/// A page's `curl` commands, grouped: one group per code block (run in one shell), one per
+/// inline example.
+fn examples(page: &str, readme: &str) -> Vec<Vec<Example>> {
     let mut groups = Vec::new();
     let mut block: Option<Vec<Example>> = None;
     let mut pending: Option<Example> = None;
@@ -63,6 +86,7 @@ fn examples(readme: &str) -> Vec<Vec<Example>> {
                         p
                     }
                     None => Example {
+                        page: page.to_string(),
                         line: n,
                         text: body.to_string(),
                     },
@@ -77,6 +101,7 @@ fn examples(readme: &str) -> Vec<Vec<Example>> {
                 for (k, span) in line.split('`').enumerate() {
                     if k % 2 == 1 && span.starts_with("curl ") && span.contains("://") {
                         groups.push(vec![Example {
+                            page: page.to_string(),
                             line: n,
                             text: span.to_string(),
                         }]);
@@ -178,13 +203,14 @@ keep_for = "2m"
 "#;
 
 #[test]
-fn every_curl_example_of_the_readme_runs_as_written() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let groups = examples(&readme);
+fn every_curl_example_of_the_readme_and_the_manual_runs_as_written() {
+    let groups: Vec<Vec<Example>> = pages()
+        .iter()
+        .flat_map(|(name, text)| examples(name, text))
+        .collect();
     let count: usize = groups.iter().map(Vec::len).sum();
-    // The README's control-socket section alone has more than a dozen: finding fewer means
-    // the extraction broke, not that the examples went away.
+    // docs/api.md alone has more than a dozen: finding fewer means the extraction broke, not
+    // that the examples went away.
     assert!(count >= 15, "found only {count} curl commands: {groups:#?}");
 
     let b = Box_::new("", "", CLASSES);
@@ -228,7 +254,8 @@ fn every_curl_example_of_the_readme_runs_as_written() {
             }
             if !why.is_empty() {
                 failures.push(format!(
-                    "README.md:{}: {}\n    {}\n    stdout: {}",
+                    "{}:{}: {}\n    {}\n    stdout: {}",
+                    e.page,
                     e.line,
                     why.join("; "),
                     e.text,
@@ -240,7 +267,7 @@ fn every_curl_example_of_the_readme_runs_as_written() {
     let (_, log) = d.stop();
     assert!(
         failures.is_empty(),
-        "{} of {count} README curl commands failed:\n{}\ndaemon log:\n{log}",
+        "{} of {count} curl commands of the README and docs/ failed:\n{}\ndaemon log:\n{log}",
         failures.len(),
         failures.join("\n")
     );
@@ -256,7 +283,7 @@ fn extraction_finds_block_continued_and_inline_commands() {
               echo done; curl http://x/v1/leases\n\
               ```\n\
               ```\nno commands\n```\n";
-    let g = examples(md);
+    let g = examples("t.md", md);
     assert_eq!(g.len(), 2, "{g:#?}");
     assert_eq!(g[0].len(), 1);
     assert!(g[0][0].text.ends_with("/metrics"));
@@ -264,4 +291,114 @@ fn extraction_finds_block_continued_and_inline_commands() {
     assert_eq!(g[1][0].line, 5);
     assert!(g[1][0].text.contains("http://x/v1/lease | jq .id)"));
     assert!(g[1][1].text.starts_with("echo done; curl"));
+}
+
+/// docs/api.md's table of endpoints names exactly the daemon's routes (read from the
+/// router's source, where each is one `.route("PATH", METHOD(handler))`).
+#[test]
+fn the_api_page_lists_every_route_of_the_control_socket() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let server = std::fs::read_to_string(root.join("src/control/server.rs")).unwrap();
+    let mut routes: Vec<String> = server
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(".route(\""))
+        .filter_map(|l| {
+            let (path, rest) = l.split_once('"')?;
+            let method = rest.trim_start_matches(", ").split('(').next()?;
+            Some(format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    routes.sort();
+    assert!(
+        routes.len() >= 15,
+        "routes not found in server.rs: {routes:?}"
+    );
+    let page = std::fs::read_to_string(root.join("docs/api.md")).unwrap();
+    let mut listed: Vec<String> = Vec::new();
+    for row in page.lines().filter_map(|l| l.strip_prefix("| `")) {
+        let cell = row.split('`').next().unwrap_or("");
+        let Some((method, paths)) = cell.split_once(' ') else {
+            continue;
+        };
+        if !matches!(method, "GET" | "POST") {
+            continue;
+        }
+        // "POST /v1/renew`, `/v1/release": more paths follow in the same cell.
+        let first = paths.split(' ').next().unwrap_or("").to_string();
+        listed.push(format!("{method} {first}"));
+        let cell_all = row.split(" |").next().unwrap_or("");
+        for (i, more) in cell_all.split('`').enumerate() {
+            // The row's first backtick was stripped: code spans are the even pieces.
+            if i > 0 && i % 2 == 0 && more.starts_with('/') {
+                listed.push(format!("{method} {more}"));
+            }
+        }
+    }
+    listed.sort();
+    listed.dedup();
+    assert_eq!(
+        listed, routes,
+        "docs/api.md's table of endpoints differs from the routes of src/control/server.rs"
+    );
+}
+
+/// Every relative link of the README and of docs/ names a file that exists, and every
+/// `#anchor` one of its headings (GitHub's spelling: lower case, spaces as `-`, most
+/// punctuation dropped).
+#[test]
+fn every_link_of_the_readme_and_the_manual_leads_somewhere() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let anchor_of = |heading: &str| -> String {
+        heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                _ => None,
+            })
+            .collect()
+    };
+    let anchors = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with('#'))
+            .map(|l| anchor_of(l.trim_start_matches('#')))
+            .collect()
+    };
+    let mut broken = Vec::new();
+    for (name, text) in pages() {
+        let base = root.join(&name);
+        let dir = base.parent().unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for (_, rest) in line.match_indices("](").map(|(i, _)| ((), &line[i + 2..])) {
+                let Some(target) = rest.split(')').next() else {
+                    continue;
+                };
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                let (file, anchor) = match target.split_once('#') {
+                    Some((f, a)) => (f, Some(a)),
+                    None => (target, None),
+                };
+                let path = if file.is_empty() {
+                    base.clone()
+                } else {
+                    dir.join(file)
+                };
+                if !path.exists() {
+                    broken.push(format!("{name}:{}: {target}: no such file", n + 1));
+                    continue;
+                }
+                if let Some(a) = anchor {
+                    let t = std::fs::read_to_string(&path).unwrap_or_default();
+                    if !anchors(&t).iter().any(|h| h == a) {
+                        broken.push(format!("{name}:{}: {target}: no such heading", n + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }

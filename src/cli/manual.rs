@@ -408,7 +408,9 @@ fn top_sections() -> Roff {
         bold("systemctl"),
         roman("(1), "),
         bold("journalctl"),
-        roman("(1); the unit mediaretain.service; /usr/share/doc/mediaretain/README.md"),
+        roman(
+            "(1); the unit mediaretain.service; /usr/share/doc/mediaretain/README.md and the manual in /usr/share/doc/mediaretain/docs/ (operations.md, configuration.md, servers.md, security.md, metrics.md, api.md)",
+        ),
     ]);
     r
 }

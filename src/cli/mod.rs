@@ -146,7 +146,7 @@ pub enum Cmd {
     },
     /// Why a file is kept or when it goes; for a deleted file, when and why it went.
     Explain {
-        /// An absolute path inside a store root, or STORE:KEY (see "Odd names" in the README).
+        /// An absolute path inside a store root, or STORE:KEY (see "Odd names" in docs/cli.md).
         #[arg(value_parser = spelled())]
         path: String,
         /// Machine-readable output.

@@ -800,6 +800,8 @@ pub fn glob_set(patterns: &[String]) -> Result<globset::GlobSet, globset::Error>
     b.build()
 }
 
+#[cfg(test)]
+mod docs;
 mod raw;
 pub mod template;
 mod validate;

@@ -179,7 +179,7 @@ async fn no_route(method: Method, uri: axum::http::Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         ErrorBody {
             error: format!(
-                "no endpoint {method} {}: see the table in the README (Control socket)",
+                "no endpoint {method} {}: see docs/api.md for the endpoints",
                 uri.path()
             ),
             exit: crate::exit::USAGE,

@@ -227,3 +227,25 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE tags_new RENAME TO tags;
     "#,
 ];
+
+#[cfg(test)]
+mod tests {
+    /// docs/design.md lists every migration, one row each, in order.
+    #[test]
+    fn the_design_page_lists_every_migration() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/design.md");
+        let page = std::fs::read_to_string(&path).unwrap();
+        let listed: Vec<usize> = page
+            .lines()
+            .filter_map(|l| l.strip_prefix("| "))
+            .filter_map(|l| l.split(" |").next()?.parse().ok())
+            .collect();
+        let all: Vec<usize> = (1..=super::MIGRATIONS.len()).collect();
+        assert_eq!(
+            listed,
+            all,
+            "{}: the registry table must have one row per migration of schema.rs",
+            path.display()
+        );
+    }
+}
