@@ -1,7 +1,7 @@
 //! Wall-clock time behind a trait, so time-dependent logic is testable without sleeping.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::units::Nanos;
 
@@ -30,13 +30,7 @@ pub fn system_now() -> Nanos {
     to_nanos(SystemTime::now())
 }
 
-/// Converts a `SystemTime` to nanoseconds since the epoch (negative before 1970).
-pub fn to_nanos(t: SystemTime) -> Nanos {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
-    }
-}
+pub use crate::units::to_nanos;
 
 /// A clock that only moves when told to; for tests.
 #[derive(Debug, Default)]

@@ -426,7 +426,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
             .await
             .map_err(|e| listen_failure("metrics.listen", m.listen, &e))?;
         info!(listen = %m.listen, "metrics on http://{}/metrics", m.listen);
-        tracker.spawn(crate::metrics::serve(
+        tracker.spawn(crate::control::metrics::serve(
             listener,
             engine.clone(),
             listener_limits(

@@ -818,3 +818,14 @@ fn file_result(a: &policy::Action, result: Outcome) -> FileResult {
         reason: a.reason.clone(),
     }
 }
+
+impl From<Scope> for crate::metrics::PassKind {
+    fn from(s: Scope) -> Self {
+        use crate::metrics::PassKind;
+        match s {
+            Scope::Local => PassKind::Local,
+            Scope::Remote => PassKind::Remote,
+            Scope::All => PassKind::All,
+        }
+    }
+}

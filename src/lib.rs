@@ -26,7 +26,8 @@
 //!   backend picks the daemon's socket or the in-process engine.
 //! - [`daemon`]: the long-running service: signals, reload, the pass schedule, the offload
 //!   worker, the watchdog loop, systemd notifications; it owns no policy.
-//! - [`control`]: the socket API (routes, access by peer credentials, JSON errors).
+//! - [`control`]: the socket API (routes, access by peer credentials, JSON errors), and
+//!   `GET /metrics` served there and on its own TCP listener (`control/metrics.rs`).
 //! - [`hooks`]: the webhook receiver: each media server's dialect parsed into one event.
 //! - [`engine`]: the façade that wires registry, running config and the parts below —
 //!   `engine/executor.rs` (the guard chain as a table, act, verify, record: the only way a
@@ -45,6 +46,8 @@
 //! - [`scan`], [`watch`]: descriptor-based walks and inotify; they only report.
 //! - [`registry`]: the SQLite registry: entries, marks, audit and intents, offload
 //!   bookkeeping, numbered migrations.
+//! - [`metrics`]: the Prometheus families and their labels: counters the engine bumps,
+//!   gauges it fills at scrape time (serving them is `control`'s).
 //! - [`config`]: the model, loading with `conf.d/`, validation with `FILE:LINE:COL`.
 //! - [`watchdog`]: volume sampling and the fill-rate forecast; [`access`]: peer credentials;
 //!   [`statedir`]: the single-instance lock; [`spell`]: the lossless spelling of paths as

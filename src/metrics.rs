@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-/// The content type of what [`Engine::metrics_text`](crate::engine::Engine) returns.
+/// The content type of the text exposition format the engine renders.
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Class totals older than this (or older than the last full scan) are read again from the
@@ -58,7 +58,7 @@ pub struct Refused {
     pub store: String,
     /// Class.
     pub class: String,
-    /// The refusal kind ([`crate::engine::refusal_kind`]).
+    /// The refusal kind (the engine's `refusal_kind`).
     pub kind: String,
 }
 
@@ -349,11 +349,11 @@ impl Metrics {
     /// The class totals last read, and whether they are stale (older than
     /// [`TOTALS_MAX_AGE`], or a full scan finished — `last_scan` — since). Only when none
     /// were ever read are they read here, by `read`.
-    pub(crate) fn totals(
+    pub(crate) fn totals<E>(
         &self,
         last_scan: Option<i64>,
-        read: impl FnOnce() -> Result<Vec<crate::registry::ClassTotals>, crate::engine::EngineError>,
-    ) -> Result<(Vec<crate::registry::ClassTotals>, bool), crate::engine::EngineError> {
+        read: impl FnOnce() -> Result<Vec<crate::registry::ClassTotals>, E>,
+    ) -> Result<(Vec<crate::registry::ClassTotals>, bool), E> {
         let cached = self.totals.lock().expect("totals lock").clone();
         match cached {
             Some((at, scan, v)) => Ok((v, at.elapsed() >= TOTALS_MAX_AGE || scan != last_scan)),
@@ -622,62 +622,5 @@ pub(crate) fn gauge(reg: &mut Registry, name: &str, help: &str, unit: Option<Uni
     match unit {
         Some(u) => reg.register_with_unit(name, help, u, g),
         None => reg.register(name, help, g),
-    }
-}
-
-/// Serves `GET /metrics` on `listener` until `cancel` (`[metrics] listen`), within `limits`
-/// (see [`crate::listen`]).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    engine: std::sync::Arc<crate::engine::Engine>,
-    limits: crate::listen::Limits,
-    cancel: tokio_util::sync::CancellationToken,
-) {
-    let app = axum::Router::new()
-        .route("/metrics", axum::routing::get(handler))
-        .with_state(engine);
-    crate::listen::serve("metrics", listener, app, limits, cancel).await;
-}
-
-/// `GET /metrics`: the text exposition format, or 500 with the reason.
-pub async fn handler(
-    axum::extract::State(engine): axum::extract::State<std::sync::Arc<crate::engine::Engine>>,
-) -> axum::response::Response {
-    respond(engine).await
-}
-
-/// Renders the metrics of `engine` as an HTTP response.
-pub async fn respond(engine: std::sync::Arc<crate::engine::Engine>) -> axum::response::Response {
-    use axum::http::{StatusCode, header};
-    use axum::response::IntoResponse;
-    let e = engine.clone();
-    let answer = tokio::task::spawn_blocking(move || e.metrics_text()).await;
-    if let Ok(Ok((_, true))) = &answer
-        && engine.metrics().start_totals_read()
-    {
-        // Stale class totals: this scrape had the old ones; the next gets fresh ones.
-        tokio::task::spawn_blocking(move || {
-            engine.refresh_totals();
-            engine.metrics().end_totals_read();
-        });
-    }
-    match answer.map(|r| r.map(|(body, _)| body)) {
-        Ok(Ok(body)) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error: {e}\n"),
-        )
-            .into_response(),
-    }
-}
-
-impl From<crate::engine::Scope> for PassKind {
-    fn from(s: crate::engine::Scope) -> Self {
-        match s {
-            crate::engine::Scope::Local => PassKind::Local,
-            crate::engine::Scope::Remote => PassKind::Remote,
-            crate::engine::Scope::All => PassKind::All,
-        }
     }
 }

@@ -343,7 +343,7 @@ pub fn parse_time(s: &str) -> Result<Nanos, String> {
     }
     // Without an offset ("2026-11-22T08:00:00"): UTC, as `plan --at` always took it.
     humantime::parse_rfc3339_weak(t)
-        .map(crate::clock::to_nanos)
+        .map(to_nanos)
         .map_err(|_| bad_time(s))
 }
 
@@ -454,6 +454,14 @@ pub mod micros_opt {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         Ok(Option::<Dur>::deserialize(d)?
             .map(|d| u64::try_from(d.0.as_micros()).unwrap_or(u64::MAX)))
+    }
+}
+
+/// Converts a `std::time::SystemTime` to nanoseconds since the epoch (negative before 1970).
+pub fn to_nanos(t: std::time::SystemTime) -> Nanos {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
     }
 }
 

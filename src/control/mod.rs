@@ -36,6 +36,7 @@
 //! (`schedule`, `pressure`, …).
 
 pub mod client;
+pub mod metrics;
 pub mod server;
 
 pub use crate::engine::{HistoryRequest, RmRequest};

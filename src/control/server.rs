@@ -441,7 +441,7 @@ async fn reload(State(c): State<Ctl>) -> ApiResult<ReloadResponse> {
 
 /// `GET /metrics`: Prometheus's text exposition format (see [`crate::metrics`]).
 async fn metrics(State(c): State<Ctl>) -> Response {
-    crate::metrics::respond(c.engine.clone()).await
+    super::metrics::respond(c.engine.clone()).await
 }
 
 /// The routes.

@@ -303,9 +303,9 @@ impl Engine {
         let secs = |n: Nanos| n as f64 / 1e9;
         let mut reg = prometheus_client::registry::Registry::with_prefix("mediaretain");
 
-        let (totals, stale) = self
-            .metrics
-            .totals(self.activity().last_scan_at, || Ok(self.reg().totals()?))?;
+        let (totals, stale) = self.metrics.totals(self.activity().last_scan_at, || {
+            Ok::<_, EngineError>(self.reg().totals()?)
+        })?;
         let sc = |t: &ClassTotals| StoreClass {
             store: t.store.clone(),
             class: class_label(t.class.as_deref().unwrap_or("")),

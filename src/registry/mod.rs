@@ -866,14 +866,14 @@ impl Registry {
     }
 
     /// Store `store`'s root as it was when last used (None: never recorded).
-    pub fn root_of(&mut self, store: &str) -> Result<Option<crate::store::local::RootFound>> {
+    pub fn root_of(&mut self, store: &str) -> Result<Option<RootFound>> {
         let sid = self.store_id(store)?;
         self.conn
             .query_row(
                 "SELECT dev, mount_point FROM store_roots WHERE store_id = ?1",
                 [sid],
                 |r| {
-                    Ok(crate::store::local::RootFound {
+                    Ok(RootFound {
                         dev: r.get::<_, i64>(0)? as u64,
                         mount_point: r.get(1)?,
                     })
@@ -884,12 +884,7 @@ impl Registry {
     }
 
     /// Records store `store`'s root as found now (when it changed).
-    pub fn remember_root(
-        &mut self,
-        store: &str,
-        found: crate::store::local::RootFound,
-        now: Nanos,
-    ) -> Result<()> {
+    pub fn remember_root(&mut self, store: &str, found: RootFound, now: Nanos) -> Result<()> {
         let sid = self.store_id(store)?;
         self.conn
             .execute(
@@ -1173,6 +1168,15 @@ fn totals_on(conn: &Connection) -> rusqlite::Result<Vec<ClassTotals>> {
         })
     })?
     .collect()
+}
+
+/// A store root as found on this machine: its device, and whether it is a mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RootFound {
+    /// `st_dev` of the root directory.
+    pub dev: u64,
+    /// The root is the root of a mounted filesystem.
+    pub mount_point: bool,
 }
 
 #[cfg(test)]

@@ -57,14 +57,8 @@ pub fn unwritable(root: &Path) -> Option<Unwritable> {
     Some(Unwritable { error, hint })
 }
 
-/// A store root as found on this machine: its device, and whether it is a mount point.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RootFound {
-    /// `st_dev` of the root directory.
-    pub dev: u64,
-    /// The root is the root of a mounted filesystem.
-    pub mount_point: bool,
-}
+/// A store root as found on this machine (kept in the registry: migration 12).
+pub use crate::registry::RootFound;
 
 /// Why a store root cannot be used now (its store is left alone until it can).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
