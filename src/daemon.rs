@@ -10,6 +10,10 @@
 //! (hooks, metrics) are capped so that together they leave [`crate::listen::FD_RESERVE`] to
 //! the core; a scan that failed or could not read part of a store (e.g. out of
 //! descriptors) is tried again with backoff, not only after `scan_interval`.
+//!
+//! One file because it is one task loop: the schedule's branches (scans, passes, reloads,
+//! backups, shutdown) share the loop's timers, watchers and the pass in flight; the work
+//! itself is the engine's, so what is here is when, not what.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -43,6 +43,7 @@ mod remote;
 mod rm;
 mod roots;
 mod runtime;
+mod scrape;
 mod status;
 mod streams;
 

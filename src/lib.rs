@@ -32,7 +32,7 @@
 //! - [`engine`]: the façade that wires registry, running config and the parts below —
 //!   `engine/executor.rs` (the guard chain as a table, act, verify, record: the only way a
 //!   file goes), `runtime.rs` (the running config), `index.rs` (scans and watched changes),
-//!   `explain.rs`, `history.rs` (the audit, filtered and paged), `marks.rs`, `status.rs`, `facts.rs` (what servers announce), `rm.rs`,
+//!   `explain.rs`, `history.rs` (the audit, filtered and paged), `marks.rs`, `status.rs`, `scrape.rs` (what a metrics scrape reads), `facts.rs` (what servers announce), `rm.rs`,
 //!   `pressure.rs` (the disk-pressure pass), `offload.rs` (copy, verify, backoff),
 //!   `remote.rs` (S3 listing and deletion), `recover.rs` (crash leftovers), `clockwatch.rs`
 //!   (the wall clock watched against `CLOCK_BOOTTIME`: a jump holds the time rules).

@@ -8,6 +8,10 @@
 //! the registry), the watchdog's view of each volume, the last pass, and the process itself
 //! (`sysinfo`). Labels are bounded: store, class, rule, trigger, refusal kind, volume mount,
 //! S3 operation — never a file or a path inside a store.
+//!
+//! One file: the families' label types, the counters the engine bumps and the helpers that
+//! build gauges at scrape time are declared once, here; what fills the gauges is the
+//! engine's (`engine/scrape.rs`), serving them `control/metrics.rs`'.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

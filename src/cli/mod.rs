@@ -1,6 +1,10 @@
 //! The command line: subcommands, how each reaches the engine (through the daemon's
 //! socket when it runs, directly under the state lock when it does not), and output as
 //! tables or `--json`.
+//!
+//! About 300 of its lines are the subcommands' declarations with their help texts (what
+//! `--help`, the man pages and the completions print, generated from them); the rest is
+//! dispatch. Each concern's own code and rendering is in its module beside this one.
 
 use std::fmt::Write as _;
 use std::io::Write as _;

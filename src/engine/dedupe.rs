@@ -3,6 +3,9 @@
 //! copy stays and which go is decided by the planner ([`crate::policy::dedupe`]), from
 //! each copy's custody (owner, mode, the directories above it) that [`custody`] looks at
 //! by descriptor here — when the groups are made and again right before the unlink.
+//!
+//! One file for identical copies as the engine sees them: hashing, grouping and the
+//! executor's guard all judge custody the same way, by descriptor, with the same names.
 
 use std::collections::HashSet;
 use std::io::Read;

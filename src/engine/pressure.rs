@@ -3,6 +3,10 @@
 //! and pins re-checked per file), re-reading `statvfs` between batches — deleted bytes are
 //! not freed bytes while files are still open or hard-linked — until the goal is reached or
 //! nothing more may go.
+//!
+//! One file for one pass: when to run (the watchdog's tick), what may go (the tiers'
+//! candidates, read a page at a time), and the loop that frees until the goal — the
+//! candidates' cursor and the loop share the volume's goal and the batch's outcome.
 
 use std::cell::Cell;
 use std::collections::VecDeque;

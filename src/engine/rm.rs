@@ -20,6 +20,10 @@
 //! descriptor at what is under the named directories and at each file said to be gone
 //! (`still_there`): every file gets a true result, and `remaining` counts what is still
 //! there: 0 means everything named is gone.
+//!
+//! One file for one request: resolving the arguments, walking the named directories, the
+//! refusals of its own (retained, the last copy) and the look before the answer all serve
+//! `rm`'s one report; the deletion itself is the executor's.
 
 use super::*;
 use crate::scan::Passed;
