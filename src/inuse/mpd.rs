@@ -553,14 +553,19 @@ fn expand(mpd: &mut Mpd, info: &Info, level: &Level, base: &str, ctx: &Ctx) -> R
                             Some(e) => Some(pto + (e - ctx.period_start) as f64 / SEC * ts),
                             None if dynamic => start.map(|ast| {
                                 timed = true;
-                                pto + (ctx.now + LOOKAHEAD - ast - ctx.period_start) as f64 / SEC
+                                pto + (ctx.now as f64 + LOOKAHEAD as f64
+                                    - ast as f64
+                                    - ctx.period_start as f64)
+                                    / SEC
                                     * ts
                             }),
                             None => None,
                         },
                     };
                     match until {
-                        Some(u) if u > t as f64 => ((u - t as f64) / s.d as f64).ceil() as u64 - 1,
+                        Some(u) if u > t as f64 => {
+                            (((u - t as f64) / s.d as f64).ceil() as u64).saturating_sub(1)
+                        }
                         _ => 0,
                     }
                 };
@@ -594,7 +599,9 @@ fn expand(mpd: &mut Mpd, info: &Info, level: &Level, base: &str, ctx: &Ctx) -> R
                 timed = true;
                 // Media time elapsed in the period now, less the time-shift window (all of
                 // it when the window is unbounded), plus the lookahead.
-                let elapsed = (ctx.now - ast - ctx.period_start) as f64;
+                // (In f64: an availabilityStartTime of 1677 less a Period of centuries must not
+                // overflow.)
+                let elapsed = ctx.now as f64 - ast as f64 - ctx.period_start as f64;
                 let back = time_shift.map_or(f64::INFINITY, |t| t as f64) + 2.0 * seg;
                 let lo = ((elapsed - back) / seg).floor().max(0.0);
                 let mut hi = ((elapsed + LOOKAHEAD as f64) / seg).ceil().max(0.0);
@@ -1056,5 +1063,454 @@ mod tests {
         assert_eq!(join("a/b", "c"), "a/c");
         assert_eq!(join("a/", "/c"), "/c");
         assert_eq!(join("", "c"), "c");
+    }
+}
+
+/// Hostile and random input: the reader never panics, names at most [`MAX_SEGMENTS`], and
+/// costs time in proportion to the text.
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NOW: Nanos = 1_796_000_000_000_000_000;
+
+    fn bounded(text: &[u8], now: Nanos) {
+        let t = std::time::Instant::now();
+        if let Ok(m) = parse(text, now) {
+            assert!(m.segments.len() <= MAX_SEGMENTS);
+        }
+        // Generous for a debug build on a loaded 2-core machine; a runaway expansion of a
+        // huge `r` or template would take minutes.
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
+    /// Numbers at the edges: zero, one, the widths of the integer types, nonsense.
+    fn edge() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("0".to_string()),
+            Just("1".to_string()),
+            Just("-1".to_string()),
+            Just("-2".to_string()),
+            Just("18446744073709551615".to_string()),
+            Just("9223372036854775807".to_string()),
+            Just("-9223372036854775808".to_string()),
+            Just("99999999999999999999999".to_string()),
+            Just("1e300".to_string()),
+            Just("NaN".to_string()),
+            Just(String::new()),
+            "[0-9]{1,12}",
+        ]
+    }
+
+    fn when() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("1677-09-21T00:12:44Z".to_string()),
+            Just("2262-04-11T23:47:16Z".to_string()),
+            Just("0001-01-01T00:00:00Z".to_string()),
+            Just("9999-12-31T23:59:59Z".to_string()),
+            Just("2026-12-07T14:00:00Z".to_string()),
+            Just("yesterday".to_string()),
+        ]
+    }
+
+    fn span() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("PT0S".to_string()),
+            Just("PT1S".to_string()),
+            Just("P99999999999999D".to_string()),
+            Just("PT0.000000001S".to_string()),
+            Just("P1Y".to_string()),
+            "PT[0-9]{1,6}S",
+        ]
+    }
+
+    prop_compose! {
+        /// A live or static MPD whose every number is hostile.
+        fn hostile_mpd()(
+            dynamic in any::<bool>(),
+            ast in when(),
+            tsbd in span(),
+            mup in span(),
+            pstart in span(),
+            pdur in span(),
+            ts in edge(),
+            dur in edge(),
+            start in edge(),
+            pto in edge(),
+            ss in proptest::collection::vec((edge(), edge(), edge()), 0..6),
+            width in prop_oneof![Just("%05d"), Just("%0999999999d"), Just("%d"), Just("%x"), Just("")],
+            timeline in any::<bool>(),
+            reps in 1..4usize,
+        ) -> String {
+            let kind = if dynamic { "dynamic" } else { "static" };
+            let mut t = format!("<MPD type=\"{kind}\" availabilityStartTime=\"{ast}\" timeShiftBufferDepth=\"{tsbd}\" minimumUpdatePeriod=\"{mup}\" mediaPresentationDuration=\"{pdur}\"><Period start=\"{pstart}\" duration=\"{pdur}\"><AdaptationSet>");
+            t.push_str(&format!("<SegmentTemplate timescale=\"{ts}\" duration=\"{dur}\" startNumber=\"{start}\" presentationTimeOffset=\"{pto}\" media=\"$RepresentationID$-$Number{width}$-$Time{width}$-$Bandwidth{width}$.m4s\" initialization=\"i-$RepresentationID$.mp4\">"));
+            if timeline {
+                t.push_str("<SegmentTimeline>");
+                for (st, d, r) in &ss {
+                    t.push_str(&format!("<S t=\"{st}\" d=\"{d}\" r=\"{r}\"/>"));
+                }
+                t.push_str("</SegmentTimeline>");
+            }
+            t.push_str("</SegmentTemplate>");
+            for i in 0..reps {
+                t.push_str(&format!("<Representation id=\"r{i}\" bandwidth=\"{start}\"/>"));
+            }
+            t.push_str("</AdaptationSet></Period></MPD>");
+            t
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn hostile_numbers_cost_a_bounded_amount(text in hostile_mpd(), now in prop_oneof![Just(NOW), Just(i64::MAX), Just(i64::MIN), Just(0)]) {
+            bounded(text.as_bytes(), now);
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            bounded(&bytes, NOW);
+        }
+
+        #[test]
+        fn mangled_real_mpds_never_panic(cut in 0..3000usize, at in 0..3000usize, with in any::<u8>()) {
+            let mut b = tests::NGINX.as_bytes().to_vec();
+            let at = at.min(b.len().saturating_sub(1));
+            b[at] = with;
+            b.truncate(cut.max(at + 1));
+            bounded(&b, NOW);
+        }
+    }
+
+    #[test]
+    fn billion_laughs_and_deep_nesting_are_cheap() {
+        // An entity bomb whose expansion would be 10^9 bytes.
+        let mut t = String::from("<?xml version=\"1.0\"?><!DOCTYPE MPD [<!ENTITY a0 \"dash\">");
+        for i in 1..10 {
+            let p = format!("&a{};", i - 1);
+            t.push_str(&format!("<!ENTITY a{i} \"{}\">", p.repeat(10)));
+        }
+        t.push_str("]><MPD type=\"static\"><Period><AdaptationSet><Representation id=\"&a9;\"><BaseURL>&a9;</BaseURL></Representation></AdaptationSet></Period></MPD>");
+        bounded(t.as_bytes(), NOW);
+        assert!(parse(t.as_bytes(), NOW).is_err());
+        // Nesting a million deep in 8 MB.
+        let deep = format!("<MPD>{}", "<a>".repeat(1 << 20));
+        bounded(deep.as_bytes(), NOW);
+        // The largest S list within the size budget: 8 MB of `<S d="1"/>`, each r=199999.
+        let mut big = String::from(
+            "<MPD type=\"static\"><Period><AdaptationSet><Representation id=\"x\"><SegmentTemplate media=\"$Number$\"><SegmentTimeline>",
+        );
+        while big.len() < 8 << 20 {
+            big.push_str("<S d=\"1\" r=\"199999\"/>");
+        }
+        big.push_str(
+            "</SegmentTimeline></SegmentTemplate></Representation></AdaptationSet></Period></MPD>",
+        );
+        bounded(big.as_bytes(), NOW);
+        let e = parse(big.as_bytes(), NOW).unwrap_err();
+        assert!(e.contains(&format!("more than {MAX_SEGMENTS}")), "{e}");
+    }
+}
+
+/// The reader against a real XML parser (python3's xml.etree, with its own URL resolution,
+/// urllib.parse.urljoin) and an independent expansion of templates and timelines: the same
+/// names and availability ends for generated MPDs written in every style XML allows —
+/// quotes, entities and character references, CDATA, comments, processing instructions,
+/// namespace prefixes, attributes over lines, unknown elements, explicit end tags.
+#[cfg(test)]
+mod differential {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    const REFERENCE: &str = r#"
+import sys, json, datetime, xml.etree.ElementTree as ET, re
+from urllib.parse import urljoin
+def local(tag): return tag.rsplit('}', 1)[-1]
+def kids(e, name): return [c for c in e if local(c.tag) == name]
+def first_base(e):
+    b = kids(e, 'BaseURL')
+    return b[0].text.strip() if b else None
+def fill(tmpl, rid, bw, number, time):
+    def sub(m):
+        name, fmt = m.group(1), m.group(2)
+        if name == '': return '$'
+        if name == 'RepresentationID': return rid
+        v = {'Number': number, 'Time': time, 'Bandwidth': int(bw) if bw else None}[name]
+        if v is None: return m.group(0)
+        w = int(fmt[2:-1]) if fmt else 0
+        return str(v).zfill(w)
+    return re.sub(r'\$(RepresentationID|Number|Time|Bandwidth|)(%0\d+d)?\$', sub, tmpl)
+def secs(d):
+    m = re.fullmatch(r'PT(?:(\d+)H)?(?:(\d+)M)?(?:([\d.]+)S)?', d)
+    return int(m.group(1) or 0) * 3600 + int(m.group(2) or 0) * 60 + float(m.group(3) or 0)
+out = []
+for doc in json.load(sys.stdin):
+    root = ET.fromstring(doc)
+    dynamic = root.get('type') == 'dynamic'
+    ast = root.get('availabilityStartTime')
+    ast = int(datetime.datetime.fromisoformat(ast.replace('Z', '+00:00')).timestamp()) * 10**9 if ast else None
+    tsbd = root.get('timeShiftBufferDepth')
+    tsbd = round(secs(tsbd) * 1e9) if tsbd else None
+    segs = []
+    mpd_url = 'http://h/d/e/m.mpd'
+    b0 = urljoin(mpd_url, first_base(root)) if first_base(root) is not None else mpd_url
+    for period in kids(root, 'Period'):
+        ps = round(secs(period.get('start', 'PT0S')) * 1e9)
+        b1 = urljoin(b0, first_base(period)) if first_base(period) is not None else b0
+        for aset in kids(period, 'AdaptationSet'):
+            b2 = urljoin(b1, first_base(aset)) if first_base(aset) is not None else b1
+            outer = (kids(aset, 'SegmentTemplate') or [None])[0]
+            for rep in kids(aset, 'Representation'):
+                b3 = urljoin(b2, first_base(rep)) if first_base(rep) is not None else b2
+                inner = (kids(rep, 'SegmentTemplate') or [None])[0]
+                def get(a):
+                    for st in (inner, outer):
+                        if st is not None and st.get(a) is not None: return st.get(a)
+                tl = None
+                for st in (inner, outer):
+                    if st is not None and kids(st, 'SegmentTimeline'):
+                        tl = kids(st, 'SegmentTimeline')[0]; break
+                ts = int(get('timescale') or 1); num = int(get('startNumber') or 1)
+                pto = int(get('presentationTimeOffset') or 0)
+                rid, bw = rep.get('id', ''), rep.get('bandwidth', '')
+                media, mine = get('media'), []
+                t = 0
+                for s in kids(tl, 'S'):
+                    if s.get('t') is not None: t = int(s.get('t'))
+                    d = int(s.get('d'))
+                    for _ in range(int(s.get('r') or 0) + 1):
+                        end = 0
+                        if dynamic and ast is not None and tsbd is not None:
+                            end = ast + ps + (t + d - pto) * 10**9 // ts + d * 10**9 // ts + tsbd
+                        mine.append([urljoin(b3, fill(media, rid, bw, num, t)), end])
+                        t += d; num += 1
+                latest = max([e for _, e in mine], default=0)
+                if get('initialization'):
+                    mine.append([urljoin(b3, fill(get('initialization'), rid, bw, None, None)), latest])
+                segs.extend(mine)
+    out.append(segs)
+json.dump(out, sys.stdout)
+"#;
+
+    /// A small deterministic generator (xorshift), so that the batch of documents is one
+    /// python3 run.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+            xs[(self.next() % xs.len() as u64) as usize]
+        }
+        fn chance(&mut self, n: u64) -> bool {
+            self.next().is_multiple_of(n)
+        }
+    }
+
+    /// One element's start tag in a random style: `'` or `"`, attributes over lines,
+    /// attribute values with character references where harmless.
+    fn tag(r: &mut Rng, prefix: &str, name: &str, attrs: &[(&str, String)], empty: bool) -> String {
+        let mut t = format!("<{prefix}{name}");
+        for (k, v) in attrs {
+            let sep = if r.chance(3) { "\n    " } else { " " };
+            let q = if r.chance(2) { '"' } else { '\'' };
+            // `&` and the quote are escaped; sometimes `$` and `-` become references too.
+            let mut v = v
+                .replace('&', "&amp;")
+                .replace(q, if q == '"' { "&quot;" } else { "&apos;" });
+            if r.chance(4) {
+                v = v.replace('$', "&#36;").replace('-', "&#x2d;");
+            }
+            t.push_str(&format!("{sep}{k}={q}{v}{q}"));
+        }
+        t.push_str(if empty { "/>" } else { ">" });
+        t
+    }
+
+    fn filler(r: &mut Rng) -> String {
+        match r.next() % 6 {
+            0 => "<!-- a comment with <MPD> inside -->".into(),
+            1 => "<?processing instruction?>".into(),
+            2 => "<SupplementalProperty schemeIdUri=\"urn:x\" value=\"&lt;S t=&quot;1&quot;/&gt;\"/>".into(),
+            3 => "<ContentProtection><cenc:pssh xmlns:cenc=\"urn:mpeg:cenc:2013\">AAAA</cenc:pssh></ContentProtection>".into(),
+            _ => "\n  ".into(),
+        }
+    }
+
+    fn base(r: &mut Rng, prefix: &str) -> String {
+        let url = r.pick(&["v/", "a&b/", "../up/", "/abs/", "x/y", "c d/"]);
+        let body = if r.chance(3) {
+            format!("<![CDATA[{url}]]>")
+        } else {
+            url.replace('&', "&amp;")
+        };
+        format!("<{prefix}BaseURL>{body}</{prefix}BaseURL>")
+    }
+
+    fn document(r: &mut Rng) -> String {
+        let p = if r.chance(4) { "dash:" } else { "" };
+        let ns = if p.is_empty() {
+            "xmlns=\"urn:mpeg:dash:schema:mpd:2011\"".to_string()
+        } else {
+            "xmlns:dash=\"urn:mpeg:dash:schema:mpd:2011\"".to_string()
+        };
+        let dynamic = !r.chance(3);
+        let mut t = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let tsbd = r.pick(&["PT5S", "PT30.5S", "PT1M"]);
+        t.push_str(
+            &tag(
+                r,
+                p,
+                "MPD",
+                &[
+                    ("type", (if dynamic { "dynamic" } else { "static" }).into()),
+                    ("availabilityStartTime", "2026-12-07T14:00:00Z".into()),
+                    ("timeShiftBufferDepth", tsbd.into()),
+                    ("minimumUpdatePeriod", "PT1S".into()),
+                ],
+                false,
+            )
+            .replacen('>', &format!(" {ns}>"), 1),
+        );
+        if r.chance(2) {
+            t.push_str(&base(r, p));
+        }
+        for period in 0..1 + r.next() % 2 {
+            let start = format!("PT{}S", period * 60);
+            t.push_str(&tag(r, p, "Period", &[("start", start)], false));
+            t.push_str(&filler(r));
+            if r.chance(3) {
+                t.push_str(&base(r, p));
+            }
+            for _ in 0..1 + r.next() % 2 {
+                t.push_str(&tag(r, p, "AdaptationSet", &[("id", "1".into())], false));
+                let media = r.pick(&[
+                    "$RepresentationID$-$Time$.m4v",
+                    "seg-$Number%05d$.m4s",
+                    "$RepresentationID$/$Bandwidth$/$Number$.m4s",
+                    "x-$$-$Time%010d$.m4a",
+                    "s&amp;$Number$.m4s",
+                ]);
+                let template = |r: &mut Rng| {
+                    let (scale, number, offset) = (
+                        r.pick(&["1000", "90000", "1"]),
+                        r.pick(&["0", "1", "4294967296"]),
+                        r.pick(&["0", "0", "1000"]),
+                    );
+                    let mut t = tag(
+                        r,
+                        p,
+                        "SegmentTemplate",
+                        &[
+                            ("timescale", scale.into()),
+                            ("media", media.replace("&amp;", "&")),
+                            ("initialization", "$RepresentationID$-init.mp4".into()),
+                            ("startNumber", number.into()),
+                            ("presentationTimeOffset", offset.into()),
+                        ],
+                        false,
+                    );
+                    t.push_str(&format!("<{p}SegmentTimeline>"));
+                    let mut time = 1000 + r.next() % 100_000;
+                    for _ in 0..1 + r.next() % 5 {
+                        let d = 1 + r.next() % 5000;
+                        let rr = r.next() % 4;
+                        let with_t = r.chance(2);
+                        let mut a = vec![("d", d.to_string()), ("r", rr.to_string())];
+                        if with_t {
+                            a.insert(0, ("t", time.to_string()));
+                        }
+                        let explicit = r.chance(3);
+                        t.push_str(&tag(r, p, "S", &a, !explicit));
+                        if explicit {
+                            t.push_str(&format!("</{p}S>"));
+                        }
+                        time += d * (rr + 1);
+                    }
+                    t.push_str(&format!("</{p}SegmentTimeline></{p}SegmentTemplate>"));
+                    t
+                };
+                let outer = r.chance(2);
+                if outer {
+                    t.push_str(&template(r));
+                }
+                for i in 0..1 + r.next() % 3 {
+                    let id = format!("r{i}");
+                    let bw = (100_000 * (i + 1)).to_string();
+                    t.push_str(&tag(
+                        r,
+                        p,
+                        "Representation",
+                        &[("id", id), ("bandwidth", bw)],
+                        false,
+                    ));
+                    if r.chance(3) {
+                        t.push_str(&base(r, p));
+                    }
+                    if !outer || r.chance(3) {
+                        t.push_str(&template(r));
+                    }
+                    t.push_str(&filler(r));
+                    t.push_str(&format!("</{p}Representation>"));
+                }
+                t.push_str(&format!("</{p}AdaptationSet>"));
+            }
+            t.push_str(&format!("</{p}Period>"));
+        }
+        t.push_str(&format!("</{p}MPD>\n<!-- after -->\n"));
+        t
+    }
+
+    #[test]
+    fn generated_mpds_name_what_a_real_xml_parser_reads() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        let docs: Vec<String> = (0..600).map(|_| document(&mut r)).collect();
+        let mut py = std::process::Command::new("python3")
+            .args(["-c", REFERENCE])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let input = serde_json::to_vec(&docs).unwrap();
+        let mut stdin = py.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            stdin.write_all(&input).unwrap();
+        });
+        let out = py.wait_with_output().unwrap();
+        writer.join().unwrap();
+        assert!(out.status.success(), "python3 failed");
+        let theirs: Vec<Vec<(String, i64)>> = serde_json::from_slice(&out.stdout).unwrap();
+        let mut segments = 0;
+        for (doc, want) in docs.iter().zip(theirs) {
+            let m = parse(doc.as_bytes(), 0).unwrap_or_else(|e| panic!("{e}\n{doc}"));
+            assert_eq!(m.segments.len(), want.len(), "{doc}");
+            for (got, (uri, end)) in m.segments.iter().zip(&want) {
+                // Both resolved against the MPD at d/e/m.mpd of a store (ours as the
+                // playlist reader does, theirs by urljoin against http://h/d/e/m.mpd).
+                let ours =
+                    super::super::playlist::resolve_bytes(Path::new("d/e"), got.uri.as_bytes());
+                let theirs = uri.strip_prefix("http://h/").map(PathBuf::from);
+                assert_eq!(ours, theirs, "{} vs {uri}\n{doc}", got.uri);
+                // (Ours rounds through an f64 of seconds within the Period: within 1 µs.)
+                assert!(
+                    (got.end - end).abs() < 1_000,
+                    "{} vs {end} for {uri}\n{doc}",
+                    got.end
+                );
+            }
+            segments += want.len();
+        }
+        assert!(segments > 10_000, "{segments}");
     }
 }

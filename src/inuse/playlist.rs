@@ -853,7 +853,7 @@ fn resolve(dir: &Path, uri: &str) -> Option<PathBuf> {
 }
 
 /// [`resolve`] of a URI as written in the playlist (not necessarily UTF-8).
-fn resolve_bytes(dir: &Path, uri: &[u8]) -> Option<PathBuf> {
+pub(super) fn resolve_bytes(dir: &Path, uri: &[u8]) -> Option<PathBuf> {
     if uri.windows(3).any(|w| w == b"://") {
         return None;
     }
