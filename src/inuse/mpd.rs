@@ -253,19 +253,15 @@ pub fn parse(text: &[u8], now: Nanos) -> Result<Mpd, String> {
                     stack.push(level);
                 }
             }
-            Event::Text(t) => {
-                if stack.last().is_some_and(|l| l.kind == Kind::Base) {
-                    let s = t
-                        .xml_content(XmlVersion::Implicit1_0)
-                        .map_err(|e| format!("bad text: {e}"))?;
-                    push_bounded(&mut text_buf, &s)?;
-                }
+            // Text matters only in a BaseURL.
+            Event::Text(t) if stack.last().is_some_and(|l| l.kind == Kind::Base) => {
+                let s = t
+                    .xml_content(XmlVersion::Implicit1_0)
+                    .map_err(|e| format!("bad text: {e}"))?;
+                push_bounded(&mut text_buf, &s)?;
             }
-            Event::CData(t) => {
-                if stack.last().is_some_and(|l| l.kind == Kind::Base) {
-                    let s = String::from_utf8_lossy(&t);
-                    push_bounded(&mut text_buf, &s)?;
-                }
+            Event::CData(t) if stack.last().is_some_and(|l| l.kind == Kind::Base) => {
+                push_bounded(&mut text_buf, &String::from_utf8_lossy(&t))?;
             }
             Event::GeneralRef(g) => {
                 let is_base = stack.last().is_some_and(|l| l.kind == Kind::Base);
