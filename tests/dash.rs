@@ -321,7 +321,12 @@ fn dash_players_never_miss_a_fragment_and_the_directory_stays_bounded() {
     // A restart in the middle: the new daemon has not seen what the MPD named a moment ago.
     let (_, log1) = d.stop();
     let d = b.daemon(None);
-    std::thread::sleep(Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(10));
+    // What `explain` says mid-stream (checked below, after what clients saw).
+    let explained = b
+        .cli(&["explain", "media:dash/stream-init.m4v", "--json"])
+        .json();
+    std::thread::sleep(Duration::from_secs(10));
     let (_, log2) = d.stop();
     stop.store(true, Ordering::SeqCst);
     for t in threads.drain(..) {
@@ -430,6 +435,13 @@ fn dash_players_never_miss_a_fragment_and_the_directory_stays_bounded() {
         "requests per client (made, refused inside the window): {per_client:?}; {deleted} files deleted, {files} on disk at the end"
     );
     assert!(files <= 32, "{files} DASH files on disk");
+    // `explain` names the MPD and the end of the availability window.
+    let why = explained["in_use"].to_string();
+    assert!(
+        why.contains("listed by MPD dash/stream.mpd; available until ")
+            && why.contains("§5.3.9.5.3"),
+        "{explained}"
+    );
     // Quiet: fragments kept by the MPD are the ordinary life of a stream, not news.
     let noise = journal.matches("refused to delete media:dash").count();
     assert_eq!(noise, 0, "{journal}");

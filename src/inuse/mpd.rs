@@ -1510,3 +1510,39 @@ json.dump(out, sys.stdout)
         assert!(segments > 10_000, "{segments}");
     }
 }
+
+/// The cost of the largest MPD the byte budget lets through, for docs/dash.md (not part of
+/// the suite): `cargo test --lib inuse::mpd::cost -- --ignored --nocapture`, under
+/// `/usr/bin/time -v` for the peak memory.
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement: run with --ignored --nocapture"]
+    fn an_mpd_at_the_byte_budget() {
+        // nginx-rtmp's shape, two tracks, as many fragments as fit in 8 MiB (about 100k
+        // per track, each `<S t="…" d="1000"/>` line ~40 bytes).
+        let mut t = String::from(
+            "<MPD type=\"dynamic\" availabilityStartTime=\"2026-12-07T14:00:00Z\" minimumUpdatePeriod=\"PT1S\" timeShiftBufferDepth=\"PT5S\"><Period start=\"PT0S\">",
+        );
+        for track in ["m4v", "m4a"] {
+            t.push_str(&format!("<AdaptationSet><Representation id=\"{track}\" bandwidth=\"1\"><SegmentTemplate timescale=\"1000\" media=\"stream-$Time$.{track}\" initialization=\"stream-init.{track}\"><SegmentTimeline>\n"));
+            let mut x: u64 = 1_000_000_000;
+            while t.len() < (4 << 20) * if track == "m4v" { 1 } else { 2 } - 200 {
+                t.push_str(&format!("             <S t=\"{x}\" d=\"1000\"/>\n"));
+                x += 1000;
+            }
+            t.push_str("</SegmentTimeline></SegmentTemplate></Representation></AdaptationSet>");
+        }
+        t.push_str("</Period></MPD>");
+        let start = std::time::Instant::now();
+        let m = parse(t.as_bytes(), 0).unwrap();
+        println!(
+            "{} bytes, {} segments named in {:?}",
+            t.len(),
+            m.segments.len(),
+            start.elapsed()
+        );
+    }
+}
