@@ -447,3 +447,74 @@ fn dash_players_never_miss_a_fragment_and_the_directory_stays_bounded() {
     assert_eq!(noise, 0, "{journal}");
     assert!(!journal.contains(" WARN "), "{journal}");
 }
+
+/// SRS's layout (`[app]/[stream].mpd`, fragments in `[stream]/` by its BaseURL,
+/// `$RepresentationID$-$Number$.m4s`) and a one-shot `gc` — a process that never saw the
+/// MPD before: what it names stays, a fragment that may have just left it keeps its window,
+/// one that left long ago goes; `explain` (one-shot too) names the MPD.
+#[test]
+fn a_one_shot_gc_keeps_what_an_srs_mpd_names_and_what_just_left_it() {
+    let classes = "[[class]]\nname = \"dash\"\nstore = \"media\"\nmatch = [\"**/*.m4s\", \"**/video-init.mp4\"]\nlifecycle = \"segment\"\nkeep_for = \"0s\"\nquiet_period = \"0s\"\n";
+    let b = Box_::new("", "", classes);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Fragments 10..14 of 2 s, media time 90 s..100 s after an availability start 100 s
+    // ago: fragment 10 is available until now + 4 s (92 + 2 + TSBD 10), 14 until now + 12 s.
+    let ast = humantime::format_rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(now - 100));
+    let mut mpd = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<MPD profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" xmlns=\"urn:mpeg:dash:schema:mpd:2011\" type=\"dynamic\" minimumUpdatePeriod=\"PT2.000S\" timeShiftBufferDepth=\"PT10.000S\" availabilityStartTime=\"{ast}\" minBufferTime=\"PT4.000S\">\n    <BaseURL>livestream/</BaseURL>\n    <Period start=\"PT0S\">\n        <AdaptationSet mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">\n            <Representation id=\"video\" bandwidth=\"800000\" codecs=\"avc1.64001e\" width=\"320\" height=\"240\">\n                <SegmentTemplate initialization=\"$RepresentationID$-init.mp4\" media=\"$RepresentationID$-$Number$.m4s\" startNumber=\"10\" timescale=\"1000\">\n                    <SegmentTimeline>\n"
+    );
+    for k in 0..5 {
+        mpd.push_str(&format!(
+            "                        <S t=\"{}\" d=\"2000\" />\n",
+            90_000 + 2000 * k
+        ));
+    }
+    mpd.push_str("                    </SegmentTimeline>\n                </SegmentTemplate>\n            </Representation>\n        </AdaptationSet>\n    </Period>\n</MPD>\n");
+    let old = Duration::from_secs(3600);
+    b.file("live/livestream.mpd", 0, Duration::ZERO);
+    std::fs::write(b.path("live/livestream.mpd"), mpd).unwrap();
+    for k in 10..15 {
+        b.file(
+            &format!("live/livestream/video-{k}.m4s"),
+            100,
+            Duration::from_secs(2),
+        );
+    }
+    b.file("live/livestream/video-init.mp4", 100, old);
+    // Left the MPD a moment ago (written 12 s ago): still within its window.
+    b.file("live/livestream/video-9.m4s", 100, Duration::from_secs(12));
+    // Left long ago.
+    b.file("live/livestream/video-1.m4s", 100, old);
+    let gc = b.cli(&["gc"]);
+    assert_eq!(gc.code, 0, "{}{}", gc.stdout, gc.stderr);
+    assert!(
+        !b.path("live/livestream/video-1.m4s").exists(),
+        "{}",
+        gc.stdout
+    );
+    for k in 9..15 {
+        let p = b.path(&format!("live/livestream/video-{k}.m4s"));
+        assert!(p.exists(), "video-{k}.m4s deleted: {}", gc.stdout);
+    }
+    assert!(b.path("live/livestream/video-init.mp4").exists());
+    let x = b
+        .cli(&["explain", "media:live/livestream/video-10.m4s", "--json"])
+        .json();
+    let why = x["in_use"].to_string();
+    assert!(
+        why.contains("listed by MPD live/livestream.mpd; available until "),
+        "{x}"
+    );
+    let x = b
+        .cli(&["explain", "media:live/livestream/video-9.m4s", "--json"])
+        .json();
+    assert!(
+        x["in_use"]
+            .to_string()
+            .contains("left MPD live/livestream.mpd at "),
+        "{x}"
+    );
+}
