@@ -5,7 +5,7 @@
 //! - [`procfs`]: files held open by any process, and flock/POSIX/OFD locks (`/proc`); the
 //!   deleter's kernel lease decides at the unlink itself, the snapshot names the holder;
 //! - [`playlist`]: segments listed by a live HLS playlist, with the RFC 8216 grace, or named
-//!   by a DASH MPD ([`mpd`]), with the ISO/IEC 23009-1 §5.3.9.5.3 availability window;
+//!   by a DASH MPD (read by mpd.rs), with the ISO/IEC 23009-1 §5.3.9.5.3 availability window;
 //! - [`writers`]: a final name whose writer is still writing its temporary (`.part`) file;
 //! - [`streams`]: not an in-use signal but an alarm from the same sources: two processes
 //!   writing files of one stream (a class's `stream`) at once;
