@@ -198,8 +198,7 @@ impl InUse {
             if !dirty && lock(&self.playlists).fresh(store, &on_disk, now) {
                 continue;
             }
-            let mut lists = lock(reg).paths_ending(store.name(), ".m3u8")?;
-            lists.extend(lock(reg).paths_ending(store.name(), ".mpd")?);
+            let mut lists = lock(reg).paths_ending_either(store.name(), ".m3u8", ".mpd")?;
             lists.extend(on_disk);
             lists.sort();
             lists.dedup();
