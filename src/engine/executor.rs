@@ -568,6 +568,7 @@ pub fn refusal_kind(reason: &str) -> &'static str {
         ("retained", "retained"),
         ("in use: lease", "lease"),
         ("playlist", "playlist"),
+        (" MPD ", "playlist"), // a DASH manifest (inuse/mpd.rs)
         ("its writer is still writing", "writer"),
         ("lock held", "lock"),
         ("open by", "open"),

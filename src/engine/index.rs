@@ -150,7 +150,7 @@ impl Engine {
             drop(reg);
             // A new playlist must protect its segments from the next chunk on: a segment
             // it lists may arrive in the same burst.
-            let m3u8 = |p: &Path| p.extension().is_some_and(|x| x == "m3u8");
+            let m3u8 = |p: &Path| p.extension().is_some_and(|x| x == "m3u8" || x == "mpd");
             if seen.iter().any(|f| m3u8(&f.path)) {
                 self.inuse.playlist_changed();
             }

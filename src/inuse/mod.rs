@@ -4,7 +4,8 @@
 //! - [`leases`]: leases taken by consumers (`mediaretain lease`), persisted in the registry;
 //! - [`procfs`]: files held open by any process, and flock/POSIX/OFD locks (`/proc`); the
 //!   deleter's kernel lease decides at the unlink itself, the snapshot names the holder;
-//! - [`playlist`]: segments listed by a live HLS playlist, with the RFC 8216 grace;
+//! - [`playlist`]: segments listed by a live HLS playlist, with the RFC 8216 grace, or named
+//!   by a DASH MPD (read by mpd.rs), with the ISO/IEC 23009-1 §5.3.9.5.3 availability window;
 //! - [`writers`]: a final name whose writer is still writing its temporary (`.part`) file;
 //! - [`streams`]: not an in-use signal but an alarm from the same sources: two processes
 //!   writing files of one stream (a class's `stream`) at once;
@@ -15,6 +16,7 @@
 
 mod hls;
 pub mod leases;
+mod mpd;
 pub mod playlist;
 pub mod procfs;
 pub mod streams;
@@ -178,17 +180,25 @@ impl InUse {
             if !protects {
                 continue;
             }
+            // HLS playlists beside the segments; DASH MPDs beside them or one level up
+            // (SRS writes `[stream].mpd` beside the directory of its fragments).
             let mut on_disk: Vec<PathBuf> = dirs
                 .iter()
                 .filter(|(s, _)| *s == store.name())
-                .flat_map(|(_, d)| store.names_ending(d, ".m3u8"))
+                .flat_map(|(_, d)| {
+                    let up = d.parent().map(|u| store.names_ending(u, ".mpd"));
+                    let mut v = store.names_ending(d, ".m3u8");
+                    v.extend(store.names_ending(d, ".mpd"));
+                    v.extend(up.into_iter().flatten());
+                    v
+                })
                 .collect();
             on_disk.sort();
             on_disk.dedup();
             if !dirty && lock(&self.playlists).fresh(store, &on_disk, now) {
                 continue;
             }
-            let mut lists = lock(reg).paths_ending(store.name(), ".m3u8")?;
+            let mut lists = lock(reg).paths_ending_either(store.name(), ".m3u8", ".mpd")?;
             lists.extend(on_disk);
             lists.sort();
             lists.dedup();

@@ -3,6 +3,12 @@
 //! stays so for a grace period after it leaves the playlist (default: three target
 //! durations). A playlist that cannot be parsed protects its whole directory.
 //!
+//! DASH manifests (`.mpd`, read by mpd.rs) are playlists here too: what an MPD names is
+//! in use while it names it, and after it left, until its availability end (ISO/IEC
+//! 23009-1 §5.3.9.5.3: availability start + duration + `timeShiftBufferDepth`) and at
+//! least the MPD's `minimumUpdatePeriod` (plus its longest segment) from the reading that
+//! first missed it — a client may hold the previous MPD that long. See docs/dash.md.
+//!
 //! About 700 lines of code: the memory of listed and departed segments is kept compact (16
 //! bytes per segment, shared departure records) so that a box with millions of listed
 //! segments stays within the unit's MemoryMax — see BENCHMARKS.md, "Hostile playlists".
@@ -13,7 +19,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use super::hls;
+use super::{hls, mpd};
 
 use crate::store::local::LocalStore;
 use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
@@ -63,6 +69,16 @@ pub struct One {
     pub broken: Option<(PathBuf, String)>,
     /// Bytes read.
     pub bytes: u64,
+    /// An MPD's: each segment's availability end (ns since the epoch, 0: none), in the
+    /// order of `segments`. Empty for an HLS playlist.
+    pub ends: Vec<Nanos>,
+    /// At its first reading by this process, files of its directories written within
+    /// twice this and not listed may have just left it: they are kept this long. An HLS
+    /// playlist's `grace`; an MPD's time-shift window plus two segments plus its `grace`.
+    pub recent: Nanos,
+    /// What it lists depends on the time it is read (an MPD's `SegmentTemplate@duration`):
+    /// it is read again even when unchanged.
+    pub timed: bool,
 }
 
 impl One {
@@ -74,8 +90,14 @@ impl One {
     }
 }
 
-/// Reads playlist `pl` (relative to the store root) of `store`.
-pub fn read_one(store: &LocalStore, pl: &Path) -> One {
+/// Whether `pl` is a DASH manifest (else an HLS playlist).
+pub fn is_mpd(pl: &Path) -> bool {
+    pl.extension().is_some_and(|x| x == "mpd")
+}
+
+/// Reads playlist `pl` (relative to the store root) of `store`, at `now` (an MPD's
+/// template without a timeline names the segments around it).
+pub fn read_one(store: &LocalStore, pl: &Path, now: Nanos) -> One {
     let dir = pl.parent().unwrap_or(Path::new("")).to_path_buf();
     let mut one = One {
         stamp: stamp(store, pl),
@@ -92,8 +114,58 @@ pub fn read_one(store: &LocalStore, pl: &Path) -> One {
         }
     };
     one.bytes = text.len() as u64;
-    read_text(&mut one, dir, pl, &text);
+    if is_mpd(pl) {
+        read_mpd(&mut one, dir, pl, &text, now);
+    } else {
+        read_text(&mut one, dir, pl, &text);
+    }
+    one.recent = one.recent.max(one.grace);
     one
+}
+
+/// What MPD `pl` (in `dir`) names, read from its `text` at `now` into `one`.
+fn read_mpd(one: &mut One, dir: PathBuf, pl: &Path, text: &[u8], now: Nanos) {
+    match mpd::parse(text, now) {
+        Ok(m) => {
+            let longest = m.segments.iter().map(|n| n.duration).max().unwrap_or(0);
+            let longest = longest.max(1_000_000_000);
+            if m.dynamic {
+                // A client may hold the MPD it read last for minimumUpdatePeriod, then
+                // fetch a segment of it: that long after the segment left, plus the
+                // segment. Without the attribute the MPD is never updated; its segments
+                // are kept like an HLS playlist's, three of them.
+                let period = m.min_update.unwrap_or(2 * longest);
+                one.grace = period.saturating_add(longest);
+                one.live = true;
+                one.dead_after = DEAD_TARGETS
+                    .saturating_mul(period.max(longest))
+                    .max(DEAD_MIN);
+                one.recent = (m.time_shift.unwrap_or(0))
+                    .saturating_add(2 * longest)
+                    .saturating_add(one.grace);
+            } else {
+                one.grace = DEFAULT_GRACE.max(3 * longest);
+            }
+            one.timed = m.timed;
+            one.segments.reserve(m.segments.len());
+            one.ends.reserve(m.segments.len());
+            for n in m.segments {
+                if let Some(p) = resolve_bytes(&dir, n.uri.as_bytes()) {
+                    one.segments.push((p, 0));
+                    one.ends.push(n.end);
+                }
+            }
+        }
+        Err(e) => {
+            let why = format!(
+                "{} does not parse as a DASH MPD: {}",
+                pl.display(),
+                short(&e)
+            );
+            tracing::warn!(path = %pl.display(), reason = %why, "unparsable MPD; protecting its directory");
+            one.broken = Some((dir, why));
+        }
+    }
 }
 
 /// What playlist `pl` (in `dir`) lists, read from its `text` into `one`.
@@ -181,6 +253,9 @@ struct Segs {
     /// Departures ([`Gone::at`]): segments that left one playlist at one instant share one.
     departures: HashMap<u32, Departure>,
     next_departure: u32,
+    /// Listed by an MPD: segment → its availability end (ns since the epoch), kept at
+    /// least that long after it leaves (ISO/IEC 23009-1 §5.3.9.5.3).
+    ends: HashMap<u64, Nanos>,
     /// Playlist numbers ([`Listing::by`]) → names.
     names: Vec<Arc<Path>>,
     ids: HashMap<Arc<Path>, u32>,
@@ -272,8 +347,13 @@ impl Segs {
         self.listed.contains_key(&key) || self.gone.contains_key(&key)
     }
 
-    /// Playlist `pl` lists `key` with `grace`.
-    fn list(&mut self, key: u64, pl: u32, grace: Nanos) {
+    /// Playlist `pl` lists `key` with `grace` (and `end`, its availability end if an MPD
+    /// gives one: else 0).
+    fn list(&mut self, key: u64, pl: u32, grace: Nanos, end: Nanos) {
+        if end > 0 {
+            let e = self.ends.entry(key).or_insert(end);
+            *e = (*e).max(end);
+        }
         if let Some(l) = self.listed.get_mut(&key) {
             l.grace_ms = l.grace_ms.max(to_ms(grace));
             if l.by != pl {
@@ -327,6 +407,8 @@ impl Segs {
             });
             !m.is_empty()
         });
+        let listed = &self.listed;
+        self.ends.retain(|k, _| listed.contains_key(k));
         self.names = names;
         self.ids = ids;
     }
@@ -351,6 +433,8 @@ struct Listed {
     dead_after: Nanos,
     /// Its listing was dropped because it died.
     dead: bool,
+    /// Read again at every refresh, even unchanged ([`One::timed`]).
+    timed: bool,
 }
 
 /// Playlists are re-read when any of them changed since the last reading (a stat each, per
@@ -373,16 +457,34 @@ impl Memory {
         if let Some(segs) = self.refs.get(store) {
             let key = seg_key(path);
             if let Some(l) = segs.listed.get(&key) {
-                let pl = segs.name(l.by).display();
+                let name = segs.name(l.by);
+                let pl = name.display();
+                if is_mpd(name) {
+                    return Some(match segs.ends.get(&key) {
+                        Some(&end) => format!(
+                            "listed by MPD {pl}; available until {} (ISO/IEC 23009-1 §5.3.9.5.3), and kept at least until then",
+                            fmt_time(end)
+                        ),
+                        None => format!("listed by MPD {pl}"),
+                    });
+                }
                 return Some(format!("referenced by playlist {pl}"));
             }
             if let Some((d, until, grace)) = segs.gone.get(&key).and_then(|&g| segs.gone(g)) {
                 let last = d.last.display();
+                let what = if is_mpd(&d.last) { "MPD" } else { "playlist" };
                 if until > now && d.dead {
                     return Some(format!(
-                        "listed by playlist {last}, which stopped changing (the stream ended); kept until {} (removal grace {})",
+                        "listed by {what} {last}, which stopped changing (the stream ended); kept until {} (removal grace {})",
                         fmt_time(until),
-                        fmt_span(grace)
+                        fmt_span(grace.max(d.grace))
+                    ));
+                }
+                if until > now && is_mpd(&d.last) {
+                    return Some(format!(
+                        "left MPD {last} at {}; kept until {} (its availability end, and at least the MPD's minimumUpdatePeriod and its longest segment after it left: ISO/IEC 23009-1 §5.3.9.5.3)",
+                        fmt_time(d.left),
+                        fmt_time(until)
                     ));
                 }
                 if until > now {
@@ -425,7 +527,11 @@ impl Memory {
             dead,
         });
         let Segs {
-            listed, more, gone, ..
+            listed,
+            more,
+            gone,
+            ends,
+            ..
         } = segs;
         listed.retain(|seg, l| {
             if keep.contains(seg) {
@@ -451,11 +557,13 @@ impl Memory {
                 l.by = next;
                 return true;
             }
+            // An MPD's segment stays until its availability end at least.
+            let until_end = ends.remove(seg).map_or(0, |e| e.saturating_sub(now));
             gone.insert(
                 *seg,
                 Gone {
                     at,
-                    grace_ms: l.grace_ms,
+                    grace_ms: l.grace_ms.max(to_ms(until_end)),
                 },
             );
             false
@@ -525,7 +633,7 @@ impl Memory {
         let total: u64 = stamped.iter().filter_map(|(_, s)| s.map(|s| s.1)).sum();
         let budget = total.clamp(PLAYLIST_PASS_BYTES_MIN, PLAYLIST_PASS_BYTES);
         for (pl, stamp) in stamped {
-            if let Some(l) = known.get(&pl).filter(|l| l.stamp == stamp) {
+            if let Some(l) = known.get(&pl).filter(|l| l.stamp == stamp && !l.timed) {
                 listed.insert(pl, l.clone()); // unchanged: what it lists is known
                 continue;
             }
@@ -545,12 +653,13 @@ impl Memory {
                     live: false,
                     dead_after: 0,
                     dead: false,
+                    timed: false,
                 });
                 l.broken = Some((dir, why));
                 listed.insert(pl, l);
                 continue;
             }
-            let one = read_one(store, &pl);
+            let one = read_one(store, &pl, now);
             self.pass_bytes += one.bytes;
             {
                 let keep: std::collections::HashSet<u64> =
@@ -560,7 +669,7 @@ impl Memory {
                     // First read by this process (a start, a one-shot command): what it
                     // listed a moment ago is unknown, so every recent file of its
                     // directory that it does not list may have just left it.
-                    None => self.protect_recent(store, &pl, &keep, one.grace, now),
+                    None => self.protect_recent(store, &pl, &one, &keep, now),
                 }
             }
             let segs = self.refs.entry(name.clone()).or_default();
@@ -571,8 +680,9 @@ impl Memory {
                 // the table for good.)
                 segs.listed.reserve(one.segments.len());
             }
-            for (seg, grace) in one.segments {
-                segs.list(seg_key(&seg), id, grace);
+            for (i, (seg, grace)) in one.segments.into_iter().enumerate() {
+                let end = one.ends.get(i).copied().unwrap_or(0);
+                segs.list(seg_key(&seg), id, grace, end);
             }
             listed.insert(
                 pl,
@@ -583,6 +693,7 @@ impl Memory {
                     live: one.live,
                     dead_after: one.dead_after,
                     dead: false,
+                    timed: one.timed,
                 },
             );
         }
@@ -650,24 +761,35 @@ impl Memory {
         self.read_at.insert(name, now);
     }
 
-    /// At the first reading of playlist `pl` by this process: every file of its directory
-    /// that it does not list (`keep`) and that is recent enough to have left it within the
-    /// last `grace` stays in use for `grace` from now. A restart or a one-shot command
-    /// does not know what the playlist listed a moment ago; a segment written more than
-    /// twice the grace ago left it (if ever) long enough ago to be free.
+    /// At the first reading of playlist `pl` (read as `one`) by this process: every file
+    /// of its directory (for an MPD, of the directories of what it names too: SRS writes
+    /// its fragments beneath the MPD's) that it does not list (`keep`) and that is recent
+    /// enough to have left it lately stays in use for `one.recent` from now. A restart or
+    /// a one-shot command does not know what the playlist listed a moment ago; a segment
+    /// written more than twice that ago left it (if ever) long enough ago to be free.
     fn protect_recent(
         &mut self,
         store: &LocalStore,
         pl: &Path,
+        one: &One,
         keep: &std::collections::HashSet<u64>,
-        grace: Nanos,
         now: Nanos,
     ) {
-        let dir = pl.parent().unwrap_or(Path::new(""));
+        let grace = one.recent;
+        let mut dirs = vec![pl.parent().unwrap_or(Path::new(""))];
+        if is_mpd(pl) {
+            for (seg, _) in &one.segments {
+                let d = seg.parent().unwrap_or(Path::new(""));
+                // A handful of directories (one per representation at most, in practice).
+                if !dirs.contains(&d) && dirs.len() < 16 {
+                    dirs.push(d);
+                }
+            }
+        }
         let since = now.saturating_sub(grace.saturating_mul(2));
         let segs = self.refs.entry(store.name().to_string()).or_default();
         let mut at = None;
-        for f in store.names_ending(dir, "") {
+        for f in dirs.iter().flat_map(|d| store.names_ending(d, "")) {
             let key = seg_key(&f);
             if keep.contains(&key) || f == pl || segs.contains(key) {
                 continue;
@@ -731,7 +853,7 @@ fn resolve(dir: &Path, uri: &str) -> Option<PathBuf> {
 }
 
 /// [`resolve`] of a URI as written in the playlist (not necessarily UTF-8).
-fn resolve_bytes(dir: &Path, uri: &[u8]) -> Option<PathBuf> {
+pub(super) fn resolve_bytes(dir: &Path, uri: &[u8]) -> Option<PathBuf> {
     if uri.windows(3).any(|w| w == b"://") {
         return None;
     }
@@ -790,7 +912,7 @@ mod tests {
 #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg11.part1.m4s\"\n";
         std::fs::write(dir.path().join("ll/index.m3u8"), text).unwrap();
         let store = LocalStore::open("m", dir.path()).unwrap();
-        let one = read_one(&store, Path::new("ll/index.m3u8"));
+        let one = read_one(&store, Path::new("ll/index.m3u8"), 0);
         let grace = |p: &str| {
             one.segments
                 .iter()
@@ -819,7 +941,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("h")).unwrap();
         let store = LocalStore::open("m", dir.path()).unwrap();
         let broken = |name: &str| {
-            let one = read_one(&store, &Path::new("h").join(name));
+            let one = read_one(&store, &Path::new("h").join(name), 0);
             assert!(one.segments.is_empty(), "{name}");
             one.broken.unwrap_or_default()
         };
@@ -852,7 +974,7 @@ mod tests {
         long.resize(MAX_PLAYLIST - 1, b'a');
         long.push(b'\n');
         std::fs::write(dir.path().join("h/long.m3u8"), &long).unwrap();
-        let one = read_one(&store, Path::new("h/long.m3u8"));
+        let one = read_one(&store, Path::new("h/long.m3u8"), 0);
         assert!(one.broken.is_none());
         assert_eq!(one.segments.len(), 1);
     }
@@ -1115,5 +1237,179 @@ mod differential {
             }
             same(&text);
         }
+    }
+}
+
+/// DASH MPDs through the same memory: what they name is in use, and after it left until
+/// its availability end and at least minimumUpdatePeriod (plus its longest segment).
+#[cfg(test)]
+mod dash {
+    use super::*;
+
+    const S: Nanos = 1_000_000_000;
+
+    fn real_now() -> Nanos {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as Nanos
+    }
+
+    /// nginx-rtmp's MPD shape: `times` (ms) of 1 s fragments of `d/s-<t>.m4v`.
+    fn mpd(kind: &str, ast: Nanos, tsbd: &str, times: &[u64]) -> String {
+        let ast = chrono::DateTime::from_timestamp(ast / S, 0)
+            .unwrap()
+            .to_rfc3339();
+        let mut t = format!(
+            "<?xml version=\"1.0\"?>\n<MPD type=\"{kind}\" availabilityStartTime=\"{ast}\" minimumUpdatePeriod=\"PT1S\" timeShiftBufferDepth=\"{tsbd}\" mediaPresentationDuration=\"PT60S\">\n<Period start=\"PT0S\"><AdaptationSet><Representation id=\"v\" bandwidth=\"1\">\n<SegmentTemplate timescale=\"1000\" media=\"s-$Time$.m4v\" initialization=\"s-init.m4v\"><SegmentTimeline>\n"
+        );
+        for x in times {
+            t.push_str(&format!("<S t=\"{x}\" d=\"1000\"/>\n"));
+        }
+        t.push_str("</SegmentTimeline></SegmentTemplate></Representation></AdaptationSet></Period></MPD>\n");
+        t
+    }
+
+    struct Box {
+        dir: tempfile::TempDir,
+        store: LocalStore,
+    }
+
+    impl Box {
+        fn new() -> Box {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("d")).unwrap();
+            let store = LocalStore::open("m", dir.path()).unwrap();
+            Box { dir, store }
+        }
+        fn write(&self, name: &str, text: &str) {
+            std::fs::write(self.dir.path().join("d").join(name), text).unwrap();
+        }
+        fn refresh(&self, m: &mut Memory, now: Nanos) {
+            let lists = vec![PathBuf::from("d/s.mpd")];
+            m.refresh(&self.store, lists, now, &|_| None);
+        }
+    }
+
+    fn why(m: &Memory, seg: &str, now: Nanos) -> Option<String> {
+        m.reason("m", &Path::new("d").join(seg), now)
+    }
+
+    #[test]
+    fn a_fragment_stays_until_its_availability_end_or_the_update_period_after_it_left() {
+        let b = Box::new();
+        let ast = real_now() / S * S - 13 * S;
+        // Fragment 10000 is available from AST + 11 s until + 1 s + TSBD 5 s = AST + 17 s.
+        b.write(
+            "s.mpd",
+            &mpd("dynamic", ast, "PT5S", &[10_000, 11_000, 12_000]),
+        );
+        let mut m = Memory::default();
+        b.refresh(&mut m, ast + 13 * S);
+        let w = why(&m, "s-10000.m4v", ast + 13 * S).unwrap();
+        assert!(
+            w.starts_with("listed by MPD d/s.mpd; available until ")
+                && w.contains(&fmt_time(ast + 17 * S))
+                && w.contains("§5.3.9.5.3"),
+            "{w}"
+        );
+        assert!(why(&m, "s-init.m4v", ast + 13 * S).is_some());
+        assert_eq!(why(&m, "s-9000.m4v", ast + 13 * S), None);
+        // It leaves at AST + 14 s: kept to its availability end (AST + 17 s), past the
+        // minimumUpdatePeriod and longest segment (AST + 16 s).
+        b.write(
+            "s.mpd",
+            &mpd("dynamic", ast, "PT5S", &[11_000, 12_000, 13_000]),
+        );
+        b.refresh(&mut m, ast + 14 * S);
+        let w = why(&m, "s-10000.m4v", ast + 14 * S).unwrap();
+        assert!(w.starts_with("left MPD d/s.mpd at "), "{w}");
+        assert!(
+            w.contains(&format!("kept until {}", fmt_time(ast + 17 * S))),
+            "{w}"
+        );
+        // (Graces are kept in whole milliseconds, rounded up.)
+        const MS: Nanos = 1_000_000;
+        assert!(why(&m, "s-10000.m4v", ast + 17 * S - 1).is_some());
+        assert_eq!(why(&m, "s-10000.m4v", ast + 17 * S + MS), None);
+        // Without a time-shift window (TSBD 0), the update period rules: left + 1 s + 1 s.
+        let mut m = Memory::default();
+        b.write("s.mpd", &mpd("dynamic", ast, "PT0S", &[11_000, 12_000]));
+        b.refresh(&mut m, ast + 14 * S);
+        b.write("s.mpd", &mpd("dynamic", ast, "PT0S", &[12_000, 13_000]));
+        b.refresh(&mut m, ast + 15 * S);
+        assert!(why(&m, "s-11000.m4v", ast + 17 * S - 1).is_some());
+        assert_eq!(why(&m, "s-11000.m4v", ast + 17 * S + MS), None);
+    }
+
+    #[test]
+    fn a_restart_keeps_what_may_have_just_left_and_frees_what_left_long_ago() {
+        let b = Box::new();
+        let now = real_now();
+        let ast = now / S * S - 20 * S;
+        b.write("s.mpd", &mpd("dynamic", ast, "PT5S", &[18_000, 19_000]));
+        b.write("s-17000.m4v", "just left");
+        b.write("s-1000.m4v", "left long ago");
+        b.write("s-raw.m4v", "being written");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(b.dir.path().join("d/s-1000.m4v"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // A new process (a restart, a one-shot command) reads the MPD for the first time.
+        let mut m = Memory::default();
+        b.refresh(&mut m, now);
+        let w = why(&m, "s-17000.m4v", now).unwrap();
+        assert!(w.starts_with("left MPD d/s.mpd at "), "{w}");
+        // recent = TSBD 5 s + 2 segments + grace (1 s + 1 s) = 9 s.
+        assert!(why(&m, "s-17000.m4v", now + 9 * S - 1).is_some());
+        assert_eq!(why(&m, "s-17000.m4v", now + 9 * S), None);
+        assert!(why(&m, "s-raw.m4v", now).is_some());
+        assert_eq!(why(&m, "s-1000.m4v", now), None);
+    }
+
+    #[test]
+    fn a_static_mpd_protects_while_it_exists_and_a_stale_live_one_stops() {
+        let b = Box::new();
+        let now = real_now();
+        b.write("s.mpd", &mpd("static", now, "PT5S", &[0, 1000]));
+        let mut m = Memory::default();
+        b.refresh(&mut m, now);
+        let hour = now + 3600 * S;
+        b.refresh(&mut m, hour);
+        assert_eq!(why(&m, "s-0.m4v", hour).unwrap(), "listed by MPD d/s.mpd");
+        // A live MPD unchanged for 6 minimumUpdatePeriods (at least 10 s) is dead: what it
+        // named is kept for its grace from then (its availability ends are long past).
+        let b = Box::new();
+        let ast = now / S * S - 600 * S;
+        b.write("s.mpd", &mpd("dynamic", ast, "PT5S", &[598_000, 599_000]));
+        let mut m = Memory::default();
+        b.refresh(&mut m, now);
+        assert!(
+            why(&m, "s-599000.m4v", now)
+                .unwrap()
+                .starts_with("listed by MPD")
+        );
+        b.refresh(&mut m, now + 11 * S);
+        let w = why(&m, "s-599000.m4v", now + 11 * S).unwrap();
+        assert!(w.contains("MPD d/s.mpd, which stopped changing"), "{w}");
+        // Dead at its mtime (written just after `now`) + 10 s, kept 1 s + 1 s more.
+        assert_eq!(why(&m, "s-599000.m4v", now + 13 * S), None);
+    }
+
+    #[test]
+    fn an_unparsable_mpd_protects_its_directory() {
+        let b = Box::new();
+        b.write("s.mpd", "<MPD><Period>");
+        let mut m = Memory::default();
+        b.refresh(&mut m, real_now());
+        b.write("s-1.m4v", "x");
+        let w = why(&m, "s-1.m4v", real_now()).unwrap();
+        assert!(
+            w.contains("does not parse as a DASH MPD: it ends before </MPD>"),
+            "{w}"
+        );
     }
 }

@@ -988,6 +988,30 @@ impl Registry {
         .map_err(self.err())
     }
 
+    /// The paths of `store` ending in `a` or `b` (the HLS playlists and DASH manifests), in
+    /// one walk of the store's entries rather than two.
+    pub fn paths_ending_either(&mut self, store: &str, a: &str, b: &str) -> Result<Vec<PathBuf>> {
+        let sid = self.store_id(store)?;
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path FROM entries WHERE store_id = ?1 \
+                 AND (substr(path, -?2) = ?3 OR substr(path, -?4) = ?5)",
+            )
+            .map_err(self.err())?;
+        let args = params![
+            sid,
+            a.len() as i64,
+            a.as_bytes(),
+            b.len() as i64,
+            b.as_bytes()
+        ];
+        st.query_map(args, |r| r.get(0).map(bytes_path))
+            .map_err(self.err())?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(self.err())
+    }
+
     /// Every path of `store` (for expanding an operator's glob).
     pub fn paths(&mut self, store: &str) -> Result<Vec<PathBuf>> {
         let sid = self.store_id(store)?;

@@ -33,12 +33,14 @@ pub struct Seen {
     pub gone_while_listed: bool,
 }
 
-/// A running stack writing into `media/hls` and `media/rec`.
+/// A running stack writing into `media/hls` and `media/rec` (and `media/dash`, served at
+/// `/dash/`, when `extra` turns `dash on`).
 pub struct Stack {
     pub http: u16,
     pub rtmp: u16,
     pub hls: PathBuf,
     pub rec: PathBuf,
+    pub dash: PathBuf,
     dir: tempfile::TempDir,
     nginx: Option<Child>,
     publisher: Option<Child>,
@@ -76,11 +78,11 @@ impl Stack {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let (http, rtmp) = (free_port(), free_port());
-        let (hls, rec) = (media.join("hls"), media.join("rec"));
+        let (hls, rec, dash) = (media.join("hls"), media.join("rec"), media.join("dash"));
         // nginx's workers run as www-data, as on a real box: they must reach and write the
         // media directories (every parent of a temp dir is 0700 root otherwise).
         let (uid, gid) = www_data();
-        for d in [&hls, &rec] {
+        for d in [&hls, &rec, &dash] {
             std::fs::create_dir_all(d).unwrap();
             std::os::unix::fs::chown(d, Some(uid), Some(gid)).unwrap();
         }
@@ -134,11 +136,17 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}
+    log_format timed '$msec $status $request_uri "$http_user_agent"';
+    types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; application/dash+xml mpd; video/mp4 m4v; audio/mp4 m4a; }}
     server {{
         listen 127.0.0.1:{http};
         location /hls/ {{
             alias {hls}/;
+            add_header Cache-Control no-cache;
+        }}
+        location /dash/ {{
+            alias {dash}/;
+            access_log {d}/dash-access.log timed;
             add_header Cache-Control no-cache;
         }}
     }}
@@ -147,6 +155,7 @@ http {{
                 d = dir.path().display(),
                 hls = hls.display(),
                 rec = rec.display(),
+                dash = dash.display(),
             ),
         )
         .unwrap();
@@ -167,6 +176,7 @@ http {{
             rtmp,
             hls,
             rec,
+            dash,
             dir,
             nginx: Some(nginx),
             publisher: None,
@@ -360,6 +370,28 @@ http {{
             .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
             .max()
             .map(|(_, p)| p)
+    }
+
+    /// The stack's own directory (for the logs of clients a test starts).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// nginx's log of the requests for `/dash/`: (time, status, URI, user agent), in the
+    /// order served.
+    pub fn dash_requests(&self) -> Vec<(f64, u16, String, String)> {
+        let log = std::fs::read_to_string(self.dir.path().join("dash-access.log"));
+        log.unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(4, ' ');
+                let t = f.next()?.parse().ok()?;
+                let status = f.next()?.parse().ok()?;
+                let uri = f.next()?.to_string();
+                let agent = f.next()?.trim_matches('"').to_string();
+                Some((t, status, uri, agent))
+            })
+            .collect()
     }
 
     /// nginx's error log (for failure messages).
