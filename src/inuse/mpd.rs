@@ -146,6 +146,20 @@ enum Kind {
     Other,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The reader's steps on this thread (XML events read, segments named): what the
+    /// hostile tests bound, counted rather than timed.
+    static STEPS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// One step of the reader (counted in tests only).
+#[inline]
+fn step() {
+    #[cfg(test)]
+    STEPS.with(|s| s.set(s.get() + 1));
+}
+
 /// Parses `text`, read at `now`; an error says why it is not an MPD we can read.
 pub fn parse(text: &[u8], now: Nanos) -> Result<Mpd, String> {
     let text = std::str::from_utf8(text).map_err(|e| format!("it is not UTF-8 ({e})"))?;
@@ -160,6 +174,7 @@ pub fn parse(text: &[u8], now: Nanos) -> Result<Mpd, String> {
     // An element that ends now (an end tag, or an empty element).
     let mut closing: Option<Level> = None;
     loop {
+        step();
         let ev = r
             .read_event()
             .map_err(|e| format!("bad XML at byte {}: {e}", r.error_position()))?;
@@ -505,6 +520,7 @@ fn expand(mpd: &mut Mpd, info: &Info, level: &Level, base: &str, ctx: &Ctx) -> R
     };
     let nanos = |d: f64| (d / ts * SEC).clamp(0.0, i64::MAX as f64) as Nanos;
     let push = |mpd_segments: &mut Vec<Named>, uri: String, end: Nanos, duration: Nanos| {
+        step();
         if mpd_segments.len() >= MAX_SEGMENTS {
             return Err(format!("it names more than {MAX_SEGMENTS} segments"));
         }
@@ -1071,18 +1087,17 @@ mod hostile {
 
     const NOW: Nanos = 1_796_000_000_000_000_000;
 
+    /// Counted, not timed: the reader takes at most one step per byte of the text (an XML
+    /// event spans at least one) plus one per segment it names (at most [`MAX_SEGMENTS`]) —
+    /// a runaway expansion of a huge `r`, a template or an entity would take far more.
     fn bounded(text: &[u8], now: Nanos) {
-        let t = std::time::Instant::now();
+        STEPS.with(|s| s.set(0));
         if let Ok(m) = parse(text, now) {
             assert!(m.segments.len() <= MAX_SEGMENTS);
         }
-        // Generous for a debug build on a loaded 2-core machine; a runaway expansion of a
-        // huge `r` or template would take minutes.
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(5),
-            "{:?}",
-            t.elapsed()
-        );
+        let steps = STEPS.with(|s| s.get());
+        let bound = text.len() as u64 + 1 + MAX_SEGMENTS as u64;
+        assert!(steps <= bound, "{steps} steps for {} bytes", text.len());
     }
 
     /// Numbers at the edges: zero, one, the widths of the integer types, nonsense.
