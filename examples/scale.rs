@@ -1,6 +1,7 @@
 //! The daemon's registry work over a big registry, timed in-process (scripts/scale): what
 //! one scheduled pass with nothing due costs (the daemon's `run_pass`: the local
-//! lifecycle pass and the two-writers check), the plan, `status` and a metrics scrape.
+//! lifecycle pass and the two-writers check), the plan, `status` and a metrics scrape; and
+//! once the plan as it was made before windows (every entry read), for comparison.
 //!
 //! `cargo run --release --example scale -- CONFIG [ROUNDS]`
 //!
@@ -64,7 +65,35 @@ fn main() {
             "plan",
             t,
             c,
-            &format!(",\"files\":{files},\"actions\":{}", plan.actions.len()),
+            &format!(
+                ",\"files\":{files},\"read\":{},\"actions\":{}",
+                plan.read,
+                plan.actions.len()
+            ),
+        );
+    }
+    {
+        // As the plan was read before windows: every entry of every class, newest first.
+        let (t, c) = (Instant::now(), cpu());
+        let rt = engine.runtime();
+        let reg = engine.registry().lock().expect("registry lock");
+        let plan = mediaretain::policy::plan_classes_held(
+            &rt.config,
+            engine.now(),
+            None,
+            |_| true,
+            |class, sink| {
+                reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
+            },
+            |_| Ok(Vec::new()),
+        )
+        .expect("plan");
+        drop(reg);
+        report(
+            "plan_whole_walk",
+            t,
+            c,
+            &format!(",\"read\":{},\"actions\":{}", plan.read, plan.actions.len()),
         );
     }
     for _ in 0..rounds {
