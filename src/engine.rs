@@ -436,7 +436,7 @@ impl Engine {
             |class, window, sink| {
                 reg.for_each_in_window(&class.store, &class.name, class.age_from, window, sink)
             },
-            |class| Ok(reg.class_census(&class.store, &class.name)?),
+            |class| reg.class_census(&class.store, &class.name),
             |class| dedupe::groups_in(&rt, &reg, class),
         )?)
     }

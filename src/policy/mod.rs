@@ -551,13 +551,16 @@ fn plan_class_windowed<E>(
     Ok(())
 }
 
+/// Counts a class's entries ([`plan_windowed`]'s `census_of`).
+type CensusOf<'a, E> = dyn FnMut(&Class) -> Result<Census, E> + 'a;
+
 fn plan_core<E>(
     cfg: &Config,
     now: Nanos,
     hold: Option<&str>,
     which: impl Fn(&Class) -> bool,
     mut entries_of: impl FnMut(&Class, Window, &mut dyn FnMut(Entry) -> bool) -> Result<(), E>,
-    mut census_of: Option<&mut dyn FnMut(&Class) -> Result<Census, E>>,
+    mut census_of: Option<&mut CensusOf<'_, E>>,
     mut groups_of: impl FnMut(&Class) -> Result<Vec<dedupe::Group>, E>,
 ) -> Result<Plan, E> {
     let mut p = Plan {
