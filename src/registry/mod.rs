@@ -1517,6 +1517,62 @@ mod tests {
         assert_eq!(fk, 1, "foreign keys are checked again after the upsert");
     }
 
+    /// The class totals by the covering index and the pins are what the one grouped query
+    /// (joining pins and stores to every entry) gave: per store and class, NULL class
+    /// included, in its order.
+    #[test]
+    fn class_totals_are_the_grouped_querys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path()).unwrap();
+        let cls = |p: &Path| match p.extension().and_then(|x| x.to_str()) {
+            Some("ts") => Some("seg".to_string()),
+            Some("mp4") => Some("rec".to_string()),
+            _ => None,
+        };
+        for (store, n) in [("zeta", 40), ("alpha", 25)] {
+            r.begin_scan();
+            let files: Vec<FileMeta> = (0..n)
+                .map(|i| {
+                    let ext = ["ts", "mp4", "txt"][i % 3];
+                    meta(&format!("d/{i}.{ext}"), i as u64 * 7 + 1, i as i64)
+                })
+                .collect();
+            r.upsert(store, &files, 1, &cls).unwrap();
+        }
+        r.conn
+            .execute_batch(
+                "INSERT INTO pins(store_id, path, at) SELECT store_id, path, 1 FROM entries WHERE id % 4 = 0;
+                 INSERT INTO pins(store_id, path, at) VALUES (1, CAST('gone' AS BLOB), 1);",
+            )
+            .unwrap();
+        let old: Vec<ClassTotals> = r
+            .conn
+            .prepare(
+                "SELECT e.class, s.name, COUNT(*), COALESCE(SUM(e.size), 0), COUNT(p.store_id),
+                        COALESCE(SUM(CASE WHEN p.store_id IS NULL THEN 0 ELSE e.size END), 0)
+                 FROM entries e JOIN stores s ON s.id = e.store_id
+                 LEFT JOIN pins p ON p.store_id = e.store_id AND p.path = e.path
+                 GROUP BY s.name, e.class ORDER BY s.name, e.class",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok(ClassTotals {
+                    class: r.get(0)?,
+                    store: r.get(1)?,
+                    files: r.get::<_, i64>(2)? as u64,
+                    bytes: r.get::<_, i64>(3)? as u64,
+                    retained: r.get::<_, i64>(4)? as u64,
+                    retained_bytes: r.get::<_, i64>(5)? as u64,
+                })
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(old.len(), 6);
+        assert!(old.iter().any(|t| t.retained > 0 && t.class.is_none()));
+        assert_eq!(r.totals().unwrap(), old);
+    }
+
     #[test]
     fn upsert_sweep_and_audit_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
