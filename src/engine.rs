@@ -574,18 +574,30 @@ impl Engine {
         }
         // Local files under the pass lock; objects after it, under a lock of their own, so
         // that a slow or unreachable S3 server never holds up a disk-pressure pass.
-        let (remote, local): (Vec<_>, Vec<_>) = actions
-            .iter()
-            .filter(|a| {
-                let is_local = rt.store(&a.entry.store).is_some();
-                (is_local && local_part) || (!is_local && remote_part)
-            })
-            .cloned()
-            .partition(|a| rt.store(&a.entry.store).is_none());
+        // A pass of local files only (the usual one) hands its actions over as planned: a
+        // copy of each planned action was held beside the plan for the whole pass.
+        let all_local = actions.iter().all(|a| rt.store(&a.entry.store).is_some());
+        let (remote, local_copy): (Vec<_>, Vec<_>) = if all_local {
+            (Vec::new(), Vec::new())
+        } else {
+            actions
+                .iter()
+                .filter(|a| {
+                    let is_local = rt.store(&a.entry.store).is_some();
+                    (is_local && local_part) || (!is_local && remote_part)
+                })
+                .cloned()
+                .partition(|a| rt.store(&a.entry.store).is_none())
+        };
+        let local: &[policy::Action] = match (all_local, local_part) {
+            (true, true) => actions,
+            (true, false) => &[],
+            (false, _) => &local_copy,
+        };
         // Empty directories go by age too: not while the clock is held.
         let held = self.time_hold();
         if local_part {
-            self.execute(&rt, &local, trigger, detail, &mut report, None)?;
+            self.execute(&rt, local, trigger, detail, &mut report, None)?;
             if held.is_none() {
                 report.pruned_dirs = self.prune(&rt, now);
             }
