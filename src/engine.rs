@@ -204,6 +204,10 @@ pub struct GcReport {
     /// Refusals that started (or changed kind) this pass; the others continue an episode.
     #[serde(default)]
     pub refusals_started: u64,
+    /// Registry entries the plan read (a pass with nothing due reads a few per class that
+    /// only its time limit thins, whatever their size: the cost check counts it).
+    #[serde(default)]
+    pub entries_read: u64,
     /// Bytes of the deletions that failed (the pressure pass's STUCK breakdown).
     #[serde(skip)]
     pub failed_bytes: u64,
@@ -422,15 +426,18 @@ impl Engine {
         let hold = self.time_hold();
         let rt = self.runtime();
         let reg = self.reg();
-        Ok(policy::plan_classes_held(
+        // By windows: a class that only its time limit can thin reads the entries past
+        // the limit and a few younger ones, not all of them (policy::plan_windowed).
+        Ok(policy::plan_windowed(
             &rt.config,
             at,
             hold.as_deref(),
             // A store whose root is missing or not mounted: nothing of it is decided.
             |c| rt.missing(&c.store).is_none(),
-            |class, sink| {
-                reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
+            |class, window, sink| {
+                reg.for_each_in_window(&class.store, &class.name, class.age_from, window, sink)
             },
+            |class| reg.class_census(&class.store, &class.name),
             |class| dedupe::groups_in(&rt, &reg, class),
         )?)
     }
@@ -503,6 +510,7 @@ impl Engine {
             offload_refused: offloads.offload_refused,
             offload_backing_off: offloads.offload_backing_off,
             planned_files: plan.actions.len() as u64,
+            entries_read: plan.read,
             planned_bytes: plan.delete_bytes(),
             // A lease running out may free a file the rules already selected (its expiry
             // is on the leases' time: said on the wall clock's, which the daemon waits by).
@@ -567,18 +575,30 @@ impl Engine {
         }
         // Local files under the pass lock; objects after it, under a lock of their own, so
         // that a slow or unreachable S3 server never holds up a disk-pressure pass.
-        let (remote, local): (Vec<_>, Vec<_>) = actions
-            .iter()
-            .filter(|a| {
-                let is_local = rt.store(&a.entry.store).is_some();
-                (is_local && local_part) || (!is_local && remote_part)
-            })
-            .cloned()
-            .partition(|a| rt.store(&a.entry.store).is_none());
+        // A pass of local files only (the usual one) hands its actions over as planned: a
+        // copy of each planned action was held beside the plan for the whole pass.
+        let all_local = actions.iter().all(|a| rt.store(&a.entry.store).is_some());
+        let (remote, local_copy): (Vec<_>, Vec<_>) = if all_local {
+            (Vec::new(), Vec::new())
+        } else {
+            actions
+                .iter()
+                .filter(|a| {
+                    let is_local = rt.store(&a.entry.store).is_some();
+                    (is_local && local_part) || (!is_local && remote_part)
+                })
+                .cloned()
+                .partition(|a| rt.store(&a.entry.store).is_none())
+        };
+        let local: &[policy::Action] = match (all_local, local_part) {
+            (true, true) => actions,
+            (true, false) => &[],
+            (false, _) => &local_copy,
+        };
         // Empty directories go by age too: not while the clock is held.
         let held = self.time_hold();
         if local_part {
-            self.execute(&rt, &local, trigger, detail, &mut report, None)?;
+            self.execute(&rt, local, trigger, detail, &mut report, None)?;
             if held.is_none() {
                 report.pruned_dirs = self.prune(&rt, now);
             }

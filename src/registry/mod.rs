@@ -1062,6 +1062,76 @@ impl Registry {
         Ok(())
     }
 
+    /// The entries of `class` in `store` in `window` ([`crate::policy::Window`]: all of
+    /// them newest first by `age_from`, or by mtime those at or before a time, newest
+    /// first, or after one, oldest first until `f` returns false). The windows walk
+    /// `entries_class_mtime` from where they start, so a window costs its own rows.
+    pub fn for_each_in_window(
+        &self,
+        store: &str,
+        class: &str,
+        age_from: AgeFrom,
+        window: crate::policy::Window,
+        mut f: impl FnMut(Entry) -> bool,
+    ) -> Result<()> {
+        use crate::policy::Window;
+        let (cond, order, at) = match window {
+            Window::All => {
+                return self.for_each_in_class(store, class, age_from, |e| {
+                    f(e);
+                });
+            }
+            Window::Upto(t) => ("e.mtime <= ?3", "e.mtime DESC, e.path DESC", t),
+            Window::After(t) => ("e.mtime > ?3", "e.mtime", t),
+        };
+        let sql = format!(
+            "SELECT {ENTRY_COLS} FROM {ENTRY_FROM}
+             WHERE e.class = ?1 AND e.store_id = (SELECT id FROM stores WHERE name = ?2) AND {cond}
+             ORDER BY {order}"
+        );
+        let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let mut rows = st.query(params![class, store, at]).map_err(self.err())?;
+        while let Some(r) = rows.next().map_err(self.err())? {
+            if !f(row_entry(r).map_err(self.err())?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries of `class` in `store` counted: files, bytes and retained files (the
+    /// planner's [`crate::policy::Census`]). The count and sum read the covering index
+    /// `(class, store_id, size)`, never the table; the retained ones go by the pins.
+    pub fn class_census(&self, store: &str, class: &str) -> Result<crate::policy::Census> {
+        let (files, bytes) = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries
+                 WHERE class = ?1 AND store_id = (SELECT id FROM stores WHERE name = ?2)",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![class, store], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+                })
+            })
+            .map_err(self.err())?;
+        let retained = self
+            .conn
+            .prepare_cached(
+                // CROSS JOIN: the pins lead (a few), each entry looked up by its key —
+                // not every entry of the class looked up in the pins.
+                "SELECT COUNT(*) FROM pins p CROSS JOIN entries e ON e.store_id = p.store_id AND e.path = p.path
+                 WHERE e.class = ?1 AND p.store_id = (SELECT id FROM stores WHERE name = ?2)",
+            )
+            .and_then(|mut st| st.query_row(params![class, store], |r| r.get::<_, i64>(0)))
+            .map_err(self.err())? as u64;
+        Ok(crate::policy::Census {
+            files,
+            bytes,
+            retained,
+        })
+    }
+
     /// Up to `limit` unpinned entries of `class` in `store` whose age reference lies in
     /// `[lo, hi)` (with `copied`, only those with a verified remote copy), oldest first (ties
     /// by id), after the cursor `after` = (age ref, id).
@@ -1172,26 +1242,57 @@ fn connect_apart(path: &Path, mode: rusqlite::OpenFlags) -> Result<Connection> {
     Ok(conn)
 }
 
-/// The per-class totals (one grouped query over the entries).
+/// The per-class totals: files and bytes by one grouped walk of the covering index
+/// `(class, store_id, size)` (the table is never read: 0.15 s for 1M entries, where one
+/// grouped query joining the pins and the store names to every row took 4 s of CPU), and
+/// the retained ones by the pins (a few).
 fn totals_on(conn: &Connection) -> rusqlite::Result<Vec<ClassTotals>> {
+    let names: HashMap<i64, String> = conn
+        .prepare("SELECT id, name FROM stores")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut by: std::collections::BTreeMap<(String, Option<String>), ClassTotals> =
+        Default::default();
+    fn put<'m>(
+        by: &'m mut std::collections::BTreeMap<(String, Option<String>), ClassTotals>,
+        names: &HashMap<i64, String>,
+        store_id: i64,
+        class: Option<String>,
+    ) -> &'m mut ClassTotals {
+        let store = names.get(&store_id).cloned().unwrap_or_default();
+        by.entry((store.clone(), class.clone()))
+            .or_insert_with(|| ClassTotals {
+                class,
+                store,
+                files: 0,
+                bytes: 0,
+                retained: 0,
+                retained_bytes: 0,
+            })
+    }
     let mut st = conn.prepare(
-        "SELECT e.class, s.name, COUNT(*), COALESCE(SUM(e.size), 0), COUNT(p.store_id),
-                COALESCE(SUM(CASE WHEN p.store_id IS NULL THEN 0 ELSE e.size END), 0)
-         FROM entries e JOIN stores s ON s.id = e.store_id
-         LEFT JOIN pins p ON p.store_id = e.store_id AND p.path = e.path
-         GROUP BY s.name, e.class ORDER BY s.name, e.class",
+        "SELECT store_id, class, COUNT(*), COALESCE(SUM(size), 0) FROM entries
+         GROUP BY class, store_id",
     )?;
-    st.query_map([], |r| {
-        Ok(ClassTotals {
-            class: r.get(0)?,
-            store: r.get(1)?,
-            files: r.get::<_, i64>(2)? as u64,
-            bytes: r.get::<_, i64>(3)? as u64,
-            retained: r.get::<_, i64>(4)? as u64,
-            retained_bytes: r.get::<_, i64>(5)? as u64,
-        })
-    })?
-    .collect()
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        let t = put(&mut by, &names, r.get(0)?, r.get(1)?);
+        t.files = r.get::<_, i64>(2)? as u64;
+        t.bytes = r.get::<_, i64>(3)? as u64;
+    }
+    let mut st = conn.prepare(
+        "SELECT e.store_id, e.class, COUNT(*), COALESCE(SUM(e.size), 0)
+         FROM pins p CROSS JOIN entries e ON e.store_id = p.store_id AND e.path = p.path
+         GROUP BY e.store_id, e.class",
+    )?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        let t = put(&mut by, &names, r.get(0)?, r.get(1)?);
+        t.retained = r.get::<_, i64>(2)? as u64;
+        t.retained_bytes = r.get::<_, i64>(3)? as u64;
+    }
+    // Ordered by store name, then class (NULL first), as the one query was.
+    Ok(by.into_values().collect())
 }
 
 /// A store root as found on this machine: its device, and whether it is a mount point.
@@ -1442,6 +1543,62 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |x| x.get(0))
             .unwrap();
         assert_eq!(fk, 1, "foreign keys are checked again after the upsert");
+    }
+
+    /// The class totals by the covering index and the pins are what the one grouped query
+    /// (joining pins and stores to every entry) gave: per store and class, NULL class
+    /// included, in its order.
+    #[test]
+    fn class_totals_are_the_grouped_querys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Registry::open(dir.path()).unwrap();
+        let cls = |p: &Path| match p.extension().and_then(|x| x.to_str()) {
+            Some("ts") => Some("seg".to_string()),
+            Some("mp4") => Some("rec".to_string()),
+            _ => None,
+        };
+        for (store, n) in [("zeta", 40), ("alpha", 25)] {
+            r.begin_scan();
+            let files: Vec<FileMeta> = (0..n)
+                .map(|i| {
+                    let ext = ["ts", "mp4", "txt"][i % 3];
+                    meta(&format!("d/{i}.{ext}"), i as u64 * 7 + 1, i as i64)
+                })
+                .collect();
+            r.upsert(store, &files, 1, &cls).unwrap();
+        }
+        r.conn
+            .execute_batch(
+                "INSERT INTO pins(store_id, path, at) SELECT store_id, path, 1 FROM entries WHERE id % 4 = 0;
+                 INSERT INTO pins(store_id, path, at) VALUES (1, CAST('gone' AS BLOB), 1);",
+            )
+            .unwrap();
+        let old: Vec<ClassTotals> = r
+            .conn
+            .prepare(
+                "SELECT e.class, s.name, COUNT(*), COALESCE(SUM(e.size), 0), COUNT(p.store_id),
+                        COALESCE(SUM(CASE WHEN p.store_id IS NULL THEN 0 ELSE e.size END), 0)
+                 FROM entries e JOIN stores s ON s.id = e.store_id
+                 LEFT JOIN pins p ON p.store_id = e.store_id AND p.path = e.path
+                 GROUP BY s.name, e.class ORDER BY s.name, e.class",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok(ClassTotals {
+                    class: r.get(0)?,
+                    store: r.get(1)?,
+                    files: r.get::<_, i64>(2)? as u64,
+                    bytes: r.get::<_, i64>(3)? as u64,
+                    retained: r.get::<_, i64>(4)? as u64,
+                    retained_bytes: r.get::<_, i64>(5)? as u64,
+                })
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(old.len(), 6);
+        assert!(old.iter().any(|t| t.retained > 0 && t.class.is_none()));
+        assert_eq!(r.totals().unwrap(), old);
     }
 
     #[test]
