@@ -156,7 +156,7 @@ fn tally((ids, gave_way): LeaseHit, outcome: &Outcome, size: u64, report: &mut G
     }
 }
 
-/// A deleted chunk waiting to be settled: its actions, each one's outcome and lease hit
+/// A deleted chunk to settle: its actions, each one's outcome and lease hit
 /// (in chunk order), its intents' ids, and the caller's note on it.
 type Settled<'a> = (
     &'a [&'a policy::Action],
@@ -337,11 +337,11 @@ impl Engine {
                 let mut dels: Vec<_> = (0..workers()).map(|_| store.deleter()).collect();
                 // Writers' temporary files, once per store and pass (a full registry scan).
                 let parts = writers::part_files(&mut self.reg(), &rt.config, store.name())?;
-                // Counts, logs and audits a deleted chunk's outcomes in its order, and hands
-                // them to the recorder (false: the recorder failed).
+                // Counts, logs and audits a deleted chunk's outcomes in its order: what the
+                // recorder gets.
                 let settle = |(chunk, done, intents, note): Settled<'_>,
                               report: &mut GcReport|
-                 -> bool {
+                 -> (remote::Recorded, Option<(i64, i64)>) {
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for (a, d) in chunk.iter().zip(done) {
@@ -354,12 +354,12 @@ impl Engine {
                             r.reason = format!("{}; {note}", r.reason);
                         }
                     }
-                    tx.send(((gone, records), intents)).is_ok()
+                    ((gone, records), intents)
                 };
-                // The chunk deleted last, settled while the next chunk's files are deleted
-                // (and only once that chunk's intents are written: the recorder then has
-                // the registry while the files go, instead of while the intents wait).
-                let mut pending: Option<Settled<'_>> = None;
+                // The chunk deleted last, handed to the recorder only once the next chunk's
+                // intents are written: the recorder then has the registry while that
+                // chunk's files go, instead of while its intents wait.
+                let mut pending: Option<(remote::Recorded, Option<(i64, i64)>)> = None;
                 for chunk in mine.chunks(CHUNK) {
                     // No pin can land between this re-check and the chunk's unlinks (retain
                     // waits for the gate): a pin set since the plan wins.
@@ -388,16 +388,15 @@ impl Engine {
                             self.write_or_release("deletion intents", |r| r.intend(&intents))?;
                         Ok((pinned, leases, intents))
                     })();
-                    let (pinned, leases, intents) = match prepared {
-                        Ok(p) => p,
-                        Err(e) => {
-                            // The chunk deleted last is recorded all the same.
-                            if let Some(last) = pending.take() {
-                                settle(last, report);
-                            }
-                            return Err(e);
-                        }
-                    };
+                    // Whatever happened to this chunk, the one before is recorded.
+                    if let Some(last) = pending.take()
+                        && tx.send(last).is_err()
+                    {
+                        // The recorder failed (e.g. the registry's disk is full): stop the
+                        // whole pass rather than delete without an audit trail.
+                        break 'stores;
+                    }
+                    let (pinned, leases, intents) = prepared?;
                     // Each file through the guard chain and the deleter, on the worker that
                     // owns its directory.
                     let work = |mine: &[usize], del: &mut crate::store::local::Deleter<'_>| {
@@ -422,38 +421,37 @@ impl Engine {
                         out
                     };
                     let split = by_directory(chunk, dels.len());
-                    let (done, settled) = std::thread::scope(|s| {
-                        let workers: Vec<_> = split
+                    // This thread takes the first share itself; a thread each for the others.
+                    let mut done: Vec<Option<(Outcome, LeaseHit)>> =
+                        (0..chunk.len()).map(|_| None).collect();
+                    let Some((own, others)) = dels.split_first_mut() else {
+                        break 'stores; // no worker: never (workers() >= 1)
+                    };
+                    let results = std::thread::scope(|s| {
+                        let workers: Vec<_> = split[1..]
                             .iter()
-                            .zip(dels.iter_mut())
+                            .zip(others.iter_mut())
                             .map(|(mine, del)| s.spawn(|| work(mine, del)))
                             .collect();
-                        // Meanwhile this thread settles the chunk before.
-                        let settled = pending.take().map(|last| settle(last, &mut *report));
-                        let mut done: Vec<Option<(Outcome, LeaseHit)>> =
-                            (0..chunk.len()).map(|_| None).collect();
+                        let mut all = vec![work(&split[0], own)];
                         for w in workers {
-                            for (i, o, hit) in w.join().expect("deleting worker panicked") {
-                                done[i] = Some((o, hit));
-                            }
+                            all.push(w.join().expect("deleting worker panicked"));
                         }
-                        (done, settled)
+                        all
                     });
+                    for (i, o, hit) in results.into_iter().flatten() {
+                        done[i] = Some((o, hit));
+                    }
                     let (taken, slowest) = users.taken();
                     report.snapshots += taken;
                     report.snapshot_max_us = report.snapshot_max_us.max(slowest);
                     // What the caller notes once a chunk's files are done (before the next
                     // chunk starts).
                     let note = after_chunk.map(|f| f());
-                    pending = Some((chunk, done, intents, note));
-                    if settled == Some(false) {
-                        // The recorder failed (e.g. the registry's disk is full): stop the
-                        // whole pass rather than delete without an audit trail.
-                        break 'stores;
-                    }
+                    pending = Some(settle((chunk, done, intents, note), report));
                 }
                 if let Some(last) = pending.take()
-                    && !settle(last, report)
+                    && tx.send(last).is_err()
                 {
                     break 'stores;
                 }
