@@ -188,6 +188,9 @@ while True:
 /// (fanotify holds the open up), by whichever thread gets there. Every fresh file must
 /// survive, only the even-numbered ones are audited as deleted, the trash is left empty,
 /// and (on a machine of two cores or more) files were opened by two threads or more.
+/// Old build (97a8a2d, one deleting thread): safe, but "every raced file was opened by one
+/// thread"; with the inode check after the trash rename disabled: "400 of 400 fresh files
+/// deleted".
 #[test]
 fn deleting_on_several_threads_still_never_deletes_a_file_renamed_over_the_planned_one() {
     const DIRS: usize = 8;
