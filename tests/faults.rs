@@ -143,6 +143,164 @@ fn a_file_renamed_over_the_planned_one_in_the_last_instant_is_never_deleted() {
     assert_eq!(v["refused"], (N / 2) as u64, "{summary}");
 }
 
+/// [`RENAMER`] over several directories (`:`-separated), naming the thread that opened
+/// each raced file (`FAN_REPORT_TID`): "raced TID PATH".
+const RENAMER_DIRS: &str = r#"
+import ctypes, os, struct, sys
+dirs, staging = sys.argv[1].split(":"), sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+FAN_CLASS_CONTENT, FAN_CLOEXEC, FAN_REPORT_TID, FAN_MARK_ADD, FAN_OPEN_PERM, FAN_EVENT_ON_CHILD, FAN_ALLOW = 0x4, 0x1, 0x100, 0x1, 0x10000, 0x08000000, 0x1
+fan = libc.fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_REPORT_TID, os.O_RDONLY)
+if fan < 0:
+    sys.exit("fanotify_init: " + os.strerror(ctypes.get_errno()))
+for d in dirs:
+    if libc.fanotify_mark(fan, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, -100, d.encode()) < 0:
+        sys.exit("fanotify_mark: " + os.strerror(ctypes.get_errno()))
+me, done = os.getpid(), set()
+print("ready", flush=True)
+while True:
+    buf = os.read(fan, 4096)
+    off = 0
+    while off < len(buf):
+        ev_len, _, _, _, _, fd, tid = struct.unpack_from("IBBHQii", buf, off)
+        off += ev_len
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            name = os.path.basename(path)
+            if tid != me and name.startswith("f") and name[1:].isdigit() and int(name[1:]) % 2 == 1 and path not in done:
+                fresh = os.path.join(staging, name)
+                with open(fresh, "w") as f:
+                    f.write("fresh " + name)
+                os.rename(fresh, path)
+                done.add(path)
+                print("raced", tid, path, flush=True)
+        finally:
+            os.close(fd)
+            os.write(fan, struct.pack("iI", fd, FAN_ALLOW))
+"#;
+
+/// Issue 26 item 2: a pass deletes the files of different directories on several threads
+/// at once (one per core), all of them moving files into the one trash directory of the
+/// store. The race of issue 10.1 on every thread: 800 expired files in 8 directories, and
+/// the racing renamer renames a fresh file over each of the 400 odd-numbered ones in the
+/// window between the deleter's open of it (to check it) and its removal — hit every time
+/// (fanotify holds the open up), by whichever thread gets there. Every fresh file must
+/// survive, only the even-numbered ones are audited as deleted, the trash is left empty,
+/// and (on a machine of two cores or more) files were opened by two threads or more.
+/// Old build (97a8a2d, one deleting thread): safe, but "every raced file was opened by one
+/// thread"; with the inode check after the trash rename disabled: "400 of 400 fresh files
+/// deleted".
+#[test]
+fn deleting_on_several_threads_still_never_deletes_a_file_renamed_over_the_planned_one() {
+    const DIRS: usize = 8;
+    const PER_DIR: usize = 100;
+    let b = Box_::new("max_delete_per_pass = { files = 100000 }", "", BASE_CLASSES);
+    let mut dirs = Vec::new();
+    for d in 0..DIRS {
+        for i in 0..PER_DIR {
+            b.file(
+                &format!("tmp/d{d}/f{}", d * PER_DIR + i),
+                10,
+                Duration::from_secs(7200),
+            );
+        }
+        dirs.push(b.path(&format!("tmp/d{d}")).to_string_lossy().into_owned());
+    }
+    let staging = b.dir.path().join("staging");
+    fs::create_dir_all(&staging).unwrap();
+    let mut racer = Command::new("python3")
+        .arg("-c")
+        .arg(RENAMER_DIRS)
+        .arg(dirs.join(":"))
+        .arg(&staging)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(racer.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the renamer did not start");
+    let raced = std::thread::spawn(move || {
+        out.lines()
+            .map_while(Result::ok)
+            .filter_map(|l| Some(l.strip_prefix("raced ")?.split(' ').next()?.to_string()))
+            .collect::<Vec<String>>()
+    });
+    let gc = b.cli(&["gc", "--json"]);
+    let v = gc.json();
+    let summary = format!(
+        "gc exit {}: deleted {}, refused {}, failed {}, vanished {}",
+        gc.code, v["deleted_files"], v["refused"], v["failed"], v["vanished"]
+    );
+    racer.kill().unwrap();
+    racer.wait().unwrap();
+    let raced = raced.join().unwrap();
+    let n = DIRS * PER_DIR;
+    assert_eq!(
+        raced.len(),
+        n / 2,
+        "the renamer raced every odd file; {summary}"
+    );
+    let threads: std::collections::BTreeSet<&String> = raced.iter().collect();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        assert!(
+            threads.len() >= 2,
+            "every raced file was opened by one thread ({threads:?}): deletion did not run on several; {summary}"
+        );
+    }
+    let db = rusqlite::Connection::open(b.state().join("registry.db")).unwrap();
+    let deleted: std::collections::HashSet<String> = db
+        .prepare(
+            "SELECT CAST(path AS TEXT) FROM audit WHERE action = 'delete' AND outcome = 'deleted'",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let (mut fresh_lost, mut false_audit) = (Vec::new(), Vec::new());
+    for d in 0..DIRS {
+        for i in d * PER_DIR..(d + 1) * PER_DIR {
+            let rel = format!("tmp/d{d}/f{i}");
+            if i % 2 == 1 {
+                match fs::read_to_string(b.path(&rel)) {
+                    Ok(s) if s == format!("fresh f{i}") => {}
+                    other => fresh_lost.push(format!("{rel}: {other:?}")),
+                }
+                if deleted.contains(&rel) {
+                    false_audit.push(rel);
+                }
+            } else {
+                assert!(
+                    !b.path(&rel).exists(),
+                    "{rel} (not raced) was kept; {summary}"
+                );
+                assert!(deleted.contains(&rel), "{rel} was deleted without a record");
+            }
+        }
+    }
+    assert!(
+        fresh_lost.is_empty(),
+        "{} of {} fresh files deleted: {:?}; {summary}",
+        fresh_lost.len(),
+        n / 2,
+        &fresh_lost[..fresh_lost.len().min(3)]
+    );
+    assert!(
+        false_audit.is_empty(),
+        "{} raced files audited as deleted: {:?}",
+        false_audit.len(),
+        &false_audit[..false_audit.len().min(3)]
+    );
+    let trash = b.media.join(".mediaretain-trash");
+    if trash.exists() {
+        assert_eq!(fs::read_dir(&trash).unwrap().count(), 0, "trash not empty");
+    }
+    assert_eq!(v["deleted_files"], (n / 2) as u64, "{summary}");
+    assert_eq!(v["refused"], (n / 2) as u64, "{summary}");
+}
+
 /// Every regular file under `dir`, as paths relative to `root`.
 fn files_under(
     root: &std::path::Path,

@@ -30,6 +30,25 @@ struct Guarded<'a, 'b> {
     store: &'a LocalStore,
     checks: &'a Checks<'a>,
     in_use: &'b mut dyn FnMut(u64, u64) -> crate::store::local::Users,
+    /// The file's class by the running config, derived once for the guards that ask.
+    classified: Option<Option<&'a str>>,
+}
+
+impl<'a> Guarded<'a, '_> {
+    /// The name of the class the running config gives the file now.
+    fn class_name(&mut self, a: &policy::Action) -> Option<&'a str> {
+        if self.classified.is_none() {
+            let (rt, store) = (self.rt, self.store);
+            self.classified = Some(rt.classifier.classify(store.name(), &a.entry.path));
+        }
+        self.classified.flatten()
+    }
+
+    /// The class the running config gives the file now.
+    fn class(&mut self, a: &policy::Action) -> Option<&'a crate::config::Class> {
+        let rt = self.rt;
+        self.class_name(a).and_then(|c| rt.config.class(c))
+    }
 }
 
 /// One small check before a deletion: why the file may not go, if it may not.
@@ -61,13 +80,16 @@ const GUARDS: &[(&str, Guard)] = &[
         None
     }),
     ("playlist", |g, a| {
-        let class = g.rt.class_of(g.store.name(), &a.entry.path)?;
+        let class = g.class(a)?;
         let now = g.engine.now();
         let why = (g.engine.inuse).playlist_reason(class, g.store.name(), &a.entry.path, now)?;
         Some(format!("in use: {why}"))
     }),
     ("writer", |g, a| {
-        let class = g.rt.class_of(g.store.name(), &a.entry.path)?;
+        if g.checks.parts.is_empty() {
+            return None; // no writer's temporary file in the registry
+        }
+        let class = g.class(a)?;
         let (parts, now) = (g.checks.parts, g.engine.now());
         let why = writers::writer_reason(class, g.store, &a.entry.path, parts, now, g.in_use)?;
         Some(format!("in use: {why}"))
@@ -76,7 +98,7 @@ const GUARDS: &[(&str, Guard)] = &[
     // older config never decides a deletion. Only `rm` names unclassified files (class
     // ""): for it, "still no class" is the same class; a pass never plans one.
     ("reclassified", |g, a| {
-        let now = g.rt.classifier.classify(g.store.name(), &a.entry.path);
+        let now = g.class_name(a);
         let unclassified = a.rule == policy::Rule::Manual && a.class_name.is_empty();
         let same = match now {
             Some(c) => c == a.class_name,
@@ -109,23 +131,127 @@ struct Checks<'a> {
     lease_hit: std::cell::RefCell<(Vec<i64>, bool)>,
 }
 
+/// The leases that covered one file when it was checked, and whether they gave way.
+type LeaseHit = (Vec<i64>, bool);
+
 impl Checks<'_> {
-    /// After a file's outcome: the leases that kept it, or that gave way to its deletion,
-    /// counted in `report`.
-    fn tally(&self, outcome: &Outcome, size: u64, report: &mut GcReport) {
-        let (ids, gave_way) = std::mem::take(&mut *self.lease_hit.borrow_mut());
-        let to = match (outcome, gave_way) {
-            (Outcome::Deleted, true) => &mut report.leases_gave_way,
-            (Outcome::Refused(why), false) if refusal_kind(why) == "lease" => {
-                &mut report.leases_kept
-            }
-            _ => return,
-        };
-        for id in ids {
-            let t = to.entry(id).or_default();
-            t.0 += 1;
-            t.1 += size;
+    /// The leases that covered the file just checked (taken: the next file starts afresh).
+    fn take_hit(&self) -> LeaseHit {
+        std::mem::take(&mut *self.lease_hit.borrow_mut())
+    }
+}
+
+/// After a file's outcome: the leases that kept it, or that gave way to its deletion
+/// (`hit`), counted in `report`.
+fn tally((ids, gave_way): LeaseHit, outcome: &Outcome, size: u64, report: &mut GcReport) {
+    let to = match (outcome, gave_way) {
+        (Outcome::Deleted, true) => &mut report.leases_gave_way,
+        (Outcome::Refused(why), false) if refusal_kind(why) == "lease" => &mut report.leases_kept,
+        _ => return,
+    };
+    for id in ids {
+        let t = to.entry(id).or_default();
+        t.0 += 1;
+        t.1 += size;
+    }
+}
+
+/// A deleted chunk to settle: its actions, each one's outcome and lease hit
+/// (in chunk order), its intents' ids, and the caller's note on it.
+type Settled<'a> = (
+    &'a [&'a policy::Action],
+    Vec<Option<(Outcome, LeaseHit)>>,
+    Option<(i64, i64)>,
+    Option<String>,
+);
+
+/// At most this many threads delete one chunk's files (each its own directories).
+const MAX_WORKERS: usize = 4;
+/// A chunk smaller than this is deleted by the pass's own thread (a routine pass of a few
+/// files is not worth a thread).
+const PARALLEL_MIN: usize = 64;
+
+/// How many threads delete a chunk's files: one per core, at most [`MAX_WORKERS`].
+fn workers() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, MAX_WORKERS)
+    })
+}
+
+/// Splits a chunk's files among at most `n` workers by directory, each directory wholly to
+/// one worker (the kernel serialises changes to one directory, not to different ones), the
+/// biggest first to the least loaded: each worker's indices into `chunk`, in chunk order.
+/// Fewer than two directories (or a small chunk): one worker.
+fn by_directory(chunk: &[&policy::Action], n: usize) -> Vec<Vec<usize>> {
+    let dirs: Vec<&Path> = chunk
+        .iter()
+        .map(|a| a.entry.path.parent().unwrap_or(Path::new("")))
+        .collect();
+    split_dirs(&dirs, n)
+}
+
+/// [`by_directory`] of files in directories `dirs`.
+fn split_dirs(dirs: &[&Path], n: usize) -> Vec<Vec<usize>> {
+    let all = || vec![(0..dirs.len()).collect()];
+    if n < 2 || dirs.len() < PARALLEL_MIN {
+        return all();
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut of_dir: HashMap<&Path, usize> = HashMap::new();
+    for (i, &dir) in dirs.iter().enumerate() {
+        let g = *of_dir.entry(dir).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
+    }
+    if groups.len() < 2 {
+        return all();
+    }
+    groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); n.min(groups.len())];
+    for g in groups {
+        let least = (0..out.len())
+            .min_by_key(|&w| out[w].len())
+            .expect("n >= 2");
+        out[least].extend(g);
+    }
+    for w in &mut out {
+        w.sort_unstable();
+    }
+    out
+}
+
+/// The `/proc` snapshot a chunk's workers share: taken only when the kernel says a file is
+/// busy (or cannot say), reused while younger than [`SNAPSHOT_MAX_AGE`]; with how many
+/// were taken since the last [`SharedUsers::taken`] and the slowest (µs).
+#[derive(Default)]
+struct SharedUsers(Mutex<(Option<crate::inuse::Snapshot>, u64, u64)>);
+
+impl SharedUsers {
+    /// Who has (`dev`, `ino`) open, by a snapshot young enough.
+    fn users(&self, dev: u64, ino: u64) -> crate::store::local::Users {
+        let mut g = self.0.lock().expect("snapshot lock");
+        if g.0.as_ref().is_none_or(|u| u.age() > SNAPSHOT_MAX_AGE) {
+            let snap = crate::inuse::Snapshot::take();
+            g.1 += 1;
+            g.2 = g.2.max(snap.micros);
+            g.0 = Some(snap);
         }
+        let u = g.0.as_ref().expect("taken above");
+        crate::store::local::Users {
+            who: u.reason(dev, ino),
+            blind_spot: u.blind_spot(),
+        }
+    }
+
+    /// (snapshots taken since the last call, the slowest so far in µs).
+    fn taken(&self) -> (u64, u64) {
+        let mut g = self.0.lock().expect("snapshot lock");
+        (std::mem::take(&mut g.1), g.2)
     }
 }
 
@@ -197,9 +323,7 @@ impl Engine {
                 }
                 Ok(())
             });
-            let mut users: Option<crate::inuse::Snapshot> = None;
-            // (taken, slowest µs), added to the report after each chunk.
-            let mut snapshots = (0u64, 0u64);
+            let users = SharedUsers::default();
             'stores: for store in &rt.stores {
                 let mine: Vec<&policy::Action> = actions
                     .iter()
@@ -209,85 +333,132 @@ impl Engine {
                 if mine.is_empty() {
                     continue;
                 }
-                let mut del = store.deleter();
+                // One deletion session per worker (each keeps its own trash descriptor).
+                let mut dels: Vec<_> = (0..workers()).map(|_| store.deleter()).collect();
                 // Writers' temporary files, once per store and pass (a full registry scan).
                 let parts = writers::part_files(&mut self.reg(), &rt.config, store.name())?;
-                for chunk in mine.chunks(CHUNK) {
-                    // No pin can land between this re-check and the chunk's unlinks (retain
-                    // waits for the gate): a pin set since the plan wins.
-                    let _gate = self.pin_gate.lock().expect("pin gate");
-                    let pinned = self.reg().pinned_paths(store.name())?;
-                    // Names the users of a file the kernel says is busy (or decides, where
-                    // there are no leases): a /proc snapshot, taken only when needed and
-                    // reused while younger than SNAPSHOT_MAX_AGE.
-                    let mut in_use = |dev: u64, ino: u64| {
-                        if users
-                            .as_ref()
-                            .is_none_or(|u: &crate::inuse::Snapshot| u.age() > SNAPSHOT_MAX_AGE)
-                        {
-                            let snap = crate::inuse::Snapshot::take();
-                            snapshots.0 += 1;
-                            snapshots.1 = snapshots.1.max(snap.micros);
-                            users = Some(snap);
-                        }
-                        let u = users.as_ref().expect("taken above");
-                        crate::store::local::Users {
-                            who: u.reason(dev, ino),
-                            blind_spot: u.blind_spot(),
-                        }
-                    };
-                    let leases = self.lease_set()?;
-                    let mut dirs: Vec<(&str, &Path)> = chunk
-                        .iter()
-                        .filter(|a| {
-                            rt.config
-                                .class(&a.class_name)
-                                .is_some_and(|c| c.protect_playlist_refs)
-                        })
-                        .map(|a| (store.name(), a.entry.path.parent().unwrap_or(Path::new(""))))
-                        .collect();
-                    dirs.sort();
-                    dirs.dedup();
-                    self.refresh_playlists(rt, &dirs)?;
-                    // Durable before any unlink of the chunk: a kill -9 from here on leaves
-                    // intents that the next start reconciles into audit records.
-                    let now = self.now();
-                    let intents: Vec<Intent> =
-                        chunk.iter().map(|a| intent_of(a, now, trigger)).collect();
-                    let intents =
-                        self.write_or_release("deletion intents", |r| r.intend(&intents))?;
+                // Counts, logs and audits a deleted chunk's outcomes in its order: what the
+                // recorder gets.
+                let settle = |(chunk, done, intents, note): Settled<'_>,
+                              report: &mut GcReport|
+                 -> (remote::Recorded, Option<(i64, i64)>) {
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
-                    for a in chunk {
-                        let checks = Checks {
-                            pinned: &pinned,
-                            leases: &leases,
-                            parts: &parts,
-                            yielding,
-                            daemon_uid,
-                            lease_hit: Default::default(),
-                        };
-                        let outcome = match self.refusal(rt, store, a, &checks, &mut in_use) {
-                            Some(why) => Outcome::Refused(why),
-                            None => del.delete(&a.entry.path, expect_of(a), &mut in_use),
-                        };
-                        checks.tally(&outcome, a.entry.size, report);
+                    for (a, d) in chunk.iter().zip(done) {
+                        let (outcome, hit) = d.expect("every file of the chunk has an outcome");
+                        tally(hit, &outcome, a.entry.size, report);
                         self.account(a, outcome, trigger, detail, report, &mut gone, &mut records);
                     }
-                    report.snapshots += std::mem::take(&mut snapshots.0);
-                    report.snapshot_max_us = report.snapshot_max_us.max(snapshots.1);
-                    if let Some(note) = after_chunk.map(|f| f()) {
+                    if let Some(note) = note {
                         for r in &mut records {
                             r.reason = format!("{}; {note}", r.reason);
                         }
                     }
-                    if tx.send(((gone, records), intents)).is_err() {
+                    ((gone, records), intents)
+                };
+                // The chunk deleted last, handed to the recorder only once the next chunk's
+                // intents are written: the recorder then has the registry while that
+                // chunk's files go, instead of while its intents wait.
+                let mut pending: Option<(remote::Recorded, Option<(i64, i64)>)> = None;
+                for chunk in mine.chunks(CHUNK) {
+                    // No pin can land between this re-check and the chunk's unlinks (retain
+                    // waits for the gate): a pin set since the plan wins.
+                    let _gate = self.pin_gate.lock().expect("pin gate");
+                    let prepared = (|| -> Result<_> {
+                        let pinned = self.reg().pinned_paths(store.name())?;
+                        let leases = self.lease_set()?;
+                        let mut dirs: Vec<(&str, &Path)> = chunk
+                            .iter()
+                            .filter(|a| {
+                                rt.config
+                                    .class(&a.class_name)
+                                    .is_some_and(|c| c.protect_playlist_refs)
+                            })
+                            .map(|a| (store.name(), a.entry.path.parent().unwrap_or(Path::new(""))))
+                            .collect();
+                        dirs.sort();
+                        dirs.dedup();
+                        self.refresh_playlists(rt, &dirs)?;
+                        // Durable before any unlink of the chunk: a kill -9 from here on
+                        // leaves intents that the next start reconciles into audit records.
+                        let now = self.now();
+                        let intents: Vec<Intent> =
+                            chunk.iter().map(|a| intent_of(a, now, trigger)).collect();
+                        let intents =
+                            self.write_or_release("deletion intents", |r| r.intend(&intents))?;
+                        Ok((pinned, leases, intents))
+                    })();
+                    // Whatever happened to this chunk, the one before is recorded.
+                    if let Some(last) = pending.take()
+                        && tx.send(last).is_err()
+                    {
                         // The recorder failed (e.g. the registry's disk is full): stop the
                         // whole pass rather than delete without an audit trail.
                         break 'stores;
                     }
+                    let (pinned, leases, intents) = prepared?;
+                    // Each file through the guard chain and the deleter, on the worker that
+                    // owns its directory.
+                    let work = |mine: &[usize], del: &mut crate::store::local::Deleter<'_>| {
+                        let mut in_use = |dev: u64, ino: u64| users.users(dev, ino);
+                        let mut out = Vec::with_capacity(mine.len());
+                        for &i in mine {
+                            let a = chunk[i];
+                            let checks = Checks {
+                                pinned: &pinned,
+                                leases: &leases,
+                                parts: &parts,
+                                yielding,
+                                daemon_uid,
+                                lease_hit: Default::default(),
+                            };
+                            let outcome = match self.refusal(rt, store, a, &checks, &mut in_use) {
+                                Some(why) => Outcome::Refused(why),
+                                None => del.delete(&a.entry.path, expect_of(a), &mut in_use),
+                            };
+                            out.push((i, outcome, checks.take_hit()));
+                        }
+                        out
+                    };
+                    let split = by_directory(chunk, dels.len());
+                    // This thread takes the first share itself; a thread each for the others.
+                    let mut done: Vec<Option<(Outcome, LeaseHit)>> =
+                        (0..chunk.len()).map(|_| None).collect();
+                    let Some((own, others)) = dels.split_first_mut() else {
+                        break 'stores; // no worker: never (workers() >= 1)
+                    };
+                    let results = std::thread::scope(|s| {
+                        let workers: Vec<_> = split[1..]
+                            .iter()
+                            .zip(others.iter_mut())
+                            .map(|(mine, del)| s.spawn(|| work(mine, del)))
+                            .collect();
+                        let mut all = vec![work(&split[0], own)];
+                        for w in workers {
+                            all.push(w.join().expect("deleting worker panicked"));
+                        }
+                        all
+                    });
+                    for (i, o, hit) in results.into_iter().flatten() {
+                        done[i] = Some((o, hit));
+                    }
+                    let (taken, slowest) = users.taken();
+                    report.snapshots += taken;
+                    report.snapshot_max_us = report.snapshot_max_us.max(slowest);
+                    // What the caller notes once a chunk's files are done (before the next
+                    // chunk starts).
+                    let note = after_chunk.map(|f| f());
+                    pending = Some(settle((chunk, done, intents, note), report));
                 }
-                self.add_prune_candidates(rt, store.name(), del.finish());
+                if let Some(last) = pending.take()
+                    && tx.send(last).is_err()
+                {
+                    break 'stores;
+                }
+                let mut touched: Vec<PathBuf> = dels.into_iter().flat_map(|d| d.finish()).collect();
+                touched.sort();
+                touched.dedup();
+                self.add_prune_candidates(rt, store.name(), touched);
             }
             for remote in &rt.remotes {
                 let mine: Vec<&policy::Action> = actions
@@ -325,6 +496,7 @@ impl Engine {
             store,
             checks: c,
             in_use,
+            classified: None,
         };
         GUARDS.iter().find_map(|(_, guard)| guard(&mut g, a))
     }
@@ -643,5 +815,46 @@ fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, churn: bool, quie
             action = "fail", path = %path, class = %a.class_name, reason = %err, trigger,
             "failed to delete {path}: {err}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_split_by_whole_directories_balanced_and_in_order() {
+        // 100 files in a/, 60 in b/, 40 in c/ (interleaved), 2 workers: a alone, b and c.
+        let dirs: Vec<&Path> = (0..200)
+            .map(|i| match i % 5 {
+                0 | 1 => Path::new("a"),
+                2 if i % 10 == 2 => Path::new("c"),
+                2 | 3 => Path::new("b"),
+                _ => Path::new(if i % 10 < 5 { "a" } else { "c" }),
+            })
+            .collect();
+        let split = split_dirs(&dirs, 2);
+        assert_eq!(split.len(), 2);
+        let mut seen = vec![0; dirs.len()];
+        for w in &split {
+            assert!(w.windows(2).all(|p| p[0] < p[1]), "in chunk order");
+            for &i in w {
+                seen[i] += 1;
+            }
+            let mine: std::collections::HashSet<&Path> = w.iter().map(|&i| dirs[i]).collect();
+            for other in split.iter().filter(|o| !std::ptr::eq(*o, w)) {
+                assert!(
+                    other.iter().all(|&i| !mine.contains(dirs[i])),
+                    "a directory is one worker's"
+                );
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1), "every file exactly once");
+        let (a, b) = (split[0].len(), split[1].len());
+        assert!(a.abs_diff(b) <= 40, "balanced: {a} and {b}");
+        // One directory, or a small chunk: one worker.
+        assert_eq!(split_dirs(&[Path::new("a"); 200], 2).len(), 1);
+        assert_eq!(split_dirs(&dirs[..10], 2).len(), 1);
+        assert_eq!(split_dirs(&dirs, 1).len(), 1);
     }
 }

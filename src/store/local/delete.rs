@@ -15,7 +15,8 @@ use super::*;
 /// What the kernel says about other users of a file.
 enum Exclusive {
     /// Nobody else has it open; keep the descriptor (and its lease) until after the unlink.
-    Granted(#[allow(dead_code)] OwnedFd),
+    /// With its `fstat` under the lease (the inode checked, the version not yet).
+    Granted(OwnedFd, rustix::fs::Stat),
     /// Another process has it open (or holds a lease on it).
     Busy,
     /// No kernel answer — this filesystem has no leases (NFS, FUSE…), or we may not lease
@@ -28,6 +29,8 @@ enum Exclusive {
 /// lease — `fcntl(F_SETLEASE, F_WRLCK)` — is granted only while no other descriptor for
 /// the file is open anywhere (and a lock needs an open descriptor), and an `open()` racing
 /// with us blocks until we let go. No `/proc` walk, and no window before the unlink.
+/// The descriptor's inode is checked against `before` once: under the lease when granted
+/// (one `fstat` for both checks), before trusting a snapshot when there is no lease.
 fn exclusive(
     dir: BorrowedFd<'_>,
     name: &std::ffi::OsStr,
@@ -46,22 +49,25 @@ fn exclusive(
             )));
         }
     };
-    match rustix::fs::fstat(&fd) {
-        Ok(st) if st.st_ino == before.st_ino && st.st_dev == before.st_dev => {}
-        _ => {
-            return Err(Outcome::Refused(
-                "changed while being checked; it is re-evaluated on the next pass".into(),
-            ));
-        }
-    }
+    let same = |fd: &OwnedFd| match rustix::fs::fstat(fd) {
+        Ok(st) if st.st_ino == before.st_ino && st.st_dev == before.st_dev => Ok(st),
+        _ => Err(Outcome::Refused(
+            "changed while being checked; it is re-evaluated on the next pass".into(),
+        )),
+    };
     // SAFETY: F_SETLEASE takes an int argument; `fd` is a valid open descriptor.
     let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
     if r == 0 {
-        return Ok(Exclusive::Granted(fd));
+        let st = same(&fd)?;
+        return Ok(Exclusive::Granted(fd, st));
     }
     match std::io::Error::last_os_error().raw_os_error() {
+        // Whatever the name holds now is busy: refused either way.
         Some(libc::EAGAIN) | Some(libc::EBUSY) => Ok(Exclusive::Busy),
-        _ => Ok(Exclusive::Unsupported(fd)),
+        _ => {
+            same(&fd)?;
+            Ok(Exclusive::Unsupported(fd))
+        }
     }
 }
 
@@ -124,24 +130,29 @@ const TRASH_PATH_SUFFIX: &str = "+path";
 /// `%` → `%25` and `/` → `%2F`), or `PID.N+` with the path in `PID.N+path` when escaped
 /// it would not fit in a file name.
 fn trash_name(rel: &Path, pid: u32, n: u64) -> (String, Option<String>) {
-    use std::os::unix::ffi::OsStrExt;
-    let mut bytes = Vec::new();
-    for &b in rel.as_os_str().as_bytes() {
-        match b {
-            b'%' => bytes.extend_from_slice(b"%25"),
-            b'/' => bytes.extend_from_slice(b"%2F"),
-            b => bytes.push(b),
-        }
-    }
-    let stem = format!("{pid}.{n}");
+    use std::fmt::Write as _;
+    // One allocation per file (this runs for every deletion).
+    let mut name = String::with_capacity(NAME_MAX + 1);
+    let _ = write!(name, "{pid}.{n}");
+    let stem = name.len();
     // Not UTF-8 (a raw name) or too long: the sidecar holds the raw bytes.
-    match String::from_utf8(bytes) {
-        Ok(e) if stem.len() + 1 + e.len() <= NAME_MAX => (format!("{stem}.{e}"), None),
-        _ => (
-            format!("{stem}{TRASH_LONG_SUFFIX}"),
-            Some(format!("{stem}{TRASH_PATH_SUFFIX}")),
-        ),
+    if let Some(text) = rel.to_str() {
+        name.push('.');
+        for c in text.chars() {
+            match c {
+                '%' => name.push_str("%25"),
+                '/' => name.push_str("%2F"),
+                c => name.push(c),
+            }
+        }
+        if name.len() <= NAME_MAX {
+            return (name, None);
+        }
+        name.truncate(stem);
     }
+    let sidecar = format!("{name}{TRASH_PATH_SUFFIX}");
+    name.push_str(TRASH_LONG_SUFFIX);
+    (name, Some(sidecar))
 }
 
 /// The original relative path of trash entry `name` (`None` for a sidecar, or a name that
@@ -178,8 +189,8 @@ fn into_trash(
     dir: BorrowedFd<'_>,
     name: &std::ffi::OsStr,
     rel: &Path,
+    pid: u32,
 ) -> Result<(String, Option<String>), Errno> {
-    let pid = std::process::id();
     loop {
         let n = TRASH_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tname, sidecar) = trash_name(rel, pid, n);
@@ -304,6 +315,7 @@ impl LocalStore {
     pub fn deleter(&self) -> Deleter<'_> {
         Deleter {
             store: self,
+            pid: std::process::id(),
             touched: Vec::new(),
             trash: None,
             trash_error: None,
@@ -540,6 +552,8 @@ impl LocalStore {
 /// Deletes files of one store with verification; see [`LocalStore::deleter`].
 pub struct Deleter<'a> {
     store: &'a LocalStore,
+    /// This process's id, part of each trash entry's name (asked once, not per file).
+    pid: u32,
     touched: Vec<PathBuf>,
     /// The store's trash directory, opened (and created) at the first deletion.
     trash: Option<OwnedFd>,
@@ -594,18 +608,13 @@ impl Deleter<'_> {
         // waits; either way the descriptor pins the inode, so that its number identifies
         // it until we are done (a freed inode number could be reused by a newcomer).
         let _pin = match exclusive(dir, name, &before) {
-            Ok(Exclusive::Granted(fd)) => {
-                // Under the lease nobody can have it open for writing: check once more that
-                // nothing wrote to it between the first look and the lease.
-                match rustix::fs::fstat(&fd) {
-                    Ok(st) if expect.matches(&st) => fd,
-                    _ => {
-                        return Outcome::Refused(
-                            "changed while being checked; it is re-evaluated on the next pass"
-                                .into(),
-                        );
-                    }
-                }
+            // Under the lease nobody can have it open for writing: check once more that
+            // nothing wrote to it between the first look and the lease.
+            Ok(Exclusive::Granted(fd, st)) if expect.matches(&st) => fd,
+            Ok(Exclusive::Granted(..)) => {
+                return Outcome::Refused(
+                    "changed while being checked; it is re-evaluated on the next pass".into(),
+                );
             }
             Ok(Exclusive::Busy) => {
                 let who = users(before.st_dev, before.st_ino).who.unwrap_or_else(|| {
@@ -652,7 +661,7 @@ impl Deleter<'_> {
             let Some(trash) = self.trash.as_ref().map(|t| t.as_fd()) else {
                 return Outcome::Failed(format!("no trash directory {TRASH_DIR}"));
             };
-            match into_trash(trash, dir, name, rel) {
+            match into_trash(trash, dir, name, rel, self.pid) {
                 Ok(moved) => break moved,
                 Err(e) => {
                     let still_here = matches!(
