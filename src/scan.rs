@@ -6,6 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -14,12 +15,15 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::classify::Classifier;
-use crate::registry::{FileMeta, Registry, RegistryError};
+use crate::registry::{FileMeta, Registry, RegistryError, StoreScan};
 use crate::units::Nanos;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 const BATCH: usize = 8192;
+
+/// Bytes read from a directory by one `getdents64` (about 2,000 names of 16 bytes).
+const DENTS_BUF: usize = 64 * 1024;
 
 /// What one scan of one store found.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -157,6 +161,218 @@ fn note(passed: &mut Option<&mut Passed>, rel: PathBuf, what: &'static str) {
     }
 }
 
+/// One walker's buffers and counts.
+struct Walker {
+    /// Files found, not yet handed to the sink.
+    batch: Vec<FileMeta>,
+    /// The `getdents64` buffer, reused for every directory.
+    dents: Vec<std::mem::MaybeUninit<u8>>,
+    /// Empty directories below the root.
+    empty: Vec<PathBuf>,
+    dirs: u64,
+    unreadable: u64,
+}
+
+impl Walker {
+    fn new() -> Walker {
+        Walker {
+            batch: Vec::with_capacity(BATCH),
+            dents: vec![std::mem::MaybeUninit::<u8>::uninit(); DENTS_BUF],
+            empty: Vec::new(),
+            dirs: 0,
+            unreadable: 0,
+        }
+    }
+}
+
+/// A directory to read: its parent's descriptor (None: the walk's start), its name,
+/// its path relative to the root, its depth. Siblings share their parent's descriptor,
+/// so a depth-first walk holds about one per level.
+type Pending = (Option<Arc<OwnedFd>>, OsString, PathBuf, usize);
+
+/// Opens the walk's start, `prefix` beneath `root`: Err is what the walk returns then.
+fn open_start(
+    root: &Path,
+    prefix: &Path,
+    passed: &mut Option<&mut Passed>,
+) -> Result<OwnedFd, (u64, u64)> {
+    match open_root(root).and_then(|r| open_dir_beneath(&r, prefix)) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::NOENT) => Err((0, 0)),
+        // A link (or a non-directory) where a directory was: nothing of ours to list there.
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => {
+            debug!(path = %crate::spell::show(&root.join(prefix)), "not a directory beneath the root; skipped");
+            Err((0, 0))
+        }
+        Err(e) => {
+            warn!(path = %crate::spell::show(&root.join(prefix)), error = %e, "cannot read directory; its entries are kept as they were");
+            note(
+                passed,
+                prefix.to_path_buf(),
+                "a directory that cannot be read",
+            );
+            Err((0, 1))
+        }
+    }
+}
+
+/// Reads one directory: its regular files go to `w.batch` (and on to `sink` once a batch
+/// is full), its subdirectories to `subdirs` (sorted so that the smallest name is popped
+/// first); what it passes by is noted.
+#[allow(clippy::too_many_arguments)]
+fn read_dir(
+    root: &Path,
+    (parent, name, rel, depth): Pending,
+    start: &mut Option<OwnedFd>,
+    w: &mut Walker,
+    subdirs: &mut Vec<Pending>,
+    sink: &mut dyn FnMut(Vec<FileMeta>),
+    passed: &mut Option<&mut Passed>,
+) {
+    let abs = || root.join(&rel);
+    let fd = match parent {
+        None => match start.take() {
+            Some(fd) => fd,
+            None => return,
+        },
+        Some(p) => match rustix::fs::openat(
+            &*p,
+            name.as_os_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                // Listed, then gone: removed, or renamed to a name this walk has
+                // passed already — rm walks again to find what it held.
+                note(passed, rel, MOVED_AWAY);
+                return;
+            }
+            Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                debug!(path = %crate::spell::show(&abs()), "replaced by a symlink or file since it was listed; not entered");
+                // rm accounts for it: what the directory held may be somewhere still.
+                note(
+                    passed,
+                    rel,
+                    "a directory replaced by a symlink or file while it was walked",
+                );
+                return;
+            }
+            Err(e) => {
+                warn!(path = %crate::spell::show(&abs()), error = %e, "cannot read directory; its entries are kept as they were");
+                w.unreadable += 1;
+                note(passed, rel, "a directory that cannot be read");
+                return;
+            }
+        },
+    };
+    w.dirs += 1;
+    if let Some(p) = passed.as_deref_mut() {
+        p.dir(&rel);
+    }
+    let fd = Arc::new(fd);
+    let mut any = false;
+    // This directory's files and subdirectories go out sorted by name: a tree walked in
+    // name order reaches the registry in its index's order, so a first index appends
+    // to the (store, path) b-tree instead of splitting pages in its middle.
+    let (mut files_from, dirs_from) = (w.batch.len(), subdirs.len());
+    // getdents into one buffer for the whole walk: no second descriptor per
+    // directory and no allocation per name (rustix's `Dir` makes both).
+    let mut dir = rustix::fs::RawDir::new(&*fd, &mut w.dents);
+    while let Some(de) = dir.next() {
+        let de = match de {
+            Ok(de) => de,
+            // A directory removed while it is read ends its listing (as `Dir` does).
+            Err(Errno::NOENT) => break,
+            Err(e) => {
+                // A listing error makes this walk partial: counted, so the sweep keeps
+                // (does not forget) what it could not see.
+                warn!(path = %crate::spell::show(&abs()), error = %e, "directory listing failed part-way");
+                w.unreadable += 1;
+                note(
+                    passed,
+                    rel.clone(),
+                    "a directory whose listing failed part-way",
+                );
+                break;
+            }
+        };
+        let fname = de.file_name().to_bytes();
+        if fname == b"." || fname == b".." {
+            continue;
+        }
+        // Our own trash directory (files on their way out) is never part of the store.
+        if rel.as_os_str().is_empty() && fname == crate::store::local::TRASH_DIR.as_bytes() {
+            continue;
+        }
+        any = true;
+        let cname = de.file_name();
+        let fname = OsStr::from_bytes(fname);
+        // One allocation of the right size per file (`join` grows it twice).
+        let mut child = PathBuf::with_capacity(rel.as_os_str().len() + 1 + fname.len());
+        child.push(&rel);
+        child.push(fname);
+        let mut ft = de.file_type();
+        let mut st = None;
+        if ft == FileType::Unknown || ft == FileType::RegularFile {
+            match rustix::fs::statat(&*fd, cname, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(s) => {
+                    ft = FileType::from_raw_mode(s.st_mode);
+                    st = Some(s);
+                }
+                Err(Errno::NOENT) => continue,
+                Err(_) => {
+                    w.unreadable += 1;
+                    note(passed, child, "an entry that cannot be looked at");
+                    continue;
+                }
+            }
+        }
+        match ft {
+            FileType::Directory if depth + 1 >= MAX_DEPTH => {
+                warn!(path = %crate::spell::show(&root.join(&child)), max_depth = MAX_DEPTH, "directory nested too deep; not walked, its entries are kept as they were");
+                w.unreadable += 1;
+                note(passed, child, "a directory nested too deep to walk");
+            }
+            FileType::Directory => {
+                subdirs.push((Some(fd.clone()), fname.to_os_string(), child, depth + 1))
+            }
+            FileType::RegularFile => {
+                let Some(s) = st else { continue };
+                w.batch.push(FileMeta {
+                    path: child,
+                    size: s.st_size as u64,
+                    mtime: s
+                        .st_mtime
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(s.st_mtime_nsec as i64),
+                    ino: s.st_ino,
+                });
+                if w.batch.len() >= 4 * BATCH {
+                    // A huge directory goes out in parts, each sorted.
+                    w.batch[files_from..].sort_unstable_by(by_path);
+                    sink(std::mem::replace(&mut w.batch, Vec::with_capacity(BATCH)));
+                    files_from = 0;
+                }
+            }
+            FileType::Symlink => {
+                debug!(path = %crate::spell::show(&root.join(&child)), "symlink skipped: never followed");
+                note(passed, child, kind_of(ft));
+            }
+            other => note(passed, child, kind_of(other)),
+        }
+    }
+    w.batch[files_from..].sort_unstable_by(by_path);
+    // Popped last first: the smallest name is walked next.
+    subdirs[dirs_from..].sort_unstable_by(|a, b| b.1.as_bytes().cmp(a.1.as_bytes()));
+    if w.batch.len() >= BATCH {
+        sink(std::mem::replace(&mut w.batch, Vec::with_capacity(BATCH)));
+    }
+    if !any && !rel.as_os_str().is_empty() {
+        w.empty.push(rel);
+    }
+}
+
 /// [`walk`], noting in `passed` (when given) what it passed by.
 pub fn walk_noting(
     root: &Path,
@@ -165,170 +381,132 @@ pub fn walk_noting(
     empty: &mut Vec<PathBuf>,
     mut passed: Option<&mut Passed>,
 ) -> (u64, u64) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let (mut dirs, mut unreadable) = (0, 0);
-    let start = match open_root(root).and_then(|r| open_dir_beneath(&r, prefix)) {
+    let start = match open_start(root, prefix, &mut passed) {
         Ok(fd) => fd,
-        Err(Errno::NOENT) => return (0, 0),
-        // A link (or a non-directory) where a directory was: nothing of ours to list there.
-        Err(Errno::LOOP) | Err(Errno::NOTDIR) | Err(Errno::XDEV) => {
-            debug!(path = %crate::spell::show(&root.join(prefix)), "not a directory beneath the root; skipped");
-            return (0, 0);
-        }
-        Err(e) => {
-            warn!(path = %crate::spell::show(&root.join(prefix)), error = %e, "cannot read directory; its entries are kept as they were");
-            note(
-                &mut passed,
-                prefix.to_path_buf(),
-                "a directory that cannot be read",
-            );
-            return (0, 1);
-        }
+        Err(r) => return r,
     };
-    // Pending directories: (the parent's descriptor, name, relative path, depth). Siblings
-    // share their parent's descriptor, so a depth-first walk holds about one per level.
-    let mut stack: Vec<(Option<Arc<OwnedFd>>, OsString, PathBuf, usize)> =
-        vec![(None, OsString::new(), prefix.to_path_buf(), 0)];
+    let mut w = Walker::new();
+    let mut stack: Vec<Pending> = vec![(None, OsString::new(), prefix.to_path_buf(), 0)];
     let mut start = Some(start);
-    while let Some((parent, name, rel, depth)) = stack.pop() {
-        let abs = || root.join(&rel);
-        let fd = match parent {
-            None => match start.take() {
-                Some(fd) => fd,
-                None => continue,
-            },
-            Some(p) => match rustix::fs::openat(
-                &*p,
-                name.as_os_str(),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => {
-                    // Listed, then gone: removed, or renamed to a name this walk has
-                    // passed already — rm walks again to find what it held.
-                    note(&mut passed, rel, MOVED_AWAY);
-                    continue;
-                }
-                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
-                    debug!(path = %crate::spell::show(&abs()), "replaced by a symlink or file since it was listed; not entered");
-                    // rm accounts for it: what the directory held may be somewhere still.
-                    note(
-                        &mut passed,
-                        rel,
-                        "a directory replaced by a symlink or file while it was walked",
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    warn!(path = %crate::spell::show(&abs()), error = %e, "cannot read directory; its entries are kept as they were");
-                    unreadable += 1;
-                    note(&mut passed, rel, "a directory that cannot be read");
-                    continue;
-                }
-            },
-        };
-        let dir = match rustix::fs::Dir::read_from(&fd) {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(path = %crate::spell::show(&abs()), error = %e, "cannot read directory; its entries are kept as they were");
-                unreadable += 1;
-                note(&mut passed, rel, "a directory that cannot be read");
-                continue;
-            }
-        };
-        dirs += 1;
-        if let Some(p) = passed.as_deref_mut() {
-            p.dir(&rel);
-        }
-        let fd = Arc::new(fd);
-        let mut any = false;
-        for de in dir {
-            let de = match de {
-                Ok(de) => de,
-                Err(e) => {
-                    // A listing error makes this walk partial: counted, so the sweep keeps
-                    // (does not forget) what it could not see.
-                    warn!(path = %crate::spell::show(&abs()), error = %e, "directory listing failed part-way");
-                    unreadable += 1;
-                    note(
-                        &mut passed,
-                        rel.clone(),
-                        "a directory whose listing failed part-way",
-                    );
-                    break;
+    while let Some(p) = stack.pop() {
+        read_dir(
+            root,
+            p,
+            &mut start,
+            &mut w,
+            &mut stack,
+            &mut sink,
+            &mut passed,
+        );
+    }
+    if !w.batch.is_empty() {
+        sink(w.batch);
+    }
+    empty.append(&mut w.empty);
+    (w.dirs, w.unreadable)
+}
+
+/// [`walk`] by `workers` threads sharing one stack of directories to read (as `bfs` and
+/// `fd` do): each reads a directory at a time — its `getdents` and `statat`s — and hands
+/// its own batches to `sink`. Batches are each sorted by directory, not with each other.
+pub fn walk_parallel(
+    root: &Path,
+    workers: usize,
+    sink: &(dyn Fn(Vec<FileMeta>) + Sync),
+    empty: &mut Vec<PathBuf>,
+) -> (u64, u64) {
+    let start = match open_start(root, Path::new(""), &mut None) {
+        Ok(fd) => fd,
+        Err(r) => return r,
+    };
+    // The start is read here; its subdirectories are the workers' first share.
+    let mut first = Walker::new();
+    let mut stack: Vec<Pending> = Vec::new();
+    let mut fwd = |b| sink(b);
+    read_dir(
+        root,
+        (None, OsString::new(), PathBuf::new(), 0),
+        &mut Some(start),
+        &mut first,
+        &mut stack,
+        &mut fwd,
+        &mut None,
+    );
+    // Each worker walks depth-first from its own stack, in name order, so that its batches
+    // reach the registry's index in order; it gives the far half of its stack to the
+    // shared one only when another worker waits for work. Shared: (directories given
+    // away, workers not waiting); the walk is over when both are none.
+    let workers = workers.max(1);
+    let shared = Mutex::new((stack, workers));
+    let waiting = std::sync::atomic::AtomicUsize::new(0);
+    let more = std::sync::Condvar::new();
+    let work = || {
+        let mut w = Walker::new();
+        let mut local: Vec<Pending> = Vec::new();
+        let mut fwd = |b| sink(b);
+        loop {
+            let next = match local.pop() {
+                Some(p) => Some(p),
+                None => {
+                    let mut s = shared.lock().expect("walk lock");
+                    s.1 -= 1;
+                    waiting.fetch_add(1, Ordering::SeqCst);
+                    loop {
+                        if let Some(p) = s.0.pop() {
+                            s.1 += 1;
+                            waiting.fetch_sub(1, Ordering::SeqCst);
+                            break Some(p);
+                        }
+                        if s.1 == 0 {
+                            // Every worker waits and nothing is left: done (and the
+                            // others are told).
+                            more.notify_all();
+                            break None;
+                        }
+                        s = more.wait(s).expect("walk lock");
+                    }
                 }
             };
-            let fname = de.file_name().to_bytes();
-            if fname == b"." || fname == b".." {
-                continue;
-            }
-            // Our own trash directory (files on their way out) is never part of the store.
-            if rel.as_os_str().is_empty() && fname == crate::store::local::TRASH_DIR.as_bytes() {
-                continue;
-            }
-            any = true;
-            let cname = de.file_name();
-            let fname = OsStr::from_bytes(fname);
-            // One allocation of the right size per file (`join` grows it twice).
-            let mut child = PathBuf::with_capacity(rel.as_os_str().len() + 1 + fname.len());
-            child.push(&rel);
-            child.push(fname);
-            let mut ft = de.file_type();
-            let mut st = None;
-            if ft == FileType::Unknown || ft == FileType::RegularFile {
-                match rustix::fs::statat(&*fd, cname, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(s) => {
-                        ft = FileType::from_raw_mode(s.st_mode);
-                        st = Some(s);
-                    }
-                    Err(Errno::NOENT) => continue,
-                    Err(_) => {
-                        unreadable += 1;
-                        note(&mut passed, child, "an entry that cannot be looked at");
-                        continue;
-                    }
-                }
-            }
-            match ft {
-                FileType::Directory if depth + 1 >= MAX_DEPTH => {
-                    warn!(path = %crate::spell::show(&root.join(&child)), max_depth = MAX_DEPTH, "directory nested too deep; not walked, its entries are kept as they were");
-                    unreadable += 1;
-                    note(&mut passed, child, "a directory nested too deep to walk");
-                }
-                FileType::Directory => {
-                    stack.push((Some(fd.clone()), fname.to_os_string(), child, depth + 1))
-                }
-                FileType::RegularFile => {
-                    let Some(s) = st else { continue };
-                    batch.push(FileMeta {
-                        path: child,
-                        size: s.st_size as u64,
-                        mtime: s
-                            .st_mtime
-                            .saturating_mul(1_000_000_000)
-                            .saturating_add(s.st_mtime_nsec as i64),
-                        ino: s.st_ino,
-                    });
-                    if batch.len() >= BATCH {
-                        sink(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
-                    }
-                }
-                FileType::Symlink => {
-                    debug!(path = %crate::spell::show(&root.join(&child)), "symlink skipped: never followed");
-                    note(&mut passed, child, kind_of(ft));
-                }
-                other => note(&mut passed, child, kind_of(other)),
+            let Some(p) = next else { break };
+            read_dir(root, p, &mut None, &mut w, &mut local, &mut fwd, &mut None);
+            if local.len() > 1 && waiting.load(Ordering::SeqCst) > 0 {
+                let mut s = shared.lock().expect("walk lock");
+                // The bottom of its stack: the largest names, which it would walk last.
+                s.0.extend(local.drain(..local.len() / 2));
+                more.notify_all();
             }
         }
-        if !any && !rel.as_os_str().is_empty() {
-            empty.push(rel);
+        if !w.batch.is_empty() {
+            sink(std::mem::take(&mut w.batch));
         }
+        w
+    };
+    let done: Vec<Walker> = std::thread::scope(|s| {
+        let others: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
+        let mut done = vec![work()];
+        done.extend(others.into_iter().map(|t| t.join().expect("walker thread")));
+        done
+    });
+    let (mut dirs, mut unreadable) = (first.dirs, first.unreadable);
+    if !first.batch.is_empty() {
+        sink(first.batch);
     }
-    if !batch.is_empty() {
-        sink(batch);
+    empty.append(&mut first.empty);
+    for mut w in done {
+        dirs += w.dirs;
+        unreadable += w.unreadable;
+        empty.append(&mut w.empty);
     }
     (dirs, unreadable)
+}
+
+/// Byte order of paths: the registry's (BLOB) index order, and far cheaper than comparing
+/// `Path`s component by component.
+fn by_path(a: &FileMeta, b: &FileMeta) -> std::cmp::Ordering {
+    a.path
+        .as_os_str()
+        .as_bytes()
+        .cmp(b.path.as_os_str().as_bytes())
 }
 
 /// At most this many unseen entries are checked one by one after a partial scan.
@@ -339,16 +517,15 @@ const MAX_UNSEEN_CHECKS: usize = 100_000;
 /// says it is gone, so that budgets never count vanished files; entries that cannot be
 /// looked at (inside the unreadable part) are kept.
 fn forget_unseen_if_gone(
-    store: &str,
     root: &Path,
     registry: &Mutex<Registry>,
-    generation: i64,
+    scan: &mut StoreScan,
+    store: &str,
 ) -> Result<u64, RegistryError> {
-    let unseen =
-        registry
-            .lock()
-            .expect("registry lock")
-            .unseen(store, generation, MAX_UNSEEN_CHECKS)?;
+    let unseen = registry
+        .lock()
+        .expect("registry lock")
+        .unseen_scanned(scan, MAX_UNSEEN_CHECKS)?;
     let Ok(local) = crate::store::local::LocalStore::open(store, root) else {
         return Ok(0);
     };
@@ -374,7 +551,10 @@ pub fn scan_store(
     root_unchanged: &dyn Fn() -> bool,
 ) -> Result<ScanStats, RegistryError> {
     let started = Instant::now();
-    let generation = registry.lock().expect("registry lock").begin_scan();
+    let mut scan = registry
+        .lock()
+        .expect("registry lock")
+        .begin_store_scan(store)?;
     let mut stats = ScanStats {
         store: store.into(),
         ..Default::default()
@@ -383,27 +563,25 @@ pub fn scan_store(
     let mut empty = Vec::new();
     let (dirs, unreadable) = std::thread::scope(|s| -> Result<(u64, u64), RegistryError> {
         let empty = &mut empty;
+        let scan = &mut scan;
         // The walking thread also sorts and classifies each batch: the writing thread,
         // the slower of the two, is left only the registry's work.
         let walker = s.spawn(move || {
-            let sink = |mut batch: Vec<FileMeta>| {
+            let sink = move |mut batch: Vec<FileMeta>| {
                 // Sorted batches touch the (store, path) index in order: fewer pages per
-                // commit. By bytes, the index's own (BLOB) order — and far cheaper than
-                // comparing paths component by component (18% of a first index's
-                // instructions).
-                batch.sort_unstable_by(|a, b| {
-                    a.path
-                        .as_os_str()
-                        .as_bytes()
-                        .cmp(b.path.as_os_str().as_bytes())
-                });
+                // commit. The walk sorts each directory already, so this costs about one
+                // comparison per file unless a directory's file and subdirectory names
+                // interleave.
+                batch.sort_unstable_by(by_path);
                 let classes = batch
                     .iter()
                     .map(|f| classifier.classify(store, &f.path).map(str::to_string))
                     .collect();
                 drop(tx.send((batch, classes)));
             };
-            walk(root, Path::new(""), sink, empty)
+            // Two walkers: the writer is a third thread, and the walk the slower side.
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+            walk_parallel(root, workers, &sink, empty)
         });
         for (batch, classes) in rx {
             stats.files += batch.len() as u64;
@@ -412,7 +590,7 @@ pub fn scan_store(
             registry
                 .lock()
                 .expect("registry lock")
-                .upsert_classified(store, &batch, &classes, now)?;
+                .record_scanned(scan, &batch, &classes, now)?;
         }
         Ok(walker.join().expect("walker thread"))
     })?;
@@ -430,9 +608,9 @@ pub fn scan_store(
         stats.forgotten = registry
             .lock()
             .expect("registry lock")
-            .sweep(store, generation)? as u64;
+            .sweep_scanned(&mut scan)? as u64;
     } else if dirs > 0 {
-        stats.forgotten = forget_unseen_if_gone(store, root, registry, generation)?;
+        stats.forgotten = forget_unseen_if_gone(root, registry, &mut scan, store)?;
     }
     stats.millis = started.elapsed().as_millis() as u64;
     debug!(
@@ -443,4 +621,57 @@ pub fn scan_store(
         "scan done"
     );
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two walkers (or one) sharing the work find exactly what the one-thread walk finds:
+    /// every file once, every directory counted once, the same empty directories.
+    #[test]
+    fn a_parallel_walk_finds_what_the_sequential_walk_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for a in 0..7 {
+            for b in 0..(a * 3) {
+                let d = root.join(format!("a{a}/b{b:02}"));
+                std::fs::create_dir_all(&d).unwrap();
+                for f in 0..(b % 5) {
+                    std::fs::write(d.join(format!("f{f}.ts")), b"x").unwrap();
+                }
+            }
+            std::fs::create_dir_all(root.join(format!("a{a}/deep/er/est"))).unwrap();
+            std::fs::write(root.join(format!("a{a}/deep/er/g.ts")), b"").unwrap();
+        }
+        std::fs::write(root.join("top.ts"), b"").unwrap();
+        std::os::unix::fs::symlink("top.ts", root.join("link.ts")).unwrap();
+        let sorted = |mut v: Vec<PathBuf>| {
+            v.sort();
+            v
+        };
+        let mut files = Vec::new();
+        let mut empty = Vec::new();
+        let counts = walk(
+            root,
+            Path::new(""),
+            |b| files.extend(b.into_iter().map(|f| f.path)),
+            &mut empty,
+        );
+        let (files, empty) = (sorted(files), sorted(empty));
+        assert!(files.len() > 100, "{}", files.len());
+        for workers in [1, 2, 3] {
+            let got = Mutex::new(Vec::new());
+            let mut e = Vec::new();
+            let c = walk_parallel(
+                root,
+                workers,
+                &|b| got.lock().unwrap().extend(b.into_iter().map(|f| f.path)),
+                &mut e,
+            );
+            assert_eq!(c, counts, "{workers} workers");
+            assert_eq!(sorted(got.into_inner().unwrap()), files, "{workers}");
+            assert_eq!(sorted(e), empty, "{workers} workers");
+        }
+    }
 }

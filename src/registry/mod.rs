@@ -8,7 +8,8 @@
 //! This file holds the shared types and SQL and the entries themselves (upsert, sweep,
 //! lookups, class iteration): about 750 lines, because each query keeps its reason beside
 //! it. Pins, tags, leases and facts are in [`marks`](self) (marks.rs), the audit trail and
-//! intents in audit.rs, offload bookkeeping in offload.rs, dedupe hashes in hashes.rs, migrations in schema.rs.
+//! intents in audit.rs, offload bookkeeping in offload.rs, dedupe hashes in hashes.rs, migrations in schema.rs,
+//! a full scan's reconciliation (what changed written, the unchanged only noted) in scanned.rs.
 //! What keeps a lost or damaged registry from starting over silently: its identity
 //! (identity.rs), the pins file (pinfile.rs), backup and recovery (recover.rs; see
 //! docs/registry.md).
@@ -20,10 +21,12 @@ mod marks;
 mod offload;
 pub mod pinfile;
 pub mod recover;
+mod scanned;
 mod schema;
 
 pub use audit::{AuditColumn, AuditQuery, WalkCost};
 pub use hashes::{Hashed, NewHash};
+pub use scanned::StoreScan;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
