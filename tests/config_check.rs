@@ -857,3 +857,23 @@ fn every_error_is_at_the_line_of_its_key() {
         );
     }
 }
+
+/// A value that holds a control character (here a newline, written `\n` in a TOML string)
+/// is quoted in the error on the error's one line: every line of an error is located.
+/// (Found by the mutation test of tests/faults.rs: a `\` inserted before an `n`.)
+#[test]
+fn an_error_quoting_a_newline_stays_on_its_located_line() {
+    let path = std::path::Path::new("/etc/mediaretain/config.toml");
+    let text = "[daemon]\nstate_dir = \"/s\"\n[[store]]\nname = \"m\"\nkind = \"local\"\nroot = \"/m\"\n[[class]]\nname = \"c\"\nstore = \"m\"\nmatch = [\"**\"]\nlifecycle = \"recordin\\ng\"\n";
+    let e = mediaretain::config::Config::parse_bytes(path, text.as_bytes().to_vec(), false)
+        .err()
+        .expect("an unknown lifecycle is an error");
+    let shown = e.to_string();
+    for line in shown.lines() {
+        assert!(
+            line.starts_with("/etc/mediaretain/config.toml:11:"),
+            "a line of the error is not located: {line:?} (whole error: {shown:?})"
+        );
+    }
+    assert!(shown.contains("recordin\\ng"), "{shown}");
+}
