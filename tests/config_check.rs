@@ -865,9 +865,10 @@ fn every_error_is_at_the_line_of_its_key() {
 fn an_error_quoting_a_newline_stays_on_its_located_line() {
     let path = std::path::Path::new("/etc/mediaretain/config.toml");
     let text = "[daemon]\nstate_dir = \"/s\"\n[[store]]\nname = \"m\"\nkind = \"local\"\nroot = \"/m\"\n[[class]]\nname = \"c\"\nstore = \"m\"\nmatch = [\"**\"]\nlifecycle = \"recordin\\ng\"\n";
-    let e = mediaretain::config::Config::parse_bytes(path, text.as_bytes().to_vec(), false)
-        .err()
-        .expect("an unknown lifecycle is an error");
+    let Err(e) = mediaretain::config::Config::parse_bytes(path, text.as_bytes().to_vec(), false)
+    else {
+        panic!("an unknown lifecycle is an error");
+    };
     let shown = e.to_string();
     for line in shown.lines() {
         assert!(
