@@ -775,21 +775,7 @@ impl Registry {
                 }
                 // New files, INSERT_CHUNK to a statement: SQLite's per-statement work
                 // (cursors opened and closed, the halt) once per chunk, not per file.
-                let mut vals: Vec<ToSqlOutput<'_>> = Vec::with_capacity(8 * INSERT_CHUNK);
-                for (f, class) in files[i..end].iter().zip(&classes[i..end]) {
-                    vals.extend([
-                        ToSqlOutput::from(sid),
-                        ToSqlOutput::from(path_bytes(&f.path)),
-                        ToSqlOutput::from(f.size as i64),
-                        ToSqlOutput::from(f.mtime),
-                        ToSqlOutput::from(f.ino as i64),
-                        ToSqlOutput::from(now),
-                        class
-                            .as_deref()
-                            .map_or(ToSqlOutput::from(Null), ToSqlOutput::from),
-                        ToSqlOutput::from(generation),
-                    ]);
-                }
+                let vals = insert_values(sid, &files[i..end], &classes[i..end], now, generation);
                 if many.execute(rusqlite::params_from_iter(&vals))? < INSERT_CHUNK {
                     // Some were known: each of the chunk again, one at a time (those
                     // just inserted are unchanged now); a rescan goes on file by file.
@@ -1296,6 +1282,33 @@ fn totals_on(conn: &Connection) -> rusqlite::Result<Vec<ClassTotals>> {
     }
     // Ordered by store name, then class (NULL first), as the one query was.
     Ok(by.into_values().collect())
+}
+
+/// The bound values of [`INSERT_MANY`] for `files` (of store `sid`, with their `classes`),
+/// seen at `now` by scan `generation`: eight per file, in the statement's column order.
+pub(crate) fn insert_values<'a>(
+    sid: i64,
+    files: &'a [FileMeta],
+    classes: &'a [Option<String>],
+    now: Nanos,
+    generation: i64,
+) -> Vec<ToSqlOutput<'a>> {
+    let mut vals = Vec::with_capacity(8 * files.len());
+    for (f, class) in files.iter().zip(classes) {
+        vals.extend([
+            ToSqlOutput::from(sid),
+            ToSqlOutput::from(path_bytes(&f.path)),
+            ToSqlOutput::from(f.size as i64),
+            ToSqlOutput::from(f.mtime),
+            ToSqlOutput::from(f.ino as i64),
+            ToSqlOutput::from(now),
+            class
+                .as_deref()
+                .map_or(ToSqlOutput::from(Null), ToSqlOutput::from),
+            ToSqlOutput::from(generation),
+        ]);
+    }
+    vals
 }
 
 /// A store root as found on this machine: its device, and whether it is a mount point.

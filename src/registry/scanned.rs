@@ -232,21 +232,7 @@ fn record_in_chunks(
     // New files, CHUNK to a statement: SQLite's per-statement work (cursors opened and
     // closed, the halt) once per chunk, not per file.
     let mut insert_many = |files: &[FileMeta], classes: &[Option<String>]| {
-        let mut vals: Vec<ToSqlOutput<'_>> = Vec::with_capacity(8 * CHUNK);
-        for (f, class) in files.iter().zip(classes) {
-            vals.extend([
-                ToSqlOutput::from(sid),
-                ToSqlOutput::from(path_bytes(&f.path)),
-                ToSqlOutput::from(f.size as i64),
-                ToSqlOutput::from(f.mtime),
-                ToSqlOutput::from(f.ino as i64),
-                ToSqlOutput::from(now),
-                class
-                    .as_deref()
-                    .map_or(ToSqlOutput::from(Null), ToSqlOutput::from),
-                ToSqlOutput::from(generation),
-            ]);
-        }
+        let vals = insert_values(sid, files, classes, now, generation);
         many.execute(rusqlite::params_from_iter(&vals))
     };
     let mut from = 0;
