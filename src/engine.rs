@@ -2,6 +2,10 @@
 //! reload — over one registry and one running config. The daemon serves them on its
 //! control socket; without a daemon the CLI calls them directly (holding the state lock),
 //! so both paths print the same thing.
+//!
+//! This file is the engine's state ([`Engine`], its errors and reports) and the pass
+//! itself (`gc_scoped`: scan, plan, execute, prune), about 850 lines; each other operation
+//! lives in its own file under engine/ (the map is the `mod` list below).
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};

@@ -3,6 +3,11 @@
 //! delete), then the deleter's own re-check and act — unlink the checked inode under the
 //! kernel lease, verify it gone — then the intent, log and audit record. The pass, a dry
 //! run and `plan` ask the same chain ([`Engine::refusal`]), so they agree.
+//!
+//! One file (about 820 lines of code) because the chain is one table read in one order:
+//! the refusal of a dry run, of `plan` and of the pass, the durable intents before the
+//! unlinks of a chunk and the hand-over to the recorder must stay side by side to stay in
+//! step; the deleter's own system calls are in store/local/delete.rs.
 
 use super::*;
 use crate::inuse::writers;

@@ -18,6 +18,10 @@
 //! Why not the `dash-mpd` crate: it deserialises the whole document into a tree of
 //! `Option<String>`-heavy structs through serde (with the same quick-xml underneath) and
 //! leaves expanding templates and timelines to the caller — the part that needs bounding.
+//!
+//! One file (about 800 lines of code, then its tests): the event loop, the inheritance of
+//! `SegmentTemplate`/`BaseURL` down the element stack and the expansion with its bounds
+//! share one state and one step counter; split, the bounds would be checked in two places.
 
 use std::borrow::Cow;
 

@@ -9,10 +9,11 @@
 //! least the MPD's `minimumUpdatePeriod` (plus its longest segment) from the reading that
 //! first missed it — a client may hold the previous MPD that long. See docs/dash.md.
 //!
-//! About 700 lines of code: the memory of listed and departed segments is kept compact (16
-//! bytes per segment, shared departure records) so that a box with millions of listed
-//! segments stays within the unit's MemoryMax — see BENCHMARKS.md, "Hostile playlists".
-//! Parsing itself is in hls.rs.
+//! One file (about 880 lines of code, then its tests) because it is one memory: reading a
+//! playlist, what it lists, what departed and until when are updated together, and kept
+//! compact (16 bytes per segment, shared departure records) so that a box with millions of
+//! listed segments stays within the unit's MemoryMax — see BENCHMARKS.md, "Hostile
+//! playlists". Parsing itself is in hls.rs (HLS) and mpd.rs (DASH).
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStringExt;
