@@ -295,8 +295,8 @@ pub struct Engine {
     progress: Arc<crate::progress::Progress>,
     /// Two writers on one stream: the conflicts in force.
     stream_alarms: Mutex<crate::inuse::streams::Alarms>,
-    /// File versions the hasher could not read: (store, path, size, mtime); not retried.
-    hash_failed: Mutex<std::collections::HashSet<(String, PathBuf, u64, Nanos)>>,
+    /// File versions the hasher could not read; not retried.
+    unreadable: dedupe::Unreadable,
     /// Space kept in the state directory, given back when the registry's disk is full.
     reserve: crate::reserve::Reserve,
     /// Files whose deletion failed, backing off (see [`failing`]).
@@ -379,7 +379,7 @@ impl Engine {
             metrics: Default::default(),
             progress: Default::default(),
             stream_alarms: Mutex::new(Default::default()),
-            hash_failed: Mutex::new(Default::default()),
+            unreadable: Default::default(),
             reserve,
             failing: Mutex::new(Default::default()),
             roots_changed: Default::default(),
@@ -423,6 +423,25 @@ impl Engine {
 
     fn reg(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().expect("registry lock")
+    }
+
+    /// Hashes the files of dedupe classes that have a same-size sibling and no hash of
+    /// their current version, until done or `stop` is set (see [`dedupe::hash_pending`]).
+    pub fn hash_pending(&self, stop: &std::sync::atomic::AtomicBool) -> Result<HashStats> {
+        let rt = self.runtime();
+        dedupe::hash_pending(
+            &rt,
+            &self.registry_path,
+            &self.unreadable,
+            &*self.clock,
+            stop,
+        )
+    }
+
+    /// The groups of identical files (of `class`, or of every dedupe class), each copy with
+    /// what the plan does with it now.
+    pub fn dupes(&self, class: Option<&str>) -> Result<Dupes> {
+        dedupe::dupes(&self.runtime(), &self.registry, self.now(), class)
     }
 
     /// The plan at `at` (time rules held while the wall clock is found jumped).

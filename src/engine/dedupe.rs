@@ -6,17 +6,30 @@
 //!
 //! One file for identical copies as the engine sees them: hashing, grouping and the
 //! executor's guard all judge custody the same way, by descriptor, with the same names.
+//! It sees only what it uses — the runtime (config and stores), the registry, the time —
+//! passed in by the engine's thin methods, never the whole [`Engine`] (the hasher thread
+//! holds one to call [`Engine::hash_pending`] and ask for a pass).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Condvar;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-use super::*;
+use serde::{Deserialize, Serialize};
+use tracing::{debug, error, warn};
+
+use super::{Engine, EngineError, Result, Runtime, known_class};
+use crate::clock::Clock;
+use crate::config::Class;
 use crate::policy::dedupe::{self as pd, Custody, DirCustody, DupeOf, Group, Owner};
-use crate::registry::NewHash;
+use crate::policy::{self, Rule, Verdict};
+use crate::registry::{Entry, NewHash, Registry, RegistryError};
+use crate::scan;
+use crate::store::local::{Expect, LocalStore};
+use crate::units::{ByteSize, Nanos};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 /// Candidates read from the registry at a time.
@@ -302,151 +315,156 @@ pub(crate) fn ctime(m: &std::fs::Metadata) -> Nanos {
         .saturating_add(m.ctime_nsec())
 }
 
-impl Engine {
-    /// Hashes every file of a dedupe class that has a same-size sibling and no hash of its
-    /// current version, at the configured rate, until done or `stop` is set. It reads and
-    /// writes the registry on a connection of its own, so it never takes the registry's
-    /// mutex: at nice 19 it could hold it long, and a pass or a pressure pass would wait.
-    pub fn hash_pending(&self, stop: &AtomicBool) -> Result<HashStats> {
-        let rt = self.runtime();
-        let mut stats = HashStats::default();
-        let classes: Vec<&Class> = rt
-            .config
-            .classes
-            .iter()
-            .filter(|c| c.dedupe.is_some())
-            .collect();
-        if classes.is_empty() {
-            return Ok(stats);
-        }
-        let mut reg = Registry::open_apart(&self.registry_path)?;
-        let rate = rt.config.dedupe.rate;
-        for c in classes {
-            let Some(store) = rt.store(&c.store) else {
-                continue;
-            };
-            // Pages through the candidates oldest first: one that cannot be read or
-            // changed meanwhile is passed over, never read again in this round.
-            let mut from: (Nanos, i64) = (Nanos::MIN, i64::MIN);
-            let quiet_before = self.now().saturating_sub(c.quiet_period.as_nanos_i64());
-            loop {
-                let cands = reg.hash_candidates(&c.store, &c.name, quiet_before, from, BATCH)?;
-                let Some(last) = cands.last() else { break };
-                from = (last.mtime, last.id);
-                for e in cands {
-                    if stop.load(Ordering::Relaxed) {
-                        return Ok(stats);
+/// File versions the hasher could not read — (store, path, size, mtime) — not tried again
+/// (at most [`MAX_FAILED`]; each warned once).
+#[derive(Default)]
+pub(super) struct Unreadable(Mutex<HashSet<(String, PathBuf, u64, Nanos)>>);
+
+/// Hashes every file of a dedupe class that has a same-size sibling and no hash of its
+/// current version, at the configured rate, until done or `stop` is set. It reads and
+/// writes the registry on a connection of its own, so it never takes the registry's
+/// mutex: at nice 19 it could hold it long, and a pass or a pressure pass would wait.
+pub(super) fn hash_pending(
+    rt: &Runtime,
+    registry_path: &Path,
+    unreadable: &Unreadable,
+    clock: &dyn Clock,
+    stop: &AtomicBool,
+) -> Result<HashStats> {
+    let mut stats = HashStats::default();
+    let classes: Vec<&Class> = rt
+        .config
+        .classes
+        .iter()
+        .filter(|c| c.dedupe.is_some())
+        .collect();
+    if classes.is_empty() {
+        return Ok(stats);
+    }
+    let mut reg = Registry::open_apart(registry_path)?;
+    let rate = rt.config.dedupe.rate;
+    for c in classes {
+        let Some(store) = rt.store(&c.store) else {
+            continue;
+        };
+        // Pages through the candidates oldest first: one that cannot be read or
+        // changed meanwhile is passed over, never read again in this round.
+        let mut from: (Nanos, i64) = (Nanos::MIN, i64::MIN);
+        let quiet_before = clock.now().saturating_sub(c.quiet_period.as_nanos_i64());
+        loop {
+            let cands = reg.hash_candidates(&c.store, &c.name, quiet_before, from, BATCH)?;
+            let Some(last) = cands.last() else { break };
+            from = (last.mtime, last.id);
+            for e in cands {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(stats);
+                }
+                let key = (c.store.clone(), e.path.clone(), e.size, e.mtime);
+                if unreadable.0.lock().expect("unreadable lock").contains(&key) {
+                    continue;
+                }
+                match hash_file(store, &e, rate, stop, clock.now()) {
+                    Ok(Some(h)) if reg.put_hash(&h)? => {
+                        stats.files += 1;
+                        stats.bytes += e.size;
                     }
-                    let key = (c.store.clone(), e.path.clone(), e.size, e.mtime);
-                    if self
-                        .hash_failed
-                        .lock()
-                        .expect("hash_failed lock")
-                        .contains(&key)
-                    {
-                        continue;
-                    }
-                    match hash_file(store, &e, rate, stop, self.now()) {
-                        Ok(Some(h)) if reg.put_hash(&h)? => {
-                            stats.files += 1;
-                            stats.bytes += e.size;
-                        }
-                        Ok(_) => stats.changed += 1,
-                        Err(_) if stop.load(Ordering::Relaxed) => return Ok(stats),
-                        Err(why) => {
-                            stats.failed += 1;
-                            let mut failed = self.hash_failed.lock().expect("hash_failed lock");
-                            if failed.len() < MAX_FAILED {
-                                warn!(action = "hash", path = %format!("{}:{}", c.store, crate::spell::show(&e.path)), error = %why,
+                    Ok(_) => stats.changed += 1,
+                    Err(_) if stop.load(Ordering::Relaxed) => return Ok(stats),
+                    Err(why) => {
+                        stats.failed += 1;
+                        let mut failed = unreadable.0.lock().expect("unreadable lock");
+                        if failed.len() < MAX_FAILED {
+                            warn!(action = "hash", path = %format!("{}:{}", c.store, crate::spell::show(&e.path)), error = %why,
                                     "cannot hash {}:{} to look for identical copies: {why}", c.store, crate::spell::show(&e.path));
-                                failed.insert(key);
-                            }
+                            failed.insert(key);
                         }
                     }
                 }
             }
         }
-        if stats.files > 0 {
-            debug!(
-                action = "hash",
-                files = stats.files,
-                bytes = stats.bytes,
-                "hashed {} files ({}) to look for identical copies",
-                stats.files,
-                ByteSize(stats.bytes)
-            );
-        }
-        Ok(stats)
     }
+    if stats.files > 0 {
+        debug!(
+            action = "hash",
+            files = stats.files,
+            bytes = stats.bytes,
+            "hashed {} files ({}) to look for identical copies",
+            stats.files,
+            ByteSize(stats.bytes)
+        );
+    }
+    Ok(stats)
+}
 
-    /// The groups of identical files (of `class`, or of every dedupe class), each copy with
-    /// what the plan does with it now.
-    pub fn dupes(&self, class: Option<&str>) -> Result<Dupes> {
-        let rt = self.runtime();
-        if let Some(c) = class
-            && known_class(&rt.config, c)?.dedupe.is_none()
-        {
-            return Err(EngineError::BadInput(format!(
-                "class {c:?} has no dedupe setting: its identical files are not looked for"
-            )));
+/// The groups of identical files (of `class`, or of every dedupe class), each copy with
+/// what the plan does with it now.
+pub(super) fn dupes(
+    rt: &Runtime,
+    registry: &Mutex<Registry>,
+    now: Nanos,
+    class: Option<&str>,
+) -> Result<Dupes> {
+    if let Some(c) = class
+        && known_class(&rt.config, c)?.dedupe.is_none()
+    {
+        return Err(EngineError::BadInput(format!(
+            "class {c:?} has no dedupe setting: its identical files are not looked for"
+        )));
+    }
+    let mut out = Dupes::default();
+    for c in rt
+        .config
+        .classes
+        .iter()
+        .filter(|k| k.dedupe.is_some() && class.is_none_or(|n| n == k.name))
+    {
+        let reg = registry.lock().expect("registry lock");
+        let groups = groups_in(rt, &reg, c)?;
+        if groups.is_empty() {
+            continue;
         }
-        let now = self.now();
-        let mut out = Dupes::default();
-        for c in rt
-            .config
-            .classes
+        let members: HashSet<i64> = groups
             .iter()
-            .filter(|k| k.dedupe.is_some() && class.is_none_or(|n| n == k.name))
-        {
-            let reg = self.reg();
-            let groups = groups_in(&rt, &reg, c)?;
-            if groups.is_empty() {
-                continue;
-            }
-            let members: HashSet<i64> = groups
+            .flat_map(|g| g.copies.iter().flat_map(|x| x.ids.iter().copied()))
+            .collect();
+        let mut fates: HashMap<i64, (Verdict, Option<DupeOf>)> = HashMap::new();
+        let decided = pd::decide_class(
+            c,
+            now,
+            &groups,
+            |sink| reg.for_each_in_class(&c.store, &c.name, c.age_from, &mut *sink),
+            |e, v, of| {
+                if members.contains(&e.id) {
+                    fates.insert(e.id, (v, of.cloned()));
+                }
+            },
+        )?;
+        drop(reg);
+        for g in &groups {
+            let kept_path = g
+                .copies
                 .iter()
-                .flat_map(|g| g.copies.iter().flat_map(|x| x.ids.iter().copied()))
-                .collect();
-            let mut fates: HashMap<i64, (Verdict, Option<DupeOf>)> = HashMap::new();
-            let decided = pd::decide_class(
-                c,
-                now,
-                &groups,
-                |sink| reg.for_each_in_class(&c.store, &c.name, c.age_from, &mut *sink),
-                |e, v, of| {
-                    if members.contains(&e.id) {
-                        fates.insert(e.id, (v, of.cloned()));
-                    }
-                },
-            )?;
-            drop(reg);
-            for g in &groups {
-                let kept_path = g
-                    .copies
-                    .iter()
-                    .flat_map(|x| &x.ids)
-                    .find_map(|id| fates.get(id).and_then(|(_, of)| of.as_ref()))
-                    .map(|of| of.kept.clone())
-                    // No copy goes as a duplicate (the others are hard-linked, say): the
-                    // preferred copy the rules keep is the kept one.
-                    .or_else(|| {
-                        g.copies
-                            .iter()
-                            .find(|x| {
-                                matches!(fates.get(&x.ids[0]), Some((Verdict::Keep { .. }, _)))
-                            })
-                            .map(|x| x.paths[0].clone())
-                    });
-                let mut group = DupeGroup {
-                    class: c.name.clone(),
-                    store: c.store.clone(),
-                    size: g.size,
-                    blake3: g.hex(),
-                    wasted_bytes: g.size * (g.copies.len() as u64 - 1),
-                    ..Default::default()
-                };
-                for x in &g.copies {
-                    let fate = match fates.get(&x.ids[0]) {
+                .flat_map(|x| &x.ids)
+                .find_map(|id| fates.get(id).and_then(|(_, of)| of.as_ref()))
+                .map(|of| of.kept.clone())
+                // No copy goes as a duplicate (the others are hard-linked, say): the
+                // preferred copy the rules keep is the kept one.
+                .or_else(|| {
+                    g.copies
+                        .iter()
+                        .find(|x| matches!(fates.get(&x.ids[0]), Some((Verdict::Keep { .. }, _))))
+                        .map(|x| x.paths[0].clone())
+                });
+            let mut group = DupeGroup {
+                class: c.name.clone(),
+                store: c.store.clone(),
+                size: g.size,
+                blake3: g.hex(),
+                wasted_bytes: g.size * (g.copies.len() as u64 - 1),
+                ..Default::default()
+            };
+            for x in &g.copies {
+                let fate = match fates.get(&x.ids[0]) {
                         _ if kept_path.as_ref() == Some(&x.paths[0]) => "kept".to_string(),
                         Some((Verdict::Delete { rule, .. }, _)) if *rule == Rule::Duplicate => {
                             "duplicate".to_string()
@@ -463,141 +481,145 @@ impl Engine {
                         Some((Verdict::Keep { reason, .. }, _)) => format!("stays: {reason}"),
                         None => "not in the plan".to_string(),
                     };
-                    let copy = DupeCopy {
-                        path: x.paths[0].clone(),
-                        links: x.paths[1..]
-                            .iter()
-                            .map(|p| crate::spell::show(p).to_string())
-                            .collect(),
-                        mtime: x.mtime,
-                        fate,
-                    };
-                    if copy.fate == "kept" {
-                        group.kept = Some(copy);
-                    } else {
-                        group.copies.push(copy);
-                    }
+                let copy = DupeCopy {
+                    path: x.paths[0].clone(),
+                    links: x.paths[1..]
+                        .iter()
+                        .map(|p| crate::spell::show(p).to_string())
+                        .collect(),
+                    mtime: x.mtime,
+                    fate,
+                };
+                if copy.fate == "kept" {
+                    group.kept = Some(copy);
+                } else {
+                    group.copies.push(copy);
                 }
-                out.wasted_bytes += group.wasted_bytes;
-                out.groups.push(group);
             }
+            out.wasted_bytes += group.wasted_bytes;
+            out.groups.push(group);
         }
-        out.groups.sort_by(|a, b| {
-            (&a.class, std::cmp::Reverse(a.wasted_bytes), &a.blake3).cmp(&(
-                &b.class,
-                std::cmp::Reverse(b.wasted_bytes),
-                &b.blake3,
-            ))
-        });
-        Ok(out)
     }
+    out.groups.sort_by(|a, b| {
+        (&a.class, std::cmp::Reverse(a.wasted_bytes), &a.blake3).cmp(&(
+            &b.class,
+            std::cmp::Reverse(b.wasted_bytes),
+            &b.blake3,
+        ))
+    });
+    Ok(out)
+}
 
-    /// The duplicates the plan deletes now in the dedupe classes of `stores` (what a
-    /// pressure pass frees first in the recordings tier).
-    pub(super) fn duplicate_actions(
-        &self,
-        rt: &Runtime,
-        stores: &[String],
-    ) -> Result<Vec<policy::Action>> {
-        let reg = self.reg();
-        let plan = policy::plan_classes(
-            &rt.config,
-            self.now(),
-            |c| c.dedupe.is_some() && stores.contains(&c.store),
-            |class, sink| {
-                reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink)
-            },
-            |class| groups_in(rt, &reg, class),
-        )?;
-        Ok(plan
-            .actions
-            .into_iter()
-            .filter(|a| a.rule == Rule::Duplicate)
-            .collect())
-    }
+/// The duplicates the plan deletes now in the dedupe classes of `stores` (what a
+/// pressure pass frees first in the recordings tier).
+pub(super) fn duplicate_actions(
+    rt: &Runtime,
+    reg: &Registry,
+    now: Nanos,
+    stores: &[String],
+) -> Result<Vec<policy::Action>> {
+    let plan = policy::plan_classes(
+        &rt.config,
+        now,
+        |c| c.dedupe.is_some() && stores.contains(&c.store),
+        |class, sink| reg.for_each_in_class(&class.store, &class.name, class.age_from, &mut *sink),
+        |class| groups_in(rt, reg, class),
+    )?;
+    Ok(plan
+        .actions
+        .into_iter()
+        .filter(|a| a.rule == Rule::Duplicate)
+        .collect())
+}
 
-    /// The executor's check for a duplicate: both it and the copy it duplicates are still
-    /// the very versions that were hashed — same inode, size, mtime and change time (a
-    /// rewrite in place that restored the mtime still moves the change time, and so does a
-    /// new hard link). Else it is not deleted, and the stale hashes are dropped: they are
-    /// hashed again and the next pass decides anew.
-    pub(super) fn duplicate_guard(&self, store: &LocalStore, a: &policy::Action) -> Option<String> {
-        let d = match (&a.dupe_of, a.rule) {
-            (Some(d), Rule::Duplicate) => d,
-            (None, Rule::Duplicate) => return Some("its kept copy is not known".into()),
-            _ => return None,
-        };
-        let kept = Expect {
-            size: d.kept_size,
-            mtime: d.kept_mtime,
-            ino: d.kept_ino,
-            ctime: Some(d.kept_ctime),
-        };
-        let me = Expect {
-            size: a.entry.size,
-            mtime: a.entry.mtime,
-            ino: a.entry.ino,
-            ctime: Some(d.ctime),
-        };
-        // What changed: None, or Some("changed") / Some("went"). A duplicate that is gone
-        // is left to the deleter, which reports it vanished.
-        let look = |path: &Path, want: &Expect, is_kept: bool| match store.stat_full(path) {
-            Ok(Some(st)) if want.matches(&st) => Ok(None),
-            Ok(Some(_)) => Ok(Some("changed")),
-            Ok(None) if is_kept => Ok(Some("went")),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e),
-        };
-        let (kept_now, me_now) = match (look(&d.kept, &kept, true), look(&a.entry.path, &me, false))
-        {
-            (Err(e), _) => {
-                return Some(format!(
-                    "its kept copy {} cannot be checked: {e}",
-                    crate::spell::show(&d.kept)
-                ));
-            }
-            (_, Err(e)) => return Some(format!("cannot be checked: {e}")),
-            (Ok(k), Ok(m)) => (k, m),
-        };
-        let mut why = Vec::new();
-        for (what, path, label) in [
-            (kept_now, &d.kept, "its kept copy "),
-            (me_now, &a.entry.path, ""),
-        ] {
-            let Some(what) = what else { continue };
-            if let Err(e) = self.reg().forget_hash(store.name(), path) {
-                warn!(error = %e, "cannot drop a stale hash; the duplicate stays refused until it is hashed again");
-            }
-            why.push(format!("{label}{} {what}", crate::spell::show(path)));
-        }
-        // The daemon wakes the hasher after every pass.
-        if !why.is_empty() {
+/// The executor's check for a duplicate: both it and the copy it duplicates are still
+/// the very versions that were hashed — same inode, size, mtime and change time (a
+/// rewrite in place that restored the mtime still moves the change time, and so does a
+/// new hard link). Else it is not deleted, and the stale hashes are dropped: they are
+/// hashed again and the next pass decides anew.
+pub(super) fn duplicate_guard(
+    registry: &Mutex<Registry>,
+    store: &LocalStore,
+    a: &policy::Action,
+) -> Option<String> {
+    let d = match (&a.dupe_of, a.rule) {
+        (Some(d), Rule::Duplicate) => d,
+        (None, Rule::Duplicate) => return Some("its kept copy is not known".into()),
+        _ => return None,
+    };
+    let kept = Expect {
+        size: d.kept_size,
+        mtime: d.kept_mtime,
+        ino: d.kept_ino,
+        ctime: Some(d.kept_ctime),
+    };
+    let me = Expect {
+        size: a.entry.size,
+        mtime: a.entry.mtime,
+        ino: a.entry.ino,
+        ctime: Some(d.ctime),
+    };
+    // What changed: None, or Some("changed") / Some("went"). A duplicate that is gone
+    // is left to the deleter, which reports it vanished.
+    let look = |path: &Path, want: &Expect, is_kept: bool| match store.stat_full(path) {
+        Ok(Some(st)) if want.matches(&st) => Ok(None),
+        Ok(Some(_)) => Ok(Some("changed")),
+        Ok(None) if is_kept => Ok(Some("went")),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let (kept_now, me_now) = match (look(&d.kept, &kept, true), look(&a.entry.path, &me, false)) {
+        (Err(e), _) => {
             return Some(format!(
-                "{} since it was hashed (the content may differ now); it is hashed and compared again first",
-                why.join(" and ")
-            ));
-        }
-        // Still trusted now: who owns the kept copy and can write its directories, looked
-        // at again by descriptor (a chmod or a swapped directory since the plan counts).
-        let mut names = Names::default();
-        let (kept_custody, kept_ino) = custody(store, &d.kept, &mut names);
-        let (my_custody, my_ino) = custody(store, &a.entry.path, &mut names);
-        if kept_custody.unknown.is_none() && kept_ino != d.kept_ino {
-            return Some(format!(
-                "its kept copy {} is another file now; it is hashed and compared again first",
+                "its kept copy {} cannot be checked: {e}",
                 crate::spell::show(&d.kept)
             ));
         }
-        if my_custody.unknown.is_none() && my_ino != a.entry.ino {
-            return None; // the deleter's own re-check refuses another file
+        (_, Err(e)) => return Some(format!("cannot be checked: {e}")),
+        (Ok(k), Ok(m)) => (k, m),
+    };
+    let mut why = Vec::new();
+    for (what, path, label) in [
+        (kept_now, &d.kept, "its kept copy "),
+        (me_now, &a.entry.path, ""),
+    ] {
+        let Some(what) = what else { continue };
+        if let Err(e) = registry
+            .lock()
+            .expect("registry lock")
+            .forget_hash(store.name(), path)
+        {
+            warn!(error = %e, "cannot drop a stale hash; the duplicate stays refused until it is hashed again");
         }
-        if my_custody.unknown.is_some() && matches!(store.stat_full(&a.entry.path), Ok(None)) {
-            return None; // gone: the deleter reports it vanished
-        }
-        pd::stands_for(&d.kept, &kept_custody, &my_custody)
-            .err()
-            .map(|why| format!("not deduped: {why}"))
+        why.push(format!("{label}{} {what}", crate::spell::show(path)));
     }
+    // The daemon wakes the hasher after every pass.
+    if !why.is_empty() {
+        return Some(format!(
+            "{} since it was hashed (the content may differ now); it is hashed and compared again first",
+            why.join(" and ")
+        ));
+    }
+    // Still trusted now: who owns the kept copy and can write its directories, looked
+    // at again by descriptor (a chmod or a swapped directory since the plan counts).
+    let mut names = Names::default();
+    let (kept_custody, kept_ino) = custody(store, &d.kept, &mut names);
+    let (my_custody, my_ino) = custody(store, &a.entry.path, &mut names);
+    if kept_custody.unknown.is_none() && kept_ino != d.kept_ino {
+        return Some(format!(
+            "its kept copy {} is another file now; it is hashed and compared again first",
+            crate::spell::show(&d.kept)
+        ));
+    }
+    if my_custody.unknown.is_none() && my_ino != a.entry.ino {
+        return None; // the deleter's own re-check refuses another file
+    }
+    if my_custody.unknown.is_some() && matches!(store.stat_full(&a.entry.path), Ok(None)) {
+        return None; // gone: the deleter reports it vanished
+    }
+    pd::stands_for(&d.kept, &kept_custody, &my_custody)
+        .err()
+        .map(|why| format!("not deduped: {why}"))
 }
 
 /// The background hasher: one low-priority thread (nice 19, idle I/O class) that hashes

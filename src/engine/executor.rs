@@ -116,7 +116,9 @@ const GUARDS: &[(&str, Guard)] = &[
             )
         })
     }),
-    ("duplicate", |g, a| g.engine.duplicate_guard(g.store, a)),
+    ("duplicate", |g, a| {
+        dedupe::duplicate_guard(&g.engine.registry, g.store, a)
+    }),
     ("offload", |g, a| g.engine.offload_guard(g.rt, a)),
 ];
 

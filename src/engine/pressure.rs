@@ -296,7 +296,7 @@ impl Engine {
             let mut batch = cands.batch(&self.registry, bytes, inodes)?;
             if batch.is_empty() && cands.wants_dupes() {
                 // Reached the recordings tier: identical copies go first there.
-                let dupes = self.duplicate_actions(rt, &v.stores)?;
+                let dupes = dedupe::duplicate_actions(rt, &self.reg(), self.now(), &v.stores)?;
                 cands.load_dupes(dupes);
                 batch = cands.batch(&self.registry, bytes, inodes)?;
             }
