@@ -330,9 +330,11 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// The bucket's native lifecycle rules as a backstop for an S3 store's remote rules
-    /// (plan, apply, check STORE): expiry by prefix in whole days and abort of incomplete
-    /// uploads, so that a bucket whose boxes all died still expires. See docs/fleet.md.
+    /// An S3 store's rules as the bucket's native lifecycle, a backstop (plan, apply, check).
+    ///
+    /// Expiry by prefix in whole days (rounded up) and abort of incomplete uploads: what
+    /// the store can enforce itself, so that a bucket whose boxes all died still expires.
+    /// See docs/fleet.md.
     Lifecycle {
         #[command(subcommand)]
         action: LifecycleAction,

@@ -19,7 +19,8 @@
 //! Orphaned multipart uploads (a crash between start and completion) are found by the
 //! upload ids a caller persisted from [`Store::start_upload`], and also — where the
 //! backend supports it — by [`S3Store::list_uploads`] (ListMultipartUploads through a
-//! presigned URL, so object_store's own SigV4 signs it).
+//! presigned URL, so object_store's own SigV4 signs it). Bucket subresources object_store
+//! has no call for (`?lifecycle`) go the same way: [`S3Store::bucket_subresource`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
