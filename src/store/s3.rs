@@ -1343,6 +1343,17 @@ impl S3Store {
     }
 }
 
+/// `e` and its causes on one line (`error sending request: … Connection refused`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let _ = std::fmt::Write::write_fmt(&mut text, format_args!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 /// The answer to a bucket subresource request ([`S3Store::bucket_subresource`]).
 #[derive(Clone, Debug)]
 pub struct SubresourceAnswer {
@@ -1391,9 +1402,16 @@ impl S3Store {
         if let Some(b) = body {
             req = req.body(b);
         }
-        let resp = req.send().await.map_err(|e| failed(e.to_string()))?;
+        // Without the URL: a presigned URL is a credential for as long as it lives.
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| failed(with_causes(&e.without_url())))?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| failed(e.to_string()))?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| failed(with_causes(&e.without_url())))?;
         if status == reqwest::StatusCode::FORBIDDEN || status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(StoreError::S3(S3Error::Denied {
                 store: self.name.clone(),
