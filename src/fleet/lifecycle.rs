@@ -151,14 +151,16 @@ pub struct Compiled {
 }
 
 /// The owner in rule IDs: the store's name.
-// TODO(merge): from fleet/mod.rs — the node (`[daemon] node`) for a node-prefixed store,
-// the store's name for a shared one.
+// TODO(merge): with FA's config, the node for a box's own store and the store's name for
+// a shared one (every box compiles the same rules for it):
+// `if loc.shared { store.into() } else { cfg.daemon.node.clone() }`.
 pub fn owner(_cfg: &Config, store: &str) -> String {
     store.to_string()
 }
 
 /// The store's root in its bucket: `PREFIX/` (nothing for the whole bucket).
-// TODO(merge): from fleet/mod.rs — `PREFIX/NODE/` when `node_prefix` is on.
+// TODO(merge): with FA's config, `PREFIX/NODE/` when `node_prefix` is on: read
+// `loc.root` (already `PREFIX/NODE` or `PREFIX`, no surrounding slashes) instead.
 pub fn root(loc: &S3Location) -> String {
     let p = loc.prefix.trim_matches('/');
     if p.is_empty() {
