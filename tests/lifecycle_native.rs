@@ -111,6 +111,11 @@ fn apply_then_check_on_garage_keeps_a_foreign_rule_and_names_drift() {
     let server = S3Server::garage();
     let b = box_on(&server);
     boto(&server, &["put-foreign"]);
+    // No registry here yet: the pins are unknown, and apply will not guess they are none.
+    let unknown = b.cli(&["lifecycle", "apply", "archive"]);
+    assert_eq!(unknown.code, 65, "{unknown:?}");
+    assert!(unknown.stderr.contains("pins are not known"), "{unknown:?}");
+    b.cli(&["scan"]).ok();
 
     let plan = b
         .cli(&["lifecycle", "plan", "archive", "--json"])

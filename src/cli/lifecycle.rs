@@ -29,7 +29,7 @@ pub enum LifecycleAction {
         /// An S3 store of the config.
         store: String,
         /// Write the rules even though the store would expire pinned objects under them
-        /// (or the pins cannot be read).
+        /// (or the pins are not known: no registry of the state directory here).
         #[arg(long)]
         expire_pinned: bool,
         /// Machine-readable output.
@@ -54,9 +54,9 @@ struct Report {
     compiled: Compiled,
     /// Pinned objects a compiled rule would expire.
     pinned: Vec<Pinned>,
-    /// Why the pins could not be read (None: they were).
+    /// Why the pins are not known (None: they were read).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pins_unreadable: Option<String>,
+    pins_unknown: Option<String>,
     /// The bucket's rules that are not this store's (check, apply).
     #[serde(skip_serializing_if = "Option::is_none")]
     other_rules: Option<usize>,
@@ -104,14 +104,24 @@ pub(super) async fn run(path: &Path, action: LifecycleAction) -> Result<(), Fail
         | LifecycleAction::Check { store, json } => (store.clone(), *json),
     };
     let compiled = native::compile(&cfg, &store).map_err(failed)?;
-    let (keys, pins_unreadable) = match crate::registry::pinfile::read(&cfg.daemon.state_dir) {
-        Ok(pins) => (
-            pins.unwrap_or_default()
-                .into_iter()
+    // Every open of a registry writes the pins file (empty when nothing is pinned): none
+    // means no registry of this state directory here (another machine, a box never
+    // started), so the pins are unknown — not absent.
+    let dir = &cfg.daemon.state_dir;
+    let (keys, pins_unknown) = match crate::registry::pinfile::read(dir) {
+        Ok(Some(pins)) => (
+            pins.into_iter()
                 .filter(|p| p.store == store)
                 .map(|p| crate::spell::path(&p.path).into_owned())
                 .collect::<Vec<_>>(),
             None,
+        ),
+        Ok(None) => (
+            Vec::new(),
+            Some(format!(
+                "no {} here: no registry of this state directory on this machine; run it on the box",
+                dir.join(crate::registry::pinfile::PINS_FILE).display()
+            )),
         ),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
@@ -119,7 +129,7 @@ pub(super) async fn run(path: &Path, action: LifecycleAction) -> Result<(), Fail
     let mut report = Report {
         compiled,
         pinned,
-        pins_unreadable,
+        pins_unknown,
         other_rules: None,
         drift: None,
         written: None,
@@ -159,9 +169,9 @@ pub(super) async fn run(path: &Path, action: LifecycleAction) -> Result<(), Fail
             Ok(())
         }
         LifecycleAction::Apply { expire_pinned, .. } => {
-            if !expire_pinned && (!report.pinned.is_empty() || report.pins_unreadable.is_some()) {
-                let why = match &report.pins_unreadable {
-                    Some(e) => format!("the pins cannot be read ({e})"),
+            if !expire_pinned && (!report.pinned.is_empty() || report.pins_unknown.is_some()) {
+                let why = match &report.pins_unknown {
+                    Some(e) => format!("the pins are not known ({e})"),
                     None => format!(
                         "the store would expire {} pinned object{} (native rules cannot pin): {}",
                         report.pinned.len(),
@@ -279,10 +289,10 @@ fn render(r: &Report, what: &str) -> String {
             c.store, p.key, p.rule
         );
     }
-    if let Some(e) = &r.pins_unreadable {
+    if let Some(e) = &r.pins_unknown {
         let _ = writeln!(
             s,
-            "warning: the pins cannot be read ({e}): pinned objects under a rule are not known"
+            "warning: the pins are not known ({e}): a rule may expire pinned objects"
         );
     }
     if let Some(n) = r.other_rules {

@@ -15,7 +15,7 @@
 //!
 //! The store sees no pins and no leases: a pinned object under a compiled prefix would be
 //! expired by it. `plan` and `check` name each one; `apply` refuses while there is one
-//! (or while the pins cannot be read) unless the operator says `--expire-pinned`.
+//! (or while the pins are not known) unless the operator says `--expire-pinned`.
 //!
 //! Rule IDs are `mediaretain:OWNER:CLASS` (`#N` after it for the N-th of several `match`
 //! globs) and `mediaretain:OWNER:STORE:abort-uploads`. `apply` replaces only this store's
