@@ -59,7 +59,7 @@ pub use facts::{Announced, Claim, fact_tag};
 pub use history::{History, HistoryRequest};
 pub use index::ChangeEffect;
 pub use marks::{Mark, MarkResult, check_tag};
-pub use remote::fetch;
+pub use remote::{fetch, open as open_remote};
 pub use rm::{RM_TRIGGER, RemovedDir, RmReport, RmRequest};
 pub use runtime::{MissingStore, Runtime};
 pub use status::{

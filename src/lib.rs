@@ -46,6 +46,8 @@
 //! - [`scan`], [`watch`]: descriptor-based walks and inotify; they only report.
 //! - [`registry`]: the SQLite registry: entries, marks, audit and intents, offload
 //!   bookkeeping, numbered migrations.
+//! - [`fleet`]: a fleet of boxes on one bucket; `fleet/lifecycle.rs` compiles a store's
+//!   remote rules into the bucket's native lifecycle configuration (a backstop).
 //! - [`metrics`]: the Prometheus families and their labels: counters the engine bumps,
 //!   gauges it fills at scrape time (serving them is `control`'s).
 //! - [`config`]: the model, loading with `conf.d/`, validation with `FILE:LINE:COL`.
@@ -65,6 +67,7 @@ pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod failure;
+pub mod fleet;
 pub mod hooks;
 pub mod inuse;
 pub mod listen;

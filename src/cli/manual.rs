@@ -108,6 +108,11 @@ const EXAMPLES: &[Example] = &[
         what: "copy an object of an S3 store back to disk, verified",
     },
     Example {
+        sub: "lifecycle",
+        line: "mediaretain lifecycle apply archive && mediaretain lifecycle check archive",
+        what: "write the rules the bucket can enforce itself (a backstop if every box dies); check names drift",
+    },
+    Example {
         sub: "clock",
         line: "mediaretain clock accept",
         what: "status says CLOCK JUMPED and the clock is right: held time rules resume now",
@@ -127,6 +132,10 @@ const EXAMPLES: &[Example] = &[
 /// Every exit code the binary uses (sysexits), with when.
 const EXIT_CODES: &[(u8, &str)] = &[
     (exit::OK, "success"),
+    (
+        1,
+        "lifecycle check: the bucket's native lifecycle rules drift from the config",
+    ),
     (exit::USAGE, "usage: the command line is wrong"),
     (
         exit::DATAERR,

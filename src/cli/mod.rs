@@ -40,6 +40,7 @@ mod admin;
 mod backend;
 mod files;
 mod history;
+mod lifecycle;
 mod manual;
 mod marks;
 mod passes;
@@ -49,6 +50,7 @@ mod status;
 mod unit;
 
 use backend::Backend;
+pub use lifecycle::LifecycleAction;
 pub use manual::Generated;
 
 /// mediaretain: keeps streaming and recording boxes from filling their disks.
@@ -328,6 +330,15 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// An S3 store's rules as the bucket's native lifecycle, a backstop (plan, apply, check).
+    ///
+    /// Expiry by prefix in whole days (rounded up) and abort of incomplete uploads: what
+    /// the store can enforce itself, so that a bucket whose boxes all died still expires.
+    /// See docs/fleet.md.
+    Lifecycle {
+        #[command(subcommand)]
+        action: LifecycleAction,
+    },
     /// Write the man pages or the shell completions (bash, zsh, fish) into DIR, from this
     /// command line's own definition (run by scripts/deb before packaging).
     #[command(hide = true)]
@@ -559,6 +570,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             strict,
         } => admin::check_config(&path, unit.as_deref(), store_roots, strict),
         Cmd::Fetch { src, dest, force } => admin::fetch(&path, src, dest, force).await,
+        Cmd::Lifecycle { action } => lifecycle::run(&path, action).await,
         Cmd::Generate { what, dir } => manual::generate(what, &dir),
         Cmd::Registry { action } => registry::run(&path, action).await,
         cmd => {
@@ -660,6 +672,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
         Cmd::Run
         | Cmd::CheckConfig { .. }
         | Cmd::Fetch { .. }
+        | Cmd::Lifecycle { .. }
         | Cmd::Generate { .. }
         | Cmd::Registry { .. } => {
             unreachable!("handled by run()")

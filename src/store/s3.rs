@@ -19,7 +19,8 @@
 //! Orphaned multipart uploads (a crash between start and completion) are found by the
 //! upload ids a caller persisted from [`Store::start_upload`], and also — where the
 //! backend supports it — by [`S3Store::list_uploads`] (ListMultipartUploads through a
-//! presigned URL, so object_store's own SigV4 signs it).
+//! presigned URL, so object_store's own SigV4 signs it). Bucket subresources object_store
+//! has no call for (`?lifecycle`) go the same way: [`S3Store::bucket_subresource`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -1339,6 +1340,90 @@ impl S3Store {
             });
         }
         Ok(part)
+    }
+}
+
+/// `e` and its causes on one line (`error sending request: … Connection refused`).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let _ = std::fmt::Write::write_fmt(&mut text, format_args!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
+/// The answer to a bucket subresource request ([`S3Store::bucket_subresource`]).
+#[derive(Clone, Debug)]
+pub struct SubresourceAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// The body (XML).
+    pub body: String,
+}
+
+impl S3Store {
+    /// Sends `method` to the bucket's subresource `sub` (`?lifecycle`), a call object_store
+    /// has none for, through a URL presigned by object_store's own SigV4 with `headers`
+    /// (e.g. `Content-MD5`) signed into it. Any HTTP status is an answer (a bucket without
+    /// a lifecycle answers 404); a denial (401/403) and a failed request are errors.
+    pub async fn bucket_subresource(
+        &self,
+        method: reqwest::Method,
+        sub: &str,
+        headers: HeaderMap,
+        body: Option<bytes::Bytes>,
+        op: &'static str,
+    ) -> Result<SubresourceAnswer, StoreError> {
+        let failed = |detail: String| {
+            StoreError::S3(S3Error::Request {
+                store: self.name.clone(),
+                key: format!("bucket {}", self.settings.bucket),
+                op,
+                source: detail.into(),
+            })
+        };
+        let mut opts = SignedUrlOptions::new().with_query([(sub, "")]);
+        for (name, value) in &headers {
+            opts = opts.with_signed_header(name.clone(), value.clone());
+        }
+        let url = self
+            .s3
+            .signed_url_opts(
+                method.clone(),
+                &ObjPath::from(""),
+                Duration::from_secs(300),
+                &opts,
+            )
+            .await
+            .map_err(|e| self.err(&format!("bucket {}", self.settings.bucket), op, e))?;
+        let mut req = self.http.request(method, url).headers(headers);
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        // Without the URL: a presigned URL is a credential for as long as it lives.
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| failed(with_causes(&e.without_url())))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| failed(with_causes(&e.without_url())))?;
+        if status == reqwest::StatusCode::FORBIDDEN || status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(StoreError::S3(S3Error::Denied {
+                store: self.name.clone(),
+                key: format!("bucket {}", self.settings.bucket),
+                op,
+                source: format!("HTTP {status}: {body}").into(),
+            }));
+        }
+        Ok(SubresourceAnswer {
+            status: status.as_u16(),
+            body,
+        })
     }
 }
 
