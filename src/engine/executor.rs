@@ -462,7 +462,10 @@ impl Engine {
             }
             for remote in &rt.remotes {
                 // A shared store's rules are the lease holder's alone.
-                if !self.fleet().deletes_in(remote.name()) {
+                if !self
+                    .fleet()
+                    .deletes_in(remote.name(), remote::is_shared(rt, remote.name()))
+                {
                     continue;
                 }
                 let mine: Vec<&policy::Action> = actions

@@ -134,7 +134,7 @@ impl Engine {
         let started = Instant::now();
         let name = remote.name().to_string();
         // A shared store is listed by the holder of its rules lease only.
-        if !self.fleet.applies_rules(&name) {
+        if !self.fleet.applies_rules(&name, is_shared(rt, &name)) {
             debug!(store = %name, "shared store not listed: this box does not hold its rules lease");
             return ScanStats {
                 store: name,
@@ -584,6 +584,14 @@ pub fn sweep_staging(staging: &Path) {
     }
 }
 
+/// Whether S3 store `name` is a shared store (`shared = true`).
+pub(super) fn is_shared(rt: &Runtime, name: &str) -> bool {
+    rt.config
+        .store(name)
+        .and_then(|s| s.s3.as_ref())
+        .is_some_and(|l| l.shared)
+}
+
 /// The file beside the registry recording each S3 store's root as last used
 /// (`{"store": "root"}`): a root that moved while the registry holds entries or copies
 /// under the old one is refused at start (nothing orphaned silently). Absent for a store:
@@ -779,7 +787,21 @@ impl Engine {
         use crate::fleet::{Identity, claim};
         let rt = self.runtime();
         let me = Identity::own(&rt.config.daemon.node);
-        let pending = std::mem::take(&mut *self.fleet.pending.lock().expect("fleet pending"));
+        let mut pending = std::mem::take(&mut *self.fleet.pending.lock().expect("fleet pending"));
+        // Stores a reload added: set up like those of the start.
+        {
+            let claims = self.fleet.claims.lock().expect("fleet claims");
+            let leases = self.fleet.leases.lock().expect("fleet leases");
+            for r in &rt.remotes {
+                let n = r.name();
+                if !claims.contains_key(n)
+                    && !leases.contains_key(n)
+                    && !pending.iter().any(|p| p == n)
+                {
+                    pending.push(n.to_string());
+                }
+            }
+        }
         let mut still = Vec::new();
         for name in pending {
             let due = self

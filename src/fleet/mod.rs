@@ -83,18 +83,20 @@ pub struct Identity {
 impl Identity {
     /// This process, as box `node`.
     pub fn own(node: &str) -> Identity {
-        static STARTED: OnceLock<String> = OnceLock::new();
-        let started = STARTED.get_or_init(|| {
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-        });
-        Identity {
-            node: node.to_string(),
+        // Read once: the process's start, host, machine and boot do not change under it.
+        static OWN: OnceLock<Identity> = OnceLock::new();
+        let base = OWN.get_or_init(|| Identity {
+            node: String::new(),
             host: host_name(),
             machine_id: machine_id(),
             boot_id: crate::clock::boot_id(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            started: started.clone(),
+            started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        });
+        Identity {
+            node: node.to_string(),
+            ..base.clone()
         }
     }
 
@@ -204,17 +206,24 @@ impl Fleet {
             .cloned()
     }
 
-    /// Whether this box may list and apply the classes of S3 store `store` now: always
-    /// for a box's own store; for a shared store only while it holds the rules lease.
-    pub fn applies_rules(&self, store: &str) -> bool {
-        self.lease(store).is_none_or(|l| l.may_act())
+    /// Whether this box may list and apply the classes of S3 store `store` now (`shared`:
+    /// it is a shared store): always for a box's own store; a shared store only while
+    /// this box holds its rules lease — never without a daemon's lease (a one-shot command).
+    pub fn applies_rules(&self, store: &str, shared: bool) -> bool {
+        match self.lease(store) {
+            Some(l) => l.may_act(),
+            None => !shared,
+        }
     }
 
     /// Whether this box may delete in S3 store `store` now: always in a box's own store;
     /// in a shared store only while it holds the rules lease and has listed the store since
     /// it took it.
-    pub fn deletes_in(&self, store: &str) -> bool {
-        self.lease(store).is_none_or(|l| l.may_delete())
+    pub fn deletes_in(&self, store: &str, shared: bool) -> bool {
+        match self.lease(store) {
+            Some(l) => l.may_delete(),
+            None => !shared,
+        }
     }
 
     /// A shared store whose lease this box took and has not listed since: list it now.
@@ -241,6 +250,16 @@ impl Fleet {
                 ..Default::default()
             })
             .collect();
+        for s in self.pending.lock().expect("fleet pending").iter() {
+            out.push(StoreFleet {
+                store: s.clone(),
+                claimed: false,
+                conflict: Some(format!(
+                    "store {s:?}: not set up yet (its claim or rules lease could not be made; retried every heartbeat)"
+                )),
+                ..Default::default()
+            });
+        }
         for (s, l) in self.leases.lock().expect("fleet leases").iter() {
             let (held, epoch) = l.state();
             out.push(StoreFleet {
