@@ -526,3 +526,38 @@ fn a_foreign_writer_of_the_claim_marker_is_alarmed_within_a_heartbeat() {
     );
     d.stop();
 }
+
+/// Objects the shared rules delete that are also this box's own (its node-prefixed store of
+/// the same bucket) leave that store's registry at once, with their copy records — not at
+/// its next listing (an hour away here): nothing local is freed on such a copy meanwhile.
+#[test]
+fn what_the_shared_rules_delete_leaves_this_boxs_own_store_at_once() {
+    let server = S3Server::moto();
+    let keys: BTreeSet<String> = recordings(&server, "boxA", 0, 5).into_iter().collect();
+    let a = fleet_box(&server, "boxA", Some("rules_lease = \"3s\""), SHARED_CLASS);
+    let text = fs::read_to_string(&a.config)
+        .unwrap()
+        .replace("scan_interval = \"2s\"", "scan_interval = \"1h\"");
+    fs::write(&a.config, text).unwrap();
+    let d = a.daemon(None);
+    d.wait_for("the shared rule to expire them", T, || {
+        audited(&a, "deleted").len() == keys.len()
+    });
+    assert!(
+        d.log
+            .lock()
+            .unwrap()
+            .contains("listed S3 store store=archive files=5"),
+        "the box's own store knew them first:\n{}",
+        d.log.lock().unwrap()
+    );
+    let ls = a.cli(&["ls", "--json"]).ok().json();
+    let own: Vec<&serde_json::Value> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["store"] == "archive")
+        .collect();
+    assert!(own.is_empty(), "still entries of the own store: {own:?}");
+    d.stop();
+}
