@@ -216,13 +216,15 @@ impl Fleet {
         }
     }
 
-    /// Whether this box may delete in S3 store `store` now: always in a box's own store;
-    /// in a shared store only while it holds the rules lease and has listed the store since
-    /// it took it.
+    /// Whether this box may delete in S3 store `store` now: in a box's own store while its
+    /// claim holds (no conflict); in a shared store only while it holds the rules lease and
+    /// has listed the store since it took it.
     pub fn deletes_in(&self, store: &str, shared: bool) -> bool {
         match self.lease(store) {
             Some(l) => l.may_delete(),
-            None => !shared,
+            // A root another box writes too (or not claimed yet) may hold its objects:
+            // nothing is deleted there either until the conflict is resolved.
+            None => !shared && self.offload_refusal(store).is_none(),
         }
     }
 
