@@ -55,8 +55,9 @@ impl Validator<'_> {
             .iter()
             .filter_map(|c| c.offload.as_ref().map(|o| o.to.as_str()))
             .collect();
+        // By root: a node-prefixed store's keys are under PREFIX/NODE/.
         let space = |l: &S3Location| {
-            let p = l.prefix.trim_matches('/');
+            let p = l.root.trim_matches('/');
             let p = if p.is_empty() {
                 String::new()
             } else {
@@ -92,7 +93,7 @@ impl Validator<'_> {
                     self.cur = src;
                     self.err(
                         span,
-                        format!("store {b:?}: its keys overlap those of store {a:?} (bucket {bb:?}, prefixes {pa:?} and {pb:?}), and offloaded copies go to one of them: give each S3 store a prefix of its own"),
+                        format!("store {b:?}: its keys overlap those of store {a:?} (bucket {bb:?}, roots {pa:?} and {pb:?}), and offloaded copies go to one of them: give each S3 store a prefix of its own"),
                     );
                 }
             }

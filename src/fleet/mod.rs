@@ -282,6 +282,76 @@ impl Fleet {
 mod tests {
     use super::*;
 
+    /// The fleet's keys as the config validates them.
+    #[test]
+    fn fleet_keys_are_validated() {
+        let path = std::path::Path::new("/etc/mediaretain/config.toml");
+        let s3 = |name: &str, extra: &str| {
+            format!(
+                "[[store]]\nname = \"{name}\"\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"b\"\nprefix = \"media/\"\n{extra}\n"
+            )
+        };
+        let local = "[[store]]\nname = \"m\"\nkind = \"local\"\nroot = \"/srv/m\"\n";
+        let parse = |daemon: &str, rest: &str| {
+            crate::config::Config::parse_with(
+                path,
+                &format!("[daemon]\nstate_dir = \"/var/lib/mr\"\n{daemon}\n{rest}"),
+                false,
+            )
+        };
+        let err = |daemon: &str, rest: &str| parse(daemon, rest).unwrap_err().to_string();
+        let ok = parse(
+            "node = \"box1\"",
+            &format!(
+                "{}{}{}",
+                s3("own", ""),
+                s3(
+                    "all",
+                    "shared = true\nrules_lease = \"5s\"\nremote_rules_node = \"box2\""
+                ),
+                local
+            ),
+        )
+        .unwrap();
+        let loc = |n: &str| ok.store(n).unwrap().s3.clone().unwrap();
+        assert_eq!(loc("own").root, "media/box1");
+        assert!(loc("own").node_prefix && !loc("own").shared);
+        assert_eq!(loc("all").root, "media");
+        assert!(loc("all").shared && !loc("all").node_prefix);
+        assert_eq!(loc("all").remote_rules_node.as_deref(), Some("box2"));
+        assert_eq!(ok.daemon.node, "box1");
+        assert_eq!(ok.daemon.fleet_heartbeat.0.as_secs(), 60);
+        // Default node: the host name.
+        let dflt = parse("", &s3("own", "node_prefix = false")).unwrap();
+        assert_eq!(dflt.daemon.node, host_name());
+        assert_eq!(
+            dflt.store("own").unwrap().s3.as_ref().unwrap().root,
+            "media"
+        );
+
+        let e = err("node = \"-x\"", "");
+        assert!(e.contains("daemon.node \"-x\""), "{e}");
+        let e = err("", &s3("all", "shared = true\nnode_prefix = true"));
+        assert!(e.contains("node_prefix must be false"), "{e}");
+        let e = err("", &s3("own", "remote_rules_node = \"box2\""));
+        assert!(e.contains("remote_rules_node is for shared stores"), "{e}");
+        let e = err("", &s3("own", "rules_lease = \"5s\""));
+        assert!(e.contains("rules_lease is for shared stores"), "{e}");
+        let e = err("", &s3("all", "shared = true\nrules_lease = \"1s\""));
+        assert!(e.contains("rules_lease must be between 2s and 1h"), "{e}");
+        let e = err("fleet_heartbeat = \"0s\"", "");
+        assert!(e.contains("fleet_heartbeat must be between"), "{e}");
+        let e = err("", &format!("{local}node_prefix = true\n"));
+        assert!(e.contains("node_prefix is for kind = \"s3\" stores"), "{e}");
+        // Never an offload target.
+        let offload = "[[class]]\nname = \"r\"\nstore = \"m\"\nmatch = [\"**\"]\nlifecycle = \"recording\"\noffload = { to = \"all\", after = \"0s\" }\n";
+        let e = err(
+            "",
+            &format!("{}{local}{offload}", s3("all", "shared = true")),
+        );
+        assert!(e.contains("is a shared store"), "{e}");
+    }
+
     #[test]
     fn node_names_and_control_keys() {
         assert!(valid_node("box1") && valid_node("a.b_c-d") && valid_node("9"));
