@@ -414,6 +414,20 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     // Each S3 root claimed, each shared store's rules lease set up — before anything is
     // served or offloaded: a box whose root another live box has does not start.
     {
+        // A foreign claim marker is watched for 2.5 heartbeats: systemd's start timeout is
+        // extended by the longest this may take (per S3 store).
+        let rt = engine.runtime();
+        let per_store = Duration::from_secs(15) + rt.config.daemon.fleet_heartbeat.0 * 5 / 2;
+        let longest = per_store * u32::try_from(rt.remotes.len()).unwrap_or(u32::MAX);
+        if !rt.remotes.is_empty() {
+            notify(&[
+                NotifyState::Status("claiming the S3 stores' roots"),
+                NotifyState::ExtendTimeoutUsec(
+                    u32::try_from(longest.as_micros()).unwrap_or(u32::MAX),
+                ),
+            ]);
+        }
+        drop(rt);
         let e = engine.clone();
         tokio::task::spawn_blocking(move || e.fleet_start())
             .await

@@ -832,7 +832,9 @@ impl Engine {
             .extend(still);
         for r in &rt.remotes {
             if let Some(l) = self.fleet.lease(r.name()) {
-                io(l.tick(r, &me));
+                if l.due() {
+                    io(l.tick(r, &me));
+                }
                 self.metrics.fleet_lease(r.name(), l.may_act());
                 continue;
             }

@@ -195,6 +195,11 @@ impl Lease {
         }
     }
 
+    /// Whether [`Lease::tick`] has anything to do now (a request is due).
+    pub fn due(&self) -> bool {
+        self.mode == Mode::Conditional && boottime() >= self.state.lock().expect("lease state").next
+    }
+
     /// One step: renew the lease when held and due, else watch it and take it when it is
     /// free or silent for long enough. Errors are logged; the lease's own time decides.
     pub async fn tick(&self, remote: &S3Store, me: &Identity) {
