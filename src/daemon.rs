@@ -311,7 +311,8 @@ async fn remote_worker(
             continue;
         }
         let probe = !std::mem::replace(&mut probed, true);
-        let scan = scan_due.swap(false, Ordering::SeqCst);
+        // A shared store's rules lease just taken: listed before anything is deleted there.
+        let scan = scan_due.swap(false, Ordering::SeqCst) | engine.fleet().needs_listing();
         let e = engine.clone();
         let job = tokio::task::spawn_blocking(move || {
             if probe {
@@ -333,6 +334,29 @@ async fn remote_worker(
                 Ok(Err(e)) => error!(error = %e, "offload or S3 pass failed; retrying after the next pass"),
                 Err(e) => error!(error = %e, "offload or S3 pass panicked"),
             },
+        }
+    }
+}
+
+/// The fleet's heartbeats and rules leases ([`crate::fleet`]), a quarter second apart on a
+/// blocking thread of their own: never behind a pass, a listing or an offload.
+async fn fleet_loop(engine: Arc<Engine>, cancel: CancellationToken) {
+    if engine.runtime().remotes.is_empty() {
+        return;
+    }
+    loop {
+        let e = engine.clone();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = tokio::task::spawn_blocking(move || e.fleet_tick()) => {
+                if let Err(e) = r {
+                    error!(error = %e, "fleet tick panicked");
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
 }
@@ -387,6 +411,34 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     );
     warn_unwritable(&engine);
     warn_socket_group_not_unit_group(&socket, policy.group);
+    // Each S3 root claimed, each shared store's rules lease set up — before anything is
+    // served or offloaded: a box whose root another live box has does not start.
+    {
+        // A foreign claim marker is watched for 2.5 heartbeats: systemd's start timeout is
+        // extended by the longest this may take (per S3 store).
+        let rt = engine.runtime();
+        let per_store = Duration::from_secs(15) + rt.config.daemon.fleet_heartbeat.0 * 5 / 2;
+        let longest = per_store * u32::try_from(rt.remotes.len()).unwrap_or(u32::MAX);
+        if !rt.remotes.is_empty() {
+            notify(&[
+                NotifyState::Status("claiming the S3 stores' roots"),
+                NotifyState::ExtendTimeoutUsec(
+                    u32::try_from(longest.as_micros()).unwrap_or(u32::MAX),
+                ),
+            ]);
+        }
+        drop(rt);
+        let e = engine.clone();
+        tokio::task::spawn_blocking(move || e.fleet_start())
+            .await
+            .map_err(|e| Failure::new(exit::SOFTWARE, format!("fleet start-up: {e}")))?
+            .map_err(|why| {
+                if !crate::logging::stderr_is_journal() {
+                    error!(error = %why, "not starting");
+                }
+                Failure::new(exit::CONFIG, why)
+            })?;
+    }
     let listener = server::bind(&socket, policy.group).map_err(|e| {
         Failure::new(
             exit::CANTCREAT,
@@ -487,6 +539,7 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     info!("ready: {status}");
     tracker.spawn(registry_backups(state_dir, cancel.clone()));
+    tracker.spawn(fleet_loop(engine.clone(), cancel.clone()));
     // Identical copies are looked for on a thread of its own, at low priority.
     let hasher = crate::engine::Hasher::spawn(engine.clone());
     let nudge = Arc::new(tokio::sync::Notify::new());

@@ -303,6 +303,9 @@ pub struct Engine {
     failing: Mutex<failing::Failing>,
     /// A scan found a store's root moved (unmounted): [`Engine::check_roots`] rebuilds.
     roots_changed: std::sync::atomic::AtomicBool,
+    /// Each S3 store's claim and each shared store's rules lease (a daemon's; see
+    /// [`crate::fleet`]).
+    fleet: crate::fleet::Fleet,
 }
 
 /// At most this many pruning candidates are remembered (the rest wait for a scan).
@@ -383,6 +386,7 @@ impl Engine {
             reserve,
             failing: Mutex::new(Default::default()),
             roots_changed: Default::default(),
+            fleet: Default::default(),
         };
         if let Some(ev) = jumped {
             engine.clock_event(ev, engine.now(), "daemon");

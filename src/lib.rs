@@ -36,6 +36,9 @@
 //!   `pressure.rs` (the disk-pressure pass), `offload.rs` (copy, verify, backoff),
 //!   `remote.rs` (S3 listing and deletion), `recover.rs` (crash leftovers), `clockwatch.rs`
 //!   (the wall clock watched against `CLOCK_BOOTTIME`: a jump holds the time rules).
+//! - [`fleet`]: several boxes on one bucket: the node identity, each S3 root's claim marker
+//!   (`fleet/claim.rs`) and a shared store's rules lease with its fencing (`fleet/lease.rs`);
+//!   the engine drives them (`engine/remote.rs`), the daemon ticks them.
 //! - [`inuse`]: every in-use signal behind one view, [`inuse::InUse`]; a new signal is a
 //!   module there, a reason in `InUse::reasons` and a guard in the executor's table.
 //! - [`policy`]: pure decisions (ttl, keep_for, budgets, pressure tiers): no I/O, unit-tested

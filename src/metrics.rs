@@ -137,6 +137,10 @@ pub struct Metrics {
     pub(crate) s3_listed_at: Family<StoreLabel, FGauge>,
     pub(crate) s3_objects: Family<StoreLabel, Gauge>,
     pub(crate) s3_bytes: Family<StoreLabel, Gauge>,
+    /// 1 while another writer of a store's claim marker was found (fleet).
+    pub(crate) fleet_claim_conflict: Family<StoreLabel, Gauge>,
+    /// 1 while this box holds a shared store's rules lease.
+    pub(crate) fleet_rules_lease: Family<StoreLabel, Gauge>,
     pub(crate) offload_backlog_files: Gauge,
     pub(crate) offload_backlog_bytes: Gauge,
     pub(crate) pass_seconds: Family<PassLabel, Histogram>,
@@ -179,6 +183,8 @@ impl Default for Metrics {
             s3_listed_at: Family::default(),
             s3_objects: Family::default(),
             s3_bytes: Family::default(),
+            fleet_claim_conflict: Family::default(),
+            fleet_rules_lease: Family::default(),
             offload_backlog_files: Gauge::default(),
             offload_backlog_bytes: Gauge::default(),
             pass_seconds: Family::new_with_constructor(pass_histogram as fn() -> Histogram),
@@ -330,6 +336,24 @@ impl Metrics {
         self.s3_bytes
             .get_or_create(&l)
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Whether another writer of store `store`'s claim marker was found.
+    pub fn fleet_conflict(&self, store: &str, conflict: bool) {
+        self.fleet_claim_conflict
+            .get_or_create(&StoreLabel {
+                store: store.into(),
+            })
+            .set(i64::from(conflict));
+    }
+
+    /// Whether this box holds shared store `store`'s rules lease.
+    pub fn fleet_lease(&self, store: &str, held: bool) {
+        self.fleet_rules_lease
+            .get_or_create(&StoreLabel {
+                store: store.into(),
+            })
+            .set(i64::from(held));
     }
 
     /// A jump of the wall clock was found.
@@ -523,6 +547,16 @@ impl Metrics {
             "Bytes of an S3 store at its last listing",
             Unit::Bytes,
             self.s3_bytes.clone(),
+        );
+        reg.register(
+            "fleet_claim_conflict",
+            "1 while another box was found writing this box's claim marker of an S3 store (offloads there stop)",
+            self.fleet_claim_conflict.clone(),
+        );
+        reg.register(
+            "fleet_rules_lease_held",
+            "1 while this box holds the rules lease of a shared S3 store",
+            self.fleet_rules_lease.clone(),
         );
         reg.register(
             "offload_backlog_files",

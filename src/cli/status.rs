@@ -98,6 +98,25 @@ fn render_status(s: &Status, now: Nanos) -> String {
             fmt_time(j.resumes_at)
         );
     }
+    for f in &s.fleet {
+        if let Some(c) = &f.conflict {
+            let _ = writeln!(o, "FLEET CONFLICT: {c}");
+        }
+        if let Some(held) = f.rules_lease_held {
+            let _ = writeln!(
+                o,
+                "shared:     store {:?}: rules lease {} (epoch {})",
+                f.store,
+                if held {
+                    "held by this box"
+                } else {
+                    "held by another box (or free)"
+                },
+                f.rules_lease_epoch
+                    .map_or("unknown".into(), |e| e.to_string())
+            );
+        }
+    }
     if let Some(t) = a.next_pass_at {
         let _ = writeln!(o, "next pass:  {}", fmt_time(t));
     }

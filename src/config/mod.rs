@@ -235,6 +235,12 @@ pub struct Daemon {
     /// After a jump, time-based deletions hold until the clock has stayed put this long
     /// (or an operator runs `mediaretain clock accept`).
     pub clock_hold: Dur,
+    /// This box's name in a fleet sharing one bucket (default: the host name): its S3
+    /// stores' keys live under `PREFIX/NODE/` and its claim marker names it.
+    pub node: String,
+    /// The claim marker of each S3 store's root is rewritten this often; a foreign writer
+    /// is found within one heartbeat.
+    pub fleet_heartbeat: Dur,
 }
 
 /// `[[store]]`.
@@ -287,6 +293,19 @@ pub struct S3Location {
     pub abort_uploads_after: Dur,
     /// A failing request is retried (with backoff) for at most this long.
     pub retry_timeout: Dur,
+    /// Keys live under `PREFIX/NODE/` (this box's own part of a shared bucket).
+    pub node_prefix: bool,
+    /// What the store's keys are relative to: `PREFIX/NODE` with `node_prefix`, else
+    /// `PREFIX` (no surrounding slashes; empty for the whole bucket).
+    pub root: String,
+    /// The store spans the keys of every box: its classes are the shared rules, applied by
+    /// the holder of its rules lease only.
+    pub shared: bool,
+    /// On a backend that ignores conditional writes, the only node that applies the shared
+    /// rules.
+    pub remote_rules_node: Option<String>,
+    /// How long a rules lease lasts without renewal.
+    pub rules_lease: Dur,
 }
 
 /// The backend of a store.

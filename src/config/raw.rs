@@ -91,6 +91,8 @@ pub struct DaemonTable {
     pub max_leases_per_uid: u32,
     pub clock_tolerance: Option<Spanned<Dur>>,
     pub clock_hold: Option<Spanned<Dur>>,
+    pub node: Option<Spanned<String>>,
+    pub fleet_heartbeat: Option<Spanned<Dur>>,
 }
 
 pub fn d_clock_tolerance() -> Dur {
@@ -98,6 +100,12 @@ pub fn d_clock_tolerance() -> Dur {
 }
 pub fn d_clock_hold() -> Dur {
     "24h".parse().unwrap()
+}
+pub fn d_fleet_heartbeat() -> Dur {
+    "60s".parse().unwrap()
+}
+pub fn d_rules_lease() -> Dur {
+    "60s".parse().unwrap()
 }
 
 fn d_audit_max() -> u64 {
@@ -163,6 +171,10 @@ pub struct StoreTable {
     pub allow_http: Option<Spanned<bool>>,
     pub abort_uploads_after: Option<Spanned<Dur>>,
     pub retry_timeout: Option<Spanned<Dur>>,
+    pub node_prefix: Option<Spanned<bool>>,
+    pub shared: Option<Spanned<bool>>,
+    pub remote_rules_node: Option<Spanned<String>>,
+    pub rules_lease: Option<Spanned<Dur>>,
     pub prune_empty_dirs: Option<Spanned<bool>>,
     pub require_mount: Option<Spanned<bool>>,
     #[serde(default = "d_grace")]

@@ -24,6 +24,8 @@ struct Validator<'a> {
     cur: usize,
     fs_checks: bool,
     diags: Vec<Diagnostic>,
+    /// `[daemon] node`, for the roots of node-prefixed S3 stores.
+    node: String,
 }
 
 impl Validator<'_> {
@@ -53,8 +55,9 @@ impl Validator<'_> {
             .iter()
             .filter_map(|c| c.offload.as_ref().map(|o| o.to.as_str()))
             .collect();
+        // By root: a node-prefixed store's keys are under PREFIX/NODE/.
         let space = |l: &S3Location| {
-            let p = l.prefix.trim_matches('/');
+            let p = l.root.trim_matches('/');
             let p = if p.is_empty() {
                 String::new()
             } else {
@@ -70,8 +73,18 @@ impl Validator<'_> {
             .iter()
             .filter_map(|s| s.s3.as_ref().map(|l| (s.name.as_str(), space(l))))
             .collect();
+        let shared: HashSet<&str> = stores
+            .iter()
+            .filter(|s| s.s3.as_ref().is_some_and(|l| l.shared))
+            .map(|s| s.name.as_str())
+            .collect();
         for (i, (a, (ea, ba, pa))) in s3.iter().enumerate() {
             for (b, (eb, bb, pb)) in &s3[i + 1..] {
+                // A shared store spans the node-prefixed stores of its bucket by design;
+                // offloads never go to it (checked with the classes).
+                if shared.contains(a) != shared.contains(b) {
+                    continue;
+                }
                 let overlap = ea == eb
                     && ba == bb
                     && (pa.starts_with(pb.as_str()) || pb.starts_with(pa.as_str()));
@@ -80,7 +93,7 @@ impl Validator<'_> {
                     self.cur = src;
                     self.err(
                         span,
-                        format!("store {b:?}: its keys overlap those of store {a:?} (bucket {bb:?}, prefixes {pa:?} and {pb:?}), and offloaded copies go to one of them: give each S3 store a prefix of its own"),
+                        format!("store {b:?}: its keys overlap those of store {a:?} (bucket {bb:?}, roots {pa:?} and {pb:?}), and offloaded copies go to one of them: give each S3 store a prefix of its own"),
                     );
                 }
             }
@@ -512,6 +525,29 @@ impl Validator<'_> {
         let (gc_interval, gc_span) = interval(&d.gc_interval, raw::d_gc());
         let (clock_tolerance, tol_span) = interval(&d.clock_tolerance, raw::d_clock_tolerance());
         let (clock_hold, hold_span) = interval(&d.clock_hold, raw::d_clock_hold());
+        let (fleet_heartbeat, beat_span) = interval(&d.fleet_heartbeat, raw::d_fleet_heartbeat());
+        let node = match &d.node {
+            Some(n) => {
+                if !crate::fleet::valid_node(n.get_ref()) {
+                    self.err(n.span(), format!("daemon.node {:?} must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", n.get_ref()));
+                }
+                n.get_ref().clone()
+            }
+            None => {
+                let host = crate::fleet::host_name();
+                if !crate::fleet::valid_node(&host) {
+                    self.err(dspan.clone(), format!("daemon.node is not set and the host name {host:?} is no valid node name (1 to 63 letters, digits, '.', '_' or '-'): set [daemon] node"));
+                }
+                host
+            }
+        };
+        if fleet_heartbeat.0.as_secs() < 1 || fleet_heartbeat.0.as_secs() > 3600 {
+            self.err(
+                beat_span,
+                "daemon.fleet_heartbeat must be between 1s and 1h",
+            );
+        }
+        self.node = node.clone();
         let daemon = Daemon {
             state_dir,
             socket,
@@ -525,6 +561,8 @@ impl Validator<'_> {
             max_leases_per_uid: d.max_leases_per_uid,
             clock_tolerance,
             clock_hold,
+            node,
+            fleet_heartbeat,
         };
         if clock_tolerance.0.as_secs() < 10 || clock_tolerance.0.as_secs() > 86_400 {
             self.err(
@@ -604,6 +642,13 @@ impl Validator<'_> {
                 s.abort_uploads_after.as_ref().map(Spanned::span),
             ),
             ("retry_timeout", s.retry_timeout.as_ref().map(Spanned::span)),
+            ("node_prefix", s.node_prefix.as_ref().map(Spanned::span)),
+            ("shared", s.shared.as_ref().map(Spanned::span)),
+            (
+                "remote_rules_node",
+                s.remote_rules_node.as_ref().map(Spanned::span),
+            ),
+            ("rules_lease", s.rules_lease.as_ref().map(Spanned::span)),
         ];
         let span = s.name.span();
         for (k, at) in s3_keys {
@@ -705,6 +750,56 @@ impl Validator<'_> {
         let credentials_file = credentials_file.map(|(_, f)| f);
         let val = |v: &Option<Spanned<bool>>| v.as_ref().map(|v| *v.get_ref());
         let dur = |v: &Option<Spanned<Dur>>| v.as_ref().map(|v| *v.get_ref());
+        let shared = val(&s.shared).unwrap_or(false);
+        // A shared store spans every box's keys: it has no node level of its own.
+        let node_prefix = val(&s.node_prefix).unwrap_or(!shared);
+        if shared && node_prefix {
+            self.err(
+                s.node_prefix.as_ref().map(Spanned::span).unwrap_or(span.clone()),
+                format!("store {name:?}: a shared store spans the keys of every box: node_prefix must be false"),
+            );
+        }
+        for (key, at) in [
+            (
+                "remote_rules_node",
+                s.remote_rules_node.as_ref().map(Spanned::span),
+            ),
+            ("rules_lease", s.rules_lease.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(at) = at.filter(|_| !shared) {
+                self.err(
+                    at,
+                    format!("store {name:?}: {key} is for shared stores (shared = true)"),
+                );
+            }
+        }
+        if let Some(n) = &s.remote_rules_node
+            && !crate::fleet::valid_node(n.get_ref())
+        {
+            self.err(
+                n.span(),
+                format!(
+                    "store {name:?}: remote_rules_node {:?} is no valid node name",
+                    n.get_ref()
+                ),
+            );
+        }
+        let rules_lease = dur(&s.rules_lease).unwrap_or_else(raw::d_rules_lease);
+        if !(2..=3600).contains(&rules_lease.0.as_secs()) {
+            self.err(
+                s.rules_lease
+                    .as_ref()
+                    .map(Spanned::span)
+                    .unwrap_or(span.clone()),
+                format!("store {name:?}: rules_lease must be between 2s and 1h"),
+            );
+        }
+        let base = prefix.trim_matches('/');
+        let root = match (node_prefix, base.is_empty()) {
+            (false, _) => base.to_string(),
+            (true, true) => self.node.clone(),
+            (true, false) => format!("{base}/{}", self.node),
+        };
         Some(Store {
             name,
             kind: s.kind,
@@ -728,6 +823,11 @@ impl Validator<'_> {
                     .unwrap_or(Dur(std::time::Duration::from_secs(86400))),
                 retry_timeout: dur(&s.retry_timeout)
                     .unwrap_or(Dur(std::time::Duration::from_secs(120))),
+                node_prefix,
+                root,
+                shared,
+                remote_rules_node: s.remote_rules_node.as_ref().map(|n| n.get_ref().clone()),
+                rules_lease,
             }),
         })
     }
@@ -897,6 +997,11 @@ impl Validator<'_> {
                     offload_span.clone(),
                     format!("class {name:?}: offload is for classes of local stores"),
                 ),
+                // Its keys are every box's: a copy there could land on another box's key.
+                Some(t) if t.s3.as_ref().is_some_and(|l| l.shared) => self.err(
+                    offload_span.clone(),
+                    format!("class {name:?}: offload.to {:?} is a shared store; offload to this box's own (node-prefixed) store", o.to),
+                ),
                 Some(_) => {}
             }
         }
@@ -1042,6 +1147,7 @@ pub(super) fn validate(
         cur: 0,
         fs_checks,
         diags: Vec::new(),
+        node: String::new(),
     };
     let cfg = v.validate(raw, drop_ins, path);
     if v.diags.is_empty() {

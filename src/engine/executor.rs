@@ -468,6 +468,13 @@ impl Engine {
                 self.add_prune_candidates(rt, store.name(), touched);
             }
             for remote in &rt.remotes {
+                // A shared store's rules are the lease holder's alone.
+                if !self
+                    .fleet()
+                    .deletes_in(remote.name(), remote::is_shared(rt, remote.name()))
+                {
+                    continue;
+                }
                 let mine: Vec<&policy::Action> = actions
                     .iter()
                     .filter(|a| a.entry.store == remote.name())

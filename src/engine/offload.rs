@@ -171,6 +171,12 @@ impl Engine {
                 report.offload_backing_off += 1;
                 continue;
             }
+            // A root not (or no longer only) ours: nothing is written there.
+            if let Some(why) = self.fleet.offload_refusal(remote.name()) {
+                debug!(store = %e.store, path = %e.path.display(), to = %remote.name(), reason = %why, "offload held");
+                report.offload_backing_off += 1;
+                continue;
+            }
             let leased = self.lease_set()?.holders(&e.store, &e.path);
             let want = Expect {
                 size: e.size,

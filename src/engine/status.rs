@@ -39,6 +39,7 @@ impl Engine {
             stream_writers: self.stream_conflicts(),
             clock_jumped,
             leases: self.inuse.lease_stats(self.lease_now()),
+            fleet: self.fleet.report(),
         })
     }
 
@@ -128,6 +129,7 @@ pub fn status_without_registry(config: &crate::config::Config, now: Nanos) -> St
         stream_writers: Vec::new(),
         clock_jumped: None,
         leases: Default::default(),
+        fleet: Vec::new(),
     }
 }
 
@@ -268,6 +270,10 @@ pub struct Status {
     /// pass or chunk).
     #[serde(default)]
     pub leases: crate::inuse::leases::LeaseStats,
+    /// Each S3 store's place in a fleet: its claim (and any conflict found), a shared
+    /// store's rules lease (a daemon's; empty for one-shot commands).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fleet: Vec<crate::fleet::StoreFleet>,
 }
 
 /// Offloads backing off after failures, in `status`.

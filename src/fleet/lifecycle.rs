@@ -150,19 +150,19 @@ pub struct Compiled {
     pub not_compiled: Vec<NotCompiled>,
 }
 
-/// The owner in rule IDs: the store's name.
-// TODO(merge): with FA's config, the node for a box's own store and the store's name for
-// a shared one (every box compiles the same rules for it):
-// `if loc.shared { store.into() } else { cfg.daemon.node.clone() }`.
-pub fn owner(_cfg: &Config, store: &str) -> String {
-    store.to_string()
+/// The owner in rule IDs: this box's node for its own store, the store's name for a shared
+/// one (every box compiles the same rules for it, so they are one set, not one per box).
+pub fn owner(cfg: &Config, store: &str) -> String {
+    match cfg.store(store).and_then(|s| s.s3.as_ref()) {
+        Some(loc) if !loc.shared => cfg.daemon.node.clone(),
+        _ => store.to_string(),
+    }
 }
 
-/// The store's root in its bucket: `PREFIX/` (nothing for the whole bucket).
-// TODO(merge): with FA's config, `PREFIX/NODE/` when `node_prefix` is on: read
-// `loc.root` (already `PREFIX/NODE` or `PREFIX`, no surrounding slashes) instead.
+/// The store's root in its bucket: `PREFIX/NODE/` with `node_prefix`, else `PREFIX/`
+/// (nothing for the whole bucket).
 pub fn root(loc: &S3Location) -> String {
-    let p = loc.prefix.trim_matches('/');
+    let p = loc.root.trim_matches('/');
     if p.is_empty() {
         String::new()
     } else {

@@ -171,7 +171,7 @@ impl<'a> ClassPlanner<'a> {
                 None if crate::store::offload_key(&c.store, &e.path).is_none() => {
                     return Verdict::Keep {
                         reason: format!(
-                            "cannot be offloaded to {}: its name is not valid UTF-8, which S3 keys must be (offload before delete keeps it; rename it to let it go)",
+                            "cannot be offloaded to {}: its name is not valid UTF-8, which S3 keys must be, or has a component starting with .mediaretain, which control objects use (offload before delete keeps it; rename it to let it go)",
                             o.to
                         ),
                         eligible_at: None,

@@ -60,6 +60,46 @@ impl Registry {
         Ok(())
     }
 
+    /// How many entries S3 store `remote` has and how many verified copies name it: what
+    /// was recorded under its root (fleet start-up: a root that moved would orphan them).
+    pub fn remote_footprint(&self, remote: &str) -> Result<(u64, u64)> {
+        let q = |sql: &str| {
+            self.conn
+                .query_row(sql, params![remote], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(self.err())
+        };
+        Ok((
+            q(
+                "SELECT COUNT(*) FROM entries e JOIN stores s ON s.id = e.store_id WHERE s.name = ?1",
+            )?,
+            q("SELECT COUNT(*) FROM copies WHERE remote = ?1")?,
+        ))
+    }
+
+    /// Forgets the verified copies recorded at `remote:key` for each of `keys`: the object
+    /// was deleted (through another store spanning the same keys), so no local file may go
+    /// on the strength of it. Returns how many were forgotten.
+    pub fn forget_copies_at(&mut self, remote: &str, keys: &[String]) -> Result<usize> {
+        let path = self.path.clone();
+        let err = |source| RegistryError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let mut n = 0;
+        {
+            let mut st = tx
+                .prepare("DELETE FROM copies WHERE remote = ?1 AND key = ?2")
+                .map_err(err)?;
+            for k in keys {
+                n += st.execute(params![remote, k.as_bytes()]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
     /// The offload backoff of local file `path` of `store`: (failures in a row, not tried
     /// again before, the last failure in words).
     pub fn backoff_of(&mut self, store: &str, path: &Path) -> Result<Option<(u32, Nanos, String)>> {

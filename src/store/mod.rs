@@ -151,8 +151,12 @@ pub fn is_plain_key(key: &str) -> bool {
 /// The key under which local file `path` of store `store` is offloaded: `STORE/PATH`, so
 /// the files of two stores never share one (store names hold no '/'). `None` for a name
 /// that is not UTF-8: S3 keys are, and a lossy conversion could make two names one.
+/// `None` too for a key with a component starting with `.mediaretain` (the fleet's control
+/// objects): an offload never writes one.
 pub fn offload_key(store: &str, path: &Path) -> Option<String> {
-    path.to_str().map(|p| format!("{store}/{p}"))
+    path.to_str()
+        .map(|p| format!("{store}/{p}"))
+        .filter(|k| !crate::fleet::is_control_key(k))
 }
 
 /// The key for one version (modified at `mtime`, attempt `n` ≥ 1) of a file whose plain

@@ -1145,6 +1145,77 @@ impl S3Store {
     }
 }
 
+/// How a control object (`.mediaretain/…`: claim marker, rules lease) is written.
+#[derive(Clone, Debug)]
+pub enum ControlWrite {
+    /// Unconditionally.
+    Overwrite,
+    /// Only if the key is absent (`If-None-Match: *`).
+    Create,
+    /// Only if the object still has this ETag (`If-Match`).
+    Update(String),
+}
+
+/// What a conditional write of a control object came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlPut {
+    /// Written; the server's ETag of what we wrote.
+    Written(String),
+    /// Refused by its condition: the key exists, or no longer has the ETag given.
+    Refused,
+}
+
+impl S3Store {
+    /// The body and ETag of control object `key` (relative to the root); `None` if absent.
+    pub async fn control_get(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, StoreError> {
+        let path = self.path(key)?;
+        let got = match self.s3.get(&path).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err(key, "GET", e)),
+        };
+        let etag = got.meta.e_tag.clone().unwrap_or_default();
+        let body = got.bytes().await.map_err(|e| self.err(key, "GET", e))?;
+        Ok(Some((body.to_vec(), etag)))
+    }
+
+    /// The ETag of control object `key` now (a HEAD); `None` if absent.
+    pub async fn control_etag(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.head(key).await?.map(|m| m.e_tag.unwrap_or_default()))
+    }
+
+    /// Writes control object `key` as `how` says: one single-part PUT (multipart uploads
+    /// cannot be conditional).
+    pub async fn control_put(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        how: ControlWrite,
+    ) -> Result<ControlPut, StoreError> {
+        let path = self.path(key)?;
+        let mode = match how {
+            ControlWrite::Overwrite => PutMode::Overwrite,
+            ControlWrite::Create => PutMode::Create,
+            ControlWrite::Update(e_tag) => PutMode::Update(object_store::UpdateVersion {
+                e_tag: Some(e_tag),
+                version: None,
+            }),
+        };
+        match self
+            .s3
+            .put_opts(&path, PutPayload::from(body), PutOptions::from(mode))
+            .await
+        {
+            Ok(r) => Ok(ControlPut::Written(r.e_tag.unwrap_or_default())),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. })
+            // An If-Match of a key that is gone.
+            | Err(object_store::Error::NotFound { .. }) => Ok(ControlPut::Refused),
+            Err(e) => Err(self.err(key, "PUT", e)),
+        }
+    }
+}
+
 impl Store for S3Store {
     fn name(&self) -> &str {
         &self.name
@@ -1153,8 +1224,12 @@ impl Store for S3Store {
     fn list(&self) -> impl Stream<Item = Result<ObjectInfo, StoreError>> + Send + '_ {
         let prefix = (!self.prefix.is_empty()).then(|| ObjPath::from(self.prefix.as_str()));
         // object_store pages through ListObjectsV2 lazily: one page in memory at a time.
+        // Control objects (claim markers, leases, status, probes) are never entries.
         self.s3
             .list(prefix.as_ref())
+            .try_filter(|m| {
+                futures::future::ready(!crate::fleet::is_control_key(m.location.as_ref()))
+            })
             .map_ok(|m| self.info(&m))
             .map_err(|e| self.err(&self.prefix, "LIST", e))
     }

@@ -271,7 +271,7 @@ api_bind_addr = "127.0.0.1:{admin}"
         )
         .unwrap();
         format!(
-            "\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = \"{endpoint}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\ncredentials_file = \"archive.credentials\"\nretry_timeout = \"3s\"\n",
+            "\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = \"{endpoint}\"\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"{prefix}\"\ncredentials_file = \"archive.credentials\"\nretry_timeout = \"3s\"\nnode_prefix = false\n",
             self.region, self.bucket
         )
     }
