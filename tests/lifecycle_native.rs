@@ -75,6 +75,9 @@ fn rules(server: &S3Server) -> std::collections::BTreeMap<String, serde_json::Va
         .collect()
 }
 
+/// The box's `[daemon]` line naming it.
+const NODE: &str = "node = \"cam-box\"";
+
 const CLASSES: &str = r#"
 [[class]]
 name = "rec"
@@ -98,11 +101,12 @@ lifecycle = "recording"
 max_count = 3
 "#;
 
-/// A box whose S3 store `archive` is on `server` under `box1/`.
+/// A box `cam-box` whose S3 store `archive` is on `server` under `box1/` (its rule IDs are
+/// `mediaretain:cam-box:…`: the node owns the rules of its own store).
 fn box_on(server: &S3Server) -> Box_ {
     let b = Box_::new("", "", "");
     let store = server.store_section(b.dir.path(), &server.endpoint, "box1/");
-    b.write_config("", &store, CLASSES);
+    b.write_config(NODE, &store, CLASSES);
     b
 }
 
@@ -130,8 +134,8 @@ fn apply_then_check_on_garage_keeps_a_foreign_rule_and_names_drift() {
     assert_eq!(
         ids,
         [
-            "mediaretain:archive:rec",
-            "mediaretain:archive:archive:abort-uploads"
+            "mediaretain:cam-box:rec",
+            "mediaretain:cam-box:archive:abort-uploads"
         ],
         "{plan}"
     );
@@ -152,7 +156,7 @@ fn apply_then_check_on_garage_keeps_a_foreign_rule_and_names_drift() {
     let before = b.cli(&["lifecycle", "check", "archive"]);
     assert_eq!(before.code, 1, "{before:?}");
     assert!(
-        before.stdout.contains("missing mediaretain:archive:rec"),
+        before.stdout.contains("missing mediaretain:cam-box:rec"),
         "{before:?}"
     );
 
@@ -167,10 +171,10 @@ fn apply_then_check_on_garage_keeps_a_foreign_rule_and_names_drift() {
     let r = rules(&server);
     assert_eq!(r.len(), 3, "{r:?}");
     assert_eq!(r["other-tool"]["Expiration"]["Days"], 30, "{r:?}");
-    let rec = &r["mediaretain:archive:rec"];
+    let rec = &r["mediaretain:cam-box:rec"];
     assert_eq!(rec["Expiration"]["Days"], 2, "{r:?}");
     assert_eq!(rec["Filter"]["Prefix"], "box1/rec/", "{r:?}");
-    let abort = &r["mediaretain:archive:archive:abort-uploads"];
+    let abort = &r["mediaretain:cam-box:archive:abort-uploads"];
     assert_eq!(
         abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"], 1,
         "{r:?}"
@@ -181,22 +185,22 @@ fn apply_then_check_on_garage_keeps_a_foreign_rule_and_names_drift() {
     assert!(ok.stdout.contains("in sync"), "{ok:?}");
 
     // Drift behind our back: one rule deleted by another client.
-    boto(&server, &["drop", "mediaretain:archive:rec"]);
+    boto(&server, &["drop", "mediaretain:cam-box:rec"]);
     let drift = b.cli(&["lifecycle", "check", "archive", "--json"]);
     assert_eq!(drift.code, 1, "{drift:?}");
     assert!(
-        drift.stderr.contains("mediaretain:archive:rec (missing)"),
+        drift.stderr.contains("mediaretain:cam-box:rec (missing)"),
         "{drift:?}"
     );
     let d = drift.json();
-    assert_eq!(d["drift"][0]["id"], "mediaretain:archive:rec", "{d}");
+    assert_eq!(d["drift"][0]["id"], "mediaretain:cam-box:rec", "{d}");
     assert_eq!(d["drift"][0]["kind"], "missing", "{d}");
 
     // A rule of ours changed, and one left over from a class since removed.
     b.cli(&["lifecycle", "apply", "archive"]).ok();
     let store = server.store_section(b.dir.path(), &server.endpoint, "box1/");
     b.write_config(
-        "",
+        NODE,
         &store,
         &CLASSES.replace("keep_for = \"36h\"", "keep_for = \"3d\"").replace(
             "name = \"big\"\nstore = \"archive\"\nmatch = [\"big/**\"]\nlifecycle = \"recording\"\nmax_count = 3",
@@ -204,12 +208,12 @@ fn apply_then_check_on_garage_keeps_a_foreign_rule_and_names_drift() {
         ),
     );
     b.cli(&["lifecycle", "apply", "archive"]).ok();
-    b.write_config("", &store, CLASSES);
+    b.write_config(NODE, &store, CLASSES);
     let drift = b.cli(&["lifecycle", "check", "archive"]);
     assert_eq!(drift.code, 1, "{drift:?}");
     assert!(
-        drift.stdout.contains("different mediaretain:archive:rec")
-            && drift.stdout.contains("extra mediaretain:archive:big"),
+        drift.stdout.contains("different mediaretain:cam-box:rec")
+            && drift.stdout.contains("extra mediaretain:cam-box:big"),
         "{drift:?}"
     );
     let fixed = b
@@ -222,13 +226,13 @@ fn apply_then_check_on_garage_keeps_a_foreign_rule_and_names_drift() {
     assert_eq!(
         r.keys().map(String::as_str).collect::<Vec<_>>(),
         [
-            "mediaretain:archive:archive:abort-uploads",
-            "mediaretain:archive:rec",
+            "mediaretain:cam-box:archive:abort-uploads",
+            "mediaretain:cam-box:rec",
             "other-tool"
         ],
         "{r:?}"
     );
-    assert_eq!(r["mediaretain:archive:rec"]["Expiration"]["Days"], 2);
+    assert_eq!(r["mediaretain:cam-box:rec"]["Expiration"]["Days"], 2);
 }
 
 #[test]
@@ -244,7 +248,7 @@ fn a_pinned_object_under_a_rule_stops_apply_on_moto() {
     let plan = b.cli(&["lifecycle", "plan", "archive"]).ok();
     assert!(
         plan.stdout.contains(
-            "warning: archive:rec/keep.mp4 is pinned, but rule mediaretain:archive:rec would expire it"
+            "warning: archive:rec/keep.mp4 is pinned, but rule mediaretain:cam-box:rec would expire it"
         ),
         "{plan:?}"
     );
@@ -261,7 +265,7 @@ fn a_pinned_object_under_a_rule_stops_apply_on_moto() {
         .ok();
     let r = rules(&server);
     assert_eq!(
-        r["mediaretain:archive:rec"]["Expiration"]["Days"], 2,
+        r["mediaretain:cam-box:rec"]["Expiration"]["Days"], 2,
         "{r:?}"
     );
     b.cli(&["lifecycle", "check", "archive"]).ok();
