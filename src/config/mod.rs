@@ -268,8 +268,13 @@ impl Store {
 /// An S3 store's bucket, prefix and credentials.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct S3Location {
-    /// `https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:3900`.
+    /// `https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:3900`; the first of
+    /// `endpoint` when it lists several.
     pub endpoint: String,
+    /// The other endpoints of the same cluster listed in `endpoint`, in order: requests
+    /// go to them while the ones before are unreachable.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more_endpoints: Vec<String>,
     /// `us-east-1`, `garage`, `auto` (R2).
     pub region: String,
     /// The bucket.

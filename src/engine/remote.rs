@@ -54,6 +54,7 @@ pub fn open(name: &str, loc: &S3Location) -> Result<Arc<S3Store>> {
     let credentials = Credentials::load(name, &source).map_err(StoreError::from)?;
     let mut settings = S3Settings::new(name, &loc.endpoint, &loc.region, &loc.bucket, credentials);
     settings.prefix = loc.prefix.clone();
+    settings.more_endpoints = loc.more_endpoints.clone();
     settings.virtual_hosted = loc.virtual_hosted;
     settings.allow_http = loc.allow_http;
     settings.retry.retry_timeout = loc.retry_timeout.0;
