@@ -55,7 +55,7 @@ pub use facts::{Announced, Claim, fact_tag};
 pub use history::{History, HistoryRequest};
 pub use index::ChangeEffect;
 pub use marks::{Mark, MarkResult, check_tag};
-pub use remote::fetch;
+pub use remote::{fetch, io as s3_io, open as open_s3};
 pub use rm::{RM_TRIGGER, RemovedDir, RmReport, RmRequest};
 pub use runtime::{MissingStore, Runtime};
 pub use status::{

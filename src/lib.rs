@@ -65,6 +65,7 @@ pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod failure;
+pub mod fleet;
 pub mod hooks;
 pub mod inuse;
 pub mod listen;

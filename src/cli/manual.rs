@@ -108,6 +108,11 @@ const EXAMPLES: &[Example] = &[
         what: "copy an object of an S3 store back to disk, verified",
     },
     Example {
+        sub: "fleet",
+        line: "mediaretain fleet --json archive",
+        what: "every box writing into store archive's bucket and prefix; stale ones named",
+    },
+    Example {
         sub: "clock",
         line: "mediaretain clock accept",
         what: "status says CLOCK JUMPED and the clock is right: held time rules resume now",

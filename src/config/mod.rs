@@ -235,6 +235,10 @@ pub struct Daemon {
     /// After a jump, time-based deletions hold until the clock has stayed put this long
     /// (or an operator runs `mediaretain clock accept`).
     pub clock_hold: Dur,
+    /// The box's status object (`ROOT/.mediaretain/status.json` in each S3 store it
+    /// offloads to) is written this often; `mediaretain fleet` names a box stale after
+    /// three of them.
+    pub fleet_heartbeat: Dur,
 }
 
 /// `[[store]]`.

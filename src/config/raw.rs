@@ -91,6 +91,11 @@ pub struct DaemonTable {
     pub max_leases_per_uid: u32,
     pub clock_tolerance: Option<Spanned<Dur>>,
     pub clock_hold: Option<Spanned<Dur>>,
+    pub fleet_heartbeat: Option<Spanned<Dur>>,
+}
+
+pub fn d_fleet_heartbeat() -> Dur {
+    "60s".parse().unwrap()
 }
 
 pub fn d_clock_tolerance() -> Dur {

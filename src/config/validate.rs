@@ -513,6 +513,7 @@ impl Validator<'_> {
         let (gc_interval, gc_span) = interval(&d.gc_interval, raw::d_gc());
         let (clock_tolerance, tol_span) = interval(&d.clock_tolerance, raw::d_clock_tolerance());
         let (clock_hold, hold_span) = interval(&d.clock_hold, raw::d_clock_hold());
+        let (fleet_heartbeat, beat_span) = interval(&d.fleet_heartbeat, raw::d_fleet_heartbeat());
         let daemon = Daemon {
             state_dir,
             socket,
@@ -526,7 +527,16 @@ impl Validator<'_> {
             max_leases_per_uid: d.max_leases_per_uid,
             clock_tolerance,
             clock_hold,
+            fleet_heartbeat,
         };
+        if fleet_heartbeat.0 < std::time::Duration::from_secs(1)
+            || fleet_heartbeat.0.as_secs() > 86_400
+        {
+            self.err(
+                beat_span,
+                "daemon.fleet_heartbeat must be between 1s and 1d",
+            );
+        }
         if clock_tolerance.0.as_secs() < 10 || clock_tolerance.0.as_secs() > 86_400 {
             self.err(
                 tol_span,

@@ -42,6 +42,15 @@ impl Engine {
         })
     }
 
+    /// What the last offload batch left waiting: files and bytes (the
+    /// `offload_backlog_files` and `offload_backlog_bytes` gauges).
+    pub fn offload_backlog(&self) -> (u64, u64) {
+        (
+            self.metrics.offload_backlog_files.get().max(0) as u64,
+            self.metrics.offload_backlog_bytes.get().max(0) as u64,
+        )
+    }
+
     /// What the engine has been doing.
     pub fn activity(&self) -> Activity {
         self.activity.lock().expect("activity lock").clone()

@@ -858,6 +858,76 @@ impl S3Store {
         }
     }
 
+    /// Writes the small object `key` (relative to the prefix) in one PUT: the fleet's
+    /// control objects (`.mediaretain/status.json`), never a copy of a file.
+    pub async fn put_small(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let payload = PutPayload::from(body);
+        self.call(|s3| {
+            let (path, payload) = (path.clone(), payload.clone());
+            async move { s3.put(&path, payload).await }
+        })
+        .await
+        .map_err(|e| self.err(key, "PUT", e))?;
+        Ok(())
+    }
+
+    /// Reads the small object `key` (relative to the prefix) whole, with the time the
+    /// server says it was last written; `Ok(None)` when there is none. At most `limit`
+    /// bytes are read (a longer object is an error, not a memory hazard).
+    pub async fn get_small(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, crate::units::Nanos)>, StoreError> {
+        let path = self.path(key)?;
+        let got = self
+            .call(|s3| {
+                let path = path.clone();
+                async move { s3.get(&path).await }
+            })
+            .await;
+        let got = match got {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err(key, "GET", e)),
+        };
+        let modified = got.meta.last_modified.timestamp_nanos_opt().unwrap_or(0);
+        if got.meta.size > limit as u64 {
+            return Err(StoreError::Verify {
+                store: self.name.clone(),
+                key: key.into(),
+                detail: format!("{} bytes, more than the {limit} expected", got.meta.size),
+            });
+        }
+        let body = got.bytes().await.map_err(|e| self.err(key, "GET", e))?;
+        Ok(Some((body.to_vec(), modified)))
+    }
+
+    /// The directories directly under `dir` (relative to the prefix; "" for the prefix
+    /// itself), by one listing with a delimiter: their names, without `dir`.
+    pub async fn subdirs(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let full = [self.prefix.as_str(), dir.trim_matches('/')]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("/");
+        let at = (!full.is_empty()).then(|| ObjPath::from(full.as_str()));
+        let listed = self
+            .call(|s3| {
+                let at = at.clone();
+                async move { s3.list_with_delimiter(at.as_ref()).await }
+            })
+            .await
+            .map_err(|e| self.err(dir, "LIST", e))?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
+    }
+
     /// The prefix (without surrounding slashes).
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -1485,6 +1555,12 @@ impl Store for S3Store {
         let prefix = (!self.prefix.is_empty()).then(|| ObjPath::from(self.prefix.as_str()));
         // object_store pages through ListObjectsV2 lazily: one page in memory at a time.
         self.list_failover(prefix, None)
+            // TODO(merge): FA's skip rule (fleet/mod.rs) replaces this: control objects
+            // (status, claim marker, lease) are never registry entries.
+            .try_filter(|m| {
+                let control = m.location.parts().any(|p| p.as_ref() == ".mediaretain");
+                futures::future::ready(!control)
+            })
             .map_ok(|m| self.info(&m))
             .map_err(|e| self.err(&self.prefix, "LIST", e))
     }
