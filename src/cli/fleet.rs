@@ -139,7 +139,7 @@ fn line(b: &FleetBox) -> String {
     }
     format!(
         "{:<20} {:<16} {:<10} {:>8}  {:<22} {:<18} {}{}",
-        s.node,
+        b.name(),
         s.host,
         s.version,
         age,

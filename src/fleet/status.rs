@@ -345,6 +345,9 @@ pub async fn heartbeat(engine: Arc<Engine>, cancel: CancellationToken) {
 /// One box of a fleet, as `mediaretain fleet` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FleetBox {
+    /// The box's directory under the store's prefix (its node name when the boxes use
+    /// node prefixes); "" for the prefix itself.
+    pub dir: String,
     /// The status object's key, relative to the store's prefix.
     pub key: String,
     /// When the server says it was last written.
@@ -361,16 +364,18 @@ pub struct FleetBox {
 }
 
 impl FleetBox {
-    /// The node name it reports, else its directory.
-    pub fn name(&self) -> &str {
+    /// The node name it reports — with its directory when that differs — else its
+    /// directory.
+    pub fn name(&self) -> String {
+        let dir = if self.dir.is_empty() {
+            "(prefix)"
+        } else {
+            &self.dir
+        };
         match &self.status {
-            Some(s) => &s.node,
-            None => self
-                .key
-                .strip_suffix(STATUS_KEY)
-                .map(|d| d.trim_end_matches('/'))
-                .filter(|d| !d.is_empty())
-                .unwrap_or("(root)"),
+            Some(s) if s.node == self.dir => s.node.clone(),
+            Some(s) => format!("{} ({dir}/)", s.node),
+            None => dir.to_string(),
         }
     }
 }
@@ -401,27 +406,35 @@ pub async fn read_fleet(
     now: Nanos,
     default_beat: Duration,
 ) -> Result<Fleet, StoreError> {
-    let mut keys = vec![STATUS_KEY.to_string()];
-    for dir in store.subdirs("").await? {
-        if dir != CONTROL_DIR {
-            keys.push(format!("{dir}/{STATUS_KEY}"));
-        }
-    }
-    let reads = keys.into_iter().map(|key| async move {
+    let mut dirs = vec![String::new()];
+    dirs.extend(
+        store
+            .subdirs("")
+            .await?
+            .into_iter()
+            .filter(|d| d != CONTROL_DIR),
+    );
+    let reads = dirs.into_iter().map(|dir| async move {
+        let key = if dir.is_empty() {
+            STATUS_KEY.to_string()
+        } else {
+            format!("{dir}/{STATUS_KEY}")
+        };
         let got = store.get_small(&key, STATUS_MAX).await;
-        (key, got)
+        (dir, key, got)
     });
     let got: Vec<_> = futures::stream::iter(reads)
         .buffer_unordered(READ_CONCURRENCY)
         .collect()
         .await;
     let mut boxes = Vec::new();
-    for (key, r) in got {
+    for (dir, key, r) in got {
         let (body, modified) = match r {
             Ok(Some(x)) => x,
             Ok(None) => continue, // a directory that is no box (or not yet)
             Err(e) => {
                 boxes.push(FleetBox {
+                    dir,
                     key,
                     modified: 0,
                     age_secs: 0,
@@ -442,6 +455,7 @@ pub async fn read_fleet(
             .max(1);
         let age_secs = (now.saturating_sub(modified).max(0) / 1_000_000_000) as u64;
         boxes.push(FleetBox {
+            dir,
             key,
             modified,
             age_secs,
@@ -450,12 +464,8 @@ pub async fn read_fleet(
             error,
         });
     }
-    boxes.sort_by(|a, b| a.name().cmp(b.name()).then(a.key.cmp(&b.key)));
-    let stale = boxes
-        .iter()
-        .filter(|b| b.stale)
-        .map(|b| b.name().to_string())
-        .collect();
+    boxes.sort_by(|a, b| a.dir.cmp(&b.dir));
+    let stale = boxes.iter().filter(|b| b.stale).map(FleetBox::name).collect();
     Ok(Fleet {
         store: store.settings().name.clone(),
         bucket: store.settings().bucket.clone(),
@@ -503,15 +513,16 @@ mod tests {
 
     #[test]
     fn a_box_without_a_readable_status_is_named_by_its_directory() {
-        let b = |key: &str| FleetBox {
-            key: key.into(),
+        let b = |dir: &str| FleetBox {
+            dir: dir.into(),
+            key: String::new(),
             modified: 0,
             age_secs: 0,
             stale: false,
             status: None,
             error: Some("x".into()),
         };
-        assert_eq!(b("box2/.mediaretain/status.json").name(), "box2");
-        assert_eq!(b(".mediaretain/status.json").name(), "(root)");
+        assert_eq!(b("box2").name(), "box2");
+        assert_eq!(b("").name(), "(prefix)");
     }
 }

@@ -1,0 +1,218 @@
+//! A fleet on one bucket (issue 28 items 4 and 5), through the real binary against real
+//! servers on loopback: a three-node Garage cluster with one node killed in the middle of
+//! the offloads (endpoint failover), and `mediaretain fleet` over two daemons' status
+//! objects, one of them killed with SIGKILL.
+
+mod common;
+use common::s3::S3Server;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use mediaretain::store::Store;
+use mediaretain::store::s3::S3Store;
+
+const T: Duration = Duration::from_secs(120);
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// `endpoints` as a TOML array.
+fn toml_list(endpoints: &[String]) -> String {
+    let quoted: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// Every object under the client's prefix: key → size.
+fn objects(remote: &S3Store) -> BTreeMap<String, u64> {
+    use futures::TryStreamExt;
+    block(async {
+        remote
+            .list()
+            .map_ok(|o| (o.key, o.size))
+            .try_collect()
+            .await
+            .unwrap()
+    })
+}
+
+/// The MD5 of object `key`, read back whole.
+fn object_md5(remote: &S3Store, dir: &std::path::Path, key: &str) -> String {
+    let dest = dir.join(key.replace('/', "_"));
+    block(remote.fetch(key, &dest)).unwrap();
+    let sum = hex(&Md5::digest(fs::read(&dest).unwrap()));
+    fs::remove_file(&dest).unwrap();
+    sum
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+// Issue 28 item 5. Three Garage nodes (replication factor 3) behind one store whose
+// `endpoint` lists all three, node 0 first. The daemon offloads N recordings with
+// `delete_local`; once the first copies are in, node 0 is killed (SIGKILL): its endpoint
+// refuses connections. Every offload must complete through nodes 1 and 2, every local
+// file removed only with a verified copy (each object's content read back and compared),
+// the backlog drained — and the status object names node 0's endpoint as down, then up
+// again once the node is back.
+#[test]
+fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
+    const N: usize = 40;
+    const SIZE: usize = 1 << 20;
+    let mut cluster = S3Server::garage_cluster(3);
+    eprintln!("3-node garage cluster up in {:?}", cluster.startup);
+    let b = Box_::new("", "", "");
+    let store = cluster
+        .store_section(b.dir.path(), "ENDPOINTS", "box1/")
+        .replace("\"ENDPOINTS\"", &toml_list(&cluster.endpoints));
+    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n";
+    b.write_config("fleet_heartbeat = \"1s\"", &store, classes);
+    let mut sums = BTreeMap::new();
+    for i in 0..N {
+        let rel = format!("rec/cam{}/{i:03}.mp4", i % 4);
+        let p = b.path(&rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        // Distinct contents: a copy of the wrong file would not pass the comparison.
+        let body: Vec<u8> = (0..SIZE).map(|k| (k * 31 + i * 7 + k / 509) as u8).collect();
+        fs::write(&p, &body).unwrap();
+        set_age(&p, Duration::from_secs(60));
+        sums.insert(format!("media/{rel}"), hex(&Md5::digest(&body)));
+    }
+    // Read through node 2, which stays up.
+    let mut settings = cluster.settings("check", "box1");
+    settings.endpoint = cluster.endpoints[2].clone();
+    let remote = S3Store::new(settings).unwrap();
+
+    let d = b.daemon(None);
+    d.wait_for("the first copies", T, || {
+        objects(&remote).keys().any(|k| k.starts_with("media/"))
+    });
+    cluster.kill_node(0);
+    let at_kill = objects(&remote)
+        .keys()
+        .filter(|k| k.starts_with("media/"))
+        .count();
+    eprintln!("node 0 killed with {at_kill} of {N} copies in the bucket");
+    assert!(at_kill < N, "the offloads were over before node 0 was killed: make N larger");
+
+    // Every local file gone only with its object present at its full size, all the way.
+    let mut down_seen = false;
+    d.wait_for("every offload through nodes 1 and 2", T, || {
+        let objs = objects(&remote);
+        for (key, _) in &sums {
+            let local = b.path(key.strip_prefix("media/").unwrap());
+            if !local.exists() {
+                assert_eq!(
+                    objs.get(key),
+                    Some(&(SIZE as u64)),
+                    "{key}: the local file is gone without its copy"
+                );
+            }
+        }
+        let status = block(remote.get_small(".mediaretain/status.json", 1 << 16)).unwrap();
+        if let Some((body, _)) = status {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            down_seen |= v["endpoints"][0]["reachable"] == false;
+        }
+        sums.keys().all(|k| objs.contains_key(k))
+            && sums
+                .keys()
+                .all(|k| !b.path(k.strip_prefix("media/").unwrap()).exists())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    for (key, sum) in &sums {
+        assert_eq!(&object_md5(&remote, dir.path(), key), sum, "{key}");
+    }
+    assert!(
+        down_seen,
+        "the status object never named node 0's endpoint as down"
+    );
+    let log = d.log.lock().unwrap().clone();
+    assert!(
+        log.contains("endpoint unreachable"),
+        "the failover was not logged:\n{log}"
+    );
+
+    // Back: the backlog is empty and node 0's endpoint taken again.
+    cluster.restart_node(0);
+    d.wait_for("an empty backlog and node 0 reachable again", T, || {
+        let Some((body, _)) =
+            block(remote.get_small(".mediaretain/status.json", 1 << 16)).unwrap()
+        else {
+            return false;
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v["backlog"]["offload_files"] == 0
+            && v["backlog"]["offload_backing_off"] == 0
+            && v["endpoints"][0]["reachable"] == true
+    });
+    let st = b.cli(&["status", "--json"]).ok().json();
+    assert_eq!(st["offload_backing_off"]["files"], 0, "{st}");
+}
+
+// Issue 28 item 4. Two daemons write their status objects under one bucket prefix
+// (`fleet/a/`, `fleet/b/`) every 2 s; `mediaretain fleet`, run with a third config and no
+// daemon of its own, lists both with their ages. Box b is killed with SIGKILL: after three
+// heartbeats `fleet` names it stale, and box a not.
+#[test]
+fn fleet_lists_every_box_and_names_the_one_that_stopped() {
+    let server = S3Server::moto();
+    let a = Box_::new("", "", "");
+    let b = Box_::new("", "", "");
+    for (bx, prefix) in [(&a, "fleet/a/"), (&b, "fleet/b/")] {
+        let store = server.store_section(bx.dir.path(), &server.endpoint, prefix);
+        bx.write_config("fleet_heartbeat = \"2s\"", &store, "");
+    }
+    let viewer = Box_::new("", "", "");
+    let store = server.store_section(viewer.dir.path(), &server.endpoint, "fleet/");
+    viewer.write_config("fleet_heartbeat = \"2s\"", &store, "");
+    let fleet = || viewer.cli(&["fleet", "--json"]).ok().json();
+
+    let da = a.daemon(None);
+    let db = b.daemon(None);
+    da.wait_for("both boxes in the fleet view", T, || {
+        let f = fleet();
+        f["boxes"].as_array().is_some_and(|v| v.len() == 2)
+    });
+    let f = fleet();
+    let boxes = f["boxes"].as_array().unwrap();
+    assert_eq!(boxes[0]["dir"], "a", "{f}");
+    assert_eq!(boxes[1]["dir"], "b", "{f}");
+    for bx in boxes {
+        assert_eq!(bx["stale"], false, "{f}");
+        assert_eq!(bx["status"]["heartbeat_secs"], 2, "{f}");
+        assert_eq!(bx["status"]["version"], env!("CARGO_PKG_VERSION"), "{f}");
+        assert_eq!(bx["status"]["clock"]["state"], "ok", "{f}");
+        assert!(bx["age_secs"].as_u64().unwrap() <= 6, "{f}");
+    }
+    assert_eq!(boxes[1]["status"]["pid"], db.pid(), "{f}");
+    assert_eq!(f["stale"], serde_json::json!([]), "{f}");
+
+    db.signal(rustix::process::Signal::KILL);
+    da.wait_for("box b named stale", T, || {
+        let f = fleet();
+        f["boxes"][1]["stale"] == true
+    });
+    let f = fleet();
+    assert_eq!(f["boxes"][0]["stale"], false, "box a still writes: {f}");
+    let stale = f["stale"].as_array().unwrap();
+    assert_eq!(stale.len(), 1, "{f}");
+    assert!(stale[0].as_str().unwrap().contains("b/"), "{f}");
+    let human = viewer.cli(&["fleet"]).ok().stdout;
+    assert!(human.contains("2 boxes"), "{human}");
+    let b_line = human.lines().find(|l| l.contains("(b/)")).unwrap();
+    assert!(b_line.contains("STALE"), "{human}");
+    let a_line = human.lines().find(|l| l.contains("(a/)")).unwrap();
+    assert!(!a_line.contains("STALE"), "{human}");
+    assert!(human.contains("stale (no status for over 3 heartbeats)"), "{human}");
+    drop(da);
+}
