@@ -82,7 +82,9 @@ fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
         let p = b.path(&rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         // Distinct contents: a copy of the wrong file would not pass the comparison.
-        let body: Vec<u8> = (0..SIZE).map(|k| (k * 31 + i * 7 + k / 509) as u8).collect();
+        let body: Vec<u8> = (0..SIZE)
+            .map(|k| (k * 31 + i * 7 + k / 509) as u8)
+            .collect();
         fs::write(&p, &body).unwrap();
         set_age(&p, Duration::from_secs(60));
         sums.insert(format!("media/{rel}"), hex(&Md5::digest(&body)));
@@ -102,7 +104,10 @@ fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
         .filter(|k| k.starts_with("media/"))
         .count();
     eprintln!("node 0 killed with {at_kill} of {N} copies in the bucket");
-    assert!(at_kill < N, "the offloads were over before node 0 was killed: make N larger");
+    assert!(
+        at_kill < N,
+        "the offloads were over before node 0 was killed: make N larger"
+    );
 
     // Every local file gone only with its object present at its full size, all the way.
     let mut down_seen = false;
@@ -145,8 +150,7 @@ fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
     // Back: the backlog is empty and node 0's endpoint taken again.
     cluster.restart_node(0);
     d.wait_for("an empty backlog and node 0 reachable again", T, || {
-        let Some((body, _)) =
-            block(remote.get_small(".mediaretain/status.json", 1 << 16)).unwrap()
+        let Some((body, _)) = block(remote.get_small(".mediaretain/status.json", 1 << 16)).unwrap()
         else {
             return false;
         };
@@ -189,10 +193,11 @@ fn fleet_lists_every_box_and_names_the_one_that_stopped() {
     assert_eq!(boxes[1]["dir"], "b", "{f}");
     for bx in boxes {
         assert_eq!(bx["stale"], false, "{f}");
-        assert_eq!(bx["status"]["heartbeat_secs"], 2, "{f}");
+        assert_eq!(bx["status"]["heartbeat"], "2s", "{f}");
         assert_eq!(bx["status"]["version"], env!("CARGO_PKG_VERSION"), "{f}");
         assert_eq!(bx["status"]["clock"]["state"], "ok", "{f}");
-        assert!(bx["age_secs"].as_u64().unwrap() <= 6, "{f}");
+        let age: mediaretain::units::Dur = bx["age"].as_str().unwrap().parse().unwrap();
+        assert!(age.0 <= Duration::from_secs(6), "{f}");
     }
     assert_eq!(boxes[1]["status"]["pid"], db.pid(), "{f}");
     assert_eq!(f["stale"], serde_json::json!([]), "{f}");
@@ -213,6 +218,50 @@ fn fleet_lists_every_box_and_names_the_one_that_stopped() {
     assert!(b_line.contains("STALE"), "{human}");
     let a_line = human.lines().find(|l| l.contains("(a/)")).unwrap();
     assert!(!a_line.contains("STALE"), "{human}");
-    assert!(human.contains("stale (no status for over 3 heartbeats)"), "{human}");
+    assert!(
+        human.contains("stale (no status for over 3 heartbeats)"),
+        "{human}"
+    );
     drop(da);
+}
+
+// `endpoint` takes one URL or a list of one cluster's; a list is checked like one URL,
+// each entry at the key's line, and an empty or repeated one refused.
+#[test]
+fn endpoint_lists_are_read_and_checked() {
+    let parse = |endpoint: &str| {
+        let text = format!(
+            "[daemon]\nstate_dir = \"/s\"\n\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = {endpoint}\nbucket = \"b\"\n"
+        );
+        mediaretain::config::Config::parse_with(std::path::Path::new("/c.toml"), &text, false)
+    };
+    let one = parse("\"http://127.0.0.1:3900\"").unwrap();
+    let l = one.stores[0].s3.clone().unwrap();
+    assert_eq!(l.endpoint, "http://127.0.0.1:3900");
+    assert!(l.more_endpoints.is_empty());
+    let three =
+        parse("[\"http://127.0.0.1:3900\", \"http://127.0.0.1:3901\", \"https://s3.example.com\"]")
+            .unwrap();
+    let l = three.stores[0].s3.clone().unwrap();
+    assert_eq!(l.endpoint, "http://127.0.0.1:3900");
+    assert_eq!(
+        l.more_endpoints,
+        ["http://127.0.0.1:3901", "https://s3.example.com"]
+    );
+    for (bad, want) in [
+        ("[]", "endpoint lists no URL"),
+        (
+            "[\"http://127.0.0.1:3900\", \"http://127.0.0.1:3900/\"]",
+            "listed twice",
+        ),
+        (
+            "[\"http://127.0.0.1:3900\", \"ftp://x\"]",
+            "must start with https://",
+        ),
+        ("[1]", "invalid type"),
+    ] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains("/c.toml:7:"), "{bad}: {e}");
+        assert!(e.contains(want), "{bad}: {e}");
+    }
 }

@@ -100,8 +100,7 @@ fn render(f: &Fleet) -> String {
 }
 
 fn line(b: &FleetBox) -> String {
-    let age = fmt_span(b.age_secs as i64 * 1_000_000_000);
-    let age = if age.is_empty() { "0s".into() } else { age };
+    let age = b.age.to_string();
     let Some(s) = &b.status else {
         return format!(
             "{:<20} unreadable ({}): {}",

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::engine::{Engine, EngineError, s3_io};
 use crate::store::StoreError;
 use crate::store::s3::S3Store;
-use crate::units::Nanos;
+use crate::units::{Dur, Nanos};
 
 /// The status object's key, relative to a box's root (the S3 store's prefix).
 pub const STATUS_KEY: &str = ".mediaretain/status.json";
@@ -84,7 +84,7 @@ pub struct BoxStatus {
     #[serde(with = "crate::units::rfc3339")]
     pub written: Nanos,
     /// The box's heartbeat: stale after [`STALE_BEATS`] of them.
-    pub heartbeat_secs: u64,
+    pub heartbeat: Dur,
     /// The last lifecycle pass.
     pub last_pass: Option<PassSummary>,
     /// What waits.
@@ -238,7 +238,7 @@ pub fn box_status(engine: &Engine, heartbeat: Duration) -> Result<BoxStatus, Eng
         version: env!("CARGO_PKG_VERSION").into(),
         started: st.activity.started_at,
         written: now,
-        heartbeat_secs: heartbeat.as_secs().max(1),
+        heartbeat: Dur(Duration::from_secs(heartbeat.as_secs().max(1))),
         last_pass,
         backlog: Backlog {
             offload_files,
@@ -353,8 +353,9 @@ pub struct FleetBox {
     /// When the server says it was last written.
     #[serde(with = "crate::units::rfc3339")]
     pub modified: Nanos,
-    /// Seconds since then, by this machine's clock (0 when the server's clock is ahead).
-    pub age_secs: u64,
+    /// How long ago, by this machine's clock, in whole seconds ("0s" when the server's
+    /// clock is ahead).
+    pub age: Dur,
     /// Older than [`STALE_BEATS`] of its heartbeats.
     pub stale: bool,
     /// What the box wrote (None: unreadable, see `error`).
@@ -437,7 +438,7 @@ pub async fn read_fleet(
                     dir,
                     key,
                     modified: 0,
-                    age_secs: 0,
+                    age: Dur::ZERO,
                     stale: false,
                     status: None,
                     error: Some(e.to_string()),
@@ -451,21 +452,25 @@ pub async fn read_fleet(
         };
         let beat = status
             .as_ref()
-            .map_or(default_beat.as_secs(), |s| s.heartbeat_secs)
+            .map_or(default_beat.as_secs(), |s| s.heartbeat.0.as_secs())
             .max(1);
         let age_secs = (now.saturating_sub(modified).max(0) / 1_000_000_000) as u64;
         boxes.push(FleetBox {
             dir,
             key,
             modified,
-            age_secs,
+            age: Dur(Duration::from_secs(age_secs)),
             stale: age_secs > STALE_BEATS * beat,
             status,
             error,
         });
     }
     boxes.sort_by(|a, b| a.dir.cmp(&b.dir));
-    let stale = boxes.iter().filter(|b| b.stale).map(FleetBox::name).collect();
+    let stale = boxes
+        .iter()
+        .filter(|b| b.stale)
+        .map(FleetBox::name)
+        .collect();
     Ok(Fleet {
         store: store.settings().name.clone(),
         bucket: store.settings().bucket.clone(),
@@ -491,7 +496,7 @@ mod tests {
             version: "1.0.0".into(),
             started: 1_700_000_000_000_000_000,
             written: 1_700_000_060_000_000_000,
-            heartbeat_secs: 60,
+            heartbeat: Dur(Duration::from_secs(60)),
             last_pass: None,
             backlog: Backlog::default(),
             stuck_volumes: Vec::new(),
@@ -517,7 +522,7 @@ mod tests {
             dir: dir.into(),
             key: String::new(),
             modified: 0,
-            age_secs: 0,
+            age: Dur::ZERO,
             stale: false,
             status: None,
             error: Some("x".into()),

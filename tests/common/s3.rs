@@ -334,13 +334,23 @@ api_bind_addr = "127.0.0.1:{admin}"
             cli(&["node", "connect", id]);
         }
         for id in &ids {
-            cli(&["layout", "assign", "-z", "dc1", "-c", "1G", id.split('@').next().unwrap()]);
+            cli(&[
+                "layout",
+                "assign",
+                "-z",
+                "dc1",
+                "-c",
+                "1G",
+                id.split('@').next().unwrap(),
+            ]);
         }
         cli(&["layout", "apply", "--version", "1"]);
         let (key_id, secret) = (format!("GK{}", "a1".repeat(12)), "b2".repeat(32));
         cli(&["key", "import", "--yes", "-n", "test", &key_id, &secret]);
         cli(&["bucket", "create", "test"]);
-        cli(&["bucket", "allow", "--read", "--write", "--owner", "test", "--key", "test"]);
+        cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", "test", "--key", "test",
+        ]);
         let mut server = S3Server {
             kind: "garage",
             endpoint: format!("http://127.0.0.1:{}", nodes[0].s3_port),
