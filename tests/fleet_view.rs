@@ -113,7 +113,7 @@ fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
     let mut down_seen = false;
     d.wait_for("every offload through nodes 1 and 2", T, || {
         let objs = objects(&remote);
-        for (key, _) in &sums {
+        for key in sums.keys() {
             let local = b.path(key.strip_prefix("media/").unwrap());
             if !local.exists() {
                 assert_eq!(

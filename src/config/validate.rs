@@ -66,7 +66,7 @@ impl Validator<'_> {
                 .collect();
             (endpoints, l.bucket.clone(), p)
         };
-        let s3: Vec<(&str, (HashSet<String>, String, String))> = stores
+        let s3: Vec<(&str, KeySpace)> = stores
             .iter()
             .filter_map(|s| s.s3.as_ref().map(|l| (s.name.as_str(), space(l))))
             .collect();
@@ -1088,3 +1088,6 @@ struct Listener {
     allow_uids: Vec<u32>,
     confirm: Dur,
 }
+
+/// An S3 store's key space: its endpoints (one cluster), bucket and prefix (`p/` or "").
+type KeySpace = (HashSet<String>, String, String);
