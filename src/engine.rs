@@ -59,8 +59,8 @@ pub use remote::{fetch, io as s3_io, open as open_s3};
 pub use rm::{RM_TRIGGER, RemovedDir, RmReport, RmRequest};
 pub use runtime::{MissingStore, Runtime};
 pub use status::{
-    Activity, OffloadBackoff, Reload, Status, UnwritableStore, Volume, status_without_registry,
-    unwritable_stores,
+    Activity, FleetFacts, OffloadBackoff, Reload, Status, UnwritableStore, Volume,
+    status_without_registry, unwritable_stores,
 };
 
 /// Failures of an operation; each maps to a sysexits code.

@@ -185,13 +185,13 @@ impl Identity {
     }
 }
 
-/// The box's status now (without the endpoints of a store), from what `status` shows.
+/// The box's status now (without the endpoints of a store), from the parts of `status`
+/// that cost no registry scan ([`Engine::fleet_facts`]).
 pub fn box_status(engine: &Engine, heartbeat: Duration) -> Result<BoxStatus, EngineError> {
-    let rt = engine.runtime();
-    let id = Identity::now(&rt.config);
-    let st = engine.status()?;
+    let id = Identity::now(&engine.runtime().config);
+    let st = engine.fleet_facts()?;
     let now = engine.now();
-    let (offload_files, offload_bytes) = engine.offload_backlog();
+    let (offload_files, offload_bytes) = st.offload_backlog;
     let last_pass = st.activity.last_pass.as_ref().map(|p| PassSummary {
         at: p.at,
         outcome: if p.guard.is_some() {
@@ -243,17 +243,15 @@ pub fn box_status(engine: &Engine, heartbeat: Duration) -> Result<BoxStatus, Eng
         backlog: Backlog {
             offload_files,
             offload_bytes,
-            offload_backing_off: st.offload_backing_off.files,
+            offload_backing_off: st.offload_backing_off,
             files_due,
         },
         stuck_volumes: st
-            .volumes
+            .stuck_volumes
             .iter()
-            .filter_map(|v| {
-                v.stuck_since.map(|since| StuckVolume {
-                    mount: crate::spell::show(&v.mount).to_string(),
-                    since,
-                })
+            .map(|(mount, since)| StuckVolume {
+                mount: crate::spell::show(mount).to_string(),
+                since: *since,
             })
             .collect(),
         clock,
