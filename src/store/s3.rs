@@ -1802,6 +1802,57 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_connection_marks_its_endpoint_dead_and_the_request_moves_on() {
+        // Two loopback ports nobody listens on: both refuse at once.
+        let closed = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (a, b) = (closed(), closed());
+        let mut s = S3Settings::new(
+            "arch",
+            &format!("http://127.0.0.1:{a}"),
+            "garage",
+            "b",
+            creds(),
+        );
+        s.more_endpoints = vec![format!("http://127.0.0.1:{b}/")];
+        s.retry.max_retries = 0;
+        s.retry.retry_timeout = Duration::from_secs(1);
+        let store = S3Store::new(s).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let health = |store: &S3Store| -> Vec<bool> {
+            store
+                .endpoint_health()
+                .into_iter()
+                .map(|(_, up)| up)
+                .collect()
+        };
+        assert_eq!(health(&store), [true, true]);
+        let e = rt.block_on(store.stat("k")).unwrap_err().to_string();
+        // Tried on both, in order: the error is the second endpoint's.
+        assert!(e.contains(&format!("127.0.0.1:{b}")), "{e}");
+        assert_eq!(health(&store), [false, false]);
+        // A single endpoint is never marked: there is nowhere else to go.
+        let one = S3Store::new(S3Settings::new(
+            "arch",
+            &format!("http://127.0.0.1:{a}"),
+            "garage",
+            "b",
+            creds(),
+        ))
+        .unwrap();
+        let mut one_settings = one.settings().clone();
+        one_settings.retry.max_retries = 0;
+        let one = S3Store::new(one_settings).unwrap();
+        assert!(rt.block_on(one.stat("k")).is_err());
+        assert_eq!(health(&one), [true]);
+    }
+
+    #[test]
     fn plain_http_only_to_loopback_or_when_allowed() {
         let make = |endpoint: &str, allow_http: bool| {
             let mut s = S3Settings::new("arch", endpoint, "garage", "b", creds());
