@@ -111,6 +111,19 @@ fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
 
     // Every local file gone only with its object present at its full size, all the way.
     let mut down_seen = false;
+    let sock = b.state().join("control.sock");
+    let first = cluster.endpoints[0].clone();
+    let metric = |up: u8| {
+        format!("mediaretain_s3_endpoint_up{{store=\"archive\",endpoint=\"{first}\"}} {up}")
+    };
+    let scrape = || {
+        socket_http(
+            &sock,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .1
+    };
+    let mut down_metric = false;
     d.wait_for("every offload through nodes 1 and 2", T, || {
         let objs = objects(&remote);
         for key in sums.keys() {
@@ -128,6 +141,7 @@ fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
             down_seen |= v["endpoints"][0]["reachable"] == false;
         }
+        down_metric |= scrape().contains(&metric(0));
         sums.keys().all(|k| objs.contains_key(k))
             && sums
                 .keys()
@@ -141,6 +155,7 @@ fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
         down_seen,
         "the status object never named node 0's endpoint as down"
     );
+    assert!(down_metric, "the metrics never said {}", metric(0));
     let log = d.log.lock().unwrap().clone();
     assert!(
         log.contains("endpoint unreachable"),
@@ -159,6 +174,7 @@ fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
             && v["backlog"]["offload_backing_off"] == 0
             && v["endpoints"][0]["reachable"] == true
     });
+    assert!(scrape().contains(&metric(1)), "{}", scrape());
     let st = b.cli(&["status", "--json"]).ok().json();
     assert_eq!(st["offload_backing_off"]["files"], 0, "{st}");
 }
