@@ -62,8 +62,9 @@ fn hex(b: &[u8]) -> String {
 // `delete_local`; once the first copies are in, node 0 is killed (SIGKILL): its endpoint
 // refuses connections. Every offload must complete through nodes 1 and 2, every local
 // file removed only with a verified copy (each object's content read back and compared),
-// the backlog drained — and the status object names node 0's endpoint as down, then up
-// again once the node is back.
+// the backlog drained; a remote rule on the same store (scratch objects expiring at once)
+// lists and deletes through the others too — and the status object and the metrics name
+// node 0's endpoint as down, then up again once the node is back.
 #[test]
 fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
     const N: usize = 40;
@@ -74,8 +75,14 @@ fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
     let store = cluster
         .store_section(b.dir.path(), "ENDPOINTS", "box1/")
         .replace("\"ENDPOINTS\"", &toml_list(&cluster.endpoints));
-    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n";
-    b.write_config("fleet_heartbeat = \"1s\"", &store, classes);
+    // And a remote rule on the same store: scratch objects expire at once.
+    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n\n[[class]]\nname = \"scratch\"\nstore = \"archive\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"0s\"\nquiet_period = \"0s\"\n";
+    // A rescan every 2 s lists the bucket again (the remote rule sees new objects).
+    b.write_config(
+        "fleet_heartbeat = \"1s\"\nscan_interval = \"2s\"",
+        &store,
+        classes,
+    );
     let mut sums = BTreeMap::new();
     for i in 0..N {
         let rel = format!("rec/cam{}/{i:03}.mp4", i % 4);
@@ -109,6 +116,14 @@ fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
         "the offloads were over before node 0 was killed: make N larger"
     );
 
+    // Scratch objects put after the kill: the remote rule must list and delete them
+    // through nodes 1 and 2.
+    let src = b.dir.path().join("scratch");
+    fs::write(&src, b"scratch").unwrap();
+    for i in 0..60 {
+        block(remote.put_file(&format!("tmp/{i:02}.part"), &src)).unwrap();
+    }
+
     // Every local file gone only with its object present at its full size, all the way.
     let mut down_seen = false;
     let sock = b.state().join("control.sock");
@@ -124,29 +139,34 @@ fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
         .1
     };
     let mut down_metric = false;
-    d.wait_for("every offload through nodes 1 and 2", T, || {
-        let objs = objects(&remote);
-        for key in sums.keys() {
-            let local = b.path(key.strip_prefix("media/").unwrap());
-            if !local.exists() {
-                assert_eq!(
-                    objs.get(key),
-                    Some(&(SIZE as u64)),
-                    "{key}: the local file is gone without its copy"
-                );
+    d.wait_for(
+        "every offload and the remote rule through nodes 1 and 2",
+        T,
+        || {
+            let objs = objects(&remote);
+            for key in sums.keys() {
+                let local = b.path(key.strip_prefix("media/").unwrap());
+                if !local.exists() {
+                    assert_eq!(
+                        objs.get(key),
+                        Some(&(SIZE as u64)),
+                        "{key}: the local file is gone without its copy"
+                    );
+                }
             }
-        }
-        let status = block(remote.get_small(".mediaretain/status.json", 1 << 16)).unwrap();
-        if let Some((body, _)) = status {
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            down_seen |= v["endpoints"][0]["reachable"] == false;
-        }
-        down_metric |= scrape().contains(&metric(0));
-        sums.keys().all(|k| objs.contains_key(k))
-            && sums
-                .keys()
-                .all(|k| !b.path(k.strip_prefix("media/").unwrap()).exists())
-    });
+            let status = block(remote.get_small(".mediaretain/status.json", 1 << 16)).unwrap();
+            if let Some((body, _)) = status {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                down_seen |= v["endpoints"][0]["reachable"] == false;
+            }
+            down_metric |= scrape().contains(&metric(0));
+            !objs.keys().any(|k| k.starts_with("tmp/"))
+                && sums.keys().all(|k| objs.contains_key(k))
+                && sums
+                    .keys()
+                    .all(|k| !b.path(k.strip_prefix("media/").unwrap()).exists())
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     for (key, sum) in &sums {
         assert_eq!(&object_md5(&remote, dir.path(), key), sum, "{key}");
