@@ -730,6 +730,18 @@ impl S3Store {
         }
     }
 
+    /// Whether an endpoint other than `i` may be tried now (not marked dead, or its time
+    /// is up): when none may, a request that failed on `i` fails as it would with one
+    /// endpoint, instead of spending its retries on endpoints known to be down — a cluster
+    /// entirely down costs one request's deadline, not one per endpoint.
+    fn another_to_try(&self, i: usize) -> bool {
+        let now = tokio::time::Instant::now();
+        self.endpoints
+            .iter()
+            .enumerate()
+            .any(|(j, e)| j != i && e.health().dead_until.is_none_or(|t| t <= now))
+    }
+
     /// Marks endpoint `i` alive (it answered).
     fn mark_alive(&self, i: usize) {
         let ep = &self.endpoints[i];
@@ -757,7 +769,7 @@ impl S3Store {
                 Err(e) if is_unreachable(&e) => {
                     self.mark_dead(i, &e);
                     failures += 1;
-                    if failures >= self.endpoints.len() {
+                    if failures >= self.endpoints.len() || !self.another_to_try(i) {
                         return Err(e);
                     }
                 }
@@ -814,7 +826,7 @@ impl S3Store {
                         st.store.mark_dead(i, &e);
                         st.failures += 1;
                         st.current = None;
-                        if st.failures >= st.store.endpoints.len() {
+                        if st.failures >= st.store.endpoints.len() || !st.store.another_to_try(i) {
                             return Some((Err(e), None));
                         }
                     }
@@ -845,7 +857,7 @@ impl S3Store {
                 Err(e) if is_unreachable(&e) => {
                     self.mark_dead(i, &e);
                     failures += 1;
-                    if failures >= self.endpoints.len() {
+                    if failures >= self.endpoints.len() || !self.another_to_try(i) {
                         return Err(e.to_string());
                     }
                 }
@@ -1836,6 +1848,9 @@ mod tests {
         // Tried on both, in order: the error is the second endpoint's.
         assert!(e.contains(&format!("127.0.0.1:{b}")), "{e}");
         assert_eq!(health(&store), [false, false]);
+        // Both known down: the next request fails on one, without trying the other.
+        let e = rt.block_on(store.stat("k")).unwrap_err().to_string();
+        assert!(e.contains(&format!("127.0.0.1:{a}")), "{e}");
         // A single endpoint is never marked: there is nowhere else to go.
         let one = S3Store::new(S3Settings::new(
             "arch",
