@@ -46,6 +46,8 @@
 //! - [`scan`], [`watch`]: descriptor-based walks and inotify; they only report.
 //! - [`registry`]: the SQLite registry: entries, marks, audit and intents, offload
 //!   bookkeeping, numbered migrations.
+//! - [`fleet`]: many boxes on one bucket — `fleet/status.rs`, the box's status object written
+//!   every heartbeat and the fleet view that reads every box's back.
 //! - [`metrics`]: the Prometheus families and their labels: counters the engine bumps,
 //!   gauges it fills at scrape time (serving them is `control`'s).
 //! - [`config`]: the model, loading with `conf.d/`, validation with `FILE:LINE:COL`.

@@ -11,10 +11,11 @@
 //! Backends differ (Garage 2.5.0 silently ignores conditional writes), so
 //! [`S3Store::probe`] measures what a backend supports before anything relies on it.
 //!
-//! One file of about 1,300 lines on purpose: streaming upload with per-part and whole-object
+//! One file of about 1,800 lines on purpose: streaming upload with per-part and whole-object
 //! ETag checks, verified bulk deletion, listing with upload cleanup, fetch and the probe all
-//! share one client, one retry/deadline policy and the same ETag arithmetic; split, each
-//! part would need the others' internals.
+//! share one set of clients (one per endpoint, with failover between them), one
+//! retry/deadline policy and the same ETag arithmetic; split, each part would need the
+//! others' internals.
 //!
 //! Orphaned multipart uploads (a crash between start and completion) are found by the
 //! upload ids a caller persisted from [`Store::start_upload`], and also — where the
