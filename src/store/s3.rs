@@ -11,7 +11,7 @@
 //! Backends differ (Garage 2.5.0 silently ignores conditional writes), so
 //! [`S3Store::probe`] measures what a backend supports before anything relies on it.
 //!
-//! One file of about 1,800 lines on purpose: streaming upload with per-part and whole-object
+//! One file of about 1,900 lines on purpose: streaming upload with per-part and whole-object
 //! ETag checks, verified bulk deletion, listing with upload cleanup, fetch and the probe all
 //! share one set of clients (one per endpoint, with failover between them), one
 //! retry/deadline policy and the same ETag arithmetic; split, each part would need the
