@@ -535,6 +535,11 @@ pub async fn run(config_path: &Path) -> Result<(), Failure> {
         cancel.clone(),
     ));
     remote_kick.notify_one();
+    // The fleet's status object: a task of its own, so a dead endpoint delays only it.
+    tracker.spawn(crate::fleet::status::heartbeat(
+        engine.clone(),
+        cancel.clone(),
+    ));
     let status = summary_line(&engine);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     info!("ready: {status}");

@@ -59,12 +59,12 @@ pub use facts::{Announced, Claim, fact_tag};
 pub use history::{History, HistoryRequest};
 pub use index::ChangeEffect;
 pub use marks::{Mark, MarkResult, check_tag};
-pub use remote::{fetch, open as open_remote};
+pub use remote::{fetch, io as s3_io, open as open_s3};
 pub use rm::{RM_TRIGGER, RemovedDir, RmReport, RmRequest};
 pub use runtime::{MissingStore, Runtime};
 pub use status::{
-    Activity, OffloadBackoff, Reload, Status, UnwritableStore, Volume, status_without_registry,
-    unwritable_stores,
+    Activity, FleetFacts, OffloadBackoff, Reload, Status, UnwritableStore, Volume,
+    status_without_registry, unwritable_stores,
 };
 
 /// Failures of an operation; each maps to a sysexits code.

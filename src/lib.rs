@@ -38,7 +38,9 @@
 //!   (the wall clock watched against `CLOCK_BOOTTIME`: a jump holds the time rules).
 //! - [`fleet`]: several boxes on one bucket: the node identity, each S3 root's claim marker
 //!   (`fleet/claim.rs`) and a shared store's rules lease with its fencing (`fleet/lease.rs`);
-//!   the engine drives them (`engine/remote.rs`), the daemon ticks them.
+//!   the engine drives them (`engine/remote.rs`), the daemon ticks them; the box's status
+//!   object and the fleet view (`fleet/status.rs`); a store's remote rules compiled into the
+//!   bucket's native lifecycle, a backstop (`fleet/lifecycle.rs`).
 //! - [`inuse`]: every in-use signal behind one view, [`inuse::InUse`]; a new signal is a
 //!   module there, a reason in `InUse::reasons` and a guard in the executor's table.
 //! - [`policy`]: pure decisions (ttl, keep_for, budgets, pressure tiers): no I/O, unit-tested
@@ -49,8 +51,6 @@
 //! - [`scan`], [`watch`]: descriptor-based walks and inotify; they only report.
 //! - [`registry`]: the SQLite registry: entries, marks, audit and intents, offload
 //!   bookkeeping, numbered migrations.
-//! - [`fleet`]: a fleet of boxes on one bucket; `fleet/lifecycle.rs` compiles a store's
-//!   remote rules into the bucket's native lifecycle configuration (a backstop).
 //! - [`metrics`]: the Prometheus families and their labels: counters the engine bumps,
 //!   gauges it fills at scrape time (serving them is `control`'s).
 //! - [`config`]: the model, loading with `conf.d/`, validation with `FILE:LINE:COL`.

@@ -75,6 +75,15 @@ pub struct StoreClass {
     pub class: String,
 }
 
+/// One endpoint of an S3 store (its URL as configured: a bounded set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreEndpoint {
+    /// Store.
+    pub store: String,
+    /// Endpoint URL.
+    pub endpoint: String,
+}
+
 /// One store.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreLabel {

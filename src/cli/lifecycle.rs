@@ -141,7 +141,7 @@ pub(super) async fn run(path: &Path, action: LifecycleAction) -> Result<(), Fail
         .store(&store)
         .and_then(|s| s.s3.as_ref())
         .expect("compile checked it is an S3 store");
-    let s3 = crate::engine::open_remote(&store, loc)?;
+    let s3 = crate::engine::open_s3(&store, loc)?;
     let bucket = within(&store, native::read(&s3)).await?;
     let drift = report.compiled.drift(&bucket);
     report.other_rules = Some(bucket.iter().filter(|r| !report.compiled.owns(r)).count());

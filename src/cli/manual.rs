@@ -113,6 +113,11 @@ const EXAMPLES: &[Example] = &[
         what: "write the rules the bucket can enforce itself (a backstop if every box dies); check names drift",
     },
     Example {
+        sub: "fleet",
+        line: "mediaretain fleet --json archive",
+        what: "every box writing into store archive's bucket and prefix; stale ones named",
+    },
+    Example {
         sub: "clock",
         line: "mediaretain clock accept",
         what: "status says CLOCK JUMPED and the clock is right: held time rules resume now",

@@ -39,6 +39,7 @@ use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 mod admin;
 mod backend;
 mod files;
+mod fleet;
 mod history;
 mod lifecycle;
 mod manual;
@@ -319,6 +320,16 @@ pub enum Cmd {
         #[command(subcommand)]
         action: RegistryAction,
     },
+    /// Every box writing into an S3 store's bucket and prefix, from their status objects
+    /// (node, version, last pass, backlog, clock), each with its age; names the stale ones
+    /// (no status for over 3 heartbeats). Needs no daemon.
+    Fleet {
+        /// The S3 store of the config (default: the only one).
+        store: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stream an object of an S3 store to a local file (memory flat for any size),
     /// verified; its partial file lives in the state directory.
     Fetch {
@@ -571,6 +582,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         } => admin::check_config(&path, unit.as_deref(), store_roots, strict),
         Cmd::Fetch { src, dest, force } => admin::fetch(&path, src, dest, force).await,
         Cmd::Lifecycle { action } => lifecycle::run(&path, action).await,
+        Cmd::Fleet { store, json } => fleet::fleet(&path, store, json).await,
         Cmd::Generate { what, dir } => manual::generate(what, &dir),
         Cmd::Registry { action } => registry::run(&path, action).await,
         cmd => {
@@ -673,6 +685,7 @@ async fn dispatch(b: &Backend, cmd: Cmd) -> Result<(), Failure> {
         | Cmd::CheckConfig { .. }
         | Cmd::Fetch { .. }
         | Cmd::Lifecycle { .. }
+        | Cmd::Fleet { .. }
         | Cmd::Generate { .. }
         | Cmd::Registry { .. } => {
             unreachable!("handled by run()")

@@ -479,11 +479,15 @@ impl Sandbox {
                 Some(m.listen.ip()),
             ));
         }
-        for s in cfg.stores.iter().filter(|s| !s.is_local()) {
-            let endpoint =
-                s.s3.as_ref()
-                    .map(|l| l.endpoint.clone())
-                    .unwrap_or_default();
+        let endpoints = cfg.stores.iter().filter_map(|s| {
+            let l = s.s3.as_ref()?;
+            Some(
+                std::iter::once(&l.endpoint)
+                    .chain(&l.more_endpoints)
+                    .map(move |e| (s, e.clone())),
+            )
+        });
+        for (s, endpoint) in endpoints.flatten() {
             let ip = endpoint
                 .split("://")
                 .nth(1)

@@ -238,8 +238,10 @@ pub struct Daemon {
     /// This box's name in a fleet sharing one bucket (default: the host name): its S3
     /// stores' keys live under `PREFIX/NODE/` and its claim marker names it.
     pub node: String,
-    /// The claim marker of each S3 store's root is rewritten this often; a foreign writer
-    /// is found within one heartbeat.
+    /// The claim marker of each S3 store's root and the box's status object
+    /// (`ROOT/.mediaretain/status.json`) are rewritten this often: a foreign writer of the
+    /// marker is found within one heartbeat, and `mediaretain fleet` names a box stale after
+    /// three of them.
     pub fleet_heartbeat: Dur,
 }
 
@@ -274,8 +276,13 @@ impl Store {
 /// An S3 store's bucket, prefix and credentials.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct S3Location {
-    /// `https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:3900`.
+    /// `https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:3900`; the first of
+    /// `endpoint` when it lists several.
     pub endpoint: String,
+    /// The other endpoints of the same cluster listed in `endpoint`, in order: requests
+    /// go to them while the ones before are unreachable.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more_endpoints: Vec<String>,
     /// `us-east-1`, `garage`, `auto` (R2).
     pub region: String,
     /// The bucket.

@@ -156,13 +156,42 @@ fn yes() -> bool {
     true
 }
 
+/// `endpoint`: one URL, or a list of the endpoints of one cluster.
+pub struct Endpoints(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Endpoints {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Endpoints;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an endpoint URL or a list of the URLs of one cluster's endpoints")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Endpoints, E> {
+                Ok(Endpoints(vec![v.to_string()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Endpoints, A::Error> {
+                let mut all = Vec::new();
+                while let Some(e) = a.next_element::<String>()? {
+                    all.push(e);
+                }
+                Ok(Endpoints(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreTable {
     pub name: Spanned<String>,
     pub kind: StoreKind,
     pub root: Option<Spanned<PathBuf>>,
-    pub endpoint: Option<Spanned<String>>,
+    pub endpoint: Option<Spanned<Endpoints>>,
     pub region: Option<Spanned<String>>,
     pub bucket: Option<Spanned<String>>,
     pub prefix: Option<Spanned<String>>,

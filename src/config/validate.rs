@@ -63,13 +63,13 @@ impl Validator<'_> {
             } else {
                 format!("{p}/")
             };
-            (
-                l.endpoint.trim_end_matches('/').to_string(),
-                l.bucket.clone(),
-                p,
-            )
+            let endpoints: HashSet<String> = std::iter::once(&l.endpoint)
+                .chain(&l.more_endpoints)
+                .map(|e| e.trim_end_matches('/').to_string())
+                .collect();
+            (endpoints, l.bucket.clone(), p)
         };
-        let s3: Vec<(&str, (String, String, String))> = stores
+        let s3: Vec<(&str, KeySpace)> = stores
             .iter()
             .filter_map(|s| s.s3.as_ref().map(|l| (s.name.as_str(), space(l))))
             .collect();
@@ -85,7 +85,8 @@ impl Validator<'_> {
                 if shared.contains(a) != shared.contains(b) {
                     continue;
                 }
-                let overlap = ea == eb
+                // One cluster when they share an endpoint.
+                let overlap = !ea.is_disjoint(eb)
                     && ba == bb
                     && (pa.starts_with(pb.as_str()) || pb.starts_with(pa.as_str()));
                 if overlap && (targets.contains(a) || targets.contains(b)) {
@@ -717,11 +718,29 @@ impl Validator<'_> {
             );
             return None;
         };
-        let (endpoint_span, endpoint) = (endpoint.span(), endpoint.get_ref().clone());
+        let (endpoint_span, all) = (endpoint.span(), endpoint.get_ref().0.clone());
         let bucket = bucket.get_ref().clone();
-        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-            self.err(endpoint_span, format!("store {name:?}: endpoint {endpoint:?} must start with https:// (or http:// for loopback or with allow_http)"));
+        if all.is_empty() {
+            self.err(
+                endpoint_span.clone(),
+                format!("store {name:?}: endpoint lists no URL"),
+            );
         }
+        for (i, endpoint) in all.iter().enumerate() {
+            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                self.err(endpoint_span.clone(), format!("store {name:?}: endpoint {endpoint:?} must start with https:// (or http:// for loopback or with allow_http)"));
+            }
+            let norm = |e: &str| e.trim_end_matches('/').to_string();
+            if all[..i].iter().any(|e| norm(e) == norm(endpoint)) {
+                self.err(
+                    endpoint_span.clone(),
+                    format!("store {name:?}: endpoint {endpoint:?} is listed twice"),
+                );
+            }
+        }
+        let mut all = all.into_iter();
+        let endpoint = all.next().unwrap_or_default();
+        let more_endpoints: Vec<String> = all.collect();
         let prefix = s
             .prefix
             .as_ref()
@@ -809,6 +828,7 @@ impl Validator<'_> {
             require_mount: None,
             s3: Some(S3Location {
                 endpoint,
+                more_endpoints,
                 region: s
                     .region
                     .as_ref()
@@ -1164,3 +1184,6 @@ struct Listener {
     allow_uids: Vec<u32>,
     confirm: Dur,
 }
+
+/// An S3 store's key space: its endpoints (one cluster), bucket and prefix (`p/` or "").
+type KeySpace = (HashSet<String>, String, String);

@@ -55,6 +55,7 @@ pub fn open(name: &str, loc: &S3Location) -> Result<Arc<S3Store>> {
     let mut settings = S3Settings::new(name, &loc.endpoint, &loc.region, &loc.bucket, credentials);
     // The root: `PREFIX/NODE` for a node-prefixed store (validated config).
     settings.prefix = loc.root.clone();
+    settings.more_endpoints = loc.more_endpoints.clone();
     settings.virtual_hosted = loc.virtual_hosted;
     settings.allow_http = loc.allow_http;
     settings.retry.retry_timeout = loc.retry_timeout.0;

@@ -133,6 +133,24 @@ impl Engine {
                 }
             },
         );
+        // Endpoint failover: which endpoints of each S3 store are taken for reachable.
+        gauges(
+            &mut reg,
+            "s3_endpoint_up",
+            "1 while an endpoint of an S3 store is used, 0 while failover skips it as unreachable",
+            None,
+            |f| {
+                for r in &rt.remotes {
+                    for (endpoint, up) in r.endpoint_health() {
+                        f.get_or_create(&crate::metrics::StoreEndpoint {
+                            store: r.name().to_string(),
+                            endpoint,
+                        })
+                        .set(if up { 1.0 } else { 0.0 });
+                    }
+                }
+            },
+        );
         let jump = self.clock_jump();
         gauge(
             &mut reg,

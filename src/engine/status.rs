@@ -43,6 +43,36 @@ impl Engine {
         })
     }
 
+    /// What a box's fleet status object says (src/fleet/status.rs): the few parts of
+    /// `status` that cost no registry scan — no class totals, no statvfs — so a heartbeat
+    /// holds the registry's lock for one small query only.
+    pub fn fleet_facts(&self) -> Result<FleetFacts> {
+        let now = self.now();
+        let rt = self.runtime();
+        let watch = self.watch.lock().expect("watch lock");
+        let stuck_volumes = rt
+            .volumes
+            .iter()
+            .filter_map(|(v, _)| {
+                let since = watch.get(&v.dev)?.stuck_since?;
+                Some((v.mount.clone(), since))
+            })
+            .collect();
+        drop(watch);
+        let clock_jumped = self.clock_jump();
+        let (offload_backing_off, _) = self.reg().backoff_census(now)?;
+        Ok(FleetFacts {
+            activity: self.activity(),
+            offload_backlog: (
+                self.metrics.offload_backlog_files.get().max(0) as u64,
+                self.metrics.offload_backlog_bytes.get().max(0) as u64,
+            ),
+            offload_backing_off,
+            stuck_volumes,
+            clock_jumped,
+        })
+    }
+
     /// What the engine has been doing.
     pub fn activity(&self) -> Activity {
         self.activity.lock().expect("activity lock").clone()
@@ -63,6 +93,21 @@ impl Engine {
         }
         self.activity.lock().expect("activity lock").last_reload = Some(Reload { at, error });
     }
+}
+
+/// What a box's fleet status object says, from [`Engine::fleet_facts`].
+#[derive(Debug, Clone)]
+pub struct FleetFacts {
+    /// What the daemon has been doing.
+    pub activity: Activity,
+    /// What the last offload batch left waiting: files and bytes.
+    pub offload_backlog: (u64, u64),
+    /// Files whose offloads failed and wait before they are tried again.
+    pub offload_backing_off: u64,
+    /// Stuck volumes: mount point and since when.
+    pub stuck_volumes: Vec<(PathBuf, Nanos)>,
+    /// The wall clock's jump in force.
+    pub clock_jumped: Option<crate::clock::ClockJump>,
 }
 
 /// Volume `v` as `statvfs` has it now (None: it cannot be read), at fill `rate`; nothing

@@ -12,12 +12,16 @@
 //!   at a time, the holder of `SHARED-ROOT/.mediaretain/rules-lease.json`, taken and renewed
 //!   with `If-Match` and an epoch; every DeleteObjects batch of a shared store is fenced.
 //!
+//! - [`status`]: each box's status object, `ROOT/.mediaretain/status.json`, written every
+//!   `fleet_heartbeat` and read back by `mediaretain fleet`.
+//!
 //! Control objects live under a `.mediaretain/` directory of a root and are never registry
 //! entries: a listing skips every key with a component starting with `.mediaretain`.
 
 pub mod claim;
 pub mod lease;
 pub mod lifecycle;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};

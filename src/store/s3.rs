@@ -11,10 +11,11 @@
 //! Backends differ (Garage 2.5.0 silently ignores conditional writes), so
 //! [`S3Store::probe`] measures what a backend supports before anything relies on it.
 //!
-//! One file of about 1,300 lines on purpose: streaming upload with per-part and whole-object
+//! One file of about 1,900 lines on purpose: streaming upload with per-part and whole-object
 //! ETag checks, verified bulk deletion, listing with upload cleanup, fetch and the probe all
-//! share one client, one retry/deadline policy and the same ETag arithmetic; split, each
-//! part would need the others' internals.
+//! share one set of clients (one per endpoint, with failover between them), one
+//! retry/deadline policy and the same ETag arithmetic; split, each part would need the
+//! others' internals.
 //!
 //! Orphaned multipart uploads (a crash between start and completion) are found by the
 //! upload ids a caller persisted from [`Store::start_upload`], and also — where the
@@ -302,6 +303,9 @@ pub struct S3Settings {
     pub name: String,
     /// Endpoint URL (`https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:3900`).
     pub endpoint: String,
+    /// Further endpoints of the same cluster (one bucket, same keys), tried in order when
+    /// the ones before are unreachable (see [`S3Store`]'s failover).
+    pub more_endpoints: Vec<String>,
     /// Region (`garage` for Garage, `us-east-1` for moto).
     pub region: String,
     /// Bucket.
@@ -336,6 +340,7 @@ impl S3Settings {
         S3Settings {
             name: name.into(),
             endpoint: endpoint.into(),
+            more_endpoints: Vec::new(),
             region: region.into(),
             bucket: bucket.into(),
             prefix: String::new(),
@@ -381,12 +386,20 @@ pub struct PendingUpload {
 }
 
 /// A store in an S3-compatible bucket under a prefix.
+///
+/// Failover: with several endpoints (`endpoint` and `more_endpoints`, one cluster), each
+/// has its own client; a request goes to the first endpoint not marked dead, and one that
+/// cannot connect or times out marks its endpoint dead for a backoff (1 s doubling to 60 s)
+/// and is sent again to the next. A dead endpoint whose backoff ran out gets a TCP connect
+/// before it is used again. Verification is unchanged: every copy and deletion is checked
+/// by whichever endpoint answers, against what the cluster reports.
 #[derive(Debug)]
 pub struct S3Store {
     name: String,
     /// The prefix without surrounding slashes; empty for the whole bucket.
     prefix: String,
-    s3: Arc<AmazonS3>,
+    /// Every endpoint, the preferred first; never empty.
+    endpoints: Vec<Endpoint>,
     settings: S3Settings,
     /// For the few requests object_store has no call for, sent to presigned URLs.
     http: reqwest::Client,
@@ -415,6 +428,91 @@ fn is_denied(e: &object_store::Error) -> bool {
     .any(|c| text.contains(c))
 }
 
+/// The first time an unreachable endpoint is left alone.
+const DEAD_MIN: Duration = Duration::from_secs(1);
+
+/// The longest time an unreachable endpoint is left alone before it is tried again.
+const DEAD_MAX: Duration = Duration::from_secs(60);
+
+/// One endpoint of the store's cluster, its client and whether it answers.
+#[derive(Debug)]
+struct Endpoint {
+    /// The URL, as configured.
+    url: String,
+    /// `host:port`, for the TCP connect that tells whether a dead endpoint is back.
+    addr: String,
+    s3: Arc<AmazonS3>,
+    health: std::sync::Mutex<Health>,
+}
+
+/// An endpoint's recent failures.
+#[derive(Debug, Default)]
+struct Health {
+    /// Marked dead until then (monotonic); `None`: alive.
+    dead_until: Option<tokio::time::Instant>,
+    /// The next time it is marked dead, for this long.
+    backoff: Duration,
+}
+
+impl Endpoint {
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        // A poisoned lock holds only timestamps: still meaningful.
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// True when `e` (or an error it wraps) is a failure to reach the endpoint at all: the
+/// connection was refused or reset, or an attempt timed out. Such a request may go to
+/// another endpoint of the cluster; any answer from a server (even 5xx) is not one.
+fn is_unreachable(e: &(dyn std::error::Error + 'static)) -> bool {
+    use object_store::client::{HttpError, HttpErrorKind};
+    use std::io::ErrorKind as K;
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<HttpError>()
+            && matches!(h.kind(), HttpErrorKind::Connect | HttpErrorKind::Timeout)
+        {
+            return true;
+        }
+        if let Some(r) = e.downcast_ref::<reqwest::Error>()
+            && (r.is_connect() || r.is_timeout())
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::TimedOut
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+            )
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// The state of one listing that moves to another endpoint when its own fails.
+struct Listing<'a> {
+    store: &'a S3Store,
+    dir: Option<ObjPath>,
+    /// The last location yielded (or the starting offset): a listing resumed elsewhere
+    /// starts after it.
+    after: Option<ObjPath>,
+    current: Option<(
+        usize,
+        futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>>,
+    )>,
+    /// Endpoints that failed in a row.
+    failures: usize,
+}
+
 impl S3Store {
     /// Streams object `key` into `out` (a fresh file; `dest` names it in errors) and
     /// verifies its size, and its MD5 for a single-part object. Nothing is renamed.
@@ -426,8 +524,10 @@ impl S3Store {
     ) -> Result<Verified, StoreError> {
         let path = self.path(key)?;
         let got = self
-            .s3
-            .get(&path)
+            .call(|s3| {
+                let path = path.clone();
+                async move { s3.get(&path).await }
+            })
             .await
             .map_err(|e| self.err(key, "GET", e))?;
         let meta = got.meta.clone();
@@ -461,38 +561,48 @@ impl S3Store {
         })
     }
 
-    /// Builds the client; checks the endpoint (plain HTTP only to loopback or when allowed).
+    /// Builds one client per endpoint; checks each endpoint (plain HTTP only to loopback
+    /// or when allowed).
     pub fn new(settings: S3Settings) -> Result<S3Store, S3Error> {
         let config = |detail: String| S3Error::Config {
             store: settings.name.clone(),
             detail,
         };
-        let url = reqwest::Url::parse(&settings.endpoint)
-            .map_err(|e| config(format!("endpoint {:?}: {e}", settings.endpoint)))?;
-        let host = url.host_str().unwrap_or_default();
-        match url.scheme() {
-            "https" => {}
-            "http" if settings.allow_http || is_loopback(host) => {}
-            "http" => {
-                return Err(config(format!(
-                    "endpoint {} is plain HTTP to a non-loopback host: use https, or set allow_http = true",
-                    settings.endpoint
-                )));
-            }
-            s => {
-                return Err(config(format!(
-                    "endpoint scheme {s:?}: expected https or http"
-                )));
-            }
-        }
         if settings.part_size < 5 * 1024 * 1024 || settings.parts_in_flight == 0 {
             return Err(config(
                 "part_size must be at least 5 MiB and parts_in_flight at least 1".into(),
             ));
         }
-        let s3 = Self::builder(&settings, HeaderMap::new())
-            .build()
-            .map_err(|e| config(e.to_string()))?;
+        let mut endpoints = Vec::new();
+        for endpoint in std::iter::once(&settings.endpoint).chain(&settings.more_endpoints) {
+            let url = reqwest::Url::parse(endpoint)
+                .map_err(|e| config(format!("endpoint {endpoint:?}: {e}")))?;
+            let host = url.host_str().unwrap_or_default();
+            match url.scheme() {
+                "https" => {}
+                "http" if settings.allow_http || is_loopback(host) => {}
+                "http" => {
+                    return Err(config(format!(
+                        "endpoint {endpoint} is plain HTTP to a non-loopback host: use https, or set allow_http = true"
+                    )));
+                }
+                s => {
+                    return Err(config(format!(
+                        "endpoint scheme {s:?}: expected https or http"
+                    )));
+                }
+            }
+            let addr = format!("{host}:{}", url.port_or_known_default().unwrap_or(443));
+            let s3 = Self::builder(&settings, endpoint, HeaderMap::new())
+                .build()
+                .map_err(|e| config(e.to_string()))?;
+            endpoints.push(Endpoint {
+                url: endpoint.clone(),
+                addr,
+                s3: Arc::new(s3),
+                health: Default::default(),
+            });
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(settings.retry.connect_timeout)
             .timeout(settings.retry.request_timeout)
@@ -501,14 +611,15 @@ impl S3Store {
         Ok(S3Store {
             name: settings.name.clone(),
             prefix: settings.prefix.trim_matches('/').to_string(),
-            s3: Arc::new(s3),
+            endpoints,
             settings,
             http,
         })
     }
 
-    /// The object_store builder for `settings`, sending `headers` with every request.
-    fn builder(settings: &S3Settings, headers: HeaderMap) -> AmazonS3Builder {
+    /// The object_store builder for `settings` at `endpoint`, sending `headers` with every
+    /// request.
+    fn builder(settings: &S3Settings, endpoint: &str, headers: HeaderMap) -> AmazonS3Builder {
         let r = &settings.retry;
         let retry = RetryConfig {
             backoff: BackoffConfig {
@@ -526,7 +637,7 @@ impl S3Store {
             .with_default_headers(headers);
         let c = &settings.credentials;
         let mut b = AmazonS3Builder::new()
-            .with_endpoint(settings.endpoint.trim_end_matches('/'))
+            .with_endpoint(endpoint.trim_end_matches('/'))
             .with_region(&settings.region)
             .with_bucket_name(&settings.bucket)
             .with_virtual_hosted_style_request(settings.virtual_hosted)
@@ -538,6 +649,297 @@ impl S3Store {
             b = b.with_token(t);
         }
         b
+    }
+
+    /// The endpoints and whether each is taken for reachable now, in configured order.
+    pub fn endpoint_health(&self) -> Vec<(String, bool)> {
+        let now = tokio::time::Instant::now();
+        self.endpoints
+            .iter()
+            .map(|e| {
+                let alive = e.health().dead_until.is_none_or(|t| t <= now);
+                (e.url.clone(), alive)
+            })
+            .collect()
+    }
+
+    /// The endpoint the next request goes to: the first in configured order not marked
+    /// dead. A dead one whose backoff ran out must first accept a TCP connection (a few
+    /// concurrent callers may each try it); when every endpoint is dead, the one that
+    /// comes back soonest.
+    async fn pick(&self) -> usize {
+        if self.endpoints.len() == 1 {
+            return 0;
+        }
+        let connect = self
+            .settings
+            .retry
+            .connect_timeout
+            .min(Duration::from_secs(2));
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            let now = tokio::time::Instant::now();
+            let due = {
+                let mut h = ep.health();
+                match h.dead_until {
+                    None => return i,
+                    Some(t) if t > now => false,
+                    Some(_) => {
+                        // Others skip it while this caller looks.
+                        h.dead_until = Some(now + connect);
+                        true
+                    }
+                }
+            };
+            if !due {
+                continue;
+            }
+            let back = tokio::time::timeout(connect, tokio::net::TcpStream::connect(&ep.addr))
+                .await
+                .is_ok_and(|c| c.is_ok());
+            if back {
+                self.mark_alive(i);
+                return i;
+            }
+            let mut h = ep.health();
+            h.backoff = (h.backoff * 2).clamp(DEAD_MIN, DEAD_MAX);
+            h.dead_until = Some(tokio::time::Instant::now() + h.backoff);
+        }
+        self.endpoints
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| e.health().dead_until)
+            .map_or(0, |(i, _)| i)
+    }
+
+    /// Marks endpoint `i` dead for its next backoff after `e`.
+    fn mark_dead(&self, i: usize, e: &dyn std::fmt::Display) {
+        if self.endpoints.len() == 1 {
+            return;
+        }
+        let ep = &self.endpoints[i];
+        let mut h = ep.health();
+        let first = h.dead_until.is_none();
+        h.backoff = if first {
+            DEAD_MIN
+        } else {
+            (h.backoff * 2).clamp(DEAD_MIN, DEAD_MAX)
+        };
+        h.dead_until = Some(tokio::time::Instant::now() + h.backoff);
+        let backoff = h.backoff;
+        drop(h);
+        if first {
+            tracing::warn!(store = %self.name, endpoint = %ep.url, ?backoff, error = %e, "endpoint unreachable: requests go to the next endpoint");
+        }
+    }
+
+    /// Whether an endpoint other than `i` may be tried now (not marked dead, or its time
+    /// is up): when none may, a request that failed on `i` fails as it would with one
+    /// endpoint, instead of spending its retries on endpoints known to be down — a cluster
+    /// entirely down costs one request's deadline, not one per endpoint.
+    fn another_to_try(&self, i: usize) -> bool {
+        let now = tokio::time::Instant::now();
+        self.endpoints
+            .iter()
+            .enumerate()
+            .any(|(j, e)| j != i && e.health().dead_until.is_none_or(|t| t <= now))
+    }
+
+    /// Marks endpoint `i` alive (it answered).
+    fn mark_alive(&self, i: usize) {
+        let ep = &self.endpoints[i];
+        let mut h = ep.health();
+        if h.dead_until.take().is_some() {
+            h.backoff = Duration::ZERO;
+            drop(h);
+            tracing::info!(store = %self.name, endpoint = %ep.url, "endpoint reachable again");
+        }
+    }
+
+    /// Runs request `f` on the client of a live endpoint; when it cannot reach its
+    /// endpoint, marks that one dead and runs it again on the next, up to once per
+    /// endpoint. Only requests that are safe to send twice go through here (each is
+    /// verified afterwards as before).
+    async fn call<T, F, Fut>(&self, f: F) -> object_store::Result<T>
+    where
+        F: Fn(Arc<AmazonS3>) -> Fut,
+        Fut: Future<Output = object_store::Result<T>>,
+    {
+        let mut failures = 0;
+        loop {
+            let i = self.pick().await;
+            match f(self.endpoints[i].s3.clone()).await {
+                Err(e) if is_unreachable(&e) => {
+                    self.mark_dead(i, &e);
+                    failures += 1;
+                    if failures >= self.endpoints.len() || !self.another_to_try(i) {
+                        return Err(e);
+                    }
+                }
+                r => {
+                    self.mark_alive(i);
+                    return r;
+                }
+            }
+        }
+    }
+
+    /// A listing of `dir` (the bucket when `None`) after `offset`, in key order; one that
+    /// cannot reach its endpoint goes on from its last key on the next endpoint.
+    fn list_failover(
+        &self,
+        dir: Option<ObjPath>,
+        offset: Option<ObjPath>,
+    ) -> impl Stream<Item = object_store::Result<ObjectMeta>> + Send + '_ {
+        let state = Listing {
+            store: self,
+            dir,
+            after: offset,
+            current: None,
+            failures: 0,
+        };
+        futures::stream::unfold(Some(state), |state| async move {
+            let mut st = state?;
+            loop {
+                let (i, stream) = match &mut st.current {
+                    Some((i, s)) => (*i, s),
+                    None => {
+                        let i = st.store.pick().await;
+                        let s3 = &st.store.endpoints[i].s3;
+                        let s = match &st.after {
+                            Some(a) => s3.list_with_offset(st.dir.as_ref(), a),
+                            None => s3.list(st.dir.as_ref()),
+                        };
+                        st.current = Some((i, s));
+                        continue;
+                    }
+                };
+                match stream.next().await {
+                    None => {
+                        st.store.mark_alive(i);
+                        return None;
+                    }
+                    Some(Ok(m)) => {
+                        st.store.mark_alive(i);
+                        st.failures = 0;
+                        st.after = Some(m.location.clone());
+                        return Some((Ok(m), Some(st)));
+                    }
+                    Some(Err(e)) if is_unreachable(&e) => {
+                        st.store.mark_dead(i, &e);
+                        st.failures += 1;
+                        st.current = None;
+                        if st.failures >= st.store.endpoints.len() || !st.store.another_to_try(i) {
+                            return Some((Err(e), None));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), None)),
+                }
+            }
+        })
+    }
+
+    /// Sends `method` to a presigned URL for `path` with `query`, on a live endpoint
+    /// (moving on to the next when one cannot be reached).
+    async fn signed_send(
+        &self,
+        method: reqwest::Method,
+        path: &ObjPath,
+        query: &[(&str, &str)],
+    ) -> Result<reqwest::Response, String> {
+        let mut failures = 0;
+        loop {
+            let i = self.pick().await;
+            let opts = SignedUrlOptions::new().with_query(query.iter().copied());
+            let url = self.endpoints[i]
+                .s3
+                .signed_url_opts(method.clone(), path, Duration::from_secs(300), &opts)
+                .await
+                .map_err(|e| e.to_string())?;
+            match self.http.request(method.clone(), url).send().await {
+                Err(e) if is_unreachable(&e) => {
+                    self.mark_dead(i, &e);
+                    failures += 1;
+                    if failures >= self.endpoints.len() || !self.another_to_try(i) {
+                        return Err(e.to_string());
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+                Ok(r) => {
+                    self.mark_alive(i);
+                    return Ok(r);
+                }
+            }
+        }
+    }
+
+    /// Writes the small object `key` (relative to the prefix) in one PUT: the fleet's
+    /// control objects (`.mediaretain/status.json`), never a copy of a file.
+    pub async fn put_small(&self, key: &str, body: Vec<u8>) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let payload = PutPayload::from(body);
+        self.call(|s3| {
+            let (path, payload) = (path.clone(), payload.clone());
+            async move { s3.put(&path, payload).await }
+        })
+        .await
+        .map_err(|e| self.err(key, "PUT", e))?;
+        Ok(())
+    }
+
+    /// Reads the small object `key` (relative to the prefix) whole, with the time the
+    /// server says it was last written; `Ok(None)` when there is none. At most `limit`
+    /// bytes are read (a longer object is an error, not a memory hazard).
+    pub async fn get_small(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> Result<Option<(Vec<u8>, crate::units::Nanos)>, StoreError> {
+        let path = self.path(key)?;
+        let got = self
+            .call(|s3| {
+                let path = path.clone();
+                async move { s3.get(&path).await }
+            })
+            .await;
+        let got = match got {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err(key, "GET", e)),
+        };
+        let modified = got.meta.last_modified.timestamp_nanos_opt().unwrap_or(0);
+        if got.meta.size > limit as u64 {
+            return Err(StoreError::Verify {
+                store: self.name.clone(),
+                key: key.into(),
+                detail: format!("{} bytes, more than the {limit} expected", got.meta.size),
+            });
+        }
+        let body = got.bytes().await.map_err(|e| self.err(key, "GET", e))?;
+        Ok(Some((body.to_vec(), modified)))
+    }
+
+    /// The directories directly under `dir` (relative to the prefix; "" for the prefix
+    /// itself), by one listing with a delimiter: their names, without `dir`.
+    pub async fn subdirs(&self, dir: &str) -> Result<Vec<String>, StoreError> {
+        let full = [self.prefix.as_str(), dir.trim_matches('/')]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("/");
+        let at = (!full.is_empty()).then(|| ObjPath::from(full.as_str()));
+        let listed = self
+            .call(|s3| {
+                let at = at.clone();
+                async move { s3.list_with_delimiter(at.as_ref()).await }
+            })
+            .await
+            .map_err(|e| self.err(dir, "LIST", e))?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect())
     }
 
     /// The prefix (without surrounding slashes).
@@ -612,7 +1014,13 @@ impl S3Store {
     /// HEAD of `key`: `Ok(None)` when there is no such object.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         let path = self.path(key)?;
-        match self.s3.head(&path).await {
+        let got = self
+            .call(|s3| {
+                let path = path.clone();
+                async move { s3.head(&path).await }
+            })
+            .await;
+        match got {
             Ok(m) => Ok(Some(m)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err(key, "HEAD", e)),
@@ -633,23 +1041,10 @@ impl S3Store {
                 source: detail.into(),
             })
         };
-        let opts = SignedUrlOptions::new().with_query(query.iter().copied());
-        let url = self
-            .s3
-            .signed_url_opts(
-                reqwest::Method::GET,
-                &ObjPath::from(""),
-                Duration::from_secs(300),
-                &opts,
-            )
-            .await
-            .map_err(|e| self.err(&self.prefix, op, e))?;
         let resp = self
-            .http
-            .get(url)
-            .send()
+            .signed_send(reqwest::Method::GET, &ObjPath::from(""), query)
             .await
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(failed)?;
         let status = resp.status();
         let body = resp.text().await.map_err(|e| failed(e.to_string()))?;
         if status.is_success() {
@@ -704,9 +1099,14 @@ impl S3Store {
             let digest = Md5::digest(&buf);
             etag.push(&digest);
             total += len as u64;
-            let put = self
-                .s3
-                .put_part(&path, &id.0, idx, PutPayload::from(buf.freeze()));
+            let payload = PutPayload::from(buf.freeze());
+            // A part is idempotent (its number and content): safe to send again elsewhere.
+            let (part_path, part_upload) = (path.clone(), id.0.clone());
+            let put = self.call(move |s3| {
+                let (path, upload, payload) =
+                    (part_path.clone(), part_upload.clone(), payload.clone());
+                async move { s3.put_part(&path, &upload, idx, payload).await }
+            });
             in_flight.push_back(async move { (idx, hex(&digest), put.await) });
             idx += 1;
             // Bounded: at most `parts_in_flight` parts uploading, plus the one being read.
@@ -727,10 +1127,14 @@ impl S3Store {
             ))));
         }
         let want = etag.finish();
-        self.s3
-            .complete_multipart(&path, &id.0, parts)
-            .await
-            .map_err(|e| self.err(key, "CompleteMultipartUpload", e))?;
+        // Sent again elsewhere only when it did not reach its endpoint (or timed out: then
+        // the second answer may be NoSuchUpload, and the HEAD below decides).
+        self.call(|s3| {
+            let (path, upload, parts) = (path.clone(), id.0.clone(), parts.clone());
+            async move { s3.complete_multipart(&path, &upload, parts).await }
+        })
+        .await
+        .map_err(|e| self.err(key, "CompleteMultipartUpload", e))?;
         let Some(meta) = self.head(key).await? else {
             return Err(verify("absent right after its upload completed".into()));
         };
@@ -820,12 +1224,14 @@ impl S3Store {
         let body: &[u8] = b"mediaretain capability probe";
         let mut caps = Capabilities::default();
         let mut keys = Vec::new();
+        // One endpoint for the whole probe: it measures the cluster, not failover.
+        let at = self.pick().await;
+        let s3 = self.endpoints[at].s3.clone();
 
         let key = format!("{base}/etag");
         let path = self.path(&key)?;
         keys.push(key.clone());
-        let put = self
-            .s3
+        let put = s3
             .put(&path, PutPayload::from_static(body))
             .await
             .map_err(|e| self.err(&key, "PUT", e))?;
@@ -835,13 +1241,11 @@ impl S3Store {
         let path = self.path(&key)?;
         keys.push(key.clone());
         let create = PutOptions::from(PutMode::Create);
-        let _ = self.s3.delete(&path).await;
-        self.s3
-            .put_opts(&path, PutPayload::from_static(body), create.clone())
+        let _ = s3.delete(&path).await;
+        s3.put_opts(&path, PutPayload::from_static(body), create.clone())
             .await
             .map_err(|e| self.err(&key, "PUT If-None-Match", e))?;
-        caps.conditional_create = match self
-            .s3
+        caps.conditional_create = match s3
             .put_opts(&path, PutPayload::from_static(body), create)
             .await
         {
@@ -854,17 +1258,15 @@ impl S3Store {
         let key = format!("{base}/multipart");
         let path = self.path(&key)?;
         keys.push(key.clone());
-        let id = self
-            .s3
+        let id = s3
             .create_multipart(&path)
             .await
             .map_err(|e| self.err(&key, "CreateMultipartUpload", e))?;
-        let part = self
-            .s3
+        let part = s3
             .put_part(&path, &id, 0, PutPayload::from_static(body))
             .await;
         let done = match part {
-            Ok(p) => self.s3.complete_multipart(&path, &id, vec![p]).await,
+            Ok(p) => s3.complete_multipart(&path, &id, vec![p]).await,
             Err(e) => Err(e),
         };
         match done {
@@ -874,7 +1276,7 @@ impl S3Store {
                 caps.multipart_etag_md5 = r.e_tag.as_deref().map(unquote) == Some(&want.finish());
             }
             Err(e) => {
-                let _ = self.s3.abort_multipart(&path, &id).await;
+                let _ = s3.abort_multipart(&path, &id).await;
                 return Err(self.err(&key, "multipart upload", e));
             }
         }
@@ -884,8 +1286,7 @@ impl S3Store {
         keys.push(key.clone());
         let mut tags = TagSet::default();
         tags.push("mediaretain-probe", "1");
-        caps.object_tags = self
-            .s3
+        caps.object_tags = s3
             .put_opts(&path, PutPayload::from_static(body), PutOptions::from(tags))
             .await
             .is_ok()
@@ -904,7 +1305,7 @@ impl S3Store {
             "x-amz-checksum-sha256",
             HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
         );
-        let liar = Self::builder(&self.settings, h)
+        let liar = Self::builder(&self.settings, &self.endpoints[at].url, h)
             .build()
             .map_err(|e| self.err(&key, "build client", e))?;
         caps.checksum_sha256 = liar
@@ -928,13 +1329,7 @@ impl S3Store {
         path: &ObjPath,
         query: &[(&str, &str)],
     ) -> Result<String, String> {
-        let opts = SignedUrlOptions::new().with_query(query.iter().copied());
-        let url = self
-            .s3
-            .signed_url_opts(reqwest::Method::GET, path, Duration::from_secs(300), &opts)
-            .await
-            .map_err(|e| e.to_string())?;
-        let resp = self.http.get(url).send().await.map_err(|e| e.to_string())?;
+        let resp = self.signed_send(reqwest::Method::GET, path, query).await?;
         let status = resp.status();
         let body = resp.text().await.map_err(|e| e.to_string())?;
         if status.is_success() {
@@ -967,11 +1362,30 @@ impl S3Store {
     async fn delete_batch(&self, batch: &[ObjPath], gate: &Semaphore) -> Vec<(ObjPath, Round)> {
         let results: Vec<_> = {
             let _permit = gate.acquire().await;
-            let input: Vec<_> = batch.iter().cloned().map(Ok).collect();
-            self.s3
-                .delete_stream(futures::stream::iter(input).boxed())
-                .collect()
-                .await
+            // Deleting is idempotent: a batch that could not reach its endpoint is sent
+            // whole to the next one.
+            let sent = self
+                .call(|s3| {
+                    let input: Vec<_> = batch.iter().cloned().map(Ok).collect();
+                    async move {
+                        let mut r: Vec<_> = s3
+                            .delete_stream(futures::stream::iter(input).boxed())
+                            .collect()
+                            .await;
+                        match r
+                            .iter()
+                            .position(|x| x.as_ref().is_err_and(|e| is_unreachable(e)))
+                        {
+                            Some(i) => Err(r.swap_remove(i).unwrap_err()),
+                            None => Ok(r),
+                        }
+                    }
+                })
+                .await;
+            match sent {
+                Ok(r) => r,
+                Err(e) => vec![Err(e)],
+            }
         };
         let mut out = Vec::with_capacity(batch.len());
         let mut sent = Vec::with_capacity(batch.len());
@@ -1059,10 +1473,7 @@ impl S3Store {
             .map_err(|e| e.to_string())?;
         let below = just_below(first.as_ref()).and_then(|b| ObjPath::parse(b).ok());
         let _permit = gate.acquire().await;
-        let mut listing = match &below {
-            Some(b) => self.s3.list_with_offset(dir.as_ref(), b),
-            None => self.s3.list(dir.as_ref()),
-        };
+        let mut listing = std::pin::pin!(self.list_failover(dir, below.clone()));
         let mut prev = below.map(|b| b.to_string()).unwrap_or_default();
         let mut present = Vec::new();
         while let Some(m) = listing.next().await {
@@ -1089,7 +1500,11 @@ impl S3Store {
             .map(|p| async move {
                 let r = {
                     let _permit = gate.acquire().await;
-                    self.s3.head(p).await
+                    self.call(|s3| {
+                        let p = p.clone();
+                        async move { s3.head(&p).await }
+                    })
+                    .await
                 };
                 let round = match r {
                     Err(object_store::Error::NotFound { .. }) => Round::Gone,
@@ -1169,7 +1584,13 @@ impl S3Store {
     /// The body and ETag of control object `key` (relative to the root); `None` if absent.
     pub async fn control_get(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, StoreError> {
         let path = self.path(key)?;
-        let got = match self.s3.get(&path).await {
+        let got = match self
+            .call(|s3| {
+                let path = path.clone();
+                async move { s3.get(&path).await }
+            })
+            .await
+        {
             Ok(g) => g,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.err(key, "GET", e)),
@@ -1201,9 +1622,15 @@ impl S3Store {
                 version: None,
             }),
         };
+        // Sent again on the next endpoint only when this one could not be reached: a
+        // conditional write that did land then comes back Refused — taken for lost (a
+        // claim looked at again, a lease given up), the safe side.
+        let payload = PutPayload::from(body);
         match self
-            .s3
-            .put_opts(&path, PutPayload::from(body), PutOptions::from(mode))
+            .call(|s3| {
+                let (path, payload, mode) = (path.clone(), payload.clone(), mode.clone());
+                async move { s3.put_opts(&path, payload, PutOptions::from(mode)).await }
+            })
             .await
         {
             Ok(r) => Ok(ControlPut::Written(r.e_tag.unwrap_or_default())),
@@ -1225,8 +1652,7 @@ impl Store for S3Store {
         let prefix = (!self.prefix.is_empty()).then(|| ObjPath::from(self.prefix.as_str()));
         // object_store pages through ListObjectsV2 lazily: one page in memory at a time.
         // Control objects (claim markers, leases, status, probes) are never entries.
-        self.s3
-            .list(prefix.as_ref())
+        self.list_failover(prefix, None)
             .try_filter(|m| {
                 futures::future::ready(!crate::fleet::is_control_key(m.location.as_ref()))
             })
@@ -1244,8 +1670,10 @@ impl Store for S3Store {
     async fn start_upload(&self, key: &str) -> Result<UploadId, StoreError> {
         let path = self.path(key)?;
         let id = self
-            .s3
-            .create_multipart(&path)
+            .call(|s3| {
+                let path = path.clone();
+                async move { s3.create_multipart(&path).await }
+            })
             .await
             .map_err(|e| self.err(key, "CreateMultipartUpload", e))?;
         Ok(UploadId(id))
@@ -1265,7 +1693,13 @@ impl Store for S3Store {
 
     async fn abort_upload(&self, key: &str, id: &UploadId) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        match self.s3.abort_multipart(&path, &id.0).await {
+        let aborted = self
+            .call(|s3| {
+                let (path, upload) = (path.clone(), id.0.clone());
+                async move { s3.abort_multipart(&path, &upload).await }
+            })
+            .await;
+        match aborted {
             // Aborting twice is not an error: the upload is gone either way.
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(key, "AbortMultipartUpload", e)),
@@ -1352,7 +1786,13 @@ impl S3Store {
         path: &ObjPath,
         id: &UploadId,
     ) -> Result<Verified, StoreError> {
-        match self.s3.abort_multipart(path, &id.0).await {
+        let aborted = self
+            .call(|s3| {
+                let (path, upload) = (path.clone(), id.0.clone());
+                async move { s3.abort_multipart(&path, &upload).await }
+            })
+            .await;
+        match aborted {
             Ok(()) => {}
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(StoreError::NoUpload {
@@ -1364,8 +1804,10 @@ impl S3Store {
             Err(e) => return Err(self.err(key, "AbortMultipartUpload", e)),
         }
         let put = self
-            .s3
-            .put(path, PutPayload::default())
+            .call(|s3| {
+                let path = path.clone();
+                async move { s3.put(&path, PutPayload::default()).await }
+            })
             .await
             .map_err(|e| self.err(key, "PUT", e))?;
         let want = md5_hex(b"");
@@ -1463,7 +1905,7 @@ impl S3Store {
         for (name, value) in &headers {
             opts = opts.with_signed_header(name.clone(), value.clone());
         }
-        let url = self
+        let url = self.endpoints[self.pick().await]
             .s3
             .signed_url_opts(
                 method.clone(),
@@ -1536,6 +1978,60 @@ mod tests {
             let b = just_below(k).unwrap();
             assert!(b < k && k.starts_with(b), "{k}: {b}");
         }
+    }
+
+    #[test]
+    fn a_refused_connection_marks_its_endpoint_dead_and_the_request_moves_on() {
+        // Two loopback ports nobody listens on: both refuse at once.
+        let closed = || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let (a, b) = (closed(), closed());
+        let mut s = S3Settings::new(
+            "arch",
+            &format!("http://127.0.0.1:{a}"),
+            "garage",
+            "b",
+            creds(),
+        );
+        s.more_endpoints = vec![format!("http://127.0.0.1:{b}/")];
+        s.retry.max_retries = 0;
+        s.retry.retry_timeout = Duration::from_secs(1);
+        let store = S3Store::new(s).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let health = |store: &S3Store| -> Vec<bool> {
+            store
+                .endpoint_health()
+                .into_iter()
+                .map(|(_, up)| up)
+                .collect()
+        };
+        assert_eq!(health(&store), [true, true]);
+        let e = rt.block_on(store.stat("k")).unwrap_err().to_string();
+        // Tried on both, in order: the error is the second endpoint's.
+        assert!(e.contains(&format!("127.0.0.1:{b}")), "{e}");
+        assert_eq!(health(&store), [false, false]);
+        // Both known down: the next request fails on one, without trying the other.
+        let e = rt.block_on(store.stat("k")).unwrap_err().to_string();
+        assert!(e.contains(&format!("127.0.0.1:{a}")), "{e}");
+        // A single endpoint is never marked: there is nowhere else to go.
+        let one = S3Store::new(S3Settings::new(
+            "arch",
+            &format!("http://127.0.0.1:{a}"),
+            "garage",
+            "b",
+            creds(),
+        ))
+        .unwrap();
+        let mut one_settings = one.settings().clone();
+        one_settings.retry.max_retries = 0;
+        let one = S3Store::new(one_settings).unwrap();
+        assert!(rt.block_on(one.stat("k")).is_err());
+        assert_eq!(health(&one), [true]);
     }
 
     #[test]

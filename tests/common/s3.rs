@@ -27,8 +27,20 @@ pub struct S3Server {
     pub secret: String,
     /// From spawn to answering S3 requests with the bucket ready.
     pub startup: Duration,
+    /// Every node's endpoint (a cluster: one per node; else just `endpoint`).
+    pub endpoints: Vec<String>,
     child: Option<Child>,
+    /// The nodes of a Garage cluster ([`S3Server::garage_cluster`]); empty otherwise.
+    nodes: Vec<GarageNode>,
     dir: tempfile::TempDir,
+}
+
+/// One node of a Garage cluster: its config, log and process.
+struct GarageNode {
+    config: std::path::PathBuf,
+    log: std::path::PathBuf,
+    s3_port: u16,
+    child: Option<Child>,
 }
 
 impl Drop for S3Server {
@@ -152,7 +164,9 @@ impl S3Server {
             key_id: "testing".into(),
             secret: "testing".into(),
             startup: t0.elapsed(),
+            endpoints: vec![format!("http://127.0.0.1:{port}")],
             child: Some(child),
+            nodes: Vec::new(),
             dir,
         }
     }
@@ -233,9 +247,161 @@ api_bind_addr = "127.0.0.1:{admin}"
             key_id,
             secret,
             startup: t0.elapsed(),
+            endpoints: vec![format!("http://127.0.0.1:{s3}")],
             child: Some(child),
+            nodes: Vec::new(),
             dir,
         }
+    }
+
+    /// A Garage cluster of `n` nodes on loopback (`n` processes, replication factor `n`,
+    /// the layout applied), with bucket `test` and a key allowed to read, write and own it.
+    /// `endpoint` is node 0's; `endpoints` every node's. [`S3Server::kill_node`] and
+    /// [`S3Server::restart_node`] take one node down and back.
+    pub fn garage_cluster(n: usize) -> S3Server {
+        let t0 = Instant::now();
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let d = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let (rpc, s3, admin) = (free_port(), free_port(), free_port());
+            let config = d.join("garage.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    r#"metadata_dir = "{meta}"
+data_dir = "{data}"
+db_engine = "sqlite"
+replication_factor = {n}
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:{s3}"
+
+[admin]
+api_bind_addr = "127.0.0.1:{admin}"
+"#,
+                    meta = d.join("meta").display(),
+                    data = d.join("data").display(),
+                    secret = "5f".repeat(32),
+                ),
+            )
+            .unwrap();
+            let mut node = GarageNode {
+                log: d.join("garage.log"),
+                config,
+                s3_port: s3,
+                child: None,
+            };
+            node.start();
+            nodes.push(node);
+        }
+        let first = nodes[0].config.to_str().unwrap().to_string();
+        // Cluster-wide commands go to node 0.
+        let cli = |args: &[&str]| {
+            let mut all = vec!["-c", first.as_str()];
+            all.extend_from_slice(args);
+            run("garage", &all)
+        };
+        let mut ids = Vec::new();
+        for node in nodes.iter_mut() {
+            let cfg = node.config.to_str().unwrap().to_string();
+            let log = node.log.clone();
+            let mut id = String::new();
+            wait_ready(
+                node.child.as_mut().unwrap(),
+                &log,
+                "garage node",
+                Duration::from_secs(60),
+                || {
+                    Command::new("garage")
+                        .args(["-c", &cfg, "node", "id", "-q"])
+                        .stderr(Stdio::null())
+                        .output()
+                        .ok()
+                        .filter(|o| o.status.success())
+                        .map(|o| id = String::from_utf8_lossy(&o.stdout).trim().to_string())
+                        .is_some()
+                },
+            );
+            ids.push(id);
+        }
+        for id in &ids[1..] {
+            cli(&["node", "connect", id]);
+        }
+        for id in &ids {
+            cli(&[
+                "layout",
+                "assign",
+                "-z",
+                "dc1",
+                "-c",
+                "1G",
+                id.split('@').next().unwrap(),
+            ]);
+        }
+        cli(&["layout", "apply", "--version", "1"]);
+        let (key_id, secret) = (format!("GK{}", "a1".repeat(12)), "b2".repeat(32));
+        cli(&["key", "import", "--yes", "-n", "test", &key_id, &secret]);
+        cli(&["bucket", "create", "test"]);
+        cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", "test", "--key", "test",
+        ]);
+        let mut server = S3Server {
+            kind: "garage",
+            endpoint: format!("http://127.0.0.1:{}", nodes[0].s3_port),
+            region: "garage".into(),
+            bucket: "test".into(),
+            key_id,
+            secret,
+            startup: Duration::ZERO,
+            endpoints: nodes
+                .iter()
+                .map(|n| format!("http://127.0.0.1:{}", n.s3_port))
+                .collect(),
+            child: None,
+            nodes,
+            dir,
+        };
+        for i in 0..n {
+            server.wait_node(i);
+        }
+        server.startup = t0.elapsed();
+        server
+    }
+
+    /// Waits until node `i`'s S3 API answers with the bucket ready (403 to an unsigned
+    /// request, not 503).
+    fn wait_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let port = node.s3_port;
+        let log = node.log.clone();
+        wait_ready(
+            node.child.as_mut().unwrap(),
+            &log,
+            "garage node S3 API",
+            Duration::from_secs(60),
+            || http_status(port, "GET", "/test").is_some_and(|c| c != 503),
+        );
+    }
+
+    /// Kills node `i` of a cluster (SIGKILL) and waits for it: its endpoint refuses
+    /// connections from now on.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` of a cluster again on its data and waits until it answers.
+    pub fn restart_node(&mut self, i: usize) {
+        self.nodes[i].start();
+        self.wait_node(i);
     }
 
     /// Settings for a store `name` on this server under `prefix`, with small parts and
@@ -281,12 +447,36 @@ api_bind_addr = "127.0.0.1:{admin}"
         self.dir.path()
     }
 
-    /// Kills the server and waits for it; requests fail from now on.
+    /// Kills the server (every node of a cluster) and waits for it; requests fail from
+    /// now on.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
+    }
+}
+
+impl GarageNode {
+    /// Starts the node's `garage server` (its log appended to).
+    fn start(&mut self) {
+        assert!(self.child.is_none(), "garage node already running");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new("garage")
+            .args(["-c", self.config.to_str().unwrap(), "server"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start garage: {e} (is it installed?)"));
+        self.child = Some(child);
     }
 }
 

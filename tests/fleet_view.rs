@@ -1,0 +1,431 @@
+//! A fleet on one bucket (issue 28 items 4 and 5), through the real binary against real
+//! servers on loopback: a three-node Garage cluster with one node killed in the middle of
+//! the offloads (endpoint failover), and `mediaretain fleet` over two daemons' status
+//! objects, one of them killed with SIGKILL.
+
+mod common;
+use common::s3::S3Server;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use mediaretain::store::Store;
+use mediaretain::store::s3::S3Store;
+
+const T: Duration = Duration::from_secs(120);
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// `endpoints` as a TOML array.
+fn toml_list(endpoints: &[String]) -> String {
+    let quoted: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// Every object under the client's prefix: key → size.
+fn objects(remote: &S3Store) -> BTreeMap<String, u64> {
+    use futures::TryStreamExt;
+    block(async {
+        remote
+            .list()
+            .map_ok(|o| (o.key, o.size))
+            .try_collect()
+            .await
+            .unwrap()
+    })
+}
+
+/// The MD5 of object `key`, read back whole.
+fn object_md5(remote: &S3Store, dir: &std::path::Path, key: &str) -> String {
+    let dest = dir.join(key.replace('/', "_"));
+    block(remote.fetch(key, &dest)).unwrap();
+    let sum = hex(&Md5::digest(fs::read(&dest).unwrap()));
+    fs::remove_file(&dest).unwrap();
+    sum
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+// Issue 28 item 5. Three Garage nodes (replication factor 3) behind one store whose
+// `endpoint` lists all three, node 0 first. The daemon offloads N recordings with
+// `delete_local`; once the first copies are in, node 0 is killed (SIGKILL): its endpoint
+// refuses connections. Every offload must complete through nodes 1 and 2, every local
+// file removed only with a verified copy (each object's content read back and compared),
+// the backlog drained; a remote rule on the same store (scratch objects expiring at once)
+// lists and deletes through the others too — and the status object and the metrics name
+// node 0's endpoint as down, then up again once the node is back.
+#[test]
+fn offloads_go_on_through_the_other_nodes_when_one_garage_node_dies() {
+    const N: usize = 40;
+    const SIZE: usize = 1 << 20;
+    let mut cluster = S3Server::garage_cluster(3);
+    eprintln!("3-node garage cluster up in {:?}", cluster.startup);
+    let b = Box_::new("", "", "");
+    let store = cluster
+        .store_section(b.dir.path(), "ENDPOINTS", "box1/")
+        .replace("\"ENDPOINTS\"", &toml_list(&cluster.endpoints));
+    // And a remote rule on the same store: scratch objects expire at once.
+    let classes = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\", delete_local = true }\n\n[[class]]\nname = \"scratch\"\nstore = \"archive\"\nmatch = [\"tmp/**\"]\nlifecycle = \"temporary\"\nttl = \"0s\"\nquiet_period = \"0s\"\n";
+    // A rescan every 2 s lists the bucket again (the remote rule sees new objects).
+    b.write_config(
+        "fleet_heartbeat = \"1s\"\nscan_interval = \"2s\"",
+        &store,
+        classes,
+    );
+    let mut sums = BTreeMap::new();
+    for i in 0..N {
+        let rel = format!("rec/cam{}/{i:03}.mp4", i % 4);
+        let p = b.path(&rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        // Distinct contents: a copy of the wrong file would not pass the comparison.
+        let body: Vec<u8> = (0..SIZE)
+            .map(|k| (k * 31 + i * 7 + k / 509) as u8)
+            .collect();
+        fs::write(&p, &body).unwrap();
+        set_age(&p, Duration::from_secs(60));
+        sums.insert(format!("media/{rel}"), hex(&Md5::digest(&body)));
+    }
+    // Read through node 2, which stays up.
+    let mut settings = cluster.settings("check", "box1");
+    settings.endpoint = cluster.endpoints[2].clone();
+    let remote = S3Store::new(settings).unwrap();
+
+    let d = b.daemon(None);
+    d.wait_for("the first copies", T, || {
+        objects(&remote).keys().any(|k| k.starts_with("media/"))
+    });
+    cluster.kill_node(0);
+    let at_kill = objects(&remote)
+        .keys()
+        .filter(|k| k.starts_with("media/"))
+        .count();
+    eprintln!("node 0 killed with {at_kill} of {N} copies in the bucket");
+    assert!(
+        at_kill < N,
+        "the offloads were over before node 0 was killed: make N larger"
+    );
+
+    // Scratch objects put after the kill: the remote rule must list and delete them
+    // through nodes 1 and 2.
+    let src = b.dir.path().join("scratch");
+    fs::write(&src, b"scratch").unwrap();
+    for i in 0..60 {
+        block(remote.put_file(&format!("tmp/{i:02}.part"), &src)).unwrap();
+    }
+
+    // Every local file gone only with its object present at its full size, all the way.
+    let mut down_seen = false;
+    let sock = b.state().join("control.sock");
+    let first = cluster.endpoints[0].clone();
+    let metric = |up: u8| {
+        format!("mediaretain_s3_endpoint_up{{store=\"archive\",endpoint=\"{first}\"}} {up}")
+    };
+    let scrape = || {
+        socket_http(
+            &sock,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .1
+    };
+    let mut down_metric = false;
+    d.wait_for(
+        "every offload and the remote rule through nodes 1 and 2",
+        T,
+        || {
+            let objs = objects(&remote);
+            for key in sums.keys() {
+                let local = b.path(key.strip_prefix("media/").unwrap());
+                if !local.exists() {
+                    assert_eq!(
+                        objs.get(key),
+                        Some(&(SIZE as u64)),
+                        "{key}: the local file is gone without its copy"
+                    );
+                }
+            }
+            let status = block(remote.get_small(".mediaretain/status.json", 1 << 16)).unwrap();
+            if let Some((body, _)) = status {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                down_seen |= v["endpoints"][0]["reachable"] == false;
+            }
+            down_metric |= scrape().contains(&metric(0));
+            !objs.keys().any(|k| k.starts_with("tmp/"))
+                && sums.keys().all(|k| objs.contains_key(k))
+                && sums
+                    .keys()
+                    .all(|k| !b.path(k.strip_prefix("media/").unwrap()).exists())
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (key, sum) in &sums {
+        assert_eq!(&object_md5(&remote, dir.path(), key), sum, "{key}");
+    }
+    assert!(
+        down_seen,
+        "the status object never named node 0's endpoint as down"
+    );
+    assert!(down_metric, "the metrics never said {}", metric(0));
+    let log = d.log.lock().unwrap().clone();
+    assert!(
+        log.contains("endpoint unreachable"),
+        "the failover was not logged:\n{log}"
+    );
+
+    // Back: the backlog is empty and node 0's endpoint taken again.
+    cluster.restart_node(0);
+    d.wait_for("an empty backlog and node 0 reachable again", T, || {
+        let Some((body, _)) = block(remote.get_small(".mediaretain/status.json", 1 << 16)).unwrap()
+        else {
+            return false;
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        v["backlog"]["offload_files"] == 0
+            && v["backlog"]["offload_backing_off"] == 0
+            && v["endpoints"][0]["reachable"] == true
+    });
+    assert!(scrape().contains(&metric(1)), "{}", scrape());
+    let st = b.cli(&["status", "--json"]).ok().json();
+    assert_eq!(st["offload_backing_off"]["files"], 0, "{st}");
+}
+
+// Issue 28 item 4. Two daemons write their status objects under one bucket prefix
+// (`fleet/a/`, `fleet/b/`) every 2 s; `mediaretain fleet`, run with a third config and no
+// daemon of its own, lists both with their ages. Box b is killed with SIGKILL: after three
+// heartbeats `fleet` names it stale, and box a not.
+#[test]
+fn fleet_lists_every_box_and_names_the_one_that_stopped() {
+    let server = S3Server::moto();
+    let a = Box_::new("", "", "");
+    let b = Box_::new("", "", "");
+    for (bx, prefix) in [(&a, "fleet/a/"), (&b, "fleet/b/")] {
+        let store = server.store_section(bx.dir.path(), &server.endpoint, prefix);
+        bx.write_config("fleet_heartbeat = \"2s\"", &store, "");
+    }
+    let viewer = Box_::new("", "", "");
+    let store = server.store_section(viewer.dir.path(), &server.endpoint, "fleet/");
+    viewer.write_config("fleet_heartbeat = \"2s\"", &store, "");
+    let fleet = || viewer.cli(&["fleet", "--json"]).ok().json();
+
+    let da = a.daemon(None);
+    let db = b.daemon(None);
+    da.wait_for("both boxes in the fleet view", T, || {
+        let f = fleet();
+        f["boxes"].as_array().is_some_and(|v| v.len() == 2)
+    });
+    let f = fleet();
+    let boxes = f["boxes"].as_array().unwrap();
+    assert_eq!(boxes[0]["dir"], "a", "{f}");
+    assert_eq!(boxes[1]["dir"], "b", "{f}");
+    for bx in boxes {
+        assert_eq!(bx["stale"], false, "{f}");
+        assert_eq!(bx["status"]["heartbeat"], "2s", "{f}");
+        assert_eq!(bx["status"]["version"], env!("CARGO_PKG_VERSION"), "{f}");
+        assert_eq!(bx["status"]["clock"]["state"], "ok", "{f}");
+        let age: mediaretain::units::Dur = bx["age"].as_str().unwrap().parse().unwrap();
+        assert!(age.0 <= Duration::from_secs(6), "{f}");
+    }
+    assert_eq!(boxes[1]["status"]["pid"], db.pid(), "{f}");
+    assert_eq!(f["stale"], serde_json::json!([]), "{f}");
+
+    db.signal(rustix::process::Signal::KILL);
+    da.wait_for("box b named stale", T, || {
+        let f = fleet();
+        f["boxes"][1]["stale"] == true
+    });
+    let f = fleet();
+    assert_eq!(f["boxes"][0]["stale"], false, "box a still writes: {f}");
+    let stale = f["stale"].as_array().unwrap();
+    assert_eq!(stale.len(), 1, "{f}");
+    assert!(stale[0].as_str().unwrap().contains("b/"), "{f}");
+    let human = viewer.cli(&["fleet"]).ok().stdout;
+    assert!(human.contains("2 boxes"), "{human}");
+    let b_line = human.lines().find(|l| l.contains("(b/)")).unwrap();
+    assert!(b_line.contains("STALE"), "{human}");
+    let a_line = human.lines().find(|l| l.contains("(a/)")).unwrap();
+    assert!(!a_line.contains("STALE"), "{human}");
+    assert!(
+        human.contains("stale (no status for over 3 heartbeats)"),
+        "{human}"
+    );
+    drop(da);
+}
+
+// `endpoint` takes one URL or a list of one cluster's; a list is checked like one URL,
+// each entry at the key's line, and an empty or repeated one refused.
+#[test]
+fn endpoint_lists_are_read_and_checked() {
+    let parse = |endpoint: &str| {
+        let text = format!(
+            "[daemon]\nstate_dir = \"/s\"\n\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = {endpoint}\nbucket = \"b\"\n"
+        );
+        mediaretain::config::Config::parse_with(std::path::Path::new("/c.toml"), &text, false)
+    };
+    let one = parse("\"http://127.0.0.1:3900\"").unwrap();
+    let l = one.stores[0].s3.clone().unwrap();
+    assert_eq!(l.endpoint, "http://127.0.0.1:3900");
+    assert!(l.more_endpoints.is_empty());
+    let three =
+        parse("[\"http://127.0.0.1:3900\", \"http://127.0.0.1:3901\", \"https://s3.example.com\"]")
+            .unwrap();
+    let l = three.stores[0].s3.clone().unwrap();
+    assert_eq!(l.endpoint, "http://127.0.0.1:3900");
+    assert_eq!(
+        l.more_endpoints,
+        ["http://127.0.0.1:3901", "https://s3.example.com"]
+    );
+    for (bad, want) in [
+        ("[]", "endpoint lists no URL"),
+        (
+            "[\"http://127.0.0.1:3900\", \"http://127.0.0.1:3900/\"]",
+            "listed twice",
+        ),
+        (
+            "[\"http://127.0.0.1:3900\", \"ftp://x\"]",
+            "must start with https://",
+        ),
+        ("[1]", "invalid type"),
+    ] {
+        let e = parse(bad).unwrap_err().to_string();
+        assert!(e.contains("/c.toml:7:"), "{bad}: {e}");
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}
+
+/// A real Prometheus on loopback with config `yml`; killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(yml: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("prometheus.yml");
+        fs::write(&cfg, yml).unwrap();
+        let port = common::s3::free_port();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package `prometheus`)");
+        let p = Prometheus {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_for("Prometheus to be ready", T, || {
+            common::s3::http_status(port, "GET", "/-/ready") == Some(200)
+        });
+        p
+    }
+
+    /// The instant vector of `q`: the `node` label and the value of each series.
+    fn by_node(&self, q: &str) -> BTreeMap<String, f64> {
+        use std::io::{Read, Write};
+        let enc: String = form_urlencoded::byte_serialize(q.as_bytes()).collect();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "GET /api/v1/query?query={enc} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let body = out.split_once("\r\n\r\n").unwrap().1;
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["status"], "success", "{q}: {v}");
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let node = r["metric"]["node"].as_str().unwrap_or("").to_string();
+                let x = r["value"][1].as_str().unwrap().parse::<f64>().unwrap();
+                (node, x)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// docs/metrics.md, "A fleet": one Prometheus scraping two boxes with a `node` label per
+// target (the scrape config as the page writes it), and the page's `by (node)` queries
+// answer per box; a box killed shows as `up == 0` under its own node.
+#[test]
+fn one_prometheus_sees_each_box_of_a_fleet_by_its_node_label() {
+    let page = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md")).unwrap();
+    let fleet = &page[page.find("## A fleet").expect("the page's fleet section")..];
+    let (a, b) = (Box_::new("", "", ""), Box_::new("", "", ""));
+    let (pa, pb) = (common::s3::free_port(), common::s3::free_port());
+    for (bx, port) in [(&a, pa), (&b, pb)] {
+        bx.write_config(
+            "",
+            "",
+            &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        );
+    }
+    // The page's first scrape job, its two targets pointed at the two daemons.
+    let job = fleet
+        .split("```yaml\n")
+        .nth(1)
+        .unwrap()
+        .split("  - job_name: mediaretain-discovered")
+        .next()
+        .unwrap()
+        .replace("rec-01.lan:9464", &format!("127.0.0.1:{pa}"))
+        .replace("rec-02.lan:9464", &format!("127.0.0.1:{pb}"))
+        .replace(
+            "scrape_interval: 30s",
+            "scrape_interval: 1s\n    scrape_timeout: 1s",
+        );
+    assert!(job.contains(&format!("127.0.0.1:{pb}")), "{job}");
+    let prom = Prometheus::start(&job);
+    let da = a.daemon(None);
+    let db = b.daemon(None);
+    let up = r#"count by (node) (up{job=~"mediaretain.*"} == 1)"#;
+    da.wait_for("both boxes up in Prometheus", T, || {
+        prom.by_node(up).len() == 2
+    });
+    for q in [
+        "max by (node) (mediaretain_volume_used_ratio)",
+        "sum by (node) (mediaretain_offload_backlog_files)",
+        "max by (node) (mediaretain_clock_jumped) == 0",
+    ] {
+        assert!(
+            fleet.contains(q.trim_end_matches(" == 0")),
+            "{q} is not on the page"
+        );
+        da.wait_for(q, T, || {
+            prom.by_node(q).keys().cloned().collect::<Vec<_>>() == ["box1", "box2"]
+        });
+    }
+    db.signal(rustix::process::Signal::KILL);
+    da.wait_for("box2 down, box1 up", T, || {
+        let up = prom.by_node(r#"up{job="mediaretain"}"#);
+        up.get("box1") == Some(&1.0) && up.get("box2") == Some(&0.0)
+    });
+}
