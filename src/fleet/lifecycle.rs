@@ -718,7 +718,7 @@ mod tests {
 
     fn cfg(classes: &str) -> Config {
         let text = format!(
-            "[daemon]\nstate_dir = \"/tmp/x\"\n\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:1\"\nbucket = \"b\"\nprefix = \"box1/\"\n{classes}"
+            "[daemon]\nstate_dir = \"/tmp/x\"\nnode = \"box1\"\n\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:1\"\nbucket = \"b\"\nprefix = \"\"\n{classes}"
         );
         Config::parse_with(std::path::Path::new("/tmp/t.toml"), &text, false).unwrap()
     }
@@ -778,8 +778,8 @@ mod tests {
         assert_eq!(
             ids,
             [
-                "mediaretain:archive:rec",
-                "mediaretain:archive:archive:abort-uploads"
+                "mediaretain:box1:rec",
+                "mediaretain:box1:archive:abort-uploads"
             ]
         );
         assert_eq!(out.rules[0].prefix, "box1/rec/");
@@ -820,8 +820,8 @@ mod tests {
         let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
 <LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
   <Rule><ID>theirs &amp; co</ID><Filter><And><Prefix>logs/</Prefix><Tag><Key>k</Key><Value>v</Value></Tag></And></Filter><Status>Enabled</Status><Transition><Days>30</Days><StorageClass>GLACIER</StorageClass></Transition></Rule>
-  <Rule><ID>mediaretain:archive:rec</ID><Filter><Prefix>box1/rec/</Prefix></Filter><Status>Enabled</Status><Expiration><Days>3</Days></Expiration></Rule>
-  <Rule><ID>mediaretain:archive:gone</ID><Filter><Prefix>box1/old/</Prefix></Filter><Status>Enabled</Status><Expiration><Days>3</Days></Expiration></Rule>
+  <Rule><ID>mediaretain:box1:rec</ID><Filter><Prefix>box1/rec/</Prefix></Filter><Status>Enabled</Status><Expiration><Days>3</Days></Expiration></Rule>
+  <Rule><ID>mediaretain:box1:gone</ID><Filter><Prefix>box1/old/</Prefix></Filter><Status>Enabled</Status><Expiration><Days>3</Days></Expiration></Rule>
   <Rule><ID>mediaretain:box9:rec</ID><Prefix>box9/rec/</Prefix><Status>Enabled</Status><Expiration><Days>1</Days></Expiration></Rule>
 </LifecycleConfiguration>"#;
         let rules = parse(xml).unwrap();
@@ -850,12 +850,9 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                ("mediaretain:archive:rec", DriftKind::Different),
-                (
-                    "mediaretain:archive:archive:abort-uploads",
-                    DriftKind::Missing
-                ),
-                ("mediaretain:archive:gone", DriftKind::Extra),
+                ("mediaretain:box1:rec", DriftKind::Different),
+                ("mediaretain:box1:archive:abort-uploads", DriftKind::Missing),
+                ("mediaretain:box1:gone", DriftKind::Extra),
             ]
         );
         let merged = c.merged(&rules).unwrap();
@@ -881,7 +878,7 @@ mod tests {
             p,
             [Pinned {
                 key: "rec/a.mp4".into(),
-                rule: "mediaretain:archive:rec".into()
+                rule: "mediaretain:box1:rec".into()
             }]
         );
     }
