@@ -11,7 +11,6 @@ use common::*;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
@@ -46,31 +45,6 @@ const SHARED_CLASS: &str = "\n[[class]]\nname = \"shared-rec\"\nstore = \"everyo
 
 /// A local class offloading recordings to the box's own store (the local file stays).
 const OFFLOAD_CLASS: &str = "\n[[class]]\nname = \"rec\"\nstore = \"media\"\nmatch = [\"rec/**\"]\nlifecycle = \"recording\"\nquiet_period = \"0s\"\noffload = { to = \"archive\", after = \"0s\" }\n";
-
-/// Runs the daemon of `b` expecting it to refuse to start: its exit code and log.
-fn refused(b: &Box_) -> (i32, String) {
-    let mut cmd = Command::new(bin());
-    cmd.arg("--config").arg(&b.config).arg("run");
-    cmd.stdout(Stdio::null()).env("RUST_LOG", "info");
-    cmd.env_remove("NOTIFY_SOCKET");
-    let mut d = Daemon::spawn(cmd);
-    let mut child = d.child.take().unwrap();
-    let deadline = Instant::now() + T;
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            std::thread::sleep(Duration::from_millis(200)); // the drain thread's last lines
-            return (st.code().unwrap_or(-1), d.log.lock().unwrap().clone());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "the daemon did not refuse to start; its log:\n{}",
-                d.log.lock().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// `status --json` of the daemon of `b`.
 fn status(b: &Box_) -> serde_json::Value {
@@ -151,7 +125,7 @@ fn a_second_box_with_a_taken_node_name_is_refused_and_the_same_box_restarts() {
 
     // Another box (own state directory) with the same node name: refused, naming the other.
     let b = fleet_box(&server, "box1", None, "");
-    let (code, log) = refused(&b);
+    let (code, log) = refused_start(&b);
     assert_ne!(code, 0, "{log}");
     assert!(
         log.contains("is claimed by node \"box1\"") && log.contains(&format!("pid {pid}")),
@@ -396,7 +370,7 @@ fn an_upgraded_registry_listed_under_the_old_root_is_refused_at_start() {
     fs::write(&b.config, &old).unwrap();
     b.cli(&["scan"]).ok();
     fs::write(&b.config, &text).unwrap();
-    let (code, log) = refused(&b);
+    let (code, log) = refused_start(&b);
     assert_ne!(code, 0, "{log}");
     assert!(
         log.contains("listed under its root \"fleet\"")
@@ -415,7 +389,7 @@ fn an_upgraded_registry_listed_under_the_old_root_is_refused_at_start() {
 fn on_a_store_ignoring_conditional_writes_only_the_remote_rules_node_deletes() {
     let server = S3Server::garage();
     let a = fleet_box(&server, "boxA", Some(""), SHARED_CLASS);
-    let (code, log) = refused(&a);
+    let (code, log) = refused_start(&a);
     assert_ne!(code, 0, "{log}");
     assert!(
         log.contains("ignores conditional writes") && log.contains("remote_rules_node"),

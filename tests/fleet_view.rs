@@ -429,3 +429,270 @@ fn one_prometheus_sees_each_box_of_a_fleet_by_its_node_label() {
         up.get("box1") == Some(&1.0) && up.get("box2") == Some(&0.0)
     });
 }
+
+/// The classes of every box of the cluster test: recordings and clips offloaded to the box's
+/// own store (`delete_local`), a 30-day rule on the archived recordings (what `lifecycle`
+/// compiles), and the shared rule: every box's clips expire 5 s after their upload (not at
+/// once: a copy deleted before its box verified it is uploaded again — another object under
+/// the same key, which would be a second deletion of that key).
+const CLUSTER_CLASSES: &str = r#"
+[[class]]
+name = "rec"
+store = "media"
+match = ["rec/**"]
+lifecycle = "recording"
+quiet_period = "0s"
+offload = { to = "archive", after = "0s", delete_local = true }
+
+[[class]]
+name = "clips"
+store = "media"
+match = ["clips/**"]
+lifecycle = "recording"
+quiet_period = "0s"
+offload = { to = "archive", after = "0s", delete_local = true }
+
+[[class]]
+name = "archived-rec"
+store = "archive"
+match = ["media/rec/**"]
+lifecycle = "recording"
+keep_for = "30d"
+
+[[class]]
+name = "old-clips"
+store = "everyone"
+match = ["*/media/clips/**"]
+lifecycle = "temporary"
+ttl = "5s"
+quiet_period = "0s"
+"#;
+
+/// Box `node` of the cluster test on `cluster`: its own store `archive` under
+/// `fleet/NODE/` and the shared store `everyone` spanning `fleet/`, both listing every
+/// node of the cluster; the shared rules are `box-a`'s (Garage ignores conditional writes,
+/// so no lease can be fenced there).
+fn cluster_box(cluster: &S3Server, node: &str) -> Box_ {
+    let b = Box_::new("", "", "");
+    let eps = toml_list(&cluster.endpoints);
+    let own = cluster
+        .store_section(b.dir.path(), "ENDPOINTS", "fleet")
+        .replace("\"ENDPOINTS\"", &eps)
+        .replace("node_prefix = false\n", "");
+    let shared = format!(
+        "\n[[store]]\nname = \"everyone\"\nkind = \"s3\"\nendpoint = {eps}\nregion = \"{}\"\nbucket = \"{}\"\nprefix = \"fleet\"\ncredentials_file = \"archive.credentials\"\nretry_timeout = \"3s\"\nshared = true\nremote_rules_node = \"box-a\"\n",
+        cluster.region, cluster.bucket
+    );
+    b.write_config(
+        &format!(
+            "node = \"{node}\"\nfleet_heartbeat = \"1s\"\ngc_interval = \"1s\"\nscan_interval = \"2s\""
+        ),
+        &(own + &shared),
+        CLUSTER_CLASSES,
+    );
+    b
+}
+
+/// The keys of store `store` box `b` audited as deleted, each with its count.
+fn deleted_by(b: &Box_, store: &str) -> BTreeMap<String, usize> {
+    let h = b
+        .cli(&[
+            "history",
+            "--store",
+            store,
+            "--outcome",
+            "deleted",
+            "--limit",
+            "10000",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let mut out = BTreeMap::new();
+    for r in h["records"]
+        .as_array()
+        .or_else(|| h.as_array())
+        .into_iter()
+        .flatten()
+    {
+        *out.entry(r["path"].as_str().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+// Issue 28 item 6, on the three-node Garage cluster (replication factor 3): three boxes
+// with state directories and local stores of their own archive into one bucket under node
+// prefixes, each with the same relative paths and contents of its own; one shared class
+// expires every box's clips. Node 0 is killed once the first copies are in. Checks: every
+// recording is archived once under its own box's prefix with its own box's content (none
+// overwritten), no local file goes without its copy, the backlog drains once node 0 is
+// back; the shared rule deletes each clip once across the three boxes (audits summed, only
+// box-a's); a fourth daemon with a taken node name is refused (Garage ignores conditional
+// writes: found by the marker's heartbeat); `lifecycle apply` of every box then `check`
+// show the three boxes' compiled rules side by side in the bucket.
+#[test]
+fn three_boxes_on_a_three_node_garage_cluster_archive_once_and_apply_the_shared_rule_once() {
+    const N: usize = 10;
+    const SIZE: usize = 256 << 10;
+    let mut cluster = S3Server::garage_cluster(3);
+    eprintln!("3-node garage cluster up in {:?}", cluster.startup);
+    let nodes = ["box-a", "box-b", "box-c"];
+    let boxes: Vec<Box_> = nodes.iter().map(|n| cluster_box(&cluster, n)).collect();
+    // Same relative paths on every box, contents of its own.
+    let mut sums = BTreeMap::new();
+    for (bi, (b, node)) in boxes.iter().zip(nodes).enumerate() {
+        for i in 0..N {
+            for kind in ["rec", "clips"] {
+                let rel = format!("{kind}/cam/{i:03}.mp4");
+                let p = b.path(&rel);
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                let body: Vec<u8> = (0..SIZE)
+                    .map(|k| (k * 31 + i * 7 + bi * 13 + k / 509) as u8)
+                    .collect();
+                fs::write(&p, &body).unwrap();
+                set_age(&p, Duration::from_secs(60));
+                sums.insert(format!("{node}/media/{rel}"), hex(&Md5::digest(&body)));
+            }
+        }
+    }
+    // The whole prefix, read through node 2, which stays up.
+    let mut settings = cluster.settings("check", "fleet");
+    settings.endpoint = cluster.endpoints[2].clone();
+    let all = S3Store::new(settings).unwrap();
+
+    let daemons: Vec<Daemon> = boxes.iter().map(|b| b.daemon(None)).collect();
+    daemons[0].wait_for("the first copies", T, || {
+        objects(&all).keys().any(|k| k.contains("/media/"))
+    });
+    cluster.kill_node(0);
+    let at_kill = objects(&all)
+        .keys()
+        .filter(|k| k.contains("/media/"))
+        .count();
+    eprintln!("node 0 killed with {at_kill} of {} copies in", 6 * N);
+
+    // A fourth daemon named like box-b is refused while box-b runs.
+    let twin = cluster_box(&cluster, "box-b");
+    let (code, log) = refused_start(&twin);
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("box-b"), "the refusal names the box: {log}");
+
+    // Every recording archived under its own box's prefix; every clip archived, then
+    // expired by the shared rule; no local file gone without its copy.
+    let is_clip = |k: &str| k.contains("/media/clips/");
+    let mut clips_seen = std::collections::BTreeSet::new();
+    daemons[0].wait_for("every recording archived and every clip expired", T, || {
+        let objs = objects(&all);
+        for (key, _) in &sums {
+            let (node, rel) = key.split_once("/media/").unwrap();
+            let b = &boxes[nodes.iter().position(|n| *n == node).unwrap()];
+            if objs.contains_key(key) && is_clip(key) {
+                clips_seen.insert(key.clone());
+            }
+            if !b.path(rel).exists() && !is_clip(key) {
+                assert_eq!(
+                    objs.get(key),
+                    Some(&(SIZE as u64)),
+                    "{key}: the local file is gone without its copy"
+                );
+            }
+        }
+        sums.keys()
+            .filter(|k| !is_clip(k))
+            .all(|k| objs.contains_key(k))
+            && !objs.keys().any(|k| is_clip(k))
+            && sums.keys().all(|k| {
+                let (node, rel) = k.split_once("/media/").unwrap();
+                !boxes[nodes.iter().position(|n| *n == node).unwrap()]
+                    .path(rel)
+                    .exists()
+            })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    for (key, sum) in sums.iter().filter(|(k, _)| !is_clip(k)) {
+        assert_eq!(
+            &object_md5(&all, dir.path(), key),
+            sum,
+            "{key}: overwritten"
+        );
+    }
+    // No other media key: one copy per recording, under its own box.
+    let extra: Vec<String> = objects(&all)
+        .into_keys()
+        .filter(|k| !sums.contains_key(k))
+        .collect();
+    assert!(extra.is_empty(), "keys beside the expected ones: {extra:?}");
+
+    // The shared rule: each clip deleted once, by box-a alone.
+    let audits: Vec<BTreeMap<String, usize>> =
+        boxes.iter().map(|b| deleted_by(b, "everyone")).collect();
+    let mut summed: BTreeMap<String, usize> = BTreeMap::new();
+    for a in &audits {
+        for (k, n) in a {
+            *summed.entry(k.clone()).or_insert(0) += n;
+        }
+    }
+    let clips: BTreeMap<String, usize> = sums
+        .keys()
+        .filter(|k| is_clip(k))
+        .map(|k| (k.clone(), 1))
+        .collect();
+    assert_eq!(summed, clips, "each clip deleted and audited once");
+    assert!(
+        audits[1].is_empty() && audits[2].is_empty(),
+        "only box-a applies the shared rules: {audits:?}"
+    );
+    eprintln!(
+        "{} clips (of which {} seen in the bucket by the test) expired by box-a alone",
+        clips.len(),
+        clips_seen.len()
+    );
+
+    // Node 0 back: every box's backlog drains.
+    cluster.restart_node(0);
+    for (b, node) in boxes.iter().zip(nodes) {
+        daemons[0].wait_for(&format!("{node}: an empty backlog"), T, || {
+            let st = b.cli(&["status", "--json"]).json();
+            st["offload_backing_off"]["files"] == 0
+        });
+    }
+
+    // Node 0 back in the cluster (its peers reconnected: a listing through it reaches a
+    // quorum), then native rules: every box compiles its own (named by its node), side by
+    // side.
+    let mut settings = cluster.settings("check0", "fleet");
+    settings.endpoint = cluster.endpoints[0].clone();
+    let zero = S3Store::new(settings).unwrap();
+    daemons[0].wait_for("node 0 answering with a quorum", T, || {
+        use futures::TryStreamExt;
+        block(async { zero.list().try_collect::<Vec<_>>().await }).is_ok()
+    });
+    for b in &boxes {
+        b.cli(&["lifecycle", "apply", "archive"]).ok();
+    }
+    for (b, node) in boxes.iter().zip(nodes) {
+        let c = b.cli(&["lifecycle", "check", "archive", "--json"]);
+        assert_eq!(c.code, 0, "{node}: {c:?}");
+        let v = c.json();
+        let ids: Vec<&str> = v["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert!(
+            ids.contains(&format!("mediaretain:{node}:archived-rec").as_str()),
+            "{node}: {v}"
+        );
+        assert_eq!(
+            v["other_rules"], 4,
+            "the other two boxes' rules are kept: {v}"
+        );
+        assert_eq!(
+            v["rules"][0]["prefix"],
+            format!("fleet/{node}/media/rec/"),
+            "{v}"
+        );
+    }
+}

@@ -1224,7 +1224,16 @@ impl S3Store {
         let body: &[u8] = b"mediaretain capability probe";
         let mut caps = Capabilities::default();
         let mut keys = Vec::new();
-        // One endpoint for the whole probe: it measures the cluster, not failover.
+        // One endpoint for the whole probe: it measures the cluster, not failover. A first
+        // request goes through the failover, so an endpoint that cannot be reached (a
+        // cluster node down when the daemon starts) is marked dead before one is picked.
+        let first = self.path(&format!("{base}/etag"))?;
+        let _ = self
+            .call(|s3| {
+                let p = first.clone();
+                async move { s3.head(&p).await }
+            })
+            .await;
         let at = self.pick().await;
         let s3 = self.endpoints[at].s3.clone();
 

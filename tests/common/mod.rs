@@ -420,3 +420,28 @@ impl Drop for Holder {
         let _ = self.0.wait();
     }
 }
+
+/// Runs the daemon of `b` expecting it to refuse to start: its exit code and log.
+pub fn refused_start(b: &Box_) -> (i32, String) {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config").arg(&b.config).arg("run");
+    cmd.stdout(Stdio::null()).env("RUST_LOG", "info");
+    cmd.env_remove("NOTIFY_SOCKET");
+    let mut d = Daemon::spawn(cmd);
+    let mut child = d.child.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(200)); // the drain thread's last lines
+            return (st.code().unwrap_or(-1), d.log.lock().unwrap().clone());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "the daemon did not refuse to start; its log:\n{}",
+                d.log.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
