@@ -584,7 +584,7 @@ fn three_boxes_on_a_three_node_garage_cluster_archive_once_and_apply_the_shared_
     let mut clips_seen = std::collections::BTreeSet::new();
     daemons[0].wait_for("every recording archived and every clip expired", T, || {
         let objs = objects(&all);
-        for (key, _) in &sums {
+        for key in sums.keys() {
             let (node, rel) = key.split_once("/media/").unwrap();
             let b = &boxes[nodes.iter().position(|n| *n == node).unwrap()];
             if objs.contains_key(key) && is_clip(key) {
