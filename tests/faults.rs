@@ -547,6 +547,119 @@ fn a_crash_leftover_is_settled_at_the_next_start_never_guessed() {
     );
 }
 
+/// Issue 26.2: a deletion renames a file beside itself (`.mediaretain-deleting.INO.NAME`,
+/// in a directory closed to others) rather than into the trash at the root; a crash between
+/// that rename and the unlink leaves the name there. The next start finds it from its
+/// intent: the checked inode is removed and audited, a newcomer that took the planned name's
+/// place before the rename is put back. No such name is ever indexed in a directory only we
+/// may write, and in a directory others may write it is a file like any. On the old code the
+/// leftovers stayed (`tmp/.mediaretain-deleting.<ino>.a` still there) and were indexed.
+#[test]
+fn a_crash_leftover_beside_its_name_is_settled_at_the_next_start() {
+    use std::os::unix::fs::MetadataExt;
+    let b = Box_::new("", "", BASE_CLASSES);
+    for f in ["a", "b", "c"] {
+        b.file(&format!("tmp/{f}"), 3, Duration::from_secs(7200));
+    }
+    b.file("tmp/open/x", 3, Duration::from_secs(7200));
+    fs::set_permissions(
+        b.path("tmp/open"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    b.cli(&["scan"]).ok();
+    let db = rusqlite::Connection::open(b.state().join("registry.db")).unwrap();
+    let mut ino = std::collections::HashMap::new();
+    for f in ["a", "b"] {
+        let md = fs::metadata(b.path(&format!("tmp/{f}"))).unwrap();
+        ino.insert(f, md.ino());
+        let id: i64 = db
+            .query_row(
+                "SELECT id FROM entries WHERE CAST(path AS TEXT) = ?1",
+                [format!("tmp/{f}")],
+                |r| r.get(0),
+            )
+            .unwrap();
+        db.execute(
+            "INSERT INTO intents(at, store, path, entry_id, ino, size, mtime, class, rule, reason, trigger)
+             VALUES (0, 'media', CAST(?1 AS BLOB), ?2, ?3, ?4, ?5, 'tmp', 'ttl', 'past its ttl', 'schedule')",
+            rusqlite::params![
+                format!("tmp/{f}"),
+                id,
+                md.ino() as i64,
+                md.len() as i64,
+                md.mtime() * 1_000_000_000 + md.mtime_nsec()
+            ],
+        )
+        .unwrap();
+    }
+    drop(db);
+    let beside = |f: &str| format!("tmp/.mediaretain-deleting.{}.{f}", ino[f]);
+    // a: the checked file, renamed beside itself, then the crash.
+    fs::rename(b.path("tmp/a"), b.path(&beside("a"))).unwrap();
+    // b: a newcomer had been renamed over tmp/b in the last instant; it was moved instead.
+    // (Made before the planned file goes, so it never reuses its inode number.)
+    fs::write(b.path(&beside("b")), b"newcomer").unwrap();
+    fs::remove_file(b.path("tmp/b")).unwrap();
+    // Names of that form made by another hand: in a directory only root may write (never
+    // indexed, never touched), and in one anybody may write (a file like any).
+    fs::write(b.path("tmp/.mediaretain-deleting.7.c"), b"x").unwrap();
+    fs::write(b.path("tmp/open/.mediaretain-deleting.7.y"), b"y").unwrap();
+
+    let run = b.cli(&["scan"]).ok();
+    assert!(
+        !b.path(&beside("a")).exists(),
+        "the checked file is still beside its name; {}",
+        run.stderr
+    );
+    assert!(!b.path("tmp/a").exists());
+    assert!(
+        !b.path(&beside("b")).exists(),
+        "the newcomer is still beside its name"
+    );
+    assert_eq!(fs::read(b.path("tmp/b")).unwrap(), b"newcomer", "put back");
+    assert!(b.path("tmp/.mediaretain-deleting.7.c").exists());
+    let db = rusqlite::Connection::open(b.state().join("registry.db")).unwrap();
+    let n: i64 = db
+        .query_row("SELECT COUNT(*) FROM intents", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0, "every intent settled");
+    let rows: Vec<(String, String)> = db
+        .prepare(
+            "SELECT CAST(path AS TEXT), outcome FROM audit WHERE action = 'delete' ORDER BY path",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    // tmp/b's planned inode is gone too (the newcomer's rename took it), as reconciled
+    // before: "gone at the restart".
+    assert_eq!(
+        rows,
+        vec![
+            ("tmp/a".to_string(), "deleted".to_string()),
+            ("tmp/b".to_string(), "deleted".to_string())
+        ]
+    );
+    let paths: Vec<String> = db
+        .prepare("SELECT CAST(path AS TEXT) FROM entries ORDER BY path")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            "tmp/b".to_string(),
+            "tmp/c".to_string(),
+            "tmp/open/.mediaretain-deleting.7.y".to_string(),
+            "tmp/open/x".to_string()
+        ]
+    );
+}
+
 /// A TCP listener that accepts every connection and never answers: a hung S3 endpoint.
 /// Returns its port and the number of connections accepted so far.
 fn blackhole() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {

@@ -16,7 +16,9 @@ use crate::registry::FileMeta;
 
 mod delete;
 
-pub use delete::{Deleter, Recovered, TRASH_DIR};
+pub use delete::{
+    DELETING_PREFIX, Deleter, Recovered, TRASH_DIR, deleting_name, is_deleting_name, private_dir,
+};
 
 /// What a `/proc` snapshot says about a file's users.
 #[derive(Debug, Default)]
