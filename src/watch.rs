@@ -306,7 +306,7 @@ async fn run(w: Watches, tx: mpsc::Sender<Change>, sig: Arc<Signals>) {
             if rel.starts_with(crate::store::local::TRASH_DIR)
                 || name
                     .as_deref()
-                    .is_some_and(|n| crate::store::local::is_deleting_name(n))
+                    .is_some_and(crate::store::local::is_deleting_name)
             {
                 continue;
             }
