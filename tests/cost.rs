@@ -225,3 +225,60 @@ fn a_pass_with_nothing_due_reads_a_few_entries_whatever_the_registry_holds() {
          (policy::plan_windowed)"
     );
 }
+
+/// Cross-directory renames per 1,000 files a one-shot `gc` deletes in directories closed to
+/// other users (issue 26 item 2): 0 today — each file is renamed beside itself for its inode
+/// check; 1,000 on ba4d69b, which moved every file into the one trash directory at the store
+/// root, and the kernel serialises such renames filesystem-wide (`s_vfs_rename_mutex`)
+/// whichever thread and directory they come from.
+const GC_CROSS_DIR_RENAMES_PER_1000: f64 = 10.0;
+
+#[test]
+fn a_one_shot_gc_renames_each_file_within_its_own_directory() {
+    const N: usize = 1_000;
+    let b = Box_::new("", "", SEGMENTS);
+    tree(&b, N, Duration::from_secs(2 * 3600));
+    let trace = b.dir.path().join("renames.out");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=rename,renameat,renameat2", "-o"])
+        .arg(&trace)
+        .arg(bin())
+        .arg("--config")
+        .arg(&b.config)
+        .args(["gc", "--json"])
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("strace is needed for the cost checks (apt-get install strace)");
+    let run = Run::from(out).ok();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["deleted_files"], N as u64, "{}", run.stdout);
+    // `PID renameat2(OLDDIRFD, "old", NEWDIRFD, "new", FLAGS) = 0`: one descriptor table
+    // for every thread, so equal numbers are the same directory.
+    let (mut within, mut across) = (0u64, 0u64);
+    for line in fs::read_to_string(&trace).unwrap().lines() {
+        let Some(args) = line.split_once("renameat2(").map(|(_, a)| a) else {
+            continue;
+        };
+        let fds: Vec<&str> = args.split(", ").collect();
+        if fds.len() < 3 || !line.contains("seg") {
+            continue;
+        }
+        if fds[0] == fds[2] {
+            within += 1;
+        } else {
+            across += 1;
+        }
+    }
+    let per_1000 = across as f64 * 1000.0 / N as f64;
+    eprintln!("gc of {N} files: {within} renames within a directory, {across} across");
+    assert!(
+        per_1000 <= GC_CROSS_DIR_RENAMES_PER_1000,
+        "a one-shot gc makes {per_1000:.0} cross-directory renames per 1,000 deleted files \
+         (bound {GC_CROSS_DIR_RENAMES_PER_1000}; {within} within a directory): every one waits \
+         for the filesystem's rename mutex"
+    );
+    assert!(
+        within >= N as u64,
+        "{within} renames within a directory for {N} files"
+    );
+}
