@@ -305,11 +305,6 @@ fn read_dir(
         if rel.as_os_str().is_empty() && fname == crate::store::local::TRASH_DIR.as_bytes() {
             continue;
         }
-        // Nor a file renamed beside itself to be deleted — in a directory closed to others,
-        // where only we (or root) can have made the name (elsewhere it is a file like any).
-        if crate::store::local::is_deleting_name(fname) && beside_ours(&fd) {
-            continue;
-        }
         any = true;
         let cname = de.file_name();
         let fname = OsStr::from_bytes(fname);
@@ -626,13 +621,6 @@ pub fn scan_store(
         "scan done"
     );
     Ok(stats)
-}
-
-/// Whether directory `fd` is closed to every user but us and root, so that a
-/// [`crate::store::local::deleting_name`] in it is one of our deletions under way.
-fn beside_ours(fd: &OwnedFd) -> bool {
-    rustix::fs::fstat(fd)
-        .is_ok_and(|st| crate::store::local::private_dir(&st, rustix::process::geteuid().as_raw()))
 }
 
 #[cfg(test)]

@@ -300,14 +300,8 @@ async fn run(w: Watches, tx: mpsc::Sender<Change>, sig: Arc<Signals>) {
                 // An event on the watched directory itself (deleted, moved).
                 None => dir.clone(),
             };
-            // Files on their way out through our trash directory, or renamed beside
-            // themselves to be deleted, are not the store's (the scan, not an event, decides
-            // about such a name made by someone else).
-            if rel.starts_with(crate::store::local::TRASH_DIR)
-                || name
-                    .as_deref()
-                    .is_some_and(crate::store::local::is_deleting_name)
-            {
+            // Files on their way out through our trash directory are not the store's.
+            if rel.starts_with(crate::store::local::TRASH_DIR) {
                 continue;
             }
             if mask.contains(EventMask::ISDIR) && name.is_some() {

@@ -334,9 +334,7 @@ impl Engine {
                     continue;
                 }
                 // One deletion session per worker (each keeps its own trash descriptor).
-                // Every file of a chunk has a durable intent before it is touched, so a
-                // file may be renamed beside itself (a crash's leftover is found from it).
-                let mut dels: Vec<_> = (0..workers()).map(|_| store.deleter_beside()).collect();
+                let mut dels: Vec<_> = (0..workers()).map(|_| store.deleter()).collect();
                 // Writers' temporary files, once per store and pass (a full registry scan).
                 let parts = writers::part_files(&mut self.reg(), &rt.config, store.name())?;
                 // Counts, logs and audits a deleted chunk's outcomes in its order: what the

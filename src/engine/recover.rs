@@ -24,31 +24,25 @@ pub(super) fn reconcile_after_crash(rt: &Runtime, reg: &mut Registry, now: Nanos
                     && i.mtime == mtime
             })
         };
-        // Files renamed beside themselves (`deleter_beside`): each has its intent.
-        let mut done: Vec<Recovered> = intents
-            .iter()
-            .filter(|i| i.store == store.name() && rt.missing(&i.store).is_none())
-            .filter_map(|i| store.recover_beside(&i.path, i.ino, &mut checked))
-            .collect();
-        let trash = store.recover_trash(&mut checked);
-        if let Ok(t) = &trash {
-            done.extend(t.iter().cloned());
-        }
-        for r in done {
-            match r {
-                Recovered::Deleted(p) => {
-                    info!(action = "delete", store = store.name(), path = %crate::spell::show(&p), "removed the checked file an interrupted deletion had moved to the trash")
-                }
-                Recovered::Restored(p) => {
-                    info!(action = "restore", store = store.name(), path = %crate::spell::show(&p), "put back a file an interrupted deletion had moved to the trash")
-                }
-                Recovered::Kept(p, name, why) => {
-                    warn!(action = "trash", store = store.name(), path = ?p, trash = %name, reason = %why, "a file an interrupted deletion had moved aside (into the store's trash directory, or beside its name) was left there; move it back by hand")
+        match store.recover_trash(&mut checked) {
+            Ok(done) => {
+                for r in done {
+                    match r {
+                        Recovered::Deleted(p) => {
+                            info!(action = "delete", store = store.name(), path = %crate::spell::show(&p), "removed the checked file an interrupted deletion had moved to the trash")
+                        }
+                        Recovered::Restored(p) => {
+                            info!(action = "restore", store = store.name(), path = %crate::spell::show(&p), "put back a file an interrupted deletion had moved to the trash")
+                        }
+                        Recovered::Kept(p, name, why) => {
+                            warn!(action = "trash", store = store.name(), path = ?p, trash = %name, reason = %why, "a file in the store's trash directory was left there; move it back by hand")
+                        }
+                    }
                 }
             }
-        }
-        if let Err(why) = trash {
-            warn!(store = store.name(), reason = %why, "cannot check the store's trash directory")
+            Err(why) => {
+                warn!(store = store.name(), reason = %why, "cannot check the store's trash directory")
+            }
         }
     }
     if intents.is_empty() {

@@ -16,9 +16,7 @@ use crate::registry::FileMeta;
 
 mod delete;
 
-pub use delete::{
-    DELETING_PREFIX, Deleter, Recovered, TRASH_DIR, deleting_name, is_deleting_name, private_dir,
-};
+pub use delete::{Deleter, Recovered, TRASH_DIR};
 
 /// What a `/proc` snapshot says about a file's users.
 #[derive(Debug, Default)]

@@ -227,13 +227,6 @@ impl LocalStore {
                 if rel.as_os_str().is_empty() && name == super::local::TRASH_DIR {
                     continue; // files on their way out are not the store's
                 }
-                if super::local::is_deleting_name(name.as_bytes())
-                    && rustix::fs::fstat(&dir).is_ok_and(|st| {
-                        super::local::private_dir(&st, rustix::process::geteuid().as_raw())
-                    })
-                {
-                    continue; // nor one renamed beside itself to be deleted
-                }
                 let st = match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(st) => st,
                     Err(_) => continue, // removed while listing

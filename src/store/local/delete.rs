@@ -88,43 +88,6 @@ fn ignore_sigio() {
 /// back at the next start (see [`LocalStore::recover_trash`]).
 pub const TRASH_DIR: &str = ".mediaretain-trash";
 
-/// The prefix of the name a file is renamed to beside itself while it is deleted, in a
-/// directory closed to other users (see [`LocalStore::deleter_beside`]): then its inode
-/// number and its own name, `.mediaretain-deleting.INO.NAME`. Scans, the watcher and
-/// listings skip such a name in a directory closed to others (only we or root could have
-/// made it); a crash's leftover is found again from its deletion intent.
-pub const DELETING_PREFIX: &str = ".mediaretain-deleting.";
-
-/// The name `name` (of inode `ino`) is renamed to beside itself; `None` when too long.
-pub fn deleting_name(ino: u64, name: &std::ffi::OsStr) -> Option<std::ffi::OsString> {
-    use std::fmt::Write as _;
-    let mut head = String::with_capacity(DELETING_PREFIX.len() + 21);
-    let _ = write!(head, "{DELETING_PREFIX}{ino}.");
-    if head.len() + name.len() > NAME_MAX {
-        return None;
-    }
-    let mut out = std::ffi::OsString::with_capacity(head.len() + name.len());
-    out.push(head);
-    out.push(name);
-    Some(out)
-}
-
-/// Whether `name` has the form of [`deleting_name`].
-pub fn is_deleting_name(name: &[u8]) -> bool {
-    let Some(rest) = name.strip_prefix(DELETING_PREFIX.as_bytes()) else {
-        return false;
-    };
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    digits > 0 && rest.len() > digits + 1 && rest[digits] == b'.'
-}
-
-/// Whether a directory (its `stat`) is closed to every user but `euid` and root: owned by
-/// one of them, written by neither its group nor others (an ACL granting others write
-/// shows as the group's write bit, its mask). Nobody else can then rename into it.
-pub fn private_dir(st: &rustix::fs::Stat, euid: u32) -> bool {
-    (st.st_uid == euid || st.st_uid == 0) && st.st_mode & 0o022 == 0
-}
-
 /// The name prefix under which a trash directory that is not ours is moved aside (then
 /// the Unix time, and a number when that is taken): it is the store's, scanned like any.
 pub const FOREIGN_TRASH: &str = ".mediaretain-trash.foreign.";
@@ -275,9 +238,8 @@ fn into_trash(
 /// Distinguishes the trash entries of one process.
 static TRASH_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// What [`LocalStore::recover_trash`] did with one file left in the trash directory (or
-/// [`LocalStore::recover_beside`] with one left beside its name).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What [`LocalStore::recover_trash`] did with one file left in the trash directory.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Recovered {
     /// The file the interrupted deletion had checked: removed now.
     Deleted(PathBuf),
@@ -358,19 +320,6 @@ impl LocalStore {
             trash: None,
             trash_error: None,
             unwritable: None,
-            beside: false,
-            euid: rustix::process::geteuid().as_raw(),
-        }
-    }
-
-    /// A deletion session that renames a file beside itself (see [`DELETING_PREFIX`])
-    /// wherever its directory is closed to other users: for callers that made a durable
-    /// intent of every file first, which is how a crash's leftover is found again
-    /// ([`LocalStore::recover_beside`]).
-    pub fn deleter_beside(&self) -> Deleter<'_> {
-        Deleter {
-            beside: true,
-            ..self.deleter()
         }
     }
 
@@ -502,59 +451,6 @@ impl LocalStore {
         })
     }
 
-    /// Handles what a crash left beside the file `rel` of an unsettled deletion intent
-    /// (planned inode `ino`): its [`deleting_name`], when present, is removed if `checked`
-    /// says it is the inode the deletion had checked, else put back under its name if that
-    /// is free, else kept and reported. `None`: nothing there.
-    pub fn recover_beside(
-        &self,
-        rel: &Path,
-        ino: u64,
-        checked: &mut dyn FnMut(&Path, &rustix::fs::Stat) -> bool,
-    ) -> Option<Recovered> {
-        if !is_confined(rel) {
-            return None;
-        }
-        let (parent, name) = split(rel);
-        let tname = deleting_name(ino, name)?;
-        let dir = self.open_dir(parent).ok()?;
-        let st = rustix::fs::statat(&dir, tname.as_os_str(), AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        let shown = || crate::spell::show(&parent.join(&tname)).to_string();
-        if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && checked(rel, &st) {
-            return Some(
-                match rustix::fs::unlinkat(&dir, tname.as_os_str(), AtFlags::empty()) {
-                    Ok(()) => Recovered::Deleted(rel.to_path_buf()),
-                    Err(e) => Recovered::Kept(
-                        Some(rel.to_path_buf()),
-                        shown(),
-                        format!("cannot remove it: {e}"),
-                    ),
-                },
-            );
-        }
-        Some(
-            match rustix::fs::renameat_with(
-                &dir,
-                tname.as_os_str(),
-                &dir,
-                name,
-                rustix::fs::RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => Recovered::Restored(rel.to_path_buf()),
-                Err(Errno::EXIST) => Recovered::Kept(
-                    Some(rel.to_path_buf()),
-                    shown(),
-                    "its name is taken by another file now".into(),
-                ),
-                Err(e) => Recovered::Kept(
-                    Some(rel.to_path_buf()),
-                    shown(),
-                    format!("cannot put it back: {e}"),
-                ),
-            },
-        )
-    }
-
     /// Handles what a crash left in the trash directory: a file that `checked` says is the
     /// inode an interrupted deletion had checked (by its original path and `stat`) is
     /// removed; anything else is put back under its name if that is free, else kept and
@@ -665,10 +561,6 @@ pub struct Deleter<'a> {
     trash_error: Option<String>,
     /// Whether the root is writable, looked at after the first failure.
     unwritable: Option<Option<super::Unwritable>>,
-    /// Whether a file may be renamed beside itself (see [`LocalStore::deleter_beside`]).
-    beside: bool,
-    /// Our effective uid (asked once per session).
-    euid: u32,
 }
 
 impl Deleter<'_> {
@@ -744,17 +636,6 @@ impl Deleter<'_> {
             },
             Err(refusal) => return refusal,
         };
-        if self.beside
-            && let Some(done) = self.delete_beside(dir, name, rel, &before, &expect)
-        {
-            if matches!(done, Outcome::Deleted)
-                && !parent.as_os_str().is_empty()
-                && self.touched.last().is_none_or(|p| p != parent)
-            {
-                self.touched.push(parent.to_path_buf());
-            }
-            return done;
-        }
         // The name may hold another inode by now (renamed over ours in the last instant):
         // move whatever it holds into the trash, and unlink it only if it is ours. The
         // trash is looked at once per batch, and again only when a move into it fails
@@ -872,106 +753,6 @@ impl Deleter<'_> {
         Outcome::Deleted
     }
 
-    /// The trash rename's same-directory form: in a directory nobody but us and root may
-    /// write (so nobody else can swap names in it, as in the trash directory), `name` is
-    /// renamed to [`deleting_name`] beside itself, checked there, unlinked and observed gone.
-    /// A rename within one directory does not take the filesystem's rename mutex that every
-    /// move into the one trash directory at the root waits for. `None`: not possible here
-    /// (a directory others may write, a name too long, the name taken) — use the trash.
-    fn delete_beside(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        name: &std::ffi::OsStr,
-        rel: &Path,
-        before: &rustix::fs::Stat,
-        expect: &Expect,
-    ) -> Option<Outcome> {
-        let tname = deleting_name(before.st_ino, name)?;
-        let ds = rustix::fs::fstat(dir).ok()?;
-        if !private_dir(&ds, self.euid) {
-            return None;
-        }
-        let shown =
-            || crate::spell::show(&rel.parent().unwrap_or(Path::new("")).join(&tname)).to_string();
-        match rustix::fs::renameat_with(
-            dir,
-            name,
-            dir,
-            tname.as_os_str(),
-            rustix::fs::RenameFlags::NOREPLACE,
-        ) {
-            Ok(()) => {}
-            Err(Errno::NOENT) => return Some(Outcome::Vanished),
-            // The name taken (a leftover of an earlier crash), or no right to rename here
-            // (a read-only mount…): the trash directory serves, and says why it cannot.
-            Err(_) => return None,
-        }
-        let moved = match rustix::fs::statat(dir, tname.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(e) => {
-                return Some(Outcome::Failed(format!(
-                    "cannot check what was renamed to {}: {e}",
-                    shown()
-                )));
-            }
-        };
-        let ours = moved.st_dev == before.st_dev
-            && moved.st_ino == before.st_ino
-            && moved.st_size as u64 == expect.size
-            && stat_mtime(&moved) == expect.mtime;
-        if !ours {
-            let why = if moved.st_dev == before.st_dev && moved.st_ino == before.st_ino {
-                "changed while being checked"
-            } else {
-                "replaced by another file in the last instant (renamed over it)"
-            };
-            let back = rustix::fs::renameat_with(
-                dir,
-                tname.as_os_str(),
-                dir,
-                name,
-                rustix::fs::RenameFlags::NOREPLACE,
-            );
-            return Some(match back {
-                Ok(()) => Outcome::Refused(format!(
-                    "{why}; the file now under its name was left in place and is re-evaluated on the next pass"
-                )),
-                // Its name was taken again: into the trash directory, whose leftovers are
-                // put back at the next start (a hidden name would hide it from every scan).
-                Err(e) => {
-                    let kept = self
-                        .store
-                        .open_trash(true)
-                        .map_err(|e| e.why)
-                        .and_then(|t| t.ok_or_else(|| format!("no trash directory {TRASH_DIR}")))
-                        .and_then(|t| {
-                            into_trash(t.as_fd(), dir, tname.as_os_str(), rel, self.pid)
-                                .map_err(|e| e.to_string())
-                        });
-                    Outcome::Failed(match kept {
-                        Ok((t, _)) => format!(
-                            "{why}, and the file now under its name could not be put back ({e}): it is kept as {TRASH_DIR}/{t} at the store root"
-                        ),
-                        Err(e2) => format!(
-                            "{why}, and the file now under its name could not be put back ({e}) nor moved into {TRASH_DIR} ({e2}): it is kept as {}",
-                            shown()
-                        ),
-                    })
-                }
-            });
-        }
-        if let Err(e) = rustix::fs::unlinkat(dir, tname.as_os_str(), AtFlags::empty()) {
-            return Some(Outcome::Failed(format!("unlink of {}: {e}", shown())));
-        }
-        Some(
-            match rustix::fs::statat(dir, tname.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Err(Errno::NOENT) => Outcome::Deleted,
-                Ok(_) => Outcome::Failed(format!("still present after unlink, as {}", shown())),
-                Err(e) => Outcome::Failed(format!("cannot verify removal: {e}")),
-            },
-        )
-    }
-
     /// The directories deletions touched (candidates for pruning), deduplicated.
     pub fn finish(self) -> Vec<PathBuf> {
         let mut dirs = self.touched;
@@ -1085,49 +866,6 @@ mod tests {
             "{out:?}"
         );
         assert!(planned.exists());
-    }
-
-    #[test]
-    fn a_pass_renames_beside_the_file_only_in_a_directory_closed_to_others() {
-        use std::os::unix::ffi::OsStrExt;
-        let root = tempfile::tempdir().unwrap();
-        for d in ["closed", "open"] {
-            fs::create_dir(root.path().join(d)).unwrap();
-            fs::write(root.path().join(d).join("x.ts"), b"x").unwrap();
-        }
-        fs::set_permissions(
-            root.path().join("closed"),
-            fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
-        fs::set_permissions(root.path().join("open"), fs::Permissions::from_mode(0o777)).unwrap();
-        let store = LocalStore::open("m", root.path()).unwrap();
-        let mut d = store.deleter_beside();
-        for dir in ["closed", "open"] {
-            let rel = PathBuf::from(dir).join("x.ts");
-            let ex = expect_of(&root.path().join(&rel));
-            assert_eq!(
-                d.delete(&rel, ex, &mut |_, _| Users::default()),
-                Outcome::Deleted
-            );
-            assert_eq!(fs::read_dir(root.path().join(dir)).unwrap().count(), 0);
-            // Only the open directory's file goes through the trash at the root.
-            assert_eq!(root.path().join(TRASH_DIR).exists(), dir == "open", "{dir}");
-        }
-        let name = deleting_name(42, std::ffi::OsStr::new("seg.ts")).unwrap();
-        assert_eq!(name, ".mediaretain-deleting.42.seg.ts");
-        assert!(is_deleting_name(name.as_bytes()));
-        for not in [
-            ".mediaretain-deleting.x.seg",
-            ".mediaretain-deleting.42.",
-            "seg.ts",
-        ] {
-            assert!(!is_deleting_name(not.as_bytes()), "{not}");
-        }
-        assert_eq!(
-            deleting_name(1, std::ffi::OsStr::new(&"n".repeat(250))),
-            None
-        );
     }
 
     #[test]
