@@ -37,6 +37,7 @@ mod executor;
 mod explain;
 mod facts;
 mod failing;
+mod fleet;
 mod history;
 mod index;
 mod marks;

@@ -38,7 +38,7 @@
 //!   (the wall clock watched against `CLOCK_BOOTTIME`: a jump holds the time rules).
 //! - [`fleet`]: several boxes on one bucket: the node identity, each S3 root's claim marker
 //!   (`fleet/claim.rs`) and a shared store's rules lease with its fencing (`fleet/lease.rs`);
-//!   the engine drives them (`engine/remote.rs`), the daemon ticks them; the box's status
+//!   the engine drives them (`engine/fleet.rs`), the daemon ticks them; the box's status
 //!   object and the fleet view (`fleet/status.rs`); a store's remote rules compiled into the
 //!   bucket's native lifecycle, a backstop (`fleet/lifecycle.rs`).
 //! - [`inuse`]: every in-use signal behind one view, [`inuse::InUse`]; a new signal is a

@@ -471,7 +471,7 @@ impl Engine {
                 // A shared store's rules are the lease holder's alone.
                 if !self
                     .fleet()
-                    .deletes_in(remote.name(), remote::is_shared(rt, remote.name()))
+                    .deletes_in(remote.name(), fleet::is_shared(rt, remote.name()))
                 {
                     continue;
                 }
