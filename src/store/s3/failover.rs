@@ -91,15 +91,14 @@ pub(super) struct Listing<'a> {
 }
 
 impl S3Store {
-    /// The endpoints and whether each is taken for reachable now, in configured order.
+    /// The endpoints and whether each is reachable, in configured order: one marked dead is
+    /// not until it answered again (a backoff that ran out is not an answer: the next
+    /// request tries it first), so the status object and the metric never call an endpoint
+    /// back before it is.
     pub fn endpoint_health(&self) -> Vec<(String, bool)> {
-        let now = tokio::time::Instant::now();
         self.endpoints
             .iter()
-            .map(|e| {
-                let alive = e.health().dead_until.is_none_or(|t| t <= now);
-                (e.url.clone(), alive)
-            })
+            .map(|e| (e.url.clone(), e.health().dead_until.is_none()))
             .collect()
     }
 
