@@ -878,3 +878,41 @@ fn an_error_quoting_a_newline_stays_on_its_located_line() {
     }
     assert!(shown.contains("recordin\\ng"), "{shown}");
 }
+
+// A host name that is no node name (64 characters; Linux allows up to 64, node names 63)
+// matters only to a box with S3 stores: its keys and claim markers are named by the node.
+// A local-only box starts as before; one with an S3 store is told to set [daemon] node.
+// Run in a UTS namespace of its own (root, as CI runs) so the machine's name is untouched.
+#[test]
+fn a_host_name_that_is_no_node_name_matters_only_with_s3_stores() {
+    let long = "h".repeat(64);
+    let run = |text: &str| {
+        let b = Box_::new("", "", "");
+        std::fs::write(&b.config, text).unwrap();
+        let out = std::process::Command::new("unshare")
+            .args(["--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\""])
+            .arg(&long)
+            .arg(BIN)
+            .args(["check-config", "--config"])
+            .arg(&b.config)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&format!(
+        "{GOOD_HEAD}\n[[class]]\nname = \"seg\"\nstore = \"media\"\nmatch = [\"**/*.ts\"]\nlifecycle = \"segment\"\nkeep_for = \"1h\"\n"
+    ));
+    assert_eq!(code, 0, "a local-only box: {err}");
+    let (code, err) = run(&format!(
+        "{GOOD_HEAD}\n[[store]]\nname = \"archive\"\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:9\"\nbucket = \"b\"\n"
+    ));
+    assert_eq!(code, 78, "{err}");
+    assert!(
+        err.contains("daemon.node is not set and the host name")
+            && err.contains("set [daemon] node"),
+        "{err}"
+    );
+}

@@ -32,6 +32,9 @@ struct Validator<'a> {
     diags: Vec<Diagnostic>,
     /// `[daemon] node`, for the roots of node-prefixed S3 stores.
     node: String,
+    /// No `[daemon] node` and a host name that is no node name: an error only for a config
+    /// with S3 stores (a box without them never uses its node name).
+    unnamed: Option<(Range<usize>, String)>,
 }
 
 impl Validator<'_> {
@@ -125,6 +128,11 @@ impl Validator<'_> {
             self.stores(list, &mut stores, &mut store_spans);
         }
         self.cur = 0;
+        if let Some((span, msg)) = self.unnamed.take()
+            && stores.iter().any(|s| !s.is_local())
+        {
+            self.err(span, msg);
+        }
         // Our own files must never be candidates for deletion.
         for (what, p, span) in [
             ("state_dir", &daemon.state_dir, &state_dir_span),
@@ -484,7 +492,12 @@ impl Validator<'_> {
             None => {
                 let host = crate::fleet::host_name();
                 if !crate::fleet::valid_node(&host) {
-                    self.err(dspan.clone(), format!("daemon.node is not set and the host name {host:?} is no valid node name (1 to 63 letters, digits, '.', '_' or '-'): set [daemon] node"));
+                    self.unnamed = Some((
+                        dspan.clone(),
+                        format!(
+                            "daemon.node is not set and the host name {host:?} is no valid node name (1 to 63 letters, digits, '.', '_' or '-'), which the S3 stores' keys and claim markers need: set [daemon] node"
+                        ),
+                    ));
                 }
                 host
             }
@@ -624,6 +637,7 @@ pub(super) fn validate(
         fs_checks,
         diags: Vec::new(),
         node: String::new(),
+        unnamed: None,
     };
     let cfg = v.validate(raw, drop_ins, path);
     if v.diags.is_empty() {
