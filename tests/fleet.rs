@@ -357,19 +357,31 @@ fn a_paused_holder_deletes_nothing_after_losing_the_lease() {
 }
 
 #[test]
-fn an_upgraded_registry_listed_under_the_old_root_is_refused_at_start() {
+fn an_upgraded_registry_keeps_its_layout_and_an_explicit_node_prefix_is_refused() {
     let server = S3Server::moto();
     recordings(&server, "x", 0, 3); // fleet/x/media/rec/…: objects of the old root `fleet`
     let b = fleet_box(&server, "box1", None, "");
     // Before fleets: the store's root was its prefix (what node_prefix = false keeps).
     let text = fs::read_to_string(&b.config).unwrap();
-    let old = text.replace(
-        "retry_timeout = \"3s\"\n",
-        "retry_timeout = \"3s\"\nnode_prefix = false\n",
-    );
-    fs::write(&b.config, &old).unwrap();
+    let set = |v: &str| {
+        text.replace(
+            "retry_timeout = \"3s\"\n",
+            &format!("retry_timeout = \"3s\"\nnode_prefix = {v}\n"),
+        )
+    };
+    fs::write(&b.config, set("false")).unwrap();
     b.cli(&["scan"]).ok();
+    // Upgraded, node_prefix unset: the box goes on with its layout (an apt upgrade must not
+    // stop cleanup), and records it.
     fs::write(&b.config, &text).unwrap();
+    let d = b.daemon(None);
+    let roots = b.state().join("s3-roots.json");
+    d.wait_for("the roots file", T, || {
+        fs::read_to_string(&roots).is_ok_and(|r| r.contains("\"archive\": \"fleet\""))
+    });
+    d.stop();
+    // Asked for node prefixes over those copies: refused, saying why and the way out.
+    fs::write(&b.config, set("true")).unwrap();
     let (code, log) = refused_start(&b);
     assert_ne!(code, 0, "{log}");
     assert!(
@@ -378,9 +390,6 @@ fn an_upgraded_registry_listed_under_the_old_root_is_refused_at_start() {
             && log.contains("node_prefix = false"),
         "{log}"
     );
-    // The way out works.
-    fs::write(&b.config, &old).unwrap();
-    b.daemon(None).stop();
 }
 
 /// Garage 2.5.0 ignores conditional writes: a shared store with rules needs

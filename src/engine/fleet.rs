@@ -16,11 +16,7 @@ pub(super) fn is_shared(rt: &Runtime, name: &str) -> bool {
         .is_some_and(|l| l.shared)
 }
 
-/// The file beside the registry recording each S3 store's root as last used
-/// (`{"store": "root"}`): a root that moved while the registry holds entries or copies
-/// under the old one is refused at start (nothing orphaned silently). Absent for a store:
-/// the root before node prefixes, its plain prefix.
-const ROOTS_FILE: &str = "s3-roots.json";
+use crate::fleet::ROOTS_FILE;
 
 /// Start-up work on one S3 store's fleet state took longer than this: it goes on in the
 /// background (a store that does not answer never holds the daemon's start).
@@ -68,7 +64,7 @@ impl Engine {
                     .map_err(|e| e.to_string())?;
                 if entries + copies > 0 {
                     return Err(format!(
-                        "store {:?}: the registry holds {entries} objects and {copies} verified copies listed under its root {recorded:?}, but its root is now {:?} ([daemon] node {:?} with node_prefix on, the default since fleets): those copies would be orphaned. Set node_prefix = false on this store to keep the old layout (or move the objects under the new root and run `mediaretain registry reset`)",
+                        "store {:?}: the registry holds {entries} objects and {copies} verified copies listed under its root {recorded:?}, but its root is now {:?} ([daemon] node {:?} with node_prefix on): those copies would be orphaned. Set node_prefix = false on this store to keep the old layout (or move the objects under the new root and run `mediaretain registry reset`)",
                         r.name(),
                         loc.root,
                         daemon.node

@@ -28,6 +28,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+/// The file beside the registry recording each S3 store's root as last used
+/// (`{"store": "root"}`): a root that moved while the registry holds entries or copies
+/// under the old one is refused at start (nothing orphaned silently). Absent for a store:
+/// the root before node prefixes, its plain prefix. A store without `node_prefix` in the
+/// config keeps the root recorded here (an upgraded box goes on with its layout).
+pub const ROOTS_FILE: &str = "s3-roots.json";
+
 /// The directory of control objects beneath a root.
 pub const CONTROL_DIR: &str = ".mediaretain";
 /// The claim marker of a box's own root.

@@ -21,6 +21,38 @@ pub(super) struct Source<'a> {
     pub base: PathBuf,
 }
 
+/// What a state directory says of the S3 roots its registry used: the default of an S3
+/// store's `node_prefix` keeps an upgraded box's layout (its copies stay where they are),
+/// and turns node prefixes on for a new box or a store new to this box.
+enum Used {
+    /// No registry there (a new box), or not looked at (no file-system checks).
+    Nothing,
+    /// A registry from before node prefixes: every S3 store used its plain prefix.
+    Plain,
+    /// The roots recorded by a start since ([`crate::fleet::ROOTS_FILE`]).
+    Roots(HashMap<String, String>),
+}
+
+impl Used {
+    fn read(state_dir: &Path) -> Used {
+        match std::fs::read(state_dir.join(crate::fleet::ROOTS_FILE)) {
+            Ok(b) => Used::Roots(serde_json::from_slice(&b).unwrap_or_default()),
+            Err(_) if state_dir.join("registry.db").exists() => Used::Plain,
+            Err(_) => Used::Nothing,
+        }
+    }
+
+    /// The default of `node_prefix` for store `name` with plain prefix `base`: off where
+    /// the store was used under `base`, else on.
+    fn node_prefix(&self, name: &str, base: &str) -> bool {
+        match self {
+            Used::Nothing => true,
+            Used::Plain => false,
+            Used::Roots(r) => r.get(name).is_none_or(|root| root != base),
+        }
+    }
+}
+
 /// Where something was written: (index of its source, span).
 type Place = (usize, Range<usize>);
 
@@ -35,6 +67,9 @@ struct Validator<'a> {
     /// No `[daemon] node` and a host name that is no node name: an error only for a config
     /// with S3 stores (a box without them never uses its node name).
     unnamed: Option<(Range<usize>, String)>,
+    /// What the state directory says of the S3 roots used before, for the default of
+    /// `node_prefix` (see [`Used`]).
+    used: Used,
 }
 
 impl Validator<'_> {
@@ -444,6 +479,9 @@ impl Validator<'_> {
             None => (raw::d_files(), dspan.clone(), raw::d_bytes()),
         };
         let state_dir = self.resolve(d.state_dir.get_ref());
+        if self.fs_checks {
+            self.used = Used::read(&state_dir);
+        }
         if let Some(md) = std::fs::metadata(&state_dir)
             .ok()
             .filter(|_| self.fs_checks)
@@ -638,6 +676,7 @@ pub(super) fn validate(
         diags: Vec::new(),
         node: String::new(),
         unnamed: None,
+        used: Used::Nothing,
     };
     let cfg = v.validate(raw, drop_ins, path);
     if v.diags.is_empty() {

@@ -247,7 +247,9 @@ impl Validator<'_> {
         let dur = |v: &Option<Spanned<Dur>>| v.as_ref().map(|v| *v.get_ref());
         let shared = val(&s.shared).unwrap_or(false);
         // A shared store spans every box's keys: it has no node level of its own.
-        let node_prefix = val(&s.node_prefix).unwrap_or(!shared);
+        // Unset: on, but an upgraded box keeps the plain prefix its registry used.
+        let node_prefix = val(&s.node_prefix)
+            .unwrap_or_else(|| !shared && self.used.node_prefix(&name, prefix.trim_matches('/')));
         if shared && node_prefix {
             self.err(
                 s.node_prefix.as_ref().map(Spanned::span).unwrap_or(span.clone()),
