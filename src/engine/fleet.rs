@@ -123,16 +123,7 @@ impl Engine {
             r.probe().await.map_err(|e| e.to_string())
         }))
         .map_err(Setup::Later)?;
-        info!(
-            store = %r.name(),
-            conditional_create = caps.conditional_create,
-            object_tags = caps.object_tags,
-            checksum_sha256 = caps.checksum_sha256,
-            multipart_etag_md5 = caps.multipart_etag_md5,
-            list_uploads = caps.list_uploads,
-            "S3 store {}: conditional create {}, object tags {}, server-checked sha256 {}, md5 multipart etags {}, list uploads {} (copies are verified by etag; claims and rules leases use conditional writes where honoured)",
-            r.name(), caps.conditional_create, caps.object_tags, caps.checksum_sha256, caps.multipart_etag_md5, caps.list_uploads
-        );
+        super::remote::log_capabilities(r.name(), &caps);
         self.fleet
             .probed
             .lock()

@@ -494,16 +494,7 @@ impl Engine {
                 continue;
             }
             match io(r.probe()) {
-                Ok(c) => info!(
-                    store = %r.name(),
-                    conditional_create = c.conditional_create,
-                    object_tags = c.object_tags,
-                    checksum_sha256 = c.checksum_sha256,
-                    multipart_etag_md5 = c.multipart_etag_md5,
-                    list_uploads = c.list_uploads,
-                    "S3 store {}: conditional create {}, object tags {}, server-checked sha256 {}, md5 multipart etags {}, list uploads {} (copies are verified by etag; nothing relies on conditional writes or tags)",
-                    r.name(), c.conditional_create, c.object_tags, c.checksum_sha256, c.multipart_etag_md5, c.list_uploads
-                ),
+                Ok(c) => log_capabilities(r.name(), &c),
                 Err(e) => {
                     self.metrics.s3_error(r.name(), "probe");
                     warn!(store = %r.name(), error = %e, "cannot probe S3 store; it is retried at every pass")
@@ -511,6 +502,24 @@ impl Engine {
             }
         }
     }
+}
+
+/// Logs what the probe found S3 store `store` supports.
+pub(super) fn log_capabilities(store: &str, c: &crate::store::s3::Capabilities) {
+    info!(
+        store,
+        conditional_create = c.conditional_create,
+        object_tags = c.object_tags,
+        checksum_sha256 = c.checksum_sha256,
+        multipart_etag_md5 = c.multipart_etag_md5,
+        list_uploads = c.list_uploads,
+        "S3 store {store}: conditional create {}, object tags {}, server-checked sha256 {}, md5 multipart etags {}, list uploads {} (copies are verified by etag; claims and rules leases use conditional writes where honoured)",
+        c.conditional_create,
+        c.object_tags,
+        c.checksum_sha256,
+        c.multipart_etag_md5,
+        c.list_uploads
+    );
 }
 
 /// `mediaretain fetch STORE:KEY DEST`: streams an object to `dest` through a partial file

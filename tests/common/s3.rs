@@ -177,32 +177,7 @@ impl S3Server {
         let t0 = Instant::now();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let (rpc, s3, admin) = (free_port(), free_port(), free_port());
-        let config = d.join("garage.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"metadata_dir = "{meta}"
-data_dir = "{data}"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:{rpc}"
-rpc_public_addr = "127.0.0.1:{rpc}"
-rpc_secret = "{secret}"
-
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:{s3}"
-
-[admin]
-api_bind_addr = "127.0.0.1:{admin}"
-"#,
-                meta = d.join("meta").display(),
-                data = d.join("data").display(),
-                secret = "5f".repeat(32),
-            ),
-        )
-        .unwrap();
+        let (config, s3) = garage_config(d, 1);
         let cfg = config.to_str().unwrap();
         let log = d.join("garage.log");
         let mut child = spawn("garage", &["-c", cfg, "server"], &log);
@@ -265,32 +240,7 @@ api_bind_addr = "127.0.0.1:{admin}"
         for i in 0..n {
             let d = dir.path().join(format!("n{i}"));
             std::fs::create_dir_all(&d).unwrap();
-            let (rpc, s3, admin) = (free_port(), free_port(), free_port());
-            let config = d.join("garage.toml");
-            std::fs::write(
-                &config,
-                format!(
-                    r#"metadata_dir = "{meta}"
-data_dir = "{data}"
-db_engine = "sqlite"
-replication_factor = {n}
-rpc_bind_addr = "127.0.0.1:{rpc}"
-rpc_public_addr = "127.0.0.1:{rpc}"
-rpc_secret = "{secret}"
-
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:{s3}"
-
-[admin]
-api_bind_addr = "127.0.0.1:{admin}"
-"#,
-                    meta = d.join("meta").display(),
-                    data = d.join("data").display(),
-                    secret = "5f".repeat(32),
-                ),
-            )
-            .unwrap();
+            let (config, s3) = garage_config(&d, n);
             let mut node = GarageNode {
                 log: d.join("garage.log"),
                 config,
@@ -631,4 +581,37 @@ impl Raw {
         let path = object_store::path::Path::from(key);
         self.rt.block_on(self.s3.delete(&path)).unwrap();
     }
+}
+
+/// Writes the config of one Garage node in `d` (metadata and data beside it, free ports on
+/// loopback, one RPC secret for every node of a cluster of `replication` nodes): its path
+/// and the node's S3 port.
+fn garage_config(d: &Path, replication: usize) -> (std::path::PathBuf, u16) {
+    let (rpc, s3, admin) = (free_port(), free_port(), free_port());
+    let config = d.join("garage.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"metadata_dir = "{meta}"
+data_dir = "{data}"
+db_engine = "sqlite"
+replication_factor = {replication}
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:{s3}"
+
+[admin]
+api_bind_addr = "127.0.0.1:{admin}"
+"#,
+            meta = d.join("meta").display(),
+            data = d.join("data").display(),
+            secret = "5f".repeat(32),
+        ),
+    )
+    .unwrap();
+    (config, s3)
 }
