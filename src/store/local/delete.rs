@@ -3,6 +3,11 @@
 //! private trash directory with `RENAME_NOREPLACE`, check the inode there, unlink, verify.
 //! A file renamed over the planned name in the last instant is put back, never deleted.
 //! Also: putting back or settling what a crash left in the trash.
+//!
+//! One file (about 760 lines of code, then its tests) because each step relies on the one
+//! before it holding: the descriptor opened beneath the root is the one leased, renamed and
+//! checked, and the recovery reads the names the rename wrote; split, the invariant "the
+//! checked inode or nothing" would be spread over files.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
