@@ -11,38 +11,42 @@ use std::time::Duration;
 
 /// The racing renamer: a real process that waits, with fanotify permission events
 /// (`FAN_OPEN_PERM`, root only), until another process opens a file `f<odd number>` of
-/// DIR, and — while that open is held up — renames a fresh file over the name, then lets
-/// the open go on. The opener gets a descriptor of the planned inode while the name now
-/// holds the newcomer: exactly the last instant between the deleter's check of the inode
-/// and its unlink, hit every time instead of by luck.
+/// one of the DIRS (`:`-separated), and — while that open is held up — renames a fresh
+/// file over the name, then lets the open go on. The opener gets a descriptor of the
+/// planned inode while the name now holds the newcomer: exactly the last instant between
+/// the deleter's check of the inode and its unlink, hit every time instead of by luck.
+/// Each race is printed as "raced TID PATH", naming the thread that opened the file
+/// (`FAN_REPORT_TID`).
 const RENAMER: &str = r#"
 import ctypes, os, struct, sys
-d, staging = sys.argv[1], sys.argv[2]
+dirs, staging = sys.argv[1].split(":"), sys.argv[2]
 libc = ctypes.CDLL(None, use_errno=True)
 libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
-FAN_CLASS_CONTENT, FAN_CLOEXEC, FAN_MARK_ADD, FAN_OPEN_PERM, FAN_EVENT_ON_CHILD, FAN_ALLOW = 0x4, 0x1, 0x1, 0x10000, 0x08000000, 0x1
-fan = libc.fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC, os.O_RDONLY)
+FAN_CLASS_CONTENT, FAN_CLOEXEC, FAN_REPORT_TID, FAN_MARK_ADD, FAN_OPEN_PERM, FAN_EVENT_ON_CHILD, FAN_ALLOW = 0x4, 0x1, 0x100, 0x1, 0x10000, 0x08000000, 0x1
+fan = libc.fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_REPORT_TID, os.O_RDONLY)
 if fan < 0:
     sys.exit("fanotify_init: " + os.strerror(ctypes.get_errno()))
-if libc.fanotify_mark(fan, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, -100, d.encode()) < 0:
-    sys.exit("fanotify_mark: " + os.strerror(ctypes.get_errno()))
+for d in dirs:
+    if libc.fanotify_mark(fan, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, -100, d.encode()) < 0:
+        sys.exit("fanotify_mark: " + os.strerror(ctypes.get_errno()))
 me, done = os.getpid(), set()
 print("ready", flush=True)
 while True:
     buf = os.read(fan, 4096)
     off = 0
     while off < len(buf):
-        ev_len, _, _, _, _, fd, pid = struct.unpack_from("IBBHQii", buf, off)
+        ev_len, _, _, _, _, fd, tid = struct.unpack_from("IBBHQii", buf, off)
         off += ev_len
         try:
-            name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
-            if pid != me and name.startswith("f") and name[1:].isdigit() and int(name[1:]) % 2 == 1 and name not in done:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            name = os.path.basename(path)
+            if tid != me and name.startswith("f") and name[1:].isdigit() and int(name[1:]) % 2 == 1 and path not in done:
                 fresh = os.path.join(staging, name)
                 with open(fresh, "w") as f:
                     f.write("fresh " + name)
-                os.rename(fresh, os.path.join(d, name))
-                done.add(name)
-                print("raced", name, flush=True)
+                os.rename(fresh, path)
+                done.add(path)
+                print("raced", tid, path, flush=True)
         finally:
             # Closed before the answer: the opener must find no other descriptor open.
             os.close(fd)
@@ -143,43 +147,6 @@ fn a_file_renamed_over_the_planned_one_in_the_last_instant_is_never_deleted() {
     assert_eq!(v["refused"], (N / 2) as u64, "{summary}");
 }
 
-/// [`RENAMER`] over several directories (`:`-separated), naming the thread that opened
-/// each raced file (`FAN_REPORT_TID`): "raced TID PATH".
-const RENAMER_DIRS: &str = r#"
-import ctypes, os, struct, sys
-dirs, staging = sys.argv[1].split(":"), sys.argv[2]
-libc = ctypes.CDLL(None, use_errno=True)
-libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
-FAN_CLASS_CONTENT, FAN_CLOEXEC, FAN_REPORT_TID, FAN_MARK_ADD, FAN_OPEN_PERM, FAN_EVENT_ON_CHILD, FAN_ALLOW = 0x4, 0x1, 0x100, 0x1, 0x10000, 0x08000000, 0x1
-fan = libc.fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_REPORT_TID, os.O_RDONLY)
-if fan < 0:
-    sys.exit("fanotify_init: " + os.strerror(ctypes.get_errno()))
-for d in dirs:
-    if libc.fanotify_mark(fan, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_EVENT_ON_CHILD, -100, d.encode()) < 0:
-        sys.exit("fanotify_mark: " + os.strerror(ctypes.get_errno()))
-me, done = os.getpid(), set()
-print("ready", flush=True)
-while True:
-    buf = os.read(fan, 4096)
-    off = 0
-    while off < len(buf):
-        ev_len, _, _, _, _, fd, tid = struct.unpack_from("IBBHQii", buf, off)
-        off += ev_len
-        try:
-            path = os.readlink(f"/proc/self/fd/{fd}")
-            name = os.path.basename(path)
-            if tid != me and name.startswith("f") and name[1:].isdigit() and int(name[1:]) % 2 == 1 and path not in done:
-                fresh = os.path.join(staging, name)
-                with open(fresh, "w") as f:
-                    f.write("fresh " + name)
-                os.rename(fresh, path)
-                done.add(path)
-                print("raced", tid, path, flush=True)
-        finally:
-            os.close(fd)
-            os.write(fan, struct.pack("iI", fd, FAN_ALLOW))
-"#;
-
 /// Issue 26 item 2: a pass deletes the files of different directories on several threads
 /// at once (one per core), all of them moving files into the one trash directory of the
 /// store. The race of issue 10.1 on every thread: 800 expired files in 8 directories, and
@@ -211,7 +178,7 @@ fn deleting_on_several_threads_still_never_deletes_a_file_renamed_over_the_plann
     fs::create_dir_all(&staging).unwrap();
     let mut racer = Command::new("python3")
         .arg("-c")
-        .arg(RENAMER_DIRS)
+        .arg(RENAMER)
         .arg(dirs.join(":"))
         .arg(&staging)
         .stdout(Stdio::piped())
