@@ -544,3 +544,35 @@ fn what_the_shared_rules_delete_leaves_this_boxs_own_store_at_once() {
     assert!(own.is_empty(), "still entries of the own store: {own:?}");
     d.stop();
 }
+
+// A store that stops answering is said once, not at every try: a box whose claim marker
+// beats every second, and a holder of a shared store's rules lease (renewed every quarter
+// of its 4 s), lose their S3 server. Over the next four heartbeats each failure is logged
+// once (the window is the only wait: it bounds how many tries there were to repeat a line,
+// and a slow machine only makes the check weaker, never wrong).
+#[test]
+fn an_unreachable_store_is_logged_once_not_at_every_heartbeat_or_renewal() {
+    let mut server = S3Server::moto();
+    let b = fleet_box(&server, "boxA", Some("rules_lease = \"4s\""), SHARED_CLASS);
+    let d = b.daemon(None);
+    d.wait_for("the claim and the rules lease", T, || {
+        let log = d.log.lock().unwrap().clone();
+        log.contains("claimed the store's root") && holds_lease(&b)
+    });
+    server.stop();
+    let heartbeat = "cannot write the claim marker's heartbeat";
+    let lease = "the rules lease";
+    d.wait_for("the first failures", T, || {
+        let log = d.log.lock().unwrap().clone();
+        log.contains(heartbeat) && log.contains("cannot renew the rules lease")
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let log = d.log.lock().unwrap().clone();
+    let warned = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(" WARN ") && l.contains(what))
+            .count()
+    };
+    assert_eq!(warned(heartbeat), 1, "{log}");
+    assert_eq!(warned(lease), 1, "{log}");
+}

@@ -182,7 +182,11 @@ impl Engine {
                 Err(Setup::Refused(e.to_string()))
             }
             Ok(Err(e @ claim::ClaimError::Taken { .. })) => {
-                error!(store = %r.name(), error = %e, "cannot claim the store's root: another box has it; nothing is offloaded there");
+                let first =
+                    (self.fleet.taken.lock().expect("fleet taken")).insert(r.name().to_string());
+                if first {
+                    error!(store = %r.name(), error = %e, "cannot claim the store's root: another box has it; nothing is offloaded there (tried again every heartbeat)");
+                }
                 self.metrics.fleet_conflict(r.name(), true);
                 Err(Setup::Later(e.to_string()))
             }
@@ -274,15 +278,22 @@ impl Engine {
             else {
                 continue;
             };
-            match io(claim::beat(r, &me, &mut c)) {
+            let beat = io(claim::beat(r, &me, &mut c));
+            let was_failing = std::mem::replace(&mut c.beat_failing, beat.is_err());
+            match beat {
                 Ok(Some(conflict)) => {
                     error!(store = %r.name(), root = %c.root, "{conflict}");
                     self.metrics.fleet_conflict(r.name(), true);
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(store = %r.name(), error = %e, "cannot write the claim marker's heartbeat")
+                Ok(None) if was_failing => {
+                    info!(store = %r.name(), root = %c.root, "the claim marker's heartbeat is written again")
                 }
+                Ok(None) => {}
+                // Once, not at every heartbeat while the store is unreachable.
+                Err(e) if !was_failing => {
+                    warn!(store = %r.name(), error = %e, "cannot write the claim marker's heartbeat; tried again every heartbeat")
+                }
+                Err(_) => {}
             }
             self.fleet
                 .claims

@@ -75,6 +75,8 @@ pub struct Claim {
     pub conditional: bool,
     /// Another writer was found: what (offloads to this root stop).
     pub conflict: Option<String>,
+    /// The last heartbeat could not be written (logged once, until one is again).
+    pub beat_failing: bool,
 }
 
 /// Why a root could not be claimed.
@@ -176,6 +178,7 @@ pub async fn take(
             beats: 0,
             conditional,
             conflict: None,
+            beat_failing: false,
         }),
         // Someone wrote it between our look and our write.
         ControlPut::Refused => {

@@ -72,6 +72,8 @@ struct State {
     epoch: Option<u64>,
     /// No request before this (monotonic).
     next: i64,
+    /// The last request failed (logged once, until the store answers again).
+    failing: bool,
 }
 
 /// One shared store's rules lease as this daemon sees it.
@@ -188,6 +190,23 @@ impl Lease {
         }
     }
 
+    /// A request about the lease failed: said once, not at every try while the store is
+    /// unreachable.
+    fn failed(&self, what: &str, e: &dyn std::fmt::Display) {
+        let mut st = self.state.lock().expect("lease state");
+        if !std::mem::replace(&mut st.failing, true) {
+            tracing::warn!(store = %self.store, error = %e, "{what}; tried again every {:?}", self.period / 4);
+        }
+    }
+
+    /// The store answered a request about the lease.
+    fn answered(&self) {
+        let mut st = self.state.lock().expect("lease state");
+        if std::mem::replace(&mut st.failing, false) {
+            tracing::info!(store = %self.store, "the rules lease of store {:?} is reachable again", self.store);
+        }
+    }
+
     fn lost(&self, now: &str) {
         let mut st = self.state.lock().expect("lease state");
         if let Some(h) = st.held.take() {
@@ -235,6 +254,7 @@ impl Lease {
                 .await
             {
                 Ok(ControlPut::Written(etag)) => {
+                    self.answered();
                     let mut st = self.state.lock().expect("lease state");
                     st.held = Some(Held {
                         etag,
@@ -243,19 +263,23 @@ impl Lease {
                         sent,
                     });
                 }
-                Ok(ControlPut::Refused) => self.lost("changed"),
-                Err(e) => {
-                    tracing::warn!(store = %self.store, error = %e, "cannot renew the rules lease; this box stops deleting there when its own lease time runs out")
+                Ok(ControlPut::Refused) => {
+                    self.answered();
+                    self.lost("changed")
                 }
+                Err(e) => self.failed(
+                    "cannot renew the rules lease; this box stops deleting there when its own lease time runs out",
+                    &e,
+                ),
             }
             return;
         }
         let current = match remote.control_get(RULES_LEASE).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(store = %self.store, error = %e, "cannot read the rules lease");
-                return;
+            Ok(c) => {
+                self.answered();
+                c
             }
+            Err(e) => return self.failed("cannot read the rules lease", &e),
         };
         let (how, epoch, from) = match current {
             None => (ControlWrite::Create, 1, None),
@@ -313,9 +337,7 @@ impl Lease {
             Ok(ControlPut::Refused) => {
                 self.state.lock().expect("lease state").seen = None;
             }
-            Err(e) => {
-                tracing::warn!(store = %self.store, error = %e, "cannot take the rules lease")
-            }
+            Err(e) => self.failed("cannot take the rules lease", &e),
         }
     }
 }

@@ -190,6 +190,9 @@ pub struct Fleet {
     pub beat_at: Mutex<HashMap<String, std::time::Instant>>,
     /// Stores probed at start (not probed again by the first remote pass).
     pub probed: Mutex<std::collections::HashSet<String>>,
+    /// Stores whose root another box was found to hold when set up after the start (the
+    /// error is logged once, not at every retry).
+    pub taken: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Fleet {
