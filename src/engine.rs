@@ -23,10 +23,11 @@ use crate::inuse::InUse;
 use crate::inuse::leases::LeaseSet;
 use crate::policy::{self, Plan, Rule, Verdict};
 use crate::registry::{
-    AuditRecord, ClassTotals, Entry, Filter, Intent, Lease, Registry, RegistryError,
+    AuditRecord, ClassTotals, Entry, FileMeta, Filter, Intent, Lease, Registry, RegistryError,
 };
 use crate::scan::{self, ScanStats};
-use crate::store::local::{Expect, LocalStore, Pruned, Recovered};
+use crate::store::local::{LocalStore, Pruned, Recovered};
+use crate::store::s3::S3Store;
 use crate::store::{Outcome, Store as _, StoreError, is_confined};
 use crate::units::{ByteSize, Nanos, fmt_span, fmt_time};
 use crate::watchdog::{VolumeSpec, VolumeWatch};
@@ -40,6 +41,7 @@ mod failing;
 mod fleet;
 mod history;
 mod index;
+mod ledger;
 mod marks;
 mod offload;
 mod pressure;
@@ -284,12 +286,10 @@ pub struct Engine {
     churn: Mutex<(Instant, u64, u64)>,
     /// Asks the daemon for a lifecycle pass soon (a copy was found lost: copy it again).
     pass_soon: Arc<tokio::sync::Notify>,
-    /// Held while a batch of offloads runs (outside the pass lock).
-    offloading: Mutex<()>,
+    /// Offloading's own state: one batch at a time, the stores that did not answer.
+    offload: offload::State,
     /// Held while S3 stores are listed or their objects deleted (outside the pass lock).
     remote_pass: Mutex<()>,
-    /// S3 stores that failed a copy check: when, and why.
-    unanswered: Mutex<HashMap<String, (Instant, String)>>,
     /// Prometheus counters (see [`crate::metrics`]).
     metrics: crate::metrics::Metrics,
     /// How far the current scan or pass has come (shown by one-shot commands).
@@ -377,9 +377,8 @@ impl Engine {
             watch: Mutex::new(HashMap::new()),
             pass_soon: Arc::new(tokio::sync::Notify::new()),
             churn: Mutex::new((Instant::now(), 0, 0)),
-            offloading: Mutex::new(()),
+            offload: Default::default(),
             remote_pass: Mutex::new(()),
-            unanswered: Mutex::new(HashMap::new()),
             metrics: Default::default(),
             progress: Default::default(),
             stream_alarms: Mutex::new(Default::default()),
@@ -449,6 +448,68 @@ impl Engine {
         dedupe::dupes(&self.runtime(), &self.registry, self.now(), class)
     }
 
+    /// What the executor sees of the engine, for deletions (or a dry run) under `rt`.
+    fn executor<'a>(&'a self, rt: &'a Runtime) -> executor::Executor<'a> {
+        executor::Executor {
+            rt,
+            registry: &self.registry,
+            clock: &*self.clock,
+            inuse: &self.inuse,
+            leases: Box::new(|| self.lease_set()),
+            pin_gate: &self.pin_gate,
+            copies: self.offloader(),
+            fleet: &self.fleet,
+            prune: &self.prune_candidates,
+        }
+    }
+
+    /// Where deletions started by `trigger` are recorded (`detail`: every file in the
+    /// report).
+    fn ledger<'a>(&'a self, trigger: &'a str, detail: bool) -> ledger::Ledger<'a> {
+        ledger::Ledger {
+            registry: &self.registry,
+            reserve: &self.reserve,
+            runtime: &self.runtime,
+            metrics: &self.metrics,
+            progress: &self.progress,
+            failing: &self.failing,
+            clock: &*self.clock,
+            trigger,
+            detail,
+        }
+    }
+
+    /// What offloads and copy checks see of the engine.
+    fn offloader(&self) -> offload::Offloader<'_> {
+        offload::Offloader {
+            registry: &self.registry,
+            state: &self.offload,
+            clock: &*self.clock,
+            metrics: &self.metrics,
+            pass_soon: &self.pass_soon,
+        }
+    }
+
+    /// When the next offload of `store:path` may be tried, if it is backing off.
+    fn backing_off(&self, store: &str, path: &Path) -> Option<offload::Backoff> {
+        self.offloader().backing_off(store, path)
+    }
+
+    /// The file or object at `path` of `store` now (local: no symlink followed).
+    fn stat_any(&self, rt: &Runtime, store: &str, path: &Path) -> Result<Option<FileMeta>> {
+        remote::stat(rt, store, path)
+    }
+
+    /// Lists S3 store `remote` into the registry (see [`remote::scan`]).
+    fn scan_remote(&self, rt: &Runtime, remote: &S3Store, now: Nanos) -> ScanStats {
+        remote::scan(&self.registry, &self.metrics, &self.fleet, rt, remote, now)
+    }
+
+    /// Probes every S3 store's capabilities and logs them (the daemon's start-up).
+    pub fn probe_remotes(&self) {
+        remote::probe(&self.runtime(), &self.fleet, &self.metrics)
+    }
+
     /// The plan at `at` (time rules held while the wall clock is found jumped).
     pub fn plan(&self, at: Nanos) -> Result<Plan> {
         let hold = self.time_hold();
@@ -468,6 +529,22 @@ impl Engine {
             |class| reg.class_census(&class.store, &class.name),
             |class| dedupe::groups_in(&rt, &reg, class),
         )?)
+    }
+
+    /// The plan at `at`, each action saying whether the pass would refuse it now (what
+    /// `plan` prints: the same answer as `gc --dry-run` and the pass).
+    pub fn plan_checked(&self, at: Nanos) -> Result<Plan> {
+        // Read-only, and it may ask S3 servers (copies): not under the pass lock, which a
+        // disk-pressure pass must always get quickly.
+        let rt = self.runtime();
+        let mut plan = self.plan(at)?;
+        let outcomes = self.executor(&rt).would(&plan.actions)?;
+        for (a, o) in plan.actions.iter_mut().zip(outcomes) {
+            if let Outcome::Refused(why) = o {
+                a.would_refuse = Some(why);
+            }
+        }
+        Ok(plan)
     }
 
     /// One lifecycle pass now: plan, then for each selected file re-check, delete, verify
@@ -502,7 +579,7 @@ impl Engine {
         let mut offloads = GcReport::default();
         let mut planned_offloads = 0;
         if remote_part && !dry_run && rt.config.classes.iter().any(|c| c.offload.is_some()) {
-            let _one = self.offloading.lock().expect("offload lock");
+            let _one = self.offload.one_batch();
             // Only the offload classes: the pass plans everything again under its lock.
             let hold = self.time_hold();
             let due = {
@@ -520,7 +597,8 @@ impl Engine {
                 .offloads
             };
             planned_offloads = due.len() as u64;
-            self.offload(&rt, &due, trigger, &mut offloads)?;
+            let leases = || self.lease_set();
+            (self.offloader()).run(&rt, &due, trigger, &mut offloads, &leases, &self.fleet)?;
         }
         let _pass = self.pass.lock().expect("pass lock");
         let plan = self.plan(self.now())?;
@@ -586,7 +664,7 @@ impl Engine {
             false,
         );
         if dry_run {
-            let outcomes = self.would(&rt, actions)?;
+            let outcomes = self.executor(&rt).would(actions)?;
             report.results = actions
                 .iter()
                 .zip(outcomes)
@@ -626,7 +704,8 @@ impl Engine {
         // Empty directories go by age too: not while the clock is held.
         let held = self.time_hold();
         if local_part {
-            self.execute(&rt, local, trigger, detail, &mut report, None)?;
+            let ledger = self.ledger(trigger, detail);
+            (self.executor(&rt)).execute(&ledger, local, &mut report, None, false)?;
             if held.is_none() {
                 report.pruned_dirs = self.prune(&rt, now);
             }
@@ -635,7 +714,8 @@ impl Engine {
         drop(_pass);
         if !remote.is_empty() {
             let _remote = self.remote_pass.lock().expect("remote pass lock");
-            self.execute(&rt, &remote, trigger, detail, &mut report, None)?;
+            let ledger = self.ledger(trigger, detail);
+            (self.executor(&rt)).execute(&ledger, &remote, &mut report, None, false)?;
         }
         let retention = rt.config.daemon.audit_retention.as_nanos_i64();
         let max = rt.config.daemon.audit_max_records;
@@ -722,19 +802,7 @@ impl Engine {
     }
 
     fn add_prune_candidates(&self, rt: &Runtime, store: &str, dirs: Vec<PathBuf>) {
-        if rt
-            .config
-            .store(store)
-            .is_some_and(|s| s.prune_empty_dirs.is_some())
-        {
-            let mut c = self.prune_candidates.lock().expect("prune lock");
-            for d in dirs
-                .into_iter()
-                .take(MAX_PRUNE_CANDIDATES.saturating_sub(c.len()))
-            {
-                c.insert((store.to_string(), d));
-            }
-        }
+        add_prune_candidates(&self.prune_candidates, rt, store, dirs);
     }
 
     /// Removes candidate directories that are empty and past their store's grace period.
@@ -770,15 +838,6 @@ impl Engine {
         Ok(self
             .inuse
             .signals(&self.registry, &rt.config, &rt.stores, now, lease_now)?)
-    }
-
-    /// Re-reads the playlists that changed (and those found in `dirs`), see
-    /// [`InUse::refresh_playlists`].
-    fn refresh_playlists(&self, rt: &Runtime, dirs: &[(&str, &Path)]) -> Result<()> {
-        let now = self.now();
-        Ok(self
-            .inuse
-            .refresh_playlists(&self.registry, &rt.config, &rt.stores, dirs, now)?)
     }
 
     /// Swaps in `config` after validating what cannot change at runtime; re-classifies
@@ -833,6 +892,29 @@ pub fn reload_reason(e: &EngineError) -> String {
     match e {
         EngineError::Reload(m) => m.clone(),
         e => e.to_string(),
+    }
+}
+
+/// Remembers `dirs` of `store` among the pruning candidates `cands` if its empty
+/// directories are pruned (at most [`MAX_PRUNE_CANDIDATES`]).
+fn add_prune_candidates(
+    cands: &Mutex<std::collections::BTreeSet<(String, PathBuf)>>,
+    rt: &Runtime,
+    store: &str,
+    dirs: Vec<PathBuf>,
+) {
+    if rt
+        .config
+        .store(store)
+        .is_some_and(|s| s.prune_empty_dirs.is_some())
+    {
+        let mut c = cands.lock().expect("prune lock");
+        for d in dirs
+            .into_iter()
+            .take(MAX_PRUNE_CANDIDATES.saturating_sub(c.len()))
+        {
+            c.insert((store.to_string(), d));
+        }
     }
 }
 

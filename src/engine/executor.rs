@@ -2,15 +2,40 @@
 //! listed by a live playlist, a writer's final name, its class changed, offload before
 //! delete), then the deleter's own re-check and act — unlink the checked inode under the
 //! kernel lease, verify it gone — then the intent, log and audit record. The pass, a dry
-//! run and `plan` ask the same chain ([`Engine::refusal`]), so they agree.
+//! run and `plan` ask the same chain ([`Executor::refusal`]), so they agree.
 //!
-//! One file (about 820 lines of code) because the chain is one table read in one order:
+//! One file (about 650 lines of code) because the chain is one table read in one order:
 //! the refusal of a dry run, of `plan` and of the pass, the durable intents before the
 //! unlinks of a chunk and the hand-over to the recorder must stay side by side to stay in
-//! step; the deleter's own system calls are in store/local/delete.rs.
+//! step; the deleter's own system calls are in store/local/delete.rs, the recording of each
+//! outcome in `ledger.rs` (shared with the S3 deletions of `remote.rs`).
+//!
+//! It sees only what it uses, borrowed from the engine by [`Executor`]: the running config
+//! and stores, the registry (pins, writers' files, intents), the clock, the in-use state
+//! (playlists; the leases through a function that reads them), the pin gate, the copy
+//! checks of offload before delete ([`Offloader`]), the fleet (whose S3 stores this box
+//! deletes in) and the pruning candidates; each guard sees only [`Guarded`]. Never the
+//! whole engine.
 
-use super::*;
-use crate::inuse::writers;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::ledger::{Ledger, Recorded};
+use super::offload::Offloader;
+use super::{
+    CHUNK, GcReport, Result, Runtime, SNAPSHOT_MAX_AGE, add_prune_candidates, dedupe, intent_of,
+    remote, rm,
+};
+use crate::clock::Clock;
+use crate::fleet::Fleet;
+use crate::inuse::leases::LeaseSet;
+use crate::inuse::{InUse, writers};
+use crate::policy;
+use crate::registry::{Intent, Lease, Registry};
+use crate::store::local::{Expect, LocalStore};
+use crate::store::{Outcome, Store as _};
 
 /// What a deletion re-checks against: the version that was planned.
 /// A duplicate must also be the very content that was hashed (its change time).
@@ -27,16 +52,25 @@ fn expect_of(a: &policy::Action) -> Expect {
     }
 }
 
-/// What a guard sees besides the file: the engine, the running config, the store, what
-/// the chunk read once (pins, leases, writers' files) and who holds files open.
+/// What a guard sees besides the file: the running config, the store, what the chunk read
+/// once (pins, leases, writers' files), who holds files open, and of the engine's state
+/// only the clock, the live playlists, the registry (a duplicate's kept copy) and the copy
+/// checks.
 struct Guarded<'a, 'b> {
-    engine: &'a Engine,
     rt: &'a Runtime,
     store: &'a LocalStore,
     checks: &'a Checks<'a>,
     in_use: &'b mut dyn FnMut(u64, u64) -> crate::store::local::Users,
     /// The file's class by the running config, derived once for the guards that ask.
     classified: Option<Option<&'a str>>,
+    /// The time playlists and writers are judged by.
+    clock: &'a dyn Clock,
+    /// What live playlists list.
+    inuse: &'a InUse,
+    /// A duplicate's kept copy is looked up here.
+    registry: &'a Mutex<Registry>,
+    /// Offload before delete: the verified copy confirmed by its server.
+    copies: &'a Offloader<'a>,
 }
 
 impl<'a> Guarded<'a, '_> {
@@ -86,8 +120,8 @@ const GUARDS: &[(&str, Guard)] = &[
     }),
     ("playlist", |g, a| {
         let class = g.class(a)?;
-        let now = g.engine.now();
-        let why = (g.engine.inuse).playlist_reason(class, g.store.name(), &a.entry.path, now)?;
+        let now = g.clock.now();
+        let why = (g.inuse).playlist_reason(class, g.store.name(), &a.entry.path, now)?;
         Some(format!("in use: {why}"))
     }),
     ("writer", |g, a| {
@@ -95,7 +129,7 @@ const GUARDS: &[(&str, Guard)] = &[
             return None; // no writer's temporary file in the registry
         }
         let class = g.class(a)?;
-        let (parts, now) = (g.checks.parts, g.engine.now());
+        let (parts, now) = (g.checks.parts, g.clock.now());
         let why = writers::writer_reason(class, g.store, &a.entry.path, parts, now, g.in_use)?;
         Some(format!("in use: {why}"))
     }),
@@ -117,19 +151,19 @@ const GUARDS: &[(&str, Guard)] = &[
         })
     }),
     ("duplicate", |g, a| {
-        dedupe::duplicate_guard(&g.engine.registry, g.store, a)
+        dedupe::duplicate_guard(g.registry, g.store, a)
     }),
-    ("offload", |g, a| g.engine.offload_guard(g.rt, a)),
+    ("offload", |g, a| g.copies.guard(g.rt, a)),
 ];
 
 /// What one chunk of a pass checks files against (read once per chunk).
 struct Checks<'a> {
     /// Paths pinned since the plan.
-    pinned: &'a std::collections::HashSet<PathBuf>,
+    pinned: &'a HashSet<PathBuf>,
     /// Active leases.
     leases: &'a LeaseSet,
     /// Writers' temporary files in the registry.
-    parts: &'a std::collections::HashSet<PathBuf>,
+    parts: &'a HashSet<PathBuf>,
     /// Socket clients' leases give way (a pressure pass that would otherwise be stuck).
     yielding: bool,
     /// The daemon's own uid (its leases, like root's, never give way).
@@ -262,46 +296,68 @@ impl SharedUsers {
     }
 }
 
-impl Engine {
-    /// Deletes `actions` store by store in chunks. File work and registry writes overlap:
-    /// the deleting thread hands each finished chunk to a recorder thread.
-    /// `after_chunk`, if given, runs when a chunk's files are done; what it returns is added
-    /// to each of their audit reasons (the pressure pass's volume usage before and after).
-    pub(super) fn execute(
-        &self,
-        rt: &Runtime,
-        actions: &[policy::Action],
-        trigger: &str,
-        detail: bool,
-        report: &mut GcReport,
-        after_chunk: Option<&dyn Fn() -> String>,
-    ) -> Result<()> {
-        self.execute_with(rt, actions, trigger, detail, report, after_chunk, false)
+/// What the executor sees of the engine, borrowed for one run of deletions (a pass, a
+/// pressure batch, an `rm`) or one dry run.
+pub(super) struct Executor<'a> {
+    /// The running config and stores the run was planned with.
+    pub rt: &'a Runtime,
+    /// Pins, writers' files, deletion intents.
+    pub registry: &'a Mutex<Registry>,
+    /// The time intents and guards are stamped and judged by.
+    pub clock: &'a dyn Clock,
+    /// The in-use signals' state (live playlists).
+    pub inuse: &'a InUse,
+    /// The active leases now (on the leases' own time).
+    pub leases: Box<dyn Fn() -> Result<LeaseSet> + Sync + 'a>,
+    /// Held while pins are re-checked and a chunk is deleted.
+    pub pin_gate: &'a Mutex<()>,
+    /// Offload before delete.
+    pub copies: Offloader<'a>,
+    /// Which S3 stores this box deletes in (a shared store's rules are its lease holder's).
+    pub fleet: &'a Fleet,
+    /// Directories that may be empty now (store, dir), tried at the end of each pass.
+    pub prune: &'a Mutex<BTreeSet<(String, PathBuf)>>,
+}
+
+impl Executor<'_> {
+    fn reg(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().expect("registry lock")
     }
 
-    /// [`Engine::execute`]; `yielding`: socket clients' leases give way (root's and the
-    /// daemon user's never do) — the pressure pass's last resort before STUCK.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn execute_with(
+    /// Re-reads the playlists that changed (and those found in `dirs`), see
+    /// [`InUse::refresh_playlists`].
+    fn refresh_playlists(&self, dirs: &[(&str, &Path)]) -> Result<()> {
+        let (rt, now) = (self.rt, self.clock.now());
+        Ok(self
+            .inuse
+            .refresh_playlists(self.registry, &rt.config, &rt.stores, dirs, now)?)
+    }
+
+    /// Deletes `actions` store by store in chunks, recorded in `ledger`. File work and
+    /// registry writes overlap: the deleting thread hands each finished chunk to a recorder
+    /// thread. `after_chunk`, if given, runs when a chunk's files are done; what it returns
+    /// is added to each of their audit reasons (the pressure pass's volume usage before and
+    /// after). `yielding`: socket clients' leases give way (root's and the daemon user's
+    /// never do) — the pressure pass's last resort before STUCK.
+    pub fn execute(
         &self,
-        rt: &Runtime,
+        ledger: &Ledger<'_>,
         actions: &[policy::Action],
-        trigger: &str,
-        detail: bool,
         report: &mut GcReport,
         after_chunk: Option<&dyn Fn() -> String>,
         yielding: bool,
     ) -> Result<()> {
+        let (rt, trigger) = (self.rt, ledger.trigger);
         let daemon_uid = rustix::process::geteuid().as_raw();
         // Playlists changed meanwhile are read again, up to a budget per pass.
         self.inuse.start_pass();
         // A file whose deletion failed is not tried again until its backoff ran out (an
         // operator's `rm` always tries).
         let waiting = {
-            let mut f = self.failing.lock().expect("failing lock");
+            let mut f = ledger.failing.lock().expect("failing lock");
             let now = Instant::now();
             f.prune(now);
-            let mut waiting = std::collections::HashSet::new();
+            let mut waiting = HashSet::new();
             if !f.is_empty() && trigger != rm::RM_TRIGGER {
                 for a in actions {
                     if let Some((_, why)) = f.waiting(&a.entry.store, &a.entry.path, now) {
@@ -320,11 +376,10 @@ impl Engine {
         std::thread::scope(|scope| -> Result<()> {
             // With each chunk's results, the ids of its intents (local chunks), which the
             // same transaction drops.
-            let (tx, rx) =
-                std::sync::mpsc::sync_channel::<(remote::Recorded, Option<(i64, i64)>)>(2);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(Recorded, Option<(i64, i64)>)>(2);
             let recorder = scope.spawn(move || -> Result<()> {
                 for ((gone, records), intents) in rx {
-                    self.write_or_release("audit records", |r| {
+                    ledger.write("audit records", |r| {
                         r.record_chunk(&gone, &records, intents)
                     })?;
                 }
@@ -348,13 +403,13 @@ impl Engine {
                 // recorder gets.
                 let settle = |(chunk, done, intents, note): Settled<'_>,
                               report: &mut GcReport|
-                 -> (remote::Recorded, Option<(i64, i64)>) {
+                 -> (Recorded, Option<(i64, i64)>) {
                     let mut gone = Vec::new();
                     let mut records = Vec::with_capacity(chunk.len());
                     for (a, d) in chunk.iter().zip(done) {
                         let (outcome, hit) = d.expect("every file of the chunk has an outcome");
                         tally(hit, &outcome, a.entry.size, report);
-                        self.account(a, outcome, trigger, detail, report, &mut gone, &mut records);
+                        ledger.account(a, outcome, report, &mut gone, &mut records);
                     }
                     if let Some(note) = note {
                         for r in &mut records {
@@ -366,14 +421,14 @@ impl Engine {
                 // The chunk deleted last, handed to the recorder only once the next chunk's
                 // intents are written: the recorder then has the registry while that
                 // chunk's files go, instead of while its intents wait.
-                let mut pending: Option<(remote::Recorded, Option<(i64, i64)>)> = None;
+                let mut pending: Option<(Recorded, Option<(i64, i64)>)> = None;
                 for chunk in mine.chunks(CHUNK) {
                     // No pin can land between this re-check and the chunk's unlinks (retain
                     // waits for the gate): a pin set since the plan wins.
                     let _gate = self.pin_gate.lock().expect("pin gate");
                     let prepared = (|| -> Result<_> {
                         let pinned = self.reg().pinned_paths(store.name())?;
-                        let leases = self.lease_set()?;
+                        let leases = (self.leases)()?;
                         let mut dirs: Vec<(&str, &Path)> = chunk
                             .iter()
                             .filter(|a| {
@@ -385,14 +440,13 @@ impl Engine {
                             .collect();
                         dirs.sort();
                         dirs.dedup();
-                        self.refresh_playlists(rt, &dirs)?;
+                        self.refresh_playlists(&dirs)?;
                         // Durable before any unlink of the chunk: a kill -9 from here on
                         // leaves intents that the next start reconciles into audit records.
-                        let now = self.now();
+                        let now = self.clock.now();
                         let intents: Vec<Intent> =
                             chunk.iter().map(|a| intent_of(a, now, trigger)).collect();
-                        let intents =
-                            self.write_or_release("deletion intents", |r| r.intend(&intents))?;
+                        let intents = ledger.write("deletion intents", |r| r.intend(&intents))?;
                         Ok((pinned, leases, intents))
                     })();
                     // Whatever happened to this chunk, the one before is recorded.
@@ -419,7 +473,7 @@ impl Engine {
                                 daemon_uid,
                                 lease_hit: Default::default(),
                             };
-                            let outcome = match self.refusal(rt, store, a, &checks, &mut in_use) {
+                            let outcome = match self.refusal(store, a, &checks, &mut in_use) {
                                 Some(why) => Outcome::Refused(why),
                                 None => del.delete(&a.entry.path, expect_of(a), &mut in_use),
                             };
@@ -465,13 +519,13 @@ impl Engine {
                 let mut touched: Vec<PathBuf> = dels.into_iter().flat_map(|d| d.finish()).collect();
                 touched.sort();
                 touched.dedup();
-                self.add_prune_candidates(rt, store.name(), touched);
+                add_prune_candidates(self.prune, rt, store.name(), touched);
             }
             for remote in &rt.remotes {
                 // A shared store's rules are the lease holder's alone.
                 if !self
-                    .fleet()
-                    .deletes_in(remote.name(), fleet::is_shared(rt, remote.name()))
+                    .fleet
+                    .deletes_in(remote.name(), super::fleet::is_shared(rt, remote.name()))
                 {
                     continue;
                 }
@@ -481,8 +535,15 @@ impl Engine {
                     .filter(due)
                     .collect();
                 for chunk in mine.chunks(remote::DELETE_CHUNK) {
-                    let (gone, records) =
-                        self.delete_remote(rt, remote, chunk, trigger, detail, report)?;
+                    let (gone, records) = {
+                        // Held through the request: a pin set meanwhile waits and is
+                        // honoured next pass.
+                        let _gate = self.pin_gate.lock().expect("pin gate");
+                        let pinned = self.reg().pinned_paths(remote.name())?;
+                        let leases = (self.leases)()?;
+                        let kept = (&pinned, &leases);
+                        remote::delete(ledger, self.fleet, rt, remote, chunk, kept, report)?
+                    };
                     if tx.send(((gone, records), None)).is_err() {
                         break;
                     }
@@ -498,19 +559,21 @@ impl Engine {
     /// dry run and `plan` all ask this one function.
     fn refusal(
         &self,
-        rt: &Runtime,
         store: &LocalStore,
         a: &policy::Action,
         c: &Checks<'_>,
         in_use: &mut dyn FnMut(u64, u64) -> crate::store::local::Users,
     ) -> Option<String> {
         let mut g = Guarded {
-            engine: self,
-            rt,
+            rt: self.rt,
             store,
             checks: c,
             in_use,
             classified: None,
+            clock: self.clock,
+            inuse: self.inuse,
+            registry: self.registry,
+            copies: &self.copies,
         };
         GUARDS.iter().find_map(|(_, guard)| guard(&mut g, a))
     }
@@ -518,19 +581,19 @@ impl Engine {
     /// What the pass would do with each of `actions` now, changing nothing: the same checks
     /// in the same order, then the deleter's own (the planned version, not open by anyone
     /// by the `/proc` snapshot). S3 objects: `WouldDelete` unless pinned or leased.
-    pub(super) fn would(&self, rt: &Runtime, actions: &[policy::Action]) -> Result<Vec<Outcome>> {
-        self.would_unpinned(rt, actions, &Default::default())
+    pub fn would(&self, actions: &[policy::Action]) -> Result<Vec<Outcome>> {
+        self.would_unpinned(actions, &Default::default())
     }
 
-    /// [`Engine::would`] as if the files in `unpin` (store, path) were not pinned: what
+    /// [`Executor::would`] as if the files in `unpin` (store, path) were not pinned: what
     /// `rm --force-retained --dry-run` says (the real run unpins them first).
-    pub(super) fn would_unpinned(
+    pub fn would_unpinned(
         &self,
-        rt: &Runtime,
         actions: &[policy::Action],
-        unpin: &std::collections::HashSet<(String, PathBuf)>,
+        unpin: &HashSet<(String, PathBuf)>,
     ) -> Result<Vec<Outcome>> {
-        let leases = self.lease_set()?;
+        let rt = self.rt;
+        let leases = (self.leases)()?;
         let mut users: Option<crate::inuse::Snapshot> = None;
         let mut in_use = |dev: u64, ino: u64| {
             let u = users.get_or_insert_with(crate::inuse::Snapshot::take);
@@ -539,13 +602,7 @@ impl Engine {
                 blind_spot: u.blind_spot(),
             }
         };
-        let mut per_store: HashMap<
-            String,
-            (
-                std::collections::HashSet<PathBuf>,
-                std::collections::HashSet<PathBuf>,
-            ),
-        > = HashMap::new();
+        let mut per_store: HashMap<String, (HashSet<PathBuf>, HashSet<PathBuf>)> = HashMap::new();
         let mut dirs: Vec<(&str, &Path)> = actions
             .iter()
             .map(|a| {
@@ -557,7 +614,7 @@ impl Engine {
             .collect();
         dirs.sort();
         dirs.dedup();
-        self.refresh_playlists(rt, &dirs)?;
+        self.refresh_playlists(&dirs)?;
         let mut out = Vec::with_capacity(actions.len());
         for a in actions {
             let Some(store) = rt.store(&a.entry.store) else {
@@ -590,160 +647,12 @@ impl Engine {
                 daemon_uid: 0,
                 lease_hit: Default::default(),
             };
-            out.push(match self.refusal(rt, store, a, &checks, &mut in_use) {
+            out.push(match self.refusal(store, a, &checks, &mut in_use) {
                 Some(why) => Outcome::Refused(why),
                 None => store.would_delete(&a.entry.path, expect_of(a), &mut in_use),
             });
         }
         Ok(out)
-    }
-
-    /// The plan at `at`, each action saying whether the pass would refuse it now (what
-    /// `plan` prints: the same answer as `gc --dry-run` and the pass).
-    pub fn plan_checked(&self, at: Nanos) -> Result<Plan> {
-        // Read-only, and it may ask S3 servers (copies): not under the pass lock, which a
-        // disk-pressure pass must always get quickly.
-        let rt = self.runtime();
-        let mut plan = self.plan(at)?;
-        let outcomes = self.would(&rt, &plan.actions)?;
-        for (a, o) in plan.actions.iter_mut().zip(outcomes) {
-            if let Outcome::Refused(why) = o {
-                a.would_refuse = Some(why);
-            }
-        }
-        Ok(plan)
-    }
-
-    /// Counts, logs and audits one file's outcome.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn account(
-        &self,
-        a: &policy::Action,
-        outcome: Outcome,
-        trigger: &str,
-        detail: bool,
-        report: &mut GcReport,
-        gone: &mut Vec<(i64, PathBuf)>,
-        records: &mut Vec<AuditRecord>,
-    ) {
-        self.progress.add(1);
-        // A refusal is audited and logged when its episode starts or its kind changes, not
-        // on every pass while it lasts (a file in use is normal; the journal and the audit
-        // must grow with what changed, not with the number of passes).
-        let churn = self
-            .runtime()
-            .config
-            .class(&a.class_name)
-            .is_some_and(|c| c.lifecycle == crate::config::Lifecycle::Segment);
-        if let Outcome::Refused(why) = &outcome {
-            let kind = refusal_kind(why);
-            if why.contains(crate::inuse::playlist::READ_AGAIN) {
-                report.playlist_waits += 1;
-            }
-            // A segment being written (open, growing), listed by its playlist or in its
-            // removal grace is the ordinary life of a live stream (with keep_for 0s every
-            // segment goes through it): `explain` shows it live; the journal and the audit
-            // are not told.
-            let routine = churn && matches!(kind, "open" | "playlist" | "writer" | "changed");
-            let same = routine
-                || self
-                    .reg()
-                    .history(&a.entry.store, &a.entry.path, 1)
-                    .ok()
-                    .and_then(|h| h.into_iter().next())
-                    .is_some_and(|h| {
-                        h.action == "delete"
-                            && h.outcome == "refused"
-                            && refusal_kind(&h.reason) == kind
-                    });
-            report.refused += 1;
-            report.refused_bytes += a.entry.size;
-            if crate::metrics::IN_USE_KINDS.contains(&kind) {
-                *report
-                    .in_use
-                    .entry((a.entry.store.clone(), a.class_name.clone()))
-                    .or_default() += 1;
-            }
-            if same {
-                debug!(action = "refuse", path = %format!("{}:{}", a.entry.store, crate::spell::show(&a.entry.path)), reason = %why, "still refused");
-                if detail {
-                    report.results.push(file_result(a, outcome));
-                }
-                return;
-            }
-            report.refusals_started += 1;
-            self.metrics.refused(&a.entry.store, &a.class_name, kind);
-        }
-        // A failure is logged when its episode starts (then the file backs off); a bulk
-        // pass logs its first files and sums up the rest (every file is in the audit).
-        let loud = match &outcome {
-            Outcome::Failed(err) => {
-                let (episode, wait) = self.failing.lock().expect("failing lock").failed(
-                    &a.entry.store,
-                    &a.entry.path,
-                    err,
-                    Instant::now(),
-                );
-                report.failures_started += (episode == failing::Episode::Started) as u64;
-                debug!(path = %format!("{}:{}", a.entry.store, crate::spell::show(&a.entry.path)), wait = ?wait, "deletion failed; backing off");
-                episode == failing::Episode::Started && report.failures_started <= DETAIL_PER_PASS
-            }
-            Outcome::Deleted | Outcome::Vanished => {
-                let was = (self.failing.lock().expect("failing lock"))
-                    .cleared(&a.entry.store, &a.entry.path);
-                if was > 0 {
-                    info!(path = %format!("{}:{}", a.entry.store, crate::spell::show(&a.entry.path)), failures = was, "deleted after {was} failed attempts");
-                }
-                report.deleted_files + report.vanished - report.churn_files < DETAIL_PER_PASS
-            }
-            _ => true,
-        };
-        log_outcome(a, &outcome, trigger, churn, !loud);
-        match &outcome {
-            Outcome::Deleted => {
-                report.first_unlink.get_or_insert_with(Instant::now);
-                report.deleted_files += 1;
-                report.deleted_bytes += a.entry.size;
-                let rule = a.rule.to_string();
-                self.metrics
-                    .deleted(&a.entry.store, &a.class_name, &rule, trigger, a.entry.size);
-                if churn {
-                    report.churn_files += 1;
-                    report.churn_bytes += a.entry.size;
-                }
-                gone.push((a.entry.id, a.entry.path.clone()));
-            }
-            Outcome::Vanished => {
-                report.vanished += 1;
-                gone.push((a.entry.id, a.entry.path.clone()));
-            }
-            Outcome::Refused(_) => {} // counted above
-            Outcome::Failed(why) => {
-                report.failed += 1;
-                report.failed_bytes += a.entry.size;
-                report.first_failure.get_or_insert_with(|| why.clone());
-                self.metrics.failed(&a.entry.store, &a.class_name);
-            }
-            Outcome::WouldDelete => {} // dry runs never get here
-        }
-        records.push(AuditRecord {
-            at: self.now(),
-            store: a.entry.store.clone(),
-            path: a.entry.path.clone(),
-            action: "delete".into(),
-            outcome: outcome.word().into(),
-            class: (!a.class_name.is_empty()).then(|| a.class_name.clone()),
-            rule: Some(a.rule.to_string()),
-            reason: match outcome.detail() {
-                Some(d) => format!("{}; {d}", a.reason),
-                None => a.reason.clone(),
-            },
-            trigger: trigger.into(),
-            bytes: Some(a.entry.size),
-        });
-        if detail {
-            report.results.push(file_result(a, outcome));
-        }
     }
 }
 
@@ -776,60 +685,6 @@ pub fn refusal_kind(reason: &str) -> &'static str {
         .iter()
         .find(|(needle, _)| reason.contains(needle))
         .map_or("other", |(_, kind)| kind)
-}
-
-/// Files of one pass logged one by one at info (deletions, and failures that start an
-/// episode); the rest go at debug, summed up by the pass's line (every file is audited).
-const DETAIL_PER_PASS: u64 = 10;
-
-/// Logs one file's outcome. Deletions of segments (`churn`: a live stream makes one a
-/// second) go at debug, summed up at info once a minute; so do deletions and failures
-/// beyond a pass's first few and failures that continue an episode (`quiet`: summed up by
-/// the pass). A refusal is an ordinary event (a file in use): info, once per episode.
-fn log_outcome(a: &policy::Action, o: &Outcome, trigger: &str, churn: bool, quiet: bool) {
-    // The common case of a bulk pass (a deletion at debug, debug off) formats nothing: the
-    // path's spelling was a tenth of the deleting thread's work per file.
-    let at_debug = match o {
-        Outcome::Deleted => churn || quiet,
-        Outcome::Vanished | Outcome::Failed(_) => quiet,
-        Outcome::WouldDelete => return,
-        Outcome::Refused(_) => false,
-    };
-    if at_debug && !tracing::enabled!(tracing::Level::DEBUG) {
-        return;
-    }
-    let path = format!("{}:{}", a.entry.store, crate::spell::show(&a.entry.path));
-    match o {
-        Outcome::Deleted if churn || quiet => debug!(
-            action = "delete", path = %path, class = %a.class_name, rule = %a.rule,
-            reason = %a.reason, bytes = a.entry.size, trigger, "deleted {path}: {}", a.reason
-        ),
-        Outcome::Deleted => info!(
-            action = "delete", path = %path, class = %a.class_name, rule = %a.rule,
-            reason = %a.reason, bytes = a.entry.size, trigger, "deleted {path}: {}", a.reason
-        ),
-        Outcome::Vanished if quiet => debug!(
-            action = "vanished", path = %path, class = %a.class_name, trigger,
-            "{path} was already gone"
-        ),
-        Outcome::Vanished => info!(
-            action = "vanished", path = %path, class = %a.class_name, trigger,
-            "{path} was already gone"
-        ),
-        Outcome::WouldDelete => {}
-        Outcome::Refused(why) => info!(
-            action = "refuse", path = %path, class = %a.class_name, reason = %why, trigger,
-            "refused to delete {path}: {why}"
-        ),
-        Outcome::Failed(err) if quiet => debug!(
-            action = "fail", path = %path, class = %a.class_name, reason = %err, trigger,
-            "failed to delete {path}: {err}"
-        ),
-        Outcome::Failed(err) => error!(
-            action = "fail", path = %path, class = %a.class_name, reason = %err, trigger,
-            "failed to delete {path}: {err}"
-        ),
-    }
 }
 
 #[cfg(test)]

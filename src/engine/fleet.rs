@@ -302,104 +302,109 @@ impl Engine {
                 .insert(r.name().to_string(), c);
         }
     }
+}
 
-    /// Before deleting `keys` of shared store `remote`: one DeleteObjects batch (at most
-    /// 1000 keys) at a time, each preceded in this thread by the lease's fence. Keys not
-    /// sent are refused with the reason.
-    pub(super) fn delete_fenced(
-        &self,
-        remote: &S3Store,
-        lease: &crate::fleet::lease::Lease,
-        keys: &[String],
-    ) -> Vec<(String, crate::store::Outcome)> {
-        // Batches of contiguous key ranges (as delete_many makes them), the outcomes put
-        // back in the order of `keys`.
-        let mut order: Vec<usize> = (0..keys.len()).collect();
-        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
-        let mut out: Vec<Option<crate::store::Outcome>> = vec![None; keys.len()];
-        let mut fenced: Option<String> = None;
-        for batch in order.chunks(1000) {
-            if fenced.is_none()
-                && let Err(why) = io(lease.fence(remote))
-            {
-                warn!(store = %remote.name(), keys = batch.len(), reason = %why, "shared store: not deleting, the rules lease is not ours");
-                fenced = Some(why);
-            }
-            match &fenced {
-                Some(why) => {
-                    for &i in batch {
-                        out[i] = Some(crate::store::Outcome::Refused(format!(
-                            "not deleted: {why}"
-                        )));
-                    }
+/// Before deleting `keys` of shared store `remote`: one DeleteObjects batch (at most
+/// 1000 keys) at a time, each preceded in this thread by the lease's fence. Keys not
+/// sent are refused with the reason.
+pub(super) fn delete_fenced(
+    remote: &S3Store,
+    lease: &crate::fleet::lease::Lease,
+    keys: &[String],
+) -> Vec<(String, crate::store::Outcome)> {
+    // Batches of contiguous key ranges (as delete_many makes them), the outcomes put
+    // back in the order of `keys`.
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+    let mut out: Vec<Option<crate::store::Outcome>> = vec![None; keys.len()];
+    let mut fenced: Option<String> = None;
+    for batch in order.chunks(1000) {
+        if fenced.is_none()
+            && let Err(why) = io(lease.fence(remote))
+        {
+            warn!(store = %remote.name(), keys = batch.len(), reason = %why, "shared store: not deleting, the rules lease is not ours");
+            fenced = Some(why);
+        }
+        match &fenced {
+            Some(why) => {
+                for &i in batch {
+                    out[i] = Some(crate::store::Outcome::Refused(format!(
+                        "not deleted: {why}"
+                    )));
                 }
-                None => {
-                    let these: Vec<String> = batch.iter().map(|&i| keys[i].clone()).collect();
-                    for (&i, (_, o)) in batch.iter().zip(io(remote.delete_many(&these))) {
-                        out[i] = Some(o);
-                    }
+            }
+            None => {
+                let these: Vec<String> = batch.iter().map(|&i| keys[i].clone()).collect();
+                for (&i, (_, o)) in batch.iter().zip(io(remote.delete_many(&these))) {
+                    out[i] = Some(o);
                 }
             }
         }
-        keys.iter()
-            .cloned()
-            .zip(
-                out.into_iter()
-                    .map(|o| o.expect("every key has an outcome")),
-            )
-            .collect()
     }
+    keys.iter()
+        .cloned()
+        .zip(
+            out.into_iter()
+                .map(|o| o.expect("every key has an outcome")),
+        )
+        .collect()
+}
 
-    /// Objects deleted through shared store `remote` (`keys` relative to its root) may be
-    /// recorded under another S3 store of the same bucket whose root lies inside it — this
-    /// box's own node-prefixed store: their entries and verified-copy records go too, so
-    /// that no local file is freed on the strength of a copy the shared rule expired.
-    pub(super) fn forget_through_siblings(&self, rt: &Runtime, remote: &S3Store, keys: &[String]) {
-        let Some(shared) = rt.config.store(remote.name()).and_then(|s| s.s3.as_ref()) else {
-            return;
+/// Objects deleted through shared store `remote` (`keys` relative to its root) may be
+/// recorded under another S3 store of the same bucket whose root lies inside it — this
+/// box's own node-prefixed store: their entries and verified-copy records go too, so
+/// that no local file is freed on the strength of a copy the shared rule expired.
+/// (The registry alone: called by the S3 deletion, `remote::delete`.)
+pub(super) fn forget_through_siblings(
+    registry: &Mutex<Registry>,
+    rt: &Runtime,
+    remote: &S3Store,
+    keys: &[String],
+) {
+    let Some(shared) = rt.config.store(remote.name()).and_then(|s| s.s3.as_ref()) else {
+        return;
+    };
+    for s in &rt.config.stores {
+        let Some(l) = s.s3.as_ref().filter(|l| {
+            !l.shared
+                && l.bucket == shared.bucket
+                && l.endpoint.trim_end_matches('/') == shared.endpoint.trim_end_matches('/')
+        }) else {
+            continue;
         };
-        for s in &rt.config.stores {
-            let Some(l) = s.s3.as_ref().filter(|l| {
-                !l.shared
-                    && l.bucket == shared.bucket
-                    && l.endpoint.trim_end_matches('/') == shared.endpoint.trim_end_matches('/')
-            }) else {
-                continue;
-            };
-            let full = |k: &str| {
-                if shared.root.is_empty() {
-                    k.to_string()
-                } else {
-                    format!("{}/{k}", shared.root)
-                }
-            };
-            let inner: Vec<String> = keys
-                .iter()
-                .filter_map(|k| {
-                    let f = full(k);
-                    if l.root.is_empty() {
-                        Some(f)
-                    } else {
-                        f.strip_prefix(&format!("{}/", l.root)).map(str::to_string)
-                    }
-                })
-                .collect();
-            if inner.is_empty() {
-                continue;
+        let full = |k: &str| {
+            if shared.root.is_empty() {
+                k.to_string()
+            } else {
+                format!("{}/{k}", shared.root)
             }
-            let paths: Vec<PathBuf> = inner.iter().map(PathBuf::from).collect();
-            let forgot = {
-                let mut reg = self.reg();
-                reg.forget(&s.name, &paths)
-                    .and_then(|()| reg.forget_copies_at(&s.name, &inner))
-            };
-            match forgot {
-                Ok(copies) => {
-                    info!(store = %remote.name(), own = %s.name, objects = inner.len(), copies, "objects the shared rules deleted were also this box's: forgotten in its own store, their copy records dropped")
+        };
+        let inner: Vec<String> = keys
+            .iter()
+            .filter_map(|k| {
+                let f = full(k);
+                if l.root.is_empty() {
+                    Some(f)
+                } else {
+                    f.strip_prefix(&format!("{}/", l.root)).map(str::to_string)
                 }
-                Err(e) => {
-                    warn!(store = %s.name, error = %e, "cannot forget objects the shared rules deleted")
-                }
+            })
+            .collect();
+        if inner.is_empty() {
+            continue;
+        }
+        let paths: Vec<PathBuf> = inner.iter().map(PathBuf::from).collect();
+        let forgot = {
+            let mut reg = registry.lock().expect("registry lock");
+            reg.forget(&s.name, &paths)
+                .and_then(|()| reg.forget_copies_at(&s.name, &inner))
+        };
+        match forgot {
+            Ok(copies) => {
+                info!(store = %remote.name(), own = %s.name, objects = inner.len(), copies, "objects the shared rules deleted were also this box's: forgotten in its own store, their copy records dropped")
+            }
+            Err(e) => {
+                warn!(store = %s.name, error = %e, "cannot forget objects the shared rules deleted")
             }
         }
     }

@@ -2,13 +2,30 @@
 //! first, so a crash leaves something to abort), the free key for each version, backoff of
 //! files whose copies keep failing, and the copy checks that guard every local deletion of
 //! an offload class ("offload before delete").
+//!
+//! It sees only what it uses: its own [`State`] (the stores that did not answer a check,
+//! the one-batch-at-a-time lock), and through [`Offloader`] the registry (copies, backoffs,
+//! noted uploads, audit), the clock, the metrics and the engine's "pass soon" signal; the
+//! leases and the fleet's refusal are handed to [`Offloader::run`]. Never the whole engine.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use tracing::{debug, error, info, warn};
 
 use super::remote::{etag_ino, io};
-use super::*;
-use crate::policy::OffloadAction;
-use crate::registry::FileMeta;
-use crate::store::Verified;
+use super::{GcReport, Result, Runtime};
+use crate::clock::Clock;
+use crate::inuse::leases::LeaseSet;
+use crate::metrics::Metrics;
+use crate::policy::{self, OffloadAction, Rule};
+use crate::registry::{AuditRecord, Entry, FileMeta, Registry};
+use crate::store::local::{Expect, LocalStore};
 use crate::store::s3::S3Store;
+use crate::store::{Store as _, StoreError, Verified};
+use crate::units::{Nanos, fmt_span};
 
 /// A copy check before an unlink gives up after this long…
 const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -50,13 +67,52 @@ fn remove_object(remote: &S3Store, key: &str) -> String {
     }
 }
 
-impl Engine {
+/// What offloading keeps between passes (a field of the engine).
+#[derive(Default)]
+pub(super) struct State {
+    /// Held while a batch of offloads runs (outside the pass lock): one batch at a time.
+    batch: Mutex<()>,
+    /// S3 stores that failed a copy check: when, and why.
+    unanswered: Mutex<HashMap<String, (Instant, String)>>,
+}
+
+impl State {
+    /// Waits for the batch of offloads under way, if any; the next one runs while the
+    /// guard is held.
+    pub fn one_batch(&self) -> MutexGuard<'_, ()> {
+        self.batch.lock().expect("offload lock")
+    }
+}
+
+/// What offloads and copy checks see of the engine, borrowed for one call.
+pub(super) struct Offloader<'a> {
+    /// Copies, backoffs, noted uploads, the offload audit.
+    pub registry: &'a Mutex<Registry>,
+    /// The stores that did not answer.
+    pub state: &'a State,
+    /// When (backoffs, records).
+    pub clock: &'a dyn Clock,
+    /// Offloads and S3 errors counted.
+    pub metrics: &'a Metrics,
+    /// Asks the daemon for a pass soon (a copy found lost is copied again at once).
+    pub pass_soon: &'a tokio::sync::Notify,
+}
+
+impl Offloader<'_> {
+    fn reg(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().expect("registry lock")
+    }
+
+    fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
     /// Offload before delete, on every path (any rule, budget, pressure tier): why local
     /// file `a` of an offload class may not go now — no verified copy of this version is
     /// recorded, or its server does not confirm it right now. `None` for other classes, and
     /// for a pressure deletion of a class with `free_uncopied_under_pressure` (its audit
     /// reason says so).
-    pub(super) fn offload_guard(&self, rt: &Runtime, a: &policy::Action) -> Option<String> {
+    pub fn guard(&self, rt: &Runtime, a: &policy::Action) -> Option<String> {
         let o = rt.config.class(&a.class_name)?.offload.as_ref()?;
         if a.entry.copy.is_none() {
             if a.rule == Rule::Pressure && o.free_uncopied_under_pressure {
@@ -72,7 +128,7 @@ impl Engine {
 
     /// Why the verified remote copy of local entry `e` cannot be relied on now (it is gone
     /// or differs from what was verified): checked right before the local file goes.
-    pub(super) fn copy_problem(&self, rt: &Runtime, e: &Entry) -> Option<String> {
+    fn copy_problem(&self, rt: &Runtime, e: &Entry) -> Option<String> {
         let copy = match self.reg().copy_of(&e.store, &e.path) {
             Ok(Some(c)) => c,
             Ok(None) => return Some("no verified remote copy is recorded".into()),
@@ -87,7 +143,7 @@ impl Engine {
         // Quick or not at all: this runs under the pass lock, also for disk pressure, which
         // must not wait out a dead server's retries file by file. A store that failed a
         // check is not asked again for a while; its files stay, refused with the reason.
-        let mut down = self.unanswered.lock().expect("unanswered lock");
+        let mut down = self.state.unanswered.lock().expect("unanswered lock");
         if let Some((at, why)) = down
             .get(&remote)
             .filter(|(at, _)| at.elapsed() < CHECK_BACKOFF)
@@ -145,13 +201,16 @@ impl Engine {
 
     /// Copies each due file to its S3 store: still the planned version and not in use
     /// (leases, open or locked by any process), streamed with a noted upload id, verified
-    /// by the server's checksum, then recorded as the file's copy.
-    pub(super) fn offload(
+    /// by the server's checksum, then recorded as the file's copy. `leases`: the active
+    /// leases now; `fleet`: whether a root is ours to write.
+    pub fn run(
         &self,
         rt: &Runtime,
         due: &[OffloadAction],
         trigger: &str,
         report: &mut GcReport,
+        leases: &dyn Fn() -> Result<LeaseSet>,
+        fleet: &crate::fleet::Fleet,
     ) -> Result<()> {
         let mut users: Option<crate::inuse::Snapshot> = None;
         let before = (report.offloaded_files, report.offloaded_bytes);
@@ -172,12 +231,12 @@ impl Engine {
                 continue;
             }
             // A root not (or no longer only) ours: nothing is written there.
-            if let Some(why) = self.fleet.offload_refusal(remote.name()) {
+            if let Some(why) = fleet.offload_refusal(remote.name()) {
                 debug!(store = %e.store, path = %e.path.display(), to = %remote.name(), reason = %why, "offload held");
                 report.offload_backing_off += 1;
                 continue;
             }
-            let leased = self.lease_set()?.holders(&e.store, &e.path);
+            let leased = leases()?.holders(&e.store, &e.path);
             let want = Expect {
                 size: e.size,
                 mtime: e.mtime,
@@ -231,7 +290,8 @@ impl Engine {
                     // Nothing started, as far as we know (abort_uploads_after covers a lost
                     // answer).
                     Err(e) => {
-                        self.unanswered
+                        self.state
+                            .unanswered
                             .lock()
                             .expect("unanswered lock")
                             .insert(remote.name().to_string(), (Instant::now(), e.to_string()));
@@ -298,7 +358,8 @@ impl Engine {
                     Ok(Ok(None)) => return Ok(key),
                     Ok(Ok(Some(_))) => continue,
                     Ok(Err(err)) => {
-                        self.unanswered
+                        self.state
+                            .unanswered
                             .lock()
                             .expect("unanswered lock")
                             .insert(remote.name().to_string(), (Instant::now(), err.to_string()));
@@ -320,13 +381,13 @@ impl Engine {
 
     /// Whether S3 store `remote` failed a request within the last minute.
     fn unreachable(&self, remote: &str) -> bool {
-        let down = self.unanswered.lock().expect("unanswered lock");
+        let down = self.state.unanswered.lock().expect("unanswered lock");
         down.get(remote)
             .is_some_and(|(at, _)| at.elapsed() < CHECK_BACKOFF)
     }
 
     /// When the next offload of `store:path` may be tried, if it is backing off.
-    pub(super) fn backing_off(&self, store: &str, path: &Path) -> Option<Backoff> {
+    pub fn backing_off(&self, store: &str, path: &Path) -> Option<Backoff> {
         let now = self.now();
         match self.reg().backoff_of(store, path) {
             Ok(Some((_, next, last))) if next > now => Some(Backoff { next, last }),

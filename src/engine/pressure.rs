@@ -135,28 +135,6 @@ impl Engine {
         changed
     }
 
-    /// Runs registry write `f` (`what` it writes); when the registry's disk is full, gives
-    /// back the space reserve and tries once more: the intents a pass writes before its
-    /// first unlink must be written on a volume filled to 100% that holds the registry.
-    pub(super) fn write_or_release<T>(
-        &self,
-        what: &str,
-        mut f: impl FnMut(&mut Registry) -> crate::registry::Result<T>,
-    ) -> crate::registry::Result<T> {
-        let first = f(&mut self.reg());
-        match first {
-            Err(e) if crate::reserve::is_disk_full(&e) => match self.reserve.release() {
-                Some(bytes) => {
-                    error!(action = "reserve", path = %self.reserve.path().display(), bytes, error = %e,
-                        "the registry's disk is full: released the space reserve ({}) to write the {what}", ByteSize(bytes));
-                    f(&mut self.reg())
-                }
-                None => Err(e),
-            },
-            r => r,
-        }
-    }
-
     /// Makes the space reserve again once its volume has room (nothing to do, and no
     /// system call, while it is in place).
     fn keep_reserve(&self) {
@@ -332,15 +310,8 @@ impl Engine {
                 before.set(after);
                 n
             };
-            self.execute_with(
-                rt,
-                &batch,
-                "pressure",
-                false,
-                &mut gc,
-                Some(&note),
-                yielding,
-            )?;
+            let ledger = self.ledger("pressure", false);
+            (self.executor(rt)).execute(&ledger, &batch, &mut gc, Some(&note), yielding)?;
             report.batches += 1;
             let next = Sample::read(&v.probe, self.now()).map_err(io)?;
             report.freed_bytes += sample.used.saturating_sub(next.used);

@@ -5,22 +5,35 @@
 //!
 //! The engine is synchronous (its callers run on blocking threads); S3 calls run to
 //! completion on one small I/O runtime of their own.
+//!
+//! It sees only what it uses, passed in by the engine's thin methods: the running config
+//! and its stores ([`Runtime`]), the registry, the metrics, the fleet's claims and leases;
+//! a deletion also the [`Ledger`] it is recorded in and the pins and leases read under the
+//! pin gate by the executor. Never the whole engine.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::OnceLock;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use futures::StreamExt;
+use tracing::{debug, info, warn};
 
-use super::*;
-use crate::config::S3Location;
-use crate::registry::{FileMeta, Intent};
+use super::fleet::{delete_fenced, forget_through_siblings, is_shared};
+use super::ledger::{Ledger, Recorded};
+use super::{EngineError, GcReport, Result, Runtime, intent_of};
+use crate::config::{Config, S3Location};
+use crate::fleet::Fleet;
+use crate::inuse::leases::LeaseSet;
+use crate::metrics::Metrics;
+use crate::policy;
+use crate::registry::{AuditRecord, FileMeta, Intent, Registry};
+use crate::scan::ScanStats;
 use crate::store::newfile::{self, NewFile, NewFileError};
 use crate::store::s3::{CredentialSource, Credentials, S3Settings, S3Store};
-use crate::store::{Store, Verified};
-use std::collections::HashSet;
-
-/// What a chunk of deletions hands the recorder: entries gone, audit records.
-pub(super) type Recorded = (Vec<(i64, PathBuf)>, Vec<AuditRecord>);
+use crate::store::{Outcome, Store, StoreError, Verified};
+use crate::units::Nanos;
 
 /// Keys per bulk deletion call: eight DeleteObjects requests of 1000, which the store
 /// sends concurrently (one request at a time took 93 s for 100k objects on Garage).
@@ -31,8 +44,8 @@ pub const DELETE_CHUNK: usize = 8000;
 const SETTLE_GRACE: Nanos = 600_000_000_000;
 
 /// The intents of local stores (and of stores no longer configured) among `all`: those of
-/// S3 stores are settled by asking their server, at their next listing
-/// ([`Engine::scan_remote`]), never at start-up without it.
+/// S3 stores are settled by asking their server, at their next listing ([`scan`]), never
+/// at start-up without it.
 pub(super) fn local_only(rt: &Runtime, all: Vec<Intent>) -> Vec<Intent> {
     all.into_iter()
         .filter(|i| !rt.remotes.iter().any(|r| r.name() == i.store))
@@ -104,351 +117,346 @@ pub(super) fn etag_ino(tag: Option<&str>) -> u64 {
 
 use md5::Digest as _;
 
-impl Engine {
-    /// The file or object at `path` of `store` now (local: no symlink followed).
-    pub(super) fn stat_any(
-        &self,
-        rt: &Runtime,
-        store: &str,
-        path: &Path,
-    ) -> Result<Option<FileMeta>> {
-        if let Some(local) = rt.store(store) {
-            return Ok(local.stat(path)?);
-        }
-        let Some(remote) = rt.remotes.iter().find(|r| r.name() == store) else {
-            return Ok(None);
-        };
-        let key = path.to_string_lossy();
-        Ok(io(remote.stat(&key))?.map(|o| FileMeta {
-            path: path.to_path_buf(),
-            size: o.size,
-            mtime: o.last_modified,
-            ino: etag_ino(o.e_tag.as_deref()),
-        }))
-    }
+fn lock(registry: &Mutex<Registry>) -> MutexGuard<'_, Registry> {
+    registry.lock().expect("registry lock")
+}
 
-    /// Lists S3 store `remote` into the registry (streamed: memory bounded whatever the
-    /// object count) and forgets objects no longer there — unless the listing failed. Then
-    /// aborts multipart uploads left by a crash (noted ids) or older than
-    /// `abort_uploads_after` under the prefix.
-    pub(super) fn scan_remote(&self, rt: &Runtime, remote: &S3Store, now: Nanos) -> ScanStats {
-        let started = Instant::now();
-        let name = remote.name().to_string();
-        // A shared store is listed by the holder of its rules lease only.
-        if !self.fleet.applies_rules(&name, fleet::is_shared(rt, &name)) {
-            debug!(store = %name, "shared store not listed: this box does not hold its rules lease");
-            return ScanStats {
-                store: name,
-                ..Default::default()
-            };
-        }
-        let generation = self.reg().begin_scan();
-        let class_of = |p: &Path| rt.classifier.classify(&name, p).map(str::to_string);
-        let mut stats = ScanStats {
-            store: name.clone(),
+/// The file or object at `path` of `store` now (local: no symlink followed).
+pub(super) fn stat(rt: &Runtime, store: &str, path: &Path) -> Result<Option<FileMeta>> {
+    if let Some(local) = rt.store(store) {
+        return Ok(local.stat(path)?);
+    }
+    let Some(remote) = rt.remotes.iter().find(|r| r.name() == store) else {
+        return Ok(None);
+    };
+    let key = path.to_string_lossy();
+    Ok(io(remote.stat(&key))?.map(|o| FileMeta {
+        path: path.to_path_buf(),
+        size: o.size,
+        mtime: o.last_modified,
+        ino: etag_ino(o.e_tag.as_deref()),
+    }))
+}
+
+/// Lists S3 store `remote` into the registry (streamed: memory bounded whatever the
+/// object count) and forgets objects no longer there — unless the listing failed. Then
+/// aborts multipart uploads left by a crash (noted ids) or older than
+/// `abort_uploads_after` under the prefix.
+pub(super) fn scan(
+    registry: &Mutex<Registry>,
+    metrics: &Metrics,
+    fleet: &Fleet,
+    rt: &Runtime,
+    remote: &S3Store,
+    now: Nanos,
+) -> ScanStats {
+    let started = Instant::now();
+    let name = remote.name().to_string();
+    // A shared store is listed by the holder of its rules lease only.
+    if !fleet.applies_rules(&name, is_shared(rt, &name)) {
+        debug!(store = %name, "shared store not listed: this box does not hold its rules lease");
+        return ScanStats {
+            store: name,
             ..Default::default()
         };
-        // Deletions a crash interrupted: the listing says which of their objects are gone.
-        let pending = match self.reg().intents_of(&name) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(store = %name, error = %e, "cannot read deletion intents; nothing is forgotten by this listing");
-                stats.unreadable = 1;
-                self.abort_leftover_uploads(rt, remote, now);
-                stats.millis = started.elapsed().as_millis() as u64;
-                return stats;
-            }
-        };
-        let mut watched: HashMap<String, Option<u64>> = pending
-            .iter()
-            .map(|i| (i.path.to_string_lossy().into_owned(), None))
-            .collect();
-        let lease = self.fleet.lease(&name);
-        let token = lease.as_ref().map(|l| l.listing());
-        let listed: std::result::Result<(), EngineError> = io(async {
-            let mut objects = std::pin::pin!(remote.list());
-            let mut batch = Vec::with_capacity(LIST_BATCH);
-            loop {
-                let next = objects.next().await;
-                let flush = next.is_none() || batch.len() >= LIST_BATCH;
-                if flush && !batch.is_empty() {
-                    let b: Vec<FileMeta> = std::mem::take(&mut batch);
-                    stats.files += b.len() as u64;
-                    stats.bytes += b.iter().map(|f| f.size).sum::<u64>();
-                    self.reg().upsert(&name, &b, now, &class_of)?;
-                }
-                let Some(o) = next else { break };
-                let o = o?;
-                if let Some(seen) = watched.get_mut(&o.key) {
-                    *seen = Some(etag_ino(o.e_tag.as_deref()));
-                }
-                batch.push(FileMeta {
-                    path: PathBuf::from(&o.key),
-                    size: o.size,
-                    mtime: o.last_modified,
-                    ino: etag_ino(o.e_tag.as_deref()),
-                });
-            }
-            Ok(())
-        });
-        // Settled before the sweep: an object gone since the crash is audited, never just
-        // forgotten.
-        let listed = listed.and_then(|()| {
-            self.settle_intents(&name, pending, |k| watched.get(k).copied(), now)?;
-            Ok(())
-        });
-        match listed {
-            Ok(()) => match self.reg().sweep(&name, generation) {
-                Ok(n) => {
-                    if let (Some(l), Some(t)) = (&lease, token) {
-                        l.listed(t);
-                    }
-                    self.metrics.s3_listed(&name, stats.files, stats.bytes);
-                    stats.forgotten = n as u64
-                }
-                Err(e) => warn!(store = %name, error = %e, "cannot forget vanished objects"),
-            },
-            Err(e) => {
-                // Nothing is forgotten on a failed listing: an unreachable server is not an
-                // empty bucket.
-                stats.unreadable = 1;
-                self.metrics.s3_error(&name, "list");
-                warn!(store = %name, error = %e, "listing failed; the registry keeps what it knew");
-            }
-        }
-        self.abort_leftover_uploads(rt, remote, now);
-        stats.millis = started.elapsed().as_millis() as u64;
-        stats
     }
-
-    /// Aborts the uploads a crashed offload left behind, and stale ones under the prefix.
-    fn abort_leftover_uploads(&self, rt: &Runtime, remote: &S3Store, now: Nanos) {
-        let name = remote.name();
-        let noted = match self.reg().uploads(name) {
-            Ok(n) => n,
-            Err(e) => {
-                warn!(store = %name, error = %e, "cannot read noted uploads");
-                return;
-            }
-        };
-        let mut listed: Option<Vec<crate::store::s3::PendingUpload>> = None;
-        for (row, key, id) in noted {
-            // No id: it crashed between noting and the server's answer; whatever the server
-            // lists for the key is ours.
-            let ids = if id.is_empty() {
-                let all = match &listed {
-                    Some(l) => l,
-                    None => match io(remote.list_uploads()) {
-                        Ok(l) => listed.insert(l),
-                        Err(e) => {
-                            warn!(store = %name, key = %key, error = %e, "cannot list uploads to abort a leftover one; retrying at the next scan");
-                            continue;
-                        }
-                    },
-                };
-                all.iter()
-                    .filter(|u| u.key == key)
-                    .map(|u| u.upload_id.clone())
-                    .collect()
-            } else {
-                vec![crate::store::UploadId(id)]
-            };
-            let mut all_done = true;
-            for id in ids {
-                match io(remote.abort_upload(&key, &id)) {
-                    Ok(()) => {
-                        info!(action = "abort_upload", store = %name, key = %key, upload_id = %id.0, "aborted an upload an earlier run left unfinished")
-                    }
-                    Err(e) => {
-                        all_done = false;
-                        warn!(store = %name, key = %key, error = %e, "cannot abort a leftover upload; retrying at the next scan");
-                    }
-                }
-            }
-            if all_done {
-                let _ = self.reg().remove_upload(row);
-            }
+    let generation = lock(registry).begin_scan();
+    let class_of = |p: &Path| rt.classifier.classify(&name, p).map(str::to_string);
+    let mut stats = ScanStats {
+        store: name.clone(),
+        ..Default::default()
+    };
+    // Deletions a crash interrupted: the listing says which of their objects are gone.
+    let pending = match lock(registry).intents_of(&name) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(store = %name, error = %e, "cannot read deletion intents; nothing is forgotten by this listing");
+            stats.unreadable = 1;
+            abort_leftover_uploads(registry, rt, remote, now);
+            stats.millis = started.elapsed().as_millis() as u64;
+            return stats;
         }
-        let Some(age) = rt
-            .config
-            .store(name)
-            .and_then(|s| s.s3.as_ref())
-            .map(|l| l.abort_uploads_after.as_nanos_i64())
-        else {
+    };
+    let mut watched: HashMap<String, Option<u64>> = pending
+        .iter()
+        .map(|i| (i.path.to_string_lossy().into_owned(), None))
+        .collect();
+    let lease = fleet.lease(&name);
+    let token = lease.as_ref().map(|l| l.listing());
+    let listed: std::result::Result<(), EngineError> = io(async {
+        let mut objects = std::pin::pin!(remote.list());
+        let mut batch = Vec::with_capacity(LIST_BATCH);
+        loop {
+            let next = objects.next().await;
+            let flush = next.is_none() || batch.len() >= LIST_BATCH;
+            if flush && !batch.is_empty() {
+                let b: Vec<FileMeta> = std::mem::take(&mut batch);
+                stats.files += b.len() as u64;
+                stats.bytes += b.iter().map(|f| f.size).sum::<u64>();
+                lock(registry).upsert(&name, &b, now, &class_of)?;
+            }
+            let Some(o) = next else { break };
+            let o = o?;
+            if let Some(seen) = watched.get_mut(&o.key) {
+                *seen = Some(etag_ino(o.e_tag.as_deref()));
+            }
+            batch.push(FileMeta {
+                path: PathBuf::from(&o.key),
+                size: o.size,
+                mtime: o.last_modified,
+                ino: etag_ino(o.e_tag.as_deref()),
+            });
+        }
+        Ok(())
+    });
+    // Settled before the sweep: an object gone since the crash is audited, never just
+    // forgotten.
+    let listed = listed.and_then(|()| {
+        settle_intents(registry, &name, pending, |k| watched.get(k).copied(), now)?;
+        Ok(())
+    });
+    match listed {
+        Ok(()) => match lock(registry).sweep(&name, generation) {
+            Ok(n) => {
+                if let (Some(l), Some(t)) = (&lease, token) {
+                    l.listed(t);
+                }
+                metrics.s3_listed(&name, stats.files, stats.bytes);
+                stats.forgotten = n as u64
+            }
+            Err(e) => warn!(store = %name, error = %e, "cannot forget vanished objects"),
+        },
+        Err(e) => {
+            // Nothing is forgotten on a failed listing: an unreachable server is not an
+            // empty bucket.
+            stats.unreadable = 1;
+            metrics.s3_error(&name, "list");
+            warn!(store = %name, error = %e, "listing failed; the registry keeps what it knew");
+        }
+    }
+    abort_leftover_uploads(registry, rt, remote, now);
+    stats.millis = started.elapsed().as_millis() as u64;
+    stats
+}
+
+/// Aborts the uploads a crashed offload left behind, and stale ones under the prefix.
+fn abort_leftover_uploads(registry: &Mutex<Registry>, rt: &Runtime, remote: &S3Store, now: Nanos) {
+    let name = remote.name();
+    let noted = match lock(registry).uploads(name) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(store = %name, error = %e, "cannot read noted uploads");
             return;
-        };
-        let Ok(pending) = io(remote.list_uploads()) else {
-            return; // a backend without ListMultipartUploads: the noted ids cover our own
-        };
-        for u in pending {
-            let started = humantime::parse_rfc3339_weak(&u.initiated)
-                .ok()
-                .map(crate::clock::to_nanos);
-            if started.is_some_and(|t| now.saturating_sub(t) > age) {
-                match io(remote.abort_upload(&u.key, &u.upload_id)) {
-                    Ok(()) => {
-                        info!(action = "abort_upload", store = %name, key = %u.key, initiated = %u.initiated, "aborted an incomplete multipart upload older than abort_uploads_after")
-                    }
+        }
+    };
+    let mut listed: Option<Vec<crate::store::s3::PendingUpload>> = None;
+    for (row, key, id) in noted {
+        // No id: it crashed between noting and the server's answer; whatever the server
+        // lists for the key is ours.
+        let ids = if id.is_empty() {
+            let all = match &listed {
+                Some(l) => l,
+                None => match io(remote.list_uploads()) {
+                    Ok(l) => listed.insert(l),
                     Err(e) => {
-                        warn!(store = %name, key = %u.key, error = %e, "cannot abort a stale upload")
+                        warn!(store = %name, key = %key, error = %e, "cannot list uploads to abort a leftover one; retrying at the next scan");
+                        continue;
                     }
-                }
-            }
-        }
-    }
-
-    /// Deletes one chunk of planned deletions of S3 store `remote`: pins, leases and the
-    /// class are re-checked, then one verified bulk deletion with a result per key.
-    pub(super) fn delete_remote(
-        &self,
-        rt: &Runtime,
-        remote: &S3Store,
-        chunk: &[&policy::Action],
-        trigger: &str,
-        detail: bool,
-        report: &mut GcReport,
-    ) -> Result<Recorded> {
-        let (mut gone, mut records) = (Vec::new(), Vec::new());
-        // Held through the request: a pin set meanwhile waits and is honoured next pass.
-        let _gate = self.pin_gate.lock().expect("pin gate");
-        let pinned = self.reg().pinned_paths(remote.name())?;
-        let leases = self.lease_set()?;
-        let mut todo = Vec::with_capacity(chunk.len());
-        for a in chunk {
-            let class_now = rt.classifier.classify(remote.name(), &a.entry.path);
-            let leased = leases.holders(remote.name(), &a.entry.path);
-            let refused = if pinned.contains(&a.entry.path) {
-                Some("retained (pinned after the plan was made)".to_string())
-            } else if !leased.is_empty() {
-                Some(format!("in use: {}", leased.join(", ")))
-            } else if class_now != Some(a.class_name.as_str()) {
-                Some(format!(
-                    "its class is now {}; it is re-evaluated on the next pass",
-                    class_now.unwrap_or("none")
-                ))
-            } else {
-                None
+                },
             };
-            match refused {
-                Some(why) => self.account(
-                    a,
-                    Outcome::Refused(why),
-                    trigger,
-                    detail,
-                    report,
-                    &mut gone,
-                    &mut records,
-                ),
-                None => todo.push(*a),
-            }
-        }
-        let keys: Vec<String> = todo
-            .iter()
-            .map(|a| a.entry.path.to_string_lossy().into_owned())
-            .collect();
-        if keys.is_empty() {
-            return Ok((gone, records));
-        }
-        // Durable before the server hears of it: a kill -9 from here on leaves intents
-        // that the next listing settles (`settle_intents`). This chunk's own are dropped
-        // with its records below, before the next chunk starts — so every intent of this
-        // store found here was left by a crash (or by a deletion that failed).
-        let now = self.now();
-        let intents: Vec<Intent> = todo.iter().map(|a| intent_of(a, now, trigger)).collect();
-        let mut earlier: HashMap<PathBuf, Vec<i64>> = HashMap::new();
-        {
-            let wanted: HashSet<&Path> = todo.iter().map(|a| a.entry.path.as_path()).collect();
-            for i in self.reg().intents_of(remote.name())? {
-                if wanted.contains(i.path.as_path()) {
-                    earlier.entry(i.path).or_default().push(i.id);
-                }
-            }
-        }
-        let ids = self.reg().intend_each(&intents)?;
-        let lease = self.fleet.lease(remote.name());
-        let results = match &lease {
-            Some(l) => self.delete_fenced(remote, l, &keys),
-            None => io(remote.delete_many(&keys)),
+            all.iter()
+                .filter(|u| u.key == key)
+                .map(|u| u.upload_id.clone())
+                .collect()
+        } else {
+            vec![crate::store::UploadId(id)]
         };
-        if lease.is_some() {
-            let deleted: Vec<String> = results
-                .iter()
-                .filter(|(_, o)| matches!(o, Outcome::Deleted | Outcome::Vanished))
-                .map(|(k, _)| k.clone())
-                .collect();
-            self.forget_through_siblings(rt, remote, &deleted);
-        }
-        // Each key's intents go with its record, in one transaction: the earlier ones
-        // too, since this outcome is the one recorded. A failed deletion keeps its new
-        // intent (the request may have reached the server all the same: the next listing
-        // settles it) and only that one.
-        let mut settled = Vec::with_capacity(ids.len());
-        for ((a, (_, outcome)), id) in todo.iter().zip(results).zip(ids) {
-            settled.extend(earlier.remove(&a.entry.path).unwrap_or_default());
-            if !matches!(outcome, Outcome::Failed(_)) {
-                settled.push(id);
-            } else {
-                self.metrics.s3_error(remote.name(), "delete");
+        let mut all_done = true;
+        for id in ids {
+            match io(remote.abort_upload(&key, &id)) {
+                Ok(()) => {
+                    info!(action = "abort_upload", store = %name, key = %key, upload_id = %id.0, "aborted an upload an earlier run left unfinished")
+                }
+                Err(e) => {
+                    all_done = false;
+                    warn!(store = %name, key = %key, error = %e, "cannot abort a leftover upload; retrying at the next scan");
+                }
             }
-            self.account(a, outcome, trigger, detail, report, &mut gone, &mut records);
         }
-        // Recorded here rather than by the pass's recorder thread: the next chunk's look
-        // for earlier intents must not find these.
-        self.reg().settle_intents(&settled, &gone, &records)?;
-        Ok((Vec::new(), Vec::new()))
+        if all_done {
+            let _ = lock(registry).remove_upload(row);
+        }
     }
-
-    /// Settles the deletion intents of S3 store `store` that a crash (kill -9, power cut)
-    /// left between a DeleteObjects call and its audit records, by what the server says of
-    /// each key now: `seen(key)` is `None` if unknown (the intent stays, settled later —
-    /// never guessed), `Some(None)` if the key is absent, `Some(Some(ino))` if an object
-    /// with that etag-inode is there. An object that is gone is audited as deleted (and
-    /// forgotten); one still there is dropped from the intents once [`SETTLE_GRACE`] has
-    /// passed (until then the server may still be carrying out the dead process's request,
-    /// and the next pass that deletes it records it instead). Returns how many were
-    /// audited.
-    fn settle_intents(
-        &self,
-        store: &str,
-        pending: Vec<Intent>,
-        seen: impl Fn(&str) -> Option<Option<u64>>,
-        now: Nanos,
-    ) -> Result<usize> {
-        // A key may have two intents (a deletion that failed, then a crash while deleting
-        // it again): one record for the key, every intent settled with it.
-        let mut by_key: std::collections::BTreeMap<String, Vec<Intent>> = Default::default();
-        for i in pending {
-            by_key
-                .entry(i.path.to_string_lossy().into_owned())
-                .or_default()
-                .push(i);
-        }
-        let (mut settled, mut gone, mut records) = (Vec::new(), Vec::new(), Vec::new());
-        for (key, mut all) in by_key {
-            let Some(now_there) = seen(&key) else {
-                continue;
-            };
-            let ids = all.iter().map(|i| i.id);
-            let why = match now_there {
-                Some(ino) if all.iter().any(|i| i.ino == ino) => {
-                    if all.iter().all(|i| now.saturating_sub(i.at) > SETTLE_GRACE) {
-                        settled.extend(ids);
-                    }
-                    continue;
+    let Some(age) = rt
+        .config
+        .store(name)
+        .and_then(|s| s.s3.as_ref())
+        .map(|l| l.abort_uploads_after.as_nanos_i64())
+    else {
+        return;
+    };
+    let Ok(pending) = io(remote.list_uploads()) else {
+        return; // a backend without ListMultipartUploads: the noted ids cover our own
+    };
+    for u in pending {
+        let started = humantime::parse_rfc3339_weak(&u.initiated)
+            .ok()
+            .map(crate::clock::to_nanos);
+        if started.is_some_and(|t| now.saturating_sub(t) > age) {
+            match io(remote.abort_upload(&u.key, &u.upload_id)) {
+                Ok(()) => {
+                    info!(action = "abort_upload", store = %name, key = %u.key, initiated = %u.initiated, "aborted an incomplete multipart upload older than abort_uploads_after")
                 }
-                None => "gone from the server at the next listing",
-                // Its entry now describes the newcomer: not forgotten.
-                Some(_) => {
-                    "gone from the server at the next listing (another object has its key now)"
+                Err(e) => {
+                    warn!(store = %name, key = %u.key, error = %e, "cannot abort a stale upload")
                 }
-            };
-            settled.extend(ids);
-            let i = all.swap_remove(0);
-            if now_there.is_none() {
-                gone.push((i.entry_id, i.path.clone()));
             }
-            debug!(action = "delete", store, key = %key, "reconciled an S3 deletion interrupted by a crash");
-            records.push(AuditRecord {
+        }
+    }
+}
+
+/// Deletes one chunk of planned deletions of S3 store `remote`, recorded in `ledger`:
+/// `pinned` and `leases` (read under the pin gate, which the caller holds through the
+/// request: a pin set meanwhile waits and is honoured next pass) and the class are
+/// re-checked, then one verified bulk deletion with a result per key; a shared store's
+/// fenced by its rules lease in `fleet`.
+pub(super) fn delete(
+    ledger: &Ledger<'_>,
+    fleet: &Fleet,
+    rt: &Runtime,
+    remote: &S3Store,
+    chunk: &[&policy::Action],
+    (pinned, leases): (&HashSet<PathBuf>, &LeaseSet),
+    report: &mut GcReport,
+) -> Result<Recorded> {
+    let (mut gone, mut records) = (Vec::new(), Vec::new());
+    let trigger = ledger.trigger;
+    let mut todo = Vec::with_capacity(chunk.len());
+    for a in chunk {
+        let class_now = rt.classifier.classify(remote.name(), &a.entry.path);
+        let leased = leases.holders(remote.name(), &a.entry.path);
+        let refused = if pinned.contains(&a.entry.path) {
+            Some("retained (pinned after the plan was made)".to_string())
+        } else if !leased.is_empty() {
+            Some(format!("in use: {}", leased.join(", ")))
+        } else if class_now != Some(a.class_name.as_str()) {
+            Some(format!(
+                "its class is now {}; it is re-evaluated on the next pass",
+                class_now.unwrap_or("none")
+            ))
+        } else {
+            None
+        };
+        match refused {
+            Some(why) => ledger.account(a, Outcome::Refused(why), report, &mut gone, &mut records),
+            None => todo.push(*a),
+        }
+    }
+    let keys: Vec<String> = todo
+        .iter()
+        .map(|a| a.entry.path.to_string_lossy().into_owned())
+        .collect();
+    if keys.is_empty() {
+        return Ok((gone, records));
+    }
+    // Durable before the server hears of it: a kill -9 from here on leaves intents
+    // that the next listing settles (`settle_intents`). This chunk's own are dropped
+    // with its records below, before the next chunk starts — so every intent of this
+    // store found here was left by a crash (or by a deletion that failed).
+    let now = ledger.clock.now();
+    let intents: Vec<Intent> = todo.iter().map(|a| intent_of(a, now, trigger)).collect();
+    let mut earlier: HashMap<PathBuf, Vec<i64>> = HashMap::new();
+    {
+        let wanted: HashSet<&Path> = todo.iter().map(|a| a.entry.path.as_path()).collect();
+        for i in ledger.reg().intents_of(remote.name())? {
+            if wanted.contains(i.path.as_path()) {
+                earlier.entry(i.path).or_default().push(i.id);
+            }
+        }
+    }
+    let ids = ledger.reg().intend_each(&intents)?;
+    let lease = fleet.lease(remote.name());
+    let results = match &lease {
+        Some(l) => delete_fenced(remote, l, &keys),
+        None => io(remote.delete_many(&keys)),
+    };
+    if lease.is_some() {
+        let deleted: Vec<String> = results
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Deleted | Outcome::Vanished))
+            .map(|(k, _)| k.clone())
+            .collect();
+        forget_through_siblings(ledger.registry, rt, remote, &deleted);
+    }
+    // Each key's intents go with its record, in one transaction: the earlier ones
+    // too, since this outcome is the one recorded. A failed deletion keeps its new
+    // intent (the request may have reached the server all the same: the next listing
+    // settles it) and only that one.
+    let mut settled = Vec::with_capacity(ids.len());
+    for ((a, (_, outcome)), id) in todo.iter().zip(results).zip(ids) {
+        settled.extend(earlier.remove(&a.entry.path).unwrap_or_default());
+        if !matches!(outcome, Outcome::Failed(_)) {
+            settled.push(id);
+        } else {
+            ledger.metrics.s3_error(remote.name(), "delete");
+        }
+        ledger.account(a, outcome, report, &mut gone, &mut records);
+    }
+    // Recorded here rather than by the pass's recorder thread: the next chunk's look
+    // for earlier intents must not find these.
+    ledger.reg().settle_intents(&settled, &gone, &records)?;
+    Ok((Vec::new(), Vec::new()))
+}
+
+/// Settles the deletion intents of S3 store `store` that a crash (kill -9, power cut)
+/// left between a DeleteObjects call and its audit records, by what the server says of
+/// each key now: `seen(key)` is `None` if unknown (the intent stays, settled later —
+/// never guessed), `Some(None)` if the key is absent, `Some(Some(ino))` if an object
+/// with that etag-inode is there. An object that is gone is audited as deleted (and
+/// forgotten); one still there is dropped from the intents once [`SETTLE_GRACE`] has
+/// passed (until then the server may still be carrying out the dead process's request,
+/// and the next pass that deletes it records it instead). Returns how many were
+/// audited.
+fn settle_intents(
+    registry: &Mutex<Registry>,
+    store: &str,
+    pending: Vec<Intent>,
+    seen: impl Fn(&str) -> Option<Option<u64>>,
+    now: Nanos,
+) -> Result<usize> {
+    // A key may have two intents (a deletion that failed, then a crash while deleting
+    // it again): one record for the key, every intent settled with it.
+    let mut by_key: std::collections::BTreeMap<String, Vec<Intent>> = Default::default();
+    for i in pending {
+        by_key
+            .entry(i.path.to_string_lossy().into_owned())
+            .or_default()
+            .push(i);
+    }
+    let (mut settled, mut gone, mut records) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, mut all) in by_key {
+        let Some(now_there) = seen(&key) else {
+            continue;
+        };
+        let ids = all.iter().map(|i| i.id);
+        let why = match now_there {
+            Some(ino) if all.iter().any(|i| i.ino == ino) => {
+                if all.iter().all(|i| now.saturating_sub(i.at) > SETTLE_GRACE) {
+                    settled.extend(ids);
+                }
+                continue;
+            }
+            None => "gone from the server at the next listing",
+            // Its entry now describes the newcomer: not forgotten.
+            Some(_) => "gone from the server at the next listing (another object has its key now)",
+        };
+        settled.extend(ids);
+        let i = all.swap_remove(0);
+        if now_there.is_none() {
+            gone.push((i.entry_id, i.path.clone()));
+        }
+        debug!(action = "delete", store, key = %key, "reconciled an S3 deletion interrupted by a crash");
+        records.push(AuditRecord {
                 at: now,
                 store: store.to_string(),
                 path: i.path,
@@ -463,42 +471,39 @@ impl Engine {
                 trigger: i.trigger,
                 bytes: Some(i.size),
             });
-        }
-        if !records.is_empty() {
-            info!(
-                action = "delete",
-                store,
-                objects = records.len(),
-                "reconciled {} S3 deletions interrupted by a crash: the objects are gone, audited now",
-                records.len()
-            );
-        }
-        if !settled.is_empty() {
-            self.reg().settle_intents(&settled, &gone, &records)?;
-        }
-        Ok(records.len())
     }
+    if !records.is_empty() {
+        info!(
+            action = "delete",
+            store,
+            objects = records.len(),
+            "reconciled {} S3 deletions interrupted by a crash: the objects are gone, audited now",
+            records.len()
+        );
+    }
+    if !settled.is_empty() {
+        lock(registry).settle_intents(&settled, &gone, &records)?;
+    }
+    Ok(records.len())
+}
 
-    /// Probes every S3 store's capabilities and logs them (the daemon's start-up).
-    pub fn probe_remotes(&self) {
-        let rt = self.runtime();
-        for r in &rt.remotes {
-            // Probed at the daemon's start already (the fleet's setup logged it).
-            if self
-                .fleet
-                .probed
-                .lock()
-                .expect("fleet probed")
-                .contains(r.name())
-            {
-                continue;
-            }
-            match io(r.probe()) {
-                Ok(c) => log_capabilities(r.name(), &c),
-                Err(e) => {
-                    self.metrics.s3_error(r.name(), "probe");
-                    warn!(store = %r.name(), error = %e, "cannot probe S3 store; it is retried at every pass")
-                }
+/// Probes every S3 store's capabilities and logs them (the daemon's start-up).
+pub(super) fn probe(rt: &Runtime, fleet: &Fleet, metrics: &Metrics) {
+    for r in &rt.remotes {
+        // Probed at the daemon's start already (the fleet's setup logged it).
+        if fleet
+            .probed
+            .lock()
+            .expect("fleet probed")
+            .contains(r.name())
+        {
+            continue;
+        }
+        match io(r.probe()) {
+            Ok(c) => log_capabilities(r.name(), &c),
+            Err(e) => {
+                metrics.s3_error(r.name(), "probe");
+                warn!(store = %r.name(), error = %e, "cannot probe S3 store; it is retried at every pass")
             }
         }
     }

@@ -705,7 +705,7 @@ impl Engine {
                 .iter()
                 .map(|a| (a.entry.store.clone(), a.entry.path.clone()))
                 .collect();
-            let outcomes = self.would_unpinned(&rt, &actions, &unpin)?;
+            let outcomes = self.executor(&rt).would_unpinned(&actions, &unpin)?;
             for (a, o) in actions.iter().zip(outcomes) {
                 if matches!(o, Outcome::Refused(_)) {
                     report.refused += 1;
@@ -714,7 +714,8 @@ impl Engine {
             }
         } else if !actions.is_empty() {
             let mut pass = GcReport::default();
-            self.execute(&rt, &actions, RM_TRIGGER, true, &mut pass, None)?;
+            let ledger = self.ledger(RM_TRIGGER, true);
+            (self.executor(&rt)).execute(&ledger, &actions, &mut pass, None, false)?;
             report.deleted_files += pass.deleted_files;
             report.deleted_bytes += pass.deleted_bytes;
             report.refused += pass.refused;
