@@ -3,9 +3,11 @@
 //! control socket; without a daemon the CLI calls them directly (holding the state lock),
 //! so both paths print the same thing.
 //!
-//! This file is the engine's state ([`Engine`], its errors and reports) and the pass
-//! itself (`gc_scoped`: scan, plan, execute, prune), about 850 lines; each other operation
-//! lives in its own file under engine/ (the map is the `mod` list below).
+//! This file is the engine's state ([`Engine`], its errors and reports), the pass itself
+//! (`gc_scoped`: scan, plan, execute, prune) and the thin methods that hand the executor,
+//! the ledger, offload, remote and dedupe only the state each uses (`executor`, `ledger`,
+//! `offloader`, …), about 950 lines; each other operation lives in its own file under
+//! engine/ (the map is the `mod` list below).
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};

@@ -30,12 +30,18 @@
 //!   `GET /metrics` served there and on its own TCP listener (`control/metrics.rs`).
 //! - [`hooks`]: the webhook receiver: each media server's dialect parsed into one event.
 //! - [`engine`]: the façade that wires registry, running config and the parts below —
-//!   `engine/executor.rs` (the guard chain as a table, act, verify, record: the only way a
-//!   file goes), `runtime.rs` (the running config), `index.rs` (scans and watched changes),
-//!   `explain.rs`, `history.rs` (the audit, filtered and paged), `marks.rs`, `status.rs`, `scrape.rs` (what a metrics scrape reads), `facts.rs` (what servers announce), `rm.rs`,
-//!   `pressure.rs` (the disk-pressure pass), `offload.rs` (copy, verify, backoff),
-//!   `remote.rs` (S3 listing and deletion), `recover.rs` (crash leftovers), `clockwatch.rs`
-//!   (the wall clock watched against `CLOCK_BOOTTIME`: a jump holds the time rules).
+//!   `engine/executor.rs` (the guard chain as a table, act, verify: the only way a file
+//!   goes), `ledger.rs` (each outcome counted, logged and audited: the local chunks' and
+//!   the S3 deletions'), `runtime.rs` (the running config), `index.rs` (scans and watched
+//!   changes), `explain.rs`, `history.rs` (the audit, filtered and paged), `marks.rs`,
+//!   `status.rs`, `scrape.rs` (what a metrics scrape reads), `facts.rs` (what servers
+//!   announce), `rm.rs`, `pressure.rs` (the disk-pressure pass), `offload.rs` (copy,
+//!   verify, backoff), `remote.rs` (S3 listing and deletion), `dedupe.rs` (identical
+//!   copies), `recover.rs` (crash leftovers), `clockwatch.rs` (the wall clock watched
+//!   against `CLOCK_BOOTTIME`: a jump holds the time rules). The executor, ledger, offload,
+//!   remote and dedupe see only the state they use — a small struct or arguments borrowed
+//!   from the engine by its thin methods (`Engine::executor`, `ledger`, `offloader`) —
+//!   never the whole `Engine`.
 //! - [`fleet`]: several boxes on one bucket: the node identity, each S3 root's claim marker
 //!   (`fleet/claim.rs`) and a shared store's rules lease with its fencing (`fleet/lease.rs`);
 //!   the engine drives them (`engine/fleet.rs`), the daemon ticks them; the box's status

@@ -9,7 +9,7 @@
 //! store — and each regular file in it is one action; whatever else is there (a symlink, a
 //! socket, a FIFO, a device, a directory that cannot be read) is left in place with a
 //! result saying what it is. The actions go through the same guards and deleter as a
-//! lifecycle pass ([`Engine::execute`]; [`Engine::would`] for a dry run): leases,
+//! lifecycle pass (`Executor::execute`; `Executor::would` for a dry run): leases,
 //! playlists, writers, offload before delete, the kernel's exclusive lease (a file open in
 //! another process is refused naming it), the trash rename with its inode check, verified
 //! gone, a durable intent and an audit record (trigger `manual`) per file. A retained file
