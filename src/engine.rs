@@ -52,6 +52,7 @@ mod remote;
 mod rm;
 mod roots;
 mod runtime;
+mod s3io;
 mod scrape;
 mod status;
 mod streams;
@@ -64,9 +65,10 @@ pub use facts::{Announced, Claim, fact_tag};
 pub use history::{History, HistoryRequest};
 pub use index::ChangeEffect;
 pub use marks::{Mark, MarkResult, check_tag};
-pub use remote::{fetch, io as s3_io, open as open_s3};
+pub use remote::{fetch, open as open_s3};
 pub use rm::{RM_TRIGGER, RemovedDir, RmReport, RmRequest};
 pub use runtime::{MissingStore, Runtime};
+pub use s3io::io as s3_io;
 pub use status::{
     Activity, FleetFacts, OffloadBackoff, Reload, Status, UnwritableStore, Volume,
     status_without_registry, unwritable_stores,

@@ -36,7 +36,8 @@
 //!   changes), `explain.rs`, `history.rs` (the audit, filtered and paged), `marks.rs`,
 //!   `status.rs`, `scrape.rs` (what a metrics scrape reads), `facts.rs` (what servers
 //!   announce), `rm.rs`, `pressure.rs` (the disk-pressure pass), `offload.rs` (copy,
-//!   verify, backoff), `remote.rs` (S3 listing and deletion), `dedupe.rs` (identical
+//!   verify, backoff), `remote.rs` (S3 listing and deletion), `s3io.rs` (the I/O runtime
+//!   S3 calls run on, below remote, offload and fleet), `dedupe.rs` (identical
 //!   copies), `recover.rs` (crash leftovers), `clockwatch.rs` (the wall clock watched
 //!   against `CLOCK_BOOTTIME`: a jump holds the time rules). The executor, ledger, offload,
 //!   remote and dedupe see only the state they use — a small struct or arguments borrowed

@@ -4,7 +4,7 @@
 //! leases renew; a shared store's deletions are fenced by its lease, and what they delete
 //! leaves this box's own store at once.
 
-use super::remote::{MIN_ATTEMPT, io};
+use super::s3io::{MIN_ATTEMPT, io, log_capabilities};
 use super::*;
 use crate::store::s3::S3Store;
 
@@ -123,7 +123,7 @@ impl Engine {
             r.probe().await.map_err(|e| e.to_string())
         }))
         .map_err(Setup::Later)?;
-        super::remote::log_capabilities(r.name(), &caps);
+        log_capabilities(r.name(), &caps);
         self.fleet
             .probed
             .lock()

@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use tracing::{debug, error, info, warn};
 
-use super::remote::{etag_ino, io};
+use super::remote::etag_ino;
+use super::s3io::io;
 use super::{GcReport, Result, Runtime};
 use crate::clock::Clock;
 use crate::inuse::leases::LeaseSet;

@@ -4,7 +4,7 @@
 //! after a crash, fetch, and the start-up capability probe.
 //!
 //! The engine is synchronous (its callers run on blocking threads); S3 calls run to
-//! completion on one small I/O runtime of their own.
+//! completion on one small I/O runtime of their own (`s3io.rs`).
 //!
 //! It sees only what it uses, passed in by the engine's thin methods: the running config
 //! and its stores ([`Runtime`]), the registry, the metrics, the fleet's claims and leases;
@@ -12,9 +12,8 @@
 //! pin gate by the executor. Never the whole engine.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -22,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use super::fleet::{delete_fenced, forget_through_siblings, is_shared};
 use super::ledger::{Ledger, Recorded};
+use super::s3io::{MIN_ATTEMPT, io, log_capabilities};
 use super::{EngineError, GcReport, Result, Runtime, intent_of};
 use crate::config::{Config, S3Location};
 use crate::fleet::Fleet;
@@ -55,9 +55,6 @@ pub(super) fn local_only(rt: &Runtime, all: Vec<Intent>) -> Vec<Intent> {
 /// Listed objects are recorded this many at a time.
 const LIST_BATCH: usize = 8192;
 
-/// The shortest deadline of one S3 request attempt.
-pub(super) const MIN_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Opens S3 store `name` at `loc`, with credentials from its file or the environment.
 pub fn open(name: &str, loc: &S3Location) -> Result<Arc<S3Store>> {
     let source = match &loc.credentials_file {
@@ -82,29 +79,6 @@ pub fn open(name: &str, loc: &S3Location) -> Result<Arc<S3Store>> {
         .request_timeout
         .min(loc.retry_timeout.0.max(MIN_ATTEMPT));
     Ok(Arc::new(S3Store::new(settings).map_err(StoreError::from)?))
-}
-
-/// Runs `f` to completion on the S3 I/O runtime, from any thread (also from within another
-/// runtime's blocking thread: it blocks a thread of its own).
-pub fn io<F>(f: F) -> F::Output
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    static IO: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    let rt = IO.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("mediaretain-s3")
-            .enable_all()
-            .build()
-            .expect("the S3 I/O runtime starts")
-    });
-    std::thread::scope(|s| {
-        s.spawn(|| rt.block_on(f))
-            .join()
-            .expect("S3 I/O thread panicked")
-    })
 }
 
 /// An entity tag as a stand-in inode: an object rewritten under the same key is a new one.
@@ -507,24 +481,6 @@ pub(super) fn probe(rt: &Runtime, fleet: &Fleet, metrics: &Metrics) {
             }
         }
     }
-}
-
-/// Logs what the probe found S3 store `store` supports.
-pub(super) fn log_capabilities(store: &str, c: &crate::store::s3::Capabilities) {
-    info!(
-        store,
-        conditional_create = c.conditional_create,
-        object_tags = c.object_tags,
-        checksum_sha256 = c.checksum_sha256,
-        multipart_etag_md5 = c.multipart_etag_md5,
-        list_uploads = c.list_uploads,
-        "S3 store {store}: conditional create {}, object tags {}, server-checked sha256 {}, md5 multipart etags {}, list uploads {} (copies are verified by etag; claims and rules leases use conditional writes where honoured)",
-        c.conditional_create,
-        c.object_tags,
-        c.checksum_sha256,
-        c.multipart_etag_md5,
-        c.list_uploads
-    );
 }
 
 /// `mediaretain fetch STORE:KEY DEST`: streams an object to `dest` through a partial file
