@@ -31,6 +31,7 @@ mod schema;
 
 pub use audit::{AuditColumn, AuditQuery, WalkCost};
 pub use hashes::{Hashed, NewHash};
+pub use open::Checkpointer;
 pub use scanned::StoreScan;
 
 use std::collections::HashMap;
