@@ -43,7 +43,7 @@
 //!   remote and dedupe see only the state they use — a small struct or arguments borrowed
 //!   from the engine by its thin methods (`Engine::executor`, `ledger`, `offloader`) —
 //!   never the whole `Engine`.
-//! - [`fleet`]: several boxes on one bucket: the node identity, each S3 root's claim marker
+//! - [`fleet`]: several boxes on one bucket: who wrote a control object ([`fleet::Identity`]), each S3 root's claim marker
 //!   (`fleet/claim.rs`) and a shared store's rules lease with its fencing (`fleet/lease.rs`);
 //!   the engine drives them (`engine/fleet.rs`), the daemon ticks them; the box's status
 //!   object and the fleet view (`fleet/status.rs`); a store's remote rules compiled into the
@@ -65,7 +65,8 @@
 //!   [`statedir`]: the single-instance lock; [`spell`]: the lossless spelling of paths as
 //!   text; [`failure`]: an error with its exit code; [`logging`]: journald or stderr;
 //!   [`reserve`]: the space kept in the state directory for the registry of a full disk;
-//!   [`listen`]: the listeners (hooks, metrics, control socket) served within connection
+//!   [`node`]: the names a box and its control objects go by (below config, store and
+//!   fleet, which all use them); [`listen`]: the listeners (hooks, metrics, control socket) served within connection
 //!   caps and timeouts.
 
 pub mod access;
@@ -83,6 +84,7 @@ pub mod inuse;
 pub mod listen;
 pub mod logging;
 pub mod metrics;
+pub mod node;
 pub mod policy;
 pub mod progress;
 pub mod registry;

@@ -16,7 +16,7 @@ pub(super) fn is_shared(rt: &Runtime, name: &str) -> bool {
         .is_some_and(|l| l.shared)
 }
 
-use crate::fleet::ROOTS_FILE;
+use crate::node::ROOTS_FILE;
 
 /// Start-up work on one S3 store's fleet state took longer than this: it goes on in the
 /// background (a store that does not answer never holds the daemon's start).

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Identity, NODE_MARKER};
+use super::Identity;
+use crate::node::NODE_MARKER;
 use crate::store::s3::{ControlPut, ControlWrite, S3Store};
 use crate::store::{Store, StoreError};
 

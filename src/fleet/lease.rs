@@ -28,8 +28,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Identity, RULES_LEASE};
+use super::Identity;
 use crate::clock::boottime;
+use crate::node::RULES_LEASE;
 use crate::store::s3::{ControlPut, ControlWrite, S3Store};
 
 /// How the holder is decided.

@@ -25,9 +25,9 @@ use crate::store::{Store as _, StoreError};
 use crate::units::{Dur, Nanos};
 
 /// The status object's key, relative to a box's root (the S3 store's root).
-pub const STATUS_KEY: &str = super::STATUS_OBJECT;
+pub const STATUS_KEY: &str = crate::node::STATUS_OBJECT;
 
-pub use super::CONTROL_DIR;
+pub use crate::node::CONTROL_DIR;
 
 /// A box is stale when its status object is older than this many of its heartbeats.
 pub const STALE_BEATS: u64 = 3;
@@ -43,7 +43,7 @@ pub fn fleet_node(config: &crate::config::Config) -> String {
     config.daemon.node.clone()
 }
 
-use super::host_name;
+use crate::node::{host_name, machine_id};
 
 /// What one box says about itself, every heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -164,7 +164,7 @@ impl Identity {
         Identity {
             node: fleet_node(config),
             host: host_name(),
-            machine_id: super::machine_id(),
+            machine_id: machine_id(),
             boot_id: crate::clock::boot_id(),
         }
     }

@@ -156,7 +156,7 @@ pub fn is_plain_key(key: &str) -> bool {
 pub fn offload_key(store: &str, path: &Path) -> Option<String> {
     path.to_str()
         .map(|p| format!("{store}/{p}"))
-        .filter(|k| !crate::fleet::is_control_key(k))
+        .filter(|k| !crate::node::is_control_key(k))
 }
 
 /// The key for one version (modified at `mtime`, attempt `n` ≥ 1) of a file whose plain

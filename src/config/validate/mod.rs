@@ -29,13 +29,13 @@ enum Used {
     Nothing,
     /// A registry from before node prefixes: every S3 store used its plain prefix.
     Plain,
-    /// The roots recorded by a start since ([`crate::fleet::ROOTS_FILE`]).
+    /// The roots recorded by a start since ([`crate::node::ROOTS_FILE`]).
     Roots(HashMap<String, String>),
 }
 
 impl Used {
     fn read(state_dir: &Path) -> Used {
-        match std::fs::read(state_dir.join(crate::fleet::ROOTS_FILE)) {
+        match std::fs::read(state_dir.join(crate::node::ROOTS_FILE)) {
             Ok(b) => Used::Roots(serde_json::from_slice(&b).unwrap_or_default()),
             Err(_) if state_dir.join("registry.db").exists() => Used::Plain,
             Err(_) => Used::Nothing,
@@ -522,14 +522,14 @@ impl Validator<'_> {
         let (fleet_heartbeat, beat_span) = interval(&d.fleet_heartbeat, raw::d_fleet_heartbeat());
         let node = match &d.node {
             Some(n) => {
-                if !crate::fleet::valid_node(n.get_ref()) {
+                if !crate::node::valid_node(n.get_ref()) {
                     self.err(n.span(), format!("daemon.node {:?} must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", n.get_ref()));
                 }
                 n.get_ref().clone()
             }
             None => {
-                let host = crate::fleet::host_name();
-                if !crate::fleet::valid_node(&host) {
+                let host = crate::node::host_name();
+                if !crate::node::valid_node(&host) {
                     self.unnamed = Some((
                         dspan.clone(),
                         format!(

@@ -271,7 +271,7 @@ impl Validator<'_> {
             }
         }
         if let Some(n) = &s.remote_rules_node
-            && !crate::fleet::valid_node(n.get_ref())
+            && !crate::node::valid_node(n.get_ref())
         {
             self.err(
                 n.span(),

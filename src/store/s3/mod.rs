@@ -1094,7 +1094,7 @@ impl Store for S3Store {
         // Control objects (claim markers, leases, status, probes) are never entries.
         self.list_failover(prefix, None)
             .try_filter(|m| {
-                futures::future::ready(!crate::fleet::is_control_key(m.location.as_ref()))
+                futures::future::ready(!crate::node::is_control_key(m.location.as_ref()))
             })
             .map_ok(|m| self.info(&m))
             .map_err(|e| self.err(&self.prefix, "LIST", e))
