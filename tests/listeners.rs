@@ -8,6 +8,7 @@
 //! `MEDIARETAIN_TEST_BIN=/path/to/old/mediaretain` runs these against another build.
 
 mod common;
+use common::s3::free_port;
 use common::users::{ATTACKER, GROUP, MEMBER, as_user};
 use common::*;
 
@@ -18,14 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PY: &str = "/usr/bin/python3";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Starts the daemon with descriptor limits `soft` and `hard` (a unit without
 /// `LimitNOFILE=` leaves a daemon at 1024); returns once it answers and has scanned.

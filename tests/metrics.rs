@@ -7,6 +7,7 @@
 
 mod common;
 use common::s3;
+use common::s3::free_port;
 use common::*;
 
 use std::fs;
@@ -18,15 +19,6 @@ use std::time::Duration;
 
 const MIB: usize = 1 << 20;
 const T: Duration = Duration::from_secs(60);
-
-/// A free loopback port (bound, then released for the daemon or Prometheus to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One HTTP GET on loopback: (status, content type, body).
 fn get(port: u16, target: &str) -> Option<(u16, String, String)> {

@@ -419,11 +419,7 @@ fn a_stuck_breakdown_counts_failed_deletions_as_failed_never_protected() {
 /// Old build: status and metrics said "ok" at 100.0% while every pass failed.
 #[test]
 fn a_full_volume_that_cannot_be_freed_is_stuck_with_its_cause_never_ok() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::s3::free_port();
     let daemon = format!(
         "gc_interval = \"1h\"\nscan_interval = \"1h\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\""
     );

@@ -49,13 +49,40 @@ impl Drop for S3Server {
     }
 }
 
-/// A loopback port nobody listens on now.
+/// A loopback port free now, below the kernel's ephemeral range (`ip_local_port_range`):
+/// a server started on it cannot lose it, between this look and its own bind, to the
+/// source port of some test's outgoing connection — moto_server did ("Address already in
+/// use" on a port the kernel had handed out as 0) once in four runs of the suite.
+/// Distinct within one test process; a random start per process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const FLOOR: u32 = 10_000;
+    if low <= FLOOR + 1_000 {
+        // An unusual range: the kernel's own choice, as before.
+        return TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let span = low - FLOOR;
+    let seed = std::process::id().wrapping_mul(7_919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FLOOR + seed.wrapping_add(n.wrapping_mul(7_919)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FLOOR} and {low}");
 }
 
 /// Sends one plain HTTP/1.1 request and returns the status code, or `None` when nothing
