@@ -4,6 +4,7 @@
 //! objects, one of them killed with SIGKILL.
 
 mod common;
+use common::prometheus::Prometheus;
 use common::s3::S3Server;
 use common::*;
 
@@ -302,74 +303,11 @@ fn endpoint_lists_are_read_and_checked() {
     }
 }
 
-/// A real Prometheus on loopback with config `yml`; killed on drop.
-struct Prometheus {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(yml: &str) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("prometheus.yml");
-        fs::write(&cfg, yml).unwrap();
-        let port = common::s3::free_port();
-        let child = std::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package `prometheus`)");
-        let p = Prometheus {
-            child,
-            port,
-            _dir: dir,
-        };
-        wait_for("Prometheus to be ready", T, || {
-            common::s3::http_status(port, "GET", "/-/ready") == Some(200)
-        });
-        p
-    }
-
-    /// The instant vector of `q`: the `node` label and the value of each series.
-    fn by_node(&self, q: &str) -> BTreeMap<String, f64> {
-        use std::io::{Read, Write};
-        let enc: String = form_urlencoded::byte_serialize(q.as_bytes()).collect();
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            s,
-            "GET /api/v1/query?query={enc} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let body = out.split_once("\r\n\r\n").unwrap().1;
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(v["status"], "success", "{q}: {v}");
-        v["data"]["result"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let node = r["metric"]["node"].as_str().unwrap_or("").to_string();
-                let x = r["value"][1].as_str().unwrap().parse::<f64>().unwrap();
-                (node, x)
-            })
-            .collect()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The instant vector of `q`: the `node` label and the value of each series.
+fn by_node(prom: &Prometheus, q: &str) -> BTreeMap<String, f64> {
+    (prom.query(q).into_iter())
+        .map(|(labels, x)| (labels["node"].as_str().unwrap_or("").to_string(), x))
+        .collect()
 }
 
 // docs/metrics.md, "A fleet": one Prometheus scraping two boxes with a `node` label per
@@ -408,7 +346,7 @@ fn one_prometheus_sees_each_box_of_a_fleet_by_its_node_label() {
     let db = b.daemon(None);
     let up = r#"count by (node) (up{job=~"mediaretain.*"} == 1)"#;
     da.wait_for("both boxes up in Prometheus", T, || {
-        prom.by_node(up).len() == 2
+        by_node(&prom, up).len() == 2
     });
     for q in [
         "max by (node) (mediaretain_volume_used_ratio)",
@@ -420,12 +358,12 @@ fn one_prometheus_sees_each_box_of_a_fleet_by_its_node_label() {
             "{q} is not on the page"
         );
         da.wait_for(q, T, || {
-            prom.by_node(q).keys().cloned().collect::<Vec<_>>() == ["box1", "box2"]
+            by_node(&prom, q).keys().cloned().collect::<Vec<_>>() == ["box1", "box2"]
         });
     }
     db.signal(rustix::process::Signal::KILL);
     da.wait_for("box2 down, box1 up", T, || {
-        let up = prom.by_node(r#"up{job="mediaretain"}"#);
+        let up = by_node(&prom, r#"up{job="mediaretain"}"#);
         up.get("box1") == Some(&1.0) && up.get("box2") == Some(&0.0)
     });
 }

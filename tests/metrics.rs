@@ -6,6 +6,7 @@
 //! exports. Needs root (a tmpfs), like CI.
 
 mod common;
+use common::prometheus::Prometheus;
 use common::s3;
 use common::s3::free_port;
 use common::*;
@@ -14,7 +15,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const MIB: usize = 1 << 20;
@@ -44,96 +45,11 @@ fn get(port: u16, target: &str) -> Option<(u16, String, String)> {
     Some((status, ctype, body.to_string()))
 }
 
-/// A real Prometheus on loopback scraping `target` every second; killed on drop.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: u16) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("prometheus.yml");
-        fs::write(
-            &cfg,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: mediaretain\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package `prometheus`; scripts/test installs it)");
-        let p = Prometheus {
-            child,
-            port,
-            _dir: dir,
-        };
-        wait_for("Prometheus to be ready", T, || {
-            get(port, "/-/ready").is_some_and(|(s, _, _)| s == 200)
-        });
-        p
-    }
-
-    /// The instant vector of `q`: (labels, value) per series.
-    fn query(&self, q: &str) -> Vec<(serde_json::Value, f64)> {
-        let enc: String = form_urlencoded::byte_serialize(q.as_bytes()).collect();
-        let Some((200, _, body)) = get(self.port, &format!("/api/v1/query?query={enc}")) else {
-            return Vec::new();
-        };
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["status"], "success", "{q}: {v}");
-        v["data"]["result"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let x = r["value"][1].as_str().unwrap().parse::<f64>().unwrap();
-                (r["metric"].clone(), x)
-            })
-            .collect()
-    }
-
-    /// The single value of `q`, if it has one.
-    fn value(&self, q: &str) -> Option<f64> {
-        let r = self.query(q);
-        (r.len() == 1).then(|| r[0].1)
-    }
-
-    /// Waits until Prometheus says `q` is `want`.
-    fn expect(&self, q: &str, want: f64) {
-        let mut last = None;
-        let limit = T;
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            last = self.value(q).or(last);
-            if last == Some(want) {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "Prometheus: {q} = {last:?}, want {want} (waited {limit:?})"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A real Prometheus on loopback scraping `target` every second.
+fn prometheus(target: u16) -> Prometheus {
+    Prometheus::start(&format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: mediaretain\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
+    ))
 }
 
 const CLASSES: &str = r#"
@@ -188,7 +104,7 @@ fn prometheus_sees_deletions_refusals_and_a_stuck_volume() {
         );
     }
     let d = b.daemon(None);
-    let prom = Prometheus::start(port);
+    let prom = prometheus(port);
     prom.expect("up{job=\"mediaretain\"}", 1.0);
     prom.expect(
         "sum(mediaretain_deleted_files_total{class=\"tmp\",trigger=\"schedule\"})",

@@ -2,6 +2,7 @@
 //! and polling with deadlines (never sleeps that guess).
 #![allow(dead_code)]
 
+pub mod prometheus;
 pub mod s3;
 pub mod stack;
 pub mod users;
