@@ -62,14 +62,19 @@ impl Registry {
         .map_err(e)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(e)?;
-        Ok(Registry {
+        Ok(Registry::on(conn, path))
+    }
+
+    /// A registry on connection `conn` to the database at `path`, before any scan.
+    fn on(conn: Connection, path: &Path) -> Registry {
+        Registry {
             conn,
             path: path.to_path_buf(),
             store_ids: HashMap::new(),
             generation: 0,
             pin_log: 0,
             pins_unsynced: false,
-        })
+        }
     }
 
     /// SQLite's quick check of every page (not of index contents): a damaged registry is
@@ -101,14 +106,7 @@ impl Registry {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(Registry {
-            conn,
-            path: path.to_path_buf(),
-            store_ids: HashMap::new(),
-            generation: 0,
-            pin_log: 0,
-            pins_unsynced: false,
-        })
+        Ok(Registry::on(conn, path))
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -138,34 +136,26 @@ impl Registry {
 /// a scan's writer goes on, so that the writer never stops for a checkpoint and its
 /// `fsync`s itself (a first index of 100k files stopped once for about 60 ms half-way,
 /// and its close copied the rest).
-pub struct Checkpointer {
-    conn: Connection,
-    path: PathBuf,
-}
+pub struct Checkpointer(Registry);
 
 impl Checkpointer {
     /// Copies what it can now: PASSIVE, it neither waits for the writer nor holds it up.
     /// A failure only leaves the work to the next checkpoint (or to the close).
     pub fn checkpoint(&self) {
-        if let Err(e) = self
+        let Checkpointer(reg) = self;
+        if let Err(e) = reg
             .conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
         {
-            tracing::debug!(path = %crate::spell::show(&self.path), error = %e, "checkpoint beside the scan failed; left to the next");
+            tracing::debug!(path = %crate::spell::show(&reg.path), error = %e, "checkpoint beside the scan failed; left to the next");
         }
     }
 }
 
 impl Registry {
-    /// A [`Checkpointer`] on this registry's database.
+    /// A [`Checkpointer`] on this registry's database (a connection apart).
     pub fn checkpointer(&self) -> Result<Checkpointer> {
-        let conn = connect_apart(&self.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-        conn.execute_batch("PRAGMA synchronous = NORMAL")
-            .map_err(self.err())?;
-        Ok(Checkpointer {
-            conn,
-            path: self.path.clone(),
-        })
+        Registry::open_apart(&self.path).map(Checkpointer)
     }
 
     /// Whether this connection's commits checkpoint the log themselves once it holds
